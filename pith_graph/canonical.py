@@ -1,0 +1,252 @@
+"""Strict JSON reading and the registry's canonical JSON rule.
+
+canonical(x) is, byte for byte, the UTF-8 encoding of::
+
+    json.dumps(x, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+(FORMAT-FACTS: "Canonical JSON"). It is *not* RFC 8785: floats print as
+Python's ``repr`` (``1e+16``), keys sort by code point.
+
+Two encoders produce it:
+
+* :func:`canonical_json` -- the reference rule itself, for any JSON value a
+  caller builds.
+* :func:`canonical_json_parsed` -- a fast path for trees produced by
+  :func:`loads`. msgspec's sorted encoder is byte-identical to the reference for
+  strings, integers, booleans, null, arrays and objects, but prints floats
+  differently (``1e16`` vs ``1e+16``). :func:`loads` therefore decodes every JSON
+  float as :class:`JsonFloat`, a ``float`` subclass msgspec refuses to encode;
+  the refusal sends that tree down the reference path. Property tests compare
+  the two over arbitrary JSON values.
+
+:func:`loads` is the only way pith_graph reads JSON. It rejects what would let
+two parsers disagree about a document's hash: duplicate object keys (anywhere),
+NaN and infinities (also as out-of-range literals such as ``1e400``), invalid
+UTF-8, lone surrogates, nesting deeper than :data:`MAX_DEPTH`, and documents
+larger than the caller's size limit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from typing import Any, Final
+
+import msgspec
+
+from pith_graph import codes
+from pith_graph.errors import InputError
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "MAX_DEPTH",
+    "JsonFloat",
+    "canonical_json",
+    "canonical_json_parsed",
+    "canonical_sha256",
+    "loads",
+    "sha256_hex",
+]
+
+#: Deepest nesting of arrays/objects accepted anywhere (the registry's documents
+#: nest about 8 deep; a bundle adds 3 levels around an event).
+MAX_DEPTH: Final = 64
+#: Default upper bound on a document's size in bytes.
+DEFAULT_MAX_BYTES: Final = 1 << 30
+
+
+class JsonFloat(float):
+    """A float decoded from JSON text.
+
+    Behaves exactly like ``float``; its only purpose is that msgspec refuses to
+    encode it, which routes any tree containing a float to the reference encoder
+    (whose float format is the canonical one).
+    """
+
+    __slots__ = ()
+
+
+def _finite_float(text: str) -> JsonFloat:
+    value = JsonFloat(text)
+    if not math.isfinite(value):
+        # merge-v1 / canonical: no NaN or infinity, even spelled as 1e400.
+        raise ValueError(f"number {text!r} is out of range")
+    return value
+
+
+_DECODER: Final = msgspec.json.Decoder(float_hook=_finite_float)
+_SORTED_ENCODER: Final = msgspec.json.Encoder(order="sorted")
+# Only used to count the keys of a decoded tree; JsonFloat is encoded as a plain float.
+_COUNT_ENCODER: Final = msgspec.json.Encoder(enc_hook=float)
+
+_ONLY_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+_EMPTY_PAIR: Final = re.compile(rb"\[\]|\{\}")
+
+
+def sha256_hex(data: bytes) -> str:
+    """Return the lowercase hex SHA-256 digest of ``data``."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Return the registry's canonical JSON bytes for ``obj``.
+
+    Exactly ``json.dumps(obj, sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False).encode("utf-8")``, except that values JSON cannot
+    represent (NaN, infinities, lone surrogates, non-JSON types) raise
+    :class:`~pith_graph.errors.InputError` instead of producing bytes no
+    conforming parser would read back.
+    """
+    try:
+        text = json.dumps(
+            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except ValueError as exc:
+        raise InputError(f"value is not canonical JSON: {exc}", code=codes.E_NON_FINITE) from exc
+    except TypeError as exc:
+        raise InputError(f"value is not canonical JSON: {exc}", code=codes.E_SHAPE) from exc
+    except RecursionError as exc:
+        raise InputError("value nests too deeply", code=codes.E_TOO_DEEP) from exc
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            "value contains a lone surrogate, which UTF-8 cannot encode",
+            code=codes.E_LONE_SURROGATE,
+        ) from exc
+
+
+def canonical_json_parsed(obj: Any) -> bytes:
+    """Canonical JSON of a tree produced by :func:`loads` (fast path).
+
+    Byte-identical to :func:`canonical_json` for such trees: msgspec encodes the
+    float-free ones; a :class:`JsonFloat` anywhere makes msgspec refuse and the
+    reference rule is used instead. Do not pass trees built by other means: a
+    plain ``float`` would be printed in msgspec's format.
+    """
+    try:
+        return _SORTED_ENCODER.encode(obj)
+    except TypeError:
+        return canonical_json(obj)
+
+
+def canonical_sha256(obj: Any) -> str:
+    """Return ``sha256_hex(canonical_json(obj))``."""
+    return sha256_hex(canonical_json(obj))
+
+
+def _classify_failure(text: bytes, fallback: Exception) -> InputError:
+    """Explain why ``text`` failed to decode, using the stdlib parser's precise hooks."""
+
+    def reject_constant(name: str) -> Any:
+        raise InputError(f"{name} is not a JSON number", code=codes.E_NON_FINITE)
+
+    def reject_inf(literal: str) -> float:
+        return _finite_float(literal)
+
+    try:
+        decoded = text.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return InputError(
+            f"document is not valid UTF-8 (byte {exc.start})", code=codes.E_INVALID_UTF8
+        )
+    try:
+        json.loads(decoded, parse_constant=reject_constant, parse_float=reject_inf)
+    except InputError as exc:
+        return exc
+    except json.JSONDecodeError as exc:
+        return InputError(
+            f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", code=codes.E_NOT_JSON
+        )
+    except ValueError as exc:
+        return InputError(f"not JSON: {exc}", code=codes.E_NON_FINITE)
+    except RecursionError:
+        return InputError(f"document nests deeper than {MAX_DEPTH} levels", code=codes.E_TOO_DEEP)
+    # The stdlib accepted it; msgspec did not. The remaining difference is a lone
+    # surrogate escape (the stdlib decodes "\ud800" to an unpaired code point).
+    if re.search(rb"\\u[dD][89a-fA-F]", text):
+        return InputError("document contains a lone surrogate escape", code=codes.E_LONE_SURROGATE)
+    return InputError(f"not JSON: {fallback}", code=codes.E_NOT_JSON)
+
+
+def _reject_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise InputError(f"duplicate object key {key!r}", code=codes.E_DUPLICATE_KEY)
+            seen.add(key)
+    return result
+
+
+def _skeleton(data: bytes) -> bytes:
+    """``data`` (valid JSON) with the contents of every string removed.
+
+    Escapes are neutralised first: dropping every escaped backslash, then every
+    escaped quote, leaves exactly the quotes that delimit strings (backslashes
+    only occur inside strings, and escapes parse left to right in pairs). The
+    text between the 2k-th and (2k+1)-th delimiter is then string content.
+    """
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    return b"".join(data.split(b'"')[::2])
+
+
+def _check_structure(data: bytes, obj: Any) -> None:
+    """Reject duplicate keys and excessive nesting, working on the raw bytes.
+
+    Both checks run at C speed over the document with string tokens collapsed
+    to a single byte: what remains holds only structural characters and
+    scalars, so its ``:`` count is the number of object members in the text and
+    its brackets give the nesting depth.
+    """
+    skeleton = _skeleton(data)
+    brackets = skeleton.translate(None, _ONLY_BRACKETS)
+    for _ in range(MAX_DEPTH):
+        if not brackets:
+            break
+        brackets = _EMPTY_PAIR.sub(b"", brackets)
+    if brackets:
+        raise InputError(f"document nests deeper than {MAX_DEPTH} levels", code=codes.E_TOO_DEEP)
+    # A decoded dict keeps one value per key: if the text has more members than
+    # the decoded tree, some object repeated a key.
+    members_in_text = skeleton.count(b":")
+    members_decoded = _skeleton(_COUNT_ENCODER.encode(obj)).count(b":")
+    if members_in_text != members_decoded:
+        # Slow path only to name the key in the error message.
+        json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicate_pairs)
+        raise InputError("duplicate object key", code=codes.E_DUPLICATE_KEY)
+
+
+def loads(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """Parse ``data`` as strict JSON and return plain Python values.
+
+    Floats come back as :class:`JsonFloat`. Raises
+    :class:`~pith_graph.errors.InputError` (with a code from
+    :mod:`pith_graph.codes`) for anything that is not a single, unambiguous JSON
+    document: see the module docstring.
+    """
+    if isinstance(data, str):
+        try:
+            data = data.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InputError(
+                "document contains a lone surrogate", code=codes.E_LONE_SURROGATE
+            ) from exc
+    if len(data) > max_bytes:
+        raise InputError(
+            f"document is {len(data)} bytes, over the limit of {max_bytes}", code=codes.E_TOO_LARGE
+        )
+    try:
+        obj = _DECODER.decode(data)
+    except RecursionError as exc:
+        raise InputError(
+            f"document nests deeper than {MAX_DEPTH} levels", code=codes.E_TOO_DEEP
+        ) from exc
+    except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
+        raise _classify_failure(data, exc) from exc
+    _check_structure(data, obj)
+    return obj

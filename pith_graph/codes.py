@@ -1,0 +1,105 @@
+"""Every stable code pith_graph emits, in one place.
+
+Three families, shared by the code, docs/merge-v1.md and the tests:
+
+* ``REASON_*`` -- why an event is invalid under merge-v1. Written verbatim into
+  ``state.invalid_events[].reason``; part of the hashed state, so they never change.
+  ``REASONS`` lists them in check order: the first failing check names the reason,
+  and when copies of one event disagree the copy that got furthest wins.
+* ``P_*`` -- problem codes in a verification :class:`~pith_graph.verify.Report`.
+* ``E_*`` -- error codes carried by :class:`~pith_graph.errors.PithGraphError`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# --- merge-v1 reason codes, in check order -------------------------------------------
+REASON_MALFORMED: Final = "malformed"
+REASON_EVENT_ID_MISMATCH: Final = "event_id_mismatch"
+REASON_CONTENT_HASH_MISMATCH: Final = "content_hash_mismatch"
+REASON_SUBJECT_MISMATCH: Final = "subject_mismatch"
+REASON_UNKNOWN_EVENT_TYPE: Final = "unknown_event_type"
+REASON_TARGET_MISMATCH: Final = "target_mismatch"
+REASON_UNSUPPORTED_SIGNATURE: Final = "unsupported_signature"
+REASON_UNKNOWN_KEY: Final = "unknown_key"
+REASON_KEY_MISMATCH: Final = "key_mismatch"
+REASON_BAD_SIGNATURE: Final = "bad_signature"
+REASON_BAD_RECORD: Final = "bad_record"
+REASON_MISSING_PREV_EVENT: Final = "missing_prev_event"
+REASON_PREV_EVENT_STREAM_MISMATCH: Final = "prev_event_stream_mismatch"
+REASON_PREV_EVENT_INVALID: Final = "prev_event_invalid"
+REASON_BAD_SUPERSEDES: Final = "bad_supersedes"
+
+#: Per-event checks (stage 1), in order.
+EVENT_REASONS: Final = (
+    REASON_MALFORMED,
+    REASON_EVENT_ID_MISMATCH,
+    REASON_CONTENT_HASH_MISMATCH,
+    REASON_SUBJECT_MISMATCH,
+    REASON_UNKNOWN_EVENT_TYPE,
+    REASON_TARGET_MISMATCH,
+    REASON_UNSUPPORTED_SIGNATURE,
+    REASON_UNKNOWN_KEY,
+    REASON_KEY_MISMATCH,
+    REASON_BAD_SIGNATURE,
+    REASON_BAD_RECORD,
+)
+#: History checks (stage 2), in order.
+HISTORY_REASONS: Final = (
+    REASON_MISSING_PREV_EVENT,
+    REASON_PREV_EVENT_STREAM_MISMATCH,
+    REASON_PREV_EVENT_INVALID,
+    REASON_BAD_SUPERSEDES,
+)
+#: Every reason code, in check order.
+REASONS: Final = EVENT_REASONS + HISTORY_REASONS
+
+# --- verification problem codes ------------------------------------------------------
+P_WRONG_KIND: Final = "wrong_kind"
+P_SHAPE: Final = "shape"
+P_CANONICAL_HASH: Final = "canonical_hash_mismatch"
+P_PITH_NUMBER: Final = "pith_number_mismatch"
+P_SHORT_PITH_NUMBER: Final = "short_pith_number_mismatch"
+P_ALIAS: Final = "alias_mismatch"
+P_SOURCE: Final = "source_mismatch"
+P_RECEIPT_UNSUPPORTED: Final = "receipt_unsupported"
+P_RECEIPT_UNKNOWN_KEY: Final = "receipt_unknown_key"
+P_RECEIPT_KEY_MISMATCH: Final = "receipt_key_mismatch"
+P_RECEIPT_SIGNATURE: Final = "receipt_bad_signature"
+P_BUNDLE_HASH: Final = "bundle_hash_mismatch"
+P_BUNDLE_SIGNATURE_MISSING: Final = "bundle_signature_missing"
+P_BUNDLE_SIGNATURE_UNSUPPORTED: Final = "bundle_signature_unsupported"
+P_BUNDLE_UNKNOWN_KEY: Final = "bundle_unknown_key"
+P_BUNDLE_KEY_MISMATCH: Final = "bundle_key_mismatch"
+P_BUNDLE_SIGNATURE: Final = "bundle_bad_signature"
+P_MERGE_VERSION: Final = "merge_version_unsupported"
+P_STATE_MISSING: Final = "state_missing"
+P_STATE_MISMATCH: Final = "state_mismatch"
+P_STATE_HASH: Final = "state_hash_mismatch"
+P_STATE_COUNTS: Final = "state_counts_inconsistent"
+P_INVALID_EVENT: Final = "invalid_event"
+P_EQUIVOCATION: Final = "equivocation"
+P_SNAPSHOT_SHAPE: Final = "snapshot_shape"
+P_KEY_ENTRY: Final = "key_entry_mismatch"
+P_PROOF: Final = "proof_invalid"
+
+# --- error codes (exceptions) --------------------------------------------------------
+E_INTERNAL: Final = "internal_error"
+E_IO: Final = "io_error"
+E_NOT_JSON: Final = "not_json"
+E_INVALID_UTF8: Final = "invalid_utf8"
+E_DUPLICATE_KEY: Final = "duplicate_key"
+E_NON_FINITE: Final = "non_finite_number"
+E_LONE_SURROGATE: Final = "lone_surrogate"
+E_TOO_DEEP: Final = "too_deep"
+E_TOO_LARGE: Final = "too_large"
+E_NOT_PITH: Final = "not_a_pith_document"
+E_SHAPE: Final = "bad_shape"
+E_BAD_KEY: Final = "bad_key"
+E_VERIFICATION_FAILED: Final = "verification_failed"
+E_STORE: Final = "store_error"
+E_STORE_CORRUPT: Final = "store_corrupt"
+E_STORE_SCHEMA: Final = "store_schema_mismatch"
+E_STORE_BUSY: Final = "store_busy"
+E_USAGE: Final = "usage"

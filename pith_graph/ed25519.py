@@ -1,0 +1,151 @@
+"""The pinned Ed25519 verification rule of merge-v1, and its backends.
+
+Ed25519 libraries disagree on edge cases (ed25519-speccheck: OpenSSL accepts
+signatures with small-order keys or R points that libsodium rejects). Mirrors
+must agree on which events are valid, so merge-v1 pins one rule, checked here
+*before* any backend runs (docs/merge-v1.md, "Signatures"):
+
+1. the public key is 32 bytes and the signature 64 bytes;
+2. the public key A is a canonical encoding (its y coordinate is below p);
+3. neither A nor the signature's R is a point of small order (any of the 8
+   torsion points, in any encoding, sign bit ignored);
+4. the scalar S is canonical (S < L);
+5. the cofactorless equation [S]B = R + [k]A holds, as computed by the backend.
+
+With 1-4 enforced up front, OpenSSL and libsodium return the same verdict: both
+compute 5 cofactorless and compare encodings.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Protocol
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+__all__ = [
+    "Backend",
+    "CryptographyBackend",
+    "SignatureCache",
+    "Verifier",
+    "passes_pinned_prechecks",
+    "verify",
+]
+
+_P: Final = 2**255 - 19
+_L: Final = 2**252 + 27742317777372353535851937790883648493
+_Y_MASK: Final = (1 << 255) - 1
+# y coordinates (mod p) of the 8 small-order points of edwards25519: the
+# identity (1), the point of order 2 (p-1), the two of order 4 (0) and the four of
+# order 8 (two y values, each with both signs of x). Checked against a
+# pure-Python curve in tests/test_ed25519.py.
+_Y_ORDER_8: Final = 2707385501144840649318225287225658788936804267575313519463743609750303402022
+SMALL_ORDER_Y: Final = frozenset({0, 1, _P - 1, _Y_ORDER_8, _P - _Y_ORDER_8})
+
+
+def _y(encoding: bytes) -> int:
+    return int.from_bytes(encoding, "little") & _Y_MASK
+
+
+def is_small_order(encoding: bytes) -> bool:
+    """True if a 32-byte point encoding names a small-order point (any encoding)."""
+    return _y(encoding) % _P in SMALL_ORDER_Y
+
+
+def passes_pinned_prechecks(public_key: bytes, signature: bytes) -> bool:
+    """Rules 1-4 of the pinned rule (everything but the curve equation)."""
+    if len(public_key) != 32 or len(signature) != 64:
+        return False
+    if _y(public_key) >= _P:  # rule 2: non-canonical A
+        return False
+    if is_small_order(public_key) or is_small_order(signature[:32]):  # rule 3
+        return False
+    return int.from_bytes(signature[32:], "little") < _L  # rule 4
+
+
+class Backend(Protocol):
+    """A library that checks the cofactorless Ed25519 equation (rule 5)."""
+
+    name: str
+
+    def load(self, public_key: bytes) -> object:
+        """Prepare a public key for repeated use (called once per trusted key)."""
+
+    def verify(self, loaded_key: object, signature: bytes, message: bytes) -> bool:
+        """Return whether ``signature`` is valid for ``message`` under the loaded key."""
+
+
+class CryptographyBackend:
+    """OpenSSL through ``cryptography``: always available."""
+
+    name = "cryptography"
+
+    def load(self, public_key: bytes) -> object:
+        """Return an ``Ed25519PublicKey`` for the raw key."""
+        return Ed25519PublicKey.from_public_bytes(public_key)
+
+    def verify(self, loaded_key: object, signature: bytes, message: bytes) -> bool:
+        """Check rule 5 with OpenSSL."""
+        assert isinstance(loaded_key, Ed25519PublicKey)
+        try:
+            loaded_key.verify(signature, message)
+        except InvalidSignature:
+            return False
+        return True
+
+
+DEFAULT_BACKEND: Backend = CryptographyBackend()
+
+
+def verify(public_key: bytes, signature: bytes, message: bytes, *, backend: Backend | None = None) -> bool:
+    """Verify one signature under the pinned merge-v1 rule (all five rules)."""
+    if not passes_pinned_prechecks(public_key, signature):
+        return False
+    chosen = backend or DEFAULT_BACKEND
+    return chosen.verify(chosen.load(public_key), signature, message)
+
+
+class SignatureCache(Protocol):
+    """Remembers verdicts of the pinned rule (rule 5 included).
+
+    Content-addressed and therefore safe to share: a verdict depends only on
+    (public key, signature, message).
+    """
+
+    def lookup(self, public_key: bytes, signature: bytes, message: bytes) -> bool | None:
+        """The remembered verdict, or None if unknown."""
+
+    def record(self, public_key: bytes, signature: bytes, message: bytes, valid: bool) -> None:
+        """Remember a verdict."""
+
+
+class Verifier:
+    """Verifies signatures under the pinned rule with one backend.
+
+    Loads each public key once, and consults an optional :class:`SignatureCache`
+    (the event store's warm path) before running the curve equation.
+    """
+
+    __slots__ = ("backend", "cache", "_loaded")
+
+    def __init__(self, backend: Backend | None = None, cache: SignatureCache | None = None) -> None:
+        self.backend: Backend = backend or DEFAULT_BACKEND
+        self.cache = cache
+        self._loaded: dict[bytes, object] = {}
+
+    def verify(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
+        """Verify under the pinned rule (see the module docstring)."""
+        if not passes_pinned_prechecks(public_key, signature):
+            return False
+        cache = self.cache
+        if cache is not None:
+            known = cache.lookup(public_key, signature, message)
+            if known is not None:
+                return known
+        loaded = self._loaded.get(public_key)
+        if loaded is None:
+            loaded = self._loaded[public_key] = self.backend.load(public_key)
+        valid = self.backend.verify(loaded, signature, message)
+        if cache is not None:
+            cache.record(public_key, signature, message, valid)
+        return valid

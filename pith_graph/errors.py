@@ -1,0 +1,83 @@
+"""The pith_graph error hierarchy.
+
+Every exception pith_graph raises derives from :class:`PithGraphError`, carries a
+stable machine-readable ``code`` (see :mod:`pith_graph.codes`) and a one-line,
+user-facing ``message``. Third-party exceptions (json, msgspec, cryptography,
+sqlite3) are converted into these where they arise, so callers only ever need to
+catch ``PithGraphError``.
+
+Groups:
+
+* :class:`InputError` -- the bytes handed to us are not a usable document
+  (unreadable, not JSON, hostile JSON, not a Pith document, wrong shape).
+* :class:`TrustError` -- a key ring or key entry is unusable.
+* :class:`VerificationError` -- a document was read but failed verification;
+  carries the full report.
+* :class:`StoreError` -- the event store could not do what was asked.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pith_graph import codes
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from pith_graph.verify import Report
+
+__all__ = [
+    "InputError",
+    "PithGraphError",
+    "StoreError",
+    "TrustError",
+    "VerificationError",
+]
+
+
+class PithGraphError(Exception):
+    """Base of every error raised by pith_graph.
+
+    ``code`` is a stable identifier from :mod:`pith_graph.codes`; ``message`` is a
+    single human-readable line, safe to print to a user.
+    """
+
+    default_code = codes.E_INTERNAL
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code or self.default_code
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+class InputError(PithGraphError):
+    """The input is not a usable document (I/O, JSON syntax, hostile JSON, shape)."""
+
+    default_code = codes.E_NOT_JSON
+
+
+class TrustError(PithGraphError):
+    """A trusted-key entry or key ring is unusable."""
+
+    default_code = codes.E_BAD_KEY
+
+
+class VerificationError(PithGraphError):
+    """A document was read but did not verify; ``report`` lists every problem."""
+
+    default_code = codes.E_VERIFICATION_FAILED
+
+    def __init__(self, report: Report) -> None:
+        first = report.problems[0].message if report.problems else "verification failed"
+        super().__init__(
+            f"{report.kind} failed verification ({len(report.problems)} problem(s)); first: {first}"
+        )
+        self.report = report
+
+
+class StoreError(PithGraphError):
+    """The event store could not complete an operation."""
+
+    default_code = codes.E_STORE

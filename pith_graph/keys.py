@@ -1,0 +1,208 @@
+"""Trusted keys: who may sign what pith_graph accepts.
+
+Trust always comes from the caller. A bundle lists public keys, but a bundle
+never vouches for itself: its keys are used only if the caller says so
+(``trust_bundle_keys=True``) or lists them. The default ring trusts only the
+pinned registry key ``pith-v1-2026-05`` (FORMAT-FACTS: "Signatures").
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pith_graph import ed25519
+from pith_graph.canonical import loads
+from pith_graph.errors import InputError, TrustError
+from pith_graph.identifiers import fingerprint_b32, fingerprint_hex
+from pith_graph.timestamps import Instant, parse_timestamp
+
+__all__ = [
+    "REGISTRY_KEY_ID",
+    "REGISTRY_PUBLIC_KEY_HEX",
+    "KeyRing",
+    "TrustedKey",
+    "coerce_ring",
+]
+
+REGISTRY_KEY_ID: Final = "pith-v1-2026-05"
+REGISTRY_PUBLIC_KEY_HEX: Final = "b2d552b68890857171a78b36a5dccf368a953413288c353f7c9d9d6f94b709b3"
+REGISTRY_FINGERPRINT_HEX: Final = "8d4b5ee74e4693bcd1df2446408b0d54"
+
+
+def _decode_key_material(entry: Mapping[str, Any], key_id: str) -> bytes:
+    raw_b64, raw_hex = entry.get("public_key_b64"), entry.get("public_key_hex")
+    decoded: list[bytes] = []
+    try:
+        if raw_b64 is not None:
+            if not isinstance(raw_b64, str):
+                raise TypeError("public_key_b64 must be a string")
+            decoded.append(base64.b64decode(raw_b64, validate=True))
+        if raw_hex is not None:
+            if not isinstance(raw_hex, str):
+                raise TypeError("public_key_hex must be a string")
+            decoded.append(bytes.fromhex(raw_hex))
+    except (TypeError, ValueError, binascii.Error) as exc:
+        raise TrustError(f"key {key_id!r}: unreadable public key ({exc})") from exc
+    if not decoded:
+        raise TrustError(f"key {key_id!r}: needs public_key_b64 or public_key_hex")
+    if len(decoded) == 2 and decoded[0] != decoded[1]:
+        raise TrustError(f"key {key_id!r}: public_key_b64 and public_key_hex disagree")
+    if len(decoded[0]) != 32:
+        raise TrustError(f"key {key_id!r}: an Ed25519 public key is 32 bytes, got {len(decoded[0])}")
+    return decoded[0]
+
+
+@dataclass(frozen=True)
+class TrustedKey:
+    """One trusted Ed25519 public key.
+
+    ``rotates_at`` (RFC 3339 UTC, or None): the key signs nothing created at or
+    after that instant (merge-v1: such an event is ``unknown_key``).
+    """
+
+    key_id: str
+    public_key: bytes
+    rotates_at: str | None = None
+    fingerprint_hex: str = field(init=False)
+    fingerprint_b32: str = field(init=False)
+    rotates_at_instant: Instant | None = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.public_key) != 32:
+            raise TrustError(f"key {self.key_id!r}: an Ed25519 public key is 32 bytes")
+        instant = None
+        if self.rotates_at is not None:
+            instant = parse_timestamp(self.rotates_at) if isinstance(self.rotates_at, str) else None
+            if instant is None:
+                raise TrustError(f"key {self.key_id!r}: rotates_at must be an RFC 3339 UTC time or null")
+        object.__setattr__(self, "rotates_at_instant", instant)
+        object.__setattr__(self, "fingerprint_hex", fingerprint_hex(self.public_key))
+        object.__setattr__(self, "fingerprint_b32", fingerprint_b32(self.public_key))
+
+    @classmethod
+    def from_entry(cls, entry: Mapping[str, Any]) -> TrustedKey:
+        """Build a key from a bundle-style ``public_keys`` item.
+
+        Accepts ``public_key_b64`` and/or ``public_key_hex`` (which must agree);
+        any fingerprint or algorithm the entry states must match the key.
+        """
+        if not isinstance(entry, Mapping):
+            raise TrustError("a key entry must be a JSON object")
+        key_id = entry.get("key_id")
+        if not isinstance(key_id, str) or not key_id:
+            raise TrustError("a key entry needs a non-empty string key_id")
+        algorithm = entry.get("algorithm", "ed25519")
+        if algorithm != "ed25519":
+            raise TrustError(f"key {key_id!r}: unsupported algorithm {algorithm!r}")
+        key = cls(key_id, _decode_key_material(entry, key_id), entry.get("rotates_at"))
+        for name, expected in (
+            ("fingerprint_sha256_hex", key.fingerprint_hex),
+            ("fingerprint_sha256_b32_first128bits", key.fingerprint_b32),
+        ):
+            stated = entry.get(name)
+            if stated is not None and stated != expected:
+                raise TrustError(f"key {key_id!r}: {name} {stated!r} does not match the key ({expected})")
+        return key
+
+    def signs_at(self, instant: Instant) -> bool:
+        """Whether the key may sign something created at ``instant`` (before ``rotates_at``)."""
+        return self.rotates_at_instant is None or instant < self.rotates_at_instant
+
+    def to_entry(self) -> dict[str, Any]:
+        """This key as a bundle-style ``public_keys`` item."""
+        return {
+            "key_id": self.key_id,
+            "algorithm": "ed25519",
+            "format": "raw",
+            "public_key_b64": base64.b64encode(self.public_key).decode("ascii"),
+            "public_key_hex": self.public_key.hex(),
+            "fingerprint_sha256_b32_first128bits": self.fingerprint_b32,
+            "fingerprint_sha256_hex": self.fingerprint_hex,
+            "rotates_at": self.rotates_at,
+        }
+
+    def verify(self, signature: bytes, message: bytes, *, backend: ed25519.Backend | None = None) -> bool:
+        """Verify ``signature`` over ``message`` under the pinned merge-v1 rule."""
+        return ed25519.verify(self.public_key, signature, message, backend=backend)
+
+
+class KeyRing:
+    """An immutable set of trusted keys, looked up by ``key_id``."""
+
+    __slots__ = ("_keys",)
+
+    def __init__(self, keys: Iterable[TrustedKey] = ()) -> None:
+        found: dict[str, TrustedKey] = {}
+        for key in keys:
+            known = found.get(key.key_id)
+            if known is not None and known != key:
+                raise TrustError(f"two different keys are both named {key.key_id!r}")
+            found[key.key_id] = key
+        self._keys = dict(sorted(found.items()))
+
+    @classmethod
+    def registry(cls) -> KeyRing:
+        """The default ring: only the pinned registry key ``pith-v1-2026-05``."""
+        return cls([TrustedKey(REGISTRY_KEY_ID, bytes.fromhex(REGISTRY_PUBLIC_KEY_HEX))])
+
+    @classmethod
+    def from_entries(cls, entries: Iterable[Mapping[str, Any]]) -> KeyRing:
+        """A ring from bundle-style ``public_keys`` items."""
+        return cls(TrustedKey.from_entry(entry) for entry in entries)
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> KeyRing:
+        """A ring from a JSON array of key entries (the CLI's ``--trusted-keys`` file)."""
+        try:
+            entries = loads(data)
+        except InputError as exc:
+            raise TrustError(f"trusted keys: {exc.message}", code=exc.code) from exc
+        if not isinstance(entries, list):
+            raise TrustError("trusted keys must be a JSON array of key entries")
+        return cls.from_entries(entries)
+
+    def union(self, other: KeyRing) -> KeyRing:
+        """A ring trusting the keys of both (a key id may not name two keys)."""
+        return KeyRing([*self, *other])
+
+    def get(self, key_id: str) -> TrustedKey | None:
+        """The key named ``key_id``, or None."""
+        return self._keys.get(key_id)
+
+    def to_entries(self) -> list[dict[str, Any]]:
+        """Every key as a bundle-style entry, sorted by key id."""
+        return [key.to_entry() for key in self]
+
+    def __contains__(self, key_id: object) -> bool:
+        return key_id in self._keys
+
+    def __iter__(self) -> Iterator[TrustedKey]:
+        return iter(self._keys.values())
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, KeyRing) and self._keys == other._keys
+
+    def __hash__(self) -> int:
+        return hash(tuple(self._keys.values()))
+
+    def __repr__(self) -> str:
+        return f"KeyRing({list(self._keys)!r})"
+
+
+def coerce_ring(trusted_keys: KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None) -> KeyRing:
+    """Turn the public ``trusted_keys=`` argument into a ring (None: the registry ring)."""
+    if trusted_keys is None:
+        return KeyRing.registry()
+    if isinstance(trusted_keys, KeyRing):
+        return trusted_keys
+    return KeyRing(
+        item if isinstance(item, TrustedKey) else TrustedKey.from_entry(item) for item in trusted_keys
+    )
+

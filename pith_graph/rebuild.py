@@ -1,0 +1,75 @@
+"""``rebuild_state``: the library call that turns a bundle into its merged state.
+
+The I/O edge around the pure :func:`pith_graph.merge.merge`: read the bundle,
+decide which keys are trusted, merge.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pith_graph.documents import Document, DocumentSource, load_bundle
+from pith_graph.ed25519 import Verifier
+from pith_graph.errors import TrustError
+from pith_graph.keys import KeyRing, TrustedKey, coerce_ring
+from pith_graph.merge import MergeResult, merge_checked
+from pith_graph.models import Bundle
+from pith_graph.state import State
+
+__all__ = ["TrustedKeys", "rebuild", "rebuild_state", "resolve_keyring"]
+
+TrustedKeys = KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None
+
+
+def resolve_keyring(trusted_keys: TrustedKeys, trust_bundle_keys: bool, bundle: Bundle) -> KeyRing:
+    """The keys a rebuild trusts: the caller's (default: the registry key), plus the
+    bundle's own keys only when the caller opts in with ``trust_bundle_keys``.
+
+    A bundle never vouches for itself: its ``public_keys`` are ignored otherwise.
+    """
+    ring = coerce_ring(trusted_keys)
+    if trust_bundle_keys:
+        try:
+            ring = ring.union(KeyRing.from_entries(bundle.public_keys))
+        except TrustError as exc:
+            raise TrustError(f"bundle public_keys: {exc.message}", code=exc.code) from exc
+    return ring
+
+
+def rebuild(
+    bundle: DocumentSource | Document,
+    *,
+    trusted_keys: TrustedKeys = None,
+    trust_bundle_keys: bool = False,
+    verifier: Verifier | None = None,
+) -> tuple[MergeResult, Bundle, dict[str, Any], KeyRing]:
+    """Rebuild and return everything learnt on the way (used by verification and the store)."""
+    raw, model = load_bundle(bundle)
+    ring = resolve_keyring(trusted_keys, trust_bundle_keys, model)
+    result = merge_checked(
+        raw["events"],
+        subject=model.pith_number,
+        aliases=raw.get("source_aliases") or (),
+        keyring=ring,
+        verifier=verifier,
+    )
+    return result, model, raw, ring
+
+
+def rebuild_state(
+    bundle: DocumentSource | Document,
+    *,
+    trusted_keys: TrustedKeys = None,
+    trust_bundle_keys: bool = False,
+) -> State:
+    """Rebuild the merge-v1 state of a bundle.
+
+    ``bundle`` is bytes, JSON text, a path, or an already-parsed mapping.
+    ``trusted_keys`` is a :class:`KeyRing` or an iterable of key entries /
+    :class:`TrustedKey` (default: only the pinned registry key); the bundle's
+    own ``public_keys`` are trusted only with ``trust_bundle_keys=True``.
+    Raises :class:`~pith_graph.errors.InputError` for an unusable bundle;
+    defects inside events are reported in the state, never raised.
+    """
+    return rebuild(bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys)[0].state
