@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from pith_graph import codes
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from pith_graph.verify import Report
+    from pith_graph.report import Report
 
 __all__ = [
     "InputError",
