@@ -1,0 +1,350 @@
+"""Verification of every registry document: bundles, records, states, graph snapshots.
+
+Each ``verify_*`` function returns a :class:`~pith_graph.report.Report` (call
+``.raise_for_problems()`` to turn a failed one into a
+:class:`~pith_graph.errors.VerificationError`). Unusable input -- not JSON, not
+the expected document -- still raises :class:`~pith_graph.errors.InputError`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+
+from pith_graph import codes
+from pith_graph.canonical import canonical_json_parsed
+from pith_graph.documents import Document, DocumentSource, load_bundle, read_document
+from pith_graph.ed25519 import Verifier
+from pith_graph.errors import InputError, TrustError
+from pith_graph.identifiers import derived_aliases, short_pith_number
+from pith_graph.keys import KeyRing, TrustedKey, coerce_ring
+from pith_graph.merge import merge_checked
+from pith_graph.models import (
+    MERGE_VERSION,
+    Bundle,
+    GraphSnapshot,
+    PithNumberRecord,
+    State,
+    convert,
+)
+from pith_graph.rebuild import TrustedKeys, resolve_keyring
+from pith_graph.records import RecordProblem, check_record, decode_signature
+from pith_graph.report import Problem, Report
+
+__all__ = [
+    "verify_bundle",
+    "verify_document",
+    "verify_graph_snapshot",
+    "verify_record",
+    "verify_state",
+]
+
+_HEX64: Final = re.compile(r"[0-9a-f]{64}")
+BUNDLE_SIGNATURE_V1: Final = ("ed25519", "signed_v1", "bundle_sha256_bytes")
+
+
+def _problems(found: list[RecordProblem], where: str | None = None) -> list[Problem]:
+    return [Problem(p.code, p.message, where) for p in found]
+
+
+def _name(source: object) -> str:
+    if isinstance(source, (bytes, bytearray, memoryview, Mapping)):
+        return "<document>"
+    text = str(source)
+    return "<document>" if text.lstrip()[:1] in ("{", "[") else text
+
+
+def _document(source: DocumentSource | Document) -> Document:
+    return source if isinstance(source, Document) else read_document(source)
+
+
+def _alias_problems(aliases: list[Any], canonical_record: Mapping[str, Any]) -> list[Problem]:
+    """Every derivable alias a document lists must carry the derived value."""
+    try:
+        derived = dict(derived_aliases(canonical_record))
+    except InputError as exc:
+        return [Problem(codes.P_SHAPE, exc.message, "aliases")]
+    problems = []
+    for alias in aliases:
+        expected = derived.get(alias.alias_kind)
+        if expected is not None and alias.alias_value != expected:
+            problems.append(
+                Problem(
+                    codes.P_ALIAS,
+                    f"alias {alias.alias_kind} is {alias.alias_value!r}, derived {expected!r}",
+                    "aliases",
+                )
+            )
+    return problems
+
+
+def _short_problems(short: str | None, number: str) -> list[Problem]:
+    if short is None:
+        return []
+    try:
+        expected = short_pith_number(number)
+    except InputError:
+        return []  # the Pith Number problem is reported already
+    if short != expected:
+        return [Problem(codes.P_SHORT_PITH_NUMBER, f"short_pith_number should be {expected}", "short_pith_number")]
+    return []
+
+
+def _check_key_entries(entries: list[dict[str, Any]], ring: KeyRing) -> list[Problem]:
+    """A bundle's key list may not contradict a trusted key, nor itself."""
+    problems = []
+    for index, entry in enumerate(entries):
+        where = f"public_keys[{index}]"
+        try:
+            key = TrustedKey.from_entry(entry)
+        except TrustError as exc:
+            problems.append(Problem(codes.P_KEY_ENTRY, exc.message, where))
+            continue
+        trusted = ring.get(key.key_id)
+        if trusted is not None and trusted.public_key != key.public_key:
+            problems.append(
+                Problem(codes.P_KEY_ENTRY, f"lists key {key.key_id!r} with material other than the trusted key", where)
+            )
+    return problems
+
+
+def _bundle_signature_problems(raw: dict[str, Any], bundle: Bundle, ring: KeyRing, verifier: Verifier) -> list[Problem]:
+    """``bundle_sha256`` hashes the bundle without ``bundle_signature``; Ed25519 over its bytes."""
+    signature = bundle.bundle_signature
+    where = "bundle_signature"
+    if signature is None:
+        return [Problem(codes.P_BUNDLE_SIGNATURE_MISSING, "the bundle is not signed", where, "warning")]
+    digest = hashlib.sha256(canonical_json_parsed({k: v for k, v in raw.items() if k != "bundle_signature"})).hexdigest()
+    if signature.bundle_sha256 != digest:
+        return [Problem(codes.P_BUNDLE_HASH, f"bundle_sha256 should be {digest}", where)]
+    if (signature.algorithm, signature.signature_status, signature.signed_message) != BUNDLE_SIGNATURE_V1:
+        return [Problem(codes.P_BUNDLE_SIGNATURE_UNSUPPORTED, "not a signed_v1 ed25519 bundle signature", where)]
+    key = ring.get(signature.key_id)
+    if key is None:
+        return [Problem(codes.P_BUNDLE_UNKNOWN_KEY, f"bundle signed by untrusted key {signature.key_id!r}", where)]
+    if signature.public_key_fingerprint != key.fingerprint_hex:
+        return [Problem(codes.P_BUNDLE_KEY_MISMATCH, "bundle signature fingerprint does not match the key", where)]
+    raw_signature = decode_signature(signature.signature_b64)
+    if raw_signature is None or not verifier.verify(key.public_key, raw_signature, bytes.fromhex(digest)):
+        return [Problem(codes.P_BUNDLE_SIGNATURE, "bundle signature does not verify", where)]
+    return []
+
+
+def _first_difference(expected: Any, actual: Any, path: str = "state") -> str:
+    """A short description of where two JSON values first differ."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        for key in list(expected) + [k for k in actual if k not in expected]:
+            if key not in actual:
+                return f"{path}.{key} is missing from the embedded state"
+            if key not in expected:
+                return f"{path}.{key} is not expected"
+            if expected[key] != actual[key]:
+                return _first_difference(expected[key], actual[key], f"{path}.{key}")
+        if list(expected) != list(actual):
+            return f"{path}: keys are in a different order"
+    elif isinstance(expected, list) and isinstance(actual, list):
+        for index, (left, right) in enumerate(zip(expected, actual, strict=False)):
+            if left != right:
+                return _first_difference(left, right, f"{path}[{index}]")
+        if len(expected) != len(actual):
+            return f"{path} has {len(actual)} items, expected {len(expected)}"
+    elif expected != actual:
+        return f"{path} is {json.dumps(actual)[:80]}, expected {json.dumps(expected)[:80]}"
+    return f"{path}: same values, different bytes (serialisation differs)"
+
+
+def _registry_bytes(obj: Any) -> bytes:
+    """How the registry serialises a document: compact, ensure_ascii=False, key order kept."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def verify_bundle(
+    source: DocumentSource | Document,
+    *,
+    trusted_keys: TrustedKeys = None,
+    trust_bundle_keys: bool = False,
+    verifier: Verifier | None = None,
+) -> Report:
+    """Verify a bundle: record claims, bundle signature, every event, and the embedded state.
+
+    The state is rebuilt with merge-v1 under the caller's trust (default: the
+    registry key only) and must equal the embedded state byte for byte.
+    """
+    raw, bundle = load_bundle(_document(source))
+    ring = resolve_keyring(trusted_keys, trust_bundle_keys, bundle)
+    verifier = verifier or Verifier()
+    problems: list[Problem] = []
+    problems += _problems(
+        check_record(
+            bundle.canonical_record,
+            canonical_sha256=bundle.canonical_sha256,
+            claimed_pith_number=bundle.pith_number,
+            receipt=None,
+            source_fields=bundle.source,
+            keyring=ring,
+            verifier=verifier,
+            require_receipt=False,
+        ),
+        "canonical_record",
+    )
+    problems += _short_problems(bundle.short_pith_number, bundle.pith_number)
+    problems += _alias_problems(bundle.source_aliases, bundle.canonical_record)
+    if bundle.merge_version != MERGE_VERSION:
+        problems.append(Problem(codes.P_MERGE_VERSION, f"merge_version {bundle.merge_version!r} is not {MERGE_VERSION}"))
+    problems += _check_key_entries(bundle.public_keys, ring)
+    problems += _bundle_signature_problems(raw, bundle, ring, verifier)
+
+    result = merge_checked(
+        raw["events"], subject=bundle.pith_number, aliases=raw.get("source_aliases") or (), keyring=ring, verifier=verifier
+    )
+    state = result.state
+    for item in state.invalid_events:
+        problems.append(Problem(codes.P_INVALID_EVENT, f"event is invalid: {item['reason']}", item["event_id"]))
+    for fork in state.equivocations:
+        problems.append(
+            Problem(
+                codes.P_EQUIVOCATION,
+                f"stream ({fork['target']}, {fork['signer_id']}) forks after {fork['prev_event']}: "
+                + ", ".join(fork["event_ids"]),
+                fork["target"],
+            )
+        )
+    rebuilt = state.to_json()
+    if bundle.state is None:
+        problems.append(Problem(codes.P_STATE_MISSING, "the bundle embeds no state", "state", "warning"))
+    else:
+        problems += verify_state(Document(bundle.state, "state")).problems
+        if _registry_bytes(bundle.state) != rebuilt:
+            problems.append(
+                Problem(codes.P_STATE_MISMATCH, _first_difference(state.to_dict(), bundle.state), "state")
+            )
+    return Report(
+        "bundle",
+        _name(source),
+        tuple(problems),
+        {
+            "pith_number": bundle.pith_number,
+            "events": state.event_count,
+            "valid_events": state.valid_event_count,
+            "invalid_events": state.invalid_event_count,
+            "equivocations": state.equivocation_count,
+            "applied_events": len(state.applied_event_ids),
+            "state_sha256": state.state_sha256,
+            "trusted_keys": [key.key_id for key in ring],
+        },
+    )
+
+
+def verify_record(
+    source: DocumentSource | Document, *, trusted_keys: TrustedKeys = None, verifier: Verifier | None = None
+) -> Report:
+    """Verify a Pith Number record: hash, Pith Number, short form, aliases, source, receipt."""
+    document = _document(source)
+    record = convert(document.obj, PithNumberRecord)
+    ring = coerce_ring(trusted_keys)
+    problems = _problems(
+        check_record(
+            record.canonical_record,
+            canonical_sha256=record.canonical_sha256,
+            claimed_pith_number=record.pith_number,
+            receipt=document.obj["receipt"],
+            source_fields=record.source,
+            keyring=ring,
+            verifier=verifier or Verifier(),
+        ),
+        "canonical_record",
+    )
+    problems += _short_problems(record.short_pith_number, record.pith_number)
+    problems += _alias_problems(record.aliases, record.canonical_record)
+    if record.graph_snapshot is not None:
+        problems += verify_graph_snapshot(Document(record.graph_snapshot, "graph_snapshot")).problems
+    return Report(
+        "record",
+        _name(source),
+        tuple(problems),
+        {"pith_number": record.pith_number, "canonical_sha256": record.canonical_sha256, "receipt_key": record.receipt.key_id},
+    )
+
+
+def verify_state(source: DocumentSource | Document) -> Report:
+    """Verify a state on its own: its ``state_sha256`` and the consistency of its counts."""
+    document = _document(source)
+    state = convert(document.obj, State)
+    problems: list[Problem] = []
+    body = {k: v for k, v in document.obj.items() if k != "state_sha256"}
+    digest = hashlib.sha256(canonical_json_parsed(body)).hexdigest()
+    if digest != state.state_sha256:
+        problems.append(Problem(codes.P_STATE_HASH, f"state_sha256 should be {digest}", "state_sha256"))
+    checks = [
+        (state.event_count == state.valid_event_count + state.invalid_event_count, "event_count != valid + invalid"),
+        (state.invalid_event_count == len(state.invalid_events), "invalid_event_count != len(invalid_events)"),
+        (state.equivocation_count == len(state.equivocations), "equivocation_count != len(equivocations)"),
+        (len(state.applied_event_ids) <= state.valid_event_count, "more applied events than valid events"),
+        (len(set(state.applied_event_ids)) == len(state.applied_event_ids), "applied_event_ids repeats an id"),
+        ([e.event_id for e in state.invalid_events] == sorted({e.event_id for e in state.invalid_events}),
+         "invalid_events are not sorted by unique event_id"),
+        (all(e.reason in codes.REASONS for e in state.invalid_events), "invalid_events holds an unknown reason"),
+        (state.merge_version == MERGE_VERSION, f"merge_version is not {MERGE_VERSION}"),
+    ]
+    problems += [Problem(codes.P_STATE_COUNTS, message, "state") for ok, message in checks if not ok]
+    return Report(
+        "state",
+        _name(source),
+        tuple(problems),
+        {"pith_number": state.pith_number, "events": state.event_count, "state_sha256": state.state_sha256},
+    )
+
+
+def verify_graph_snapshot(source: DocumentSource | Document) -> Report:
+    """Check a graph snapshot's shape (its ``snapshot_sha256`` values are opaque)."""
+    document = _document(source)
+    snapshot = convert(document.obj, GraphSnapshot)
+    problems: list[Problem] = []
+    items = snapshot.claims.get("items")
+    count = snapshot.claims.get("count")
+    if isinstance(items, list) and isinstance(count, int) and count != len(items):
+        problems.append(Problem(codes.P_SNAPSHOT_SHAPE, f"claims.count is {count} but {len(items)} items are listed", "claims"))
+    for section_name in ("claims", "integrity", "references", "formal_canon", "author_claims"):
+        section = getattr(snapshot, section_name)
+        if isinstance(section, dict) and "snapshot_sha256" in section:
+            value = section["snapshot_sha256"]
+            if not (isinstance(value, str) and _HEX64.fullmatch(value)):
+                problems.append(Problem(codes.P_SNAPSHOT_SHAPE, "snapshot_sha256 is not 64 lowercase hex", section_name))
+    source_id = snapshot.source.get("id")
+    return Report("graph_snapshot", _name(source), tuple(problems), {"source": source_id, "builder": snapshot.builder_version})
+
+
+def verify_document(
+    source: DocumentSource | Document,
+    *,
+    trusted_keys: TrustedKeys = None,
+    trust_bundle_keys: bool = False,
+    verifier: Verifier | None = None,
+) -> Report:
+    """Detect the kind of a document and verify it accordingly.
+
+    Raises :class:`InputError` (code ``not_a_pith_document``) when it is none of them.
+    """
+    document = _document(source)
+    name = _name(source)
+    if document.kind == "bundle":
+        report = verify_bundle(document, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, verifier=verifier)
+    elif document.kind == "record":
+        report = verify_record(document, trusted_keys=trusted_keys, verifier=verifier)
+    elif document.kind == "state":
+        report = verify_state(document)
+    elif document.kind == "graph_snapshot":
+        report = verify_graph_snapshot(document)
+    elif document.kind == "equivocation_proof":
+        from pith_graph.proofs import verify_proof  # written alongside the conformance suite
+
+        report = Report("equivocation_proof", name, tuple(verify_proof(document.obj)))
+    else:
+        raise InputError(f"{name} is not a Pith document (bundle, state, record, graph snapshot or proof)", code=codes.E_NOT_PITH)
+    return Report(report.kind, name, report.problems, report.facts)
+
+
