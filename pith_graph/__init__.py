@@ -1,0 +1,55 @@
+"""pith_graph: the reference implementation of the Pith open-graph merge engine.
+
+Rebuild the merged state of a portable bundle with the deterministic merge-v1
+rules, byte-identical to the registry's, and verify every registry document::
+
+    import pith_graph
+    state = pith_graph.rebuild_state("bundle.json")   # trusts the registry key only
+    print(state.state_sha256)
+    report = pith_graph.verify_bundle("bundle.json")
+    report.raise_for_problems()
+
+The normative rules are in docs/merge-v1.md.
+"""
+
+from pith_graph.canonical import canonical_json, canonical_sha256, loads
+from pith_graph.errors import InputError, PithGraphError, StoreError, TrustError, VerificationError
+from pith_graph.identifiers import derived_aliases, fingerprint_b32, fingerprint_hex, pith_number, short_pith_number
+from pith_graph.keys import REGISTRY_KEY_ID, KeyRing, TrustedKey
+from pith_graph.merge import merge
+from pith_graph.rebuild import rebuild_state
+from pith_graph.report import Problem, Report
+from pith_graph.state import State
+from pith_graph.verify import verify_bundle, verify_document, verify_graph_snapshot, verify_record, verify_state
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "REGISTRY_KEY_ID",
+    "InputError",
+    "KeyRing",
+    "PithGraphError",
+    "Problem",
+    "Report",
+    "State",
+    "StoreError",
+    "TrustError",
+    "TrustedKey",
+    "VerificationError",
+    "__version__",
+    "canonical_json",
+    "canonical_sha256",
+    "derived_aliases",
+    "fingerprint_b32",
+    "fingerprint_hex",
+    "loads",
+    "merge",
+    "pith_number",
+    "rebuild_state",
+    "short_pith_number",
+    "verify_bundle",
+    "verify_document",
+    "verify_graph_snapshot",
+    "verify_record",
+    "verify_state",
+]
