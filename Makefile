@@ -10,13 +10,15 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test,lint,fast]'
+	$(PY) -m pip install --quiet -e '.[test,lint,fast]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(PY) examples/demo.py
+	@echo "\n== The same from the command line: pith-graph verify examples/registry/*.json"
+	$(VENV)/bin/pith-graph verify examples/registry/*.json
 
 test: $(STAMP)
 	$(PY) -m pytest -q

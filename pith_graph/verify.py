@@ -153,7 +153,7 @@ def _first_difference(expected: Any, actual: Any, path: str = "state") -> str:
         if len(expected) != len(actual):
             return f"{path} has {len(actual)} items, expected {len(expected)}"
     elif expected != actual:
-        return f"{path} is {json.dumps(actual)[:80]}, expected {json.dumps(expected)[:80]}"
+        return f"embedded {path} is {json.dumps(actual)[:80]}, rebuilt {json.dumps(expected)[:80]}"
     return f"{path}: same values, different bytes (serialisation differs)"
 
 
