@@ -103,3 +103,6 @@ E_STORE_CORRUPT: Final = "store_corrupt"
 E_STORE_SCHEMA: Final = "store_schema_mismatch"
 E_STORE_BUSY: Final = "store_busy"
 E_USAGE: Final = "usage"
+
+# --- issue 5: Ed25519 backends (pith_graph/ed25519.py) -------------------------------
+E_UNKNOWN_BACKEND: Final = "unknown_ed25519_backend"

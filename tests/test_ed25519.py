@@ -1,0 +1,244 @@
+"""The pinned Ed25519 rule (merge-v1, "Signatures") and its backends.
+
+Every backend must give exactly the pinned verdicts, so mirrors agree on which
+events are valid whatever library they run. The small-order set the rule uses
+is checked here against an independent, deliberately tiny pure-Python
+edwards25519 (RFC 8032 formulas), not against the code under test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pith_graph import codes, ed25519
+from pith_graph.errors import InputError, PithGraphError
+from pith_graph.testing import TestKey
+
+FIXTURE = Path(__file__).parent / "fixtures" / "ed25519-speccheck-cases.json"
+CASES = json.loads(FIXTURE.read_text())
+BACKENDS = ed25519.available_backends()
+
+# --- a tiny independent edwards25519 (RFC 8032, section 5.1) -------------------------
+P = 2**255 - 19
+L = 2**252 + 27742317777372353535851937790883648493
+D = -121665 * pow(121666, P - 2, P) % P
+SQRT_M1 = pow(2, (P - 1) // 4, P)
+IDENTITY = (0, 1, 1, 0)  # extended coordinates (X, Y, Z, T)
+
+
+def point_add(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    x1, y1, z1, t1 = a
+    x2, y2, z2, t2 = b
+    aa = (y1 - x1) * (y2 - x2) % P
+    bb = (y1 + x1) * (y2 + x2) % P
+    cc = 2 * t1 * t2 * D % P
+    dd = 2 * z1 * z2 % P
+    e, f, g, h = bb - aa, dd - cc, dd + cc, bb + aa
+    return (e * f % P, g * h % P, f * g % P, e * h % P)
+
+
+def point_mul(n: int, point: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    result = IDENTITY
+    while n:
+        if n & 1:
+            result = point_add(result, point)
+        point = point_add(point, point)
+        n >>= 1
+    return result
+
+
+def point_equal(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
+    return (a[0] * b[2] - b[0] * a[2]) % P == 0 and (a[1] * b[2] - b[1] * a[2]) % P == 0
+
+
+def recover_x(y: int, sign: int) -> int | None:
+    if y >= P:
+        return None
+    x2 = (y * y - 1) * pow(D * y * y + 1, P - 2, P) % P
+    if x2 == 0:
+        return None if sign else 0
+    x = pow(x2, (P + 3) // 8, P)
+    if (x * x - x2) % P:
+        x = x * SQRT_M1 % P
+    if (x * x - x2) % P:
+        return None
+    if (x & 1) != sign:
+        x = P - x
+    return x
+
+
+def decode(encoding: bytes) -> tuple[int, int, int, int] | None:
+    value = int.from_bytes(encoding, "little")
+    y, sign = value & ((1 << 255) - 1), value >> 255
+    x = recover_x(y, sign)
+    return None if x is None else (x, y, 1, x * y % P)
+
+
+def encode_y(y: int, sign: int = 0) -> bytes:
+    return (y | (sign << 255)).to_bytes(32, "little")
+
+
+BASE = decode(encode_y(4 * pow(5, P - 2, P) % P))
+
+
+# --- the small-order set ------------------------------------------------------------
+def torsion_points() -> list[tuple[int, int, int, int]]:
+    """Every decodable point whose y is in SMALL_ORDER_Y, both signs of x."""
+    found = []
+    for y in ed25519.SMALL_ORDER_Y:
+        for sign in (0, 1):
+            point = decode(encode_y(y, sign))
+            if point is not None:
+                found.append(point)
+    return found
+
+
+def test_small_order_set_is_exactly_the_eight_torsion_points() -> None:
+    points = torsion_points()
+    assert len(points) == 8
+    assert all(point_equal(point_mul(8, p), IDENTITY) for p in points)
+    # Distinct, and closed under addition: a group of order 8.
+    for i, a in enumerate(points):
+        assert not any(point_equal(a, b) for b in points[i + 1 :])
+        assert all(any(point_equal(point_add(a, b), c) for c in points) for b in points)
+    # Cyclic: one of them has order exactly 8, so the group is all of Z/8, the whole
+    # 2-torsion of a curve of order 8*L (L prime): no other point satisfies [8]P = O.
+    order8 = [p for p in points if not point_equal(point_mul(4, p), IDENTITY)]
+    assert len(order8) == 4
+    assert BASE is not None and point_equal(point_mul(L, BASE), IDENTITY)
+    assert all(not point_equal(point_mul(L, p), IDENTITY) for p in points if not point_equal(p, IDENTITY))
+
+
+def test_a_non_torsion_point_is_not_small_order() -> None:
+    assert BASE is not None
+    assert not point_equal(point_mul(8, BASE), IDENTITY)
+    assert not ed25519.is_small_order(encode_y(BASE[1]))
+
+
+@pytest.mark.parametrize("y", sorted(ed25519.SMALL_ORDER_Y))
+def test_small_order_detected_in_every_encoding(y: int) -> None:
+    encodings = [encode_y(y, 0), encode_y(y, 1)]
+    if y + P < 2**255:  # non-canonical spelling y + p exists for y < 19
+        encodings += [encode_y(y + P, 0), encode_y(y + P, 1)]
+    assert all(ed25519.is_small_order(e) for e in encodings)
+
+
+# --- the speccheck vectors ----------------------------------------------------------
+# ed25519-speccheck, cases 0-9: 0-2 small-order A and/or R, 3 mixed-order A and R
+# that pass both equations, 4-5 pass only the cofactored equation, 6-7 S >= L,
+# 8-9 a non-canonical R encoding (y = p, i.e. the small-order point y = 0).
+PINNED_ACCEPTED = {3}
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+@pytest.mark.parametrize("index", range(len(CASES)))
+def test_speccheck_vectors_give_pinned_verdicts(backend_name: str, index: int) -> None:
+    case = CASES[index]
+    public_key, signature, message = (bytes.fromhex(case[k]) for k in ("pub_key", "signature", "message"))
+    backend = ed25519.get_backend(backend_name)
+    assert ed25519.verify(public_key, signature, message, backend=backend) is (index in PINNED_ACCEPTED)
+    assert ed25519.Verifier(backend).verify(public_key, signature, message) is (index in PINNED_ACCEPTED)
+
+
+def test_speccheck_vectors_are_all_present() -> None:
+    assert len(CASES) == 10
+
+
+def test_raw_libraries_disagree_without_the_pinned_prechecks() -> None:
+    """Why the rule is pinned: OpenSSL alone accepts vectors libsodium alone rejects."""
+    if "nacl" not in BACKENDS:
+        pytest.skip("PyNaCl not installed")
+    disagreements = []
+    for index, case in enumerate(CASES):
+        public_key, signature, message = (bytes.fromhex(case[k]) for k in ("pub_key", "signature", "message"))
+        verdicts = []
+        for name in ("cryptography", "nacl"):
+            backend = ed25519.get_backend(name)
+            try:
+                verdicts.append(backend.verify(backend.load(public_key), signature, message))
+            except Exception:  # a raw library may refuse the key outright
+                verdicts.append(False)
+        if verdicts[0] != verdicts[1]:
+            disagreements.append(index)
+    assert disagreements  # the libraries do disagree on these edge cases
+
+
+# --- real signatures ----------------------------------------------------------------
+@settings(max_examples=40, deadline=None)
+@given(seed=st.text(min_size=1, max_size=12), message=st.binary(max_size=64), flip=st.integers(0, 64 * 8))
+def test_backends_agree_on_real_signatures(seed: str, message: bytes, flip: int) -> None:
+    key = TestKey(seed)
+    signature = key.sign(message)
+    tampered = bytearray(signature)
+    if flip < 64 * 8:
+        tampered[flip // 8] ^= 1 << (flip % 8)
+    for candidate in (signature, bytes(tampered)):
+        verdicts = {n: ed25519.Verifier(n).verify(key.public_key, candidate, message) for n in BACKENDS}
+        assert len(set(verdicts.values())) == 1, verdicts
+    assert all(ed25519.Verifier(name).verify(key.public_key, signature, message) for name in BACKENDS)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_non_canonical_s_is_rejected(backend_name: str) -> None:
+    key = TestKey("non-canonical-s")
+    message = hashlib.sha256(b"m").digest()
+    signature = key.sign(message)
+    s = int.from_bytes(signature[32:], "little")
+    assert s + L < 2**256
+    malleated = signature[:32] + (s + L).to_bytes(32, "little")
+    verifier = ed25519.Verifier(backend_name)
+    assert verifier.verify(key.public_key, signature, message)
+    assert not verifier.verify(key.public_key, malleated, message)
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_non_canonical_public_key_is_rejected(backend_name: str) -> None:
+    # y in 2..18 has a second spelling y + p; find one that is a real curve point.
+    y = next(y for y in range(2, 19) if decode(encode_y(y)) is not None)
+    canonical, non_canonical = encode_y(y), encode_y(y + P)
+    assert decode(canonical) is not None and not ed25519.is_small_order(canonical)
+    signature = TestKey("any").sign(b"m")
+    assert not ed25519.passes_pinned_prechecks(non_canonical, signature)
+    assert not ed25519.Verifier(backend_name).verify(non_canonical, signature, b"m")
+
+
+@pytest.mark.parametrize("backend_name", BACKENDS)
+def test_wrong_lengths_are_rejected(backend_name: str) -> None:
+    key = TestKey("lengths")
+    signature = key.sign(b"m")
+    verifier = ed25519.Verifier(backend_name)
+    assert not verifier.verify(key.public_key[:31], signature, b"m")
+    assert not verifier.verify(key.public_key, signature[:63], b"m")
+
+
+# --- backend selection --------------------------------------------------------------
+def test_auto_prefers_nacl_when_installed() -> None:
+    expected = "nacl" if ed25519.HAVE_NACL else "cryptography"
+    assert ed25519.get_backend("auto").name == expected
+    assert ed25519.available_backends()[-1] == "cryptography"
+
+
+def test_explicit_backend_names() -> None:
+    assert ed25519.get_backend("cryptography").name == "cryptography"
+    assert ed25519.Verifier("cryptography").backend.name == "cryptography"
+    assert ed25519.Verifier(ed25519.CryptographyBackend()).backend.name == "cryptography"
+
+
+def test_environment_variable_selects_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ed25519.BACKEND_ENV_VAR, "cryptography")
+    assert ed25519.Verifier().backend.name == "cryptography"
+    monkeypatch.setenv(ed25519.BACKEND_ENV_VAR, "bogus")
+    with pytest.raises(InputError):
+        ed25519.Verifier()
+
+
+def test_unknown_backend_raises_a_coded_error() -> None:
+    with pytest.raises(PithGraphError) as info:
+        ed25519.get_backend("openssl-please")
+    assert info.value.code == codes.E_UNKNOWN_BACKEND == "unknown_ed25519_backend"
