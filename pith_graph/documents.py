@@ -4,11 +4,12 @@ This is the I/O edge of the library. Everything read here goes through the
 strict parser (:func:`pith_graph.canonical.loads`); a mapping a caller already
 parsed is normalised by a round trip through the reference canonical encoder,
 so that later hashing never depends on how the caller built it (plain floats,
-tuples, non-JSON values).
+tuples, non-JSON values); key order is kept.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -54,7 +55,9 @@ def read_json(source: DocumentSource, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     ``[``; otherwise it is a path.
     """
     if isinstance(source, Mapping):
-        return loads(canonical_json(source), max_bytes=max_bytes)
+        canonical_json(source)  # rejects NaN, lone surrogates and non-JSON values with clear codes
+        # Re-read without sorting: key order is part of how a document was served.
+        return loads(json.dumps(source, ensure_ascii=False), max_bytes=max_bytes)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return loads(bytes(source), max_bytes=max_bytes)
     if isinstance(source, str) and source.lstrip()[:1] in ("{", "["):

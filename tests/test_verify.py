@@ -1,0 +1,185 @@
+"""Verification reports: table-driven valid and invalid registry documents."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pith_graph import codes
+from pith_graph.errors import InputError, VerificationError
+from pith_graph.testing import History, TestKey, sign_bundle
+from pith_graph.verify import verify_bundle, verify_document, verify_record, verify_state
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def seed(name: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((FIXTURES / name).read_bytes())
+    return loaded
+
+
+def rehash_state(state: dict[str, Any]) -> None:
+    """Recompute state_sha256 with the reference rule, so only the edited fact is wrong."""
+    body = {k: v for k, v in state.items() if k != "state_sha256"}
+    state["state_sha256"] = hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()
+
+
+def flip_b64(value: str) -> str:
+    raw = bytearray(base64.b64decode(value))
+    raw[10] ^= 1
+    return base64.b64encode(bytes(raw)).decode()
+
+
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [
+        ("bundle-AG3PAJ22.json", "bundle"),
+        ("state-SGRHL77B.json", "state"),
+        ("record-GFHD7S67.json", "record"),
+        ("record-NE7W423I.json", "record"),
+        ("graph-GFHD7S67.json", "graph_snapshot"),
+    ],
+)
+def test_registry_documents_verify(name: str, kind: str) -> None:
+    report = verify_document(FIXTURES / name)
+    assert report.kind == kind
+    assert report.ok and report.problems == ()
+    assert report.raise_for_problems() is report
+
+
+def test_record_snapshot_equals_graph_document() -> None:
+    assert seed("record-GFHD7S67.json")["graph_snapshot"] == seed("graph-GFHD7S67.json")
+
+
+def _record_edit(path: list[str], value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(doc: dict[str, Any]) -> None:
+        target = doc
+        for part in path[:-1]:
+            target = target[part]
+        target[path[-1]] = value(target[path[-1]]) if callable(value) else value
+
+    return edit
+
+
+RECORD_CASES = [
+    ("canonical record edited", _record_edit(["canonical_record", "metadata", "primary_cat"], "cs.XX"), codes.P_CANONICAL_HASH),
+    ("pith number", _record_edit(["pith_number"], "pith:2025:GFHD7S67HAJVTWHOC6ZXCMWPHZ"), codes.P_PITH_NUMBER),
+    ("short pith number", _record_edit(["short_pith_number"], "pith:GFHD7S68"), codes.P_SHORT_PITH_NUMBER),
+    ("alias value", lambda d: d["aliases"][2].update(alias_value="10.48550/arxiv.2606.29983"), codes.P_ALIAS),
+    ("source", _record_edit(["source", "version"], 2), codes.P_SOURCE),
+    ("receipt signature", _record_edit(["receipt", "signature_b64"], flip_b64), codes.P_RECEIPT_SIGNATURE),
+    ("receipt key", _record_edit(["receipt", "key_id"], "someone-else"), codes.P_RECEIPT_UNKNOWN_KEY),
+    ("receipt fingerprint", _record_edit(["receipt", "public_key_fingerprint"], "0" * 32), codes.P_RECEIPT_KEY_MISMATCH),
+    ("receipt message", _record_edit(["receipt", "signed_message"], "something_else"), codes.P_RECEIPT_UNSUPPORTED),
+    ("receipt digest", _record_edit(["receipt", "canonical_sha256"], "0" * 64), codes.P_CANONICAL_HASH),
+    ("snapshot claims", _record_edit(["graph_snapshot", "claims", "count"], 3), codes.P_SNAPSHOT_SHAPE),
+]
+
+
+@pytest.mark.parametrize(("label", "edit", "code"), RECORD_CASES, ids=[c[0] for c in RECORD_CASES])
+def test_record_problems(label: str, edit: Callable[[dict[str, Any]], None], code: str) -> None:
+    doc = seed("record-GFHD7S67.json")
+    edit(doc)
+    report = verify_record(doc)
+    # The first error names the edit; an edited record may also break what derives from it.
+    assert report.errors[0].code == code
+    if label != "canonical record edited":
+        assert [p.code for p in report.errors] == [code]
+    with pytest.raises(VerificationError) as raised:
+        report.raise_for_problems()
+    assert raised.value.report is report
+
+
+def test_state_hash_and_counts() -> None:
+    doc = seed("state-SGRHL77B.json")
+    doc["state_sha256"] = "0" * 64
+    assert [p.code for p in verify_state(doc).problems] == [codes.P_STATE_HASH]
+
+    doc = seed("state-SGRHL77B.json")
+    doc["event_count"] = 3
+    rehash_state(doc)
+    assert [p.code for p in verify_state(doc).problems] == [codes.P_STATE_COUNTS]
+
+    doc = seed("state-SGRHL77B.json")
+    doc["invalid_events"] = [{"event_id": "sha256:" + "a" * 64, "reason": "no_such_reason"}]
+    doc["invalid_event_count"] = 1
+    doc["event_count"] = 3
+    rehash_state(doc)
+    assert [p.code for p in verify_state(doc).problems] == [codes.P_STATE_COUNTS]
+
+
+def _bundle_with(edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    doc = seed("bundle-AG3PAJ22.json")
+    edit(doc)
+    return doc
+
+
+BUNDLE_CASES: list[tuple[str, Callable[[dict[str, Any]], None], list[str], bool]] = [
+    ("unsigned is a warning", lambda d: d.pop("bundle_signature"), [codes.P_BUNDLE_SIGNATURE_MISSING], True),
+    ("no embedded state is a warning",
+     lambda d: d.pop("state"), [codes.P_BUNDLE_HASH], False),
+    ("bundle hash", lambda d: d["bundle_signature"].update(bundle_sha256="0" * 64), [codes.P_BUNDLE_HASH], False),
+    ("bundle key", lambda d: d["bundle_signature"].update(key_id="other"), [codes.P_BUNDLE_UNKNOWN_KEY], False),
+    ("bundle signature", lambda d: d["bundle_signature"].update(signature_b64=flip_b64(d["bundle_signature"]["signature_b64"])),
+     [codes.P_BUNDLE_SIGNATURE], False),
+    ("merge version", lambda d: d.update(merge_version="merge-v9"), [codes.P_MERGE_VERSION, codes.P_BUNDLE_HASH], False),
+    ("listed key contradicts the trusted one",
+     lambda d: d["public_keys"][0].update(public_key_hex="00" * 32, public_key_b64=base64.b64encode(bytes(32)).decode(),
+                                          fingerprint_sha256_hex=None, fingerprint_sha256_b32_first128bits=None),
+     [codes.P_KEY_ENTRY, codes.P_BUNDLE_HASH], False),
+    ("embedded state edited",
+     lambda d: d["state"]["current"]["graph_snapshots"].clear(), [codes.P_STATE_HASH, codes.P_STATE_MISMATCH, codes.P_BUNDLE_HASH], False),
+]
+
+
+@pytest.mark.parametrize(("label", "edit", "expected", "ok"), BUNDLE_CASES, ids=[c[0] for c in BUNDLE_CASES])
+def test_bundle_problems(label: str, edit: Callable[[dict[str, Any]], None], expected: list[str], ok: bool) -> None:
+    report = verify_bundle(_bundle_with(edit))
+    found = [p.code for p in report.problems]
+    assert sorted(found) == sorted(expected + ([codes.P_STATE_MISSING] if label.startswith("no embedded") else []))
+    assert report.ok is ok
+
+
+def test_bundle_signed_by_mirror_key_verifies_when_trusted() -> None:
+    mirror = TestKey("mirror")
+    unsigned = seed("bundle-AG3PAJ22.json")
+    signed = sign_bundle(unsigned, mirror)
+    assert [p.code for p in verify_bundle(copy.deepcopy(signed)).problems] == [codes.P_BUNDLE_UNKNOWN_KEY]
+    from pith_graph.keys import KeyRing, TrustedKey
+
+    ring = KeyRing.registry().union(KeyRing([TrustedKey.from_entry(mirror.entry())]))
+    assert verify_bundle(signed, trusted_keys=ring).ok
+
+
+def test_forked_bundle_reports_equivocation_and_invalid_events() -> None:
+    registry, alice = TestKey("v-registry"), TestKey("v-alice")
+    history = History.new(registry)
+    first = history.event("correction", key=alice, target="notes", payload={"n": 0})
+    left = history.event("correction", key=alice, target="notes", prev_event=first["event_id"], payload={"n": 1})
+    right = history.event("correction", key=alice, target="notes", prev_event=first["event_id"], payload={"n": 2})
+    orphan = history.event("correction", key=alice, target="other", prev_event="sha256:" + "e" * 64)
+    report = verify_bundle(history.bundle([first, left, right, orphan]), trusted_keys=history.trusted())
+    found = sorted(p.code for p in report.errors)
+    assert found == [codes.P_EQUIVOCATION, codes.P_INVALID_EVENT]
+    invalid = next(p for p in report.problems if p.code == codes.P_INVALID_EVENT)
+    assert invalid.where == orphan["event_id"] and "missing_prev_event" in invalid.message
+    assert report.facts["equivocations"] == 1
+
+
+@pytest.mark.parametrize(
+    ("document", "code"),
+    [({"hello": 1}, codes.E_NOT_PITH), ({"state_type": "pith_open_graph_state"}, codes.E_SHAPE), ([1, 2], codes.E_NOT_PITH)],
+)
+def test_not_a_document(document: Any, code: str) -> None:
+    with pytest.raises(InputError) as raised:
+        verify_document(json.dumps(document))
+    assert raised.value.code == code
