@@ -14,13 +14,25 @@ The normative rules are in docs/merge-v1.md.
 
 from pith_graph.canonical import canonical_json, canonical_sha256, loads
 from pith_graph.errors import InputError, PithGraphError, StoreError, TrustError, VerificationError
-from pith_graph.identifiers import derived_aliases, fingerprint_b32, fingerprint_hex, pith_number, short_pith_number
+from pith_graph.identifiers import (
+    derived_aliases,
+    fingerprint_b32,
+    fingerprint_hex,
+    pith_number,
+    short_pith_number,
+)
 from pith_graph.keys import REGISTRY_KEY_ID, KeyRing, TrustedKey
 from pith_graph.merge import merge
 from pith_graph.rebuild import rebuild_state
 from pith_graph.report import Problem, Report
 from pith_graph.state import State
-from pith_graph.verify import verify_bundle, verify_document, verify_graph_snapshot, verify_record, verify_state
+from pith_graph.verify import (
+    verify_bundle,
+    verify_document,
+    verify_graph_snapshot,
+    verify_record,
+    verify_state,
+)
 
 __version__ = "0.1.0"
 

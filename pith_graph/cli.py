@@ -40,7 +40,7 @@ _SUBCOMMAND_MODULES: Final = (
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors become one line and exit code 2 via PithGraphError."""
 
-    def error(self, message: str) -> Any:  # type: ignore[override]
+    def error(self, message: str) -> Any:
         raise InputError(f"{self.prog}: {message}", code=codes.E_USAGE)
 
 

@@ -70,18 +70,18 @@ class State:
     """A merge-v1 state. Build it with :func:`pith_graph.merge.merge`, not by hand."""
 
     __slots__ = (
-        "pith_number",
-        "event_count",
-        "valid_event_count",
-        "invalid_event_count",
-        "equivocations",
-        "invalid_events",
+        "__dict__",
         "applied_event_ids",
         "canonical_record",
-        "source_aliases",
         "collections",
+        "equivocations",
+        "event_count",
+        "invalid_event_count",
+        "invalid_events",
+        "pith_number",
         "record_created",
-        "__dict__",
+        "source_aliases",
+        "valid_event_count",
     )
 
     def __init__(

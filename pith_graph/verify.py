@@ -14,7 +14,6 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
-
 from pith_graph import codes
 from pith_graph.canonical import canonical_json_parsed
 from pith_graph.documents import Document, DocumentSource, load_bundle, read_document
