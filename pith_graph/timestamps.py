@@ -8,7 +8,6 @@ text: ``...:16Z`` and ``...:16.000Z`` are the same instant, and
 
 from __future__ import annotations
 
-import calendar
 import re
 from typing import Final
 
@@ -22,6 +21,19 @@ _TIMESTAMP_RE: Final = re.compile(
 )
 
 
+_DAYS_IN_MONTH: Final = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _days_since_epoch(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's days_from_civil)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
+
+
 def parse_timestamp(text: str) -> Instant | None:
     """Return the instant ``text`` names, or None if it is not a merge-v1 timestamp.
 
@@ -30,12 +42,14 @@ def parse_timestamp(text: str) -> Instant | None:
     match = _TIMESTAMP_RE.fullmatch(text)
     if match is None:
         return None
-    year, month, day, hour, minute, second = (int(g) for g in match.groups()[:6])
-    if not (1 <= month <= 12 and hour < 24 and minute < 60 and second < 60):
+    year_s, month_s, day_s, hour_s, minute_s, second_s, fraction = match.groups()
+    year, month, day = int(year_s), int(month_s), int(day_s)
+    hour, minute, second = int(hour_s), int(minute_s), int(second_s)
+    if not (1 <= month <= 12 and hour < 24 and minute < 60 and second < 60 and day >= 1):
         return None
-    if not 1 <= day <= calendar.monthrange(year, month)[1]:
+    leap = year % 4 == 0 and (year % 100 != 0 or year % 400 == 0)
+    if day > _DAYS_IN_MONTH[month] + (month == 2 and leap):
         return None
-    fraction = match.group(7) or ""
     nanos = int(fraction.ljust(9, "0")) if fraction else 0
-    seconds = calendar.timegm((year, month, day, hour, minute, second, 0, 0, 0))
+    seconds = _days_since_epoch(year, month, day) * 86400 + hour * 3600 + minute * 60 + second
     return (seconds, nanos)
