@@ -106,3 +106,10 @@ E_USAGE: Final = "usage"
 
 # --- issue 5: Ed25519 backends (pith_graph/ed25519.py) -------------------------------
 E_UNKNOWN_BACKEND: Final = "unknown_ed25519_backend"
+
+# --- issue 4: event store (pith_graph/store.py) --------------------------------------
+E_STORE_UNKNOWN_SUBJECT: Final = "store_unknown_subject"
+#: Outcomes of ``EventStore.append`` (``AppendResult.status``).
+STORE_NEW: Final = "new"
+STORE_DUPLICATE: Final = "duplicate"
+STORE_INVALID: Final = "stored_invalid"
