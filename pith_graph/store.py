@@ -39,7 +39,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, NoReturn, Protocol, TypeVar
 
 from pith_graph import codes
 from pith_graph.canonical import canonical_json, canonical_json_parsed, loads, sha256_hex
@@ -247,12 +247,14 @@ class SQLiteBackend:
                 conn.execute(statement)
             return
         (app_id,) = conn.execute("PRAGMA application_id").fetchone()
-        if "pith_schema" not in tables or app_id != APPLICATION_ID:
-            raise StoreError(f"{self.path} is an SQLite database but not a pith-graph store", code=codes.E_STORE_SCHEMA)
-        versions = [row[0] for row in conn.execute("SELECT version FROM pith_schema")]
-        if len(versions) != 1 or not isinstance(versions[0], int):
-            raise StoreError(f"{self.path}: unreadable schema version {versions!r}", code=codes.E_STORE_SCHEMA)
+        versions = (
+            [row[0] for row in conn.execute("SELECT version FROM pith_schema")] if "pith_schema" in tables else []
+        )
+        if "pith_schema" not in tables or app_id != APPLICATION_ID or len(versions) != 1:
+            self._raise_mismatch(conn, f"{self.path} is an SQLite database but not a pith-graph store")
         version = versions[0]
+        if not isinstance(version, int):
+            self._raise_mismatch(conn, f"{self.path}: unreadable schema version {version!r}")
         if version == SCHEMA_VERSION:
             return
         if version not in _MIGRATIONS:
@@ -264,6 +266,14 @@ class SQLiteBackend:
             for statement in _MIGRATIONS[version]:
                 conn.execute(statement)
             version += 1
+
+    def _raise_mismatch(self, conn: sqlite3.Connection, message: str) -> NoReturn:
+        """Raise ``store_schema_mismatch``, unless the real trouble is a damaged file."""
+        # Scrambled pages can read as a foreign schema; only this error path pays for the check.
+        found = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        if found != ["ok"]:
+            raise StoreError(f"{self.path}: the database is corrupted ({found[0]})", code=codes.E_STORE_CORRUPT)
+        raise StoreError(message, code=codes.E_STORE_SCHEMA)
 
     def _retry(self, fn: Callable[[sqlite3.Connection], _T], what: str, *, transaction: bool) -> _T:
         """Run ``fn`` (in a write transaction if asked), retrying while another process holds the lock.
