@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FIXTURES, REGISTRY_KEY_HEX, ref_canonical, ref_sha256, seed
 
 from pith_graph import codes
 from pith_graph.errors import InputError, StoreError
@@ -23,8 +24,6 @@ from pith_graph.rebuild import rebuild_state
 from pith_graph.store import EventStore
 from pith_graph.testing import History, TestKey, resign
 from pith_graph.verify import verify_bundle
-
-from conftest import FIXTURES, REGISTRY_KEY_HEX, ref_canonical, ref_sha256, seed
 
 BUNDLE = FIXTURES / "bundle-AG3PAJ22.json"
 SUBJECT = "pith:2026:AG3PAJ22332P5QMVIKKH75CXNK"
@@ -79,7 +78,7 @@ class StoreContract:
     # --- append -------------------------------------------------------------------
 
     def test_append_new_duplicate_and_invalid(self, store: EventStore, history: History, alice: TestKey) -> None:
-        trusted = history.trusted() + [alice.entry()]
+        trusted = [*history.trusted(), alice.entry()]
         first = store.append(history.record_created, trusted_keys=trusted)
         assert (first.status, first.reason) == (codes.STORE_NEW, None)
         assert first.unit_id == history.record_created["event_id"]
@@ -222,7 +221,7 @@ class StoreContract:
     # --- sync ---------------------------------------------------------------------
 
     def test_sync_is_a_union_independent_of_order(self, store: EventStore, history: History, alice: TestKey) -> None:
-        trusted = history.trusted() + [alice.entry()]
+        trusted = [*history.trusted(), alice.entry()]
         a1 = history.event("graph_snapshot", key=alice, payload={"n": 1})
         a2 = history.event("graph_snapshot", key=alice, payload={"n": 2}, prev_event=a1["event_id"])
         fork = history.event("graph_snapshot", key=alice, payload={"n": 3}, prev_event=a1["event_id"])
@@ -349,10 +348,10 @@ def test_not_a_database(tmp_path: Path) -> None:
 
 
 def _fails_as_corrupt(path: Path, subject: str) -> StoreError:
-    with pytest.raises(StoreError) as caught:  # noqa: PT012 - opening or any later read may notice
-        with EventStore(path) as store:
-            store.check()
-            store.state(subject)
+    # Opening or any later read may be the first to notice.
+    with pytest.raises(StoreError) as caught, EventStore(path) as store:
+        store.check()
+        store.state(subject)
     return caught.value
 
 
@@ -408,7 +407,7 @@ def test_unopenable_path(tmp_path: Path) -> None:
 
 
 def test_file_and_memory_stores_agree(tmp_path: Path, history: History, alice: TestKey) -> None:
-    trusted = history.trusted() + [alice.entry()]
+    trusted = [*history.trusted(), alice.entry()]
     events = [history.event("author_attestation", key=alice, payload={"i": i}) for i in range(3)]
     edited = resign({**events[0], "payload": {"i": 99}}, alice)
     bundle = history.bundle([*events, edited])
