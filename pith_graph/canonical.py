@@ -81,8 +81,8 @@ _SORTED_ENCODER: Final = msgspec.json.Encoder(order="sorted")
 # Only used to count the keys of a decoded tree; JsonFloat is encoded as a plain float.
 _COUNT_ENCODER: Final = msgspec.json.Encoder(enc_hook=float)
 
-_ONLY_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
-_EMPTY_PAIR: Final = re.compile(rb"\[\]|\{\}")
+_NOT_STRUCTURAL: Final = bytes(b for b in range(256) if b not in b'"[]{}:')
+_ONE_BRACKET_TYPE: Final = bytes.maketrans(b"{}", b"[]")
 
 
 def sha256_hex(data: bytes) -> str:
@@ -182,39 +182,48 @@ def _reject_duplicate_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def _skeleton(data: bytes) -> bytes:
-    """``data`` (valid JSON) with the contents of every string removed.
+def _structure(data: bytes) -> bytes:
+    """The structural characters of ``data`` (valid JSON): brackets and member colons.
 
     Escapes are neutralised first: dropping every escaped backslash, then every
     escaped quote, leaves exactly the quotes that delimit strings (backslashes
-    only occur inside strings, and escapes parse left to right in pairs). The
-    text between the 2k-th and (2k+1)-th delimiter is then string content.
+    only occur inside strings, and escapes parse left to right in pairs). Only
+    quotes, brackets and colons are then kept, at C speed. Two adjacent quotes
+    are either an emptied string or the end of one string and the start of the
+    next with nothing structural between them: removing them never moves a
+    character into or out of a string, so the quotes left after that delimit only
+    the (rare) strings that hold a bracket or a colon, which the final split drops.
     """
     if b"\\" in data:
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
-    return b"".join(data.split(b'"')[::2])
+    reduced = data.translate(None, _NOT_STRUCTURAL).replace(b'""', b"")
+    if b'"' in reduced:
+        reduced = b"".join(reduced.split(b'"')[::2])
+    return reduced
 
 
 def _check_structure(data: bytes, obj: Any) -> None:
     """Reject duplicate keys and excessive nesting, working on the raw bytes.
 
-    Both checks run at C speed over the document with string tokens collapsed
-    to a single byte: what remains holds only structural characters and
-    scalars, so its ``:`` count is the number of object members in the text and
-    its brackets give the nesting depth.
+    Both checks run at C speed over the document reduced to its structural
+    characters (:func:`_structure`): its ``:`` count is the number of object
+    members in the text and its brackets give the nesting depth.
     """
-    skeleton = _skeleton(data)
-    brackets = skeleton.translate(None, _ONLY_BRACKETS)
+    structure = _structure(data)
+    # One bracket type is enough for depth (the text is valid JSON); each pass
+    # removes the innermost level, so a document at most MAX_DEPTH deep is
+    # empty after MAX_DEPTH passes.
+    brackets = structure.translate(_ONE_BRACKET_TYPE, b":")
     for _ in range(MAX_DEPTH):
         if not brackets:
             break
-        brackets = _EMPTY_PAIR.sub(b"", brackets)
+        brackets = brackets.replace(b"[]", b"")
     if brackets:
         raise InputError(f"document nests deeper than {MAX_DEPTH} levels", code=codes.E_TOO_DEEP)
     # A decoded dict keeps one value per key: if the text has more members than
     # the decoded tree, some object repeated a key.
-    members_in_text = skeleton.count(b":")
-    members_decoded = _skeleton(_COUNT_ENCODER.encode(obj)).count(b":")
+    members_in_text = structure.count(b":")
+    members_decoded = _structure(_COUNT_ENCODER.encode(obj)).count(b":")
     if members_in_text != members_decoded:
         # Slow path only to name the key in the error message.
         json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicate_pairs)
