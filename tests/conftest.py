@@ -7,6 +7,7 @@ test. Signed events come from :mod:`pith_graph.testing` (real Ed25519 keys).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Callable, Iterable, Mapping
@@ -25,6 +26,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 REGISTRY_KEY_ID = "pith-v1-2026-05"
 REGISTRY_KEY_HEX = "b2d552b68890857171a78b36a5dccf368a953413288c353f7c9d9d6f94b709b3"
 REGISTRY_FINGERPRINT = "8d4b5ee74e4693bcd1df2446408b0d54"
+
+#: The test registry key: signs record_created events and receipts in generated histories.
+REGISTRY_TEST_KEY = TestKey("registry", key_id="test-registry", signer_id="registry.example")
 
 
 def seed_bytes(name: str) -> bytes:
@@ -57,11 +61,19 @@ def ref_content_sha256(event: Mapping[str, Any]) -> str:
     return ref_sha256({k: v for k, v in event.items() if k not in ("event_id", "content_sha256", "signature")})
 
 
-def rebuild(history: History, events: Iterable[Mapping[str, Any]], **options: Any) -> State:
+def bundle_of(history: History, events: Iterable[Any], *, include_record: bool = True) -> dict[str, Any]:
+    """A bundle of ``history`` holding ``events`` as given (non-objects included), record_created first."""
+    bundle = history.bundle([], include_record=include_record)
+    # History.bundle() copies events with dict(); hostile non-object events go in as they are.
+    bundle["events"].extend(copy.deepcopy(list(events)))
+    return bundle
+
+
+def rebuild(history: History, events: Iterable[Any], **options: Any) -> State:
     """Rebuild a bundle of ``history`` holding ``events`` (record_created first), trusting its keys."""
     include_record = options.pop("include_record", True)
     trusted = options.pop("trusted_keys", history.trusted())
-    return rebuild_state(history.bundle(events, include_record=include_record), trusted_keys=trusted, **options)
+    return rebuild_state(bundle_of(history, events, include_record=include_record), trusted_keys=trusted, **options)
 
 
 def invalid(state: State) -> dict[str, str]:
@@ -77,7 +89,7 @@ def current_ids(state: State, collection: str) -> list[str]:
 @pytest.fixture(scope="session")
 def registry() -> TestKey:
     """The test registry key (signs record_created)."""
-    return TestKey("registry", key_id="test-registry", signer_id="registry.example")
+    return REGISTRY_TEST_KEY
 
 
 @pytest.fixture(scope="session")
