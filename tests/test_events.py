@@ -128,7 +128,7 @@ MALFORMED: list[tuple[str, Callable[[Event, TestKey], Any]]] = [
         for name in (
             "event_type", "subject_pith_number", "target", "payload", "signer", "created_at",
             "supersedes", "prev_event", "signature", "content_sha256", "event_id",
-        )  # fmt: skip
+        )
     ],
     ("missing signer.signer_id", lambda e, k: reseal({**e, "signer": {**e["signer"], "signer_id": None}}, k)),
     ("missing signature.signature_b64", _set("signature.signature_b64", None, sealed=False)),
@@ -469,7 +469,7 @@ def test_counts_are_distinct_ids(history: History, alice: TestKey) -> None:
     valid.append(history.event("author_attestation", key=alice, payload={"n": 1}))
     bad_a = {**snapshot(history), "event_id": OTHER_ID}
     bad_b = [1, 2]
-    events = valid + [bad_a, bad_b, bad_b, copy.deepcopy(valid[0])]
+    events = [*valid, bad_a, bad_b, bad_b, copy.deepcopy(valid[0])]
     state = rebuild(history, events)
     document = state.to_dict()
     ids = {expected_uid(e) for e in [history.record_created, *events]}
