@@ -217,10 +217,14 @@ class Backend(Protocol):
 class SQLiteBackend:
     """:class:`Backend` on one SQLite database (file or ``:memory:``)."""
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, create: bool = True
+    ) -> None:
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
         what = f"opening {self.path}"
+        if not create and self.path != ":memory:" and not os.path.exists(self.path):
+            raise StoreError(f"{what}: no store there (create one with `pith-graph store init`)", code=codes.E_IO)
         with _converted(what):
             # isolation_level=None: this class issues BEGIN/COMMIT itself.
             self.conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
@@ -555,14 +559,16 @@ def _join(bodies: Iterable[bytes]) -> Any:
 class EventStore:
     """The event store: append-only sets of event copies per subject, merged on demand.
 
-    Open with a path (created on first use) or ``":memory:"``; use as a context
+    Open with a path (created on first use unless ``create=False``) or ``":memory:"``; use as a context
     manager or call :meth:`close`. Raises :class:`~pith_graph.errors.StoreError`
     (``store_corrupt``, ``store_schema_mismatch``, ``store_busy``, ``io_error``)
     for an unusable database.
     """
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:", *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> None:
-        self.backend = SQLiteBackend(path, busy_timeout=busy_timeout)
+    def __init__(
+        self, path: str | os.PathLike[str] = ":memory:", *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, create: bool = True
+    ) -> None:
+        self.backend = SQLiteBackend(path, busy_timeout=busy_timeout, create=create)
         self.cache = SQLiteSignatureCache(self.backend)
 
     def __enter__(self) -> EventStore:
