@@ -155,3 +155,14 @@ def test_subprocess_errors_are_one_line(tmp_path: Path) -> None:
         assert result.returncode == 2
         assert result.stdout == b""
         assert result.stderr.count(b"\n") == 1 and result.stderr.startswith(b"pith-graph: error["), result.stderr
+
+
+def test_store_example_runs() -> None:
+    example = Path(__file__).parent.parent / "examples" / "store_example.py"
+    result = subprocess.run([sys.executable, str(example)], capture_output=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.decode().splitlines()
+    assert lines[-1] == "OK"
+    registry_sha = seed("bundle-AG3PAJ22.json")["state"]["state_sha256"]
+    assert f"state_sha256 {registry_sha} (the registry's)" in lines[1]
+    assert "rebuilds to the same state" in lines[4]
