@@ -15,6 +15,7 @@ from pith_graph.errors import TrustError
 from pith_graph.keys import KeyRing, TrustedKey, coerce_ring
 from pith_graph.merge import MergeResult, merge_checked
 from pith_graph.models import Bundle
+from pith_graph.parallel import parallel_verifier, resolve_workers
 from pith_graph.state import State
 
 __all__ = ["TrustedKeys", "rebuild", "rebuild_state", "resolve_keyring"]
@@ -43,17 +44,33 @@ def rebuild(
     trusted_keys: TrustedKeys = None,
     trust_bundle_keys: bool = False,
     verifier: Verifier | None = None,
+    workers: int | None = None,
 ) -> tuple[MergeResult, Bundle, dict[str, Any], KeyRing]:
-    """Rebuild and return everything learnt on the way (used by verification and the store)."""
+    """Rebuild and return everything learnt on the way (used by verification and the store).
+
+    ``workers`` > 1 verifies signatures in that many processes while the merge
+    runs (0: one per CPU); bundles below
+    :data:`pith_graph.parallel.PARALLEL_MIN_EVENTS` stay serial. The result is
+    identical either way (see :mod:`pith_graph.parallel`).
+    """
     raw, model = load_bundle(bundle)
     ring = resolve_keyring(trusted_keys, trust_bundle_keys, model)
-    result = merge_checked(
-        raw["events"],
-        subject=model.pith_number,
-        aliases=raw.get("source_aliases") or (),
-        keyring=ring,
-        verifier=verifier,
+    verifier, executor, cache = parallel_verifier(
+        raw["events"], ring, workers=resolve_workers(workers), verifier=verifier
     )
+    try:
+        result = merge_checked(
+            raw["events"],
+            subject=model.pith_number,
+            aliases=raw.get("source_aliases") or (),
+            keyring=ring,
+            verifier=verifier,
+        )
+        if cache is not None:
+            cache.drain()  # hand every worker verdict to the caller's cache (the store's warm path)
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
     return result, model, raw, ring
 
 
@@ -62,6 +79,7 @@ def rebuild_state(
     *,
     trusted_keys: TrustedKeys = None,
     trust_bundle_keys: bool = False,
+    workers: int | None = None,
 ) -> State:
     """Rebuild the merge-v1 state of a bundle.
 
@@ -71,5 +89,8 @@ def rebuild_state(
     own ``public_keys`` are trusted only with ``trust_bundle_keys=True``.
     Raises :class:`~pith_graph.errors.InputError` for an unusable bundle;
     defects inside events are reported in the state, never raised.
+    ``workers``: verify signatures in that many processes (see :func:`rebuild`).
     """
-    return rebuild(bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys)[0].state
+    return rebuild(bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=workers)[
+        0
+    ].state

@@ -1,0 +1,221 @@
+"""Parallel signature verification for large bundles.
+
+The cost floor of a cold rebuild is one Ed25519 verification per event. This
+module moves that cost to worker processes without touching the merge:
+
+1. a cheap pre-pass (:func:`signature_jobs`) extracts the (public key,
+   signature, message) triple of every event signed by a trusted key, reading
+   the raw event only (no canonical hashing, no typed view);
+2. the triples are verified in chunks by ``workers`` processes, each running
+   the pinned rule with the same backend (:mod:`pith_graph.ed25519`);
+3. the ordinary serial merge runs at the same time with a
+   :class:`~pith_graph.ed25519.Verifier` whose :class:`ParallelCache` answers
+   from those results (waiting for a chunk still in flight).
+
+The merge is unchanged and every verdict comes from the pinned rule, so the
+result is identical to the serial path by construction; a triple the pre-pass
+did not extract (a receipt, an event whose fields the pre-pass cannot read) is
+simply verified in-process by the merge, as before.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from typing import Any, Final
+
+from pith_graph import ed25519
+from pith_graph.ed25519 import SignatureCache, Verifier
+from pith_graph.keys import KeyRing
+from pith_graph.records import decode_signature
+
+__all__ = [
+    "CHUNK_SIZE",
+    "PARALLEL_MIN_EVENTS",
+    "MemorySignatureCache",
+    "ParallelCache",
+    "Triple",
+    "parallel_verifier",
+    "resolve_workers",
+    "signature_jobs",
+]
+
+Triple = tuple[bytes, bytes, bytes]
+
+#: Below this many events a bundle is verified serially: starting worker
+#: processes costs more than it saves (break-even measured by ``make bench``).
+PARALLEL_MIN_EVENTS: Final = 2000
+#: Triples per task sent to a worker: large enough to amortise pickling, small
+#: enough that the merge rarely waits for the first results.
+CHUNK_SIZE: Final = 256
+
+
+class MemorySignatureCache:
+    """A plain in-memory :class:`~pith_graph.ed25519.SignatureCache`."""
+
+    __slots__ = ("_verdicts",)
+
+    def __init__(self) -> None:
+        self._verdicts: dict[Triple, bool] = {}
+
+    def lookup(self, public_key: bytes, signature: bytes, message: bytes) -> bool | None:
+        """The remembered verdict, or None."""
+        return self._verdicts.get((public_key, signature, message))
+
+    def record(self, public_key: bytes, signature: bytes, message: bytes, valid: bool) -> None:
+        """Remember a verdict."""
+        self._verdicts[(public_key, signature, message)] = valid
+
+    def __len__(self) -> int:
+        return len(self._verdicts)
+
+
+def signature_jobs(events: Iterable[Any], keyring: KeyRing) -> list[Triple]:
+    """The distinct (public key, signature, message) triples of events signed by a trusted key.
+
+    Reads the raw events only and skips anything it cannot read cheaply (the
+    merge checks those itself). Triples failing the pinned pre-checks are left
+    out: the verifier rejects them before consulting any cache.
+    """
+    seen: set[Triple] = set()
+    jobs: list[Triple] = []
+    for raw in events:
+        if not isinstance(raw, dict):
+            continue
+        sig = raw.get("signature")
+        digest = raw.get("content_sha256")
+        if not (isinstance(sig, dict) and isinstance(digest, str) and len(digest) == 64):
+            continue
+        key_id, signature_b64 = sig.get("key_id"), sig.get("signature_b64")
+        if not (isinstance(key_id, str) and isinstance(signature_b64, str)):
+            continue
+        key = keyring.get(key_id)
+        signature = decode_signature(signature_b64)
+        if key is None or signature is None:
+            continue
+        try:
+            message = bytes.fromhex(digest)
+        except ValueError:
+            continue
+        triple = (key.public_key, signature, message)
+        if triple not in seen and ed25519.passes_pinned_prechecks(key.public_key, signature):
+            seen.add(triple)
+            jobs.append(triple)
+    return jobs
+
+
+# One verifier per worker process and backend, so each key is loaded once per process.
+_WORKER_VERIFIERS: dict[str, Verifier] = {}
+
+
+def _verify_chunk(backend_name: str, triples: Sequence[Triple]) -> list[bool]:
+    """Worker task: the pinned verdicts of ``triples`` with the named backend."""
+    verifier = _WORKER_VERIFIERS.get(backend_name)
+    if verifier is None:
+        verifier = _WORKER_VERIFIERS[backend_name] = Verifier(backend_name)
+    return [verifier.verify(*triple) for triple in triples]
+
+
+class ParallelCache:
+    """A :class:`~pith_graph.ed25519.SignatureCache` filled by worker processes.
+
+    ``lookup`` of a triple whose chunk is still being verified waits for it;
+    a triple never submitted falls through to ``inner`` (if any) and then to the
+    caller's own verification. Verdicts recorded by the caller go to ``inner``
+    too, so an event store's cache keeps learning.
+    """
+
+    def __init__(self, inner: SignatureCache | None = None) -> None:
+        self.inner = inner
+        self._done = MemorySignatureCache()
+        self._pending: dict[Triple, Future[list[bool]]] = {}
+        self._chunks: dict[int, Sequence[Triple]] = {}
+
+    def submit(self, executor: ProcessPoolExecutor, backend_name: str, jobs: Sequence[Triple], chunk_size: int) -> None:
+        """Send ``jobs`` to ``executor`` in chunks."""
+        for start in range(0, len(jobs), chunk_size):
+            chunk = jobs[start : start + chunk_size]
+            future = executor.submit(_verify_chunk, backend_name, chunk)
+            self._chunks[id(future)] = chunk
+            for triple in chunk:
+                self._pending[triple] = future
+
+    def _collect(self, future: Future[list[bool]]) -> None:
+        chunk = self._chunks.pop(id(future), None)
+        if chunk is None:
+            return  # already collected
+        for triple, valid in zip(chunk, future.result(), strict=True):
+            self._done.record(*triple, valid)
+            self._pending.pop(triple, None)
+
+    def lookup(self, public_key: bytes, signature: bytes, message: bytes) -> bool | None:
+        """The verdict computed by a worker (waiting for it if needed), else ``inner``'s."""
+        known = self._done.lookup(public_key, signature, message)
+        if known is not None:
+            return known
+        future = self._pending.get((public_key, signature, message))
+        if future is not None:
+            self._collect(future)
+            return self._done.lookup(public_key, signature, message)
+        return None if self.inner is None else self.inner.lookup(public_key, signature, message)
+
+    def record(self, public_key: bytes, signature: bytes, message: bytes, valid: bool) -> None:
+        """Remember a verdict the caller computed itself."""
+        self._done.record(public_key, signature, message, valid)
+        if self.inner is not None:
+            self.inner.record(public_key, signature, message, valid)
+
+    def drain(self) -> None:
+        """Wait for every chunk (so worker verdicts also reach ``inner``)."""
+        for future in list(self._pending.values()):
+            self._collect(future)
+        if self.inner is not None:
+            for (public_key, signature, message), valid in self._done._verdicts.items():
+                self.inner.record(public_key, signature, message, valid)
+
+
+def resolve_workers(workers: int | None) -> int:
+    """``workers`` as a process count: None or 1 means serial, 0 means one per CPU."""
+    if workers is None:
+        return 1
+    if workers == 0:
+        return os.cpu_count() or 1
+    return max(1, workers)
+
+
+def _mp_context() -> Any:
+    # fork starts workers in milliseconds; where it does not exist, the platform default.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else None)
+
+
+def parallel_verifier(
+    events: Sequence[Any],
+    keyring: KeyRing,
+    *,
+    workers: int,
+    verifier: Verifier | None = None,
+    chunk_size: int = CHUNK_SIZE,
+    min_events: int = PARALLEL_MIN_EVENTS,
+) -> tuple[Verifier, ProcessPoolExecutor | None, ParallelCache | None]:
+    """A verifier whose cache is being filled by ``workers`` processes.
+
+    Returns ``(verifier, executor, cache)``; the caller shuts the executor down
+    once the merge is done. Serial (``executor`` None, the given or a default
+    verifier returned as is) when ``workers`` <= 1, when the bundle has fewer
+    than ``min_events`` events, or when the backend cannot be named in a
+    worker process.
+    """
+    base = verifier or Verifier()
+    backend_name = base.backend.name
+    if workers <= 1 or len(events) < min_events or backend_name not in ed25519.available_backends():
+        return base, None, None
+    cache = ParallelCache(base.cache)
+    jobs = signature_jobs(events, keyring)
+    if base.cache is not None:
+        jobs = [t for t in jobs if base.cache.lookup(*t) is None]
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context())
+    cache.submit(executor, backend_name, jobs, chunk_size)
+    return Verifier(base.backend, cache), executor, cache

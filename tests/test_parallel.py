@@ -1,0 +1,180 @@
+"""Parallel signature verification gives exactly the serial result.
+
+Bundles are generated with real keys and real signatures (pith_graph.testing),
+with invalid events of every common kind, duplicate copies, supersedes and
+forks; the parallel path runs real worker processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import random
+from typing import Any
+
+import pytest
+
+from pith_graph import parallel
+from pith_graph.documents import load_bundle
+from pith_graph.ed25519 import Verifier
+from pith_graph.keys import KeyRing
+from pith_graph.merge import MergeResult, merge_checked
+from pith_graph.rebuild import rebuild, rebuild_state
+from pith_graph.testing import History, TestKey, resign
+
+REGISTRY = TestKey("par-registry")
+SIGNERS = [TestKey(f"par-signer-{i}") for i in range(3)]
+STRANGER = TestKey("par-stranger")  # never trusted
+
+
+def build_bundle(n: int, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A bundle of about ``n`` events: chains per stream, supersedes, forks, invalid and duplicate copies."""
+    rng = random.Random(seed)
+    history = History.new(REGISTRY, arxiv_id=f"2601.{seed:05d}")
+    heads: dict[tuple[str, str], str] = {}
+    events: list[dict[str, Any]] = []
+    for i in range(n):
+        key = rng.choice(SIGNERS)
+        target = f"citation:{rng.randrange(3)}"
+        prev = heads.get((target, key.signer_id))
+        supersedes = [prev] if prev is not None and rng.random() < 0.1 else []
+        event = history.event(
+            "citation_signature", key=key, target=target, prev_event=prev, supersedes=supersedes, payload={"i": i}
+        )
+        heads[(target, key.signer_id)] = event["event_id"]
+        kind = rng.random()
+        if kind < 0.05:  # a fork: a second event after the same predecessor
+            events.append(history.event("citation_signature", key=key, target=target, prev_event=prev, payload={"f": i}))
+        elif kind < 0.10:  # bad signature: another event's signature
+            other = history.event("citation_signature", key=key, payload={"x": i})
+            event = {**event, "signature": {**event["signature"], "signature_b64": other["signature"]["signature_b64"]}}
+        elif kind < 0.13:  # a copy signed by an untrusted key
+            events.append(resign({**event, "payload": {"stranger": i}}, STRANGER))
+        elif kind < 0.16:  # content hash mismatch
+            event = {**event, "payload": {"i": -i}}
+        elif kind < 0.18:  # malformed
+            events.append({"event_type": "citation_signature", "signature": "nope"})
+        elif kind < 0.22:  # a second, tampered copy of a valid event (same event_id)
+            events.append({**event, "payload": {"tampered": i}})
+        events.append(event)
+    events.append({"event_type": "citation_signature", "signature": None})  # always one malformed
+    rng.shuffle(events)
+    return history.bundle(events, public_keys=[REGISTRY, *SIGNERS, STRANGER]), events
+
+
+def trusted() -> list[dict[str, Any]]:
+    return [k.entry() for k in (REGISTRY, *SIGNERS)]
+
+
+def merge_with(raw: dict[str, Any], ring: KeyRing, verifier: Verifier) -> MergeResult:
+    return merge_checked(
+        raw["events"], subject=raw["pith_number"], aliases=raw["source_aliases"], keyring=ring, verifier=verifier
+    )
+
+
+def outcome(result: MergeResult) -> tuple[bytes, dict[str, str], dict[str, str | None]]:
+    return result.state.to_json(), result.reasons, {uid: c.reason for uid, c in result.units.items()}
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_parallel_merge_equals_serial(seed: int) -> None:
+    bundle, _ = build_bundle(120, seed)
+    raw, _model = load_bundle(bundle)
+    ring = KeyRing.from_entries(trusted())
+    serial = merge_with(raw, ring, Verifier())
+    verifier, executor, cache = parallel.parallel_verifier(raw["events"], ring, workers=2, min_events=0, chunk_size=16)
+    assert executor is not None and cache is not None
+    try:
+        par = merge_with(raw, ring, verifier)
+    finally:
+        executor.shutdown()
+    assert outcome(par) == outcome(serial)
+    # The bundle really holds what it is meant to test.
+    reasons = set(serial.reasons.values())
+    assert {"bad_signature", "unknown_key", "content_hash_mismatch", "malformed"} <= reasons
+    assert serial.state.equivocation_count > 0
+    assert serial.state.valid_event_count > 50
+
+
+def test_rebuild_state_with_workers_equals_serial_on_a_large_bundle() -> None:
+    bundle, _ = build_bundle(parallel.PARALLEL_MIN_EVENTS, 7)
+    assert len(bundle["events"]) >= parallel.PARALLEL_MIN_EVENTS
+    serial = rebuild_state(bundle, trusted_keys=trusted())
+    par = rebuild_state(bundle, trusted_keys=trusted(), workers=2)
+    assert par.to_json() == serial.to_json()
+    assert par.invalid_event_count > 0 and par.equivocation_count > 0
+    # Through rebuild(): the caller's cache (the store's warm path) learns every worker verdict.
+    inner = parallel.MemorySignatureCache()
+    result, _model, raw, ring = rebuild(bundle, trusted_keys=trusted(), verifier=Verifier(cache=inner), workers=2)
+    assert result.state.to_json() == serial.to_json()
+    assert len(inner) >= len(parallel.signature_jobs(raw["events"], ring))
+
+
+def test_both_backends_in_workers_agree() -> None:
+    bundle, _ = build_bundle(60, 4)
+    raw, _model = load_bundle(bundle)
+    ring = KeyRing.from_entries(trusted())
+    expected = outcome(merge_with(raw, ring, Verifier("cryptography")))
+    for name in parallel.ed25519.available_backends():
+        verifier, executor, _cache = parallel.parallel_verifier(
+            raw["events"], ring, workers=2, min_events=0, verifier=Verifier(name)
+        )
+        assert executor is not None
+        try:
+            assert outcome(merge_with(raw, ring, verifier)) == expected
+        finally:
+            executor.shutdown()
+
+
+def test_small_bundles_stay_serial() -> None:
+    bundle, _ = build_bundle(10, 5)
+    raw, _model = load_bundle(bundle)
+    ring = KeyRing.from_entries(trusted())
+    verifier, executor, cache = parallel.parallel_verifier(raw["events"], ring, workers=2)
+    assert executor is None and cache is None and verifier.cache is None
+
+
+def test_drain_hands_every_verdict_to_inner() -> None:
+    bundle, _ = build_bundle(40, 8)
+    raw, _model = load_bundle(bundle)
+    ring = KeyRing.from_entries(trusted())
+    inner = parallel.MemorySignatureCache()
+    _verifier, executor, cache = parallel.parallel_verifier(
+        raw["events"], ring, workers=2, min_events=0, verifier=Verifier(cache=inner)
+    )
+    assert executor is not None and cache is not None
+    try:
+        cache.drain()
+    finally:
+        executor.shutdown()
+    jobs = parallel.signature_jobs(raw["events"], ring)
+    assert len(inner) == len(jobs) > 0
+    # Every recorded verdict is the serial pinned verdict.
+    plain = Verifier()
+    assert all(inner.lookup(*t) == plain.verify(*t) for t in jobs)
+
+
+def test_signature_jobs_skip_unreadable_and_untrusted_events() -> None:
+    key = SIGNERS[0]
+    history = History.new(REGISTRY)
+    good = history.event("citation_signature", key=key)
+    untrusted = history.event("citation_signature", key=STRANGER)
+    ring = KeyRing.from_entries(trusted())
+    garbage: list[Any] = [
+        None,
+        [],
+        {"signature": {}},
+        {**good, "content_sha256": "zz" * 32},
+        {**good, "signature": {**good["signature"], "signature_b64": base64.b64encode(b"short").decode()}},
+    ]
+    jobs = parallel.signature_jobs([good, good, untrusted, *garbage], ring)
+    assert jobs == [
+        (key.public_key, base64.b64decode(good["signature"]["signature_b64"]), bytes.fromhex(good["content_sha256"]))
+    ]
+
+
+def test_resolve_workers() -> None:
+    assert parallel.resolve_workers(None) == 1
+    assert parallel.resolve_workers(1) == 1
+    assert parallel.resolve_workers(-3) == 1
+    assert parallel.resolve_workers(0) >= 1
+    assert parallel.resolve_workers(4) == 4
