@@ -129,7 +129,8 @@ _SCHEMA_V1: Final = (
         signature BLOB NOT NULL,
         message BLOB NOT NULL,
         valid INTEGER NOT NULL,
-        PRIMARY KEY (public_key, signature, message)
+        -- message first: a replay prefetches every verdict about its events' digests at once.
+        PRIMARY KEY (message, public_key, signature)
     ) WITHOUT ROWID""",
     f"PRAGMA application_id = {APPLICATION_ID}",
 )
@@ -323,6 +324,10 @@ class SQLiteBackend:
 
         return self._retry(snapshot, what, transaction=False)
 
+    def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row of one read-only query."""
+        return self.read(lambda conn: conn.execute(query, params).fetchall())
+
     def add(self, events: Sequence[EventRow], items: Sequence[tuple[str, str, bytes]]) -> list[bool]:
         """See :meth:`Backend.add`: INSERT OR IGNORE on the unique (subject, id, digest) keys."""
 
@@ -404,16 +409,39 @@ class SQLiteSignatureCache:
     replay, not one per signature. ``hits`` and ``misses`` count lookups.
     """
 
+    #: Most parameters per prefetch query (SQLite's default limit is 32766).
+    PREFETCH_CHUNK: Final = 500
+
     def __init__(self, backend: SQLiteBackend) -> None:
         self._backend = backend
         self._pending: dict[tuple[bytes, bytes, bytes], bool] = {}
+        self._prefetched: dict[tuple[bytes, bytes, bytes], bool] = {}
         self.hits = 0
         self.misses = 0
+
+    def prefetch(self, messages: Iterable[bytes]) -> None:
+        """Load every stored verdict about these messages in a few queries (kept until :meth:`forget`)."""
+        wanted = sorted(set(messages))
+        for start in range(0, len(wanted), self.PREFETCH_CHUNK):
+            chunk = wanted[start : start + self.PREFETCH_CHUNK]
+            query = (
+                "SELECT public_key, signature, message, valid FROM signature_cache"
+                f" WHERE message IN ({','.join('?' * len(chunk))})"
+            )
+            rows = self._backend.fetchall(query, chunk)
+            # sqlite3 returns BLOBs as bytes, so rows key the dict as lookups do.
+            self._prefetched.update(((k, s, m), v == 1) for k, s, m, v in rows)
+
+    def forget(self) -> None:
+        """Drop prefetched verdicts (they stay in the database)."""
+        self._prefetched.clear()
 
     def lookup(self, public_key: bytes, signature: bytes, message: bytes) -> bool | None:
         """The remembered verdict, or None."""
         key = (public_key, signature, message)
-        known = self._pending.get(key)
+        known = self._prefetched.get(key)
+        if known is None:
+            known = self._pending.get(key)
         if known is None:
             with _converted("reading the signature cache"):
                 row = self._backend.conn.execute(
@@ -549,6 +577,17 @@ def _parse_event(event: Any) -> Any:
     # A value the caller built: round trip through the reference rule, so that a
     # plain float is printed as the canonical rule prints it (canonical.py).
     return loads(canonical_json(event))
+
+
+def _signed_digests(trees: Iterable[Any]) -> Iterator[bytes]:
+    """The messages events sign (the raw bytes of well-formed ``content_sha256`` values)."""
+    for tree in trees:
+        digest = tree.get("content_sha256") if isinstance(tree, dict) else None
+        if isinstance(digest, str) and len(digest) == 64:
+            try:
+                yield bytes.fromhex(digest)
+            except ValueError:
+                continue
 
 
 def _join(bodies: Iterable[bytes]) -> Any:
@@ -715,11 +754,13 @@ class EventStore:
         rows, items = self._load(subject)
         trees = _join(row.body for row in rows)
         ring = self._ring(trusted_keys, trust_bundle_keys, items["public_key"])
+        self.cache.prefetch(_signed_digests(trees))
         try:
             result = merge_checked(
                 trees, subject=subject, aliases=items["alias"], keyring=ring, verifier=self.verifier()
             )
         finally:
+            self.cache.forget()
             self.cache.flush()
         return result, rows, trees, items
 
