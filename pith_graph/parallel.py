@@ -38,6 +38,7 @@ __all__ = [
     "ParallelCache",
     "Triple",
     "parallel_verifier",
+    "process_context",
     "resolve_workers",
     "signature_jobs",
 ]
@@ -185,7 +186,8 @@ def resolve_workers(workers: int | None) -> int:
     return max(1, workers)
 
 
-def _mp_context() -> Any:
+def process_context() -> Any:
+    """The multiprocessing context for worker pools."""
     # fork starts workers in milliseconds; where it does not exist, the platform default.
     methods = multiprocessing.get_all_start_methods()
     return multiprocessing.get_context("fork" if "fork" in methods else None)
@@ -216,6 +218,6 @@ def parallel_verifier(
     jobs = signature_jobs(events, keyring)
     if base.cache is not None:
         jobs = [t for t in jobs if base.cache.lookup(*t) is None]
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=_mp_context())
+    executor = ProcessPoolExecutor(max_workers=workers, mp_context=process_context())
     cache.submit(executor, backend_name, jobs, chunk_size)
     return Verifier(base.backend, cache), executor, cache

@@ -8,7 +8,11 @@ forks; the parallel path runs real worker processes.
 from __future__ import annotations
 
 import base64
+import json
 import random
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -178,3 +182,28 @@ def test_resolve_workers() -> None:
     assert parallel.resolve_workers(-3) == 1
     assert parallel.resolve_workers(0) >= 1
     assert parallel.resolve_workers(4) == 4
+
+
+def test_verify_many_cli_over_a_directory(tmp_path: Path) -> None:
+    """The real CLI in a real subprocess: one line per bundle, exit 1 when one has problems."""
+    history = History.new(REGISTRY, arxiv_id="2601.00011")
+    first = history.event("citation_signature", key=SIGNERS[0], payload={"n": 1})
+    good = history.bundle([first, history.event("citation_signature", key=SIGNERS[0], prev_event=first["event_id"])])
+    forked, _ = build_bundle(30, 12)  # has invalid events and forks: problems
+    (tmp_path / "nested").mkdir()
+    (tmp_path / "a.json").write_text(json.dumps(good))
+    (tmp_path / "nested" / "b.json").write_text(json.dumps(forked))
+    keys = tmp_path / "keys.txt"
+    keys.write_text(json.dumps(trusted()))
+    command = [sys.executable, "-m", "pith_graph", "verify-many", "--trusted-keys", str(keys)]
+    run = subprocess.run([*command, "--workers", "2", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 1, run.stderr
+    lines = run.stdout.splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith(f"{tmp_path / 'a.json'}: ") and lines[1].startswith(f"{tmp_path / 'nested' / 'b.json'}: ")
+    assert ": FAILED" in lines[1] and "invalid_event" in lines[1]
+    serial = subprocess.run([*command, str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert serial.stdout == run.stdout
+    only_good = subprocess.run([*command, "--progress", str(tmp_path / "a.json")], capture_output=True, text=True, timeout=120)
+    assert only_good.returncode == 0, only_good.stdout
+    assert "1/1" in only_good.stderr
