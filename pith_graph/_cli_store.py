@@ -149,41 +149,30 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     store = subparsers.add_parser("store", help="a durable, append-only event store (SQLite)")
     sub = store.add_subparsers(dest="store_command", required=True)
 
-    init = sub.add_parser("init", help="create the store")
-    _common(init)
-    init.set_defaults(func=cmd_init)
+    def command(name: str, help: str, func: Any, *, trust: bool = False) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help)
+        _common(parser, trust=trust)
+        parser.set_defaults(func=func)
+        return parser
 
-    imp = sub.add_parser("import", help="store the events of bundle files")
-    imp.add_argument("bundles", nargs="+", metavar="BUNDLE")
-    _common(imp, trust=True)
-    imp.set_defaults(func=cmd_import)
-
-    append = sub.add_parser("append", help="store one event (JSON file, - for stdin)")
+    command("init", "create the store", cmd_init)
+    command("import", "store the events of bundle files", cmd_import, trust=True).add_argument(
+        "bundles", nargs="+", metavar="BUNDLE"
+    )
+    append = command("append", "store one event (JSON file, - for stdin)", cmd_append)
     append.add_argument("event", metavar="EVENT")
     append.add_argument("--subject", help="the Pith Number it was received for (default: the event's own)")
-    _common(append)
     append.add_argument("--trusted-keys", metavar="FILE",
                         help="JSON array of trusted key entries, for the reported status (default: the registry key)")
-    append.set_defaults(func=cmd_append)
-
-    state = sub.add_parser("state", help="print the merged state of a subject")
+    state = command("state", "print the merged state of a subject", cmd_state, trust=True)
     state.add_argument("subject", metavar="SUBJECT")
     state.add_argument("--pretty", action="store_true", help="indent the output (not byte-comparable)")
-    _common(state, trust=True)
-    state.set_defaults(func=cmd_state)
-
-    export = sub.add_parser("export", help="print a bundle of everything stored for a subject")
+    export = command("export", "print a bundle of everything stored for a subject", cmd_export, trust=True)
     export.add_argument("subject", metavar="SUBJECT")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
-    _common(export, trust=True)
-    export.set_defaults(func=cmd_export)
-
-    log = sub.add_parser("log", help="list a subject's stored copies in apply order (or the subjects)")
-    log.add_argument("subject", metavar="SUBJECT", nargs="?")
-    _common(log, trust=True)
-    log.set_defaults(func=cmd_log)
-
-    sync = sub.add_parser("sync", help="add everything from other stores or bundle files")
-    sync.add_argument("sources", nargs="+", metavar="SOURCE")
-    _common(sync)
-    sync.set_defaults(func=cmd_sync)
+    command("log", "list a subject's stored copies in apply order (or the subjects)", cmd_log, trust=True).add_argument(
+        "subject", metavar="SUBJECT", nargs="?"
+    )
+    command("sync", "add everything from other stores or bundle files", cmd_sync).add_argument(
+        "sources", nargs="+", metavar="SOURCE"
+    )

@@ -342,9 +342,7 @@ def test_forged_update_and_delete_are_refused_by_the_database(tmp_path: Path, hi
 def test_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "notes.sqlite"
     path.write_bytes(b"these are my notes, not a database\n" * 200)
-    with pytest.raises(StoreError) as caught:
-        EventStore(path)
-    assert caught.value.code == codes.E_STORE_CORRUPT
+    opening_fails(path, codes.E_STORE_CORRUPT)
 
 
 def _fails_as_corrupt(path: Path, subject: str) -> StoreError:
@@ -375,35 +373,39 @@ def test_corrupted_database(tmp_path: Path, history: History) -> None:
     assert _fails_as_corrupt(path, history.subject).code == codes.E_STORE_CORRUPT
 
 
+def raw_sql(path: Path, *statements: str) -> None:
+    """Run SQL through a connection of our own (what a forger or another program would do)."""
+    raw = sqlite3.connect(path)
+    try:
+        for statement in statements:
+            raw.execute(statement)
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def opening_fails(path: Path, code: str) -> StoreError:
+    with pytest.raises(StoreError) as caught:
+        EventStore(path)
+    assert caught.value.code == code
+    return caught.value
+
+
 def test_unknown_schema_version(tmp_path: Path, history: History) -> None:
     path = tmp_path / "s.sqlite"
     filled_store(path, history, n=1)
-    raw = sqlite3.connect(path)
-    raw.execute("DROP TRIGGER schema_no_update")
-    raw.execute("UPDATE pith_schema SET version = 99")
-    raw.commit()
-    raw.close()
-    with pytest.raises(StoreError) as caught:
-        EventStore(path)
-    assert caught.value.code == codes.E_STORE_SCHEMA
-    assert "99" in caught.value.message
+    raw_sql(path, "DROP TRIGGER schema_no_update", "UPDATE pith_schema SET version = 99")
+    assert "99" in opening_fails(path, codes.E_STORE_SCHEMA).message
 
 
 def test_foreign_sqlite_database(tmp_path: Path) -> None:
     path = tmp_path / "other.sqlite"
-    raw = sqlite3.connect(path)
-    raw.execute("CREATE TABLE t (x)")
-    raw.commit()
-    raw.close()
-    with pytest.raises(StoreError) as caught:
-        EventStore(path)
-    assert caught.value.code == codes.E_STORE_SCHEMA
+    raw_sql(path, "CREATE TABLE t (x)")
+    opening_fails(path, codes.E_STORE_SCHEMA)
 
 
 def test_unopenable_path(tmp_path: Path) -> None:
-    with pytest.raises(StoreError) as caught:
-        EventStore(tmp_path / "missing-dir" / "s.sqlite")
-    assert caught.value.code == codes.E_IO
+    opening_fails(tmp_path / "missing-dir" / "s.sqlite", codes.E_IO)
 
 
 def test_file_and_memory_stores_agree(tmp_path: Path, history: History, alice: TestKey) -> None:
