@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pith_graph import codes
-from pith_graph.cli import EXIT_OK, EXIT_PROBLEMS, _load_ring, _write
+from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, load_ring, write_stdout
 from pith_graph.documents import read_json
 from pith_graph.errors import InputError
 from pith_graph.store import SCHEMA_VERSION, AppendResult, EventStore
@@ -35,7 +35,7 @@ def _open(args: argparse.Namespace, *, create: bool = True) -> EventStore:
 
 
 def _trust(args: argparse.Namespace) -> dict[str, Any]:
-    return {"trusted_keys": _load_ring(args.trusted_keys), "trust_bundle_keys": args.trust_bundle_keys}
+    return {"trusted_keys": load_ring(args.trusted_keys), "trust_bundle_keys": args.trust_bundle_keys}
 
 
 def _progress(message: str) -> None:
@@ -75,7 +75,7 @@ def cmd_append(args: argparse.Namespace) -> int:
     data = sys.stdin.buffer.read() if args.event == "-" else Path(args.event)
     event = read_json(data)
     with _open(args) as store:
-        result: AppendResult = store.append(event, subject=args.subject, trusted_keys=_load_ring(args.trusted_keys))
+        result: AppendResult = store.append(event, subject=args.subject, trusted_keys=load_ring(args.trusted_keys))
     print(json.dumps(result.to_dict(), ensure_ascii=False))
     return EXIT_PROBLEMS if result.status == codes.STORE_INVALID else EXIT_OK
 
@@ -84,7 +84,7 @@ def cmd_state(args: argparse.Namespace) -> int:
     """``store state SUBJECT``: the merged state of a stored subject (as ``pith-graph state`` prints it)."""
     with _open(args, create=False) as store:
         state = store.state(args.subject, **_trust(args))
-    _write((state.to_pretty_json() if args.pretty else state.to_json()) + b"\n")
+    write_stdout((state.to_pretty_json() if args.pretty else state.to_json()) + b"\n")
     return EXIT_OK
 
 
@@ -94,7 +94,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         bundle = store.export_bundle(args.subject, **_trust(args))
     data = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
     if args.output is None:
-        _write(data)
+        write_stdout(data)
         return EXIT_OK
     try:
         Path(args.output).write_bytes(data)

@@ -16,18 +16,16 @@ from pathlib import Path
 from typing import Any, Final
 
 from pith_graph import codes
+from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE, load_ring, write_stdout
 from pith_graph.documents import read_document
 from pith_graph.errors import InputError, PithGraphError
-from pith_graph.keys import KeyRing
 from pith_graph.rebuild import rebuild_state
 from pith_graph.report import Report
 from pith_graph.verify import verify_document
 
 __all__ = ["build_parser", "main"]
 
-EXIT_OK: Final = 0
-EXIT_PROBLEMS: Final = 1
-EXIT_UNUSABLE: Final = 2
+_load_ring = load_ring  # transitional alias for pith_graph._cli_verify_many
 
 #: Modules that add subcommands (each exposes ``register(subparsers)``).
 _SUBCOMMAND_MODULES: Final = (
@@ -44,27 +42,12 @@ class _Parser(argparse.ArgumentParser):
         raise InputError(f"{self.prog}: {message}", code=codes.E_USAGE)
 
 
-def _load_ring(path: str | None) -> KeyRing | None:
-    if path is None:
-        return None
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read trusted keys {path}: {exc.strerror or exc}", code=codes.E_IO) from exc
-    return KeyRing.from_json(data)
-
-
-def _write(data: bytes) -> None:
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
-
-
 def cmd_state(args: argparse.Namespace) -> int:
     """``state BUNDLE``: print the merged state (compact, byte-identical to the registry's)."""
     state = rebuild_state(
-        Path(args.bundle), trusted_keys=_load_ring(args.trusted_keys), trust_bundle_keys=args.trust_bundle_keys
+        Path(args.bundle), trusted_keys=load_ring(args.trusted_keys), trust_bundle_keys=args.trust_bundle_keys
     )
-    _write((state.to_pretty_json() if args.pretty else state.to_json()) + b"\n")
+    write_stdout((state.to_pretty_json() if args.pretty else state.to_json()) + b"\n")
     return EXIT_OK
 
 
@@ -79,13 +62,13 @@ def _print_report(report: Report) -> None:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """``verify FILE...``: detect each document's kind and verify it."""
-    ring = _load_ring(args.trusted_keys)
+    ring = load_ring(args.trusted_keys)
     reports = [
         verify_document(Path(path), trusted_keys=ring, trust_bundle_keys=args.trust_bundle_keys)
         for path in args.files
     ]
     if args.json:
-        _write(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False).encode() + b"\n")
+        write_stdout(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False).encode() + b"\n")
     else:
         for report in reports:
             _print_report(report)
