@@ -157,6 +157,11 @@ MALFORMED: list[tuple[str, Callable[[Event, TestKey], Any]]] = [
     ("empty fraction", _created_at("2026-06-03T00:00:00.Z")),
     ("ten fraction digits", _created_at("2026-06-03T00:00:00.1234567890Z")),
     ("date only", _created_at("2026-06-03")),
+    ("29 February of a non-leap year", _created_at("2100-02-29T00:00:00Z")),
+    ("month 00", _created_at("2026-00-10T00:00:00Z")),
+    ("trailing newline", _created_at("2026-06-03T00:00:00Z\n")),
+    ("fullwidth digits", _created_at("\uff12\uff10\uff12\uff16-06-03T00:00:00Z")),
+    ("leading space", _created_at(" 2026-06-03T00:00:00Z")),
     ("bad signed_at", _set("signature.signed_at", "yesterday", sealed=False)),
     ("uppercase hex event_id", lambda e, k: {**e, "event_id": e["event_id"].upper().replace("SHA256", "sha256")}),
     ("event_id without prefix", lambda e, k: {**e, "event_id": e["content_sha256"]}),
@@ -174,6 +179,17 @@ MALFORMED: list[tuple[str, Callable[[Event, TestKey], Any]]] = [
 def test_malformed(history: History, name: str, edit: Callable[[Event, TestKey], Any]) -> None:
     bad = edit(copy.deepcopy(snapshot(history)), history.registry)
     check_one(history, bad, codes.REASON_MALFORMED)
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    ["2024-02-29T00:00:00Z", "2000-02-29T23:59:59.999999999Z", "1969-12-31T23:59:59.5Z", "2026-06-03T00:00:00.000Z"],
+)
+def test_well_formed_timestamps(history: History, created_at: str) -> None:
+    event = snapshot(history, created_at=created_at)
+    state = rebuild(history, [event])
+    assert_only_invalid(state, {}, total=2)
+    assert state.to_dict()["current"]["graph_snapshots"][0]["created_at"] == created_at  # kept as written
 
 
 def test_malformed_event_keeps_its_claimed_id(history: History) -> None:

@@ -325,3 +325,33 @@ def test_source_aliases_deduplicated_and_sorted(history: History) -> None:
     expected = sorted([*aliases, extra], key=lambda a: (a["alias_kind"], a["alias_value"]))
     assert listed == expected
     assert [list(a) for a in listed] == [sorted(a) for a in listed]  # keys sorted
+
+
+def test_unusual_strings_outside_payloads(history: History, alice: TestKey) -> None:
+    """Targets and signer ids are serialised outside the canonical payload fragments."""
+    odd = TestKey("odd", signer_id="sig\u2028ner \U0001f600 \x00\x1f\"\\ é")
+    events = [
+        history.event("correction", key=odd, target=target, payload={}) for target in ["\ue000", "\U0001f600", "z", "\x7f\u2029"]
+    ]
+    events += [history.event("correction", key=odd, target="\U0001f600", payload={"again": True})]  # a fork
+    state = rebuild(history, events)
+    text = state.to_json()
+    reparsed = json.loads(text)
+    assert json.dumps(reparsed, separators=(",", ":"), ensure_ascii=False).encode() == text
+    assert ref_state_sha256(reparsed) == state.state_sha256
+    assert reparsed["equivocations"][0]["signer_id"] == odd.signer_id
+    assert reparsed["equivocations"][0]["target"] == "\U0001f600"
+
+
+def test_merge_is_the_pure_core_of_rebuild(history: History, alice: TestKey, bob: TestKey) -> None:
+    from pith_graph import KeyRing, loads, merge
+
+    bundle = bundle_of(history, rich_history(history, alice, bob))
+    parsed = loads(json.dumps(bundle))
+    state = merge(
+        parsed["events"],
+        subject=history.subject,
+        aliases=parsed["source_aliases"],
+        keyring=KeyRing.from_entries(history.trusted()),
+    )
+    assert state.to_json() == rebuild_state(bundle, trusted_keys=history.trusted()).to_json()
