@@ -185,14 +185,21 @@ def test_loads_rejects_hostile_input_with_its_code(name: str, data: bytes, code:
     assert "\n" not in caught.value.message
 
 
-@pytest.mark.parametrize(("name", "data", "code"), HOSTILE, ids=[h[0] for h in HOSTILE])
-def test_loads_rejects_hostile_text_too(name: str, data: bytes, code: str) -> None:
+def _decodable(data: bytes) -> bool:
     try:
-        text = data.decode("utf-8")
+        data.decode("utf-8")
     except UnicodeDecodeError:
-        pytest.skip("not representable as text")
+        return False
+    return True
+
+
+HOSTILE_TEXT = [h for h in HOSTILE if _decodable(h[1])]
+
+
+@pytest.mark.parametrize(("name", "data", "code"), HOSTILE_TEXT, ids=[h[0] for h in HOSTILE_TEXT])
+def test_loads_rejects_hostile_text_too(name: str, data: bytes, code: str) -> None:
     with pytest.raises(InputError) as caught:
-        loads(text)
+        loads(data.decode("utf-8"))
     assert caught.value.code == code
 
 

@@ -140,6 +140,21 @@ def test_canonical_sha256_and_pith_number(name: str, record: dict[str, Any], num
     assert pith_code(record) == expected.split(":")[2]
 
 
+def expected_aliases(record: dict[str, Any], code: str) -> list[tuple[str, str]]:
+    """The six aliases by the FORMAT-FACTS rules, sorted by kind."""
+    source = record["source"]
+    return sorted(
+        [
+            ("arxiv", source["id"]),
+            ("arxiv_version", f"{source['id']}v{source['version']}"),
+            ("doi", f"10.48550/arxiv.{source['id']}".lower()),
+            ("pith_short_8", code[:8]),
+            ("pith_short_12", code[:12]),
+            ("pith_short_16", code[:16]),
+        ]
+    )
+
+
 @pytest.mark.parametrize(
     "name", ["record-GFHD7S67.json", "record-NE7W423I.json", BUNDLE], ids=lambda n: n
 )
@@ -150,20 +165,21 @@ def test_short_forms_and_aliases(name: str) -> None:
     assert document["short_pith_number"] == f"pith:{code[:8]}" == short_pith_number(number)
     aliases = document["aliases"] if "aliases" in document else document["source_aliases"]
     listed = [(a["alias_kind"], a["alias_value"]) for a in aliases]
-    source = record["source"]
-    expected = sorted(
-        [
-            ("arxiv", source["id"]),
-            ("arxiv_version", f"{source['id']}v{source['version']}"),
-            ("doi", f"10.48550/arxiv.{source['id']}".lower()),
-            ("pith_short_8", code[:8]),
-            ("pith_short_12", code[:12]),
-            ("pith_short_16", code[:16]),
-        ]
-    )
+    expected = expected_aliases(record, code)
     assert listed == expected  # the registry lists them sorted by kind
     assert derived_aliases(record) == expected
     assert len(derived_aliases(record)) == 6
+
+
+@pytest.mark.parametrize(
+    "state", [seed(BUNDLE)["state"], seed("state-SGRHL77B.json")], ids=["bundle state", "state document"]
+)
+def test_state_aliases_are_the_six_derived_ones(state: dict[str, Any]) -> None:
+    record = state["current"]["canonical_record"]
+    listed = [(a["alias_kind"], a["alias_value"]) for a in state["current"]["source_aliases"]]
+    assert listed == expected_aliases(record, state["pith_number"].split(":")[2])
+    for alias in state["current"]["source_aliases"]:
+        assert list(alias) == sorted(alias)
 
 
 def test_old_style_arxiv_ids_keep_the_slash_in_the_doi() -> None:
