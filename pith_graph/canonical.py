@@ -83,6 +83,9 @@ _COUNT_ENCODER: Final = msgspec.json.Encoder(enc_hook=float)
 
 _NOT_STRUCTURAL: Final = bytes(b for b in range(256) if b not in b'"[]{}:')
 _ONE_BRACKET_TYPE: Final = bytes.maketrans(b"{}", b"[]")
+_SLICE: Final = 1 << 20
+#: Levels of a decoded tree walked in Python when counting its members.
+_WALKED_LEVELS: Final = 2
 
 
 def sha256_hex(data: bytes) -> str:
@@ -196,10 +199,30 @@ def _structure(data: bytes) -> bytes:
     """
     if b"\\" in data:
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
-    reduced = data.translate(None, _NOT_STRUCTURAL).replace(b'""', b"")
+    # In slices: translate allocates its output at the input's size before shrinking it.
+    reduced = b"".join(
+        data[start : start + _SLICE].translate(None, _NOT_STRUCTURAL) for start in range(0, len(data), _SLICE)
+    ).replace(b'""', b"")
     if b'"' in reduced:
         reduced = b"".join(reduced.split(b'"')[::2])
     return reduced
+
+
+def _members(obj: Any, level: int = 0) -> int:
+    """The number of object members in a decoded tree.
+
+    The top two levels are walked in Python and everything below is re-encoded
+    one value at a time, so no second copy of a large document (a bundle's
+    events list) is ever held in memory.
+    """
+    if level < _WALKED_LEVELS:
+        if isinstance(obj, dict):
+            return len(obj) + sum(_members(value, level + 1) for value in obj.values())
+        if isinstance(obj, list):
+            return sum(_members(item, level + 1) for item in obj)
+    if isinstance(obj, (dict, list)):
+        return _structure(_COUNT_ENCODER.encode(obj)).count(b":")
+    return 0
 
 
 def _check_structure(data: bytes, obj: Any) -> None:
@@ -223,7 +246,7 @@ def _check_structure(data: bytes, obj: Any) -> None:
     # A decoded dict keeps one value per key: if the text has more members than
     # the decoded tree, some object repeated a key.
     members_in_text = structure.count(b":")
-    members_decoded = _structure(_COUNT_ENCODER.encode(obj)).count(b":")
+    members_decoded = _members(obj)
     if members_in_text != members_decoded:
         # Slow path only to name the key in the error message.
         json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicate_pairs)
