@@ -1,0 +1,327 @@
+"""``python -m benchmarks`` (``make bench``): how close a cold rebuild gets to its signature bound.
+
+Everything for one size is measured in this one process and run, so the figures
+that matter are ratios (to a bare loop verifying the same signatures with the
+same backend, to ``json``, to one worker) and survive a noisy machine. Peak
+memory is measured in fresh subprocesses. Prints a table and writes
+``benchmarks/results.json`` with the machine's description.
+
+Options: ``--sizes 1000,10000,100000`` (events per bundle), ``--quick`` (1000
+events, one repetition), ``--output FILE``, ``--workers N`` (default 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Final
+
+from benchmarks.generate import DATA_DIR, ensure_bundle, trusted_entries
+from pith_graph import canonical, ed25519
+from pith_graph.documents import load_bundle
+from pith_graph.ed25519 import Verifier
+from pith_graph.events import content_bytes
+from pith_graph.keys import KeyRing
+from pith_graph.merge import merge_checked
+from pith_graph.parallel import MemorySignatureCache, signature_jobs
+from pith_graph.rebuild import rebuild
+
+DEFAULT_SIZES: Final = (1000, 10_000, 100_000)
+RESULTS: Final = Path(__file__).resolve().parent / "results.json"
+ROOT: Final = Path(__file__).resolve().parent.parent
+
+#: The issue-5 targets: (name, figure key, threshold, direction).
+TARGETS: Final = (
+    ("cold rebuild / signature bound (10k)", "bound_ratio", 0.85, ">="),
+    ("default backend / cryptography-only (10k cold)", "default_vs_cryptography", 1.8, ">="),
+    ("2 workers / 1 worker (100k)", "parallel_speedup", 1.7, ">="),
+    ("warm store replay / cold (10k)", "warm_speedup", 5.0, ">="),
+    ("peak RSS / file size (100k)", "rss_over_file", 4.0, "<="),
+)
+
+
+def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
+    """Best wall time of ``repeat`` runs (after a collection), and the last result."""
+    times = []
+    result = None
+    for _ in range(repeat):
+        gc.collect()
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), result
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    versions = {}
+    for dist in ("pith_graph", "msgspec", "cryptography", "PyNaCl", "sortedcontainers"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return {
+        "cpu_count": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+        "libraries": versions,
+        "ed25519_backends": ed25519.available_backends(),
+    }
+
+
+_MEMORY_PROBE: Final = """
+import json, resource, sys, time, tracemalloc
+from pith_graph.rebuild import rebuild_state
+path, keys, trace = sys.argv[1], json.loads(open(sys.argv[2]).read()), sys.argv[3] == "1"
+if trace:
+    tracemalloc.start()
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+start = time.perf_counter()
+state = rebuild_state(path, trusted_keys=keys)
+state.to_json()
+elapsed = time.perf_counter() - start
+peak = tracemalloc.get_traced_memory()[1] if trace else None
+print(json.dumps({"rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "rss_before_kib": base,
+                  "tracemalloc_peak": peak, "seconds": elapsed}))
+"""
+
+
+def memory(path: Path, keys_file: Path) -> dict[str, Any]:
+    """Peak RSS and tracemalloc peak of a cold rebuild, each in a fresh process."""
+    out: dict[str, Any] = {}
+    for trace in ("0", "1"):
+        run = subprocess.run(
+            [sys.executable, "-c", _MEMORY_PROBE, str(path), str(keys_file), trace],
+            capture_output=True, text=True, check=True, cwd=ROOT,
+        )
+        probe = json.loads(run.stdout)
+        if trace == "1":
+            out["tracemalloc_peak_bytes"] = probe["tracemalloc_peak"]
+        else:
+            out["peak_rss_bytes"] = probe["rss_kib"] * 1024
+            out["rss_before_rebuild_bytes"] = probe["rss_before_kib"] * 1024
+    return out
+
+
+def warm(path: Path, keys: list[dict[str, Any]], subject: str, repeat: int) -> dict[str, Any] | None:
+    """Import into a fresh store, then ``state(subject)`` twice (the second hits the signature cache)."""
+    try:
+        from pith_graph.store import EventStore
+    except ImportError:
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        store = EventStore(Path(tmp) / "bench.sqlite")
+        try:
+            start = time.perf_counter()
+            store.import_bundle(path, trusted_keys=keys)
+            imported = time.perf_counter() - start
+            first, state1 = best(lambda: store.state(subject, trusted_keys=keys), 1)
+            second, state2 = best(lambda: store.state(subject, trusted_keys=keys), repeat)
+        finally:
+            store.close()
+    assert state1.to_json() == state2.to_json()
+    return {"import_s": imported, "state_first_s": first, "state_warm_s": second, "state_sha256": state2.state_sha256}
+
+
+def measure(
+    n: int, *, repeat: int, workers: int, keys_file: Path, with_memory: bool, data_dir: Path = DATA_DIR
+) -> dict[str, Any]:
+    """Every figure for the bundle of ``n`` events."""
+    path = ensure_bundle(n, data_dir=data_dir)
+    data = path.read_bytes()
+    keys = trusted_entries()
+    ring = KeyRing.from_entries(keys)
+    out: dict[str, Any] = {"events": n, "file_bytes": len(data)}
+
+    # Parse: strict loads (+ typed view) vs the stdlib.
+    t_parse, (raw, model) = best(lambda: load_bundle(data), repeat)
+    t_loads, _ = best(lambda: canonical.loads(data), repeat)
+    t_msgspec, _ = best(lambda: canonical._DECODER.decode(data), repeat)
+    t_json, _ = best(lambda: json.loads(data), repeat)
+    events = raw["events"]
+    out["parse"] = {
+        "load_bundle_s": t_parse,
+        "strict_loads_s": t_loads,
+        "msgspec_decode_s": t_msgspec,
+        "json_loads_s": t_json,
+        "strict_loads_vs_json_loads": t_json / t_loads,
+        "structure_checks_s": t_loads - t_msgspec,
+    }
+
+    # Canonical encoding: fast path vs the json.dumps reference, plus hashing.
+    t_fast, _ = best(lambda: [content_bytes(e) for e in events], repeat)
+    t_ref, _ = best(lambda: [canonical.canonical_json({k: v for k, v in e.items() if k not in ("event_id", "content_sha256", "signature")}) for e in events], repeat)
+    t_hash, _ = best(lambda: [hashlib.sha256(content_bytes(e)).hexdigest() for e in events], repeat)
+    out["canonical"] = {"fast_s": t_fast, "json_dumps_s": t_ref, "speedup": t_ref / t_fast, "hash_s": t_hash}
+
+    # Signature bound and cold rebuilds, per backend.
+    triples = signature_jobs(events, ring)
+    out["signatures"] = len(triples)
+    out["backends"] = {}
+    for name in ed25519.available_backends():
+        t_bound, _ = best(lambda name=name: [Verifier(name).verify(*t) for t in triples], repeat)
+        t_cold, result = best(lambda name=name: rebuild(data, trusted_keys=ring, verifier=Verifier(name)), repeat)
+        out["backends"][name] = {
+            "signature_bound_s": t_bound,
+            "cold_rebuild_s": t_cold,
+            "events_per_s": n / t_cold,
+            "bound_ratio": t_bound / t_cold,
+            "state_sha256": result[0].state.state_sha256,
+        }
+    default = ed25519.get_backend("auto").name
+    figures = out["backends"][default]
+    out["bound_ratio"] = figures["bound_ratio"]
+    out["default_vs_cryptography"] = out["backends"]["cryptography"]["cold_rebuild_s"] / figures["cold_rebuild_s"]
+
+    # Time split of the default cold path.
+    cache = MemorySignatureCache()
+    for triple in triples:
+        cache.record(*triple, True)
+    merge_args = {"subject": model.pith_number, "aliases": raw["source_aliases"], "keyring": ring}
+    t_merge_cached, result = best(lambda: merge_checked(events, verifier=Verifier(cache=cache), **merge_args), repeat)
+    t_serialise, _ = best(lambda: merge_checked(events, verifier=Verifier(cache=cache), **merge_args).state.to_json(), 1)
+    out["split"] = {
+        "parse_s": t_parse,
+        "canonical_hashing_s": t_hash,
+        "signature_checks_s": figures["signature_bound_s"],
+        "checks_ordering_projection_s": max(0.0, t_merge_cached - t_hash),
+        "serialisation_s": max(0.0, t_serialise - t_merge_cached),
+        "cold_total_s": figures["cold_rebuild_s"],
+    }
+
+    # Parallel verification.
+    if workers > 1:
+        t_one, serial = best(lambda: rebuild(data, trusted_keys=ring, workers=1), repeat)
+        t_many, par = best(lambda: rebuild(data, trusted_keys=ring, workers=workers), repeat)
+        assert serial[0].state.to_json() == par[0].state.to_json()
+        out["parallel"] = {"workers": workers, "one_s": t_one, "many_s": t_many}
+        out["parallel_speedup"] = t_one / t_many
+
+    # Warm replay from the store.
+    stored = warm(path, keys, model.pith_number, repeat)
+    if stored is not None:
+        stored["cold_s"] = figures["cold_rebuild_s"]
+        stored["warm_vs_cold"] = figures["cold_rebuild_s"] / stored["state_warm_s"]
+        out["warm"] = stored
+        out["warm_speedup"] = stored["warm_vs_cold"]
+
+    if with_memory:
+        mem = memory(path, keys_file)
+        mem["rss_over_file"] = mem["peak_rss_bytes"] / len(data)
+        mem["tracemalloc_over_file"] = mem["tracemalloc_peak_bytes"] / len(data)
+        out["memory"] = mem
+        out["rss_over_file"] = mem["rss_over_file"]
+    return out
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:9.1f} ms"
+
+
+def table(results: dict[str, Any]) -> str:
+    """Human-readable summary."""
+    lines = []
+    for size in results["sizes"]:
+        r = results["by_size"][str(size)]
+        lines.append(f"== {size} events, {r['file_bytes'] / 1e6:.1f} MB, {r['signatures']} signatures ==")
+        for name, b in r["backends"].items():
+            lines.append(
+                f"  cold rebuild [{name:12}] {_ms(b['cold_rebuild_s'])}  {b['events_per_s']:9.0f} ev/s"
+                f"  signature bound {_ms(b['signature_bound_s'])}  ratio {b['bound_ratio']:.2f}"
+            )
+        lines.append(f"  default / cryptography-only: {r['default_vs_cryptography']:.2f}x")
+        split = r["split"]
+        lines.append("  split: " + ", ".join(f"{k[:-2]} {v * 1000:.0f} ms" for k, v in split.items()))
+        p = r["parse"]
+        lines.append(
+            f"  parse: strict loads {_ms(p['strict_loads_s'])} (structure checks {_ms(p['structure_checks_s'])}),"
+            f" json.loads {_ms(p['json_loads_s'])}, load_bundle {_ms(p['load_bundle_s'])}"
+        )
+        c = r["canonical"]
+        lines.append(f"  canonical: fast {_ms(c['fast_s'])} vs json.dumps {_ms(c['json_dumps_s'])} ({c['speedup']:.1f}x)")
+        if "parallel" in r:
+            q = r["parallel"]
+            lines.append(f"  parallel: 1 worker {_ms(q['one_s'])}, {q['workers']} workers {_ms(q['many_s'])} ({r['parallel_speedup']:.2f}x)")
+        if "warm" in r:
+            w = r["warm"]
+            lines.append(
+                f"  store: import {_ms(w['import_s'])}, state #1 {_ms(w['state_first_s'])}, state #2 {_ms(w['state_warm_s'])}"
+                f" ({w['warm_vs_cold']:.2f}x cold)"
+            )
+        else:
+            lines.append("  store: not available (pith_graph.store missing)")
+        if "memory" in r:
+            m = r["memory"]
+            lines.append(
+                f"  memory: peak RSS {m['peak_rss_bytes'] / 1e6:.0f} MB ({m['rss_over_file']:.2f}x file),"
+                f" tracemalloc peak {m['tracemalloc_peak_bytes'] / 1e6:.0f} MB ({m['tracemalloc_over_file']:.2f}x)"
+            )
+    lines.append("== targets ==")
+    for row in results["targets"]:
+        status = "n/a" if row["value"] is None else ("MET" if row["met"] else "MISSED")
+        value = "-" if row["value"] is None else f"{row['value']:.2f}"
+        lines.append(f"  {row['name']:48} {value:>7} (target {row['direction']} {row['threshold']})  {status}  [{row['size']}]")
+    return "\n".join(lines)
+
+
+def targets(by_size: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target evaluated at its size, or at the largest measured size when that one was not run."""
+    rows = []
+    for name, key, threshold, direction in TARGETS:
+        wanted = "100000" if "100k" in name else "10000"
+        candidates = [s for s in by_size if key in by_size[s]]
+        size = wanted if wanted in candidates else (max(candidates, key=int) if candidates else None)
+        value = None if size is None else by_size[size][key]
+        met = None if value is None else (value >= threshold if direction == ">=" else value <= threshold)
+        rows.append({"name": name, "size": size, "value": value, "threshold": threshold, "direction": direction, "met": met})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmarks, print the table, write the results file."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default=None, help="comma-separated event counts (default 1000,10000,100000)")
+    parser.add_argument("--quick", action="store_true", help="1000 events, one repetition")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where generated bundles are cached")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([1000] if args.quick else list(DEFAULT_SIZES))
+    results: dict[str, Any] = {"machine": machine(), "sizes": sizes, "by_size": {}}
+    with tempfile.TemporaryDirectory() as tmp:
+        keys_file = Path(tmp) / "keys.json"
+        keys_file.write_text(json.dumps(trusted_entries()))
+        for n in sizes:
+            repeat = 1 if args.quick or n >= 100_000 else 3
+            print(f"measuring {n} events ...", file=sys.stderr, flush=True)
+            results["by_size"][str(n)] = measure(
+                n,
+                repeat=repeat,
+                workers=args.workers,
+                keys_file=keys_file,
+                with_memory=n == max(sizes),
+                data_dir=args.data_dir,
+            )
+    results["targets"] = targets(results["by_size"])
+    print(table(results))
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
