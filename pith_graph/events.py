@@ -176,6 +176,7 @@ def check_event(
         sig.public_key_fingerprint == key.fingerprint_hex
         and event.signer.key_id == sig.key_id
         and event.signer.public_key_fingerprint == key.fingerprint_hex
+        and key.signs_as(event.signer.signer_id)  # merge-v1: a bound key signs only as its signer_id
     ):
         return _failed(uid, raw, codes.REASON_KEY_MISMATCH, event, instant)
     signature = decode_signature(sig.signature_b64)
@@ -196,6 +197,10 @@ def check_event(
             keyring=keyring,
             verifier=verifier,
         )
-        if problems:
+        receipt = payload.get("receipt")
+        # merge-v1: only the holder of the receipt's key may create the record, so no
+        # other trusted key can re-issue it and become current.record_created.
+        receipt_key = receipt.get("key_id") if isinstance(receipt, dict) else None
+        if problems or receipt_key != sig.key_id:
             return _failed(uid, raw, codes.REASON_BAD_RECORD, event, instant)
     return CheckedEvent(uid, raw, None, _PASSED_ALL, event, instant)

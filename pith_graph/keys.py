@@ -31,6 +31,8 @@ __all__ = [
 REGISTRY_KEY_ID: Final = "pith-v1-2026-05"
 REGISTRY_PUBLIC_KEY_HEX: Final = "b2d552b68890857171a78b36a5dccf368a953413288c353f7c9d9d6f94b709b3"
 REGISTRY_FINGERPRINT_HEX: Final = "8d4b5ee74e4693bcd1df2446408b0d54"
+#: The signer_id the registry signs as (every registry event in the seed documents).
+REGISTRY_SIGNER_ID: Final = "pith.science"
 
 
 def _decode_key_material(entry: Mapping[str, Any], key_id: str) -> bytes:
@@ -62,11 +64,16 @@ class TrustedKey:
 
     ``rotates_at`` (RFC 3339 UTC, or None): the key signs nothing created at or
     after that instant (merge-v1: such an event is ``unknown_key``).
+    ``signer_id`` (or None): the only ``signer.signer_id`` the key may sign as
+    (merge-v1: otherwise ``key_mismatch``). Streams are named by signer_id, so an
+    unbound key can write into any signer's stream; bind every key you trust
+    alongside others.
     """
 
     key_id: str
     public_key: bytes
     rotates_at: str | None = None
+    signer_id: str | None = None
     fingerprint_hex: str = field(init=False)
     fingerprint_b32: str = field(init=False)
     rotates_at_instant: Instant | None = field(init=False, compare=False)
@@ -98,7 +105,10 @@ class TrustedKey:
         algorithm = entry.get("algorithm", "ed25519")
         if algorithm != "ed25519":
             raise TrustError(f"key {key_id!r}: unsupported algorithm {algorithm!r}")
-        key = cls(key_id, _decode_key_material(entry, key_id), entry.get("rotates_at"))
+        signer_id = entry.get("signer_id")
+        if signer_id is not None and (not isinstance(signer_id, str) or not signer_id):
+            raise TrustError(f"key {key_id!r}: signer_id must be a non-empty string or null")
+        key = cls(key_id, _decode_key_material(entry, key_id), entry.get("rotates_at"), signer_id)
         for name, expected in (
             ("fingerprint_sha256_hex", key.fingerprint_hex),
             ("fingerprint_sha256_b32_first128bits", key.fingerprint_b32),
@@ -107,6 +117,10 @@ class TrustedKey:
             if stated is not None and stated != expected:
                 raise TrustError(f"key {key_id!r}: {name} {stated!r} does not match the key ({expected})")
         return key
+
+    def signs_as(self, signer_id: str) -> bool:
+        """Whether the key may sign as ``signer_id`` (always, when the key is unbound)."""
+        return self.signer_id is None or self.signer_id == signer_id
 
     def signs_at(self, instant: Instant) -> bool:
         """Whether the key may sign something created at ``instant`` (before ``rotates_at``)."""
@@ -123,6 +137,7 @@ class TrustedKey:
             "fingerprint_sha256_b32_first128bits": self.fingerprint_b32,
             "fingerprint_sha256_hex": self.fingerprint_hex,
             "rotates_at": self.rotates_at,
+            "signer_id": self.signer_id,
         }
 
     def verify(self, signature: bytes, message: bytes, *, backend: ed25519.Backend | None = None) -> bool:
@@ -146,8 +161,8 @@ class KeyRing:
 
     @classmethod
     def registry(cls) -> KeyRing:
-        """The default ring: only the pinned registry key ``pith-v1-2026-05``."""
-        return cls([TrustedKey(REGISTRY_KEY_ID, bytes.fromhex(REGISTRY_PUBLIC_KEY_HEX))])
+        """The default ring: only the pinned registry key ``pith-v1-2026-05``, bound to ``pith.science``."""
+        return cls([TrustedKey(REGISTRY_KEY_ID, bytes.fromhex(REGISTRY_PUBLIC_KEY_HEX), signer_id=REGISTRY_SIGNER_ID)])
 
     @classmethod
     def from_entries(cls, entries: Iterable[Mapping[str, Any]]) -> KeyRing:
@@ -166,8 +181,21 @@ class KeyRing:
         return cls.from_entries(entries)
 
     def union(self, other: KeyRing) -> KeyRing:
-        """A ring trusting the keys of both (a key id may not name two keys)."""
-        return KeyRing([*self, *other])
+        """A ring trusting the keys of both.
+
+        Where both name the same key material under one key id, this ring's entry
+        (with its ``signer_id`` binding and ``rotates_at``) is kept: the caller's
+        own trust is never loosened by a listed copy. Different material under one
+        key id raises :class:`TrustError`.
+        """
+        merged = dict(self._keys)
+        for key in other:
+            known = merged.get(key.key_id)
+            if known is None:
+                merged[key.key_id] = key
+            elif known.public_key != key.public_key:
+                raise TrustError(f"two different keys are both named {key.key_id!r}")
+        return KeyRing(merged.values())
 
     def get(self, key_id: str) -> TrustedKey | None:
         """The key named ``key_id``, or None."""

@@ -240,7 +240,7 @@ def sign_bundle(bundle: Mapping[str, Any], key: TestKey, *, signed_at: str = DEF
 
 def make_bundle(
     canonical_record: Mapping[str, Any],
-    events: Iterable[Mapping[str, Any]],
+    events: Iterable[Any],
     *,
     public_keys: Iterable[TestKey] = (),
     aliases: Sequence[Mapping[str, Any]] | None = None,
@@ -259,7 +259,7 @@ def make_bundle(
         "canonical_sha256": hashlib.sha256(canonical_json(canonical_record)).hexdigest(),
         "source": dict(canonical_record["source"]),
         "source_aliases": list(aliases) if aliases is not None else aliases_for(canonical_record),
-        "events": [dict(e) for e in events],
+        "events": [dict(e) if isinstance(e, Mapping) else e for e in events],
         "timestamp_proofs": [],
         "mirror_hints": [],
         "public_keys": [k.entry() for k in public_keys],
@@ -311,9 +311,9 @@ class History:
         fields.setdefault("created_at", self.tick())
         return make_event(signer, subject=self.subject, event_type=event_type, **fields)
 
-    def bundle(self, events: Iterable[Mapping[str, Any]] = (), *, include_record: bool = True, **options: Any) -> dict[str, Any]:
+    def bundle(self, events: Iterable[Any] = (), *, include_record: bool = True, **options: Any) -> dict[str, Any]:
         """A bundle of this subject holding ``events`` (record_created first unless excluded)."""
-        listed = ([self.record_created] if include_record else []) + [dict(e) for e in events]
+        listed = ([self.record_created] if include_record else []) + [dict(e) if isinstance(e, Mapping) else e for e in events]
         options.setdefault("public_keys", list(self.keys.values()))
         return make_bundle(self.canonical_record, listed, **options)
 
