@@ -21,16 +21,34 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import json
+import os
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
+from pith_graph import codes
 from pith_graph.canonical import canonical_json
-from pith_graph.testing import History, TestKey, make_event, record_created_payload, resign
+from pith_graph.documents import read_json
+from pith_graph.errors import InputError, PithGraphError
+from pith_graph.identifiers import fingerprint_hex
+from pith_graph.keys import KeyRing
+from pith_graph.models import MERGE_VERSION
+from pith_graph.rebuild import rebuild_state
+from pith_graph.state import State
+from pith_graph.testing import History, TestKey, make_event, record_created_payload, resign, seal
 
 __all__ = [
+    "CASE_FILES",
+    "EXPECTED_KEYS",
+    "FLAGS",
     "MUTATIONS",
+    "Case",
+    "build_corpus",
+    "default_fixtures",
+    "write_corpus",
     "REGISTRY",
     "SIGNERS",
     "UNTRUSTED",
@@ -119,7 +137,10 @@ class Scenario:
     def bundle(self, events: Sequence[Any] | None = None) -> dict[str, Any]:
         """A bundle of ``events`` (default: the scenario's own), listed as given."""
         listed = self.events if events is None else events
-        return self.history.bundle(listed, include_record=False, public_keys=[*SIGNERS])
+        bundle = self.history.bundle((), include_record=False, public_keys=[*SIGNERS])
+        # Listed as is: a mutated list may hold values that are not objects at all.
+        bundle["events"] = list(listed)
+        return bundle
 
     def tips(self) -> list[str]:
         """The last event of every stream but the record's, in stream order."""
@@ -466,3 +487,456 @@ MUTATIONS: Final[dict[str, Callable[[Scenario, int], Outcome]]] = {
     "duplicate": duplicate,
     "shuffle": shuffle,
 }
+
+
+# --- the corpus --------------------------------------------------------------------------
+
+#: Name and version of the corpus format (docs/conformance.md).
+CORPUS_NAME: Final = "pith-graph-conformance"
+CORPUS_VERSION: Final = "1"
+#: Files of one case folder.
+CASE_FILES: Final = ("bundle.json", "trusted_keys.json", "expected.json", "description")
+#: What ``expected.json`` holds, in this key order (all from the merged state).
+EXPECTED_KEYS: Final = (
+    "state_sha256",
+    "event_count",
+    "valid_event_count",
+    "invalid_event_count",
+    "equivocation_count",
+    "applied_event_ids",
+    "invalid_events",
+    "equivocations",
+)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One conformance case: a bundle, the keys to trust, and what merge-v1 must say.
+
+    ``reasons`` and ``equivocations`` are declared by whoever builds the case,
+    independently of the merge; :func:`build_corpus` refuses a case whose merge
+    disagrees (so the corpus can never silently encode a merge bug as expected).
+    ``reasons`` None means "not declared" (only for the registry's own bundle,
+    whose expected state is the one it embeds).
+    """
+
+    id: str
+    description: str
+    flags: tuple[str, ...]
+    bundle: Mapping[str, Any]
+    trusted_keys: Sequence[Mapping[str, Any]]
+    reasons: Mapping[str, str] | None = None
+    equivocations: Sequence[Mapping[str, Any]] = ()
+    expected_state_sha256: str | None = None
+
+
+#: Every flag a case may carry, and what it exercises (written into index.json).
+FLAGS: Final = {
+    **{reason: f"an event is invalid with reason {reason!r} (docs/merge-v1.md sections 6-7)" for reason in codes.REASONS},
+    "valid": "every event is valid and applied",
+    "equivocation": "a stream forks: the conflicting events stay valid, none is applied (section 8)",
+    "record_created_fork": "two valid record_created events: the record stream itself forks",
+    "frozen_descendants": "events after a fork are valid but never applied",
+    "supersedes": "supersedes removes events from current, never from applied_event_ids (section 9)",
+    "duplicates": "several copies of one unit count once (section 5)",
+    "copies_disagree": "copies of one unit differ; the best copy decides (section 5)",
+    "order": "input order, created_at ties (broken by event_id) and timestamp spellings (section 9)",
+    "large": "a long history (1,000 events)",
+    "non_ascii": "non-ASCII text in payloads, targets and the record (canonical JSON is UTF-8, not escaped)",
+    "numbers": "floats and big integers in payloads (canonical JSON prints floats as Python's repr)",
+    "aliases": "bundle aliases are de-duplicated and sorted (section 10)",
+    "key_rotation": "a trusted key signs nothing created at or after its rotates_at (section 4)",
+    "registry": "the registry's own published bundle, trusting only the registry key",
+    "ed25519_edge": "a signature/key pair from ed25519-speccheck under the pinned rule (section 3)",
+}
+
+
+def _declared(outcome: Outcome) -> dict[str, Any]:
+    return {"reasons": outcome.reasons, "equivocations": outcome.equivocations}
+
+
+def _base() -> Scenario:
+    """The history most reason cases mutate: four streams of four signers."""
+    return build_scenario(
+        [
+            StreamSpec(
+                1, "graph_snapshot", "graph",
+                [{"graph_snapshot": {"claims": {"count": n}, "builder_version": f"0.{n}"}} for n in range(3)],
+                supersede=(False, True, True),
+            ),
+            StreamSpec(2, "author_attestation", "author:1", [{"statement": "I am an author of this paper"}]),
+            StreamSpec(3, "citation_signature", "citation:2601.00002", [{"cites": "pith:2026:X"}, {"cites": "pith:2026:Y"}]),
+            StreamSpec(0, "mirror_hint", "mirror", [{"url": "https://mirror.example/p"}]),
+        ],
+    )
+
+
+def _case(
+    case_id: str, flags: Sequence[str], scenario: Scenario, outcome: Outcome, *, description: str | None = None,
+    trusted: Sequence[Mapping[str, Any]] | None = None,
+) -> Case:
+    return Case(
+        case_id, description or outcome.description, tuple(flags), scenario.bundle(outcome.events),
+        trusted if trusted is not None else scenario.trusted(), outcome.reasons, outcome.equivocations,
+    )
+
+
+def _reason_cases() -> list[Case]:
+    """At least one case per reason code (each mutation of the base history)."""
+    base = _base()
+    plan = (
+        ("malformed", "malformed"),
+        ("tamper_id", "event_id_mismatch"),
+        ("tamper_payload", "content_hash_mismatch"),
+        ("change_subject", "subject_mismatch"),
+        ("unknown_event_type", "unknown_event_type"),
+        ("target_mismatch", "target_mismatch"),
+        ("unsupported_signature", "unsupported_signature"),
+        ("untrusted_key", "unknown_key"),
+        ("key_mismatch", "key_mismatch"),
+        ("break_signature", "bad_signature"),
+        ("bad_record", "bad_record"),
+        ("drop_predecessor", "missing_prev_event"),
+        ("cross_stream_prev", "prev_event_stream_mismatch"),
+        ("invalid_predecessor", "prev_event_invalid"),
+        ("foreign_supersedes", "bad_supersedes"),
+    )
+    cases = []
+    for mutation, reason in plan:
+        outcome = MUTATIONS[mutation](base, 0)
+        flags = sorted(set(outcome.reasons.values()))
+        cases.append(_case(f"reason-{reason.replace('_', '-')}", flags, base, outcome))
+    return cases
+
+
+def _malformed_cases() -> list[Case]:
+    """More ways to be malformed: not an object, an offset timestamp, a repeated supersedes id."""
+    base = _base()
+    cases = []
+    junk = "not an event"
+    uid = "sha256:" + hashlib.sha256(canonical_json(junk)).hexdigest()
+    outcome = Outcome([*base.events, junk], {uid: "malformed"}, description="an event that is a JSON string (malformed)")
+    cases.append(_case("malformed-not-an-object", ["malformed"], base, outcome))
+    tip = base.by_id()[base.tips()[0]]
+    offset = resign({**tip, "created_at": "2026-06-03T00:00:01+00:00"}, _key(tip["signer"]["signer_id"]), update_signer=False)
+    outcome = Outcome(
+        [*_without(base, tip["event_id"]), offset], {offset["event_id"]: "malformed"},
+        description="created_at with +00:00 instead of Z (malformed: UTC is spelt Z)",
+    )
+    cases.append(_case("malformed-offset-timestamp", ["malformed"], base, outcome))
+    chain = base.chains[("graph", SIGNERS[1].signer_id)]
+    repeated = make_event(
+        SIGNERS[1], subject=base.subject, event_type="correction", target="claim:9", payload={"fix": 1},
+        created_at=timestamp(50), supersedes=[chain[0], chain[0]],
+    )
+    outcome = Outcome([*base.events, repeated], {repeated["event_id"]: "malformed"}, description="supersedes repeats an id (malformed)")
+    cases.append(_case("malformed-repeated-supersedes", ["malformed"], base, outcome))
+    return cases
+
+
+def _history_cases() -> list[Case]:
+    """Forks, supersedes, duplicates, copies, order, rotation, aliases."""
+    base = _base()
+    graph = base.chains[("graph", SIGNERS[1].signer_id)]
+    cases = [Case("valid-history", "a valid history of five streams, all applied", ("valid",), base.bundle(), base.trusted(), {})]
+    # Forks.
+    outcome = fork(base, sorted(i for s, c in base.chains.items() if s != stream_of(base.record_created) for i in c).index(graph[0]))
+    cases.append(_case("fork-stream-start", ["equivocation", "frozen_descendants"], base, outcome,
+                       description="a graph stream forks at its first event: the fork and everything after it is not applied"))
+    outcome = fork_record_created(base, 7)
+    cases.append(_case("fork-record-created", ["equivocation", "record_created_fork"], base, outcome))
+    tip = base.by_id()[graph[-1]]
+    twins = [
+        make_event(SIGNERS[1], subject=base.subject, event_type="graph_snapshot", payload={"graph_snapshot": {"twin": n}},
+                   created_at=tip["created_at"], prev_event=tip["prev_event"])
+        for n in (1, 2)
+    ]
+    equivocation = {"event_ids": sorted([tip["event_id"], *(t["event_id"] for t in twins)]), "prev_event": tip["prev_event"],
+                    "signer_id": SIGNERS[1].signer_id, "target": "graph"}
+    outcome = Outcome([*base.events, *twins], {}, [equivocation], description="a three-way fork at a stream tip")
+    cases.append(_case("fork-three-way", ["equivocation"], base, outcome))
+    # Supersedes.
+    chain = build_scenario(
+        [StreamSpec(1, "graph_snapshot", "graph", [{"graph_snapshot": {"version": n}} for n in range(5)], supersede=(True,) * 5)]
+    )
+    cases.append(Case("supersedes-chain", "five snapshots, each superseding the previous: only the last is current",
+                      ("supersedes", "valid"), chain.bundle(), chain.trusted(), {}))
+    record_id = base.record_created["event_id"]
+    for case_id, named, what in (
+        ("supersedes-record-created", record_id, "an event superseding the record_created (bad_supersedes)"),
+        ("supersedes-missing", _id_of("nothing"), "an event superseding an id no event has (bad_supersedes)"),
+    ):
+        event = make_event(REGISTRY, subject=base.subject, event_type="correction", target="claim:1",
+                           payload={"fix": what}, created_at=timestamp(60), supersedes=[named])
+        outcome = Outcome([*base.events, event], {event["event_id"]: "bad_supersedes"}, description=what)
+        cases.append(_case(case_id, ["bad_supersedes", "supersedes"], base, outcome))
+    # Duplicates and copies.
+    cases.append(_case("duplicates", ["duplicates", "valid"], base, duplicate(base, 3)))
+    tampered = copy.deepcopy(tip)
+    tampered["payload"] = {"graph_snapshot": {"tampered": True}}
+    outcome = Outcome([tampered, *base.events], description="a tampered copy next to a valid copy: the unit is valid")
+    cases.append(_case("copies-one-valid", ["copies_disagree", "duplicates", "valid"], base, outcome))
+    broken = break_signature(base, base.tips().index(graph[-1])).events[-1]
+    outcome = Outcome([*_without(base, graph[-1]), tampered, broken], {graph[-1]: "bad_signature"},
+                      description="two bad copies: the one failing later (bad_signature) names the reason")
+    cases.append(_case("copies-best-reason", ["copies_disagree", "duplicates", "bad_signature"], base, outcome))
+    # Order.
+    cases.append(_case("order-shuffled", ["order", "valid"], base, shuffle(base, 11)))
+    ties = build_scenario([
+        StreamSpec(n, kind, target, [{"n": n}], ticks=(1,), time_style=n)
+        for n, (kind, target) in enumerate((("mirror_hint", "mirror"), ("graph_snapshot", "graph"),
+                                            ("correction", "claim:1"), ("storage_attestation", "storage")))
+    ])
+    cases.append(Case("order-created-at-ties", "four events at one instant spelt three ways: applied by event_id",
+                      ("order", "valid"), ties.bundle(), ties.trusted(), {}))
+    # Key rotation: alice's key rotates between her two snapshots.
+    rotated = [k.entry(rotates_at=timestamp(3)) if k is SIGNERS[1] else k.entry() for k in SIGNERS]
+    timed = build_scenario([StreamSpec(1, "graph_snapshot", "graph", [{"v": 1}, {"v": 2}], ticks=(1, 5))])
+    second = timed.chains[("graph", SIGNERS[1].signer_id)][1]
+    cases.append(Case("key-rotated", "an event created after its key's rotates_at (unknown_key)", ("key_rotation", "unknown_key"),
+                      timed.bundle(), rotated, {second: "unknown_key"}))
+    # Aliases: duplicated and unsorted in the bundle.
+    aliased = dict(base.bundle())
+    aliased["source_aliases"] = list(reversed(aliased["source_aliases"])) + aliased["source_aliases"][:2]
+    cases.append(Case("aliases-duplicated-unsorted", "bundle aliases repeated and out of order: the state lists each once, sorted",
+                      ("aliases", "valid"), aliased, base.trusted(), {}))
+    return cases
+
+
+def _text_cases() -> list[Case]:
+    """Non-ASCII text and numbers whose canonical form trips encoders."""
+    texts = ["Größe", "证明与反驳", "🧪 emoji", "e\u0301 combining", "עברית", "\u2028 line separator", "quote \" and \\ backslash"]
+    scenario = build_scenario(
+        [
+            StreamSpec(2, "author_attestation", "author:Łukasz", [{"statement": t, "name": t[:3]} for t in texts[:3]]),
+            StreamSpec(3, "correction", "claim:证明", [{"text": t} for t in texts[3:]]),
+        ],
+        arxiv_id="2601.00099", title="Über die Vollständigkeit — 完全性",
+    )
+    numbers = build_scenario(
+        [StreamSpec(1, "graph_snapshot", "graph", [
+            {"graph_snapshot": {"big": 1e16, "small": 1e-07, "neg_zero": -0.0, "tenth": 0.1, "huge": 1.5e300}},
+            {"graph_snapshot": {"int64_max": 2**63 - 1, "beyond_uint64": 2**64 + 1, "negative": -(2**63), "float_int": 3.0}},
+        ])],
+        arxiv_id="2601.00100",
+    )
+    return [
+        Case("text-non-ascii", "non-ASCII payloads, targets and title (canonical JSON is raw UTF-8)", ("non_ascii", "valid"),
+             scenario.bundle(), scenario.trusted(), {}),
+        Case("text-numbers", "floats (1e+16, 1e-07, -0.0) and integers beyond 64 bits in payloads", ("numbers", "valid"),
+             numbers.bundle(), numbers.trusted(), {}),
+    ]
+
+
+def _large_case() -> Case:
+    """A 1,000-event history: the record_created and nine streams of 111 events."""
+    kinds = ("graph_snapshot", "author_attestation", "citation_signature", "correction", "mirror_hint",
+             "timestamp_anchor", "storage_attestation", "replication_record", "correction")
+    specs = [
+        StreamSpec(n % len(SIGNERS), kind, "graph" if kind == "graph_snapshot" else f"t{n}",
+                   [{"i": i} for i in range(111)], ticks=[(i * 7 + n) % 997 for i in range(111)],
+                   supersede=[i % 3 == 0 for i in range(111)])
+        for n, kind in enumerate(kinds)
+    ]
+    scenario = build_scenario(specs, arxiv_id="2601.01000")
+    assert len(scenario.events) == 1000
+    return Case("large-1000-events", "a history of 1,000 valid events in nine chained streams", ("large", "valid", "supersedes"),
+                scenario.bundle(), scenario.trusted(), {})
+
+
+#: ed25519-speccheck cases 0-9 (tests/test_ed25519.py): what each exercises.
+SPECCHECK_NOTES: Final = (
+    "small-order A and R, S = 0",
+    "small-order A, mixed-order R",
+    "mixed-order A, small-order R",
+    "mixed-order A and R, passing both equations",
+    "passes only the cofactored equation",
+    "passes only the cofactored equation",
+    "S >= L",
+    "S >= L",
+    "non-canonical R (y = p)",
+    "non-canonical R (y = p)",
+)
+
+
+def _speccheck_cases(vectors: Sequence[Mapping[str, str]]) -> list[Case]:
+    """Events carrying each speccheck key and signature; all must be ``bad_signature``.
+
+    An event's signed message is the sha256 of its own content, so no event can
+    sign a speccheck message (that would need a sha256 preimage): each vector's
+    key and signature are carried by an event whose content is otherwise
+    honest. The key entry (small-order and mixed-order keys included) must load
+    as a trusted key, and the pinned rule must reject the signature. Case 0 is
+    the one where libraries really disagree for *any* message: A is small
+    order, R = -A and S = 0, so the cofactorless equation reads
+    [k-1]A = 0, true for one message in eight; its content is ground until
+    k = SHA-512(R || A || M) mod L is 1 mod 8, so that OpenSSL alone (without
+    the pinned small-order check) accepts the event.
+    """
+    scenario = build_scenario([])
+    cases = []
+    for index, vector in enumerate(vectors):
+        public_key = bytes.fromhex(vector["pub_key"])
+        signature = bytes.fromhex(vector["signature"])
+        key_id = f"speccheck-{index}"
+        fingerprint = fingerprint_hex(public_key)
+        entry = {"key_id": key_id, "algorithm": "ed25519", "format": "raw",
+                 "public_key_hex": public_key.hex(), "fingerprint_sha256_hex": fingerprint, "rotates_at": None}
+        grind = 0
+        while True:
+            event = seal({
+                "event_type": "mirror_hint", "subject_pith_number": scenario.subject, "target": "mirror",
+                "payload": {"speccheck_case": index, "note": SPECCHECK_NOTES[index], "grind": grind},
+                "signer": {"signer_id": "speccheck.example", "signer_type": "test_signer", "key_id": key_id,
+                           "public_key_fingerprint": fingerprint},
+                "created_at": timestamp(1), "supersedes": [], "prev_event": None, "schema_version": "1.0",
+            }, None)
+            digest = hashlib.sha512(signature[:32] + public_key + bytes.fromhex(event["content_sha256"])).digest()
+            if index != 0 or (int.from_bytes(digest, "little") % _L) % 8 == 1:
+                break
+            grind += 1
+        event["signature"] = {
+            "signature_status": "signed_v1", "algorithm": "ed25519", "key_id": key_id, "public_key_fingerprint": fingerprint,
+            "signature_b64": base64.b64encode(signature).decode("ascii"),
+            "signed_message": "open_graph_event_sha256_bytes", "signed_at": timestamp(1),
+        }
+        cases.append(Case(
+            f"ed25519-speccheck-{index}",
+            f"ed25519-speccheck case {index} ({SPECCHECK_NOTES[index]}) as an event: bad_signature"
+            + (" (OpenSSL alone accepts this event; the pinned rule must not)" if index == 0 else ""),
+            ("ed25519_edge", "bad_signature"), scenario.bundle([*scenario.events, event]), [*scenario.trusted(), entry],
+            {event["event_id"]: "bad_signature"},
+        ))
+    return cases
+
+
+_L: Final = 2**252 + 27742317777372353535851937790883648493
+
+
+def default_fixtures() -> Path:
+    """Where the corpus's outside inputs live in a checkout: ``tests/fixtures``."""
+    return Path(__file__).resolve().parent.parent / "tests" / "fixtures"
+
+
+def _registry_case(fixtures: Path) -> Case:
+    """The registry's own bundle, byte for byte, trusting only the registry key.
+
+    Its expected ``state_sha256`` is the one the registry published in the
+    bundle's embedded state: an outside fact, not our merge's output.
+    """
+    data = _read(fixtures / REGISTRY_BUNDLE)
+    embedded = read_json(data).get("state") or {}
+    return Case(
+        "registry-bundle-AG3PAJ22", "the registry's published bundle (2 events), trusting only the pinned registry key",
+        ("registry", "valid"), {}, KeyRing.registry().to_entries(), None, (), embedded.get("state_sha256"),
+    )
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read corpus input {path}: {exc.strerror or exc}", code=codes.E_IO) from exc
+
+
+#: The corpus's outside inputs, inside the fixtures directory.
+REGISTRY_BUNDLE: Final = "bundle-AG3PAJ22.json"
+SPECCHECK_CASES: Final = "ed25519-speccheck-cases.json"
+
+
+def build_corpus(fixtures: Path | None = None) -> list[Case]:
+    """Every case of the corpus, in index order (``fixtures``: see :func:`default_fixtures`)."""
+    fixtures = fixtures or default_fixtures()
+    speccheck = read_json(_read(fixtures / SPECCHECK_CASES))
+    return [
+        *_reason_cases(),
+        *_malformed_cases(),
+        *_history_cases(),
+        *_text_cases(),
+        _large_case(),
+        _registry_case(fixtures),
+        *_speccheck_cases(speccheck),
+    ]
+
+
+def _json_bytes(value: Any, *, indent: int | None = None) -> bytes:
+    """Deterministic file bytes: keys in the order built, raw UTF-8, newline at the end."""
+    separators = (",", ":") if indent is None else (",", ": ")
+    return (json.dumps(value, ensure_ascii=False, indent=indent, separators=separators) + "\n").encode("utf-8")
+
+
+def _expected(state: State) -> dict[str, Any]:
+    document = state.to_dict()
+    return {name: document[name] for name in EXPECTED_KEYS}
+
+
+def _check_declared(case: Case, state: State) -> None:
+    """Refuse to write a case whose merge disagrees with what the case declares."""
+    found = {e["event_id"]: e["reason"] for e in state.invalid_events}
+    problems = []
+    if case.reasons is not None and found != dict(case.reasons):
+        problems.append(f"invalid events {found} != declared {dict(case.reasons)}")
+    if case.reasons is not None and state.equivocations != list(case.equivocations):
+        problems.append(f"equivocations {state.equivocations} != declared {list(case.equivocations)}")
+    if case.expected_state_sha256 is not None and state.state_sha256 != case.expected_state_sha256:
+        problems.append(f"state_sha256 {state.state_sha256} != declared {case.expected_state_sha256}")
+    if problems:
+        raise PithGraphError(f"vector {case.id}: " + "; ".join(problems), code=codes.E_INTERNAL)
+
+
+def _result(expected: Mapping[str, Any]) -> str:
+    if expected["invalid_event_count"]:
+        return "invalid"
+    return "equivocation" if expected["equivocation_count"] else "valid"
+
+
+def write_corpus(directory: str | os.PathLike[str], *, fixtures: Path | None = None) -> list[dict[str, Any]]:
+    """Write the corpus into ``directory`` (created if needed); return the index's case list.
+
+    Byte-deterministic: the same pith_graph writes the same bytes. Existing
+    files of the same names are overwritten; nothing else is touched.
+    """
+    fixtures = fixtures or default_fixtures()
+    root = Path(directory)
+    entries = []
+    for case in build_corpus(fixtures):
+        bundle = _read(fixtures / REGISTRY_BUNDLE) if "registry" in case.flags else _json_bytes(case.bundle)
+        state = rebuild_state(bundle, trusted_keys=case.trusted_keys)
+        _check_declared(case, state)
+        expected = _expected(state)
+        files = {
+            "bundle.json": bundle,
+            "trusted_keys.json": _json_bytes(list(case.trusted_keys), indent=2),
+            "expected.json": _json_bytes(expected, indent=2),
+            "description": (case.description + "\n").encode("utf-8"),
+        }
+        _write_files(root / case.id, files)
+        entries.append({
+            "id": case.id,
+            "path": case.id,
+            "description": case.description,
+            "flags": sorted(case.flags),
+            "result": _result(expected),
+            "reasons": sorted({e["reason"] for e in expected["invalid_events"]}),
+            "state_sha256": expected["state_sha256"],
+        })
+    index = {
+        "corpus": CORPUS_NAME,
+        "corpus_version": CORPUS_VERSION,
+        "merge_version": MERGE_VERSION,
+        "case_count": len(entries),
+        "protocol": "run IMPL TRUSTED_KEYS_PATH BUNDLE_PATH; it prints the merged state JSON on stdout (docs/conformance.md)",
+        "flags": dict(sorted(FLAGS.items())),
+        "cases": entries,
+    }
+    _write_files(root, {"index.json": _json_bytes(index, indent=2)})
+    return entries
+
+
+def _write_files(folder: Path, files: Mapping[str, bytes]) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, data in files.items():
+            (folder / name).write_bytes(data)
+    except OSError as exc:
+        raise InputError(f"cannot write {folder}: {exc.strerror or exc}", code=codes.E_IO) from exc
