@@ -131,8 +131,12 @@ class Scenario:
         return {e["event_id"]: e for e in self.events}
 
     def trusted(self) -> list[dict[str, Any]]:
-        """The trusted key entries: the registry and every signer (never the untrusted key)."""
-        return [key.entry() for key in SIGNERS]
+        """The trusted key entries: the registry and every signer (never the untrusted key).
+
+        Each is bound to its signer_id (merge-v1 section 4): with several keys
+        trusted, an unbound key could write into another signer's streams.
+        """
+        return [key.entry(signer_id=key.signer_id) for key in SIGNERS]
 
     def bundle(self, events: Sequence[Any] | None = None) -> dict[str, Any]:
         """A bundle of ``events`` (default: the scenario's own), listed as given."""
@@ -283,6 +287,18 @@ def _resigned(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any
         return resign(event, _key(event["signer"]["signer_id"]), update_signer=False)
 
     return apply
+
+
+def impersonate(scenario: Scenario, pick: int) -> Outcome:
+    """Sign a tip with its own key but as another signer_id (keys are bound): ``key_mismatch``."""
+
+    def edit(event: dict[str, Any]) -> dict[str, Any]:
+        key = _key(event["signer"]["signer_id"])
+        other = next(k for k in SIGNERS if k is not key)
+        event["signer"] = {**event["signer"], "signer_id": other.signer_id}
+        return resign(event, key, update_signer=False)
+
+    return _replace(scenario, _pick(scenario.tips(), pick), edit, "key_mismatch", "signed as another signer_id")
 
 
 def change_subject(scenario: Scenario, pick: int) -> Outcome:
@@ -476,6 +492,7 @@ MUTATIONS: Final[dict[str, Callable[[Scenario, int], Outcome]]] = {
     "target_mismatch": target_mismatch,
     "unsupported_signature": unsupported_signature,
     "key_mismatch": key_mismatch,
+    "impersonate": impersonate,
     "bad_record": bad_record,
     "drop_predecessor": drop_predecessor,
     "invalid_predecessor": invalid_predecessor,
@@ -546,6 +563,7 @@ FLAGS: Final = {
     "numbers": "floats and big integers in payloads (canonical JSON prints floats as Python's repr)",
     "aliases": "bundle aliases are de-duplicated and sorted (section 10)",
     "key_rotation": "a trusted key signs nothing created at or after its rotates_at (section 4)",
+    "key_binding": "a key bound to a signer_id signs only as that signer (section 4)",
     "registry": "the registry's own published bundle, trusting only the registry key",
     "ed25519_edge": "a signature/key pair from ed25519-speccheck under the pinned rule (section 3)",
 }
@@ -690,11 +708,13 @@ def _history_cases() -> list[Case]:
     cases.append(Case("order-created-at-ties", "four events at one instant spelt three ways: applied by event_id",
                       ("order", "valid"), ties.bundle(), ties.trusted(), {}))
     # Key rotation: alice's key rotates between her two snapshots.
-    rotated = [k.entry(rotates_at=timestamp(3)) if k is SIGNERS[1] else k.entry() for k in SIGNERS]
+    rotated = [{**entry, "rotates_at": timestamp(3)} if entry["key_id"] == SIGNERS[1].key_id else entry for entry in base.trusted()]
     timed = build_scenario([StreamSpec(1, "graph_snapshot", "graph", [{"v": 1}, {"v": 2}], ticks=(1, 5))])
     second = timed.chains[("graph", SIGNERS[1].signer_id)][1]
     cases.append(Case("key-rotated", "an event created after its key's rotates_at (unknown_key)", ("key_rotation", "unknown_key"),
                       timed.bundle(), rotated, {second: "unknown_key"}))
+    # A bound key signing as another signer (it would write into that signer's stream).
+    cases.append(_case("key-bound-to-another-signer", ["key_binding", "key_mismatch"], base, impersonate(base, 1)))
     # Aliases: duplicated and unsorted in the bundle.
     aliased = dict(base.bundle())
     aliased["source_aliases"] = list(reversed(aliased["source_aliases"])) + aliased["source_aliases"][:2]
@@ -781,7 +801,8 @@ def _speccheck_cases(vectors: Sequence[Mapping[str, str]]) -> list[Case]:
         key_id = f"speccheck-{index}"
         fingerprint = fingerprint_hex(public_key)
         entry = {"key_id": key_id, "algorithm": "ed25519", "format": "raw",
-                 "public_key_hex": public_key.hex(), "fingerprint_sha256_hex": fingerprint, "rotates_at": None}
+                 "public_key_hex": public_key.hex(), "fingerprint_sha256_hex": fingerprint, "rotates_at": None,
+                 "signer_id": "speccheck.example"}
         grind = 0
         while True:
             event = seal({
