@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from pith_graph import codes
+from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, load_ring, write_stdout
 from pith_graph.canonical import canonical_json
-from pith_graph.cli import EXIT_OK, EXIT_PROBLEMS, _load_ring
 from pith_graph.errors import InputError
 from pith_graph.keys import KeyRing
 from pith_graph.proofs import make_proofs
@@ -73,14 +73,12 @@ def _store_bundle(args: argparse.Namespace, ring: KeyRing | None) -> dict[str, A
 
 def cmd_proof(args: argparse.Namespace) -> int:
     """``proof BUNDLE_OR_STORE``: write an equivocation proof for every fork."""
-    ring = _load_ring(args.trusted_keys)
+    ring = load_ring(args.trusted_keys)
     source = Path(args.source)
     document: Any = _store_bundle(args, ring) if _is_store(source) else source
     proofs = make_proofs(document, trusted_keys=ring, trust_bundle_keys=args.trust_bundle_keys)
     if args.out is None:
-        for proof in proofs:
-            sys.stdout.buffer.write(canonical_json(proof) + b"\n")
-        sys.stdout.buffer.flush()
+        write_stdout(b"".join(canonical_json(proof) + b"\n" for proof in proofs))
     else:
         out = Path(args.out)
         try:
