@@ -73,7 +73,12 @@ def first_difference(expected: Mapping[str, Any], got: Any) -> str | None:
     for uid in sorted(set(want) | set(have), key=str):
         if want.get(uid) != have.get(uid):
             wanted = f"invalid ({want[uid]})" if uid in want else "valid"
-            found = f"invalid ({have[uid]})" if uid in have else "valid or absent"
+            applied = got.get("applied_event_ids")
+            found = (
+                f"invalid ({have[uid]})" if uid in have
+                else "valid (applied)" if isinstance(applied, list) and uid in applied
+                else "valid or absent"
+            )
             return f"event {_short(uid)}: expected {wanted}, got {found}"
     if got["equivocations"] != expected["equivocations"]:
         extra = [e for e in got["equivocations"] if e not in expected["equivocations"]]
