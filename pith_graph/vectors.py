@@ -764,6 +764,8 @@ def _large_case() -> Case:
                 scenario.bundle(), scenario.trusted(), {})
 
 
+#: The order of the Ed25519 base point (RFC 8032), for the speccheck grind below.
+_L: Final = 2**252 + 27742317777372353535851937790883648493
 #: ed25519-speccheck cases 0-9 (tests/test_ed25519.py): what each exercises.
 SPECCHECK_NOTES: Final = (
     "small-order A and R, S = 0",
@@ -830,8 +832,6 @@ def _speccheck_cases(vectors: Sequence[Mapping[str, str]]) -> list[Case]:
         ))
     return cases
 
-
-_L: Final = 2**252 + 27742317777372353535851937790883648493
 
 
 def default_fixtures() -> Path:
