@@ -122,17 +122,21 @@ def _verify_chunk(backend_name: str, triples: Sequence[Triple]) -> list[bool]:
 class ParallelCache:
     """A :class:`~pith_graph.ed25519.SignatureCache` filled by worker processes.
 
-    ``lookup`` of a triple whose chunk is still being verified waits for it;
-    a triple never submitted falls through to ``inner`` (if any) and then to the
-    caller's own verification. Verdicts recorded by the caller go to ``inner``
-    too, so an event store's cache keeps learning.
+    ``lookup`` of a triple whose chunk is still being verified waits for it; a
+    chunk no worker has started yet is taken back and verified in this process
+    (``local``, same backend) instead of waiting, and so is a chunk whose worker
+    failed. A triple never submitted falls through to ``inner`` (if any) and
+    then to the caller's own verification. Verdicts recorded by the caller go
+    to ``inner`` too, so an event store's cache keeps learning.
     """
 
-    def __init__(self, inner: SignatureCache | None = None) -> None:
+    def __init__(self, local: Verifier, inner: SignatureCache | None = None) -> None:
+        self.local = local
         self.inner = inner
         self._done = MemorySignatureCache()
         self._pending: dict[Triple, Future[list[bool]]] = {}
         self._chunks: dict[int, Sequence[Triple]] = {}
+        self.stolen = 0  # chunks verified in this process rather than by a worker
 
     def submit(self, executor: ProcessPoolExecutor, backend_name: str, jobs: Sequence[Triple], chunk_size: int) -> None:
         """Send ``jobs`` to ``executor`` in chunks."""
@@ -147,7 +151,16 @@ class ParallelCache:
         chunk = self._chunks.pop(id(future), None)
         if chunk is None:
             return  # already collected
-        for triple, valid in zip(chunk, future.result(), strict=True):
+        verdicts: list[bool] | None = None
+        if future.done() or not future.cancel():
+            try:
+                verdicts = future.result()
+            except Exception:  # a worker died or the pool broke: the verdicts are recomputed below
+                verdicts = None
+        if verdicts is None:
+            self.stolen += 1
+            verdicts = [self.local.verify(*triple) for triple in chunk]
+        for triple, valid in zip(chunk, verdicts, strict=True):
             self._done.record(*triple, valid)
             self._pending.pop(triple, None)
 
@@ -214,7 +227,7 @@ def parallel_verifier(
     backend_name = base.backend.name
     if workers <= 1 or len(events) < min_events or backend_name not in ed25519.available_backends():
         return base, None, None
-    cache = ParallelCache(base.cache)
+    cache = ParallelCache(Verifier(base.backend), base.cache)
     jobs = signature_jobs(events, keyring)
     if base.cache is not None:
         jobs = [t for t in jobs if base.cache.lookup(*t) is None]

@@ -207,3 +207,15 @@ def test_verify_many_cli_over_a_directory(tmp_path: Path) -> None:
     only_good = subprocess.run([*command, "--progress", str(tmp_path / "a.json")], capture_output=True, text=True, timeout=120)
     assert only_good.returncode == 0, only_good.stdout
     assert "1/1" in only_good.stderr
+
+
+def test_chunks_no_worker_ran_are_verified_in_process() -> None:
+    """A pool that is gone (here: shut down before any lookup) changes nothing but speed."""
+    bundle, _ = build_bundle(80, 9)
+    raw, _model = load_bundle(bundle)
+    ring = KeyRing.from_entries(trusted())
+    serial = merge_with(raw, ring, Verifier())
+    verifier, executor, cache = parallel.parallel_verifier(raw["events"], ring, workers=2, min_events=0, chunk_size=8)
+    assert executor is not None and cache is not None
+    executor.shutdown(wait=True, cancel_futures=True)
+    assert outcome(merge_with(raw, ring, verifier)) == outcome(serial)
