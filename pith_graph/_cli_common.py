@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from pathlib import Path
 from typing import Final
@@ -10,7 +11,7 @@ from pith_graph import codes
 from pith_graph.errors import InputError
 from pith_graph.keys import KeyRing
 
-__all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_UNUSABLE", "load_ring", "write_stdout"]
+__all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_UNUSABLE", "add_trust_options", "load_ring", "write_stdout"]
 
 EXIT_OK: Final = 0
 EXIT_PROBLEMS: Final = 1
@@ -32,3 +33,11 @@ def write_stdout(data: bytes) -> None:
     """Write bytes to stdout unchanged (state output must be byte-exact)."""
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
+
+
+def add_trust_options(parser: argparse.ArgumentParser, *, what: str = "the bundle") -> None:
+    """``--trusted-keys FILE`` and ``--trust-bundle-keys``, shared by every subcommand that merges."""
+    parser.add_argument(
+        "--trusted-keys", metavar="FILE", help="JSON array of trusted key entries (default: the registry key)"
+    )
+    parser.add_argument("--trust-bundle-keys", action="store_true", help=f"also trust the keys {what} lists (unsafe)")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pith_graph import codes
-from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, load_ring, write_stdout
+from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, add_trust_options, load_ring, write_stdout
 from pith_graph.documents import read_json
 from pith_graph.errors import InputError
 from pith_graph.store import SCHEMA_VERSION, AppendResult, EventStore
@@ -138,10 +138,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 def _common(parser: argparse.ArgumentParser, *, trust: bool = False) -> None:
     parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
     if trust:
-        parser.add_argument("--trusted-keys", metavar="FILE",
-                            help="JSON array of trusted key entries (default: the registry key)")
-        parser.add_argument("--trust-bundle-keys", action="store_true",
-                            help="also trust the public keys stored for the subject (unsafe)")
+        add_trust_options(parser, what="the store holds for the subject")
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

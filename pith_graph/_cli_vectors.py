@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pith_graph import codes
-from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, load_ring, write_stdout
+from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, add_trust_options, load_ring, write_stdout
 from pith_graph.canonical import canonical_json
 from pith_graph.errors import InputError
 from pith_graph.keys import KeyRing
@@ -117,6 +117,5 @@ def register(subparsers: Any) -> None:
     proof.add_argument("source", metavar="BUNDLE_OR_STORE", help="a bundle JSON file or a pith-graph SQLite store")
     proof.add_argument("--out", metavar="DIR", help="write one file per proof here (default: one JSON line each on stdout)")
     proof.add_argument("--subject", metavar="PITH_NUMBER", help="with a store: the subject (default: its only one)")
-    proof.add_argument("--trusted-keys", metavar="FILE", help="JSON array of trusted key entries (default: the registry key)")
-    proof.add_argument("--trust-bundle-keys", action="store_true", help="also trust the keys the bundle lists (unsafe)")
+    add_trust_options(proof)
     proof.set_defaults(func=cmd_proof)

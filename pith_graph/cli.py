@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pith_graph import codes
-from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE, load_ring, write_stdout
+from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE, add_trust_options, load_ring, write_stdout
 from pith_graph.documents import read_document
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.rebuild import rebuild_state
@@ -132,16 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     state = sub.add_parser("state", help="print the merged state of a bundle")
     state.add_argument("bundle", help="bundle JSON file")
-    state.add_argument("--trusted-keys", metavar="FILE", help="JSON array of trusted key entries (default: the registry key)")
-    state.add_argument("--trust-bundle-keys", action="store_true", help="also trust the keys the bundle lists (unsafe)")
+    add_trust_options(state)
     state.add_argument("--pretty", action="store_true", help="indent the output (not byte-comparable)")
     state.set_defaults(func=cmd_state)
 
     verify = sub.add_parser("verify", help="verify bundles, records, states, graph snapshots, proofs")
     verify.add_argument("files", nargs="+", metavar="FILE")
     verify.add_argument("--json", action="store_true", help="print reports as JSON")
-    verify.add_argument("--trusted-keys", metavar="FILE", help="JSON array of trusted key entries (default: the registry key)")
-    verify.add_argument("--trust-bundle-keys", action="store_true", help="also trust the keys a bundle lists (unsafe)")
+    add_trust_options(verify, what="a bundle")
     verify.set_defaults(func=cmd_verify)
 
     inspect = sub.add_parser("inspect", help="summarise a document")
