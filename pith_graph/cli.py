@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from pith_graph import codes
-from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, EXIT_UNUSABLE, add_trust_options, load_ring, write_stdout
+from pith_graph._cli_common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_UNUSABLE,
+    add_trust_options,
+    load_ring,
+    write_stdout,
+)
 from pith_graph.documents import read_document
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.rebuild import rebuild_state
