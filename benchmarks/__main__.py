@@ -63,6 +63,36 @@ def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return min(times), result
 
 
+def _spin(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def parallel_capacity(workers: int) -> float:
+    """How much faster ``workers`` processes run ``workers`` pure-Python loops than one process.
+
+    The ceiling any parallel figure of this run can reach: on a shared or
+    throttled machine it is well below ``workers``.
+    """
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pith_graph.parallel import process_context
+
+    n = 3_000_000
+    start = time.perf_counter()
+    for _ in range(workers):
+        _spin(n)
+    serial = time.perf_counter() - start
+    with ProcessPoolExecutor(workers, mp_context=process_context()) as executor:
+        list(executor.map(_spin, [10] * workers))
+        start = time.perf_counter()
+        list(executor.map(_spin, [n] * workers))
+        parallel = time.perf_counter() - start
+    return serial / parallel
+
+
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     versions = {}
@@ -89,19 +119,36 @@ from pith_graph.rebuild import rebuild_state
 path, keys, trace = sys.argv[1], json.loads(open(sys.argv[2]).read()), sys.argv[3] == "1"
 if trace:
     tracemalloc.start()
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def peak():
+    # VmHWM: this process image's own high-water mark (ru_maxrss may carry the parent's
+    # RSS across fork+exec on Linux); ru_maxrss where /proc is missing.
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+base = peak()
 start = time.perf_counter()
 state = rebuild_state(path, trusted_keys=keys)
+after_rebuild = peak()
+traced_rebuild = tracemalloc.get_traced_memory()[1] if trace else None
 state.to_json()
 elapsed = time.perf_counter() - start
-peak = tracemalloc.get_traced_memory()[1] if trace else None
-print(json.dumps({"rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "rss_before_kib": base,
-                  "tracemalloc_peak": peak, "seconds": elapsed}))
+traced = tracemalloc.get_traced_memory()[1] if trace else None
+print(json.dumps({"rss_kib": peak(), "rss_rebuild_kib": after_rebuild, "rss_before_kib": base,
+                  "tracemalloc_peak": traced, "tracemalloc_rebuild_peak": traced_rebuild, "seconds": elapsed}))
 """
 
 
 def memory(path: Path, keys_file: Path) -> dict[str, Any]:
-    """Peak RSS and tracemalloc peak of a cold rebuild, each in a fresh process."""
+    """Peak RSS and tracemalloc peak of a cold rebuild + serialisation, each in a fresh process.
+
+    tracemalloc counts allocations, not touched pages: reading a file through
+    ``documents._read_path`` allocates a buffer of the size limit (1 GiB) that is
+    never touched, so the tracemalloc peak is inflated by that much (RSS is not).
+    """
     out: dict[str, Any] = {}
     for trace in ("0", "1"):
         run = subprocess.run(
@@ -111,8 +158,10 @@ def memory(path: Path, keys_file: Path) -> dict[str, Any]:
         probe = json.loads(run.stdout)
         if trace == "1":
             out["tracemalloc_peak_bytes"] = probe["tracemalloc_peak"]
+            out["tracemalloc_rebuild_only_bytes"] = probe["tracemalloc_rebuild_peak"]
         else:
             out["peak_rss_bytes"] = probe["rss_kib"] * 1024
+            out["peak_rss_rebuild_only_bytes"] = probe["rss_rebuild_kib"] * 1024
             out["rss_before_rebuild_bytes"] = probe["rss_before_kib"] * 1024
     return out
 
@@ -137,9 +186,7 @@ def warm(path: Path, keys: list[dict[str, Any]], subject: str, repeat: int) -> d
     return {"import_s": imported, "state_first_s": first, "state_warm_s": second, "state_sha256": state2.state_sha256}
 
 
-def measure(
-    n: int, *, repeat: int, workers: int, keys_file: Path, with_memory: bool, data_dir: Path = DATA_DIR
-) -> dict[str, Any]:
+def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> dict[str, Any]:
     """Every figure for the bundle of ``n`` events."""
     path = ensure_bundle(n, data_dir=data_dir)
     data = path.read_bytes()
@@ -203,12 +250,18 @@ def measure(
         "cold_total_s": figures["cold_rebuild_s"],
     }
 
-    # Parallel verification.
+    # Parallel verification, next to what the machine can give right now.
     if workers > 1:
+        capacity_before = parallel_capacity(workers)
         t_one, serial = best(lambda: rebuild(data, trusted_keys=ring, workers=1), repeat)
         t_many, par = best(lambda: rebuild(data, trusted_keys=ring, workers=workers), repeat)
         assert serial[0].state.to_json() == par[0].state.to_json()
-        out["parallel"] = {"workers": workers, "one_s": t_one, "many_s": t_many}
+        out["parallel"] = {
+            "workers": workers,
+            "one_s": t_one,
+            "many_s": t_many,
+            "machine_capacity": min(capacity_before, parallel_capacity(workers)),
+        }
         out["parallel_speedup"] = t_one / t_many
 
     # Warm replay from the store.
@@ -219,12 +272,6 @@ def measure(
         out["warm"] = stored
         out["warm_speedup"] = stored["warm_vs_cold"]
 
-    if with_memory:
-        mem = memory(path, keys_file)
-        mem["rss_over_file"] = mem["peak_rss_bytes"] / len(data)
-        mem["tracemalloc_over_file"] = mem["tracemalloc_peak_bytes"] / len(data)
-        out["memory"] = mem
-        out["rss_over_file"] = mem["rss_over_file"]
     return out
 
 
@@ -255,7 +302,10 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"  canonical: fast {_ms(c['fast_s'])} vs json.dumps {_ms(c['json_dumps_s'])} ({c['speedup']:.1f}x)")
         if "parallel" in r:
             q = r["parallel"]
-            lines.append(f"  parallel: 1 worker {_ms(q['one_s'])}, {q['workers']} workers {_ms(q['many_s'])} ({r['parallel_speedup']:.2f}x)")
+            lines.append(
+                f"  parallel: 1 worker {_ms(q['one_s'])}, {q['workers']} workers {_ms(q['many_s'])}"
+                f" ({r['parallel_speedup']:.2f}x; the machine gave {q['machine_capacity']:.2f}x on pure loops)"
+            )
         if "warm" in r:
             w = r["warm"]
             lines.append(
@@ -267,7 +317,9 @@ def table(results: dict[str, Any]) -> str:
         if "memory" in r:
             m = r["memory"]
             lines.append(
-                f"  memory: peak RSS {m['peak_rss_bytes'] / 1e6:.0f} MB ({m['rss_over_file']:.2f}x file),"
+                f"  memory: peak RSS {m['peak_rss_bytes'] / 1e6:.0f} MB ({m['rss_over_file']:.2f}x file;"
+                f" rebuild_state alone {m['peak_rss_rebuild_only_bytes'] / 1e6:.0f} MB,"
+                f" {m['peak_rss_rebuild_only_bytes'] / r['file_bytes']:.2f}x),"
                 f" tracemalloc peak {m['tracemalloc_peak_bytes'] / 1e6:.0f} MB ({m['tracemalloc_over_file']:.2f}x)"
             )
     lines.append("== targets ==")
@@ -305,17 +357,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         keys_file = Path(tmp) / "keys.json"
         keys_file.write_text(json.dumps(trusted_entries()))
+        # Memory first, while this process is still small: a child started later
+        # would begin life with the parent's footprint in its rusage.
+        largest = max(sizes)
+        print(f"measuring memory of {largest} events ...", file=sys.stderr, flush=True)
+        path = ensure_bundle(largest, data_dir=args.data_dir)
+        mem = memory(path, keys_file)
+        size = path.stat().st_size
+        mem["rss_over_file"] = mem["peak_rss_bytes"] / size
+        mem["tracemalloc_over_file"] = mem["tracemalloc_peak_bytes"] / size
         for n in sizes:
             repeat = 1 if args.quick or n >= 100_000 else 3
             print(f"measuring {n} events ...", file=sys.stderr, flush=True)
-            results["by_size"][str(n)] = measure(
-                n,
-                repeat=repeat,
-                workers=args.workers,
-                keys_file=keys_file,
-                with_memory=n == max(sizes),
-                data_dir=args.data_dir,
-            )
+            results["by_size"][str(n)] = measure(n, repeat=repeat, workers=args.workers, data_dir=args.data_dir)
+        results["by_size"][str(largest)]["memory"] = mem
+        results["by_size"][str(largest)]["rss_over_file"] = mem["rss_over_file"]
     results["targets"] = targets(results["by_size"])
     print(table(results))
     args.output.write_text(json.dumps(results, indent=2) + "\n")

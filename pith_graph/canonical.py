@@ -28,10 +28,13 @@ larger than the caller's size limit.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Final
 
 import msgspec
@@ -46,6 +49,7 @@ __all__ = [
     "canonical_json",
     "canonical_json_parsed",
     "canonical_sha256",
+    "gc_paused",
     "loads",
     "sha256_hex",
 ]
@@ -86,6 +90,25 @@ _ONE_BRACKET_TYPE: Final = bytes.maketrans(b"{}", b"[]")
 _SLICE: Final = 1 << 20
 #: Levels of a decoded tree walked in Python when counting its members.
 _WALKED_LEVELS: Final = 2
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Suspend the cyclic garbage collector while building a large acyclic tree.
+
+    Decoding a 100,000-event bundle creates millions of containers; each
+    allocation burst triggers collections that walk the ever-growing heap
+    (measured: ``loads`` 4.7 s with the collector, 2.0 s without). Decoded JSON
+    and the merge's records hold no reference cycles, so nothing is left for
+    the collector to find. A collector the caller had disabled stays disabled.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def sha256_hex(data: bytes) -> str:
@@ -273,7 +296,8 @@ def loads(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
             f"document is {len(data)} bytes, over the limit of {max_bytes}", code=codes.E_TOO_LARGE
         )
     try:
-        obj = _DECODER.decode(data)
+        with gc_paused():
+            obj = _DECODER.decode(data)
     except RecursionError as exc:
         raise InputError(
             f"document nests deeper than {MAX_DEPTH} levels", code=codes.E_TOO_DEEP

@@ -45,9 +45,12 @@ __all__ = [
 
 Triple = tuple[bytes, bytes, bytes]
 
-#: Below this many events a bundle is verified serially: starting worker
-#: processes costs more than it saves (break-even measured by ``make bench``).
-PARALLEL_MIN_EVENTS: Final = 2000
+#: Below this many events a bundle is verified serially. Starting two workers,
+#: verifying and stopping them costs about 9 ms here, and each event moved off
+#: the merge saves at most one verification (about 44 us with libsodium): the
+#: ideal break-even is about 400 events on two free cores; the margin covers
+#: busy machines (docs/performance.md, ``make bench`` "parallel" rows).
+PARALLEL_MIN_EVENTS: Final = 1000
 #: Triples per task sent to a worker: large enough to amortise pickling, small
 #: enough that the merge rarely waits for the first results.
 CHUNK_SIZE: Final = 256

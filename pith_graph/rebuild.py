@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from pith_graph.canonical import gc_paused
 from pith_graph.documents import Document, DocumentSource, load_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import TrustError
@@ -59,13 +60,14 @@ def rebuild(
         raw["events"], ring, workers=resolve_workers(workers), verifier=verifier
     )
     try:
-        result = merge_checked(
-            raw["events"],
-            subject=model.pith_number,
-            aliases=raw.get("source_aliases") or (),
-            keyring=ring,
-            verifier=verifier,
-        )
+        with gc_paused():  # the merge builds a large acyclic structure (see gc_paused)
+            result = merge_checked(
+                raw["events"],
+                subject=model.pith_number,
+                aliases=raw.get("source_aliases") or (),
+                keyring=ring,
+                verifier=verifier,
+            )
         if cache is not None:
             cache.drain()  # hand every worker verdict to the caller's cache (the store's warm path)
     finally:
