@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 
 from pith_graph import codes
+from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, add_trust_options, load_ring
 from pith_graph.documents import load_bundle, read_document
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.keys import KeyRing
@@ -27,8 +28,6 @@ from pith_graph.verify import verify_bundle
 
 __all__ = ["BundleOutcome", "bundle_paths", "register", "verify_many"]
 
-EXIT_OK: Final = 0
-EXIT_PROBLEMS: Final = 1
 _BAR_WIDTH: Final = 30
 
 #: (path, ok, one-line summary) of one bundle.
@@ -107,15 +106,13 @@ def verify_many(
 
 def cmd_verify_many(args: argparse.Namespace) -> int:
     """``verify-many [--workers N] DIR_OR_FILES...``: one line per bundle, exit 1 on any problem."""
-    from pith_graph.cli import _load_ring  # the CLI's --trusted-keys reader (imported late: cli imports us)
-
     paths = bundle_paths(args.paths)
     show = args.progress if args.progress is not None else sys.stderr.isatty()
     failed = 0
     for done, (_path, ok, line) in enumerate(
         verify_many(
             paths,
-            trusted_keys=_load_ring(args.trusted_keys),
+            trusted_keys=load_ring(args.trusted_keys),
             trust_bundle_keys=args.trust_bundle_keys,
             workers=args.workers,
         ),
@@ -136,8 +133,7 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("verify-many", help="verify every bundle in directories or files, in parallel")
     parser.add_argument("paths", nargs="+", metavar="DIR_OR_FILES", help="bundle files, or directories (*.json, recursive)")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (0: one per CPU; default 1)")
-    parser.add_argument("--trusted-keys", metavar="FILE", help="JSON array of trusted key entries (default: the registry key)")
-    parser.add_argument("--trust-bundle-keys", action="store_true", help="also trust the keys a bundle lists (unsafe)")
+    add_trust_options(parser, what="each bundle")
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr (default: if a terminal)"
     )
