@@ -203,10 +203,15 @@ def resolve_workers(workers: int | None) -> int:
 
 
 def process_context() -> Any:
-    """The multiprocessing context for worker pools."""
-    # fork starts workers in milliseconds; where it does not exist, the platform default.
+    """The multiprocessing context for worker pools: forkserver where it exists.
+
+    Not fork: a worker forked from a process holding a parsed 100,000-event
+    bundle shares its pages copy-on-write, and every reference count the merge
+    then touches copies a page (measured: the merge ran 1.8x slower beside one
+    forked worker, 1.15x beside a forkserver one).
+    """
     methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else None)
+    return multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
 
 
 def parallel_verifier(
