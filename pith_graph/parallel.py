@@ -45,12 +45,13 @@ __all__ = [
 
 Triple = tuple[bytes, bytes, bytes]
 
-#: Below this many events a bundle is verified serially. Starting two workers,
-#: verifying and stopping them costs about 9 ms here, and each event moved off
-#: the merge saves at most one verification (about 44 us with libsodium): the
-#: ideal break-even is about 400 events on two free cores; the margin covers
-#: busy machines (docs/performance.md, ``make bench`` "parallel" rows).
-PARALLEL_MIN_EVENTS: Final = 1000
+#: Below this many events a bundle is verified serially. Measured here: the
+#: first pool of a process costs about 100 ms (the forkserver starts and
+#: imports pith_graph once), later ones about 9 ms; two workers save about 12 us
+#: per event of a 10k bundle (the merge, not the curve, is then the bottleneck).
+#: Break-even is therefore about 1,000 events for a warm server and 8,000 for
+#: the first pool (docs/performance.md, ``make bench`` "parallel" rows).
+PARALLEL_MIN_EVENTS: Final = 5000
 #: Triples per task sent to a worker: large enough to amortise pickling, small
 #: enough that the merge rarely waits for the first results.
 CHUNK_SIZE: Final = 256
@@ -210,8 +211,12 @@ def process_context() -> Any:
     then touches copies a page (measured: the merge ran 1.8x slower beside one
     forked worker, 1.15x beside a forkserver one).
     """
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else None)
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context()
+    context = multiprocessing.get_context("forkserver")
+    # Imported once by the server, so each worker it forks starts ready.
+    context.set_forkserver_preload(["pith_graph.parallel"])
+    return context
 
 
 def parallel_verifier(
