@@ -141,13 +141,13 @@ def _common(parser: argparse.ArgumentParser, *, trust: bool = False) -> None:
         add_trust_options(parser, what="the store holds for the subject")
 
 
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def register(subparsers: Any) -> None:
     """Add the ``store`` subcommand and its sub-subcommands to the main parser."""
     store = subparsers.add_parser("store", help="a durable, append-only event store (SQLite)")
     sub = store.add_subparsers(dest="store_command", required=True)
 
     def command(name: str, help: str, func: Any, *, trust: bool = False) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, help=help)
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=help)
         _common(parser, trust=trust)
         parser.set_defaults(func=func)
         return parser

@@ -8,14 +8,13 @@ line on stderr, never a traceback).
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
-from pith_graph import codes
+from pith_graph import _cli_store, _cli_vectors, _cli_verify_many, codes
 from pith_graph._cli_common import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -31,16 +30,6 @@ from pith_graph.report import Report
 from pith_graph.verify import verify_document
 
 __all__ = ["build_parser", "main"]
-
-_load_ring = load_ring  # transitional alias for pith_graph._cli_verify_many
-
-#: Modules that add subcommands (each exposes ``register(subparsers)``).
-_SUBCOMMAND_MODULES: Final = (
-    "pith_graph._cli_store",
-    "pith_graph._cli_vectors",
-    "pith_graph._cli_verify_many",
-)
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse, but usage errors become one line and exit code 2 via PithGraphError."""
@@ -153,14 +142,10 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("file")
     inspect.set_defaults(func=cmd_inspect)
 
-    for name in _SUBCOMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # that part of the CLI is not built yet
-        module.register(sub)
+    # Subcommand groups living in their own modules, one register() each.
+    _cli_store.register(sub)
+    _cli_vectors.register(sub)
+    _cli_verify_many.register(sub)
     return parser
 
 
