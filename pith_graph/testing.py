@@ -29,7 +29,6 @@ from pith_graph.canonical import canonical_json, sha256_hex
 from pith_graph.events import EXCLUDED_FROM_CONTENT, REQUIRED_TARGETS
 from pith_graph.identifiers import (
     derived_aliases,
-    fingerprint_b32,
     fingerprint_hex,
     pith_number,
     short_pith_number,
@@ -72,18 +71,13 @@ class TestKey:
         return base64.b64encode(self.sign(message)).decode("ascii")
 
     def entry(self, **extra: Any) -> dict[str, Any]:
-        """This key as a bundle-style ``public_keys`` item (what ``--trusted-keys`` files hold)."""
-        return {
-            "key_id": self.key_id,
-            "algorithm": "ed25519",
-            "format": "raw",
-            "public_key_b64": base64.b64encode(self.public_key).decode("ascii"),
-            "public_key_hex": self.public_key.hex(),
-            "fingerprint_sha256_b32_first128bits": fingerprint_b32(self.public_key),
-            "fingerprint_sha256_hex": self.fingerprint,
-            "rotates_at": None,
-            **extra,
-        }
+        """This key as a bundle-style ``public_keys`` item (what ``--trusted-keys`` files hold).
+
+        Unbound unless ``extra`` says ``signer_id=...``.
+        """
+        entry = TrustedKey(self.key_id, self.public_key).to_entry()
+        del entry["signer_id"]  # the registry's entry shape carries no binding
+        return {**entry, **extra}
 
     def signer(self, signer_type: str = "test_signer") -> dict[str, Any]:
         """An event ``signer`` object for this key."""
