@@ -27,12 +27,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from pith_graph.canonical import canonical_json, sha256_hex
 from pith_graph.events import EXCLUDED_FROM_CONTENT, REQUIRED_TARGETS
-from pith_graph.identifiers import (
-    derived_aliases,
-    fingerprint_hex,
-    pith_number,
-    short_pith_number,
-)
+from pith_graph.identifiers import derived_aliases, fingerprint_hex, pith_number, short_pith_number
+from pith_graph.keys import TrustedKey
 from pith_graph.models import BUNDLE_TYPE, MERGE_VERSION
 
 __all__ = [
