@@ -76,16 +76,18 @@ def parallel_capacity(workers: int) -> float:
     The ceiling any parallel figure of this run can reach: on a shared or
     throttled machine it is well below ``workers``.
     """
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    from pith_graph.parallel import process_context
-
+    methods = multiprocessing.get_all_start_methods()
+    # fork: _spin lives in __main__, which a forkserver child cannot import by name.
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
     n = 3_000_000
     start = time.perf_counter()
     for _ in range(workers):
         _spin(n)
     serial = time.perf_counter() - start
-    with ProcessPoolExecutor(workers, mp_context=process_context()) as executor:
+    with ProcessPoolExecutor(workers, mp_context=context) as executor:
         list(executor.map(_spin, [10] * workers))
         start = time.perf_counter()
         list(executor.map(_spin, [n] * workers))
