@@ -40,7 +40,9 @@ class Document:
 def _read_path(path: os.PathLike[str] | str, max_bytes: int) -> bytes:
     try:
         with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
+            # read(n) reserves n bytes up front: ask for what the file holds (+1 detects the limit).
+            size = os.fstat(handle.fileno()).st_size
+            data = handle.read(min(size, max_bytes) + 1 if size else max_bytes + 1)
     except OSError as exc:
         raise InputError(f"cannot read {os.fspath(path)}: {exc.strerror or exc}", code=codes.E_IO) from exc
     if len(data) > max_bytes:
