@@ -16,12 +16,11 @@ from typing import Any, Final
 
 from pith_graph import codes
 from pith_graph.canonical import canonical_json_parsed
-from pith_graph.documents import Document, DocumentSource, load_bundle, read_document
+from pith_graph.documents import Document, DocumentSource, read_document
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, TrustError
 from pith_graph.identifiers import derived_aliases, short_pith_number
 from pith_graph.keys import KeyRing, TrustedKey, coerce_ring
-from pith_graph.merge import merge_checked
 from pith_graph.models import (
     MERGE_VERSION,
     Bundle,
@@ -30,7 +29,7 @@ from pith_graph.models import (
     State,
     convert,
 )
-from pith_graph.rebuild import TrustedKeys, resolve_keyring
+from pith_graph.rebuild import TrustedKeys, rebuild
 from pith_graph.records import RecordProblem, check_record, decode_signature
 from pith_graph.report import Problem, Report
 
@@ -173,9 +172,11 @@ def verify_bundle(
     The state is rebuilt with merge-v1 under the caller's trust (default: the
     registry key only) and must equal the embedded state byte for byte.
     """
-    raw, bundle = load_bundle(_document(source))
-    ring = resolve_keyring(trusted_keys, trust_bundle_keys, bundle)
     verifier = verifier or Verifier()
+    # The same rebuild the library call does (load, trust, merge); the checks below add to it.
+    result, bundle, raw, ring = rebuild(
+        _document(source), trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, verifier=verifier
+    )
     problems: list[Problem] = []
     problems += _problems(
         check_record(
@@ -197,9 +198,6 @@ def verify_bundle(
     problems += _check_key_entries(bundle.public_keys, ring)
     problems += _bundle_signature_problems(raw, bundle, ring, verifier)
 
-    result = merge_checked(
-        raw["events"], subject=bundle.pith_number, aliases=raw.get("source_aliases") or (), keyring=ring, verifier=verifier
-    )
     state = result.state
     for item in state.invalid_events:
         problems.append(Problem(codes.P_INVALID_EVENT, f"event is invalid: {item['reason']}", item["event_id"]))
