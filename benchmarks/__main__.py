@@ -98,7 +98,7 @@ def parallel_capacity(workers: int) -> float:
 def machine() -> dict[str, Any]:
     """What the figures were measured on."""
     versions = {}
-    for dist in ("pith_graph", "msgspec", "cryptography", "PyNaCl", "sortedcontainers"):
+    for dist in ("pith_graph", "msgspec", "cryptography", "PyNaCl"):
         try:
             versions[dist] = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:

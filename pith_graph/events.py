@@ -8,6 +8,14 @@ got furthest names the reason (docs/merge-v1.md, "Units and copies").
 Hashes are computed over the event as received: canonical JSON of the parsed
 object without ``event_id``, ``content_sha256`` and ``signature``, so any extra
 key is covered.
+
+Stage 1 runs in two parts. :func:`inspect_event` runs the checks that depend
+on the copy's bytes and the subject only (the first :data:`INTRINSIC_CHECKS`
+reasons) and returns the :class:`EventFacts` later stages need, with the
+canonical ``signer`` and ``payload`` fragments; :func:`check_keys` runs the
+checks that depend on the trusted keys. :func:`check_event` is both. The event
+store keeps the first part per stored copy (it never changes) and replays only
+the second (docs/store.md, "Warm replay").
 """
 
 from __future__ import annotations
@@ -20,22 +28,26 @@ from typing import Any, Final
 import msgspec
 
 from pith_graph import codes
-from pith_graph.canonical import canonical_json_parsed
+from pith_graph.canonical import canonical_json_parsed, loads
 from pith_graph.ed25519 import Verifier
 from pith_graph.keys import KeyRing
 from pith_graph.models import Event
 from pith_graph.records import check_record, decode_signature
-from pith_graph.timestamps import Instant, parse_timestamp
+from pith_graph.timestamps import parse_timestamp
 
 __all__ = [
     "COLLECTIONS",
     "EVENT_ID_RE",
     "EXCLUDED_FROM_CONTENT",
+    "INTRINSIC_CHECKS",
     "MAX_EVENT_BYTES",
     "REQUIRED_TARGETS",
     "CheckedEvent",
+    "EventFacts",
     "check_event",
+    "check_keys",
     "content_bytes",
+    "inspect_event",
     "unit_id",
 ]
 
@@ -67,6 +79,9 @@ REQUIRED_TARGETS: Final = {RECORD_CREATED: "record", "graph_snapshot": "graph"}
 SIGNATURE_V1: Final = ("ed25519", "signed_v1", "open_graph_event_sha256_bytes")
 
 _PASSED_ALL: Final = len(codes.EVENT_REASONS)
+#: How many of the stage-1 checks depend only on the copy and the subject (not on keys).
+INTRINSIC_CHECKS: Final = codes.EVENT_REASONS.index(codes.REASON_UNKNOWN_KEY)
+_SORTED: Final = msgspec.json.Encoder(order="sorted")
 
 
 def content_bytes(event: dict[str, Any]) -> bytes:
@@ -87,38 +102,116 @@ def unit_id(raw: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical_json_parsed(raw)).hexdigest()
 
 
+class EventFacts(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+    """What the key checks and stages 2-4 need to know of a well-formed copy.
+
+    Read from the typed view once; small, immutable and encodable (the event
+    store keeps it per stored copy, so a warm replay never parses the event).
+    """
+
+    event_id: str
+    event_type: str
+    target: str
+    signer_id: str
+    created_at: str
+    #: ``created_at`` as an instant (merge-v1 compares instants, never text).
+    instant: tuple[int, int]
+    prev_event: str | None
+    supersedes: tuple[str, ...]
+    content_sha256: str
+    #: ``signature.key_id`` and ``signature.public_key_fingerprint``.
+    key_id: str
+    fingerprint: str
+    #: ``signer.key_id`` and ``signer.public_key_fingerprint``.
+    signer_key_id: str
+    signer_fingerprint: str
+    signature_b64: str
+
+    @property
+    def stream(self) -> tuple[str, str]:
+        """merge-v1: a stream is (target, signer_id)."""
+        return (self.target, self.signer_id)
+
+
 @dataclass(frozen=True, slots=True)
 class CheckedEvent:
-    """The outcome of stage 1 for one copy of an event.
+    """The outcome of stage 1 (or of its intrinsic part) for one copy of an event.
 
-    ``reason`` is None when every stage-1 check passed. ``event`` (the typed
-    view) and ``instant`` are set whenever the copy is not ``malformed``.
+    ``reason`` is the first failing check, None when none failed so far;
+    ``progress`` counts the checks passed (:attr:`valid` once all passed).
+    ``facts`` and the canonical ``signer_json``/``payload_json`` fragments are
+    set whenever the copy is not ``malformed``. ``raw`` is the value as
+    received (None when replayed from a store's facts); ``digest`` the sha256
+    hex of its canonical bytes, when known.
     """
 
     unit_id: str
     raw: Any
     reason: str | None
     progress: int
-    event: Event | None = None
-    instant: Instant | None = None
+    facts: EventFacts | None = None
+    signer_json: bytes = b""
+    payload_json: bytes = b""
+    digest: str | None = None
 
     @property
     def valid(self) -> bool:
         """True when the copy passed every stage-1 check."""
-        return self.reason is None
+        return self.progress == _PASSED_ALL
 
     @property
     def stream(self) -> tuple[str, str] | None:
         """(target, signer_id), when the copy is well formed."""
-        return None if self.event is None else (self.event.target, self.event.signer.signer_id)
+        return None if self.facts is None else self.facts.stream
+
+    @property
+    def instant(self) -> tuple[int, int] | None:
+        """``created_at`` as an instant, when the copy is well formed."""
+        return None if self.facts is None else self.facts.instant
+
+    def canonical_digest(self) -> str:
+        """sha256 hex of the canonical bytes of the copy (ties between copies are broken by it)."""
+        if self.digest is not None:
+            return self.digest
+        return hashlib.sha256(canonical_json_parsed(self.raw)).hexdigest()
+
+    def payload(self) -> Any:
+        """The payload as plain JSON values (parsed from its canonical bytes if needed)."""
+        if isinstance(self.raw, dict) and "payload" in self.raw:
+            return self.raw["payload"]
+        return loads(self.payload_json)
+
+    def with_reason(self, reason: str | None) -> CheckedEvent:
+        """This copy with the verdict of a later check (None: every check passed)."""
+        progress = _PASSED_ALL if reason is None else codes.EVENT_REASONS.index(reason)
+        # Positional construction: dataclasses.replace costs several microseconds per event.
+        return CheckedEvent(
+            self.unit_id, self.raw, reason, progress, self.facts, self.signer_json, self.payload_json, self.digest
+        )
 
 
-def _failed(uid: str, raw: Any, reason: str, event: Event | None = None, instant: Instant | None = None) -> CheckedEvent:
-    return CheckedEvent(uid, raw, reason, codes.EVENT_REASONS.index(reason), event, instant)
+def _fragments(raw: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
+    """Canonical signer, payload and content bytes, each fragment encoded once.
+
+    Canonical JSON is compositional, so the content (the event without the
+    excluded keys) is the sorted object with both fragments spliced in raw.
+    A float anywhere sends that part to the reference encoder (see
+    :func:`pith_graph.canonical.canonical_json_parsed`).
+    """
+    signer_json = canonical_json_parsed(raw["signer"])
+    payload_json = canonical_json_parsed(raw["payload"])
+    rest = {k: v for k, v in raw.items() if k not in EXCLUDED_FROM_CONTENT}
+    rest["signer"] = msgspec.Raw(signer_json)
+    rest["payload"] = msgspec.Raw(payload_json)
+    try:
+        content = _SORTED.encode(rest)
+    except TypeError:  # a float among the other members: the reference rule for the whole
+        content = content_bytes(raw)
+    return signer_json, payload_json, content
 
 
-def _well_formed(raw: Any) -> tuple[Event, Instant, bytes] | None:
-    """The typed event, its instant and content bytes, or None if it is malformed."""
+def _facts(raw: Any) -> tuple[EventFacts, bytes, bytes, bytes] | None:
+    """The facts, signer and payload fragments and content bytes of a copy, or None if malformed."""
     if not isinstance(raw, dict):
         return None
     try:
@@ -128,7 +221,8 @@ def _well_formed(raw: Any) -> tuple[Event, Instant, bytes] | None:
     instant = parse_timestamp(event.created_at)
     if instant is None:
         return None
-    if event.signature.signed_at is not None and parse_timestamp(event.signature.signed_at) is None:
+    sig, signer = event.signature, event.signer
+    if sig.signed_at is not None and parse_timestamp(sig.signed_at) is None:
         return None
     if not (EVENT_ID_RE.fullmatch(event.event_id) and _HEX64_RE.fullmatch(event.content_sha256)):
         return None
@@ -138,69 +232,107 @@ def _well_formed(raw: Any) -> tuple[Event, Instant, bytes] | None:
         EVENT_ID_RE.fullmatch(s) for s in event.supersedes
     ):
         return None
-    if not (event.target and event.signer.signer_id and event.event_type):
+    if not (event.target and signer.signer_id and event.event_type):
         return None
-    content = content_bytes(raw)
+    signer_json, payload_json, content = _fragments(raw)
     if len(content) > MAX_EVENT_BYTES:
         return None
-    return event, instant, content
+    facts = EventFacts(
+        event_id=event.event_id,
+        event_type=event.event_type,
+        target=event.target,
+        signer_id=signer.signer_id,
+        created_at=event.created_at,
+        instant=instant,
+        prev_event=event.prev_event,
+        supersedes=tuple(event.supersedes),
+        content_sha256=event.content_sha256,
+        key_id=sig.key_id,
+        fingerprint=sig.public_key_fingerprint,
+        signer_key_id=signer.key_id,
+        signer_fingerprint=signer.public_key_fingerprint,
+        signature_b64=sig.signature_b64,
+    )
+    return facts, signer_json, payload_json, content
+
+
+def inspect_event(raw: Any, *, subject: str, uid: str | None = None) -> CheckedEvent:
+    """The intrinsic stage-1 checks of one copy: those that depend on its bytes and the subject only.
+
+    A ``reason`` in the result is final; otherwise ``progress`` is
+    :data:`INTRINSIC_CHECKS` and :func:`check_keys` decides the rest.
+    """
+    uid = uid or unit_id(raw)
+    found = _facts(raw)
+    if found is None:
+        return CheckedEvent(uid, raw, codes.REASON_MALFORMED, 0)
+    facts, signer_json, payload_json, content = found
+    sig = raw["signature"]
+    reason: str | None = None
+    if facts.event_id != "sha256:" + facts.content_sha256:
+        reason = codes.REASON_EVENT_ID_MISMATCH
+    elif hashlib.sha256(content).hexdigest() != facts.content_sha256:
+        reason = codes.REASON_CONTENT_HASH_MISMATCH
+    elif raw["subject_pith_number"] != subject:
+        reason = codes.REASON_SUBJECT_MISMATCH
+    elif facts.event_type not in EVENT_TYPES:
+        reason = codes.REASON_UNKNOWN_EVENT_TYPE
+    elif REQUIRED_TARGETS.get(facts.event_type, facts.target) != facts.target:
+        reason = codes.REASON_TARGET_MISMATCH
+    elif (sig["algorithm"], sig["signature_status"], sig["signed_message"]) != SIGNATURE_V1:
+        reason = codes.REASON_UNSUPPORTED_SIGNATURE
+    progress = INTRINSIC_CHECKS if reason is None else codes.EVENT_REASONS.index(reason)
+    return CheckedEvent(uid, raw, reason, progress, facts, signer_json, payload_json)
+
+
+def check_keys(checked: CheckedEvent, *, subject: str, keyring: KeyRing, verifier: Verifier) -> CheckedEvent:
+    """The stage-1 checks that depend on the trusted keys, after :func:`inspect_event` passed."""
+    facts = checked.facts
+    if checked.reason is not None or facts is None:
+        return checked
+    key = keyring.get(facts.key_id)
+    # merge-v1: a key signs nothing created at or after its rotates_at.
+    if key is None or not key.signs_at(facts.instant):
+        return checked.with_reason(codes.REASON_UNKNOWN_KEY)
+    if not (
+        facts.fingerprint == key.fingerprint_hex
+        and facts.signer_key_id == facts.key_id
+        and facts.signer_fingerprint == key.fingerprint_hex
+        and key.signs_as(facts.signer_id)  # merge-v1: a bound key signs only as its signer_id
+    ):
+        return checked.with_reason(codes.REASON_KEY_MISMATCH)
+    signature = decode_signature(facts.signature_b64)
+    if signature is None or not verifier.verify(key.public_key, signature, bytes.fromhex(facts.content_sha256)):
+        return checked.with_reason(codes.REASON_BAD_SIGNATURE)
+    if facts.event_type == RECORD_CREATED and not _creates_record(checked.payload(), facts, subject, keyring, verifier):
+        return checked.with_reason(codes.REASON_BAD_RECORD)
+    return checked.with_reason(None)
+
+
+def _creates_record(payload: Any, facts: EventFacts, subject: str, keyring: KeyRing, verifier: Verifier) -> bool:
+    """merge-v1 check 11 (``bad_record``) for a signed record_created payload."""
+    problems = check_record(
+        payload.get("canonical_record"),
+        canonical_sha256=payload.get("canonical_sha256"),
+        claimed_pith_number=subject,
+        receipt=payload.get("receipt"),
+        source_fields={
+            "kind": payload.get("source_kind"),
+            "id": payload.get("source_id"),
+            "version": payload.get("source_version"),
+        },
+        keyring=keyring,
+        verifier=verifier,
+    )
+    receipt = payload.get("receipt")
+    # merge-v1: only the holder of the receipt's key may create the record, so no
+    # other trusted key can re-issue it and become current.record_created.
+    receipt_key = receipt.get("key_id") if isinstance(receipt, dict) else None
+    return not problems and receipt_key == facts.key_id
 
 
 def check_event(
     raw: Any, *, subject: str, keyring: KeyRing, verifier: Verifier, uid: str | None = None
 ) -> CheckedEvent:
     """Run the stage-1 checks of merge-v1 on one copy of an event (``uid``: its unit id, if known)."""
-    uid = uid or unit_id(raw)
-    formed = _well_formed(raw)
-    if formed is None:
-        return _failed(uid, raw, codes.REASON_MALFORMED)
-    event, instant, content = formed
-    if event.event_id != "sha256:" + event.content_sha256:
-        return _failed(uid, raw, codes.REASON_EVENT_ID_MISMATCH, event, instant)
-    if hashlib.sha256(content).hexdigest() != event.content_sha256:
-        return _failed(uid, raw, codes.REASON_CONTENT_HASH_MISMATCH, event, instant)
-    if event.subject_pith_number != subject:
-        return _failed(uid, raw, codes.REASON_SUBJECT_MISMATCH, event, instant)
-    if event.event_type not in EVENT_TYPES:
-        return _failed(uid, raw, codes.REASON_UNKNOWN_EVENT_TYPE, event, instant)
-    if REQUIRED_TARGETS.get(event.event_type, event.target) != event.target:
-        return _failed(uid, raw, codes.REASON_TARGET_MISMATCH, event, instant)
-    sig = event.signature
-    if (sig.algorithm, sig.signature_status, sig.signed_message) != SIGNATURE_V1:
-        return _failed(uid, raw, codes.REASON_UNSUPPORTED_SIGNATURE, event, instant)
-    key = keyring.get(sig.key_id)
-    # merge-v1: a key signs nothing created at or after its rotates_at.
-    if key is None or not key.signs_at(instant):
-        return _failed(uid, raw, codes.REASON_UNKNOWN_KEY, event, instant)
-    if not (
-        sig.public_key_fingerprint == key.fingerprint_hex
-        and event.signer.key_id == sig.key_id
-        and event.signer.public_key_fingerprint == key.fingerprint_hex
-        and key.signs_as(event.signer.signer_id)  # merge-v1: a bound key signs only as its signer_id
-    ):
-        return _failed(uid, raw, codes.REASON_KEY_MISMATCH, event, instant)
-    signature = decode_signature(sig.signature_b64)
-    if signature is None or not verifier.verify(key.public_key, signature, bytes.fromhex(event.content_sha256)):
-        return _failed(uid, raw, codes.REASON_BAD_SIGNATURE, event, instant)
-    if event.event_type == RECORD_CREATED:
-        payload = event.payload
-        problems = check_record(
-            payload.get("canonical_record"),
-            canonical_sha256=payload.get("canonical_sha256"),
-            claimed_pith_number=subject,
-            receipt=payload.get("receipt"),
-            source_fields={
-                "kind": payload.get("source_kind"),
-                "id": payload.get("source_id"),
-                "version": payload.get("source_version"),
-            },
-            keyring=keyring,
-            verifier=verifier,
-        )
-        receipt = payload.get("receipt")
-        # merge-v1: only the holder of the receipt's key may create the record, so no
-        # other trusted key can re-issue it and become current.record_created.
-        receipt_key = receipt.get("key_id") if isinstance(receipt, dict) else None
-        if problems or receipt_key != sig.key_id:
-            return _failed(uid, raw, codes.REASON_BAD_RECORD, event, instant)
-    return CheckedEvent(uid, raw, None, _PASSED_ALL, event, instant)
+    return check_keys(inspect_event(raw, subject=subject, uid=uid), subject=subject, keyring=keyring, verifier=verifier)

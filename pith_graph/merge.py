@@ -8,24 +8,31 @@ docs/merge-v1.md; each step below cites the section it implements.
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from sortedcontainers import SortedList
+from typing import Any, TypeVar
 
 from pith_graph import codes
-from pith_graph.canonical import canonical_json_parsed, sha256_hex
+from pith_graph.canonical import canonical_json_parsed
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError
-from pith_graph.events import COLLECTIONS, RECORD_CREATED, CheckedEvent, check_event, unit_id
+from pith_graph.events import (
+    COLLECTIONS,
+    RECORD_CREATED,
+    CheckedEvent,
+    EventFacts,
+    check_keys,
+    inspect_event,
+    unit_id,
+)
 from pith_graph.keys import KeyRing
-from pith_graph.models import Event
 from pith_graph.state import Entry, State
 
-__all__ = ["MergeResult", "merge", "merge_checked"]
+_C = TypeVar("_C")
 
+__all__ = ["MergeResult", "merge", "merge_checked", "merge_copies"]
 
 @dataclass(frozen=True, slots=True)
 class MergeResult:
@@ -42,27 +49,30 @@ def _best_copy(copies: list[CheckedEvent]) -> CheckedEvent:
     Copies failing at the same check share the reason; the tie is broken by the
     canonical bytes of the copy so that the representative never depends on input order.
     """
-    return max(copies, key=lambda c: (c.progress, sha256_hex(canonical_json_parsed(c.raw))))
+    return max(copies, key=lambda c: (c.progress, c.canonical_digest()))
 
 
 def _check_all(
-    events: Iterable[Any], subject: str, keyring: KeyRing, verifier: Verifier
+    copies: Iterable[tuple[str, _C]],
+    inspect: Callable[[str, _C], CheckedEvent],
+    subject: str,
+    keyring: KeyRing,
+    verifier: Verifier,
 ) -> dict[str, CheckedEvent]:
     """Stage 1 over every copy; one representative per unit id."""
     units: dict[str, CheckedEvent] = {}
     extra: dict[str, list[CheckedEvent]] = {}
-    for raw in events:
-        uid = unit_id(raw)
+    for uid, copy in copies:
         known = units.get(uid)
         if known is not None and known.valid:
             continue  # a valid copy already stands for the unit: later copies change nothing
-        checked = check_event(raw, subject=subject, keyring=keyring, verifier=verifier, uid=uid)
+        checked = check_keys(inspect(uid, copy), subject=subject, keyring=keyring, verifier=verifier)
         if known is None:
             units[uid] = checked
         else:
             extra.setdefault(uid, [known]).append(checked)
-    for uid, copies in extra.items():
-        units[uid] = _best_copy(copies)
+    for uid, copies_of_unit in extra.items():
+        units[uid] = _best_copy(copies_of_unit)
     return units
 
 
@@ -76,24 +86,26 @@ def _resolve_history(units: dict[str, CheckedEvent]) -> dict[str, str]:
     done: set[str] = set(reasons)
     on_path: set[str] = set()
 
-    def deps(event: Event) -> list[str]:
-        named = [event.prev_event] if event.prev_event is not None else []
-        return named + event.supersedes
-
-    for start in units:
+    for start, checked in units.items():
         if start in done:
+            continue
+        facts = checked.facts
+        assert facts is not None  # stage-1 valid units are well formed
+        if facts.prev_event is None and not facts.supersedes:
+            # Names nothing, so no history check can fail (the common root case).
+            done.add(start)
             continue
         stack: list[tuple[str, bool]] = [(start, False)]
         while stack:
             uid, expanded = stack.pop()
             if uid in done:
                 continue
-            event = units[uid].event
-            assert event is not None  # stage-1 valid units are well formed
+            facts = units[uid].facts
+            assert facts is not None
             if not expanded:
                 on_path.add(uid)
                 stack.append((uid, True))
-                for dep in deps(event):
+                for dep in _named(facts):
                     # A dependency on the current path would be a hash cycle; it is
                     # left undecided here and so counts as invalid below.
                     if dep in units and dep not in done and dep not in on_path:
@@ -101,49 +113,54 @@ def _resolve_history(units: dict[str, CheckedEvent]) -> dict[str, str]:
                 continue
             on_path.discard(uid)
             done.add(uid)
-            reason = _history_reason(event, units, reasons, done)
+            reason = _history_reason(facts, units, reasons, done)
             if reason is not None:
                 reasons[uid] = reason
     return reasons
 
 
+def _named(facts: EventFacts) -> tuple[str, ...]:
+    """The events an event names: its ``prev_event`` and its ``supersedes``."""
+    return facts.supersedes if facts.prev_event is None else (facts.prev_event, *facts.supersedes)
+
+
 def _history_reason(
-    event: Event, units: dict[str, CheckedEvent], reasons: dict[str, str], done: set[str]
+    facts: EventFacts, units: dict[str, CheckedEvent], reasons: dict[str, str], done: set[str]
 ) -> str | None:
     """The first failing history check of a stage-1-valid event, or None."""
 
     def invalid(uid: str) -> bool:
         return uid in reasons or uid not in done
 
-    prev = event.prev_event
+    prev = facts.prev_event
     if prev is not None:
         named = units.get(prev)
         if named is None:
             return codes.REASON_MISSING_PREV_EVENT
         # merge-v1: a stream is (target, signer_id); prev_event stays in its stream.
         # Only an authenticated (stage-1 valid) predecessor has a stream to compare.
-        if named.valid and named.stream != (event.target, event.signer.signer_id):
+        if named.valid and named.stream != facts.stream:
             return codes.REASON_PREV_EVENT_STREAM_MISMATCH
         if invalid(prev):
             return codes.REASON_PREV_EVENT_INVALID
-    for superseded in event.supersedes:
+    for superseded in facts.supersedes:
         named = units.get(superseded)
         if (
             named is None
             or invalid(superseded)
-            or named.event is None
-            or named.event.signer.signer_id != event.signer.signer_id
-            or named.event.event_type == RECORD_CREATED
+            or named.facts is None
+            or named.facts.signer_id != facts.signer_id
+            or named.facts.event_type == RECORD_CREATED
         ):
             return codes.REASON_BAD_SUPERSEDES
     return None
 
 
-def _equivocations(valid: dict[str, Event]) -> tuple[list[dict[str, Any]], set[str]]:
+def _equivocations(valid: dict[str, EventFacts]) -> tuple[list[dict[str, Any]], set[str]]:
     """merge-v1 "Equivocation": valid events of one stream naming one predecessor."""
     by_fork_point: dict[tuple[str, str, str | None], list[str]] = defaultdict(list)
-    for uid, event in valid.items():
-        by_fork_point[(event.target, event.signer.signer_id, event.prev_event)].append(uid)
+    for uid, facts in valid.items():
+        by_fork_point[(facts.target, facts.signer_id, facts.prev_event)].append(uid)
     records: list[dict[str, Any]] = []
     frozen: set[str] = set()
     for (target, signer_id, prev), uids in by_fork_point.items():
@@ -154,52 +171,52 @@ def _equivocations(valid: dict[str, Event]) -> tuple[list[dict[str, Any]], set[s
     return records, frozen
 
 
-def _apply_order(valid: dict[str, Event], units: dict[str, CheckedEvent], frozen: set[str]) -> list[str]:
+def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
     """merge-v1 "Apply order": topological over prev_event and supersedes edges.
 
     Ready events leave in (record_created first, created_at as an instant,
     event_id) order. An event is ready once every event it names is applied, so
-    nothing behind a fork (or behind anything unapplied) is ever applied.
+    nothing behind a fork (or behind anything unapplied) is ever applied. The
+    keys are unique (they end with the event id), so a binary heap pops exactly
+    the sorted order.
     """
     waiting: dict[str, int] = {}
     waiters: dict[str, list[str]] = defaultdict(list)
-    ready: SortedList = SortedList()
+    ready: list[tuple[int, tuple[int, int], str]] = []
 
     def key(uid: str) -> tuple[int, tuple[int, int], str]:
-        event = valid[uid]
-        instant = units[uid].instant
-        assert instant is not None
-        return (0 if event.event_type == RECORD_CREATED else 1, instant, uid)
+        facts = valid[uid]
+        return (0 if facts.event_type == RECORD_CREATED else 1, facts.instant, uid)
 
-    for uid, event in valid.items():
+    for uid, facts in valid.items():
         if uid in frozen:
             continue
-        named = set(event.supersedes)
-        if event.prev_event is not None:
-            named.add(event.prev_event)
-        waiting[uid] = len(named)
-        for dep in named:
-            waiters[dep].append(uid)
-        if not named:
-            ready.add(key(uid))
+        named = set(_named(facts))
+        if named:
+            waiting[uid] = len(named)
+            for dep in named:
+                waiters[dep].append(uid)
+        else:
+            ready.append(key(uid))
+    heapq.heapify(ready)
     order: list[str] = []
     while ready:
-        uid = ready.pop(0)[2]
+        uid = heapq.heappop(ready)[2]
         order.append(uid)
         for waiter in waiters.get(uid, ()):
             waiting[waiter] -= 1
             if waiting[waiter] == 0:
-                ready.add(key(waiter))
+                heapq.heappush(ready, key(waiter))
     return order
 
 
-def _entry(uid: str, event: Event, raw: dict[str, Any]) -> Entry:
+def _entry(checked: CheckedEvent, facts: EventFacts) -> Entry:
     return Entry(
-        event_id=uid,
-        target=event.target,
-        created_at=event.created_at,
-        signer=canonical_json_parsed(raw["signer"]),
-        payload=canonical_json_parsed(raw["payload"]),
+        event_id=checked.unit_id,
+        target=facts.target,
+        created_at=facts.created_at,
+        signer=checked.signer_json,
+        payload=checked.payload_json,
     )
 
 
@@ -217,6 +234,63 @@ def _aliases(aliases: Iterable[Mapping[str, Any]]) -> list[bytes]:
     return sorted(unique, key=lambda blob: (unique[blob], blob))
 
 
+def merge_copies(
+    copies: Iterable[tuple[str, _C]],
+    inspect: Callable[[str, _C], CheckedEvent],
+    *,
+    subject: str,
+    aliases: Iterable[Mapping[str, Any]] = (),
+    keyring: KeyRing,
+    verifier: Verifier | None = None,
+) -> MergeResult:
+    """The merge over copies in any form: ``inspect(unit_id, copy)`` runs the
+    intrinsic stage-1 checks of a copy (:func:`pith_graph.events.inspect_event`,
+    or the event store's stored facts); the key checks and stages 2-4 run here.
+    """
+    verifier = verifier or Verifier()
+    units = _check_all(copies, inspect, subject, keyring, verifier)
+    reasons = _resolve_history(units)
+    valid = {uid: c.facts for uid, c in units.items() if uid not in reasons and c.facts is not None}
+    equivocations, frozen = _equivocations(valid)
+    order = _apply_order(valid, frozen)
+
+    collections: dict[str, dict[str, Entry]] = {name: {} for name in COLLECTIONS.values()}
+    record_created: Entry | None = None
+    creator: CheckedEvent | None = None
+    for uid in order:
+        facts, checked = valid[uid], units[uid]
+        for superseded in facts.supersedes:
+            # merge-v1: supersedes removes the named events from current (they stay applied).
+            for collection in collections.values():
+                collection.pop(superseded, None)
+        entry = _entry(checked, facts)
+        if facts.event_type == RECORD_CREATED:
+            # The latest applied record_created is current.
+            record_created, creator = entry, checked
+        else:
+            collections[COLLECTIONS[facts.event_type]][uid] = entry
+
+    state = State(
+        pith_number=subject,
+        valid_event_count=len(valid),
+        invalid_events=[{"event_id": uid, "reason": reasons[uid]} for uid in sorted(reasons)],
+        equivocations=equivocations,
+        applied_event_ids=order,
+        canonical_record=None if creator is None else canonical_json_parsed(creator.payload()["canonical_record"]),
+        source_aliases=_aliases(aliases),
+        collections={name: list(entries.values()) for name, entries in collections.items()},
+        record_created=record_created,
+    )
+    return MergeResult(state, units, reasons)
+
+
+def _inspector(subject: str) -> Callable[[str, Any], CheckedEvent]:
+    def inspect(uid: str, raw: Any) -> CheckedEvent:
+        return inspect_event(raw, subject=subject, uid=uid)
+
+    return inspect
+
+
 def merge_checked(
     events: Iterable[Any],
     *,
@@ -226,42 +300,14 @@ def merge_checked(
     verifier: Verifier | None = None,
 ) -> MergeResult:
     """:func:`merge`, also returning every unit's representative copy and reason."""
-    verifier = verifier or Verifier()
-    units = _check_all(events, subject, keyring, verifier)
-    reasons = _resolve_history(units)
-    valid = {uid: c.event for uid, c in units.items() if uid not in reasons and c.event is not None}
-    equivocations, frozen = _equivocations(valid)
-    order = _apply_order(valid, units, frozen)
-
-    collections: dict[str, dict[str, Entry]] = {name: {} for name in COLLECTIONS.values()}
-    record_created: Entry | None = None
-    canonical_record: bytes | None = None
-    for uid in order:
-        event, raw = valid[uid], units[uid].raw
-        for superseded in event.supersedes:
-            # merge-v1: supersedes removes the named events from current (they stay applied).
-            for collection in collections.values():
-                collection.pop(superseded, None)
-        entry = _entry(uid, event, raw)
-        if event.event_type == RECORD_CREATED:
-            # The latest applied record_created is current.
-            record_created = entry
-            canonical_record = canonical_json_parsed(event.payload["canonical_record"])
-        else:
-            collections[COLLECTIONS[event.event_type]][uid] = entry
-
-    state = State(
-        pith_number=subject,
-        valid_event_count=len(valid),
-        invalid_events=[{"event_id": uid, "reason": reasons[uid]} for uid in sorted(reasons)],
-        equivocations=equivocations,
-        applied_event_ids=order,
-        canonical_record=canonical_record,
-        source_aliases=_aliases(aliases),
-        collections={name: list(entries.values()) for name, entries in collections.items()},
-        record_created=record_created,
+    return merge_copies(
+        ((unit_id(raw), raw) for raw in events),
+        _inspector(subject),
+        subject=subject,
+        aliases=aliases,
+        keyring=keyring,
+        verifier=verifier,
     )
-    return MergeResult(state, units, reasons)
 
 
 def merge(

@@ -51,8 +51,8 @@ def proofs_from_result(result: MergeResult, ring: KeyRing) -> list[dict[str, Any
         by_key: dict[str, list[Any]] = defaultdict(list)
         for uid in fork["event_ids"]:
             checked = result.units[uid]
-            assert checked.event is not None  # forks are made of valid events
-            by_key[checked.event.signature.key_id].append(checked.raw)
+            assert checked.facts is not None  # forks are made of valid events
+            by_key[checked.facts.key_id].append(checked.raw)
         for key_id, events in sorted(by_key.items()):
             key = ring.get(key_id)
             if key is None or len(events) < 2:
@@ -123,13 +123,13 @@ def verify_proof(obj: Any, *, verifier: Verifier | None = None) -> list[Problem]
         checked = check_event(raw, subject=proof.subject_pith_number, keyring=ring, verifier=verifier)
         # The signature is checked before bad_record (merge-v1 section 6, checks 9 and 10): a
         # record_created whose receipt names another key is still signed by the enclosed key.
-        if checked.reason not in (None, codes.REASON_BAD_RECORD) or checked.event is None:
+        if checked.reason not in (None, codes.REASON_BAD_RECORD) or checked.facts is None:
             problems.append(_problem(f"event fails merge-v1 check {checked.reason!r} under the enclosed key", where))
             continue
-        event = checked.event
-        if (event.target, event.signer.signer_id) != (proof.target, proof.signer_id):
+        event = checked.facts
+        if event.stream != (proof.target, proof.signer_id):
             problems.append(
-                _problem(f"event is in stream ({event.target!r}, {event.signer.signer_id!r}), not the proof's", where)
+                _problem(f"event is in stream ({event.target!r}, {event.signer_id!r}), not the proof's", where)
             )
         if event.prev_event != proof.prev_event:
             problems.append(_problem(f"event names prev_event {event.prev_event!r}, not {proof.prev_event!r}", where))

@@ -782,7 +782,7 @@ class EventStore:
     def _ordered(result: MergeResult, rows: list[EventRow]) -> list[int]:
         """Row indexes in apply order, then the rest by unit id; a unit's representative copy first."""
         position = {uid: i for i, uid in enumerate(result.state.applied_event_ids)}
-        representative = {uid: sha256_hex(canonical_json_parsed(result.units[uid].raw)) for uid in position}
+        representative = {uid: result.units[uid].canonical_digest() for uid in position}
 
         def key(i: int) -> tuple[int, int, str, bool, str]:
             row = rows[i]
