@@ -71,20 +71,48 @@ def _y(encoding: bytes) -> int:
     return int.from_bytes(encoding, "little") & _Y_MASK
 
 
+def _small_order_encodings() -> frozenset[bytes]:
+    """Every 32-byte string that encodes a small-order point: y or y + p (where that
+    still fits in 255 bits), with either sign bit."""
+    found = set()
+    for y in SMALL_ORDER_Y:
+        for value in (y, y + _P):
+            if value < 2**255:
+                for sign in (0, 1 << 255):
+                    found.add((value | sign).to_bytes(32, "little"))
+    return frozenset(found)
+
+
+#: The encodings rule 3 refuses, so the per-signature check of R is one set lookup.
+SMALL_ORDER_ENCODINGS: Final = _small_order_encodings()
+#: Top byte of L (little-endian): S with a smaller top byte is below L, with a larger one above.
+_L_TOP: Final = _L >> 248
+
+
 def is_small_order(encoding: bytes) -> bool:
     """True if a 32-byte point encoding names a small-order point (any encoding)."""
     return _y(encoding) % _P in SMALL_ORDER_Y
 
 
+def _key_passes(public_key: bytes) -> bool:
+    """Rules 1-3 for the public key (once per key: :class:`Verifier` remembers the answer)."""
+    # rule 2: non-canonical A; rule 3: small-order A.
+    return len(public_key) == 32 and _y(public_key) < _P and not is_small_order(public_key)
+
+
+def _signature_passes(signature: bytes) -> bool:
+    """Rules 1, 3 and 4 for the signature: 64 bytes, R not small order, S < L."""
+    if len(signature) != 64 or signature[:32] in SMALL_ORDER_ENCODINGS:
+        return False
+    top = signature[63]
+    if top != _L_TOP:  # decided by the top byte alone (the common case: S is far below L)
+        return top < _L_TOP
+    return int.from_bytes(signature[32:], "little") < _L  # rule 4
+
+
 def passes_pinned_prechecks(public_key: bytes, signature: bytes) -> bool:
     """Rules 1-4 of the pinned rule (everything but the curve equation)."""
-    if len(public_key) != 32 or len(signature) != 64:
-        return False
-    if _y(public_key) >= _P:  # rule 2: non-canonical A
-        return False
-    if is_small_order(public_key) or is_small_order(signature[:32]):  # rule 3
-        return False
-    return int.from_bytes(signature[32:], "little") < _L  # rule 4
+    return _key_passes(public_key) and _signature_passes(signature)
 
 
 class Backend(Protocol):
@@ -214,20 +242,23 @@ class Verifier:
             backend = get_backend(backend)
         self.backend: Backend = backend
         self.cache = cache
-        self._loaded: dict[bytes, object] = {}
+        # Per public key: the backend's loaded key, or None when the key fails rules 1-3.
+        self._loaded: dict[bytes, object | None] = {}
+
+    def _load(self, public_key: bytes) -> object | None:
+        loaded = self._loaded[public_key] = self.backend.load(public_key) if _key_passes(public_key) else None
+        return loaded
 
     def verify(self, public_key: bytes, signature: bytes, message: bytes) -> bool:
         """Verify under the pinned rule (see the module docstring)."""
-        if not passes_pinned_prechecks(public_key, signature):
+        loaded = self._loaded[public_key] if public_key in self._loaded else self._load(public_key)
+        if loaded is None or not _signature_passes(signature):
             return False
         cache = self.cache
         if cache is not None:
             known = cache.lookup(public_key, signature, message)
             if known is not None:
                 return known
-        loaded = self._loaded.get(public_key)
-        if loaded is None:
-            loaded = self._loaded[public_key] = self.backend.load(public_key)
         valid = self.backend.verify(loaded, signature, message)
         if cache is not None:
             cache.record(public_key, signature, message, valid)

@@ -129,6 +129,33 @@ def test_small_order_detected_in_every_encoding(y: int) -> None:
     assert all(ed25519.is_small_order(e) for e in encodings)
 
 
+def test_the_fast_small_order_lookup_matches_the_arithmetic_definition() -> None:
+    # The per-signature check of R is a set lookup; it must refuse exactly what
+    # is_small_order refuses: every spelling above, and nothing else nearby.
+    expected = set()
+    for y in ed25519.SMALL_ORDER_Y:
+        for value in (y, y + P):
+            if value < 2**255:
+                expected |= {encode_y(value, 0), encode_y(value, 1)}
+    assert ed25519.SMALL_ORDER_ENCODINGS == expected
+    neighbours = [encode_y((y + d) % 2**255, sign) for y in ed25519.SMALL_ORDER_Y for d in (-1, 1) for sign in (0, 1)]
+    for encoding in [*expected, *neighbours, encode_y(BASE[1] if BASE else 9)]:
+        assert (encoding in ed25519.SMALL_ORDER_ENCODINGS) == ed25519.is_small_order(encoding)
+
+
+@pytest.mark.parametrize(
+    ("s", "accepted"),
+    [(0, True), (1, True), (L - 1, True), (L, False), (L + 1, False), (2**252, True), (2**252 - 1, True),
+     (2**253, False), (2**256 - 1, False), (0x10 << 248, True), ((0x11 << 248) - 1, False)],
+)
+def test_canonical_s_boundary(s: int, accepted: bool) -> None:
+    # rule 4 is decided by the top byte except when it equals L's (0x10): both paths.
+    assert BASE is not None
+    r = encode_y(BASE[1])
+    key = encode_y(BASE[1])
+    assert ed25519.passes_pinned_prechecks(key, r + s.to_bytes(32, "little")) is accepted
+
+
 # --- the speccheck vectors ----------------------------------------------------------
 # ed25519-speccheck, cases 0-9: 0-2 small-order A and/or R, 3 mixed-order A and R
 # that pass both equations, 4-5 pass only the cofactored equation, 6-7 S >= L,
