@@ -235,9 +235,12 @@ def test_loads_accepts_nesting_up_to_the_limit(data: bytes) -> None:
         b'{"a\\"":1,"a":2}',
         b'{"\\\\":1,"\\\\\\\\":2}',
         '{"é":1,"e\\u0301":2}'.encode(),
+        # Below the walked levels, members are counted on a re-encoding: a key or value
+        # *starting* with a colon puts '":' inside a string there.
+        b'{"a":{"b":{":":null,"c":":x",":d":[":"]}}}',
     ],
     ids=["case differs", "same key at different depths", "same key in sibling objects", "colons in strings",
-         "escaped quote in key", "backslash keys", "unnormalised unicode"],
+         "escaped quote in key", "backslash keys", "unnormalised unicode", "strings starting with a colon, deep"],
 )
 def test_loads_accepts_keys_that_only_look_alike(data: bytes) -> None:
     assert loads(data) == json.loads(data)
