@@ -21,7 +21,7 @@ from pith_graph.canonical import DEFAULT_MAX_BYTES, canonical_json, loads
 from pith_graph.errors import InputError
 from pith_graph.models import Bundle, DocumentKind, convert, detect_kind
 
-__all__ = ["MAX_EVENTS", "Document", "DocumentSource", "load_bundle", "read_document", "read_json"]
+__all__ = ["MAX_EVENTS", "Document", "DocumentSource", "load_bundle", "read_document", "read_json", "source_bytes"]
 
 #: Most events a single bundle may carry.
 MAX_EVENTS: Final = 1_000_000
@@ -50,6 +50,21 @@ def _read_path(path: os.PathLike[str] | str, max_bytes: int) -> bytes:
     return data
 
 
+def source_bytes(source: object, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes | None:
+    """The unparsed bytes of a source given as bytes or a path; None for JSON text or parsed values.
+
+    A ``str`` is JSON text when it starts (after white space) with ``{`` or
+    ``[``; otherwise it is a path.
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return bytes(source)
+    if isinstance(source, str) and source.lstrip()[:1] in ("{", "["):
+        return None
+    if isinstance(source, (str, os.PathLike)):
+        return _read_path(source, max_bytes)
+    return None
+
+
 def read_json(source: DocumentSource, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """Strictly parse a document given as bytes, JSON text, a path, or a parsed mapping.
 
@@ -60,13 +75,12 @@ def read_json(source: DocumentSource, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
         canonical_json(source)  # rejects NaN, lone surrogates and non-JSON values with clear codes
         # Re-read without sorting: key order is part of how a document was served.
         return loads(json.dumps(source, ensure_ascii=False), max_bytes=max_bytes)
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return loads(bytes(source), max_bytes=max_bytes)
     if isinstance(source, str) and source.lstrip()[:1] in ("{", "["):
         return loads(source, max_bytes=max_bytes)
-    if isinstance(source, (str, os.PathLike)):
-        return loads(_read_path(source, max_bytes), max_bytes=max_bytes)
-    raise InputError(f"cannot read a document from a {type(source).__name__}", code=codes.E_USAGE)
+    data = source_bytes(source, max_bytes=max_bytes)
+    if data is None:
+        raise InputError(f"cannot read a document from a {type(source).__name__}", code=codes.E_USAGE)
+    return loads(data, max_bytes=max_bytes)
 
 
 def read_document(source: DocumentSource, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:

@@ -26,21 +26,28 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Final
 
+import msgspec
+
 from pith_graph import ed25519
+from pith_graph.documents import MAX_EVENTS
 from pith_graph.ed25519 import SignatureCache, Verifier
+from pith_graph.errors import PithGraphError
 from pith_graph.keys import KeyRing
 from pith_graph.records import decode_signature
 
 __all__ = [
     "CHUNK_SIZE",
+    "MAX_AUTO_WORKERS",
     "PARALLEL_MIN_EVENTS",
     "MemorySignatureCache",
     "ParallelCache",
     "Triple",
     "parallel_verifier",
+    "prepass_jobs",
     "process_context",
     "resolve_workers",
     "signature_jobs",
+    "start_verification",
 ]
 
 Triple = tuple[bytes, bytes, bytes]
@@ -52,6 +59,9 @@ Triple = tuple[bytes, bytes, bytes]
 #: Break-even is therefore about 1,000 events for a warm server and 8,000 for
 #: the first pool (docs/performance.md, ``make bench`` "parallel" rows).
 PARALLEL_MIN_EVENTS: Final = 5000
+#: Most processes ``workers=None`` (the default) uses: past a few, the merge in this
+#: process, not the curve, bounds the rebuild.
+MAX_AUTO_WORKERS: Final = 4
 #: Triples per task sent to a worker: large enough to amortise pickling, small
 #: enough that the merge rarely waits for the first results.
 CHUNK_SIZE: Final = 256
@@ -77,20 +87,11 @@ class MemorySignatureCache:
         return len(self._verdicts)
 
 
-def signature_jobs(events: Iterable[Any], keyring: KeyRing) -> list[Triple]:
-    """The distinct (public key, signature, message) triples of events signed by a trusted key.
-
-    Reads the raw events only and skips anything it cannot read cheaply (the
-    merge checks those itself). Triples failing the pinned pre-checks are left
-    out: the verifier rejects them before consulting any cache.
-    """
+def _triples(pairs: Iterable[tuple[Any, Any]], keyring: KeyRing) -> list[Triple]:
+    """The distinct triples of (claimed ``content_sha256``, ``signature`` object) pairs."""
     seen: set[Triple] = set()
     jobs: list[Triple] = []
-    for raw in events:
-        if not isinstance(raw, dict):
-            continue
-        sig = raw.get("signature")
-        digest = raw.get("content_sha256")
+    for digest, sig in pairs:
         if not (isinstance(sig, dict) and isinstance(digest, str) and len(digest) == 64):
             continue
         key_id, signature_b64 = sig.get("key_id"), sig.get("signature_b64")
@@ -109,6 +110,59 @@ def signature_jobs(events: Iterable[Any], keyring: KeyRing) -> list[Triple]:
             seen.add(triple)
             jobs.append(triple)
     return jobs
+
+
+def signature_jobs(events: Iterable[Any], keyring: KeyRing) -> list[Triple]:
+    """The distinct (public key, signature, message) triples of events signed by a trusted key.
+
+    Reads the raw events only and skips anything it cannot read cheaply (the
+    merge checks those itself). Triples failing the pinned pre-checks are left
+    out: the verifier rejects them before consulting any cache.
+    """
+    return _triples(
+        ((raw.get("content_sha256"), raw.get("signature")) for raw in events if isinstance(raw, dict)), keyring
+    )
+
+
+class _EventView(msgspec.Struct):
+    """The two members of an event the pre-pass reads (everything else is skipped unparsed)."""
+
+    content_sha256: Any = None
+    signature: Any = None
+
+
+class _BundleView(msgspec.Struct):
+    events: list[_EventView] = msgspec.field(default_factory=list)
+    public_keys: Any = None
+
+
+_VIEW_DECODER: Final = msgspec.json.Decoder(_BundleView)
+
+
+def prepass_jobs(
+    data: bytes, keyring: KeyRing, *, trust_bundle_keys: bool = False, min_events: int = PARALLEL_MIN_EVENTS
+) -> list[Triple] | None:
+    """The signature triples of an unparsed bundle, read before (and far faster than) the strict parse.
+
+    So workers can verify while this process parses. Lenient on purpose: this
+    only decides what to verify ahead of time. Verdicts are keyed by the exact
+    (key, signature, message) triple and the merge asks only for the triples of
+    events it validated itself, so a wrong guess here costs time, never a
+    verdict. None when the bundle is small (below ``min_events``) or not readable
+    this way; the caller then falls back to :func:`signature_jobs` after parsing.
+    """
+    try:
+        view = _VIEW_DECODER.decode(data)
+    except (msgspec.DecodeError, RecursionError, ValueError):
+        return None
+    if not (min_events <= len(view.events) <= MAX_EVENTS):
+        return None
+    if trust_bundle_keys:
+        try:
+            keyring = keyring.union(KeyRing.from_entries(view.public_keys or ()))
+        except (PithGraphError, TypeError, AttributeError):
+            pass  # the strict path reports unusable bundle keys; here they are just not pre-verified
+    return _triples(((event.content_sha256, event.signature) for event in view.events), keyring)
 
 
 # One verifier per worker process and backend, so each key is loaded once per process.
@@ -195,12 +249,18 @@ class ParallelCache:
 
 
 def resolve_workers(workers: int | None) -> int:
-    """``workers`` as a process count: None or 1 means serial, 0 means one per CPU."""
-    if workers is None:
-        return 1
-    if workers == 0:
-        return os.cpu_count() or 1
-    return max(1, workers)
+    """``workers`` as a count of verifying processes, this one included.
+
+    1 means serial; 0 means one per usable CPU; None (the default) means one
+    per usable CPU up to :data:`MAX_AUTO_WORKERS`.
+    """
+    if workers is not None and workers != 0:
+        return max(1, workers)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
+        cpus = os.cpu_count() or 1
+    return cpus if workers == 0 else min(cpus, MAX_AUTO_WORKERS)
 
 
 def process_context() -> Any:
@@ -219,6 +279,36 @@ def process_context() -> Any:
     return context
 
 
+def start_verification(
+    jobs: Sequence[Triple], *, workers: int, verifier: Verifier | None = None, chunk_size: int = CHUNK_SIZE
+) -> tuple[Verifier, ProcessPoolExecutor | None, ParallelCache | None]:
+    """Verify ``jobs`` in ``workers - 1`` helper processes; this process is the last worker.
+
+    Returns ``(verifier, executor, cache)``; the caller shuts the executor down
+    once the merge is done. The returned verifier answers from the helpers'
+    verdicts; a chunk no helper has started when the merge needs it is verified
+    here instead (so this process never idles while work is queued). Serial
+    (executor None, the given or a default verifier) when ``workers`` <= 1, when
+    the backend cannot be named in another process, or when no process can be
+    started (a sandbox): the result is the same, only slower.
+    """
+    base = verifier or Verifier()
+    backend_name = base.backend.name
+    if workers <= 1 or backend_name not in ed25519.available_backends():
+        return base, None, None
+    if base.cache is not None:
+        jobs = [t for t in jobs if base.cache.lookup(*t) is None]
+    if not jobs:
+        return base, None, None
+    cache = ParallelCache(Verifier(base.backend), base.cache)
+    try:
+        executor = ProcessPoolExecutor(max_workers=workers - 1, mp_context=process_context())
+        cache.submit(executor, backend_name, jobs, chunk_size)
+    except (OSError, RuntimeError):  # no processes here: verify in this one
+        return base, None, None
+    return Verifier(base.backend, cache), executor, cache
+
+
 def parallel_verifier(
     events: Sequence[Any],
     keyring: KeyRing,
@@ -228,22 +318,7 @@ def parallel_verifier(
     chunk_size: int = CHUNK_SIZE,
     min_events: int = PARALLEL_MIN_EVENTS,
 ) -> tuple[Verifier, ProcessPoolExecutor | None, ParallelCache | None]:
-    """A verifier whose cache is being filled by ``workers`` processes.
-
-    Returns ``(verifier, executor, cache)``; the caller shuts the executor down
-    once the merge is done. Serial (``executor`` None, the given or a default
-    verifier returned as is) when ``workers`` <= 1, when the bundle has fewer
-    than ``min_events`` events, or when the backend cannot be named in a
-    worker process.
-    """
-    base = verifier or Verifier()
-    backend_name = base.backend.name
-    if workers <= 1 or len(events) < min_events or backend_name not in ed25519.available_backends():
-        return base, None, None
-    cache = ParallelCache(Verifier(base.backend), base.cache)
-    jobs = signature_jobs(events, keyring)
-    if base.cache is not None:
-        jobs = [t for t in jobs if base.cache.lookup(*t) is None]
-    executor = ProcessPoolExecutor(max_workers=workers, mp_context=process_context())
-    cache.submit(executor, backend_name, jobs, chunk_size)
-    return Verifier(base.backend, cache), executor, cache
+    """:func:`start_verification` of the parsed ``events`` (serial below ``min_events`` events)."""
+    if workers <= 1 or len(events) < min_events:
+        return verifier or Verifier(), None, None
+    return start_verification(signature_jobs(events, keyring), workers=workers, verifier=verifier, chunk_size=chunk_size)

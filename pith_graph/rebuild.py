@@ -10,13 +10,13 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pith_graph.canonical import gc_paused
-from pith_graph.documents import Document, DocumentSource, load_bundle
+from pith_graph.documents import Document, DocumentSource, load_bundle, source_bytes
 from pith_graph.ed25519 import Verifier
-from pith_graph.errors import TrustError
+from pith_graph.errors import PithGraphError, TrustError
 from pith_graph.keys import KeyRing, TrustedKey, coerce_ring
 from pith_graph.merge import MergeResult, merge_checked
 from pith_graph.models import Bundle
-from pith_graph.parallel import parallel_verifier, resolve_workers
+from pith_graph.parallel import Triple, parallel_verifier, prepass_jobs, resolve_workers, start_verification
 from pith_graph.state import State
 
 __all__ = ["TrustedKeys", "rebuild", "rebuild_state", "resolve_keyring"]
@@ -49,17 +49,29 @@ def rebuild(
 ) -> tuple[MergeResult, Bundle, dict[str, Any], KeyRing]:
     """Rebuild and return everything learnt on the way (used by verification and the store).
 
-    ``workers`` > 1 verifies signatures in that many processes while the merge
-    runs (0: one per CPU); bundles below
-    :data:`pith_graph.parallel.PARALLEL_MIN_EVENTS` stay serial. The result is
-    identical either way (see :mod:`pith_graph.parallel`).
+    ``workers``: processes that verify signatures, this one included (1:
+    serial; 0: one per CPU; None: one per CPU up to
+    :data:`~pith_graph.parallel.MAX_AUTO_WORKERS`). Bundles below
+    :data:`~pith_graph.parallel.PARALLEL_MIN_EVENTS` events stay serial. Given
+    bytes or a path, helper processes start on a lenient pre-pass of the bytes
+    and verify while this process parses and merges. The result is identical
+    either way (see :mod:`pith_graph.parallel`).
     """
-    raw, model = load_bundle(bundle)
-    ring = resolve_keyring(trusted_keys, trust_bundle_keys, model)
-    verifier, executor, cache = parallel_verifier(
-        raw["events"], ring, workers=resolve_workers(workers), verifier=verifier
-    )
+    count = resolve_workers(workers)
+    data = source_bytes(bundle) if count > 1 and not isinstance(bundle, Document) else None
+    started = None
+    if data is not None:
+        jobs = _prepass(data, trusted_keys, trust_bundle_keys)
+        if jobs is not None:
+            started = start_verification(jobs, workers=count, verifier=verifier)
+    executor = None if started is None else started[1]
     try:
+        raw, model = load_bundle(bundle if data is None else data)
+        ring = resolve_keyring(trusted_keys, trust_bundle_keys, model)
+        if started is None:
+            started = parallel_verifier(raw["events"], ring, workers=count, verifier=verifier)
+            executor = started[1]
+        verifier, _, cache = started
         with gc_paused():  # the merge builds a large acyclic structure (see gc_paused)
             result = merge_checked(
                 raw["events"],
@@ -74,6 +86,19 @@ def rebuild(
         if executor is not None:
             executor.shutdown(cancel_futures=True)
     return result, model, raw, ring
+
+
+def _prepass(data: bytes, trusted_keys: TrustedKeys, trust_bundle_keys: bool) -> list[Triple] | None:
+    """Signature jobs read from the unparsed bundle (None: too small, or leave it to the strict path).
+
+    Errors in the caller's keys are not raised here: the strict path raises
+    them, after the bundle's own errors, as without the pre-pass.
+    """
+    try:
+        ring = coerce_ring(trusted_keys)
+    except PithGraphError:
+        return None
+    return prepass_jobs(data, ring, trust_bundle_keys=trust_bundle_keys)
 
 
 def rebuild_state(
@@ -91,7 +116,8 @@ def rebuild_state(
     own ``public_keys`` are trusted only with ``trust_bundle_keys=True``.
     Raises :class:`~pith_graph.errors.InputError` for an unusable bundle;
     defects inside events are reported in the state, never raised.
-    ``workers``: verify signatures in that many processes (see :func:`rebuild`).
+    ``workers``: processes that verify signatures, this one included
+    (default: one per CPU, at most 4; 1: serial; see :func:`rebuild`).
     """
     return rebuild(bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=workers)[
         0

@@ -20,6 +20,7 @@ import pytest
 from pith_graph import parallel
 from pith_graph.documents import load_bundle
 from pith_graph.ed25519 import Verifier
+from pith_graph.errors import InputError
 from pith_graph.keys import KeyRing
 from pith_graph.merge import MergeResult, merge_checked
 from pith_graph.rebuild import rebuild, rebuild_state
@@ -102,9 +103,14 @@ def test_parallel_merge_equals_serial(seed: int) -> None:
 def test_rebuild_state_with_workers_equals_serial_on_a_large_bundle() -> None:
     bundle, _ = build_bundle(parallel.PARALLEL_MIN_EVENTS, 7)
     assert len(bundle["events"]) >= parallel.PARALLEL_MIN_EVENTS
-    serial = rebuild_state(bundle, trusted_keys=trusted())
+    serial = rebuild_state(bundle, trusted_keys=trusted(), workers=1)
     par = rebuild_state(bundle, trusted_keys=trusted(), workers=2)
     assert par.to_json() == serial.to_json()
+    # Given bytes, the helpers start from the pre-pass, before the strict parse.
+    data = json.dumps(bundle).encode()
+    assert parallel.prepass_jobs(data, KeyRing.from_entries(trusted())) is not None
+    assert rebuild_state(data, trusted_keys=trusted(), workers=2).to_json() == serial.to_json()
+    assert rebuild_state(data, trusted_keys=trusted()).to_json() == serial.to_json()  # the default
     assert par.invalid_event_count > 0 and par.equivocation_count > 0
     # Through rebuild(): the caller's cache (the store's warm path) learns every worker verdict.
     inner = parallel.MemorySignatureCache()
@@ -177,7 +183,7 @@ def test_signature_jobs_skip_unreadable_and_untrusted_events() -> None:
 
 
 def test_resolve_workers() -> None:
-    assert parallel.resolve_workers(None) == 1
+    assert 1 <= parallel.resolve_workers(None) <= parallel.MAX_AUTO_WORKERS
     assert parallel.resolve_workers(1) == 1
     assert parallel.resolve_workers(-3) == 1
     assert parallel.resolve_workers(0) >= 1
@@ -207,6 +213,41 @@ def test_verify_many_cli_over_a_directory(tmp_path: Path) -> None:
     only_good = subprocess.run([*command, "--progress", str(tmp_path / "a.json")], capture_output=True, text=True, timeout=120)
     assert only_good.returncode == 0, only_good.stdout
     assert "1/1" in only_good.stderr
+
+
+def test_prepass_reads_the_same_jobs_as_the_parsed_events() -> None:
+    bundle, _ = build_bundle(150, 10)
+    raw, _model = load_bundle(bundle)
+    ring = KeyRing.from_entries(trusted())
+    data = json.dumps(bundle).encode()
+    assert parallel.prepass_jobs(data, ring, min_events=0) == parallel.signature_jobs(raw["events"], ring)
+    # Bundle keys are pre-verified only when the caller trusts them.
+    registry_only = KeyRing.from_entries([REGISTRY.entry()])
+    with_bundle_keys = parallel.prepass_jobs(data, registry_only, trust_bundle_keys=True, min_events=0)
+    assert with_bundle_keys is not None
+    assert len(with_bundle_keys) > len(parallel.prepass_jobs(data, registry_only, min_events=0) or [])
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"not json", b"[1, 2]", b'{"events": 5}', b'{"events": [1, 2]}', b"[" * 100_000, b'{"events": [' + b'{"x": [' * 5000 + b"]}"],
+)
+def test_prepass_gives_up_quietly_on_what_it_cannot_read(data: bytes) -> None:
+    assert parallel.prepass_jobs(data, KeyRing.from_entries(trusted()), min_events=0) in (None, [])
+
+
+def test_prepass_never_changes_the_outcome_of_a_hostile_bundle() -> None:
+    """Duplicate keys: the lenient pre-pass reads the last signature, the strict parse refuses the document."""
+    bundle, _ = build_bundle(parallel.PARALLEL_MIN_EVENTS, 11)
+    text = json.dumps(bundle)
+    first = text.index('"signature": {')
+    hostile = (text[:first] + '"signature": {"key_id": "x", "signature_b64": "AA=="}, ' + text[first:]).encode()
+    errors = []
+    for workers in (1, 2):
+        with pytest.raises(InputError) as caught:
+            rebuild_state(hostile, trusted_keys=trusted(), workers=workers)
+        errors.append((caught.value.code, caught.value.message))
+    assert errors[0] == errors[1] and errors[0][0] == "duplicate_key"
 
 
 def test_chunks_no_worker_ran_are_verified_in_process() -> None:
