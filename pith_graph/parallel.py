@@ -20,6 +20,7 @@ simply verified in-process by the merge, as before.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 from collections.abc import Iterable, Sequence
@@ -158,10 +159,9 @@ def prepass_jobs(
     if not (min_events <= len(view.events) <= MAX_EVENTS):
         return None
     if trust_bundle_keys:
-        try:
+        # The strict path reports unusable bundle keys; here they are just not pre-verified.
+        with contextlib.suppress(PithGraphError, TypeError, AttributeError):
             keyring = keyring.union(KeyRing.from_entries(view.public_keys or ()))
-        except (PithGraphError, TypeError, AttributeError):
-            pass  # the strict path reports unusable bundle keys; here they are just not pre-verified
     return _triples(((event.content_sha256, event.signature) for event in view.events), keyring)
 
 

@@ -137,7 +137,7 @@ def test_the_fast_small_order_lookup_matches_the_arithmetic_definition() -> None
         for value in (y, y + P):
             if value < 2**255:
                 expected |= {encode_y(value, 0), encode_y(value, 1)}
-    assert ed25519.SMALL_ORDER_ENCODINGS == expected
+    assert expected == ed25519.SMALL_ORDER_ENCODINGS
     neighbours = [encode_y((y + d) % 2**255, sign) for y in ed25519.SMALL_ORDER_Y for d in (-1, 1) for sign in (0, 1)]
     for encoding in [*expected, *neighbours, encode_y(BASE[1] if BASE else 9)]:
         assert (encoding in ed25519.SMALL_ORDER_ENCODINGS) == ed25519.is_small_order(encoding)
