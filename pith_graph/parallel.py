@@ -88,15 +88,12 @@ class MemorySignatureCache:
         return len(self._verdicts)
 
 
-def _triples(pairs: Iterable[tuple[Any, Any]], keyring: KeyRing) -> list[Triple]:
-    """The distinct triples of (claimed ``content_sha256``, ``signature`` object) pairs."""
+def _triples(claims: Iterable[tuple[Any, Any, Any]], keyring: KeyRing) -> list[Triple]:
+    """The distinct triples of claimed (``content_sha256``, ``key_id``, ``signature_b64``) values."""
     seen: set[Triple] = set()
     jobs: list[Triple] = []
-    for digest, sig in pairs:
-        if not (isinstance(sig, dict) and isinstance(digest, str) and len(digest) == 64):
-            continue
-        key_id, signature_b64 = sig.get("key_id"), sig.get("signature_b64")
-        if not (isinstance(key_id, str) and isinstance(signature_b64, str)):
+    for digest, key_id, signature_b64 in claims:
+        if not (isinstance(digest, str) and len(digest) == 64 and isinstance(key_id, str) and isinstance(signature_b64, str)):
             continue
         key = keyring.get(key_id)
         signature = decode_signature(signature_b64)
@@ -113,6 +110,13 @@ def _triples(pairs: Iterable[tuple[Any, Any]], keyring: KeyRing) -> list[Triple]
     return jobs
 
 
+def _claims(raw: dict[str, Any]) -> tuple[Any, Any, Any]:
+    sig = raw.get("signature")
+    if not isinstance(sig, dict):
+        return None, None, None
+    return raw.get("content_sha256"), sig.get("key_id"), sig.get("signature_b64")
+
+
 def signature_jobs(events: Iterable[Any], keyring: KeyRing) -> list[Triple]:
     """The distinct (public key, signature, message) triples of events signed by a trusted key.
 
@@ -120,20 +124,20 @@ def signature_jobs(events: Iterable[Any], keyring: KeyRing) -> list[Triple]:
     merge checks those itself). Triples failing the pinned pre-checks are left
     out: the verifier rejects them before consulting any cache.
     """
-    return _triples(
-        ((raw.get("content_sha256"), raw.get("signature")) for raw in events if isinstance(raw, dict)), keyring
-    )
+    return _triples((_claims(raw) for raw in events if isinstance(raw, dict)), keyring)
 
 
 class _EventView(msgspec.Struct):
-    """The two members of an event the pre-pass reads (everything else is skipped unparsed)."""
+    """The members of an event the pre-pass reads (everything else is skipped unparsed)."""
 
     content_sha256: Any = None
     signature: Any = None
 
 
 class _BundleView(msgspec.Struct):
-    events: list[_EventView] = msgspec.field(default_factory=list)
+    # Any JSON value is accepted where an event should be, so one odd event cannot
+    # switch the pre-pass off (only objects are read).
+    events: list[_EventView | None | bool | int | float | str | list[Any]] = msgspec.field(default_factory=list)
     public_keys: Any = None
 
 
@@ -154,7 +158,7 @@ def prepass_jobs(
     """
     try:
         view = _VIEW_DECODER.decode(data)
-    except (msgspec.DecodeError, RecursionError, ValueError):
+    except (msgspec.DecodeError, RecursionError, ValueError):  # ValidationError is a DecodeError
         return None
     if not (min_events <= len(view.events) <= MAX_EVENTS):
         return None
@@ -162,7 +166,14 @@ def prepass_jobs(
         # The strict path reports unusable bundle keys; here they are just not pre-verified.
         with contextlib.suppress(PithGraphError, TypeError, AttributeError):
             keyring = keyring.union(KeyRing.from_entries(view.public_keys or ()))
-    return _triples(((event.content_sha256, event.signature) for event in view.events), keyring)
+    return _triples(
+        (
+            (event.content_sha256, event.signature.get("key_id"), event.signature.get("signature_b64"))
+            for event in view.events
+            if isinstance(event, _EventView) and isinstance(event.signature, dict)
+        ),
+        keyring,
+    )
 
 
 # One verifier per worker process and backend, so each key is loaded once per process.

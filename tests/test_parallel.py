@@ -217,6 +217,8 @@ def test_verify_many_cli_over_a_directory(tmp_path: Path) -> None:
 
 def test_prepass_reads_the_same_jobs_as_the_parsed_events() -> None:
     bundle, _ = build_bundle(150, 10)
+    # Odd values where events should be must not switch the pre-pass off.
+    bundle["events"] += [5, "text", None, [1, {"a": 2}], 1.5, True, {"signature": "not an object"}]
     raw, _model = load_bundle(bundle)
     ring = KeyRing.from_entries(trusted())
     data = json.dumps(bundle).encode()
