@@ -191,12 +191,15 @@ def _verify_chunk(backend_name: str, triples: Sequence[Triple]) -> list[bool]:
 class ParallelCache:
     """A :class:`~pith_graph.ed25519.SignatureCache` filled by worker processes.
 
-    ``lookup`` of a triple whose chunk is still being verified waits for it; a
-    chunk no worker has started yet is taken back and verified in this process
-    (``local``, same backend) instead of waiting, and so is a chunk whose worker
-    failed. A triple never submitted falls through to ``inner`` (if any) and
-    then to the caller's own verification. Verdicts recorded by the caller go
-    to ``inner`` too, so an event store's cache keeps learning.
+    Chunks are submitted last first, while the merge consumes them first to
+    last: the workers start at the back of the bundle and the merge, when it
+    reaches a chunk no worker has started yet, takes it back and verifies it
+    here (``local``, same backend). So both sides work until they meet, and the
+    merge waits only for the chunk a worker holds at that point. A chunk whose
+    worker failed is verified here too. A triple never submitted falls through
+    to ``inner`` (if any) and then to the caller's own verification. Verdicts
+    recorded by the caller go to ``inner`` too, so an event store's cache keeps
+    learning.
     """
 
     def __init__(self, local: Verifier, inner: SignatureCache | None = None) -> None:
@@ -208,8 +211,8 @@ class ParallelCache:
         self.stolen = 0  # chunks verified in this process rather than by a worker
 
     def submit(self, executor: ProcessPoolExecutor, backend_name: str, jobs: Sequence[Triple], chunk_size: int) -> None:
-        """Send ``jobs`` to ``executor`` in chunks."""
-        for start in range(0, len(jobs), chunk_size):
+        """Send ``jobs`` to ``executor`` in chunks, the last chunk first (see the class docstring)."""
+        for start in reversed(range(0, len(jobs), chunk_size)):
             chunk = jobs[start : start + chunk_size]
             future = executor.submit(_verify_chunk, backend_name, chunk)
             self._chunks[id(future)] = chunk

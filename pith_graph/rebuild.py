@@ -67,6 +67,7 @@ def rebuild(
     executor = None if started is None else started[1]
     try:
         raw, model = load_bundle(bundle if data is None else data)
+        data = None  # the bytes read from a path are not needed past the parse (peak memory)
         ring = resolve_keyring(trusted_keys, trust_bundle_keys, model)
         if started is None:
             started = parallel_verifier(raw["events"], ring, workers=count, verifier=verifier)
@@ -80,11 +81,12 @@ def rebuild(
                 keyring=ring,
                 verifier=verifier,
             )
-        if cache is not None:
+        if cache is not None and cache.inner is not None:
             cache.drain()  # hand every worker verdict to the caller's cache (the store's warm path)
     finally:
         if executor is not None:
-            executor.shutdown(cancel_futures=True)
+            # Not waiting: a chunk still in a worker holds nothing the merge needs any more.
+            executor.shutdown(wait=False, cancel_futures=True)
     return result, model, raw, ring
 
 
