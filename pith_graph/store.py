@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 import random
 import sqlite3
@@ -39,23 +40,26 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final, NoReturn, Protocol, TypeVar
+from typing import Any, Final, NamedTuple, NoReturn, Protocol, TypeVar
+
+import msgspec
 
 from pith_graph import codes
-from pith_graph.canonical import canonical_json, canonical_json_parsed, loads, sha256_hex
+from pith_graph.canonical import canonical_json, canonical_json_parsed, gc_paused, loads, sha256_hex
 from pith_graph.documents import Document, DocumentSource, load_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, PithGraphError, StoreError, TrustError
-from pith_graph.events import check_event, unit_id
+from pith_graph.events import INTRINSIC_CHECKS, CheckedEvent, EventFacts, check_keys, inspect_event, unit_id
 from pith_graph.identifiers import PITH_NUMBER_RE, pith_number, short_pith_number
 from pith_graph.keys import KeyRing, coerce_ring
-from pith_graph.merge import MergeResult, merge_checked
+from pith_graph.merge import MergeResult, merge_copies
 from pith_graph.models import BUNDLE_TYPE, MERGE_VERSION
 from pith_graph.rebuild import TrustedKeys
 from pith_graph.state import State
 
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT",
+    "FACTS_RULE",
     "ITEM_KINDS",
     "SCHEMA_VERSION",
     "AppendResult",
@@ -63,6 +67,7 @@ __all__ = [
     "BundleSigner",
     "EventRow",
     "EventStore",
+    "FactsRow",
     "ImportResult",
     "SQLiteBackend",
     "SQLiteSignatureCache",
@@ -71,9 +76,11 @@ __all__ = [
 ]
 
 #: Version of the SQLite schema this module writes (``pith_schema.version``).
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 #: ``PRAGMA application_id`` of a pith-graph store ("PITH").
 APPLICATION_ID: Final = 0x50495448
+#: Page cache of a connection, in KiB (SQLite's default is 2 MiB); memory is only used as pages are read.
+_CACHE_KIB: Final = 64 * 1024
 #: Seconds a writer waits for another process's lock before giving up.
 DEFAULT_BUSY_TIMEOUT: Final = 30.0
 #: Bundle-level items kept per subject, with the bundle key each comes from.
@@ -87,10 +94,11 @@ ITEM_KINDS: Final = {
 
 _T = TypeVar("_T")
 
-# One statement per line: executed in order by _SQLiteBackend._create.
+# One statement per line, executed in order by SQLiteBackend._migrate: an empty
+# database gets version 1, then every migration up to SCHEMA_VERSION.
 _SCHEMA_V1: Final = (
     "CREATE TABLE pith_schema (version INTEGER NOT NULL)",
-    f"INSERT INTO pith_schema (version) VALUES ({SCHEMA_VERSION})",
+    "INSERT INTO pith_schema (version) VALUES (1)",
     # Every copy of every event, as canonical bytes. seq only records arrival order.
     """CREATE TABLE events (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -134,8 +142,64 @@ _SCHEMA_V1: Final = (
     ) WITHOUT ROWID""",
     f"PRAGMA application_id = {APPLICATION_ID}",
 )
-#: Migrations from an older schema version to the next (none yet: v1 is the first).
-_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {}
+#: Migrations from a schema version to the next. pith_schema refuses UPDATE, so a
+#: migration INSERTs the new version and the store's version is MAX(version).
+_MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    # v2: the intrinsic stage-1 verdict and facts of every stored copy (warm replay).
+    # Derived from events.body and the subject alone; rows stored under v1 get
+    # theirs on their first replay.
+    1: (
+        """CREATE TABLE event_facts (
+            seq INTEGER NOT NULL REFERENCES events (seq),
+            -- FACTS_RULE of the code that computed the row: another rule never reads it.
+            rule TEXT NOT NULL,
+            -- the first failing intrinsic check, NULL when all passed.
+            reason TEXT,
+            -- msgpack EventFacts, NULL when the copy is malformed.
+            facts BLOB,
+            -- the canonical signer and payload fragments: a slice of events.body
+            -- (offset, length) or, when not found there, the bytes themselves.
+            signer_at INTEGER,
+            signer_len INTEGER,
+            signer_json BLOB,
+            payload_at INTEGER,
+            payload_len INTEGER,
+            payload_json BLOB,
+            PRIMARY KEY (seq, rule)
+        ) WITHOUT ROWID""",
+        "CREATE TRIGGER event_facts_no_update BEFORE UPDATE ON event_facts"
+        " BEGIN SELECT RAISE(ABORT, 'event facts are append-only'); END",
+        "CREATE TRIGGER event_facts_no_delete BEFORE DELETE ON event_facts"
+        " BEGIN SELECT RAISE(ABORT, 'event facts are append-only'); END",
+        "CREATE TRIGGER schema_no_delete BEFORE DELETE ON pith_schema"
+        " BEGIN SELECT RAISE(ABORT, 'schema versions are append-only'); END",
+        "INSERT INTO pith_schema (version) VALUES (2)",
+    ),
+}
+
+
+def _facts_rule() -> str:
+    """A tag of the intrinsic stage-1 rule: what decides whether a stored facts row still applies.
+
+    Covers the merge version, the intrinsic reasons in check order and the
+    EventFacts layout (msgpack arrays are positional), plus a revision bumped
+    by hand when :func:`pith_graph.events.inspect_event` changes otherwise.
+    """
+    described = [MERGE_VERSION, _FACTS_REVISION, codes.EVENT_REASONS[:INTRINSIC_CHECKS], EventFacts.__struct_fields__]
+    return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
+
+
+#: Bump when inspect_event's verdicts or facts change for some input (see _facts_rule).
+_FACTS_REVISION: Final = 1
+#: The rule ``event_facts.rule`` rows must carry to be read by this module.
+FACTS_RULE: Final = _facts_rule()
+_FACTS_ENCODER: Final = msgspec.msgpack.Encoder()
+_FACTS_DECODER: Final = msgspec.msgpack.Decoder(EventFacts)
+#: Progress of a copy whose intrinsic reason is the key (None: every intrinsic check passed).
+_PROGRESS: Final[dict[str | None, int]] = {
+    None: INTRINSIC_CHECKS,
+    **{reason: i for i, reason in enumerate(codes.EVENT_REASONS[:INTRINSIC_CHECKS])},
+}
 
 # sqlite3 result-code names (``exc.sqlite_errorname``, extended codes included) by prefix.
 _ERROR_CODES: Final = (
@@ -199,11 +263,87 @@ class EventRow:
         )
 
 
+class FactsRow(NamedTuple):
+    """One ``event_facts`` row: the intrinsic stage-1 outcome of a stored copy, under :data:`FACTS_RULE`.
+
+    A fragment is either a slice of the stored body (``*_at``, ``*_len``) or,
+    when its bytes do not occur there, the bytes themselves (``*_json``).
+    """
+
+    reason: str | None
+    facts: bytes | None
+    signer_at: int | None
+    signer_len: int | None
+    signer_json: bytes | None
+    payload_at: int | None
+    payload_len: int | None
+    payload_json: bytes | None
+
+    @classmethod
+    def of(cls, body: bytes, checked: CheckedEvent) -> FactsRow:
+        """The row for ``checked``, the :func:`~pith_graph.events.inspect_event` outcome of the copy stored as ``body``."""
+        if checked.facts is None:  # malformed: nothing but the reason
+            return cls(checked.reason, None, None, None, None, None, None, None)
+        # Canonical JSON is compositional: the canonical fragments occur verbatim in
+        # the canonical body, so a slice equal to them is stored instead of a copy.
+        signer_at = body.find(checked.signer_json)
+        payload_at = body.find(checked.payload_json)
+        signer = (signer_at, len(checked.signer_json), None) if signer_at >= 0 else (None, None, checked.signer_json)
+        payload = (
+            (payload_at, len(checked.payload_json), None) if payload_at >= 0 else (None, None, checked.payload_json)
+        )
+        return cls(checked.reason, _FACTS_ENCODER.encode(checked.facts), *signer, *payload)
+
+    @classmethod
+    def inspected(cls, subject: str, row: EventRow, tree: Any = None) -> FactsRow:
+        """The row for a stored copy: :func:`~pith_graph.events.inspect_event` of its tree (parsed from the body if None)."""
+        checked = inspect_event(loads(row.body) if tree is None else tree, subject=subject, uid=row.unit_id)
+        return cls.of(row.body, checked)
+
+
+#: Columns of one stored copy as a replay reads it (see SQLiteBackend.copies): seq,
+#: unit_id, digest, reason, facts, signer_json, payload_json (the fragments sliced
+#: out of the body by SQLite), then the body only for a copy that lacks its facts
+#: (stored under schema v1), then with ``with_body`` the EventRow columns from body on.
+_COPY_COLUMNS: Final = (
+    "e.seq, e.unit_id, e.digest, f.reason, f.facts,"
+    " CASE WHEN f.signer_at IS NULL THEN f.signer_json ELSE substr(e.body, f.signer_at + 1, f.signer_len) END,"
+    " CASE WHEN f.payload_at IS NULL THEN f.payload_json ELSE substr(e.body, f.payload_at + 1, f.payload_len) END,"
+    " CASE WHEN f.rule IS NULL THEN e.body END"
+)
+_COPIES_FROM: Final = (
+    " FROM events e LEFT JOIN event_facts f ON f.seq = e.seq AND f.rule = ?"
+    " WHERE e.subject = ? ORDER BY e.unit_id, e.digest"
+)
+_COPIES_QUERY: Final = f"SELECT {_COPY_COLUMNS}{_COPIES_FROM}"
+_COPIES_WITH_BODY_QUERY: Final = (
+    f"SELECT {_COPY_COLUMNS}, e.body, e.event_type, e.target, e.signer_id, e.prev_event, e.created_at{_COPIES_FROM}"
+)
+_INSERT_FACTS: Final = (
+    "INSERT OR IGNORE INTO event_facts (seq, rule, reason, facts, signer_at, signer_len, signer_json,"
+    " payload_at, payload_len, payload_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 class Backend(Protocol):
     """What :class:`EventStore` needs from storage: sets of rows, append-only."""
 
-    def add(self, events: Sequence[EventRow], items: Sequence[tuple[str, str, bytes]]) -> list[bool]:
-        """Store event rows and (subject, kind, body) items atomically; per event row, whether it was new."""
+    def add(
+        self,
+        events: Sequence[EventRow],
+        items: Sequence[tuple[str, str, bytes]],
+        facts: Sequence[FactsRow] | None = None,
+    ) -> list[bool]:
+        """Store event rows, their facts and (subject, kind, body) items atomically; per event row, whether it was new.
+
+        ``facts[i]`` is :meth:`FactsRow.of` the ``i``-th row (computed from the body when not given).
+        """
+
+    def copies(self, subject: str, *, with_body: bool = False) -> tuple[list[tuple[Any, ...]], list[tuple[str, bytes]]]:
+        """One snapshot of ``subject``: its copies joined with their facts (``_COPY_COLUMNS``), and its items."""
+
+    def add_facts(self, facts: Sequence[tuple[int, FactsRow]]) -> None:
+        """Store facts computed for copies that lacked them (by ``seq``); a row already there is kept."""
 
     def event_rows(self, subject: str) -> list[EventRow]:
         """Every stored copy for ``subject``, sorted by (unit id, digest)."""
@@ -241,6 +381,8 @@ class SQLiteBackend:
             # WAL: readers never block the writer; FULL: a returned commit survives power loss.
             conn.execute("PRAGMA journal_mode=WAL").fetchall()
             conn.execute("PRAGMA synchronous=FULL")
+            # A replay reads every page of a subject's copies: keep them cached between replays.
+            conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
 
         self._retry(run, what, transaction=False)
 
@@ -250,16 +392,21 @@ class SQLiteBackend:
         if not tables:
             for statement in _SCHEMA_V1:
                 conn.execute(statement)
-            return
+            tables = {"pith_schema"}  # a new store is a v1 store, migrated like any other
+        self._upgrade(conn, tables)
+
+    def _upgrade(self, conn: sqlite3.Connection, tables: set[str]) -> None:
+        """Check the version of an existing store and run the migrations it lacks (same transaction)."""
         (app_id,) = conn.execute("PRAGMA application_id").fetchone()
         versions = (
             [row[0] for row in conn.execute("SELECT version FROM pith_schema")] if "pith_schema" in tables else []
         )
-        if "pith_schema" not in tables or app_id != APPLICATION_ID or len(versions) != 1:
+        if "pith_schema" not in tables or app_id != APPLICATION_ID or not versions:
             self._raise_mismatch(conn, f"{self.path} is an SQLite database but not a pith-graph store")
-        version = versions[0]
-        if not isinstance(version, int):
-            self._raise_mismatch(conn, f"{self.path}: unreadable schema version {version!r}")
+        if not all(isinstance(v, int) for v in versions):
+            self._raise_mismatch(conn, f"{self.path}: unreadable schema version {versions!r}")
+        # Versions are only ever added (the table refuses UPDATE and, from v2, DELETE).
+        version = max(versions)
         if version == SCHEMA_VERSION:
             return
         if version not in _MIGRATIONS:
@@ -267,7 +414,7 @@ class SQLiteBackend:
                 f"{self.path}: schema version {version} is not supported (this pith_graph reads {SCHEMA_VERSION})",
                 code=codes.E_STORE_SCHEMA,
             )
-        while version in _MIGRATIONS:  # pragma: no cover - no migration exists yet
+        while version in _MIGRATIONS:
             for statement in _MIGRATIONS[version]:
                 conn.execute(statement)
             version += 1
@@ -328,12 +475,21 @@ class SQLiteBackend:
         """Every row of one read-only query."""
         return self.read(lambda conn: conn.execute(query, params).fetchall())
 
-    def add(self, events: Sequence[EventRow], items: Sequence[tuple[str, str, bytes]]) -> list[bool]:
-        """See :meth:`Backend.add`: INSERT OR IGNORE on the unique (subject, id, digest) keys."""
+    def add(
+        self,
+        events: Sequence[EventRow],
+        items: Sequence[tuple[str, str, bytes]],
+        facts: Sequence[FactsRow] | None = None,
+    ) -> list[bool]:
+        """See :meth:`Backend.add`: INSERT OR IGNORE on the unique (subject, id, digest) keys.
+
+        A new copy's facts are written in the same transaction as the copy, so a
+        stored copy lacks them only if it was stored under schema v1.
+        """
 
         def run(conn: sqlite3.Connection) -> list[bool]:
             fresh: list[bool] = []
-            for row in events:
+            for i, row in enumerate(events):
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO events (subject, unit_id, digest, body, event_type, target, signer_id,"
                     " prev_event, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -341,6 +497,9 @@ class SQLiteBackend:
                      row.signer_id, row.prev_event, row.created_at),
                 )
                 fresh.append(cursor.rowcount == 1)
+                if cursor.rowcount == 1:
+                    found = facts[i] if facts is not None else FactsRow.inspected(row.subject, row)
+                    conn.execute(_INSERT_FACTS, (cursor.lastrowid, FACTS_RULE, *found))
             conn.executemany(
                 "INSERT OR IGNORE INTO items (subject, kind, digest, body) VALUES (?, ?, ?, ?)",
                 [(subject, kind, sha256_hex(body), body) for subject, kind, body in items],
@@ -348,6 +507,21 @@ class SQLiteBackend:
             return fresh
 
         return self.write(run, "appending to the store")
+
+    def copies(self, subject: str, *, with_body: bool = False) -> tuple[list[tuple[Any, ...]], list[tuple[str, bytes]]]:
+        """See :meth:`Backend.copies` (one read transaction, ``events_by_subject`` order)."""
+        query = _COPIES_WITH_BODY_QUERY if with_body else _COPIES_QUERY
+
+        def run(conn: sqlite3.Connection) -> tuple[list[tuple[Any, ...]], list[tuple[str, bytes]]]:
+            rows = conn.execute(query, (FACTS_RULE, subject)).fetchall()
+            return rows, self._items(conn, subject)
+
+        return self.read(run)
+
+    def add_facts(self, facts: Sequence[tuple[int, FactsRow]]) -> None:
+        """See :meth:`Backend.add_facts` (INSERT OR IGNORE: concurrent replays may race to fill a row)."""
+        rows = [(seq, FACTS_RULE, *found) for seq, found in facts]
+        self.write(lambda conn: conn.executemany(_INSERT_FACTS, rows), "writing event facts")
 
     def event_rows(self, subject: str) -> list[EventRow]:
         """See :meth:`Backend.event_rows`."""
@@ -372,14 +546,14 @@ class SQLiteBackend:
 
     def items(self, subject: str) -> list[tuple[str, bytes]]:
         """See :meth:`Backend.items`."""
-        return self.read(
-            lambda conn: [
-                (kind, bytes(body))
-                for kind, body in conn.execute(
-                    "SELECT kind, body FROM items WHERE subject = ? ORDER BY kind, body", (subject,)
-                )
-            ]
-        )
+        return self.read(lambda conn: self._items(conn, subject))
+
+    @staticmethod
+    def _items(conn: sqlite3.Connection, subject: str) -> list[tuple[str, bytes]]:
+        return [
+            (kind, bytes(body))
+            for kind, body in conn.execute("SELECT kind, body FROM items WHERE subject = ? ORDER BY kind, body", (subject,))
+        ]
 
     def subjects(self) -> list[str]:
         """See :meth:`Backend.subjects`."""
@@ -409,8 +583,8 @@ class SQLiteSignatureCache:
     replay, not one per signature. ``hits`` and ``misses`` count lookups.
     """
 
-    #: Most parameters per prefetch query (SQLite's default limit is 32766).
-    PREFETCH_CHUNK: Final = 500
+    #: Most parameters per prefetch query (SQLite's default limit is 32766 since 3.32).
+    PREFETCH_CHUNK: Final = 30000
 
     def __init__(self, backend: SQLiteBackend) -> None:
         self._backend = backend
@@ -421,16 +595,23 @@ class SQLiteSignatureCache:
 
     def prefetch(self, messages: Iterable[bytes]) -> None:
         """Load every stored verdict about these messages in a few queries (kept until :meth:`forget`)."""
-        wanted = sorted(set(messages))
-        for start in range(0, len(wanted), self.PREFETCH_CHUNK):
-            chunk = wanted[start : start + self.PREFETCH_CHUNK]
-            query = (
-                "SELECT public_key, signature, message, valid FROM signature_cache"
-                f" WHERE message IN ({','.join('?' * len(chunk))})"
-            )
-            rows = self._backend.fetchall(query, chunk)
-            # sqlite3 returns BLOBs as bytes, so rows key the dict as lookups do.
-            self._prefetched.update(((k, s, m), v == 1) for k, s, m, v in rows)
+        wanted = list(set(messages))  # no need to sort: SQLite walks an IN list in key order
+        size = self.PREFETCH_CHUNK
+
+        def run(conn: sqlite3.Connection) -> list[Any]:
+            rows: list[Any] = []
+            for start in range(0, len(wanted), size):
+                chunk = wanted[start : start + size]
+                query = (
+                    "SELECT public_key, signature, message, valid FROM signature_cache"
+                    f" WHERE message IN ({','.join('?' * len(chunk))})"
+                )
+                rows.extend(conn.execute(query, chunk))
+            return rows
+
+        # One read transaction for every chunk; sqlite3 returns BLOBs as bytes, so
+        # rows key the dict as lookups do.
+        self._prefetched.update(((k, s, m), v == 1) for k, s, m, v in self._backend.read(run))
 
     def forget(self) -> None:
         """Drop prefetched verdicts (they stay in the database)."""
@@ -579,15 +760,51 @@ def _parse_event(event: Any) -> Any:
     return loads(canonical_json(event))
 
 
-def _signed_digests(trees: Iterable[Any]) -> Iterator[bytes]:
-    """The messages events sign (the raw bytes of well-formed ``content_sha256`` values)."""
-    for tree in trees:
-        digest = tree.get("content_sha256") if isinstance(tree, dict) else None
-        if isinstance(digest, str) and len(digest) == 64:
+def _stored_checked(
+    subject: str, rows: Sequence[tuple[Any, ...]]
+) -> tuple[list[tuple[str, CheckedEvent]], list[bytes], list[tuple[int, FactsRow]]]:
+    """The intrinsic stage-1 outcome of every stored copy, from its facts row (never parsing the copy).
+
+    Returns (unit id, outcome) pairs for :func:`~pith_graph.merge.merge_copies`,
+    the messages the intrinsically valid copies sign (to prefetch their
+    verdicts), and the facts computed for copies that lacked them (stored under
+    schema v1), to be written back.
+    """
+    # The hot loop of a warm replay: locals only, one decode and one CheckedEvent per copy.
+    copies: list[tuple[str, CheckedEvent]] = []
+    messages: list[bytes] = []
+    missing: list[tuple[int, FactsRow]] = []
+    add_copy, add_message, decode, progress_of = copies.append, messages.append, _FACTS_DECODER.decode, _PROGRESS
+    malformed, fromhex = codes.REASON_MALFORMED, bytes.fromhex
+    for row in rows:
+        seq, uid, digest, reason, blob, signer, payload, body = row[:8]
+        if body is None:
             try:
-                yield bytes.fromhex(digest)
-            except ValueError:
-                continue
+                progress = progress_of[reason]
+                facts = None if blob is None else decode(blob)
+            except (KeyError, msgspec.DecodeError) as exc:
+                raise StoreError(f"event_facts row {seq} is unreadable ({exc!r})", code=codes.E_STORE_CORRUPT) from exc
+            if (facts is None) != (reason == malformed):
+                raise StoreError(f"event_facts row {seq} contradicts itself", code=codes.E_STORE_CORRUPT)
+            checked = CheckedEvent(uid, None, reason, progress, facts, signer or b"", payload or b"", digest)
+        else:
+            inspected = inspect_event(loads(body), subject=subject, uid=uid)
+            missing.append((seq, FactsRow.of(body, inspected)))
+            reason, facts = inspected.reason, inspected.facts
+            checked = CheckedEvent(
+                uid, None, reason, inspected.progress, facts, inspected.signer_json, inspected.payload_json, digest
+            )
+        if reason is None:
+            assert facts is not None  # a copy passing the intrinsic checks is well formed
+            # merge-v1: an event signs the 32 raw bytes of its content_sha256.
+            add_message(fromhex(facts.content_sha256))
+        add_copy((uid, checked))
+    return copies, messages, missing
+
+
+def _as_is(uid: str, checked: CheckedEvent) -> CheckedEvent:
+    """The ``inspect`` of :func:`~pith_graph.merge.merge_copies` for outcomes read from the store."""
+    return checked
 
 
 def _join(bodies: Iterable[bytes]) -> Any:
@@ -635,8 +852,14 @@ class EventStore:
 
     # --- writing ------------------------------------------------------------------
 
-    def _status(self, row: EventRow, tree: Any, fresh: bool, ring: KeyRing, verifier: Verifier) -> AppendResult:
-        reason = check_event(tree, subject=row.subject, keyring=ring, verifier=verifier, uid=row.unit_id).reason
+    @staticmethod
+    def _inspected(row: EventRow, tree: Any) -> tuple[CheckedEvent, FactsRow]:
+        """The intrinsic stage-1 outcome of a received copy, and the facts row stored with it."""
+        checked = inspect_event(tree, subject=row.subject, uid=row.unit_id)
+        return checked, FactsRow.of(row.body, checked)
+
+    def _status(self, row: EventRow, checked: CheckedEvent, fresh: bool, ring: KeyRing, verifier: Verifier) -> AppendResult:
+        reason = check_keys(checked, subject=row.subject, keyring=ring, verifier=verifier).reason
         status = codes.STORE_DUPLICATE if not fresh else codes.STORE_NEW if reason is None else codes.STORE_INVALID
         return AppendResult(status, row.subject, row.unit_id, row.digest, reason)
 
@@ -659,10 +882,11 @@ class EventStore:
                 raise InputError("the event names no subject_pith_number: pass subject=", code=codes.E_USAGE)
             subject = claimed
         row = EventRow.of(subject, tree)
-        (fresh,) = self.backend.add([row], [])
+        checked, facts = self._inspected(row, tree)
+        (fresh,) = self.backend.add([row], [], [facts])
         verifier = self.verifier()
         try:
-            return self._status(row, tree, fresh, coerce_ring(trusted_keys), verifier)
+            return self._status(row, checked, fresh, coerce_ring(trusted_keys), verifier)
         finally:
             self.cache.flush()
 
@@ -678,20 +902,21 @@ class EventStore:
         raw, model = load_bundle(bundle)
         subject = model.pith_number
         rows = [EventRow.of(subject, tree) for tree in raw["events"]]
+        inspected = [self._inspected(row, tree) for row, tree in zip(rows, raw["events"], strict=True)]
         items: list[tuple[str, str, bytes]] = []
         for kind, key in ITEM_KINDS.items():
             value = raw.get(key)
             values = [value] if kind == "record" else (value or [])
             items.extend((subject, kind, canonical_json_parsed(v)) for v in values if v is not None)
         before = self._item_count(subject)
-        fresh = self.backend.add(rows, items)
+        fresh = self.backend.add(rows, items, [facts for _, facts in inspected])
         ring = self._ring(trusted_keys, trust_bundle_keys, [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
                           if trust_bundle_keys else ())
         verifier = self.verifier()
         try:
             appends = tuple(
-                self._status(row, tree, new, ring, verifier)
-                for row, tree, new in zip(rows, raw["events"], fresh, strict=True)
+                self._status(row, checked, new, ring, verifier)
+                for row, (checked, _), new in zip(rows, inspected, fresh, strict=True)
             )
         finally:
             self.cache.flush()
@@ -739,30 +964,38 @@ class EventStore:
         except TrustError as exc:
             raise TrustError(f"stored public_keys: {exc.message}", code=exc.code) from exc
 
-    def _load(self, subject: str) -> tuple[list[EventRow], dict[str, list[Any]]]:
-        rows = self.backend.event_rows(subject)
-        grouped: dict[str, list[Any]] = {kind: [] for kind in ITEM_KINDS}
-        for kind, body in self.backend.items(subject):
+    def _replay(
+        self, subject: str, trusted_keys: TrustedKeys, trust_bundle_keys: bool, *, with_body: bool = False
+    ) -> tuple[MergeResult, list[tuple[Any, ...]], dict[str, list[Any]]]:
+        """Merge the stored copies of ``subject`` from their stored facts (docs/store.md, "Warm replay").
+
+        No copy is parsed: each copy's intrinsic stage-1 outcome comes from
+        ``event_facts`` (computed once, from the immutable body, when the copy was
+        stored); the key checks run here against the caller's trusted keys, and
+        signatures go through the content-addressed signature cache. Returns the
+        result, the copy rows (``_COPY_COLUMNS``) and the parsed items.
+        """
+        rows, item_rows = self.backend.copies(subject, with_body=with_body)
+        grouped: dict[str, list[bytes]] = {kind: [] for kind in ITEM_KINDS}
+        for kind, body in item_rows:
             grouped.setdefault(kind, []).append(body)
         if not rows and not any(grouped.values()):
             raise StoreError(f"the store holds nothing for {subject!r}", code=codes.E_STORE_UNKNOWN_SUBJECT)
-        return rows, {kind: _join(bodies) for kind, bodies in grouped.items()}
-
-    def _replay(
-        self, subject: str, trusted_keys: TrustedKeys, trust_bundle_keys: bool
-    ) -> tuple[MergeResult, list[EventRow], list[Any], dict[str, list[Any]]]:
-        rows, items = self._load(subject)
-        trees = _join(row.body for row in rows)
+        items = {kind: _join(bodies) for kind, bodies in grouped.items()}
         ring = self._ring(trusted_keys, trust_bundle_keys, items["public_key"])
-        self.cache.prefetch(_signed_digests(trees))
         try:
-            result = merge_checked(
-                trees, subject=subject, aliases=items["alias"], keyring=ring, verifier=self.verifier()
-            )
+            with gc_paused():  # thousands of small acyclic objects (see canonical.gc_paused)
+                copies, messages, missing = _stored_checked(subject, rows)
+                if missing:
+                    self.backend.add_facts(missing)
+                self.cache.prefetch(messages)
+                result = merge_copies(
+                    copies, _as_is, subject=subject, aliases=items["alias"], keyring=ring, verifier=self.verifier()
+                )
         finally:
             self.cache.forget()
             self.cache.flush()
-        return result, rows, trees, items
+        return result, rows, items
 
     def replay(self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False) -> MergeResult:
         """Merge every stored copy of ``subject`` (merge-v1), reusing the signature cache.
@@ -774,9 +1007,17 @@ class EventStore:
         """
         return self._replay(subject, trusted_keys, trust_bundle_keys)[0]
 
+    @staticmethod
+    def _event_rows(subject: str, rows: list[tuple[Any, ...]]) -> list[EventRow]:
+        """EventRows of copy rows read ``with_body``."""
+        return [EventRow(subject, row[1], row[2], *row[8:]) for row in rows]
+
     def state(self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False) -> State:
         """The merged state of ``subject``: byte for byte ``rebuild_state`` of :meth:`export_bundle`."""
-        return self.replay(subject, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys).state
+        # The replay's per-copy objects die inside the pause, so the collection that
+        # follows it only walks what the state keeps (see canonical.gc_paused).
+        with gc_paused():
+            return self.replay(subject, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys).state
 
     @staticmethod
     def _ordered(result: MergeResult, rows: list[EventRow]) -> list[int]:
@@ -799,7 +1040,8 @@ class EventStore:
 
     def events(self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False) -> list[StoredEvent]:
         """Every stored copy of ``subject``: applied units in apply order, then the rest by unit id."""
-        result, rows, _, _ = self._replay(subject, trusted_keys, trust_bundle_keys)
+        result, copy_rows, _ = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
+        rows = self._event_rows(subject, copy_rows)
         applied = set(result.state.applied_event_ids)
         return [
             StoredEvent(
@@ -824,7 +1066,9 @@ class EventStore:
         ``sign_with`` (a mirror key), a ``bundle_signature`` over ``bundle_sha256``
         is added; listing that key does not make anyone trust it.
         """
-        result, rows, trees, items = self._replay(subject, trusted_keys, trust_bundle_keys)
+        result, copy_rows, items = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
+        rows = self._event_rows(subject, copy_rows)
+        trees = _join(row.body for row in rows)  # export needs the trees; a state never does
         record = self._canonical_record(subject, result.state, items["record"])
         when = built_at or _utc_now()
         bundle: dict[str, Any] = {
