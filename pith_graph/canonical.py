@@ -51,6 +51,7 @@ __all__ = [
     "canonical_sha256",
     "gc_paused",
     "loads",
+    "loads_unchecked",
     "sha256_hex",
 ]
 
@@ -284,6 +285,19 @@ def loads(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     :mod:`pith_graph.codes`) for anything that is not a single, unambiguous JSON
     document: see the module docstring.
     """
+    data, obj = loads_unchecked(data, max_bytes=max_bytes)
+    _check_structure(data, obj)
+    return obj
+
+
+def loads_unchecked(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, Any]:
+    """:func:`loads` without its last step, the duplicate-key and depth checks.
+
+    Returns the bytes and the tree. For a caller that has :func:`loads` run on
+    the same bytes elsewhere at the same time (:mod:`pith_graph.rebuild` gives
+    it to a worker process) and refuses the tree unless that verdict is clean:
+    the errors raised here are exactly those :func:`loads` raises first.
+    """
     if isinstance(data, str):
         try:
             data = data.encode("utf-8")
@@ -304,5 +318,4 @@ def loads(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
         ) from exc
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
         raise _classify_failure(data, exc) from exc
-    _check_structure(data, obj)
-    return obj
+    return data, obj
