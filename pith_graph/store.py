@@ -3,10 +3,15 @@
 A mirror keeps every copy of every event it ever accepted, for many subjects,
 and must never lose or rewrite one. :class:`EventStore` is that store:
 
-* the pure core stays :func:`pith_graph.merge.merge_checked`: the store only
-  keeps *sets* of event copies and bundle-level items per subject, and a state
-  is always a merge of what is stored (so :meth:`EventStore.state` equals
+* the pure core stays :mod:`pith_graph.merge`: the store only keeps *sets* of
+  event copies and bundle-level items per subject, and a state is always a
+  merge of what is stored (so :meth:`EventStore.state` equals
   ``rebuild_state`` of :meth:`EventStore.export_bundle`, byte for byte);
+* the warm replay never parses an event: each stored copy keeps its intrinsic
+  stage-1 verdict and facts (``event_facts``, a function of the immutable body
+  and the subject), the key checks re-run against the caller's keys, and
+  signatures go through the content-addressed signature cache
+  (docs/store.md, "Warm replay");
 * storage sits behind the small :class:`Backend` interface; :class:`SQLiteBackend`
   (standard library ``sqlite3``, WAL, ``synchronous=FULL``) is the one shipped.
 
@@ -595,7 +600,7 @@ class SQLiteSignatureCache:
 
     def prefetch(self, messages: Iterable[bytes]) -> None:
         """Load every stored verdict about these messages in a few queries (kept until :meth:`forget`)."""
-        wanted = list(set(messages))  # no need to sort: SQLite walks an IN list in key order
+        wanted = sorted(set(messages))  # in key order: consecutive lookups share index pages
         size = self.PREFETCH_CHUNK
 
         def run(conn: sqlite3.Connection) -> list[Any]:
@@ -1000,8 +1005,9 @@ class EventStore:
     def replay(self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False) -> MergeResult:
         """Merge every stored copy of ``subject`` (merge-v1), reusing the signature cache.
 
-        The warm path: signatures verified before (by any replay, append or import
-        of this store) are not verified again. ``trusted_keys``: as for
+        The warm path: no copy is parsed (stage-1 facts come from ``event_facts``),
+        and signatures verified before (by any replay, append or import of this
+        store) are not verified again. ``trusted_keys``: as for
         ``rebuild_state`` (default: the registry key); ``trust_bundle_keys`` also
         trusts the public keys stored for the subject.
         """
