@@ -43,8 +43,10 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 
 #: The issue-5 targets: (name, figure key, threshold, direction).
 TARGETS: Final = (
-    ("cold rebuild / signature bound (10k)", "bound_ratio", 0.85, ">="),
-    ("default backend / cryptography-only (10k cold)", "default_vs_cryptography", 1.8, ">="),
+    ("cold rebuild / signature bound (10k, serial)", "bound_ratio", 0.85, ">="),
+    ("cold rebuild / signature bound (10k, default)", "bound_ratio_default", 0.85, ">="),
+    ("default backend / cryptography-only (10k, serial)", "default_vs_cryptography", 1.8, ">="),
+    ("default backend / cryptography-only (10k, default)", "default_vs_cryptography_default", 1.8, ">="),
     ("2 workers / 1 worker (100k)", "parallel_speedup", 1.7, ">="),
     ("warm store replay / cold (10k)", "warm_speedup", 5.0, ">="),
     ("peak RSS / file size (100k)", "rss_over_file", 4.0, "<="),
@@ -119,6 +121,7 @@ _MEMORY_PROBE: Final = """
 import json, resource, sys, time, tracemalloc
 from pith_graph.rebuild import rebuild_state
 path, keys, trace = sys.argv[1], json.loads(open(sys.argv[2]).read()), sys.argv[3] == "1"
+workers = None if sys.argv[4] == "default" else int(sys.argv[4])
 if trace:
     tracemalloc.start()
 def peak():
@@ -133,7 +136,7 @@ def peak():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 base = peak()
 start = time.perf_counter()
-state = rebuild_state(path, trusted_keys=keys)
+state = rebuild_state(path, trusted_keys=keys, workers=workers)
 after_rebuild = peak()
 traced_rebuild = tracemalloc.get_traced_memory()[1] if trace else None
 state.to_json()
@@ -147,18 +150,20 @@ print(json.dumps({"rss_kib": peak(), "rss_rebuild_kib": after_rebuild, "rss_befo
 def memory(path: Path, keys_file: Path) -> dict[str, Any]:
     """Peak RSS and tracemalloc peak of a cold rebuild + serialisation, each in a fresh process.
 
-    tracemalloc counts allocations, not touched pages: reading a file through
-    ``documents._read_path`` allocates a buffer of the size limit (1 GiB) that is
-    never touched, so the tracemalloc peak is inflated by that much (RSS is not).
+    Serial (``workers=1``: one process holds everything), then the default
+    (helper processes; the figure is this process's own peak, the helpers'
+    are not included).
     """
     out: dict[str, Any] = {}
-    for trace in ("0", "1"):
+    for trace, workers in (("0", "1"), ("1", "1"), ("0", "default")):
         run = subprocess.run(
-            [sys.executable, "-c", _MEMORY_PROBE, str(path), str(keys_file), trace],
+            [sys.executable, "-c", _MEMORY_PROBE, str(path), str(keys_file), trace, workers],
             capture_output=True, text=True, check=True, cwd=ROOT,
         )
         probe = json.loads(run.stdout)
-        if trace == "1":
+        if workers == "default":
+            out["peak_rss_default_main_bytes"] = probe["rss_kib"] * 1024
+        elif trace == "1":
             out["tracemalloc_peak_bytes"] = probe["tracemalloc_peak"]
             out["tracemalloc_rebuild_only_bytes"] = probe["tracemalloc_rebuild_peak"]
         else:
@@ -223,18 +228,28 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
     out["backends"] = {}
     for name in ed25519.available_backends():
         t_bound, _ = best(lambda name=name: [Verifier(name).verify(*t) for t in triples], repeat)
-        t_cold, result = best(lambda name=name: rebuild(data, trusted_keys=ring, verifier=Verifier(name)), repeat)
+        # Serial: one process does everything. Default: rebuild()'s own choice (helper
+        # processes above PARALLEL_MIN_EVENTS, one per CPU up to MAX_AUTO_WORKERS).
+        t_cold, result = best(lambda name=name: rebuild(data, trusted_keys=ring, verifier=Verifier(name), workers=1), repeat)
+        t_auto, auto = best(lambda name=name: rebuild(data, trusted_keys=ring, verifier=Verifier(name)), repeat)
+        assert auto[0].state.to_json() == result[0].state.to_json()
         out["backends"][name] = {
             "signature_bound_s": t_bound,
             "cold_rebuild_s": t_cold,
             "events_per_s": n / t_cold,
             "bound_ratio": t_bound / t_cold,
+            "cold_default_s": t_auto,
+            "default_events_per_s": n / t_auto,
+            "bound_ratio_default": t_bound / t_auto,
             "state_sha256": result[0].state.state_sha256,
         }
     default = ed25519.get_backend("auto").name
     figures = out["backends"][default]
+    crypto = out["backends"]["cryptography"]
     out["bound_ratio"] = figures["bound_ratio"]
-    out["default_vs_cryptography"] = out["backends"]["cryptography"]["cold_rebuild_s"] / figures["cold_rebuild_s"]
+    out["bound_ratio_default"] = figures["bound_ratio_default"]
+    out["default_vs_cryptography"] = crypto["cold_rebuild_s"] / figures["cold_rebuild_s"]
+    out["default_vs_cryptography_default"] = crypto["cold_default_s"] / figures["cold_default_s"]
 
     # Time split of the default cold path.
     cache = MemorySignatureCache()
@@ -289,10 +304,15 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"== {size} events, {r['file_bytes'] / 1e6:.1f} MB, {r['signatures']} signatures ==")
         for name, b in r["backends"].items():
             lines.append(
-                f"  cold rebuild [{name:12}] {_ms(b['cold_rebuild_s'])}  {b['events_per_s']:9.0f} ev/s"
-                f"  signature bound {_ms(b['signature_bound_s'])}  ratio {b['bound_ratio']:.2f}"
+                f"  cold rebuild [{name:12}] serial {_ms(b['cold_rebuild_s'])} ({b['events_per_s']:6.0f} ev/s),"
+                f" default {_ms(b['cold_default_s'])} ({b['default_events_per_s']:6.0f} ev/s);"
+                f"  signature bound {_ms(b['signature_bound_s'])};"
+                f"  ratio serial {b['bound_ratio']:.2f}, default {b['bound_ratio_default']:.2f}"
             )
-        lines.append(f"  default / cryptography-only: {r['default_vs_cryptography']:.2f}x")
+        lines.append(
+            f"  default backend / cryptography-only: serial {r['default_vs_cryptography']:.2f}x,"
+            f" default {r['default_vs_cryptography_default']:.2f}x"
+        )
         split = r["split"]
         lines.append("  split: " + ", ".join(f"{k[:-2]} {v * 1000:.0f} ms" for k, v in split.items()))
         p = r["parse"]
@@ -322,7 +342,9 @@ def table(results: dict[str, Any]) -> str:
                 f"  memory: peak RSS {m['peak_rss_bytes'] / 1e6:.0f} MB ({m['rss_over_file']:.2f}x file;"
                 f" rebuild_state alone {m['peak_rss_rebuild_only_bytes'] / 1e6:.0f} MB,"
                 f" {m['peak_rss_rebuild_only_bytes'] / r['file_bytes']:.2f}x),"
-                f" tracemalloc peak {m['tracemalloc_peak_bytes'] / 1e6:.0f} MB ({m['tracemalloc_over_file']:.2f}x)"
+                f" tracemalloc peak {m['tracemalloc_peak_bytes'] / 1e6:.0f} MB ({m['tracemalloc_over_file']:.2f}x);"
+                f" default (helpers) main process {m['peak_rss_default_main_bytes'] / 1e6:.0f} MB"
+                f" ({m['peak_rss_default_main_bytes'] / r['file_bytes']:.2f}x)"
             )
     lines.append("== targets ==")
     for row in results["targets"]:

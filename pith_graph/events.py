@@ -222,14 +222,16 @@ def _facts(raw: Any) -> tuple[EventFacts, bytes, bytes, bytes] | None:
     if instant is None:
         return None
     sig, signer = event.signature, event.signer
-    if sig.signed_at is not None and parse_timestamp(sig.signed_at) is None:
+    # (signed_at usually repeats created_at, which has just been parsed.)
+    if sig.signed_at is not None and sig.signed_at != event.created_at and parse_timestamp(sig.signed_at) is None:
         return None
     if not (EVENT_ID_RE.fullmatch(event.event_id) and _HEX64_RE.fullmatch(event.content_sha256)):
         return None
     if event.prev_event is not None and not EVENT_ID_RE.fullmatch(event.prev_event):
         return None
-    if len(set(event.supersedes)) != len(event.supersedes) or not all(
-        EVENT_ID_RE.fullmatch(s) for s in event.supersedes
+    if event.supersedes and (
+        len(set(event.supersedes)) != len(event.supersedes)
+        or not all(EVENT_ID_RE.fullmatch(s) for s in event.supersedes)
     ):
         return None
     if not (event.target and signer.signer_id and event.event_type):

@@ -30,7 +30,8 @@ def test_harness_runs_on_a_tiny_bundle(tmp_path: Path) -> None:
     assert len({b["state_sha256"] for b in figures["backends"].values()}) == 1
     assert {"parse_s", "canonical_hashing_s", "signature_checks_s", "serialisation_s"} <= set(figures["split"])
     assert figures["memory"]["peak_rss_bytes"] > 0 and figures["memory"]["tracemalloc_peak_bytes"] > 0
-    assert {t["name"] for t in results["targets"]} and len(results["targets"]) == 5
+    assert len({t["name"] for t in results["targets"]}) == len(results["targets"]) == 7
+    assert figures["memory"]["peak_rss_default_main_bytes"] > 0
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:
