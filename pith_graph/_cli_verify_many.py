@@ -19,11 +19,9 @@ from typing import Any, Final, TextIO
 
 from pith_graph import codes
 from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, add_trust_options, load_ring
-from pith_graph.documents import load_bundle, read_document
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.keys import KeyRing
-from pith_graph.parallel import parallel_verifier, process_context, resolve_workers
-from pith_graph.rebuild import resolve_keyring
+from pith_graph.parallel import process_context, resolve_workers
 from pith_graph.verify import verify_bundle
 
 __all__ = ["BundleOutcome", "bundle_paths", "register", "verify_many"]
@@ -52,18 +50,8 @@ def _verify_one(path: str, ring_entries: list[dict[str, Any]] | None, trust_bund
     """Verify one bundle; unusable input becomes a failed outcome, never an exception."""
     try:
         ring = None if ring_entries is None else KeyRing.from_entries(ring_entries)
-        document = read_document(Path(path))
-        executor = None
-        verifier = None
-        if workers > 1:
-            raw, model = load_bundle(document)
-            keys = resolve_keyring(ring, trust_bundle_keys, model)
-            verifier, executor, _cache = parallel_verifier(raw["events"], keys, workers=workers)
-        try:
-            report = verify_bundle(document, trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, verifier=verifier)
-        finally:
-            if executor is not None:
-                executor.shutdown(cancel_futures=True)
+        # workers > 1: helpers verify this bundle's signatures (rebuild's parallel path).
+        report = verify_bundle(Path(path), trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers)
     except PithGraphError as exc:
         return path, False, f"{path}: ERROR [{exc.code}] {exc.message}"
     facts = report.facts
@@ -132,7 +120,7 @@ def register(subparsers: Any) -> None:
     """Add the ``verify-many`` subcommand."""
     parser = subparsers.add_parser("verify-many", help="verify every bundle in directories or files, in parallel")
     parser.add_argument("paths", nargs="+", metavar="DIR_OR_FILES", help="bundle files, or directories (*.json, recursive)")
-    parser.add_argument("--workers", type=int, default=None, help="worker processes (0: one per CPU; default 1)")
+    parser.add_argument("--workers", type=int, default=None, help="processes (0: one per CPU; default: one per CPU, at most 4; 1: serial)")
     add_trust_options(parser, what="each bundle")
     parser.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr (default: if a terminal)"

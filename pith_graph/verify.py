@@ -166,16 +166,22 @@ def verify_bundle(
     trusted_keys: TrustedKeys = None,
     trust_bundle_keys: bool = False,
     verifier: Verifier | None = None,
+    workers: int | None = None,
 ) -> Report:
     """Verify a bundle: record claims, bundle signature, every event, and the embedded state.
 
     The state is rebuilt with merge-v1 under the caller's trust (default: the
     registry key only) and must equal the embedded state byte for byte.
+    ``workers``: as for :func:`pith_graph.rebuild.rebuild`.
     """
     verifier = verifier or Verifier()
     # The same rebuild the library call does (load, trust, merge); the checks below add to it.
     result, bundle, raw, ring = rebuild(
-        _document(source), trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, verifier=verifier
+        _document(source),
+        trusted_keys=trusted_keys,
+        trust_bundle_keys=trust_bundle_keys,
+        verifier=verifier,
+        workers=workers,
     )
     problems: list[Problem] = []
     problems += _problems(
