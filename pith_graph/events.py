@@ -39,6 +39,7 @@ __all__ = [
     "COLLECTIONS",
     "EVENT_ID_RE",
     "EXCLUDED_FROM_CONTENT",
+    "INSPECT_REVISION",
     "INTRINSIC_CHECKS",
     "MAX_EVENT_BYTES",
     "REQUIRED_TARGETS",
@@ -82,6 +83,8 @@ _PASSED_ALL: Final = len(codes.EVENT_REASONS)
 #: How many of the stage-1 checks depend only on the copy and the subject (not on keys).
 INTRINSIC_CHECKS: Final = codes.EVENT_REASONS.index(codes.REASON_UNKNOWN_KEY)
 _SORTED: Final = msgspec.json.Encoder(order="sorted")
+#: Checks passed by a copy failing with each stage-1 reason.
+_PROGRESS: Final = {reason: index for index, reason in enumerate(codes.EVENT_REASONS)}
 
 
 def content_bytes(event: dict[str, Any]) -> bytes:
@@ -102,11 +105,18 @@ def unit_id(raw: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical_json_parsed(raw)).hexdigest()
 
 
-class EventFacts(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+#: Bumped whenever what :func:`inspect_event` returns for some copy changes (its
+#: checks, or the :class:`EventFacts` it reads): stores drop facts kept under another revision.
+INSPECT_REVISION: Final = 2
+
+
+class EventFacts(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
     """What the key checks and stages 2-4 need to know of a well-formed copy.
 
     Read from the typed view once; small, immutable and encodable (the event
     store keeps it per stored copy, so a warm replay never parses the event).
+    ``gc=False``: it holds only strings, bytes and tuples of strings, so it can
+    never be part of a reference cycle.
     """
 
     event_id: str
@@ -126,6 +136,10 @@ class EventFacts(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     signer_key_id: str
     signer_fingerprint: str
     signature_b64: str
+    #: ``signature_b64`` decoded (None when it is not 64 bytes of base64: ``bad_signature``).
+    signature: bytes | None
+    #: The signed message: the 32 raw bytes of ``content_sha256``.
+    message: bytes
 
     @property
     def stream(self) -> tuple[str, str]:
@@ -183,7 +197,7 @@ class CheckedEvent:
 
     def with_reason(self, reason: str | None) -> CheckedEvent:
         """This copy with the verdict of a later check (None: every check passed)."""
-        progress = _PASSED_ALL if reason is None else codes.EVENT_REASONS.index(reason)
+        progress = _PASSED_ALL if reason is None else _PROGRESS[reason]
         # Positional construction: dataclasses.replace costs several microseconds per event.
         return CheckedEvent(
             self.unit_id, self.raw, reason, progress, self.facts, self.signer_json, self.payload_json, self.digest
@@ -254,6 +268,8 @@ def _facts(raw: Any) -> tuple[EventFacts, bytes, bytes, bytes] | None:
         signer_key_id=signer.key_id,
         signer_fingerprint=signer.public_key_fingerprint,
         signature_b64=sig.signature_b64,
+        signature=decode_signature(sig.signature_b64),
+        message=bytes.fromhex(event.content_sha256),
     )
     return facts, signer_json, payload_json, content
 
@@ -283,7 +299,7 @@ def inspect_event(raw: Any, *, subject: str, uid: str | None = None) -> CheckedE
         reason = codes.REASON_TARGET_MISMATCH
     elif (sig["algorithm"], sig["signature_status"], sig["signed_message"]) != SIGNATURE_V1:
         reason = codes.REASON_UNSUPPORTED_SIGNATURE
-    progress = INTRINSIC_CHECKS if reason is None else codes.EVENT_REASONS.index(reason)
+    progress = INTRINSIC_CHECKS if reason is None else _PROGRESS[reason]
     return CheckedEvent(uid, raw, reason, progress, facts, signer_json, payload_json)
 
 
@@ -303,8 +319,8 @@ def check_keys(checked: CheckedEvent, *, subject: str, keyring: KeyRing, verifie
         and key.signs_as(facts.signer_id)  # merge-v1: a bound key signs only as its signer_id
     ):
         return checked.with_reason(codes.REASON_KEY_MISMATCH)
-    signature = decode_signature(facts.signature_b64)
-    if signature is None or not verifier.verify(key.public_key, signature, bytes.fromhex(facts.content_sha256)):
+    signature = facts.signature
+    if signature is None or not verifier.verify(key.public_key, signature, facts.message):
         return checked.with_reason(codes.REASON_BAD_SIGNATURE)
     if facts.event_type == RECORD_CREATED and not _creates_record(checked.payload(), facts, subject, keyring, verifier):
         return checked.with_reason(codes.REASON_BAD_RECORD)

@@ -54,7 +54,15 @@ from pith_graph.canonical import canonical_json, canonical_json_parsed, gc_pause
 from pith_graph.documents import Document, DocumentSource, load_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, PithGraphError, StoreError, TrustError
-from pith_graph.events import INTRINSIC_CHECKS, CheckedEvent, EventFacts, check_keys, inspect_event, unit_id
+from pith_graph.events import (
+    INSPECT_REVISION,
+    INTRINSIC_CHECKS,
+    CheckedEvent,
+    EventFacts,
+    check_keys,
+    inspect_event,
+    unit_id,
+)
 from pith_graph.identifiers import PITH_NUMBER_RE, pith_number, short_pith_number
 from pith_graph.keys import KeyRing, coerce_ring
 from pith_graph.merge import MergeResult, merge_copies
@@ -187,15 +195,14 @@ def _facts_rule() -> str:
     """A tag of the intrinsic stage-1 rule: what decides whether a stored facts row still applies.
 
     Covers the merge version, the intrinsic reasons in check order and the
-    EventFacts layout (msgpack arrays are positional), plus a revision bumped
-    by hand when :func:`pith_graph.events.inspect_event` changes otherwise.
+    EventFacts layout (msgpack arrays are positional), plus
+    :data:`pith_graph.events.INSPECT_REVISION`, bumped when
+    :func:`pith_graph.events.inspect_event` changes otherwise.
     """
-    described = [MERGE_VERSION, _FACTS_REVISION, codes.EVENT_REASONS[:INTRINSIC_CHECKS], EventFacts.__struct_fields__]
+    described = [MERGE_VERSION, INSPECT_REVISION, codes.EVENT_REASONS[:INTRINSIC_CHECKS], EventFacts.__struct_fields__]
     return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
 
 
-#: Bump when inspect_event's verdicts or facts change for some input (see _facts_rule).
-_FACTS_REVISION: Final = 1
 #: The rule ``event_facts.rule`` rows must carry to be read by this module.
 FACTS_RULE: Final = _facts_rule()
 _FACTS_ENCODER: Final = msgspec.msgpack.Encoder()
