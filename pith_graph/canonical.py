@@ -51,7 +51,6 @@ __all__ = [
     "canonical_sha256",
     "gc_paused",
     "loads",
-    "loads_unchecked",
     "sha256_hex",
 ]
 
@@ -285,19 +284,6 @@ def loads(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     :mod:`pith_graph.codes`) for anything that is not a single, unambiguous JSON
     document: see the module docstring.
     """
-    data, obj = loads_unchecked(data, max_bytes=max_bytes)
-    _check_structure(data, obj)
-    return obj
-
-
-def loads_unchecked(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[bytes, Any]:
-    """:func:`loads` without its last step, the duplicate-key and depth checks.
-
-    Returns the bytes and the tree. For a caller that has :func:`loads` run on
-    the same bytes elsewhere at the same time (:mod:`pith_graph.rebuild` gives
-    it to a worker process) and refuses the tree unless that verdict is clean:
-    the errors raised here are exactly those :func:`loads` raises first.
-    """
     if isinstance(data, str):
         try:
             data = data.encode("utf-8")
@@ -318,4 +304,5 @@ def loads_unchecked(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) ->
         ) from exc
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
         raise _classify_failure(data, exc) from exc
-    return data, obj
+    _check_structure(data, obj)
+    return obj

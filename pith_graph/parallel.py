@@ -25,16 +25,14 @@ import multiprocessing
 import os
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
 from typing import Any, Final
 
 import msgspec
 
 from pith_graph import ed25519
-from pith_graph.canonical import DEFAULT_MAX_BYTES
-from pith_graph.documents import MAX_EVENTS, read_json
+from pith_graph.documents import MAX_EVENTS
 from pith_graph.ed25519 import SignatureCache, Verifier
-from pith_graph.errors import InputError, PithGraphError
+from pith_graph.errors import PithGraphError
 from pith_graph.keys import KeyRing
 from pith_graph.records import decode_signature
 
@@ -45,14 +43,12 @@ __all__ = [
     "MemorySignatureCache",
     "ParallelCache",
     "Triple",
-    "Verification",
     "parallel_verifier",
     "prepass_jobs",
     "process_context",
     "resolve_workers",
     "signature_jobs",
     "start_verification",
-    "strict_verdict",
 ]
 
 Triple = tuple[bytes, bytes, bytes]
@@ -297,69 +293,34 @@ def process_context() -> Any:
     return context
 
 
-@dataclass(frozen=True, slots=True)
-class Verification:
-    """Signature checks under way in helper processes (:func:`start_verification`).
-
-    ``verifier`` answers from the helpers' verdicts; ``executor`` is None when
-    everything runs here. ``strict`` is the helper's strict-parse verdict of
-    the document (None: clean; else ``(code, message)``), when one was asked for.
-    """
-
-    verifier: Verifier
-    executor: ProcessPoolExecutor | None = None
-    cache: ParallelCache | None = None
-    strict: Future[tuple[str, str] | None] | None = None
-
-
-def strict_verdict(source: bytes | str, max_bytes: int) -> tuple[str, str] | None:
-    """Worker task: what :func:`pith_graph.documents.read_json` says of a document.
-
-    None when it parses strictly, else the error's ``(code, message)``.
-    """
-    try:
-        read_json(source, max_bytes=max_bytes)
-    except InputError as exc:
-        return exc.code, exc.message
-    return None
-
-
 def start_verification(
-    jobs: Sequence[Triple],
-    *,
-    workers: int,
-    verifier: Verifier | None = None,
-    chunk_size: int = CHUNK_SIZE,
-    strict_source: bytes | str | None = None,
-    max_bytes: int = DEFAULT_MAX_BYTES,
-) -> Verification:
+    jobs: Sequence[Triple], *, workers: int, verifier: Verifier | None = None, chunk_size: int = CHUNK_SIZE
+) -> tuple[Verifier, ProcessPoolExecutor | None, ParallelCache | None]:
     """Verify ``jobs`` in ``workers - 1`` helper processes; this process is the last worker.
 
-    The caller shuts the executor down once the merge is done. A chunk no helper
-    has started when the merge needs it is verified here instead (so this
-    process never idles while work is queued). With ``strict_source`` (the
-    document's bytes, or its path) a helper first runs the strict parse's
-    duplicate-key and depth checks on it (:attr:`Verification.strict`), so this
-    process can parse with :func:`~pith_graph.canonical.loads_unchecked`.
-    Everything runs here (no executor) when ``workers`` <= 1, when the backend
-    cannot be named in another process, or when no process can be started (a
-    sandbox): the result is the same, only slower.
+    Returns ``(verifier, executor, cache)``; the caller shuts the executor down
+    once the merge is done. The returned verifier answers from the helpers'
+    verdicts; a chunk no helper has started when the merge needs it is verified
+    here instead (so this process never idles while work is queued). Serial
+    (executor None, the given or a default verifier) when ``workers`` <= 1, when
+    the backend cannot be named in another process, or when no process can be
+    started (a sandbox): the result is the same, only slower.
     """
     base = verifier or Verifier()
     backend_name = base.backend.name
     if workers <= 1 or backend_name not in ed25519.available_backends():
-        return Verification(base)
+        return base, None, None
     if base.cache is not None:
         jobs = [t for t in jobs if base.cache.lookup(*t) is None]
+    if not jobs:
+        return base, None, None
     cache = ParallelCache(Verifier(base.backend), base.cache)
     try:
         executor = ProcessPoolExecutor(max_workers=workers - 1, mp_context=process_context())
-        # Submitted first, so a helper parses while this process does the same.
-        strict = None if strict_source is None else executor.submit(strict_verdict, strict_source, max_bytes)
         cache.submit(executor, backend_name, jobs, chunk_size)
     except (OSError, RuntimeError):  # no processes here: verify in this one
-        return Verification(base)
-    return Verification(Verifier(base.backend, cache), executor, cache, strict)
+        return base, None, None
+    return Verifier(base.backend, cache), executor, cache
 
 
 def parallel_verifier(
@@ -371,11 +332,7 @@ def parallel_verifier(
     chunk_size: int = CHUNK_SIZE,
     min_events: int = PARALLEL_MIN_EVENTS,
 ) -> tuple[Verifier, ProcessPoolExecutor | None, ParallelCache | None]:
-    """:func:`start_verification` of the parsed ``events`` (serial below ``min_events`` events).
-
-    Returns ``(verifier, executor, cache)``.
-    """
+    """:func:`start_verification` of the parsed ``events`` (serial below ``min_events`` events)."""
     if workers <= 1 or len(events) < min_events:
         return verifier or Verifier(), None, None
-    started = start_verification(signature_jobs(events, keyring), workers=workers, verifier=verifier, chunk_size=chunk_size)
-    return started.verifier, started.executor, started.cache
+    return start_verification(signature_jobs(events, keyring), workers=workers, verifier=verifier, chunk_size=chunk_size)

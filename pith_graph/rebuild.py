@@ -6,26 +6,17 @@ decide which keys are trusted, merge.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pith_graph.canonical import DEFAULT_MAX_BYTES, gc_paused, loads_unchecked
+from pith_graph.canonical import gc_paused
 from pith_graph.documents import Document, DocumentSource, load_bundle, source_bytes
 from pith_graph.ed25519 import Verifier
-from pith_graph.errors import InputError, PithGraphError, TrustError
+from pith_graph.errors import PithGraphError, TrustError
 from pith_graph.keys import KeyRing, TrustedKey, coerce_ring
 from pith_graph.merge import MergeResult, merge_checked
-from pith_graph.models import Bundle, detect_kind
-from pith_graph.parallel import (
-    Triple,
-    Verification,
-    parallel_verifier,
-    prepass_jobs,
-    resolve_workers,
-    start_verification,
-    strict_verdict,
-)
+from pith_graph.models import Bundle
+from pith_graph.parallel import Triple, parallel_verifier, prepass_jobs, resolve_workers, start_verification
 from pith_graph.state import State
 
 __all__ = ["TrustedKeys", "rebuild", "rebuild_state", "resolve_keyring"]
@@ -68,58 +59,35 @@ def rebuild(
     """
     count = resolve_workers(workers)
     data = source_bytes(bundle) if count > 1 and not isinstance(bundle, Document) else None
-    started = Verification(verifier or Verifier())
+    started = None
     if data is not None:
         jobs = _prepass(data, trusted_keys, trust_bundle_keys)
         if jobs is not None:
-            # A path is re-read by the helper: cheaper than sending the bytes.
-            source = data if isinstance(bundle, (bytes, bytearray, memoryview)) else os.fspath(bundle)  # type: ignore[arg-type]
-            started = start_verification(jobs, workers=count, verifier=verifier, strict_source=source)
+            started = start_verification(jobs, workers=count, verifier=verifier)
+    executor = None if started is None else started[1]
     try:
-        try:
-            if started.strict is not None and data is not None:
-                # The helper runs the duplicate-key and depth checks meanwhile (checked below).
-                raw_tree = loads_unchecked(data)[1]
-                raw, model = load_bundle(Document(raw_tree, detect_kind(raw_tree)))
-            else:
-                raw, model = load_bundle(bundle if data is None else data)
-            data = None  # the bytes read from a path are not needed past the parse (peak memory)
-            ring = resolve_keyring(trusted_keys, trust_bundle_keys, model)
-            if started.executor is None:
-                verifier_, executor, cache = parallel_verifier(raw["events"], ring, workers=count, verifier=verifier)
-                started = Verification(verifier_, executor, cache)
-            with gc_paused():  # the merge builds a large acyclic structure (see gc_paused)
-                result = merge_checked(
-                    raw["events"],
-                    subject=model.pith_number,
-                    aliases=raw.get("source_aliases") or (),
-                    keyring=ring,
-                    verifier=started.verifier,
-                )
-        except PithGraphError:
-            _raise_strict_problem(started, bundle)  # the strict parse's error comes first, as in loads
-            raise
-        _raise_strict_problem(started, bundle)
-        if started.cache is not None and started.cache.inner is not None:
-            started.cache.drain()  # hand every worker verdict to the caller's cache (the store's warm path)
+        raw, model = load_bundle(bundle if data is None else data)
+        data = None  # the bytes read from a path are not needed past the parse (peak memory)
+        ring = resolve_keyring(trusted_keys, trust_bundle_keys, model)
+        if started is None:
+            started = parallel_verifier(raw["events"], ring, workers=count, verifier=verifier)
+            executor = started[1]
+        verifier, _, cache = started
+        with gc_paused():  # the merge builds a large acyclic structure (see gc_paused)
+            result = merge_checked(
+                raw["events"],
+                subject=model.pith_number,
+                aliases=raw.get("source_aliases") or (),
+                keyring=ring,
+                verifier=verifier,
+            )
+        if cache is not None and cache.inner is not None:
+            cache.drain()  # hand every worker verdict to the caller's cache (the store's warm path)
     finally:
-        if started.executor is not None:
+        if executor is not None:
             # Not waiting: a chunk still in a worker holds nothing the merge needs any more.
-            started.executor.shutdown(wait=False, cancel_futures=True)
+            executor.shutdown(wait=False, cancel_futures=True)
     return result, model, raw, ring
-
-
-def _raise_strict_problem(started: Verification, bundle: DocumentSource | Document) -> None:
-    """Raise what the strict parse found, if it ran in a helper (the merge's result is then void)."""
-    if started.strict is None:
-        return
-    try:
-        problem = started.strict.result()
-    except Exception:  # the helper died: run the same checks here
-        problem = strict_verdict(bundle if not isinstance(bundle, Document) else bundle.obj, DEFAULT_MAX_BYTES)  # type: ignore[arg-type]
-    if problem is not None:
-        code, message = problem
-        raise InputError(message, code=code)
 
 
 def _prepass(data: bytes, trusted_keys: TrustedKeys, trust_bundle_keys: bool) -> list[Triple] | None:
