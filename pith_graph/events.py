@@ -41,6 +41,7 @@ __all__ = [
     "EXCLUDED_FROM_CONTENT",
     "INSPECT_REVISION",
     "INTRINSIC_CHECKS",
+    "KEY_CHECK_REVISION",
     "MAX_EVENT_BYTES",
     "REQUIRED_TARGETS",
     "CheckedEvent",
@@ -108,6 +109,9 @@ def unit_id(raw: Any) -> str:
 #: Bumped whenever what :func:`inspect_event` returns for some copy changes (its
 #: checks, or the :class:`EventFacts` it reads): stores drop facts kept under another revision.
 INSPECT_REVISION: Final = 2
+#: Bumped whenever what :func:`check_keys` decides for some copy and keys changes
+#: (stores drop key verdicts kept under another revision).
+KEY_CHECK_REVISION: Final = 1
 
 
 class EventFacts(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
@@ -306,8 +310,8 @@ def inspect_event(raw: Any, *, subject: str, uid: str | None = None) -> CheckedE
 def check_keys(checked: CheckedEvent, *, subject: str, keyring: KeyRing, verifier: Verifier) -> CheckedEvent:
     """The stage-1 checks that depend on the trusted keys, after :func:`inspect_event` passed."""
     facts = checked.facts
-    if checked.reason is not None or facts is None:
-        return checked
+    if checked.reason is not None or facts is None or checked.valid:
+        return checked  # already decided (an event store replays verdicts it kept)
     key = keyring.get(facts.key_id)
     # merge-v1: a key signs nothing created at or after its rotates_at.
     if key is None or not key.signs_at(facts.instant):

@@ -91,9 +91,13 @@ def _resolve_history(units: dict[str, CheckedEvent]) -> dict[str, str]:
             continue
         facts = checked.facts
         assert facts is not None  # stage-1 valid units are well formed
-        if facts.prev_event is None and not facts.supersedes:
-            # Names nothing, so no history check can fail (the common root case).
+        if all(dep in done or dep not in units for dep in _named(facts)):
+            # Everything it names is decided (or absent): no walk needed. The common
+            # case: roots, and histories listed in order.
             done.add(start)
+            reason = _history_reason(facts, units, reasons, done)
+            if reason is not None:
+                reasons[start] = reason
             continue
         stack: list[tuple[str, bool]] = [(start, False)]
         while stack:
@@ -191,13 +195,17 @@ def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
     for uid, facts in valid.items():
         if uid in frozen:
             continue
+        if not facts.supersedes:
+            if facts.prev_event is None:
+                ready.append(key(uid))
+            else:  # the common case: one predecessor
+                waiting[uid] = 1
+                waiters[facts.prev_event].append(uid)
+            continue
         named = set(_named(facts))
-        if named:
-            waiting[uid] = len(named)
-            for dep in named:
-                waiters[dep].append(uid)
-        else:
-            ready.append(key(uid))
+        waiting[uid] = len(named)
+        for dep in named:
+            waiters[dep].append(uid)
     heapq.heapify(ready)
     order: list[str] = []
     while ready:

@@ -57,6 +57,7 @@ from pith_graph.errors import InputError, PithGraphError, StoreError, TrustError
 from pith_graph.events import (
     INSPECT_REVISION,
     INTRINSIC_CHECKS,
+    KEY_CHECK_REVISION,
     CheckedEvent,
     EventFacts,
     check_keys,
@@ -186,6 +187,20 @@ _MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         " BEGIN SELECT RAISE(ABORT, 'event facts are append-only'); END",
         "CREATE TRIGGER schema_no_delete BEFORE DELETE ON pith_schema"
         " BEGIN SELECT RAISE(ABORT, 'schema versions are append-only'); END",
+        # The final stage-1 verdict of an intrinsically valid copy under one set of
+        # trusted keys (ring: _ring_id), so a warm replay under the same keys skips
+        # the key checks and the signature cache entirely.
+        """CREATE TABLE key_verdicts (
+            ring TEXT NOT NULL,
+            seq INTEGER NOT NULL REFERENCES events (seq),
+            -- the first failing key check, NULL when every stage-1 check passed.
+            reason TEXT,
+            PRIMARY KEY (ring, seq)
+        ) WITHOUT ROWID""",
+        "CREATE TRIGGER key_verdicts_no_update BEFORE UPDATE ON key_verdicts"
+        " BEGIN SELECT RAISE(ABORT, 'key verdicts are append-only'); END",
+        "CREATE TRIGGER key_verdicts_no_delete BEFORE DELETE ON key_verdicts"
+        " BEGIN SELECT RAISE(ABORT, 'key verdicts are append-only'); END",
         "INSERT INTO pith_schema (version) VALUES (2)",
     ),
 }
@@ -208,6 +223,18 @@ FACTS_RULE: Final = _facts_rule()
 _FACTS_ENCODER: Final = msgspec.msgpack.Encoder()
 _FACTS_DECODER: Final = msgspec.msgpack.Decoder(EventFacts)
 #: Progress of a copy whose intrinsic reason is the key (None: every intrinsic check passed).
+def _ring_id(ring: KeyRing) -> str:
+    """What a key verdict depends on besides the copy: the trusted keys (material, key id,
+    rotates_at, signer binding) and the rules that read them."""
+    described = [FACTS_RULE, KEY_CHECK_REVISION, ring.to_entries()]
+    return hashlib.sha256(canonical_json(described)).hexdigest()[:32]
+
+
+#: Progress of a copy whose key checks ended with each verdict (None: all passed).
+_KEY_PROGRESS: Final[dict[str | None, int]] = {
+    None: len(codes.EVENT_REASONS),
+    **{reason: i for i, reason in enumerate(codes.EVENT_REASONS) if i >= INTRINSIC_CHECKS},
+}
 _PROGRESS: Final[dict[str | None, int]] = {
     None: INTRINSIC_CHECKS,
     **{reason: i for i, reason in enumerate(codes.EVENT_REASONS[:INTRINSIC_CHECKS])},
@@ -356,6 +383,12 @@ class Backend(Protocol):
 
     def add_facts(self, facts: Sequence[tuple[int, FactsRow]]) -> None:
         """Store facts computed for copies that lacked them (by ``seq``); a row already there is kept."""
+
+    def key_verdicts(self, ring: str, subject: str) -> dict[int, str | None]:
+        """The stored key verdicts of ``subject``'s copies under ``ring``, by ``seq``."""
+
+    def add_key_verdicts(self, ring: str, subject: str, verdicts: Sequence[tuple[str, str, str | None]]) -> None:
+        """Store key verdicts (unit id, digest, reason) of ``subject``'s copies under ``ring``; a row already there is kept."""
 
     def event_rows(self, subject: str) -> list[EventRow]:
         """Every stored copy for ``subject``, sorted by (unit id, digest)."""
@@ -529,6 +562,20 @@ class SQLiteBackend:
             return rows, self._items(conn, subject)
 
         return self.read(run)
+
+    def key_verdicts(self, ring: str, subject: str) -> dict[int, str | None]:
+        """See :meth:`Backend.key_verdicts`."""
+        query = "SELECT k.seq, k.reason FROM key_verdicts k JOIN events e ON e.seq = k.seq WHERE k.ring = ? AND e.subject = ?"
+        return self.read(lambda conn: dict(conn.execute(query, (ring, subject)).fetchall()))
+
+    def add_key_verdicts(self, ring: str, subject: str, verdicts: Sequence[tuple[str, str, str | None]]) -> None:
+        """See :meth:`Backend.add_key_verdicts` (INSERT OR IGNORE, as for facts)."""
+        rows = [(ring, reason, subject, uid, digest) for uid, digest, reason in verdicts]
+        insert = (
+            "INSERT OR IGNORE INTO key_verdicts (ring, seq, reason)"
+            " SELECT ?, seq, ? FROM events WHERE subject = ? AND unit_id = ? AND digest = ?"
+        )
+        self.write(lambda conn: conn.executemany(insert, rows), "writing key verdicts")
 
     def add_facts(self, facts: Sequence[tuple[int, FactsRow]]) -> None:
         """See :meth:`Backend.add_facts` (INSERT OR IGNORE: concurrent replays may race to fill a row)."""
@@ -773,21 +820,25 @@ def _parse_event(event: Any) -> Any:
 
 
 def _stored_checked(
-    subject: str, rows: Sequence[tuple[Any, ...]]
-) -> tuple[list[tuple[str, CheckedEvent]], list[bytes], list[tuple[int, FactsRow]]]:
-    """The intrinsic stage-1 outcome of every stored copy, from its facts row (never parsing the copy).
+    subject: str, rows: Sequence[tuple[Any, ...]], known: Mapping[int, str | None]
+) -> tuple[list[tuple[str, CheckedEvent]], list[bytes], list[tuple[int, FactsRow]], list[tuple[int, int]]]:
+    """The stage-1 outcome of every stored copy, from its facts row (never parsing the copy).
 
-    Returns (unit id, outcome) pairs for :func:`~pith_graph.merge.merge_copies`,
-    the messages the intrinsically valid copies sign (to prefetch their
-    verdicts), and the facts computed for copies that lacked them (stored under
-    schema v1), to be written back.
+    Returns (unit id, outcome) pairs for :func:`~pith_graph.merge.merge_copies`:
+    final where the intrinsic checks failed or ``known`` holds the copy's key
+    verdict under the caller's keys, intrinsic otherwise. Also the messages those
+    remaining copies sign (to prefetch their signature verdicts), the facts
+    computed for copies that lacked them (stored under schema v1), to be written
+    back, and the (index, seq) of the copies whose key checks remain.
     """
     # The hot loop of a warm replay: locals only, one decode and one CheckedEvent per copy.
     copies: list[tuple[str, CheckedEvent]] = []
     messages: list[bytes] = []
     missing: list[tuple[int, FactsRow]] = []
+    unchecked: list[tuple[int, int]] = []
+    key_progress = _KEY_PROGRESS
     add_copy, add_message, decode, progress_of = copies.append, messages.append, _FACTS_DECODER.decode, _PROGRESS
-    malformed, fromhex = codes.REASON_MALFORMED, bytes.fromhex
+    malformed = codes.REASON_MALFORMED
     for row in rows:
         seq, uid, digest, reason, blob, signer, payload, body = row[:8]
         if body is None:
@@ -808,10 +859,18 @@ def _stored_checked(
             )
         if reason is None:
             assert facts is not None  # a copy passing the intrinsic checks is well formed
-            # merge-v1: an event signs the 32 raw bytes of its content_sha256.
-            add_message(fromhex(facts.content_sha256))
+            if seq in known:
+                verdict = known[seq]
+                if verdict not in key_progress:
+                    raise StoreError(f"key verdict of row {seq} is unreadable ({verdict!r})", code=codes.E_STORE_CORRUPT)
+                checked = CheckedEvent(
+                    uid, None, verdict, key_progress[verdict], facts, checked.signer_json, checked.payload_json, digest
+                )
+            else:
+                unchecked.append((len(copies), seq))
+                add_message(facts.message)  # merge-v1: the 32 raw bytes of content_sha256
         add_copy((uid, checked))
-    return copies, messages, missing
+    return copies, messages, missing, unchecked
 
 
 def _as_is(uid: str, checked: CheckedEvent) -> CheckedEvent:
@@ -932,7 +991,15 @@ class EventStore:
             )
         finally:
             self.cache.flush()
+        self._keep_verdicts(ring, subject, [(a, c) for a, (c, _) in zip(appends, inspected, strict=True)])
         return ImportResult(subject, appends, self._item_count(subject) - before)
+
+    def _keep_verdicts(self, ring: KeyRing, subject: str, outcomes: Sequence[tuple[AppendResult, CheckedEvent]]) -> None:
+        """Keep the key verdicts an append or import just reached, so the next replay under
+        the same keys starts warm (only for copies that passed the intrinsic checks)."""
+        verdicts = [(a.unit_id, a.digest, a.reason) for a, inspected in outcomes if inspected.reason is None]
+        if verdicts:
+            self.backend.add_key_verdicts(_ring_id(ring), subject, verdicts)
 
     def _item_count(self, subject: str) -> int:
         return len(self.backend.items(subject))
@@ -995,12 +1062,26 @@ class EventStore:
             raise StoreError(f"the store holds nothing for {subject!r}", code=codes.E_STORE_UNKNOWN_SUBJECT)
         items = {kind: _join(bodies) for kind, bodies in grouped.items()}
         ring = self._ring(trusted_keys, trust_bundle_keys, items["public_key"])
+        ring_id = _ring_id(ring)
         try:
             with gc_paused():  # thousands of small acyclic objects (see canonical.gc_paused)
-                copies, messages, missing = _stored_checked(subject, rows)
+                copies, messages, missing, unchecked = _stored_checked(
+                    subject, rows, self.backend.key_verdicts(ring_id, subject)
+                )
                 if missing:
                     self.backend.add_facts(missing)
-                self.cache.prefetch(messages)
+                if unchecked:
+                    # The key checks of copies never replayed under these keys; their
+                    # verdicts are kept for the next replay.
+                    self.cache.prefetch(messages)
+                    verifier = self.verifier()
+                    verdicts: list[tuple[str, str, str | None]] = []
+                    for index, _seq in unchecked:
+                        uid, intrinsic = copies[index]
+                        checked = check_keys(intrinsic, subject=subject, keyring=ring, verifier=verifier)
+                        copies[index] = (uid, checked)
+                        verdicts.append((uid, rows[index][2], checked.reason))
+                    self.backend.add_key_verdicts(ring_id, subject, verdicts)
                 result = merge_copies(
                     copies, _as_is, subject=subject, aliases=items["alias"], keyring=ring, verifier=self.verifier()
                 )

@@ -175,10 +175,16 @@ class StoreContract:
         events = [history.event("mirror_hint", payload={"i": i}) for i in range(5)]
         store.import_bundle(history.bundle(events), trusted_keys=trusted)
         store.cache.hits = store.cache.misses = 0
+        # Under the import's keys the key verdicts themselves were kept: no signature is even looked up.
         warm = store.replay(history.subject, trusted_keys=trusted)
+        assert (store.cache.hits, store.cache.misses) == (0, 0)
+        assert warm.state.to_json() == rebuild_state(history.bundle(events), trusted_keys=trusted).to_json()
+        # Under other keys (one more, unused) the key checks run again, every signature from the cache.
+        wider = [*trusted, TestKey("unrelated").entry()]
+        warm = store.replay(history.subject, trusted_keys=wider)
         assert store.cache.misses == 0
         assert store.cache.hits == 7  # 6 events + the record_created receipt
-        assert warm.state.to_json() == rebuild_state(history.bundle(events), trusted_keys=trusted).to_json()
+        assert warm.state.to_json() == rebuild_state(history.bundle(events), trusted_keys=wider).to_json()
 
     def test_cache_never_turns_a_bad_signature_good(self, store: EventStore, history: History) -> None:
         trusted = history.trusted()

@@ -19,10 +19,12 @@ from conftest import ref_canonical, ref_sha256
 
 from pith_graph import codes
 from pith_graph.canonical import loads
+from pith_graph.ed25519 import Verifier
 from pith_graph.errors import StoreError
-from pith_graph.events import EventFacts, inspect_event
+from pith_graph.events import EventFacts, check_event, inspect_event
+from pith_graph.keys import KeyRing
 from pith_graph.rebuild import rebuild_state
-from pith_graph.store import FACTS_RULE, EventRow, EventStore, FactsRow
+from pith_graph.store import FACTS_RULE, EventRow, EventStore, FactsRow, _ring_id
 from pith_graph.testing import History, TestKey, resign
 
 #: The schema a v1 store was created with (pith_graph before event_facts), kept
@@ -241,6 +243,80 @@ def test_facts_and_schema_versions_are_append_only(tmp_path: Path, history: Hist
     finally:
         raw.close()
     assert count(path, "event_facts") == 2
+
+
+# --- key verdicts ---------------------------------------------------------------------------
+
+
+def stored_key_verdicts(path: Path) -> dict[str, list[tuple[str, str, bytes, str | None]]]:
+    """ring -> [(subject, unit_id, body, reason)], through a connection of our own."""
+    raw = sqlite3.connect(path)
+    try:
+        rows = raw.execute(
+            "SELECT k.ring, e.subject, e.unit_id, e.body, k.reason FROM key_verdicts k JOIN events e ON e.seq = k.seq"
+        ).fetchall()
+    finally:
+        raw.close()
+    by_ring: dict[str, list[tuple[str, str, bytes, str | None]]] = {}
+    for ring, subject, uid, body, reason in rows:
+        by_ring.setdefault(ring, []).append((subject, uid, bytes(body), reason))
+    return by_ring
+
+
+def test_key_verdicts_are_kept_per_set_of_keys_and_are_check_event(
+    tmp_path: Path, history: History, alice: TestKey, bob: TestKey, other: History
+) -> None:
+    """Each kept verdict is what check_event says of the stored body under that ring, and a
+    replay under other keys never reads another ring's verdicts."""
+    bundle = history.bundle(mixed_events(history, alice, bob, other))
+    path = tmp_path / "s.sqlite"
+    rings = {"registry only": [history.registry.entry()], "with alice": trusted_keys(history, alice)}
+    with EventStore(path) as store:
+        store.import_bundle(bundle, trusted_keys=rings["registry only"])
+        for keys in rings.values():
+            for _ in range(2):  # the second replay reads the verdicts the first kept
+                assert store.state(history.subject, trusted_keys=keys).to_json() == rebuild_state(
+                    bundle, trusted_keys=keys
+                ).to_json()
+    kept = stored_key_verdicts(path)
+    assert len(kept) == 2
+    expected_by_ring = {}
+    for name, keys in rings.items():
+        ring = KeyRing.from_entries(keys)
+        expected_by_ring[name] = sorted(
+            (
+                (uid, check_event(loads(body), subject=subject, keyring=ring, verifier=Verifier(), uid=uid).reason or "")
+                for subject, uid, body, _ in next(iter(kept.values()))
+            ),
+        )
+    found = sorted(sorted((uid, reason or "") for _, uid, _, reason in rows) for rows in kept.values())
+    assert found == sorted(expected_by_ring.values())
+    # The two sets of keys really disagree about some copy (alice's events).
+    assert expected_by_ring["registry only"] != expected_by_ring["with alice"]
+
+
+def test_key_verdicts_are_append_only_and_checked_when_read(tmp_path: Path, history: History) -> None:
+    path = tmp_path / "s.sqlite"
+    trusted = history.trusted()
+    with EventStore(path) as store:
+        store.import_bundle(history.bundle([history.event("mirror_hint", payload={"i": 1})]), trusted_keys=trusted)
+    raw = sqlite3.connect(path)
+    try:
+        assert count(path, "key_verdicts") == 2  # the record_created and the hint
+        for forged in ("UPDATE key_verdicts SET reason = 'bad_signature'", "DELETE FROM key_verdicts"):
+            with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+                raw.execute(forged)
+        # A verdict that is no key-check reason (here: under another ring id, as if written by
+        # other code) is refused when read, not believed.
+        other_keys = [*trusted, TestKey("unrelated").entry()]
+        ring = _ring_id(KeyRing.from_entries(other_keys))
+        raw.execute("INSERT INTO key_verdicts (ring, seq, reason) SELECT ?, seq, 'malformed' FROM events", (ring,))
+        raw.commit()
+    finally:
+        raw.close()
+    with EventStore(path) as store, pytest.raises(StoreError) as caught:
+        store.state(history.subject, trusted_keys=other_keys)
+    assert caught.value.code == codes.E_STORE_CORRUPT
 
 
 # --- migration from v1 ------------------------------------------------------------------------
