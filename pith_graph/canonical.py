@@ -248,7 +248,7 @@ def _members(obj: Any, level: int = 0) -> int:
     return 0
 
 
-def _check_structure(data: bytes, obj: Any) -> None:
+def _check_structure(data: bytes, obj: Any, max_depth: int = MAX_DEPTH) -> None:
     """Reject duplicate keys and excessive nesting, working on the raw bytes.
 
     Both checks run at C speed over the document reduced to its structural
@@ -260,12 +260,12 @@ def _check_structure(data: bytes, obj: Any) -> None:
     # removes the innermost level, so a document at most MAX_DEPTH deep is
     # empty after MAX_DEPTH passes.
     brackets = structure.translate(_ONE_BRACKET_TYPE, b":")
-    for _ in range(MAX_DEPTH):
+    for _ in range(max_depth):
         if not brackets:
             break
         brackets = brackets.replace(b"[]", b"")
     if brackets:
-        raise InputError(f"document nests deeper than {MAX_DEPTH} levels", code=codes.E_TOO_DEEP)
+        raise InputError(f"document nests deeper than {max_depth} levels", code=codes.E_TOO_DEEP)
     # A decoded dict keeps one value per key: if the text has more members than
     # the decoded tree, some object repeated a key.
     members_in_text = structure.count(b":")
@@ -276,10 +276,11 @@ def _check_structure(data: bytes, obj: Any) -> None:
         raise InputError("duplicate object key", code=codes.E_DUPLICATE_KEY)
 
 
-def loads(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+def loads(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = MAX_DEPTH) -> Any:
     """Parse ``data`` as strict JSON and return plain Python values.
 
-    Floats come back as :class:`JsonFloat`. Raises
+    Floats come back as :class:`JsonFloat`. ``max_depth`` is lowered for a part
+    of a larger document (the levels above it count too). Raises
     :class:`~pith_graph.errors.InputError` (with a code from
     :mod:`pith_graph.codes`) for anything that is not a single, unambiguous JSON
     document: see the module docstring.
@@ -304,5 +305,5 @@ def loads(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
         ) from exc
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
         raise _classify_failure(data, exc) from exc
-    _check_structure(data, obj)
+    _check_structure(data, obj, max_depth)
     return obj

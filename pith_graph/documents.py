@@ -16,12 +16,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
+
 from pith_graph import codes
 from pith_graph.canonical import DEFAULT_MAX_BYTES, canonical_json, loads
 from pith_graph.errors import InputError
 from pith_graph.models import Bundle, DocumentKind, convert, detect_kind
 
-__all__ = ["MAX_EVENTS", "Document", "DocumentSource", "load_bundle", "read_document", "read_json", "source_bytes"]
+__all__ = [
+    "EVENT_DEPTH_OFFSET",
+    "MAX_EVENTS",
+    "Document",
+    "DocumentSource",
+    "load_bundle",
+    "read_document",
+    "read_json",
+    "source_bytes",
+    "split_bundle",
+]
 
 #: Most events a single bundle may carry.
 MAX_EVENTS: Final = 1_000_000
@@ -103,6 +115,65 @@ def load_bundle(source: DocumentSource | Document, *, max_bytes: int = DEFAULT_M
     if len(bundle.events) > MAX_EVENTS:
         raise InputError(f"bundle has {len(bundle.events)} events, over the limit of {MAX_EVENTS}", code=codes.E_TOO_LARGE)
     return document.obj, bundle
+
+
+class _Outer(msgspec.Struct):
+    events: msgspec.Raw
+
+
+_OUTER: Final = msgspec.json.Decoder(_Outer)
+_RAW_LIST: Final = msgspec.json.Decoder(list[msgspec.Raw])
+#: Levels above an event in a bundle (the bundle object, its events array).
+EVENT_DEPTH_OFFSET: Final = 2
+
+
+def _span(data: bytes, part: memoryview) -> int | None:
+    """Where ``part`` (a slice of ``data``'s text) occurs first in ``data``."""
+    probe = bytes(part[:256])
+    start = data.find(probe)
+    while start >= 0:
+        if memoryview(data)[start : start + len(part)] == part:
+            return start
+        start = data.find(probe, start + 1)
+    return None
+
+
+def split_bundle(
+    data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[dict[str, Any], Bundle, list[msgspec.Raw]] | None:
+    """A bundle as its strictly parsed shell (``events`` emptied) and its events still unparsed.
+
+    For a rebuild that parses, checks and drops one event at a time, so the
+    decoded tree of every event is never held at once (peak memory). Each event
+    must then be read with :func:`~pith_graph.canonical.loads` and
+    ``max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET``: the shell and the events
+    together get exactly the checks :func:`load_bundle` makes. Returns None
+    whenever the split does not apply or anything looks irregular; the caller
+    then uses :func:`load_bundle`, which raises the error it finds.
+    """
+    if len(data) > max_bytes:
+        return None
+    try:
+        array = _OUTER.decode(data).events
+        events = _RAW_LIST.decode(array)
+    except (msgspec.DecodeError, RecursionError, ValueError):
+        return None
+    if len(events) > MAX_EVENTS:
+        return None
+    view = memoryview(array)
+    start = _span(data, view)
+    if start is None:
+        return None
+    try:
+        shell = loads(data[:start] + b"[]" + data[start + len(view) :], max_bytes=max_bytes)
+        # The text cut out was the events array only if the shell's events are now
+        # empty: an identical text elsewhere (another member's value) leaves them whole.
+        if not (isinstance(shell, dict) and shell.get("events") == [] and detect_kind(shell) == "bundle"):
+            return None
+        model = convert(shell, Bundle)
+    except InputError:
+        return None
+    return shell, model, events
 
 
 def as_path(source: object) -> Path | None:

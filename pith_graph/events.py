@@ -159,8 +159,9 @@ class CheckedEvent:
     ``progress`` counts the checks passed (:attr:`valid` once all passed).
     ``facts`` and the canonical ``signer_json``/``payload_json`` fragments are
     set whenever the copy is not ``malformed``. ``raw`` is the value as
-    received (None when replayed from a store's facts); ``digest`` the sha256
-    hex of its canonical bytes, when known.
+    received, or its unparsed text (a ``msgspec.Raw``, see :meth:`value`), or
+    None when replayed from a store's facts; ``digest`` the sha256 hex of its
+    canonical bytes, when known.
     """
 
     unit_id: str
@@ -191,7 +192,14 @@ class CheckedEvent:
         """sha256 hex of the canonical bytes of the copy (ties between copies are broken by it)."""
         if self.digest is not None:
             return self.digest
-        return hashlib.sha256(canonical_json_parsed(self.raw)).hexdigest()
+        return hashlib.sha256(canonical_json_parsed(self.value())).hexdigest()
+
+    def value(self) -> Any:
+        """The copy as received, as plain JSON values (``raw`` may hold its unparsed text)."""
+        if isinstance(self.raw, msgspec.Raw):
+            # Text that parsed strictly once (rebuild_state's streaming path) parses again.
+            return loads(bytes(self.raw))
+        return self.raw
 
     def payload(self) -> Any:
         """The payload as plain JSON values (parsed from its canonical bytes if needed)."""

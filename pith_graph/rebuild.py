@@ -6,17 +6,35 @@ decide which keys are trusted, merge.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
-from pith_graph.canonical import gc_paused
-from pith_graph.documents import Document, DocumentSource, load_bundle, source_bytes
+import msgspec
+
+from pith_graph.canonical import MAX_DEPTH, gc_paused, loads
+from pith_graph.documents import (
+    EVENT_DEPTH_OFFSET,
+    Document,
+    DocumentSource,
+    load_bundle,
+    source_bytes,
+    split_bundle,
+)
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import PithGraphError, TrustError
+from pith_graph.events import CheckedEvent, inspect_event, unit_id
 from pith_graph.keys import KeyRing, TrustedKey, coerce_ring
-from pith_graph.merge import MergeResult, merge_checked
+from pith_graph.merge import MergeResult, merge_checked, merge_copies
 from pith_graph.models import Bundle
-from pith_graph.parallel import Triple, parallel_verifier, prepass_jobs, resolve_workers, start_verification
+from pith_graph.parallel import (
+    PARALLEL_MIN_EVENTS,
+    Triple,
+    parallel_verifier,
+    prepass_jobs,
+    resolve_workers,
+    start_verification,
+)
 from pith_graph.state import State
 
 __all__ = ["TrustedKeys", "rebuild", "rebuild_state", "resolve_keyring"]
@@ -120,7 +138,68 @@ def rebuild_state(
     defects inside events are reported in the state, never raised.
     ``workers``: processes that verify signatures, this one included
     (default: one per CPU, at most 4; 1: serial; see :func:`rebuild`).
+
+    Given bytes or a path, events are parsed, checked and dropped one at a
+    time (:func:`pith_graph.documents.split_bundle`), so the decoded tree of
+    the whole bundle is never held; anything irregular takes the
+    :func:`rebuild` path, which raises the error the strict parse finds.
     """
-    return rebuild(bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=workers)[
-        0
-    ].state
+    data = None if isinstance(bundle, Document) else source_bytes(bundle)
+    split = None if data is None else split_bundle(data)
+    if data is not None and split is not None:
+        try:
+            return _rebuild_streaming(data, split, trusted_keys, trust_bundle_keys, resolve_workers(workers))
+        except PithGraphError:
+            pass  # the full path below reports what is wrong, exactly as without streaming
+    return rebuild(
+        bundle if data is None else data, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=workers
+    )[0].state
+
+
+def _rebuild_streaming(
+    data: bytes,
+    split: tuple[dict[str, Any], Bundle, list[msgspec.Raw]],
+    trusted_keys: TrustedKeys,
+    trust_bundle_keys: bool,
+    count: int,
+) -> State:
+    shell, model, events = split
+    started = None
+    if count > 1 and len(events) >= PARALLEL_MIN_EVENTS:
+        jobs = _prepass(data, trusted_keys, trust_bundle_keys)
+        if jobs is not None:
+            started = start_verification(jobs, workers=count)
+    executor = None if started is None else started[1]
+    try:
+        ring = resolve_keyring(trusted_keys, trust_bundle_keys, model)
+        verifier = Verifier() if started is None else started[0]
+        subject = model.pith_number
+        with gc_paused():  # acyclic structures only (see gc_paused)
+            result = merge_copies(
+                _parsed_one_by_one(events),
+                partial(_inspect_keeping_text, subject),
+                subject=subject,
+                aliases=shell.get("source_aliases") or (),
+                keyring=ring,
+                verifier=verifier,
+            )
+    finally:
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+    return result.state
+
+
+def _parsed_one_by_one(events: list[msgspec.Raw]) -> Iterator[tuple[str, tuple[msgspec.Raw, Any]]]:
+    """Each event's unit id, text and strictly parsed value; the value lives until the next one."""
+    for text in events:
+        value = loads(bytes(text), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)
+        yield unit_id(value), (text, value)
+
+
+def _inspect_keeping_text(subject: str, uid: str, copy: tuple[msgspec.Raw, Any]) -> CheckedEvent:
+    """inspect_event, keeping the copy's text rather than its parsed value (which is dropped)."""
+    text, value = copy
+    checked = inspect_event(value, subject=subject, uid=uid)
+    return CheckedEvent(
+        checked.unit_id, text, checked.reason, checked.progress, checked.facts, checked.signer_json, checked.payload_json
+    )
