@@ -23,7 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Final
 
@@ -35,7 +36,7 @@ from pith_graph.events import content_bytes
 from pith_graph.keys import KeyRing
 from pith_graph.merge import merge_checked
 from pith_graph.parallel import MemorySignatureCache, signature_jobs
-from pith_graph.rebuild import rebuild
+from pith_graph.rebuild import rebuild_state
 
 DEFAULT_SIZES: Final = (1000, 10_000, 100_000)
 RESULTS: Final = Path(__file__).resolve().parent / "results.json"
@@ -51,6 +52,20 @@ TARGETS: Final = (
     ("warm store replay / cold (10k)", "warm_speedup", 5.0, ">="),
     ("peak RSS / file size (100k)", "rss_over_file", 4.0, "<="),
 )
+
+
+@contextmanager
+def backend_default(name: str) -> Iterator[None]:
+    """Make ``name`` the process's default Ed25519 backend (helper processes inherit it)."""
+    before = os.environ.get(ed25519.BACKEND_ENV_VAR)
+    os.environ[ed25519.BACKEND_ENV_VAR] = name
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[ed25519.BACKEND_ENV_VAR]
+        else:
+            os.environ[ed25519.BACKEND_ENV_VAR] = before
 
 
 def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
@@ -230,9 +245,11 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
         t_bound, _ = best(lambda name=name: [Verifier(name).verify(*t) for t in triples], repeat)
         # Serial: one process does everything. Default: rebuild()'s own choice (helper
         # processes above PARALLEL_MIN_EVENTS, one per CPU up to MAX_AUTO_WORKERS).
-        t_cold, result = best(lambda name=name: rebuild(data, trusted_keys=ring, verifier=Verifier(name), workers=1), repeat)
-        t_auto, auto = best(lambda name=name: rebuild(data, trusted_keys=ring, verifier=Verifier(name)), repeat)
-        assert auto[0].state.to_json() == result[0].state.to_json()
+        # rebuild_state (the library call, streaming events) with the backend as the process default.
+        with backend_default(name):
+            t_cold, state = best(lambda: rebuild_state(path, trusted_keys=ring, workers=1), repeat)
+            t_auto, auto = best(lambda: rebuild_state(path, trusted_keys=ring), repeat)
+        assert auto.to_json() == state.to_json()
         out["backends"][name] = {
             "signature_bound_s": t_bound,
             "cold_rebuild_s": t_cold,
@@ -241,7 +258,7 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
             "cold_default_s": t_auto,
             "default_events_per_s": n / t_auto,
             "bound_ratio_default": t_bound / t_auto,
-            "state_sha256": result[0].state.state_sha256,
+            "state_sha256": state.state_sha256,
         }
     default = ed25519.get_backend("auto").name
     figures = out["backends"][default]
@@ -270,9 +287,9 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
     # Parallel verification, next to what the machine can give right now.
     if workers > 1:
         capacity_before = parallel_capacity(workers)
-        t_one, serial = best(lambda: rebuild(data, trusted_keys=ring, workers=1), repeat)
-        t_many, par = best(lambda: rebuild(data, trusted_keys=ring, workers=workers), repeat)
-        assert serial[0].state.to_json() == par[0].state.to_json()
+        t_one, serial = best(lambda: rebuild_state(path, trusted_keys=ring, workers=1), repeat)
+        t_many, par = best(lambda: rebuild_state(path, trusted_keys=ring, workers=workers), repeat)
+        assert serial.to_json() == par.to_json()
         out["parallel"] = {
             "workers": workers,
             "one_s": t_one,

@@ -269,7 +269,9 @@ def _check_structure(data: bytes, obj: Any, max_depth: int = MAX_DEPTH) -> None:
     # A decoded dict keeps one value per key: if the text has more members than
     # the decoded tree, some object repeated a key.
     members_in_text = structure.count(b":")
-    members_decoded = _members(obj)
+    # A small document is re-encoded whole (one call); a large one value by value
+    # below the top levels, so that no second copy of it is held (see _members).
+    members_decoded = _structure(_COUNT_ENCODER.encode(obj)).count(b":") if len(data) <= _SLICE else _members(obj)
     if members_in_text != members_decoded:
         # Slow path only to name the key in the error message.
         json.loads(data.decode("utf-8"), object_pairs_hook=_reject_duplicate_pairs)

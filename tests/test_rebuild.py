@@ -108,3 +108,16 @@ def test_depth_limit_counts_the_levels_above_an_event(history: History, extra: i
             with pytest.raises(InputError) as caught:
                 rebuild_fn(data)
             assert caught.value.code == "too_deep"
+
+
+def test_a_second_events_member_is_a_duplicate_key_not_a_hiding_place(history: History, alice: TestKey) -> None:
+    """The same events text twice under "events": the cut must leave the other one for the strict parse."""
+    bundle = history.bundle([history.event("graph_snapshot", key=alice, payload={"n": 1})])
+    text = json.dumps(bundle, separators=(",", ":"))
+    events_text = json.dumps(bundle["events"], separators=(",", ":"))
+    doubled = (text[:-1] + ',"events":' + events_text + "}").encode()
+    assert split_bundle(doubled) is None
+    for rebuild_fn in (rebuild_state, lambda d: rebuild(d, workers=1)):
+        with pytest.raises(InputError) as caught:
+            rebuild_fn(doubled)
+        assert caught.value.code == "duplicate_key"
