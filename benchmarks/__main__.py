@@ -273,7 +273,7 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
     for triple in triples:
         cache.record(*triple, True)
     merge_args = {"subject": model.pith_number, "aliases": raw["source_aliases"], "keyring": ring}
-    t_merge_cached, result = best(lambda: merge_checked(events, verifier=Verifier(cache=cache), **merge_args), repeat)
+    t_merge_cached, _ = best(lambda: merge_checked(events, verifier=Verifier(cache=cache), **merge_args), repeat)
     t_serialise, _ = best(lambda: merge_checked(events, verifier=Verifier(cache=cache), **merge_args).state.to_json(), 1)
     out["split"] = {
         "parse_s": t_parse,
