@@ -1,16 +1,19 @@
 """Parallel signature verification for large bundles.
 
 The cost floor of a cold rebuild is one Ed25519 verification per event. This
-module moves that cost to worker processes without touching the merge:
+module moves that cost to helper processes without touching the merge:
 
-1. a cheap pre-pass (:func:`signature_jobs`) extracts the (public key,
-   signature, message) triple of every event signed by a trusted key, reading
-   the raw event only (no canonical hashing, no typed view);
-2. the triples are verified in chunks by ``workers`` processes, each running
-   the pinned rule with the same backend (:mod:`pith_graph.ed25519`);
-3. the ordinary serial merge runs at the same time with a
-   :class:`~pith_graph.ed25519.Verifier` whose :class:`ParallelCache` answers
-   from those results (waiting for a chunk still in flight).
+1. a cheap pre-pass extracts the (public key, signature, message) triple of
+   every event signed by a trusted key: :func:`prepass_jobs` from the unparsed
+   bytes (so helpers start before the strict parse), or :func:`signature_jobs`
+   from parsed events;
+2. ``workers - 1`` helper processes verify the triples in chunks, last chunk
+   first, each running the pinned rule with the same backend
+   (:mod:`pith_graph.ed25519`); the calling process is the last worker;
+3. the ordinary serial merge runs at the same time, first event to last, with
+   a :class:`~pith_graph.ed25519.Verifier` whose :class:`ParallelCache` answers
+   from the helpers' results, takes back chunks no helper has started, and
+   waits only for the chunk a helper holds where the two meet.
 
 The merge is unchanged and every verdict comes from the pinned rule, so the
 result is identical to the serial path by construction; a triple the pre-pass
@@ -55,10 +58,11 @@ Triple = tuple[bytes, bytes, bytes]
 
 #: Below this many events a bundle is verified serially. Measured here: the
 #: first pool of a process costs about 100 ms (the forkserver starts and
-#: imports pith_graph once), later ones about 9 ms; two workers save about 12 us
-#: per event of a 10k bundle (the merge, not the curve, is then the bottleneck).
-#: Break-even is therefore about 1,000 events for a warm server and 8,000 for
-#: the first pool (docs/performance.md, ``make bench`` "parallel" rows).
+#: imports pith_graph once), later ones about 5-10 ms, plus the pre-pass (~4.5 us
+#: per event); one helper saves about 20 us per event of a 10k bundle (the
+#: merge, not the curve, is then the bottleneck). Break-even is therefore about
+#: 1,000 events for a warm process and 5,000 for the first pool
+#: (docs/performance.md, ``make bench`` "parallel" rows).
 PARALLEL_MIN_EVENTS: Final = 5000
 #: Most processes ``workers=None`` (the default) uses: past a few, the merge in this
 #: process, not the curve, bounds the rebuild.
