@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -111,25 +112,31 @@ def other(new_history: Any) -> History:
     return made
 
 
+def query(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+    """Every row of ``sql``, through a connection of our own (not the store's)."""
+    with closing(sqlite3.connect(path)) as raw:
+        return raw.execute(sql, params).fetchall()
+
+
+def execute(path: Path, sql: str, params: tuple[Any, ...] = ()) -> None:
+    """Run and commit ``sql`` through a connection of our own, as another program would."""
+    with closing(sqlite3.connect(path)) as raw:
+        raw.execute(sql, params)
+        raw.commit()
+
+
 def stored_facts(path: Path) -> list[tuple[Any, ...]]:
     """Every (subject, unit_id, body, facts columns...) row, through a connection of our own."""
-    raw = sqlite3.connect(path)
-    try:
-        return raw.execute(
-            "SELECT e.subject, e.unit_id, e.body, f.rule, f.reason, f.facts, f.signer_at, f.signer_len, f.signer_json,"
-            " f.payload_at, f.payload_len, f.payload_json FROM events e JOIN event_facts f ON f.seq = e.seq"
-        ).fetchall()
-    finally:
-        raw.close()
+    return query(
+        path,
+        "SELECT e.subject, e.unit_id, e.body, f.rule, f.reason, f.facts, f.signer_at, f.signer_len, f.signer_json,"
+        " f.payload_at, f.payload_len, f.payload_json FROM events e JOIN event_facts f ON f.seq = e.seq",
+    )
 
 
 def count(path: Path, table: str) -> int:
-    raw = sqlite3.connect(path)
-    try:
-        (n,) = raw.execute(f"SELECT count(*) FROM {table}").fetchone()
-        return int(n)
-    finally:
-        raw.close()
+    ((n,),) = query(path, f"SELECT count(*) FROM {table}")
+    return int(n)
 
 
 def assert_facts_are_inspect_event(path: Path, expected_rows: int) -> None:
@@ -250,13 +257,9 @@ def test_facts_and_schema_versions_are_append_only(tmp_path: Path, history: Hist
 
 def stored_key_verdicts(path: Path) -> dict[str, list[tuple[str, str, bytes, str | None]]]:
     """ring -> [(subject, unit_id, body, reason)], through a connection of our own."""
-    raw = sqlite3.connect(path)
-    try:
-        rows = raw.execute(
-            "SELECT k.ring, e.subject, e.unit_id, e.body, k.reason FROM key_verdicts k JOIN events e ON e.seq = k.seq"
-        ).fetchall()
-    finally:
-        raw.close()
+    rows = query(
+        path, "SELECT k.ring, e.subject, e.unit_id, e.body, k.reason FROM key_verdicts k JOIN events e ON e.seq = k.seq"
+    )
     by_ring: dict[str, list[tuple[str, str, bytes, str | None]]] = {}
     for ring, subject, uid, body, reason in rows:
         by_ring.setdefault(ring, []).append((subject, uid, bytes(body), reason))
@@ -356,11 +359,7 @@ def v1_store(path: Path, subject: str, events: list[Any], aliases: list[Any]) ->
 
 
 def versions(path: Path) -> list[int]:
-    raw = sqlite3.connect(path)
-    try:
-        return sorted(row[0] for row in raw.execute("SELECT version FROM pith_schema"))
-    finally:
-        raw.close()
+    return sorted(row[0] for row in query(path, "SELECT version FROM pith_schema"))
 
 
 def test_a_v1_store_migrates_and_replays_to_the_same_state(
@@ -415,13 +414,8 @@ def test_facts_of_another_rule_are_ignored(tmp_path: Path, history: History) -> 
     v1_store(path, history.subject, events, [])
     with EventStore(path):
         pass  # migrate
-    raw = sqlite3.connect(path)
-    try:
-        # Rows a future (or past) inspect rule wrote: this code must not read them.
-        raw.execute("INSERT INTO event_facts (seq, rule, reason, facts) SELECT seq, 'another-rule', 'malformed', NULL FROM events")
-        raw.commit()
-    finally:
-        raw.close()
+    # Rows a future (or past) inspect rule wrote: this code must not read them.
+    execute(path, "INSERT INTO event_facts (seq, rule, reason, facts) SELECT seq, 'another-rule', 'malformed', NULL FROM events")
     with EventStore(path) as store:
         state = store.state(history.subject, trusted_keys=history.trusted())
     assert state.to_json() == rebuild_state(history.bundle(events[1:], aliases=[]), trusted_keys=history.trusted()).to_json()
@@ -433,12 +427,7 @@ def test_an_unreadable_facts_row_is_corruption(tmp_path: Path, history: History)
     v1_store(path, history.subject, [history.record_created], [])
     with EventStore(path):
         pass  # migrate
-    raw = sqlite3.connect(path)
-    try:
-        raw.execute("INSERT INTO event_facts (seq, rule, reason, facts) SELECT seq, ?, 'no_such_reason', NULL FROM events", (FACTS_RULE,))
-        raw.commit()
-    finally:
-        raw.close()
+    execute(path, "INSERT INTO event_facts (seq, rule, reason, facts) SELECT seq, ?, 'no_such_reason', NULL FROM events", (FACTS_RULE,))
     with EventStore(path) as store, pytest.raises(StoreError) as caught:
         store.state(history.subject, trusted_keys=history.trusted())
     assert caught.value.code == codes.E_STORE_CORRUPT
@@ -448,12 +437,7 @@ def test_a_newer_schema_version_is_refused(tmp_path: Path, history: History) -> 
     path = tmp_path / "s.sqlite"
     with EventStore(path) as store:
         store.append(history.record_created)
-    raw = sqlite3.connect(path)
-    try:
-        raw.execute("INSERT INTO pith_schema (version) VALUES (3)")
-        raw.commit()
-    finally:
-        raw.close()
+    execute(path, "INSERT INTO pith_schema (version) VALUES (3)")
     with pytest.raises(StoreError) as caught:
         EventStore(path)
     assert caught.value.code == codes.E_STORE_SCHEMA
