@@ -7,6 +7,7 @@ decide which keys are trusted, merge.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from typing import Any
 
@@ -28,8 +29,7 @@ from pith_graph.keys import KeyRing, TrustedKey, coerce_ring
 from pith_graph.merge import MergeResult, merge_checked, merge_copies
 from pith_graph.models import Bundle
 from pith_graph.parallel import (
-    PARALLEL_MIN_EVENTS,
-    Triple,
+    ParallelCache,
     parallel_verifier,
     prepass_jobs,
     resolve_workers,
@@ -77,11 +77,7 @@ def rebuild(
     """
     count = resolve_workers(workers)
     data = source_bytes(bundle) if count > 1 and not isinstance(bundle, Document) else None
-    started = None
-    if data is not None:
-        jobs = _prepass(data, trusted_keys, trust_bundle_keys)
-        if jobs is not None:
-            started = start_verification(jobs, workers=count, verifier=verifier)
+    started = None if data is None else _start_helpers(data, trusted_keys, trust_bundle_keys, count, verifier)
     executor = None if started is None else started[1]
     try:
         raw, model = load_bundle(bundle if data is None else data)
@@ -108,17 +104,23 @@ def rebuild(
     return result, model, raw, ring
 
 
-def _prepass(data: bytes, trusted_keys: TrustedKeys, trust_bundle_keys: bool) -> list[Triple] | None:
-    """Signature jobs read from the unparsed bundle (None: too small, or leave it to the strict path).
+def _start_helpers(
+    data: bytes, trusted_keys: TrustedKeys, trust_bundle_keys: bool, count: int, verifier: Verifier | None = None
+) -> tuple[Verifier, ProcessPoolExecutor | None, ParallelCache | None] | None:
+    """Helpers verifying the signatures of the unparsed bundle (None: serial, or too small,
+    or left to the path after the strict parse).
 
     Errors in the caller's keys are not raised here: the strict path raises
     them, after the bundle's own errors, as without the pre-pass.
     """
+    if count <= 1:
+        return None
     try:
         ring = coerce_ring(trusted_keys)
     except PithGraphError:
         return None
-    return prepass_jobs(data, ring, trust_bundle_keys=trust_bundle_keys)
+    jobs = prepass_jobs(data, ring, trust_bundle_keys=trust_bundle_keys)
+    return None if jobs is None else start_verification(jobs, workers=count, verifier=verifier)
 
 
 def rebuild_state(
@@ -164,11 +166,7 @@ def _rebuild_streaming(
     count: int,
 ) -> State:
     shell, model, events = split
-    started = None
-    if count > 1 and len(events) >= PARALLEL_MIN_EVENTS:
-        jobs = _prepass(data, trusted_keys, trust_bundle_keys)
-        if jobs is not None:
-            started = start_verification(jobs, workers=count)
+    started = _start_helpers(data, trusted_keys, trust_bundle_keys, count)
     executor = None if started is None else started[1]
     try:
         ring = resolve_keyring(trusted_keys, trust_bundle_keys, model)
