@@ -230,11 +230,8 @@ def _ring_id(ring: KeyRing) -> str:
     return hashlib.sha256(canonical_json(described)).hexdigest()[:32]
 
 
-#: Progress of a copy whose key checks ended with each verdict (None: all passed).
-_KEY_PROGRESS: Final[dict[str | None, int]] = {
-    None: len(codes.EVENT_REASONS),
-    **{reason: i for i, reason in enumerate(codes.EVENT_REASONS) if i >= INTRINSIC_CHECKS},
-}
+#: What a kept key verdict may say: a key-check reason, or None (every check passed).
+_KEY_VERDICTS: Final[frozenset[str | None]] = frozenset({None, *codes.EVENT_REASONS[INTRINSIC_CHECKS:]})
 _PROGRESS: Final[dict[str | None, int]] = {
     None: INTRINSIC_CHECKS,
     **{reason: i for i, reason in enumerate(codes.EVENT_REASONS[:INTRINSIC_CHECKS])},
@@ -836,7 +833,7 @@ def _stored_checked(
     messages: list[bytes] = []
     missing: list[tuple[int, FactsRow]] = []
     unchecked: list[tuple[int, int]] = []
-    key_progress = _KEY_PROGRESS
+    key_verdict_reasons = _KEY_VERDICTS
     add_copy, add_message, decode, progress_of = copies.append, messages.append, _FACTS_DECODER.decode, _PROGRESS
     malformed = codes.REASON_MALFORMED
     for row in rows:
@@ -861,11 +858,9 @@ def _stored_checked(
             assert facts is not None  # a copy passing the intrinsic checks is well formed
             if seq in known:
                 verdict = known[seq]
-                if verdict not in key_progress:
+                if verdict not in key_verdict_reasons:
                     raise StoreError(f"key verdict of row {seq} is unreadable ({verdict!r})", code=codes.E_STORE_CORRUPT)
-                checked = CheckedEvent(
-                    uid, None, verdict, key_progress[verdict], facts, checked.signer_json, checked.payload_json, digest
-                )
+                checked = checked.with_reason(verdict)
             else:
                 unchecked.append((len(copies), seq))
                 add_message(facts.message)  # merge-v1: the 32 raw bytes of content_sha256
