@@ -24,8 +24,11 @@ simply verified in-process by the merge, as before.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import multiprocessing
 import os
+import shutil
+import tempfile
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Final
@@ -33,9 +36,11 @@ from typing import Any, Final
 import msgspec
 
 from pith_graph import ed25519
-from pith_graph.documents import MAX_EVENTS
+from pith_graph.canonical import MAX_DEPTH, gc_paused, loads
+from pith_graph.documents import EVENT_DEPTH_OFFSET, MAX_EVENTS, event_texts
 from pith_graph.ed25519 import SignatureCache, Verifier
 from pith_graph.errors import PithGraphError
+from pith_graph.events import EventFacts, check_event
 from pith_graph.keys import KeyRing
 from pith_graph.records import decode_signature
 
@@ -43,14 +48,17 @@ __all__ = [
     "CHUNK_SIZE",
     "MAX_AUTO_WORKERS",
     "PARALLEL_MIN_EVENTS",
+    "STAGE1_CHUNK",
     "MemorySignatureCache",
     "ParallelCache",
+    "Stage1Helpers",
     "Triple",
     "parallel_verifier",
     "prepass_jobs",
     "process_context",
     "resolve_workers",
     "signature_jobs",
+    "start_stage1",
     "start_verification",
 ]
 
@@ -184,11 +192,17 @@ def prepass_jobs(
 _WORKER_VERIFIERS: dict[str, Verifier] = {}
 
 
-def _verify_chunk(backend_name: str, triples: Sequence[Triple]) -> list[bool]:
-    """Worker task: the pinned verdicts of ``triples`` with the named backend."""
+def _worker_verifier(backend_name: str) -> Verifier:
     verifier = _WORKER_VERIFIERS.get(backend_name)
     if verifier is None:
         verifier = _WORKER_VERIFIERS[backend_name] = Verifier(backend_name)
+    return verifier
+
+
+
+def _verify_chunk(backend_name: str, triples: Sequence[Triple]) -> list[bool]:
+    """Worker task: the pinned verdicts of ``triples`` with the named backend."""
+    verifier = _worker_verifier(backend_name)
     return [verifier.verify(*triple) for triple in triples]
 
 
@@ -340,3 +354,154 @@ def parallel_verifier(
     if workers <= 1 or len(events) < min_events:
         return verifier or Verifier(), None, None
     return start_verification(signature_jobs(events, keyring), workers=workers, verifier=verifier, chunk_size=chunk_size)
+
+
+# --- Stage 1 in helpers (rebuild_state's streaming path) -------------------------------
+#
+# Verifying signatures elsewhere is not enough: with libsodium, the strict parse,
+# canonical encoding and hashing of each event cost this process more than the
+# curve saves it (docs/performance.md). So helpers run all of stage 1 on chunks of
+# events and this process only merges. Bytes cross between processes through
+# files in a private scratch directory, never through the pool's pipes: a pipe
+# carries 64 KiB per system call, and each call waits for the GIL, which the
+# merge holds (the transfer then takes longer than the work).
+
+#: Events per stage-1 task: small enough that where the merge meets the helpers it
+#: waits little, large enough that a task's overhead (a file each way) is noise.
+STAGE1_CHUNK: Final = 128
+
+_Row = tuple[str, str | None, int, EventFacts | None, bytes, bytes]
+_ROWS_ENCODER: Final = msgspec.msgpack.Encoder()
+_ROWS_DECODER: Final = msgspec.msgpack.Decoder(list[tuple[str, str | None, int, EventFacts | None, bytes, bytes]])
+# A worker's view of the events file of the rebuild it serves (one at a time).
+_WORKER_EVENTS: dict[str, list[msgspec.Raw]] = {}
+
+
+def _worker_events(path: str, count: int) -> list[msgspec.Raw]:
+    events = _WORKER_EVENTS.get(path)
+    if events is None:
+        _WORKER_EVENTS.clear()
+        with open(path, "rb") as handle:
+            try:
+                # Mapped, not read: the file lives in memory already (/dev/shm), so the
+                # helper's view of it costs no second copy.
+                view: Any = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):
+                view = handle.read()
+        events = _WORKER_EVENTS[path] = event_texts(view)
+    if len(events) != count:
+        raise RuntimeError(f"{path}: {len(events)} events, expected {count}")
+    return events
+
+
+def _stage1_chunk(
+    path: str, count: int, start: int, stop: int, subject: str, keyring: KeyRing, backend_name: str, out: str
+) -> str:
+    """Worker task: stage 1 of events ``start:stop`` of the events file at ``path``; writes the rows to ``out``.
+
+    Each event is read exactly as :func:`pith_graph.rebuild.rebuild_state` reads
+    it. A strict-parse error is raised (the caller then redoes the chunk itself
+    and meets the same error).
+    """
+    events = _worker_events(path, count)
+    verifier = _worker_verifier(backend_name)
+    rows: list[_Row] = []
+    with gc_paused():  # acyclic values only (see gc_paused)
+        for text in events[start:stop]:
+            value = loads(bytes(text), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)
+            checked = check_event(value, subject=subject, keyring=keyring, verifier=verifier)
+            rows.append(
+                (checked.unit_id, checked.reason, checked.progress, checked.facts, checked.signer_json, checked.payload_json)
+            )
+    with open(out, "wb") as handle:
+        handle.write(_ROWS_ENCODER.encode(rows))
+    return out
+
+
+def _scratch_root() -> str | None:
+    """Where helpers exchange files: memory-backed when the system has it."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+
+
+class Stage1Helpers:
+    """Helper processes running stage 1 (:func:`~pith_graph.events.check_event`) on chunks of a bundle's events.
+
+    Chunks are submitted last first while the caller consumes them first to
+    last (as in :class:`ParallelCache`): :meth:`rows` gives a chunk's results,
+    or None when no helper has started it (it is then withdrawn, and the caller
+    runs it itself), or when its helper failed (the caller's own run then meets
+    the same error, or none). Close with :meth:`close`.
+    """
+
+    def __init__(self, executor: ProcessPoolExecutor, directory: str, chunk_size: int) -> None:
+        self.executor = executor
+        self.directory = directory
+        self.chunk_size = chunk_size
+        self._futures: dict[int, Future[str]] = {}
+        self.stolen = 0  # chunks the caller ran itself
+
+    def rows(self, index: int) -> list[_Row] | None:
+        """The stage-1 rows of chunk ``index`` (waiting for its helper), or None: run it yourself."""
+        future = self._futures.pop(index, None)
+        if future is None or (not future.done() and future.cancel()):
+            self.stolen += 1
+            return None
+        try:
+            out = future.result()
+            with open(out, "rb") as handle:
+                data = handle.read()
+            os.unlink(out)
+            return _ROWS_DECODER.decode(data)
+        except Exception:  # the helper raised or died, or its file is unreadable: run the chunk here
+            self.stolen += 1
+            return None
+
+    def close(self) -> None:
+        """Stop the helpers (without waiting for a running chunk) and remove the scratch files."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_stage1(
+    events_text: Any,
+    count: int,
+    *,
+    subject: str,
+    keyring: KeyRing,
+    workers: int,
+    backend_name: str,
+    chunk_size: int = STAGE1_CHUNK,
+    min_events: int = PARALLEL_MIN_EVENTS,
+) -> Stage1Helpers | None:
+    """Start ``workers - 1`` helpers on stage 1 of the ``count`` events of ``events_text`` (a JSON array).
+
+    None (the caller runs stage 1 itself) below ``min_events`` events, for one
+    worker, for a backend that cannot be named in another process, or when no
+    scratch file or process can be made here.
+    """
+    if workers <= 1 or count < min_events or backend_name not in ed25519.available_backends():
+        return None
+    try:
+        directory = tempfile.mkdtemp(prefix="pith-graph-", dir=_scratch_root())
+    except OSError:
+        return None
+    executor: ProcessPoolExecutor | None = None
+    try:
+        path = os.path.join(directory, "events.json")
+        with open(path, "wb") as handle:
+            handle.write(events_text)
+        executor = ProcessPoolExecutor(max_workers=workers - 1, mp_context=process_context())
+        helpers = Stage1Helpers(executor, directory, chunk_size)
+        for index in reversed(range((count + chunk_size - 1) // chunk_size)):
+            start = index * chunk_size
+            out = os.path.join(directory, f"{index}.msgpack")
+            helpers._futures[index] = executor.submit(
+                _stage1_chunk, path, count, start, min(start + chunk_size, count), subject, keyring, backend_name, out
+            )
+    except (OSError, RuntimeError):  # no scratch space or no processes here: stage 1 runs in this one
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        shutil.rmtree(directory, ignore_errors=True)
+        return None
+    return helpers

@@ -18,6 +18,7 @@ from pith_graph.documents import (
     EVENT_DEPTH_OFFSET,
     Document,
     DocumentSource,
+    SplitBundle,
     load_bundle,
     source_bytes,
     split_bundle,
@@ -29,10 +30,14 @@ from pith_graph.keys import KeyRing, TrustedKey, coerce_ring
 from pith_graph.merge import MergeResult, merge_checked, merge_copies
 from pith_graph.models import Bundle
 from pith_graph.parallel import (
+    PARALLEL_MIN_EVENTS,
+    STAGE1_CHUNK,
     ParallelCache,
+    Stage1Helpers,
     parallel_verifier,
     prepass_jobs,
     resolve_workers,
+    start_stage1,
     start_verification,
 )
 from pith_graph.state import State
@@ -138,19 +143,24 @@ def rebuild_state(
     own ``public_keys`` are trusted only with ``trust_bundle_keys=True``.
     Raises :class:`~pith_graph.errors.InputError` for an unusable bundle;
     defects inside events are reported in the state, never raised.
-    ``workers``: processes that verify signatures, this one included
-    (default: one per CPU, at most 4; 1: serial; see :func:`rebuild`).
+    ``workers``: processes that rebuild, this one included (default: one per
+    CPU, at most 4; 1: serial); bundles below
+    :data:`~pith_graph.parallel.PARALLEL_MIN_EVENTS` events stay serial.
 
     Given bytes or a path, events are parsed, checked and dropped one at a
     time (:func:`pith_graph.documents.split_bundle`), so the decoded tree of
-    the whole bundle is never held; anything irregular takes the
-    :func:`rebuild` path, which raises the error the strict parse finds.
+    the whole bundle is never held; with helpers, they run stage 1 (strict
+    parse, checks, signatures) on chunks of events from the back while this
+    process works from the front and merges
+    (:func:`pith_graph.parallel.start_stage1`). Anything irregular takes the
+    :func:`rebuild` path, which raises the error the strict parse finds. The
+    result is identical either way.
     """
     data = None if isinstance(bundle, Document) else source_bytes(bundle)
     split = None if data is None else split_bundle(data)
     if data is not None and split is not None:
         try:
-            return _rebuild_streaming(data, split, trusted_keys, trust_bundle_keys, resolve_workers(workers))
+            return _rebuild_streaming(split, trusted_keys, trust_bundle_keys, resolve_workers(workers))
         except PithGraphError:
             pass  # the full path below reports what is wrong, exactly as without streaming
     return rebuild(
@@ -159,43 +169,69 @@ def rebuild_state(
 
 
 def _rebuild_streaming(
-    data: bytes,
-    split: tuple[dict[str, Any], Bundle, list[msgspec.Raw]],
+    split: SplitBundle,
     trusted_keys: TrustedKeys,
     trust_bundle_keys: bool,
     count: int,
+    *,
+    min_events: int = PARALLEL_MIN_EVENTS,
+    chunk_size: int = STAGE1_CHUNK,
 ) -> State:
-    shell, model, events = split
-    started = _start_helpers(data, trusted_keys, trust_bundle_keys, count)
-    executor = None if started is None else started[1]
+    """rebuild_state over a split bundle; with ``count`` > 1, helpers run stage 1 on chunks of events."""
+    shell, model, events, events_text = split
+    ring = resolve_keyring(trusted_keys, trust_bundle_keys, model)
+    verifier = Verifier()
+    subject = model.pith_number
+    helpers = start_stage1(
+        events_text,
+        len(events),
+        subject=subject,
+        keyring=ring,
+        workers=count,
+        backend_name=verifier.backend.name,
+        chunk_size=chunk_size,
+        min_events=min_events,
+    )
     try:
-        ring = resolve_keyring(trusted_keys, trust_bundle_keys, model)
-        verifier = Verifier() if started is None else started[0]
-        subject = model.pith_number
         with gc_paused():  # acyclic structures only (see gc_paused)
             result = merge_copies(
-                _parsed_one_by_one(events),
-                partial(_inspect_keeping_text, subject),
+                _copies(events, helpers),
+                partial(_inspect_copy, subject),
                 subject=subject,
                 aliases=shell.get("source_aliases") or (),
                 keyring=ring,
                 verifier=verifier,
             )
     finally:
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        if helpers is not None:
+            helpers.close()
     return result.state
 
 
-def _parsed_one_by_one(events: list[msgspec.Raw]) -> Iterator[tuple[str, tuple[msgspec.Raw, Any]]]:
-    """Each event's unit id, text and strictly parsed value; the value lives until the next one."""
-    for text in events:
-        value = loads(bytes(text), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)
-        yield unit_id(value), (text, value)
+_Copy = tuple[msgspec.Raw, Any] | CheckedEvent
 
 
-def _inspect_keeping_text(subject: str, uid: str, copy: tuple[msgspec.Raw, Any]) -> CheckedEvent:
-    """inspect_event, keeping the copy's text rather than its parsed value (which is dropped)."""
+def _copies(events: list[msgspec.Raw], helpers: Stage1Helpers | None) -> Iterator[tuple[str, _Copy]]:
+    """Each event's unit id and either its stage-1 result from a helper, or its text and
+    strictly parsed value (which lives until the next one)."""
+    step = STAGE1_CHUNK if helpers is None else helpers.chunk_size
+    for index, start in enumerate(range(0, len(events), step)):
+        texts = events[start : start + step]
+        rows = None if helpers is None else helpers.rows(index)
+        if rows is None or len(rows) != len(texts):
+            for text in texts:
+                value = loads(bytes(text), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)
+                yield unit_id(value), (text, value)
+            continue
+        for text, (uid, reason, progress, facts, signer_json, payload_json) in zip(texts, rows, strict=True):
+            yield uid, CheckedEvent(uid, text, reason, progress, facts, signer_json, payload_json)
+
+
+def _inspect_copy(subject: str, uid: str, copy: _Copy) -> CheckedEvent:
+    """A helper's result as it is; otherwise inspect_event, keeping the copy's text rather
+    than its parsed value (which is dropped)."""
+    if isinstance(copy, CheckedEvent):
+        return copy
     text, value = copy
     checked = inspect_event(value, subject=subject, uid=uid)
     return CheckedEvent(

@@ -8,23 +8,29 @@ forks; the parallel path runs real worker processes.
 from __future__ import annotations
 
 import base64
+import importlib
 import json
 import random
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pith_graph import parallel
-from pith_graph.documents import load_bundle
+from pith_graph.canonical import loads
+from pith_graph.documents import SplitBundle, load_bundle, split_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError
+from pith_graph.events import check_event
 from pith_graph.keys import KeyRing
-from pith_graph.merge import MergeResult, merge_checked
+from pith_graph.merge import MergeResult, merge_checked, merge_copies
 from pith_graph.rebuild import rebuild, rebuild_state
 from pith_graph.testing import History, TestKey, resign
+
+rebuild_module = importlib.import_module("pith_graph.rebuild")  # the package exports a function of that name
 
 REGISTRY = TestKey("par-registry")
 SIGNERS = [TestKey(f"par-signer-{i}") for i in range(3)]
@@ -106,7 +112,7 @@ def test_rebuild_state_with_workers_equals_serial_on_a_large_bundle() -> None:
     serial = rebuild_state(bundle, trusted_keys=trusted(), workers=1)
     par = rebuild_state(bundle, trusted_keys=trusted(), workers=2)
     assert par.to_json() == serial.to_json()
-    # Given bytes, the helpers start from the pre-pass, before the strict parse.
+    # Given bytes, helpers run stage 1 on chunks of the unparsed events (the streaming path).
     data = json.dumps(bundle).encode()
     assert parallel.prepass_jobs(data, KeyRing.from_entries(trusted())) is not None
     assert rebuild_state(data, trusted_keys=trusted(), workers=2).to_json() == serial.to_json()
@@ -248,10 +254,20 @@ def _deep(depth: int) -> str:
     return '{"deep": ' + "[" * depth + "]" * depth + ", "
 
 
+def _in_last_payload(text: str, inserted: str) -> str:
+    """``inserted`` at the start of the last event's payload (a chunk the helpers run first)."""
+    at = text.rindex('"payload": {') + len('"payload": {')
+    if text[at] == "}":  # an empty payload: no member follows the inserted ones
+        inserted = inserted.rstrip(", ")
+    return text[:at] + inserted + text[at:]
+
+
 @pytest.mark.parametrize(
     ("edit", "code"),
     [
         (lambda t: t.replace('"payload": {', '"payload": {"i": 0, "i": 1, ', 1), "duplicate_key"),
+        (lambda t: _in_last_payload(t, '"i": 0, "i": 1, '), "duplicate_key"),
+        (lambda t: _in_last_payload(t, _deep(70)[1:]), "too_deep"),
         (lambda t: t.replace('"payload": {', '"payload": ' + _deep(70), 1), "too_deep"),
         # Not a bundle *and* a duplicate key: the strict parse speaks first.
         (
@@ -262,10 +278,18 @@ def _deep(depth: int) -> str:
         ),
         (lambda t: t.replace('"pith_open_graph_bundle"', '"something_else"', 1), "not_a_pith_document"),
     ],
-    ids=["duplicate key in a payload", "too deep in a payload", "duplicate key in a non-bundle", "not a bundle"],
+    ids=[
+        "duplicate key in a payload",
+        "duplicate key in the last payload",
+        "too deep in the last payload",
+        "too deep in a payload",
+        "duplicate key in a non-bundle",
+        "not a bundle",
+    ],
 )
 def test_helpers_never_change_the_error_of_a_bad_bundle(large_text: str, edit: Any, code: str, tmp_path: Path) -> None:
-    """Helpers start on the lenient pre-pass before the strict parse: the error is still the serial one."""
+    """Helpers start before the strict parse of every event (the pre-pass, or stage 1 on chunks
+    from the back): the error is still the serial one, wherever the defect is."""
     text = edit(large_text)
     path = tmp_path / "bundle.json"
     path.write_text(text)
@@ -303,3 +327,95 @@ def test_chunks_no_worker_ran_are_verified_in_process() -> None:
     assert executor is not None and cache is not None
     executor.shutdown(wait=True, cancel_futures=True)
     assert outcome(merge_with(raw, ring, verifier)) == outcome(serial)
+
+
+# --- Stage 1 in helpers (rebuild_state's streaming path) ---------------------------------
+
+
+def _split(bundle: dict[str, Any]) -> SplitBundle:
+    split = split_bundle(json.dumps(bundle).encode())
+    assert split is not None
+    return split
+
+
+def _stage1(split: SplitBundle, events_text: Any = None, chunk_size: int = 16) -> parallel.Stage1Helpers:
+    helpers = parallel.start_stage1(
+        split.events_text if events_text is None else events_text,
+        len(split.events),
+        subject=split.model.pith_number,
+        keyring=KeyRing.from_entries(trusted()),
+        workers=2,
+        backend_name=Verifier().backend.name,
+        chunk_size=chunk_size,
+        min_events=0,
+    )
+    assert helpers is not None
+    return helpers
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_stage1_rows_are_check_event_of_each_event(seed: int) -> None:
+    """Every row a helper returns is exactly check_event of the same text, run here."""
+    split = _split(build_bundle(120, seed)[0])
+    ring, verifier, subject = KeyRing.from_entries(trusted()), Verifier(), split.model.pith_number
+    helpers = _stage1(split)
+    helpers.executor.shutdown(wait=True)  # every chunk runs in a helper: none is taken back
+    try:
+        chunks = range(0, len(split.events), helpers.chunk_size)
+        rows = [helpers.rows(index) for index in range(len(chunks))]
+        assert helpers.stolen == 0
+        got = [row for chunk in rows if chunk is not None for row in chunk]
+        expected = []
+        for text in split.events:
+            checked = check_event(loads(bytes(text)), subject=subject, keyring=ring, verifier=verifier)
+            expected.append(
+                (checked.unit_id, checked.reason, checked.progress, checked.facts, checked.signer_json, checked.payload_json)
+            )
+        assert got == expected
+        assert {row[1] for row in got} >= {None, "bad_signature", "unknown_key", "malformed"}
+    finally:
+        helpers.close()
+    assert not Path(helpers.directory).exists()  # the scratch files are gone
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_streaming_with_stage1_helpers_equals_serial(seed: int) -> None:
+    bundle, _ = build_bundle(150, seed)
+    serial = rebuild_state(json.dumps(bundle).encode(), trusted_keys=trusted(), workers=1)
+    par = rebuild_module._rebuild_streaming(_split(bundle), trusted(), False, 2, min_events=0, chunk_size=8)
+    assert par.to_json() == serial.to_json()
+    assert serial.invalid_event_count > 0 and serial.equivocation_count > 0
+
+
+def test_failed_stage1_helpers_change_nothing_but_speed() -> None:
+    """Helpers that fail every chunk (here: they read an events file that does not match) leave
+    every chunk to this process, which gives the serial result."""
+    bundle, _ = build_bundle(100, 5)
+    split = _split(bundle)
+    helpers = _stage1(split, events_text=bytes(split.events_text)[:-1] + b", 0]", chunk_size=16)
+    helpers.executor.shutdown(wait=True)
+    serial = rebuild_state(json.dumps(bundle).encode(), trusted_keys=trusted(), workers=1)
+    try:
+        result = merge_copies(
+            rebuild_module._copies(split.events, helpers),
+            partial(rebuild_module._inspect_copy, split.model.pith_number),
+            subject=split.model.pith_number,
+            aliases=split.shell["source_aliases"],
+            keyring=KeyRing.from_entries(trusted()),
+        )
+    finally:
+        helpers.close()
+    assert helpers.stolen == len(range(0, len(split.events), 16))
+    assert result.state.to_json() == serial.to_json()
+
+
+def test_stage1_stays_serial_when_it_should() -> None:
+    split = _split(build_bundle(40, 6)[0])
+    ring, name, subject = KeyRing.from_entries(trusted()), Verifier().backend.name, split.model.pith_number
+    text, count = split.events_text, len(split.events)
+    assert parallel.start_stage1(text, count, subject=subject, keyring=ring, workers=2, backend_name=name) is None
+    assert parallel.start_stage1(text, count, subject=subject, keyring=ring, workers=1, backend_name=name, min_events=0) is None
+    assert (
+        parallel.start_stage1(text, count, subject=subject, keyring=ring, workers=2, backend_name="nope", min_events=0)
+        is None
+    )
