@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,11 +121,13 @@ def load_bundle(source: DocumentSource | Document, *, max_bytes: int = DEFAULT_M
 
 
 class _Outer(msgspec.Struct):
-    events: msgspec.Raw
+    events: list[msgspec.Raw]
 
 
 _OUTER: Final = msgspec.json.Decoder(_Outer)
 _RAW_LIST: Final = msgspec.json.Decoder(list[msgspec.Raw])
+_WHITE: Final = re.compile(rb"[ \t\n\r]*")
+_SEPARATOR: Final = re.compile(rb"[ \t\n\r]*,[ \t\n\r]*")
 #: Levels above an event in a bundle (the bundle object, its events array).
 EVENT_DEPTH_OFFSET: Final = 2
 
@@ -137,12 +140,13 @@ class SplitBundle(NamedTuple):
     model: Bundle
     #: Each event's text, unparsed (read each with ``max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET``).
     events: list[msgspec.Raw]
-    #: The text of the events array (what ``events`` was cut from, by :func:`event_texts`).
-    events_text: msgspec.Raw
+    #: The text of the events array: exactly ``events``, in order, between brackets
+    #: and separators (so :func:`event_texts` of it gives ``events`` again).
+    events_text: memoryview
 
 
 def event_texts(array: Any) -> list[msgspec.Raw]:
-    """The unparsed text of each item of a JSON array, read leniently (for :func:`split_bundle`).
+    """The unparsed text of each item of a JSON array, read leniently.
 
     Raises ``msgspec.DecodeError`` (or ``ValueError``/``RecursionError``) when
     ``array`` (bytes or any buffer) is not one JSON array.
@@ -150,16 +154,29 @@ def event_texts(array: Any) -> list[msgspec.Raw]:
     return _RAW_LIST.decode(array)
 
 
-def _span(data: bytes, part: memoryview) -> int | None:
-    """Where ``part`` (a slice of ``data``'s text) occurs first in ``data``."""
-    probe = bytes(part[:256])
-    start = data.find(probe)
-    while start >= 0:
-        # startswith compares at memcmp speed (memoryview equality goes item by item).
-        if data.startswith(part, start):
-            return start
-        start = data.find(probe, start + 1)
-    return None
+def _array_span(data: bytes, items: list[msgspec.Raw]) -> tuple[int, int] | None:
+    """Where a JSON array of exactly ``items`` (texts, in order) first occurs in ``data``.
+
+    The items must tile the span: ``[``, the first item, then each next item
+    after one comma, and ``]``, with only JSON white space between. So every
+    byte of the span is an item's text or array punctuation, checked at memcmp
+    speed rather than by parsing the array a second time.
+    """
+    first = data.find(items[0])
+    start = data.rfind(b"[", 0, first) if first > 0 else -1
+    if start < 0 or _WHITE.fullmatch(data, start + 1, first) is None:
+        return None
+    position = first + len(items[0])
+    for item in items[1:]:
+        separator = _SEPARATOR.match(data, position)
+        if separator is None:
+            return None
+        position = separator.end()
+        if not data.startswith(item, position):
+            return None
+        position += len(item)
+    end = _WHITE.match(data, position).end()  # type: ignore[union-attr]  # matches the empty string
+    return (start, end + 1) if data[end : end + 1] == b"]" else None
 
 
 def split_bundle(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SplitBundle | None:
@@ -170,24 +187,24 @@ def split_bundle(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SplitBun
     must then be read with :func:`~pith_graph.canonical.loads` and
     ``max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET``: the shell and the events
     together get exactly the checks :func:`load_bundle` makes. Returns None
-    whenever the split does not apply or anything looks irregular; the caller
-    then uses :func:`load_bundle`, which raises the error it finds.
+    whenever the split does not apply or anything looks irregular (an empty
+    events array included); the caller then uses :func:`load_bundle`, which
+    raises the error it finds.
     """
     if len(data) > max_bytes:
         return None
     try:
-        array = _OUTER.decode(data).events
-        events = event_texts(array)
+        events = _OUTER.decode(data).events
     except (msgspec.DecodeError, RecursionError, ValueError):
         return None
-    if len(events) > MAX_EVENTS:
+    if not 0 < len(events) <= MAX_EVENTS:
         return None
-    view = memoryview(array)
-    start = _span(data, view)
-    if start is None:
+    span = _array_span(data, events)
+    if span is None:
         return None
+    start, end = span
     try:
-        shell = loads(data[:start] + b"[]" + data[start + len(view) :], max_bytes=max_bytes)
+        shell = loads(data[:start] + b"[]" + data[end:], max_bytes=max_bytes)
         # The text cut out was the events array only if the shell's events are now
         # empty: an identical text elsewhere (another member's value) leaves them whole.
         if not (isinstance(shell, dict) and shell.get("events") == [] and detect_kind(shell) == "bundle"):
@@ -195,7 +212,7 @@ def split_bundle(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SplitBun
         model = convert(shell, Bundle)
     except InputError:
         return None
-    return SplitBundle(shell, model, events, array)
+    return SplitBundle(shell, model, events, memoryview(data)[start:end])
 
 
 def as_path(source: object) -> Path | None:

@@ -17,7 +17,7 @@ import pytest
 
 from pith_graph import rebuild as rebuild_module
 from pith_graph.canonical import MAX_DEPTH
-from pith_graph.documents import split_bundle
+from pith_graph.documents import event_texts, split_bundle
 from pith_graph.errors import InputError
 from pith_graph.rebuild import rebuild, rebuild_state
 from pith_graph.testing import History, TestKey, resign
@@ -85,6 +85,41 @@ def test_events_text_repeated_elsewhere_is_not_mistaken_for_the_events(history: 
     assert split_bundle(data) is None  # refused, so the full path runs
     keys = [history.registry.entry(), alice.entry()]
     assert rebuild_state(data, trusted_keys=keys).to_json() == full_path(data, trusted_keys=keys)
+
+
+def _with_separators(bundle: dict[str, Any], comma: str, bracket_gap: str) -> bytes:
+    """The bundle's JSON with the events array written with odd (but legal) white space."""
+    events = (comma).join(json.dumps(e) for e in bundle["events"])
+    shell = json.dumps({**bundle, "events": "@EVENTS@"})
+    return shell.replace('"@EVENTS@"', "[" + bracket_gap + events + bracket_gap + "]").encode()
+
+
+@pytest.mark.parametrize(
+    ("comma", "gap"), [(",", ""), (", ", " "), ("\n,\n", "\n"), (" \t\r\n, \t\r\n", "\r\n\t ")]
+)
+def test_the_events_are_cut_exactly_whatever_the_white_space(
+    history: History, alice: TestKey, bob: TestKey, comma: str, gap: str
+) -> None:
+    events = varied_events(history, alice, bob)
+    events.append(events[0])  # an item repeated: each is found where the previous one ends
+    data = _with_separators(history.bundle(events), comma, gap)
+    split = split_bundle(data)
+    assert split is not None
+    assert [bytes(t) for t in event_texts(split.events_text)] == [bytes(t) for t in split.events]
+    assert [json.loads(bytes(t)) for t in split.events] == json.loads(data)["events"]
+    keys = {"trusted_keys": [history.registry.entry(), alice.entry()]}
+    assert rebuild_state(data, workers=1, **keys).to_json() == full_path(data, **keys)
+
+
+@pytest.mark.parametrize(
+    "events_text",
+    [b"[]", b'[{"a": 1},]', b'[{"a": 1} {"a": 2}]', b'[{"a": 1},,{"a": 2}]'],
+    ids=["empty", "trailing comma", "no comma", "two commas"],
+)
+def test_events_arrays_the_split_refuses(history: History, events_text: bytes) -> None:
+    """Nothing irregular is cut: the full path then parses (and reports) the whole document."""
+    data = json.dumps({**history.bundle([]), "events": "@EVENTS@"}).encode().replace(b'"@EVENTS@"', events_text)
+    assert split_bundle(data) is None
 
 
 def _nested(depth: int) -> Any:
