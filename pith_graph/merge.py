@@ -91,7 +91,12 @@ def _resolve_history(units: dict[str, CheckedEvent]) -> dict[str, str]:
             continue
         facts = checked.facts
         assert facts is not None  # stage-1 valid units are well formed
-        if all(dep in done or dep not in units for dep in _named(facts)):
+        prev = facts.prev_event
+        if (
+            (prev is None or prev in done or prev not in units)
+            if not facts.supersedes
+            else all(dep in done or dep not in units for dep in _named(facts))
+        ):
             # Everything it names is decided (or absent): no walk needed. The common
             # case: roots, and histories listed in order.
             done.add(start)
@@ -131,11 +136,11 @@ def _named(facts: EventFacts) -> tuple[str, ...]:
 def _history_reason(
     facts: EventFacts, units: dict[str, CheckedEvent], reasons: dict[str, str], done: set[str]
 ) -> str | None:
-    """The first failing history check of a stage-1-valid event, or None."""
+    """The first failing history check of a stage-1-valid event, or None.
 
-    def invalid(uid: str) -> bool:
-        return uid in reasons or uid not in done
-
+    A named event is invalid when it has a reason or is not decided yet (it
+    is on a cycle). Written out inline: this runs once per event.
+    """
     prev = facts.prev_event
     if prev is not None:
         named = units.get(prev)
@@ -143,15 +148,19 @@ def _history_reason(
             return codes.REASON_MISSING_PREV_EVENT
         # merge-v1: a stream is (target, signer_id); prev_event stays in its stream.
         # Only an authenticated (stage-1 valid) predecessor has a stream to compare.
-        if named.valid and named.stream != facts.stream:
+        named_facts = named.facts
+        if named.valid and named_facts is not None and (
+            named_facts.target != facts.target or named_facts.signer_id != facts.signer_id
+        ):
             return codes.REASON_PREV_EVENT_STREAM_MISMATCH
-        if invalid(prev):
+        if prev in reasons or prev not in done:
             return codes.REASON_PREV_EVENT_INVALID
     for superseded in facts.supersedes:
         named = units.get(superseded)
         if (
             named is None
-            or invalid(superseded)
+            or superseded in reasons
+            or superseded not in done
             or named.facts is None
             or named.facts.signer_id != facts.signer_id
             or named.facts.event_type == RECORD_CREATED
@@ -186,11 +195,13 @@ def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
     """
     waiting: dict[str, int] = {}
     waiters: dict[str, list[str]] = defaultdict(list)
-    ready: list[tuple[int, tuple[int, int], str]] = []
+    ready: list[tuple[int, int, int, str]] = []
 
-    def key(uid: str) -> tuple[int, tuple[int, int], str]:
+    def key(uid: str) -> tuple[int, int, int, str]:
+        # Flat (not nested) tuples: the heap compares them often.
         facts = valid[uid]
-        return (0 if facts.event_type == RECORD_CREATED else 1, facts.instant, uid)
+        seconds, nanos = facts.instant
+        return (0 if facts.event_type == RECORD_CREATED else 1, seconds, nanos, uid)
 
     for uid, facts in valid.items():
         if uid in frozen:
@@ -198,8 +209,7 @@ def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
         if not facts.supersedes:
             if facts.prev_event is None:
                 ready.append(key(uid))
-            else:  # the common case: one predecessor
-                waiting[uid] = 1
+            else:  # the common case: one predecessor, ready once it is applied (no count kept)
                 waiters[facts.prev_event].append(uid)
             continue
         named = set(_named(facts))
@@ -209,12 +219,14 @@ def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
     heapq.heapify(ready)
     order: list[str] = []
     while ready:
-        uid = heapq.heappop(ready)[2]
+        uid = heapq.heappop(ready)[3]
         order.append(uid)
         for waiter in waiters.get(uid, ()):
-            waiting[waiter] -= 1
-            if waiting[waiter] == 0:
+            left = waiting.get(waiter, 1) - 1
+            if left == 0:
                 heapq.heappush(ready, key(waiter))
+            else:
+                waiting[waiter] = left
     return order
 
 
