@@ -418,10 +418,20 @@ def _stage1_chunk(
     return out
 
 
-def _scratch_root() -> str | None:
-    """Where helpers exchange files: memory-backed when the system has it."""
+#: The events file and the helpers' results take about this many times the events' size.
+_SCRATCH_FACTOR: Final = 3
+
+
+def _scratch_root(size: int) -> str | None:
+    """Where helpers exchange files: memory-backed when the system has room there
+    (a container's /dev/shm may hold only 64 MB), else the default temporary directory."""
     shm = "/dev/shm"
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+    try:
+        if os.access(shm, os.W_OK | os.X_OK) and shutil.disk_usage(shm).free > _SCRATCH_FACTOR * size:
+            return shm
+    except OSError:
+        pass
+    return None
 
 
 class Stage1Helpers:
@@ -483,7 +493,7 @@ def start_stage1(
     if workers <= 1 or count < min_events or backend_name not in ed25519.available_backends():
         return None
     try:
-        directory = tempfile.mkdtemp(prefix="pith-graph-", dir=_scratch_root())
+        directory = tempfile.mkdtemp(prefix="pith-graph-", dir=_scratch_root(len(events_text)))
     except OSError:
         return None
     executor: ProcessPoolExecutor | None = None

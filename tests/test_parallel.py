@@ -419,3 +419,10 @@ def test_stage1_stays_serial_when_it_should() -> None:
         parallel.start_stage1(text, count, subject=subject, keyring=ring, workers=2, backend_name="nope", min_events=0)
         is None
     )
+
+
+def test_scratch_files_go_to_memory_only_where_there_is_room() -> None:
+    """A container's /dev/shm may hold 64 MB: a bundle that would not fit goes to the temporary directory."""
+    assert parallel._scratch_root(1 << 62) is None
+    small = parallel._scratch_root(1)
+    assert small is None or Path(small) == Path("/dev/shm")
