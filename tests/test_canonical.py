@@ -235,8 +235,8 @@ def test_loads_accepts_nesting_up_to_the_limit(data: bytes) -> None:
         b'{"a\\"":1,"a":2}',
         b'{"\\\\":1,"\\\\\\\\":2}',
         '{"é":1,"e\\u0301":2}'.encode(),
-        # Below the walked levels, members are counted on a re-encoding: a key or value
-        # *starting* with a colon puts '":' inside a string there.
+        # Keys and values *starting* with a colon put '":' inside a string (a count of
+        # '":' in the text would take them for members).
         b'{"a":{"b":{":":null,"c":":x",":d":[":"]}}}',
     ],
     ids=["case differs", "same key at different depths", "same key in sibling objects", "colons in strings",
@@ -262,3 +262,15 @@ def test_size_limit_counts_utf8_bytes_not_characters() -> None:
     with pytest.raises(InputError) as caught:
         loads(data, max_bytes=6)
     assert caught.value.code == codes.E_TOO_LARGE
+
+
+def test_duplicate_keys_are_found_at_any_depth_and_in_any_container() -> None:
+    """The members the text holds against the members the decoded tree kept (canonical._members)."""
+    for data in (
+        b'[[[[{"x":[{"a":1,"a":1}]}]]]]',
+        b'{"k":[1,"two",null,{"z":{"y":{"y":0,"y":0}}}]}',
+        b'[{}, {"a":{}, "a":[]}]',
+    ):
+        with pytest.raises(InputError) as caught:
+            loads(data)
+        assert caught.value.code == codes.E_DUPLICATE_KEY
