@@ -35,7 +35,7 @@ from pith_graph.ed25519 import Verifier
 from pith_graph.events import content_bytes
 from pith_graph.keys import KeyRing
 from pith_graph.merge import merge_checked
-from pith_graph.parallel import MemorySignatureCache, signature_jobs
+from pith_graph.parallel import MemorySignatureCache, prepass_jobs, signature_jobs
 from pith_graph.rebuild import rebuild_state
 
 DEFAULT_SIZES: Final = (1000, 10_000, 100_000)
@@ -73,6 +73,7 @@ def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     times = []
     result = None
     for _ in range(repeat):
+        result = None  # the last run's result (a 100k state holds ~400 MB) is not kept alive beside the next
         gc.collect()
         start = time.perf_counter()
         result = fn()
@@ -209,19 +210,80 @@ def warm(path: Path, keys: list[dict[str, Any]], subject: str, repeat: int) -> d
 
 
 def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> dict[str, Any]:
-    """Every figure for the bundle of ``n`` events."""
+    """Every figure for the bundle of ``n`` events.
+
+    Rebuilds are timed first, while this process holds nothing else large: a
+    parsed copy of the 100k bundle (about 3 GB of Python objects) held beside
+    them slowed this process and its helper by 20-30% (memory, not the
+    collector: it is paused), which a mirror rebuilding a bundle does not pay.
+    """
     path = ensure_bundle(n, data_dir=data_dir)
-    data = path.read_bytes()
     keys = trusted_entries()
     ring = KeyRing.from_entries(keys)
-    out: dict[str, Any] = {"events": n, "file_bytes": len(data)}
+    out: dict[str, Any] = {"events": n, "file_bytes": path.stat().st_size}
+
+    # Signature bound and cold rebuilds, per backend. The triples are the ones the
+    # merge verifies (the pre-pass reads exactly those: tests/test_parallel.py).
+    triples = prepass_jobs(path.read_bytes(), ring, min_events=0)
+    assert triples is not None
+    out["signatures"] = len(triples)
+    out["backends"] = {}
+    for name in ed25519.available_backends():
+        t_bound, _ = best(lambda name=name: [Verifier(name).verify(*t) for t in triples], repeat)
+        # Serial: one process does everything. Default: rebuild_state's own choice (helper
+        # processes above PARALLEL_MIN_EVENTS, one per CPU up to MAX_AUTO_WORKERS),
+        # with the backend as the process default.
+        with backend_default(name):
+            t_cold, state = best(lambda: rebuild_state(path, trusted_keys=ring, workers=1), repeat)
+            serial_json = state.to_json()
+            state_sha256 = state.state_sha256
+            state = None
+            t_auto, auto = best(lambda: rebuild_state(path, trusted_keys=ring), repeat)
+        assert auto.to_json() == serial_json
+        auto = serial_json = None
+        out["backends"][name] = {
+            "signature_bound_s": t_bound,
+            "cold_rebuild_s": t_cold,
+            "events_per_s": n / t_cold,
+            "bound_ratio": t_bound / t_cold,
+            "cold_default_s": t_auto,
+            "default_events_per_s": n / t_auto,
+            "bound_ratio_default": t_bound / t_auto,
+            "state_sha256": state_sha256,
+        }
+    default = ed25519.get_backend("auto").name
+    figures = out["backends"][default]
+    crypto = out["backends"]["cryptography"]
+    out["bound_ratio"] = figures["bound_ratio"]
+    out["bound_ratio_default"] = figures["bound_ratio_default"]
+    out["default_vs_cryptography"] = crypto["cold_rebuild_s"] / figures["cold_rebuild_s"]
+    out["default_vs_cryptography_default"] = crypto["cold_default_s"] / figures["cold_default_s"]
+
+    # Parallel rebuilds, next to what the machine can give right now.
+    if workers > 1:
+        capacity_before = parallel_capacity(workers)
+        t_one, serial = best(lambda: rebuild_state(path, trusted_keys=ring, workers=1), repeat)
+        serial_json = serial.to_json()
+        serial = None
+        t_many, par = best(lambda: rebuild_state(path, trusted_keys=ring, workers=workers), repeat)
+        assert par.to_json() == serial_json
+        par = serial_json = None
+        out["parallel"] = {
+            "workers": workers,
+            "one_s": t_one,
+            "many_s": t_many,
+            "machine_capacity": min(capacity_before, parallel_capacity(workers)),
+        }
+        out["parallel_speedup"] = t_one / t_many
 
     # Parse: strict loads (+ typed view) vs the stdlib.
+    data = path.read_bytes()
     t_parse, (raw, model) = best(lambda: load_bundle(data), repeat)
     t_loads, _ = best(lambda: canonical.loads(data), repeat)
     t_msgspec, _ = best(lambda: canonical._DECODER.decode(data), repeat)
     t_json, _ = best(lambda: json.loads(data), repeat)
     events = raw["events"]
+    assert signature_jobs(events, ring) == triples
     out["parse"] = {
         "load_bundle_s": t_parse,
         "strict_loads_s": t_loads,
@@ -237,38 +299,8 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
     t_hash, _ = best(lambda: [hashlib.sha256(content_bytes(e)).hexdigest() for e in events], repeat)
     out["canonical"] = {"fast_s": t_fast, "json_dumps_s": t_ref, "speedup": t_ref / t_fast, "hash_s": t_hash}
 
-    # Signature bound and cold rebuilds, per backend.
-    triples = signature_jobs(events, ring)
-    out["signatures"] = len(triples)
-    out["backends"] = {}
-    for name in ed25519.available_backends():
-        t_bound, _ = best(lambda name=name: [Verifier(name).verify(*t) for t in triples], repeat)
-        # Serial: one process does everything. Default: rebuild()'s own choice (helper
-        # processes above PARALLEL_MIN_EVENTS, one per CPU up to MAX_AUTO_WORKERS).
-        # rebuild_state (the library call, streaming events) with the backend as the process default.
-        with backend_default(name):
-            t_cold, state = best(lambda: rebuild_state(path, trusted_keys=ring, workers=1), repeat)
-            t_auto, auto = best(lambda: rebuild_state(path, trusted_keys=ring), repeat)
-        assert auto.to_json() == state.to_json()
-        out["backends"][name] = {
-            "signature_bound_s": t_bound,
-            "cold_rebuild_s": t_cold,
-            "events_per_s": n / t_cold,
-            "bound_ratio": t_bound / t_cold,
-            "cold_default_s": t_auto,
-            "default_events_per_s": n / t_auto,
-            "bound_ratio_default": t_bound / t_auto,
-            "state_sha256": state.state_sha256,
-        }
-    default = ed25519.get_backend("auto").name
-    figures = out["backends"][default]
-    crypto = out["backends"]["cryptography"]
-    out["bound_ratio"] = figures["bound_ratio"]
-    out["bound_ratio_default"] = figures["bound_ratio_default"]
-    out["default_vs_cryptography"] = crypto["cold_rebuild_s"] / figures["cold_rebuild_s"]
-    out["default_vs_cryptography_default"] = crypto["cold_default_s"] / figures["cold_default_s"]
-
-    # Time split of the default cold path.
+    # Time split of the serial cold path (full tree: parse, then the merge with every
+    # signature verdict known, then serialisation).
     cache = MemorySignatureCache()
     for triple in triples:
         cache.record(*triple, True)
@@ -283,20 +315,7 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
         "serialisation_s": max(0.0, t_serialise - t_merge_cached),
         "cold_total_s": figures["cold_rebuild_s"],
     }
-
-    # Parallel verification, next to what the machine can give right now.
-    if workers > 1:
-        capacity_before = parallel_capacity(workers)
-        t_one, serial = best(lambda: rebuild_state(path, trusted_keys=ring, workers=1), repeat)
-        t_many, par = best(lambda: rebuild_state(path, trusted_keys=ring, workers=workers), repeat)
-        assert serial.to_json() == par.to_json()
-        out["parallel"] = {
-            "workers": workers,
-            "one_s": t_one,
-            "many_s": t_many,
-            "machine_capacity": min(capacity_before, parallel_capacity(workers)),
-        }
-        out["parallel_speedup"] = t_one / t_many
+    raw = events = data = None  # the store's import below reads the file itself
 
     # Warm replay from the store.
     stored = warm(path, keys, model.pith_number, repeat)

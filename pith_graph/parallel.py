@@ -1,7 +1,15 @@
-"""Parallel signature verification for large bundles.
+"""Helper processes for large bundles, in two forms.
 
-The cost floor of a cold rebuild is one Ed25519 verification per event. This
-module moves that cost to helper processes without touching the merge:
+**Stage 1 in helpers** (:func:`start_stage1`, used by
+:func:`pith_graph.rebuild.rebuild_state` given bytes or a path): helpers run
+the whole of stage 1 (strict parse, intrinsic and key checks, signatures) on
+chunks of events, last chunk first, reading the events from a scratch file and
+writing their results to another; the calling process runs the chunks no
+helper has started, first to last, and merges. Each event goes through exactly
+the serial code wherever it runs, so the result is identical.
+
+**Signatures in helpers** (:func:`start_verification`, used by
+:func:`pith_graph.rebuild.rebuild`, which needs the parsed document):
 
 1. a cheap pre-pass extracts the (public key, signature, message) triple of
    every event signed by a trusted key: :func:`prepass_jobs` from the unparsed
@@ -64,13 +72,14 @@ __all__ = [
 
 Triple = tuple[bytes, bytes, bytes]
 
-#: Below this many events a bundle is verified serially. Measured here: the
-#: first pool of a process costs about 100 ms (the forkserver starts and
-#: imports pith_graph once), later ones about 5-10 ms, plus the pre-pass (~4.5 us
-#: per event); one helper saves about 20 us per event of a 10k bundle (the
-#: merge, not the curve, is then the bottleneck). Break-even is therefore about
-#: 1,000 events for a warm process and 5,000 for the first pool
-#: (docs/performance.md, ``make bench`` "parallel" rows).
+#: Below this many events a bundle is rebuilt serially. Measured here with stage
+#: 1 in helpers (``rebuild_state``, 2 CPUs): one helper saves 24 us per event at
+#: 1k events (89 -> 65 ms) and 35 us at 10k (1008 -> 660 ms); the first pool of a
+#: process costs about 100 ms more (the forkserver starts and imports
+#: pith_graph once; 1k events then take 166 ms), later ones a few ms. Break-even
+#: is therefore under 1,000 events for a process that has run a pool, and about
+#: 3,000-4,000 for the first; 5,000 keeps every first pool a win
+#: (docs/performance.md).
 PARALLEL_MIN_EVENTS: Final = 5000
 #: Most processes ``workers=None`` (the default) uses: past a few, the merge in this
 #: process, not the curve, bounds the rebuild.
