@@ -1,30 +1,45 @@
-"""``pith-graph verify-many``: verify every bundle under directories or in files.
+"""Verifying many documents: ``pith-graph verify-many``, and ``pith-graph verify``'s
+directories and ``--workers``.
 
-Many bundles are spread over ``--workers`` processes, one bundle per task; with
-fewer bundles than workers, each bundle's signatures are verified in parallel
-instead (:mod:`pith_graph.parallel`). Either way each verdict is the one
-:func:`pith_graph.verify.verify_bundle` gives serially. One line per bundle on
-stdout, in the order given; a progress bar on stderr when it is a terminal (or
-with ``--progress``). Exit 1 if any bundle has problems or cannot be read.
+Many documents are spread over ``--workers`` processes, one document per task;
+with fewer documents than workers, each bundle gets the helpers of
+:mod:`pith_graph.parallel` instead. Either way each verdict is the one
+:func:`pith_graph.verify.verify_document` gives serially, and results come in
+the order given. ``verify-many`` prints one line per bundle and counts a bundle
+it cannot read as a failure (exit 1); ``verify`` prints full reports and, as
+for a single file, stops with exit 2 at the first document it cannot read. A
+progress bar goes to stderr when it is a terminal (or with ``--progress``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, TypeVar
 
 from pith_graph import codes
 from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, add_trust_options, load_ring
-from pith_graph.errors import InputError, PithGraphError
+from pith_graph.errors import InputError, PithGraphError, StoreError, TrustError
 from pith_graph.keys import KeyRing
 from pith_graph.parallel import process_context, resolve_workers
-from pith_graph.verify import verify_bundle
+from pith_graph.report import Report
+from pith_graph.verify import verify_bundle, verify_document
 
-__all__ = ["BundleOutcome", "bundle_paths", "register", "verify_many"]
+__all__ = [
+    "BundleOutcome",
+    "add_parallel_options",
+    "bundle_paths",
+    "progress",
+    "register",
+    "show_progress",
+    "verify_documents",
+    "verify_many",
+]
+
+_T = TypeVar("_T")
 
 _BAR_WIDTH: Final = 30
 
@@ -46,6 +61,57 @@ def bundle_paths(arguments: Iterable[str]) -> list[Path]:
     return found
 
 
+_ERRORS: Final[dict[str, type[PithGraphError]]] = {
+    cls.__name__: cls for cls in (PithGraphError, InputError, TrustError, StoreError)
+}
+
+
+def _in_order(task: Callable[..., _T], names: list[str], count: int, *args: Any) -> Iterator[_T]:
+    """``task(name, *args, workers)`` for each name, in order: one name per process when there
+    are at least ``count`` names, otherwise here with ``count`` workers for each."""
+    if count <= 1 or len(names) < count:
+        for name in names:
+            yield task(name, *args, count)
+        return
+    with ProcessPoolExecutor(max_workers=count, mp_context=process_context()) as executor:
+        futures = [executor.submit(task, name, *args, 1) for name in names]
+        for future in futures:
+            yield future.result()
+
+
+def _verify_document(
+    path: str, ring_entries: list[dict[str, Any]] | None, trust_bundle_keys: bool, workers: int
+) -> Report | tuple[str, str, str]:
+    """A document's report, or its error as (class name, code, message): errors whose
+    constructors take keywords do not survive pickling between processes."""
+    try:
+        ring = None if ring_entries is None else KeyRing.from_entries(ring_entries)
+        return verify_document(Path(path), trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers)
+    except PithGraphError as exc:
+        return type(exc).__name__, exc.code, exc.message
+
+
+def verify_documents(
+    paths: list[Path],
+    *,
+    trusted_keys: KeyRing | None = None,
+    trust_bundle_keys: bool = False,
+    workers: int | None = None,
+) -> Iterator[Report]:
+    """Verify ``paths`` (any Pith documents), yielding reports in the order given.
+
+    Raises the error of the first document that cannot be verified, when it is reached.
+    """
+    entries = None if trusted_keys is None else trusted_keys.to_entries()
+    names = [str(p) for p in paths]
+    for outcome in _in_order(_verify_document, names, resolve_workers(workers), entries, trust_bundle_keys):
+        if isinstance(outcome, Report):
+            yield outcome
+        else:
+            kind, code, message = outcome
+            raise _ERRORS.get(kind, PithGraphError)(message, code=code)
+
+
 def _verify_one(path: str, ring_entries: list[dict[str, Any]] | None, trust_bundle_keys: bool, workers: int) -> BundleOutcome:
     """Verify one bundle; unusable input becomes a failed outcome, never an exception."""
     try:
@@ -62,7 +128,23 @@ def _verify_one(path: str, ring_entries: list[dict[str, Any]] | None, trust_bund
     return path, False, f"{path}: FAILED ({len(report.errors)} problem(s); {counts}); first: {first}"
 
 
-def _progress(done: int, total: int, stream: TextIO) -> None:
+def show_progress(args: argparse.Namespace) -> bool:
+    """Whether to draw the progress bar: ``--progress``/``--no-progress``, else if stderr is a terminal."""
+    return bool(args.progress) if args.progress is not None else sys.stderr.isatty()
+
+
+def add_parallel_options(parser: argparse.ArgumentParser) -> None:
+    """``--workers N`` and ``--progress``, shared by ``verify`` and ``verify-many``."""
+    parser.add_argument(
+        "--workers", type=int, default=None, help="processes (0: one per CPU; default: one per CPU, at most 4; 1: serial)"
+    )
+    parser.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr (default: if a terminal)"
+    )
+
+
+def progress(done: int, total: int, stream: TextIO) -> None:
+    """Draw the progress bar for ``done`` of ``total``."""
     filled = _BAR_WIDTH * done // total if total else _BAR_WIDTH
     stream.write(f"\r[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {done}/{total}")
     if done == total:
@@ -78,24 +160,14 @@ def verify_many(
     workers: int | None = None,
 ) -> Iterator[BundleOutcome]:
     """Verify ``paths``, yielding outcomes in the order given."""
-    count = resolve_workers(workers)
     entries = None if trusted_keys is None else trusted_keys.to_entries()
-    names = [str(p) for p in paths]
-    if count <= 1 or len(paths) < count:
-        # Few bundles: parallelism inside each bundle (serial below the break-even).
-        for name in names:
-            yield _verify_one(name, entries, trust_bundle_keys, count)
-        return
-    with ProcessPoolExecutor(max_workers=count, mp_context=process_context()) as executor:
-        futures = [executor.submit(_verify_one, name, entries, trust_bundle_keys, 1) for name in names]
-        for future in futures:
-            yield future.result()
+    yield from _in_order(_verify_one, [str(p) for p in paths], resolve_workers(workers), entries, trust_bundle_keys)
 
 
 def cmd_verify_many(args: argparse.Namespace) -> int:
     """``verify-many [--workers N] DIR_OR_FILES...``: one line per bundle, exit 1 on any problem."""
     paths = bundle_paths(args.paths)
-    show = args.progress if args.progress is not None else sys.stderr.isatty()
+    show = show_progress(args)
     failed = 0
     for done, (_path, ok, line) in enumerate(
         verify_many(
@@ -111,7 +183,7 @@ def cmd_verify_many(args: argparse.Namespace) -> int:
             sys.stderr.write("\r" + " " * (_BAR_WIDTH + 24) + "\r")
         print(line, flush=True)
         if show:
-            _progress(done, len(paths), sys.stderr)
+            progress(done, len(paths), sys.stderr)
     print(f"{len(paths)} bundle(s), {failed} with problems", file=sys.stderr)
     return EXIT_OK if failed == 0 else EXIT_PROBLEMS
 
@@ -120,9 +192,6 @@ def register(subparsers: Any) -> None:
     """Add the ``verify-many`` subcommand."""
     parser = subparsers.add_parser("verify-many", help="verify every bundle in directories or files, in parallel")
     parser.add_argument("paths", nargs="+", metavar="DIR_OR_FILES", help="bundle files, or directories (*.json, recursive)")
-    parser.add_argument("--workers", type=int, default=None, help="processes (0: one per CPU; default: one per CPU, at most 4; 1: serial)")
+    add_parallel_options(parser)
     add_trust_options(parser, what="each bundle")
-    parser.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr (default: if a terminal)"
-    )
     parser.set_defaults(func=cmd_verify_many)

@@ -27,7 +27,6 @@ from pith_graph.documents import read_document
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.rebuild import rebuild_state
 from pith_graph.report import Report
-from pith_graph.verify import verify_document
 
 __all__ = ["build_parser", "main"]
 
@@ -57,12 +56,21 @@ def _print_report(report: Report) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    """``verify FILE...``: detect each document's kind and verify it."""
-    ring = load_ring(args.trusted_keys)
-    reports = [
-        verify_document(Path(path), trusted_keys=ring, trust_bundle_keys=args.trust_bundle_keys)
-        for path in args.files
-    ]
+    """``verify [--workers N] DIR_OR_FILES...``: detect each document's kind and verify it.
+
+    Directories are searched for ``*.json`` (recursive, sorted); documents are
+    spread over ``--workers`` processes (see :mod:`pith_graph._cli_verify_many`).
+    """
+    paths = _cli_verify_many.bundle_paths(args.files)
+    show = _cli_verify_many.show_progress(args)
+    reports: list[Report] = []
+    documents = _cli_verify_many.verify_documents(
+        paths, trusted_keys=load_ring(args.trusted_keys), trust_bundle_keys=args.trust_bundle_keys, workers=args.workers
+    )
+    for done, report in enumerate(documents, start=1):
+        reports.append(report)
+        if show:
+            _cli_verify_many.progress(done, len(paths), sys.stderr)
     if args.json:
         write_stdout(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False).encode() + b"\n")
     else:
@@ -133,8 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     state.set_defaults(func=cmd_state)
 
     verify = sub.add_parser("verify", help="verify bundles, records, states, graph snapshots, proofs")
-    verify.add_argument("files", nargs="+", metavar="FILE")
+    verify.add_argument(
+        "files", nargs="+", metavar="DIR_OR_FILES", help="documents, or directories (*.json, recursive)"
+    )
     verify.add_argument("--json", action="store_true", help="print reports as JSON")
+    _cli_verify_many.add_parallel_options(verify)
     add_trust_options(verify, what="a bundle")
     verify.set_defaults(func=cmd_verify)
 

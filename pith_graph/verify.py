@@ -327,15 +327,19 @@ def verify_document(
     trusted_keys: TrustedKeys = None,
     trust_bundle_keys: bool = False,
     verifier: Verifier | None = None,
+    workers: int | None = None,
 ) -> Report:
     """Detect the kind of a document and verify it accordingly.
 
-    Raises :class:`InputError` (code ``not_a_pith_document``) when it is none of them.
+    ``workers``: for a bundle, as for :func:`verify_bundle`. Raises
+    :class:`InputError` (code ``not_a_pith_document``) when it is none of them.
     """
     document = _document(source)
     name = _name(source)
     if document.kind == "bundle":
-        report = verify_bundle(document, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, verifier=verifier)
+        report = verify_bundle(
+            document, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, verifier=verifier, workers=workers
+        )
     elif document.kind == "record":
         report = verify_record(document, trusted_keys=trusted_keys, verifier=verifier)
     elif document.kind == "state":

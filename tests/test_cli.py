@@ -54,6 +54,39 @@ def test_verify_all_seeds_ok_and_kinds_reported() -> None:
     }
 
 
+def test_verify_a_directory_with_workers_gives_the_serial_reports(tmp_path: Path) -> None:
+    """``verify --workers N DIR``: every document under the directory, one process each, reports in order."""
+    (tmp_path / "nested").mkdir()
+    for i, seed in enumerate(SEEDS):
+        (tmp_path / ("nested" if i % 2 else ".") / seed.name).write_bytes(seed.read_bytes())
+    tampered = json.loads(BUNDLE.read_bytes())
+    tampered["events"][1]["payload"]["verdict_id"] = "forged"
+    (tmp_path / "nested" / "tampered.json").write_text(json.dumps(tampered))
+    files = sorted(str(p) for p in tmp_path.rglob("*.json"))
+    serial = run("verify", "--json", "--workers", "1", *files)
+    assert serial.returncode == 1, serial.stderr
+    assert len(json.loads(serial.stdout)) == len(SEEDS) + 1
+    for workers in ("1", "2"):
+        result = run("verify", "--json", "--workers", workers, "--progress", str(tmp_path))
+        assert result.returncode == 1, result.stderr
+        assert result.stdout == serial.stdout
+        assert f"{len(files)}/{len(files)}".encode() in result.stderr
+    plain = run("verify", "--workers", "2", str(tmp_path))
+    assert plain.returncode == 1 and b"tampered.json: bundle: FAILED" in plain.stdout
+
+
+def test_verify_with_workers_stops_at_a_document_it_cannot_read(tmp_path: Path) -> None:
+    for seed in SEEDS[:3]:
+        (tmp_path / seed.name).write_bytes(seed.read_bytes())
+    (tmp_path / "zz-not-pith.json").write_text('{"hello": "world"}')
+    for workers in ("1", "2"):
+        result = run("verify", "--workers", workers, str(tmp_path))
+        assert result.returncode == 2
+        assert result.stdout == b""
+        [line] = result.stderr.decode().splitlines()
+        assert line.startswith("pith-graph: error[not_a_pith_document]: ") and "zz-not-pith.json" in line
+
+
 def test_verify_tampered_bundle_exits_1(tmp_path: Path) -> None:
     bundle = json.loads(BUNDLE.read_bytes())
     bundle["events"][1]["payload"]["verdict_id"] = "forged"
