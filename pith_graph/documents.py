@@ -154,29 +154,33 @@ def event_texts(array: Any) -> list[msgspec.Raw]:
     return _RAW_LIST.decode(array)
 
 
+#: Places where an array could start that :func:`_array_span` tries before giving up.
+_SPAN_CANDIDATES: Final = 8
+
+
 def _array_span(data: bytes, items: list[msgspec.Raw]) -> tuple[int, int] | None:
-    """Where a JSON array of exactly ``items`` (texts, in order) first occurs in ``data``.
+    """Where a JSON array of exactly ``items`` (texts, in order) occurs in ``data``.
 
     The items must tile the span: ``[``, the first item, then each next item
     after one comma, and ``]``, with only JSON white space between. So every
     byte of the span is an item's text or array punctuation, checked at memcmp
-    speed rather than by parsing the array a second time.
+    speed rather than by parsing the array a second time. The first few places
+    where ``[`` and the first item's text occur are tried (a short first item,
+    such as ``1``, may also occur earlier); None if none of them tiles.
     """
-    first = data.find(items[0])
-    start = data.rfind(b"[", 0, first) if first > 0 else -1
-    if start < 0 or _WHITE.fullmatch(data, start + 1, first) is None:
-        return None
-    position = first + len(items[0])
-    for item in items[1:]:
-        separator = _SEPARATOR.match(data, position)
-        if separator is None:
-            return None
-        position = separator.end()
-        if not data.startswith(item, position):
-            return None
-        position += len(item)
-    end = _WHITE.match(data, position).end()  # type: ignore[union-attr]  # matches the empty string
-    return (start, end + 1) if data[end : end + 1] == b"]" else None
+    opening = re.compile(rb"\[[ \t\n\r]*" + re.escape(bytes(items[0])))
+    for candidate, _ in zip(opening.finditer(data), range(_SPAN_CANDIDATES), strict=False):
+        position = candidate.end()
+        for item in items[1:]:
+            separator = _SEPARATOR.match(data, position)
+            if separator is None or not data.startswith(item, separator.end()):
+                break
+            position = separator.end() + len(item)
+        else:
+            end = _WHITE.match(data, position).end()  # type: ignore[union-attr]  # matches the empty string
+            if data[end : end + 1] == b"]":
+                return candidate.start(), end + 1
+    return None
 
 
 def split_bundle(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SplitBundle | None:

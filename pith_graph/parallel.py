@@ -280,6 +280,11 @@ class ParallelCache:
         if self.inner is not None:
             self.inner.record(public_key, signature, message, valid)
 
+    def cancel(self) -> None:
+        """Cancel every chunk no worker has started (explicitly: see :meth:`Stage1Helpers.close`)."""
+        for future in set(self._pending.values()):
+            future.cancel()
+
     def drain(self) -> None:
         """Wait for every chunk (so worker verdicts also reach ``inner``)."""
         for future in list(self._pending.values()):
@@ -431,6 +436,31 @@ def _stage1_chunk(
 _SCRATCH_FACTOR: Final = 3
 
 
+_SCRATCH_PREFIX: Final = "pith-graph-"
+
+
+def _sweep_scratch(root: str | None) -> None:
+    """Remove the scratch directories of rebuilds whose process is gone (killed by a
+    signal, which skips the clean-up): this user's only, named after a dead process."""
+    root = root or tempfile.gettempdir()
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return
+    for entry in entries:
+        if not entry.name.startswith(_SCRATCH_PREFIX):
+            continue
+        pid = entry.name[len(_SCRATCH_PREFIX) :].partition("-")[0]
+        try:
+            if not pid.isdigit() or entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(entry.path, ignore_errors=True)
+        except (OSError, AttributeError):  # alive under another user, or no getuid (Windows)
+            continue
+
+
 def _scratch_root(size: int) -> str | None:
     """Where helpers exchange files: memory-backed when the system has room there
     (a container's /dev/shm may hold only 64 MB), else the default temporary directory."""
@@ -477,8 +507,20 @@ class Stage1Helpers:
             return None
 
     def close(self) -> None:
-        """Stop the helpers (without waiting for a running chunk) and remove the scratch files."""
-        self.executor.shutdown(wait=False, cancel_futures=True)
+        """Stop the helpers and remove the scratch files.
+
+        Every chunk not yet started is cancelled here, explicitly: the pool's own
+        ``cancel_futures`` is carried out later by its manager thread through a
+        weak reference to the pool, which is gone once the caller returns, so
+        queued chunks would otherwise all run after an error. The chunks the pool
+        has already handed out (each helper's, and its queue of one more per
+        helper, plus one) are waited for, so that no helper writes into the
+        directory while or after it is removed.
+        """
+        for future in self._futures.values():
+            future.cancel()
+        self._futures.clear()
+        self.executor.shutdown(wait=True)
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
@@ -501,8 +543,10 @@ def start_stage1(
     """
     if workers <= 1 or count < min_events or backend_name not in ed25519.available_backends():
         return None
+    root = _scratch_root(len(events_text))
+    _sweep_scratch(root)
     try:
-        directory = tempfile.mkdtemp(prefix="pith-graph-", dir=_scratch_root(len(events_text)))
+        directory = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-", dir=root)
     except OSError:
         return None
     executor: ProcessPoolExecutor | None = None

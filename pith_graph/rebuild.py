@@ -104,6 +104,8 @@ def rebuild(
             cache.drain()  # hand every worker verdict to the caller's cache (the store's warm path)
     finally:
         if executor is not None:
+            if started is not None and started[2] is not None:
+                started[2].cancel()  # the chunks no worker has started (after an error: all the rest)
             # Not waiting: a chunk still in a worker holds nothing the merge needs any more.
             executor.shutdown(wait=False, cancel_futures=True)
     return result, model, raw, ring

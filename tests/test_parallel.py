@@ -383,9 +383,11 @@ def test_stage1_rows_are_check_event_of_each_event(seed: int) -> None:
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_streaming_with_stage1_helpers_equals_serial(seed: int) -> None:
     bundle, _ = build_bundle(150, seed)
-    serial = rebuild_state(json.dumps(bundle).encode(), trusted_keys=trusted(), workers=1)
+    data = json.dumps(bundle).encode()
+    serial = rebuild(data, trusted_keys=trusted(), workers=1)[0].state  # the full path: one strict parse
     par = rebuild_module._rebuild_streaming(_split(bundle), trusted(), False, 2, min_events=0, chunk_size=8)
     assert par.to_json() == serial.to_json()
+    assert rebuild_state(data, trusted_keys=trusted(), workers=1).to_json() == serial.to_json()
     assert serial.invalid_event_count > 0 and serial.equivocation_count > 0
 
 
@@ -428,3 +430,70 @@ def test_scratch_files_go_to_memory_only_where_there_is_room() -> None:
     assert parallel._scratch_root(1 << 62) is None
     shm_usable = os.access("/dev/shm", os.W_OK | os.X_OK) and shutil.disk_usage("/dev/shm").free > 1 << 20
     assert parallel._scratch_root(1000) == ("/dev/shm" if shm_usable else None)
+
+
+def test_an_error_cancels_every_chunk_no_helper_started(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A duplicate key in the first event: this process fails at once, and no queued chunk runs after it
+    (the pool's own cancel_futures acts too late, through a weak reference) or writes a scratch file."""
+    bundle, _ = build_bundle(300, 3)
+    text = json.dumps(bundle)
+    at = text.index('"payload": {') + len('"payload": {')
+    split = split_bundle((text[:at] + '"dup": 0, "dup": 1, ' + text[at:]).encode())
+    assert split is not None
+    closed: list[tuple[parallel.Stage1Helpers, list[Any]]] = []
+    original_close = parallel.Stage1Helpers.close
+
+    def close(self: parallel.Stage1Helpers) -> None:
+        # The chunks not handed to the pool yet when the rebuild gave up.
+        closed.append((self, [f for f in self._futures.values() if not (f.running() or f.done())]))
+        original_close(self)
+
+    monkeypatch.setattr(parallel.Stage1Helpers, "close", close)
+    with pytest.raises(InputError) as caught:
+        rebuild_module._rebuild_streaming(split, trusted(), False, 2, min_events=0, chunk_size=1)
+    assert caught.value.code == "duplicate_key"
+    [(helpers, queued)] = closed
+    assert len(queued) > 250
+    assert all(f.cancelled() or f.done() for f in queued)  # close() returned with nothing left running
+    assert sum(f.cancelled() for f in queued) >= len(queued) - 3  # the pool may take one or two meanwhile
+    assert not Path(helpers.directory).exists()
+
+
+def test_scratch_directories_of_dead_processes_are_swept(tmp_path: Path) -> None:
+    """A rebuild killed by a signal skips its clean-up; the next one removes what it left."""
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(finished.stdout)
+    left = tmp_path / f"pith-graph-{dead}-abc"
+    (left / "sub").mkdir(parents=True)
+    (left / "events.json").write_text("[]")
+    alive = tmp_path / f"pith-graph-{os.getpid()}-def"
+    alive.mkdir()
+    other = tmp_path / f"not-pith-graph-{dead}"
+    other.mkdir()
+    parallel._sweep_scratch(str(tmp_path))
+    assert not left.exists()
+    assert alive.exists() and other.exists()
+
+
+def test_an_error_in_rebuild_cancels_the_signature_chunks(monkeypatch: pytest.MonkeyPatch, large_text: str) -> None:
+    """rebuild(): helpers start on the pre-pass, then the strict parse fails; no queued chunk runs on."""
+    started: list[Any] = []
+    original = rebuild_module._start_helpers
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        started.append(result)
+        return result
+
+    monkeypatch.setattr(rebuild_module, "_start_helpers", spy)
+    monkeypatch.setattr(parallel, "CHUNK_SIZE", 4)
+    monkeypatch.setattr(rebuild_module, "start_verification", partial(parallel.start_verification, chunk_size=4))
+    data = large_text.replace('"payload": {', '"payload": {"i": 0, "i": 1, ', 1).encode()
+    with pytest.raises(InputError) as caught:
+        rebuild(data, trusted_keys=trusted(), workers=2)
+    assert caught.value.code == "duplicate_key"
+    [(_verifier, _executor, cache)] = started
+    futures = set(cache._pending.values())
+    assert len(futures) > 500
+    assert all(f.cancelled() or f.running() or f.done() for f in futures)  # none left queued
+    assert sum(f.cancelled() for f in futures) > len(futures) - 20

@@ -111,6 +111,19 @@ def test_the_events_are_cut_exactly_whatever_the_white_space(
     assert rebuild_state(data, workers=1, **keys).to_json() == full_path(data, **keys)
 
 
+def test_a_short_first_event_that_also_occurs_earlier_is_still_cut(history: History, alice: TestKey) -> None:
+    """``1`` occurs in the shell before the events array: the next place it occurs is tried."""
+    bundle = history.bundle([history.event("graph_snapshot", key=alice, payload={"n": 1})])
+    bundle["events"] = [1, *bundle["events"], "1"]
+    data = json.dumps(bundle, separators=(",", ":")).encode()
+    assert data.index(b"1") < data.index(b'"events"')
+    split = split_bundle(data)
+    assert split is not None
+    assert bytes(split.events[0]) == b"1"
+    keys = {"trusted_keys": [history.registry.entry(), alice.entry()]}
+    assert rebuild_state(data, workers=1, **keys).to_json() == full_path(data, **keys)
+
+
 @pytest.mark.parametrize(
     "events_text",
     [b"[]", b'[{"a": 1},]', b'[{"a": 1} {"a": 2}]', b'[{"a": 1},,{"a": 2}]'],
