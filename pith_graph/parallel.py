@@ -386,7 +386,7 @@ STAGE1_CHUNK: Final = 128
 
 _Row = tuple[str, str | None, int, EventFacts | None, bytes, bytes]
 _ROWS_ENCODER: Final = msgspec.msgpack.Encoder()
-_ROWS_DECODER: Final = msgspec.msgpack.Decoder(list[tuple[str, str | None, int, EventFacts | None, bytes, bytes]])
+_ROWS_DECODER: Final = msgspec.msgpack.Decoder(list[_Row])
 # A worker's view of the events file of the rebuild it serves (one at a time).
 _WORKER_EVENTS: dict[str, list[msgspec.Raw]] = {}
 
@@ -434,8 +434,7 @@ def _stage1_chunk(
 
 #: The events file and the helpers' results take about this many times the events' size.
 _SCRATCH_FACTOR: Final = 3
-
-
+#: Scratch directories are named ``pith-graph-<pid>-<random>``.
 _SCRATCH_PREFIX: Final = "pith-graph-"
 
 
@@ -549,7 +548,7 @@ def start_stage1(
         directory = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-", dir=root)
     except OSError:
         return None
-    executor: ProcessPoolExecutor | None = None
+    helpers: Stage1Helpers | None = None
     try:
         path = os.path.join(directory, "events.json")
         with open(path, "wb") as handle:
@@ -563,8 +562,8 @@ def start_stage1(
                 _stage1_chunk, path, count, start, min(start + chunk_size, count), subject, keyring, backend_name, out
             )
     except (OSError, RuntimeError):  # no scratch space or no processes here: stage 1 runs in this one
-        if executor is not None:
-            executor.shutdown(wait=False, cancel_futures=True)
+        if helpers is not None:
+            helpers.close()  # also cancels what was submitted before the failure
         shutil.rmtree(directory, ignore_errors=True)
         return None
     return helpers

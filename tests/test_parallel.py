@@ -497,3 +497,27 @@ def test_an_error_in_rebuild_cancels_the_signature_chunks(monkeypatch: pytest.Mo
     assert len(futures) > 500
     assert all(f.cancelled() or f.running() or f.done() for f in futures)  # none left queued
     assert sum(f.cancelled() for f in futures) > len(futures) - 20
+
+
+def test_stage1_runs_here_when_no_process_can_be_started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A sandbox without processes: start_stage1 gives up cleanly (no scratch left) and the rebuild is serial."""
+
+    def no_processes(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("no processes here")
+
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", no_processes)
+    monkeypatch.setattr(parallel, "_scratch_root", lambda size: str(tmp_path))
+    bundle, _ = build_bundle(60, 8)
+    split = _split(bundle)
+    assert parallel.start_stage1(
+        split.events_text,
+        len(split.events),
+        subject=split.model.pith_number,
+        keyring=KeyRing.from_entries(trusted()),
+        workers=2,
+        backend_name=Verifier().backend.name,
+        min_events=0,
+    ) is None
+    assert list(tmp_path.iterdir()) == []
+    par = rebuild_module._rebuild_streaming(split, trusted(), False, 2, min_events=0, chunk_size=8)
+    assert par.to_json() == rebuild(json.dumps(bundle).encode(), trusted_keys=trusted(), workers=1)[0].state.to_json()
