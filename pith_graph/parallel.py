@@ -73,13 +73,12 @@ __all__ = [
 Triple = tuple[bytes, bytes, bytes]
 
 #: Below this many events a bundle is rebuilt serially. Measured here with stage
-#: 1 in helpers (``rebuild_state``, 2 CPUs): one helper saves 24 us per event at
-#: 1k events (89 -> 65 ms) and 35 us at 10k (1008 -> 660 ms); the first pool of a
-#: process costs about 100 ms more (the forkserver starts and imports
-#: pith_graph once; 1k events then take 166 ms), later ones a few ms. Break-even
-#: is therefore under 1,000 events for a process that has run a pool, and about
-#: 3,000-4,000 for the first; 5,000 keeps every first pool a win
-#: (docs/performance.md).
+#: 1 in helpers (``python -m benchmarks.break_even``, 2 CPUs): one helper saves
+#: 8-24 us per event at 1k events and 29 us at 5k (468 -> 325 ms); the first pool
+#: of a process costs about 100 ms more (the forkserver starts and imports
+#: pith_graph once), later ones a few ms. Break-even is therefore under 1,000
+#: events for a process that has run a pool, and about 3,000-4,000 for the
+#: first; 5,000 keeps every first pool a win (docs/performance.md).
 PARALLEL_MIN_EVENTS: Final = 5000
 #: Most processes ``workers=None`` (the default) uses: past a few, the merge in this
 #: process, not the curve, bounds the rebuild.

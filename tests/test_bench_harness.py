@@ -43,3 +43,16 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
     first = ensure_bundle(25, data_dir=tmp_path).read_bytes()
     again = json.dumps(generate_bundle(25), separators=(",", ":"), ensure_ascii=False).encode()
     assert first == again
+
+
+def test_break_even_runs_on_a_tiny_bundle(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks.break_even", "--sizes", "30", "--data-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    [line] = run.stdout.splitlines()
+    assert line.split()[:2] == ["30", "events:"] and "one helper (pool warm)" in line
