@@ -61,6 +61,7 @@ __all__ = [
     "ParallelCache",
     "Stage1Helpers",
     "Triple",
+    "may_start_processes",
     "parallel_verifier",
     "prepass_jobs",
     "process_context",
@@ -293,12 +294,21 @@ class ParallelCache:
                 self.inner.record(public_key, signature, message, valid)
 
 
+def may_start_processes() -> bool:
+    """Whether this process may start helpers: not inside a daemonic process (a
+    ``multiprocessing.Pool`` worker), which multiprocessing forbids to have children."""
+    return not multiprocessing.current_process().daemon
+
+
 def resolve_workers(workers: int | None) -> int:
     """``workers`` as a count of verifying processes, this one included.
 
     1 means serial; 0 means one per usable CPU; None (the default) means one
-    per usable CPU up to :data:`MAX_AUTO_WORKERS`.
+    per usable CPU up to :data:`MAX_AUTO_WORKERS`. Always 1 where no process may
+    be started (:func:`may_start_processes`).
     """
+    if not may_start_processes():
+        return 1
     if workers is not None and workers != 0:
         return max(1, workers)
     try:
@@ -339,7 +349,7 @@ def start_verification(
     """
     base = verifier or Verifier()
     backend_name = base.backend.name
-    if workers <= 1 or backend_name not in ed25519.available_backends():
+    if workers <= 1 or backend_name not in ed25519.available_backends() or not may_start_processes():
         return base, None, None
     if base.cache is not None:
         jobs = [t for t in jobs if base.cache.lookup(*t) is None]
@@ -540,6 +550,8 @@ def start_stage1(
     scratch file or process can be made here.
     """
     if workers <= 1 or count < min_events or backend_name not in ed25519.available_backends():
+        return None
+    if not may_start_processes():
         return None
     root = _scratch_root(len(events_text))
     _sweep_scratch(root)

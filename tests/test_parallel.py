@@ -521,3 +521,34 @@ def test_stage1_runs_here_when_no_process_can_be_started(monkeypatch: pytest.Mon
     assert list(tmp_path.iterdir()) == []
     par = rebuild_module._rebuild_streaming(split, trusted(), False, 2, min_events=0, chunk_size=8)
     assert par.to_json() == rebuild(json.dumps(bundle).encode(), trusted_keys=trusted(), workers=1)[0].state.to_json()
+
+
+_IN_A_POOL_WORKER = """
+import json, multiprocessing, sys
+
+def job(args):
+    path, keys = args
+    from pith_graph.rebuild import rebuild_state
+    try:
+        return rebuild_state(path, trusted_keys=keys).state_sha256
+    except BaseException as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+if __name__ == "__main__":
+    with multiprocessing.Pool(1) as pool:
+        print(pool.map(job, [(sys.argv[1], json.loads(sys.argv[2]))])[0])
+"""
+
+
+def test_a_pool_worker_rebuilds_serially(large_text: str, tmp_path: Path) -> None:
+    """A multiprocessing.Pool worker is daemonic and may not start processes: the default
+    workers then mean one process (multiprocessing would raise AssertionError instead)."""
+    path = tmp_path / "bundle.json"
+    path.write_text(large_text)
+    script = tmp_path / "in_a_pool.py"
+    script.write_text(_IN_A_POOL_WORKER)
+    run = subprocess.run(
+        [sys.executable, str(script), str(path), json.dumps(trusted())], capture_output=True, text=True, timeout=300
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == rebuild_state(path, trusted_keys=trusted(), workers=1).state_sha256
