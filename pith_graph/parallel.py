@@ -449,7 +449,13 @@ _SCRATCH_PREFIX: Final = "pith-graph-"
 
 def _sweep_scratch(root: str | None) -> None:
     """Remove the scratch directories of rebuilds whose process is gone (killed by a
-    signal, which skips the clean-up): this user's only, named after a dead process."""
+    signal, which skips the clean-up): this user's only, named after a dead process.
+
+    POSIX only: elsewhere ``os.kill(pid, 0)`` is not a liveness probe (on
+    Windows it terminates the process).
+    """
+    if os.name != "posix":
+        return
     root = root or tempfile.gettempdir()
     try:
         entries = list(os.scandir(root))
@@ -465,7 +471,7 @@ def _sweep_scratch(root: str | None) -> None:
             os.kill(int(pid), 0)
         except ProcessLookupError:
             shutil.rmtree(entry.path, ignore_errors=True)
-        except (OSError, AttributeError):  # alive under another user, or no getuid (Windows)
+        except OSError:  # alive under another user, or unreadable
             continue
 
 
