@@ -15,6 +15,7 @@ import random
 import shutil
 import subprocess
 import sys
+from concurrent.futures import Future, ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -552,3 +553,25 @@ def test_a_pool_worker_rebuilds_serially(large_text: str, tmp_path: Path) -> Non
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == rebuild_state(path, trusted_keys=trusted(), workers=1).state_sha256
+
+
+class _InterruptedWait(Future[str]):
+    """A chunk a helper holds, whose wait is interrupted by Ctrl-C."""
+
+    def result(self, timeout: float | None = None) -> str:
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_wait_leaves_the_chunk_for_close_to_wait_for(tmp_path: Path) -> None:
+    """close() must still see the chunk (it waits for running chunks before removing the
+    directory they write into)."""
+    held = _InterruptedWait()
+    assert held.set_running_or_notify_cancel()
+    helpers = parallel.Stage1Helpers(ProcessPoolExecutor(max_workers=1), str(tmp_path / "scratch"), 8)
+    helpers._futures[0] = held
+    with pytest.raises(KeyboardInterrupt):
+        helpers.rows(0)
+    assert helpers._futures == {0: held}
+    held.set_result("done")  # the helper finishes
+    helpers.close()
+    assert helpers._futures == {}
