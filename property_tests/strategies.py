@@ -8,6 +8,7 @@ here they are only drawn.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from hypothesis import strategies as st
@@ -75,3 +76,38 @@ def mutated(draw: st.DrawFn, names: Any = None) -> tuple[Scenario, str, Outcome]
     name = draw(st.sampled_from(sorted(names or MUTATIONS)))
     pick = draw(st.integers(0, 1000))
     return scenario, name, MUTATIONS[name](scenario, pick)
+
+
+def _render(node: Any, spaced: bool, ascii_only: bool) -> str:
+    """JSON text of a node: ("obj", [(key, node)...]) keeps repeated keys, ("arr", [...]) an array."""
+    comma, colon = (", ", ": ") if spaced else (",", ":")
+    if isinstance(node, tuple) and node[0] == "obj":
+        members = (json.dumps(key, ensure_ascii=ascii_only) + colon + _render(value, spaced, ascii_only)
+                   for key, value in node[1])
+        return "{" + comma.join(members) + "}"
+    if isinstance(node, tuple) and node[0] == "arr":
+        return "[" + comma.join(_render(item, spaced, ascii_only) for item in node[1]) + "]"
+    return json.dumps(node, ensure_ascii=ascii_only)
+
+
+# Keys from a small alphabet, so objects often repeat one; strings full of the
+# characters a structural scan must not take for structure.
+_keys = st.sampled_from(["a", "b", "é", "a:b", '"', "\\", "[", "{", ""])
+_tricky_scalars = (
+    st.none()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(st.sampled_from(list('ab[]{}:,"\\é\n')), max_size=6)
+)
+_nodes = st.recursive(
+    _tricky_scalars,
+    lambda inner: st.tuples(st.just("arr"), st.lists(inner, max_size=3))
+    | st.tuples(st.just("obj"), st.lists(st.tuples(_keys, inner), max_size=3)),
+    max_leaves=10,
+)
+
+
+@st.composite
+def json_texts(draw: st.DrawFn) -> bytes:
+    """JSON text, compact or spaced, ASCII-escaped or not, whose objects may repeat a key."""
+    return _render(draw(_nodes), draw(st.booleans()), draw(st.booleans())).encode("utf-8")

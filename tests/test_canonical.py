@@ -146,6 +146,8 @@ HOSTILE: list[tuple[str, bytes, str]] = [
     ("duplicate key, astral escape vs raw", '{"\U0001f600":1,"\\ud83d\\ude00":2}'.encode(), codes.E_DUPLICATE_KEY),
     ("duplicate key, escaped quote in key", b'{"a\\"b":1,"a\\u0022b":2}', codes.E_DUPLICATE_KEY),
     ("duplicate empty key", b'{"":1,"":2}', codes.E_DUPLICATE_KEY),
+    # Past the size the compact fast path is tried on (canonical._FAST_CHECK_MAX).
+    ("duplicate key, large compact text", b'{"a":"' + b"x" * 70_000 + b'","a":1}', codes.E_DUPLICATE_KEY),
     ("NaN", b"[NaN]", codes.E_NON_FINITE),
     ("Infinity", b'{"a":Infinity}', codes.E_NON_FINITE),
     ("-Infinity", b"[-Infinity]", codes.E_NON_FINITE),
