@@ -143,6 +143,9 @@ class SplitBundle(NamedTuple):
     #: The text of the events array: exactly ``events``, in order, between brackets
     #: and separators (so :func:`event_texts` of it gives ``events`` again).
     events_text: memoryview
+    #: Where each event's text starts in the bundle's bytes (so that a helper process
+    #: holding the same bytes reads exactly ``events``).
+    starts: list[int]
 
 
 def event_texts(array: Any) -> list[msgspec.Raw]:
@@ -158,8 +161,9 @@ def event_texts(array: Any) -> list[msgspec.Raw]:
 _SPAN_CANDIDATES: Final = 8
 
 
-def _array_span(data: bytes, items: list[msgspec.Raw]) -> tuple[int, int] | None:
-    """Where a JSON array of exactly ``items`` (texts, in order) occurs in ``data``.
+def _array_span(data: bytes, items: list[msgspec.Raw]) -> tuple[int, int, list[int]] | None:
+    """Where a JSON array of exactly ``items`` (texts, in order) occurs in ``data``,
+    and where each item starts.
 
     The items must tile the span: ``[``, the first item, then each next item
     after one comma, and ``]``, with only JSON white space between. So every
@@ -171,15 +175,20 @@ def _array_span(data: bytes, items: list[msgspec.Raw]) -> tuple[int, int] | None
     opening = re.compile(rb"\[[ \t\n\r]*" + re.escape(bytes(items[0])))
     for candidate, _ in zip(opening.finditer(data), range(_SPAN_CANDIDATES), strict=False):
         position = candidate.end()
+        starts = [position - len(items[0])]
         for item in items[1:]:
             separator = _SEPARATOR.match(data, position)
-            if separator is None or not data.startswith(item, separator.end()):
+            if separator is None:
                 break
-            position = separator.end() + len(item)
+            start = separator.end()
+            if not data.startswith(item, start):
+                break
+            starts.append(start)
+            position = start + len(item)
         else:
             end = _WHITE.match(data, position).end()  # type: ignore[union-attr]  # matches the empty string
             if data[end : end + 1] == b"]":
-                return candidate.start(), end + 1
+                return candidate.start(), end + 1, starts
     return None
 
 
@@ -206,7 +215,7 @@ def split_bundle(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SplitBun
     span = _array_span(data, events)
     if span is None:
         return None
-    start, end = span
+    start, end, starts = span
     try:
         shell = loads(data[:start] + b"[]" + data[end:], max_bytes=max_bytes)
         # The text cut out was the events array only if the shell's events are now
@@ -216,7 +225,7 @@ def split_bundle(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SplitBun
         model = convert(shell, Bundle)
     except InputError:
         return None
-    return SplitBundle(shell, model, events, memoryview(data)[start:end])
+    return SplitBundle(shell, model, events, memoryview(data)[start:end], starts)
 
 
 def as_path(source: object) -> Path | None:

@@ -37,6 +37,7 @@ import multiprocessing
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Final
@@ -45,7 +46,7 @@ import msgspec
 
 from pith_graph import ed25519
 from pith_graph.canonical import MAX_DEPTH, gc_paused, loads
-from pith_graph.documents import EVENT_DEPTH_OFFSET, MAX_EVENTS, event_texts
+from pith_graph.documents import EVENT_DEPTH_OFFSET, MAX_EVENTS, SplitBundle
 from pith_graph.ed25519 import SignatureCache, Verifier
 from pith_graph.errors import PithGraphError
 from pith_graph.events import EventFacts, check_event
@@ -56,9 +57,11 @@ __all__ = [
     "CHUNK_SIZE",
     "MAX_AUTO_WORKERS",
     "PARALLEL_MIN_EVENTS",
+    "SCRATCH_MIN_BYTES",
     "STAGE1_CHUNK",
     "MemorySignatureCache",
     "ParallelCache",
+    "ScratchCopy",
     "Stage1Helpers",
     "Triple",
     "may_start_processes",
@@ -66,6 +69,7 @@ __all__ = [
     "prepass_jobs",
     "process_context",
     "resolve_workers",
+    "scratch_copy",
     "signature_jobs",
     "start_stage1",
     "start_verification",
@@ -394,44 +398,44 @@ def parallel_verifier(
 STAGE1_CHUNK: Final = 128
 
 _Row = tuple[str, str | None, int, EventFacts | None, bytes, bytes]
+#: A chunk's events, as (offset, length) of each event's text in the bundle file.
+_Spans = list[tuple[int, int]]
 _ROWS_ENCODER: Final = msgspec.msgpack.Encoder()
 _ROWS_DECODER: Final = msgspec.msgpack.Decoder(list[_Row])
-# A worker's view of the events file of the rebuild it serves (one at a time).
-_WORKER_EVENTS: dict[str, list[msgspec.Raw]] = {}
+# A worker's view of the bundle file of the rebuild it serves (one at a time).
+_WORKER_VIEWS: dict[str, Any] = {}
 
 
-def _worker_events(path: str, count: int) -> list[msgspec.Raw]:
-    events = _WORKER_EVENTS.get(path)
-    if events is None:
-        _WORKER_EVENTS.clear()
+def _worker_view(path: str) -> Any:
+    view = _WORKER_VIEWS.get(path)
+    if view is None:
+        _WORKER_VIEWS.clear()
         with open(path, "rb") as handle:
             try:
                 # Mapped, not read: the file lives in memory already (/dev/shm), so the
-                # helper's view of it costs no second copy.
-                view: Any = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+                # helper's view of it costs no second copy, and only its events are touched.
+                view = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
             except (OSError, ValueError):
                 view = handle.read()
-        events = _WORKER_EVENTS[path] = event_texts(view)
-    if len(events) != count:
-        raise RuntimeError(f"{path}: {len(events)} events, expected {count}")
-    return events
+        _WORKER_VIEWS[path] = view
+    return view
 
 
 def _stage1_chunk(
-    path: str, count: int, start: int, stop: int, subject: str, keyring: KeyRing, backend_name: str, out: str
+    path: str, spans: _Spans, subject: str, keyring: KeyRing, backend_name: str, out: str
 ) -> str:
-    """Worker task: stage 1 of events ``start:stop`` of the events file at ``path``; writes the rows to ``out``.
+    """Worker task: stage 1 of the events at ``spans`` of the bundle file at ``path``; writes the rows to ``out``.
 
     Each event is read exactly as :func:`pith_graph.rebuild.rebuild_state` reads
     it. A strict-parse error is raised (the caller then redoes the chunk itself
     and meets the same error).
     """
-    events = _worker_events(path, count)
+    view = _worker_view(path)
     verifier = _worker_verifier(backend_name)
     rows: list[_Row] = []
     with gc_paused():  # acyclic values only (see gc_paused)
-        for text in events[start:stop]:
-            value = loads(bytes(text), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)
+        for offset, length in spans:
+            value = loads(view[offset : offset + length], max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)
             checked = check_event(value, subject=subject, keyring=keyring, verifier=verifier)
             rows.append(
                 (checked.unit_id, checked.reason, checked.progress, checked.facts, checked.signer_json, checked.payload_json)
@@ -441,7 +445,7 @@ def _stage1_chunk(
     return out
 
 
-#: The events file and the helpers' results take about this many times the events' size.
+#: The bundle's copy and the helpers' results take at most about this many times its size.
 _SCRATCH_FACTOR: Final = 3
 #: Scratch directories are named ``pith-graph-<pid>-<random>``.
 _SCRATCH_PREFIX: Final = "pith-graph-"
@@ -487,6 +491,77 @@ def _scratch_root(size: int) -> str | None:
     return None
 
 
+#: Bundles smaller than this are not copied for helpers: they hold too few events
+#: for helpers to pay (:data:`PARALLEL_MIN_EVENTS` events take several MB).
+SCRATCH_MIN_BYTES: Final = 1 << 20
+
+
+class ScratchCopy:
+    """A private scratch directory holding a copy of a bundle's bytes, for helper processes.
+
+    A thread writes the copy (a file write releases the GIL) while this process
+    splits the bundle, so the copy costs this process almost nothing;
+    :meth:`ready` waits for it. Helpers write their results into the same
+    directory. :meth:`close` removes it all; use it as a context manager.
+    """
+
+    def __init__(self, directory: str, data: bytes) -> None:
+        self.directory = directory
+        self.path = os.path.join(directory, "bundle.json")
+        self._error: OSError | None = None
+        self._writing = threading.Event()
+        self._thread = threading.Thread(target=self._write, args=(data,), name="pith-graph-scratch", daemon=True)
+        self._thread.start()
+        # Wait until the thread is about to write, which releases the GIL: otherwise it
+        # might only get the GIL back after the split's long decode, which never yields it.
+        self._writing.wait()
+
+    def _write(self, data: bytes) -> None:
+        try:
+            with open(self.path, "wb") as handle:
+                self._writing.set()
+                handle.write(data)
+        except OSError as exc:  # no room after all: stage 1 then runs in the calling process
+            self._error = exc
+        finally:
+            self._writing.set()
+
+    def ready(self) -> bool:
+        """Wait until the copy is written; False when it could not be."""
+        self._thread.join()
+        return self._error is None
+
+    def close(self) -> None:
+        """Remove the directory and everything in it (after the copy is written)."""
+        self._thread.join()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+    def __enter__(self) -> ScratchCopy:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def scratch_copy(data: bytes, workers: int, *, min_bytes: int = SCRATCH_MIN_BYTES) -> ScratchCopy | None:
+    """Start copying a bundle's bytes to a private scratch directory for ``workers - 1`` helpers.
+
+    None when no helper will run (one worker, a bundle under
+    ``min_bytes``, by default :data:`SCRATCH_MIN_BYTES`; no processes allowed
+    here) or no directory can be made.
+    Directories left by rebuilds killed by a signal are swept first.
+    """
+    if workers <= 1 or len(data) < min_bytes or not may_start_processes():
+        return None
+    root = _scratch_root(len(data))
+    _sweep_scratch(root)
+    try:
+        directory = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-", dir=root)
+    except OSError:
+        return None
+    return ScratchCopy(directory, data)
+
+
 class Stage1Helpers:
     """Helper processes running stage 1 (:func:`~pith_graph.events.check_event`) on chunks of a bundle's events.
 
@@ -494,7 +569,8 @@ class Stage1Helpers:
     last (as in :class:`ParallelCache`): :meth:`rows` gives a chunk's results,
     or None when no helper has started it (it is then withdrawn, and the caller
     runs it itself), or when its helper failed (the caller's own run then meets
-    the same error, or none). Close with :meth:`close`.
+    the same error, or none). Close with :meth:`close` before the scratch
+    directory the helpers write into (``directory``) is removed.
     """
 
     def __init__(self, executor: ProcessPoolExecutor, directory: str, chunk_size: int) -> None:
@@ -521,14 +597,14 @@ class Stage1Helpers:
         except Exception:  # the helper raised or died, or its file is unreadable: run the chunk here
             rows = None
         # Only now: a chunk whose wait was interrupted (KeyboardInterrupt) stays listed,
-        # so close() waits for it before removing the directory it writes into.
+        # so close() waits for it before the directory it writes into is removed.
         del self._futures[index]
         if rows is None:
             self.stolen += 1
         return rows
 
     def close(self) -> None:
-        """Stop the helpers and remove the scratch files.
+        """Stop the helpers.
 
         Every chunk not yet started is cancelled here, explicitly: the pool's own
         ``cancel_futures`` is carried out later by its manager thread through a
@@ -545,52 +621,45 @@ class Stage1Helpers:
         # After a complete rebuild nothing is left (rows() consumed every chunk), and
         # joining the idle helpers would only cost time (about 6 ms).
         self.executor.shutdown(wait=any(not future.done() for future in left))
-        shutil.rmtree(self.directory, ignore_errors=True)
 
 
 def start_stage1(
-    events_text: Any,
-    count: int,
+    split: SplitBundle,
+    scratch: ScratchCopy | None,
     *,
-    subject: str,
     keyring: KeyRing,
     workers: int,
     backend_name: str,
     chunk_size: int = STAGE1_CHUNK,
     min_events: int = PARALLEL_MIN_EVENTS,
 ) -> Stage1Helpers | None:
-    """Start ``workers - 1`` helpers on stage 1 of the ``count`` events of ``events_text`` (a JSON array).
+    """Start ``workers - 1`` helpers on stage 1 of the events of ``split``, reading the
+    bundle's bytes from ``scratch`` (:func:`scratch_copy` of the bytes ``split`` was cut from).
 
-    None (the caller runs stage 1 itself) below ``min_events`` events, for one
-    worker, for a backend that cannot be named in another process, or when no
-    scratch file or process can be made here.
+    None (the caller runs stage 1 itself) without a scratch copy, below
+    ``min_events`` events, for one worker, for a backend that cannot be named in
+    another process, or when the copy or the processes cannot be made here.
     """
-    if workers <= 1 or count < min_events or backend_name not in ed25519.available_backends():
+    events, starts = split.events, split.starts
+    count = len(events)
+    if scratch is None or workers <= 1 or count < min_events or backend_name not in ed25519.available_backends():
         return None
-    if not may_start_processes():
+    if not may_start_processes() or not scratch.ready():
         return None
-    root = _scratch_root(len(events_text))
-    _sweep_scratch(root)
-    try:
-        directory = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-", dir=root)
-    except OSError:
-        return None
+    subject = split.model.pith_number
     helpers: Stage1Helpers | None = None
     try:
-        path = os.path.join(directory, "events.json")
-        with open(path, "wb") as handle:
-            handle.write(events_text)
         executor = ProcessPoolExecutor(max_workers=workers - 1, mp_context=process_context())
-        helpers = Stage1Helpers(executor, directory, chunk_size)
+        helpers = Stage1Helpers(executor, scratch.directory, chunk_size)
         for index in reversed(range((count + chunk_size - 1) // chunk_size)):
-            start = index * chunk_size
-            out = os.path.join(directory, f"{index}.msgpack")
+            first, stop = index * chunk_size, min(count, (index + 1) * chunk_size)
+            spans = [(start, len(text)) for start, text in zip(starts[first:stop], events[first:stop], strict=True)]
+            out = os.path.join(scratch.directory, f"{index}.msgpack")
             helpers._futures[index] = executor.submit(
-                _stage1_chunk, path, count, start, min(start + chunk_size, count), subject, keyring, backend_name, out
+                _stage1_chunk, scratch.path, spans, subject, keyring, backend_name, out
             )
-    except (OSError, RuntimeError):  # no scratch space or no processes here: stage 1 runs in this one
+    except (OSError, RuntimeError):  # no processes here: stage 1 runs in this one
         if helpers is not None:
             helpers.close()  # also cancels what was submitted before the failure
-        shutil.rmtree(directory, ignore_errors=True)
         return None
     return helpers

@@ -6,6 +6,7 @@ decide which keys are trusted, merge.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -31,12 +32,15 @@ from pith_graph.merge import MergeResult, merge_checked, merge_copies
 from pith_graph.models import Bundle
 from pith_graph.parallel import (
     PARALLEL_MIN_EVENTS,
+    SCRATCH_MIN_BYTES,
     STAGE1_CHUNK,
     ParallelCache,
+    ScratchCopy,
     Stage1Helpers,
     parallel_verifier,
     prepass_jobs,
     resolve_workers,
+    scratch_copy,
     start_stage1,
     start_verification,
 )
@@ -159,15 +163,33 @@ def rebuild_state(
     result is identical either way.
     """
     data = None if isinstance(bundle, Document) else source_bytes(bundle)
-    split = None if data is None else split_bundle(data)
-    if data is not None and split is not None:
-        try:
-            return _rebuild_streaming(split, trusted_keys, trust_bundle_keys, resolve_workers(workers))
-        except PithGraphError:
-            pass  # the full path below reports what is wrong, exactly as without streaming
-    return rebuild(
-        bundle if data is None else data, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=workers
-    )[0].state
+    if data is None:
+        return rebuild(bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=workers)[0].state
+    return _rebuild_bytes(data, trusted_keys, trust_bundle_keys, resolve_workers(workers))
+
+
+def _rebuild_bytes(
+    data: bytes,
+    trusted_keys: TrustedKeys,
+    trust_bundle_keys: bool,
+    count: int,
+    *,
+    min_events: int = PARALLEL_MIN_EVENTS,
+    min_bytes: int = SCRATCH_MIN_BYTES,
+    chunk_size: int = STAGE1_CHUNK,
+) -> State:
+    """rebuild_state of a bundle's bytes with ``count`` processes: streaming, else the full path."""
+    # A thread copies the bytes for helpers while this process splits them.
+    with scratch_copy(data, count, min_bytes=min_bytes) or contextlib.nullcontext() as scratch:
+        split = split_bundle(data)
+        if split is not None:
+            try:
+                return _rebuild_streaming(
+                    split, trusted_keys, trust_bundle_keys, count, scratch=scratch, min_events=min_events, chunk_size=chunk_size
+                )
+            except PithGraphError:
+                pass  # the full path below reports what is wrong, exactly as without streaming
+    return rebuild(data, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count)[0].state
 
 
 def _rebuild_streaming(
@@ -176,18 +198,18 @@ def _rebuild_streaming(
     trust_bundle_keys: bool,
     count: int,
     *,
+    scratch: ScratchCopy | None = None,
     min_events: int = PARALLEL_MIN_EVENTS,
     chunk_size: int = STAGE1_CHUNK,
 ) -> State:
-    """rebuild_state over a split bundle; with ``count`` > 1, helpers run stage 1 on chunks of events."""
-    shell, model, events, events_text = split
-    ring = resolve_keyring(trusted_keys, trust_bundle_keys, model)
+    """rebuild_state over a split bundle; with ``count`` > 1 and a scratch copy of the
+    bundle's bytes, helpers run stage 1 on chunks of events."""
+    ring = resolve_keyring(trusted_keys, trust_bundle_keys, split.model)
     verifier = Verifier()
-    subject = model.pith_number
+    subject = split.model.pith_number
     helpers = start_stage1(
-        events_text,
-        len(events),
-        subject=subject,
+        split,
+        scratch,
         keyring=ring,
         workers=count,
         backend_name=verifier.backend.name,
@@ -197,10 +219,10 @@ def _rebuild_streaming(
     try:
         with gc_paused():  # acyclic structures only (see gc_paused)
             result = merge_copies(
-                _copies(events, helpers),
+                _copies(split.events, helpers),
                 partial(_inspect_copy, subject),
                 subject=subject,
-                aliases=shell.get("source_aliases") or (),
+                aliases=split.shell.get("source_aliases") or (),
                 keyring=ring,
                 verifier=verifier,
             )

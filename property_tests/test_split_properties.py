@@ -99,6 +99,10 @@ def test_the_split_accepts_exactly_what_the_strict_parse_accepts(text: str) -> N
     event(f"split: {'refused' if split is None else 'cut'}; whole: {whole[0] if whole[0] == 'ok' else whole[1]}")
     if split is None:
         return  # rebuild_state then takes the full path: the strict parse itself
+    # Helpers read each event at its start in a copy of the bytes: the same text.
+    assert [data[start : start + len(t)] for start, t in zip(split.starts, split.events, strict=True)] == [
+        bytes(t) for t in split.events
+    ]
     # The shell parsed strictly; so the document fails exactly when some event does.
     parts = _outcome(lambda: [loads(bytes(t), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET) for t in split.events])
     assert parts[0] == whole[0], (whole, parts)

@@ -341,11 +341,16 @@ def _split(bundle: dict[str, Any]) -> SplitBundle:
     return split
 
 
-def _stage1(split: SplitBundle, events_text: Any = None, chunk_size: int = 16) -> parallel.Stage1Helpers:
+def _copy(data: bytes) -> parallel.ScratchCopy:
+    scratch = parallel.scratch_copy(data, 2, min_bytes=0)
+    assert scratch is not None
+    return scratch
+
+
+def _stage1(split: SplitBundle, scratch: parallel.ScratchCopy, chunk_size: int = 16) -> parallel.Stage1Helpers:
     helpers = parallel.start_stage1(
-        split.events_text if events_text is None else events_text,
-        len(split.events),
-        subject=split.model.pith_number,
+        split,
+        scratch,
         keyring=KeyRing.from_entries(trusted()),
         workers=2,
         backend_name=Verifier().backend.name,
@@ -359,9 +364,12 @@ def _stage1(split: SplitBundle, events_text: Any = None, chunk_size: int = 16) -
 @pytest.mark.parametrize("seed", [1, 2])
 def test_stage1_rows_are_check_event_of_each_event(seed: int) -> None:
     """Every row a helper returns is exactly check_event of the same text, run here."""
-    split = _split(build_bundle(120, seed)[0])
+    data = json.dumps(build_bundle(120, seed)[0]).encode()
+    split = split_bundle(data)
+    assert split is not None
     ring, verifier, subject = KeyRing.from_entries(trusted()), Verifier(), split.model.pith_number
-    helpers = _stage1(split)
+    scratch = _copy(data)
+    helpers = _stage1(split, scratch)
     helpers.executor.shutdown(wait=True)  # every chunk runs in a helper: none is taken back
     try:
         chunks = range(0, len(split.events), helpers.chunk_size)
@@ -376,9 +384,11 @@ def test_stage1_rows_are_check_event_of_each_event(seed: int) -> None:
             )
         assert got == expected
         assert {row[1] for row in got} >= {None, "bad_signature", "unknown_key", "malformed"}
+        assert os.listdir(scratch.directory) == ["bundle.json"]  # each rows file is removed once read
     finally:
         helpers.close()
-    assert not Path(helpers.directory).exists()  # the scratch files are gone
+        scratch.close()
+    assert not Path(scratch.directory).exists()  # the scratch files are gone
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
@@ -386,20 +396,23 @@ def test_streaming_with_stage1_helpers_equals_serial(seed: int) -> None:
     bundle, _ = build_bundle(150, seed)
     data = json.dumps(bundle).encode()
     serial = rebuild(data, trusted_keys=trusted(), workers=1)[0].state  # the full path: one strict parse
-    par = rebuild_module._rebuild_streaming(_split(bundle), trusted(), False, 2, min_events=0, chunk_size=8)
+    par = rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_events=0, min_bytes=0, chunk_size=8)
     assert par.to_json() == serial.to_json()
     assert rebuild_state(data, trusted_keys=trusted(), workers=1).to_json() == serial.to_json()
     assert serial.invalid_event_count > 0 and serial.equivocation_count > 0
 
 
 def test_failed_stage1_helpers_change_nothing_but_speed() -> None:
-    """Helpers that fail every chunk (here: they read an events file that does not match) leave
-    every chunk to this process, which gives the serial result."""
+    """Helpers that fail every chunk (here: they read a copy that does not match, where every
+    event is white space) leave every chunk to this process, which gives the serial result."""
     bundle, _ = build_bundle(100, 5)
-    split = _split(bundle)
-    helpers = _stage1(split, events_text=bytes(split.events_text)[:-1] + b", 0]", chunk_size=16)
+    data = json.dumps(bundle).encode()
+    split = split_bundle(data)
+    assert split is not None
+    scratch = _copy(b" " * len(data))
+    helpers = _stage1(split, scratch, chunk_size=16)
     helpers.executor.shutdown(wait=True)
-    serial = rebuild_state(json.dumps(bundle).encode(), trusted_keys=trusted(), workers=1)
+    serial = rebuild_state(data, trusted_keys=trusted(), workers=1)
     try:
         result = merge_copies(
             rebuild_module._copies(split.events, helpers),
@@ -410,20 +423,24 @@ def test_failed_stage1_helpers_change_nothing_but_speed() -> None:
         )
     finally:
         helpers.close()
+        scratch.close()
     assert helpers.stolen == len(range(0, len(split.events), 16))
     assert result.state.to_json() == serial.to_json()
 
 
 def test_stage1_stays_serial_when_it_should() -> None:
-    split = _split(build_bundle(40, 6)[0])
-    ring, name, subject = KeyRing.from_entries(trusted()), Verifier().backend.name, split.model.pith_number
-    text, count = split.events_text, len(split.events)
-    assert parallel.start_stage1(text, count, subject=subject, keyring=ring, workers=2, backend_name=name) is None
-    assert parallel.start_stage1(text, count, subject=subject, keyring=ring, workers=1, backend_name=name, min_events=0) is None
-    assert (
-        parallel.start_stage1(text, count, subject=subject, keyring=ring, workers=2, backend_name="nope", min_events=0)
-        is None
-    )
+    data = json.dumps(build_bundle(40, 6)[0]).encode()
+    split = split_bundle(data)
+    assert split is not None
+    ring, name = KeyRing.from_entries(trusted()), Verifier().backend.name
+    assert parallel.scratch_copy(data, 2) is None  # under SCRATCH_MIN_BYTES: no copy, so no helpers
+    assert parallel.scratch_copy(data, 1, min_bytes=0) is None
+    with _copy(data) as scratch:
+        assert parallel.start_stage1(split, None, keyring=ring, workers=2, backend_name=name, min_events=0) is None
+        assert parallel.start_stage1(split, scratch, keyring=ring, workers=2, backend_name=name) is None
+        assert parallel.start_stage1(split, scratch, keyring=ring, workers=1, backend_name=name, min_events=0) is None
+        assert parallel.start_stage1(split, scratch, keyring=ring, workers=2, backend_name="nope", min_events=0) is None
+    assert not Path(scratch.directory).exists()
 
 
 def test_scratch_files_go_to_memory_only_where_there_is_room() -> None:
@@ -439,7 +456,8 @@ def test_an_error_cancels_every_chunk_no_helper_started(monkeypatch: pytest.Monk
     bundle, _ = build_bundle(300, 3)
     text = json.dumps(bundle)
     at = text.index('"payload": {') + len('"payload": {')
-    split = split_bundle((text[:at] + '"dup": 0, "dup": 1, ' + text[at:]).encode())
+    data = (text[:at] + '"dup": 0, "dup": 1, ' + text[at:]).encode()
+    split = split_bundle(data)
     assert split is not None
     closed: list[tuple[parallel.Stage1Helpers, list[Any]]] = []
     original_close = parallel.Stage1Helpers.close
@@ -450,8 +468,8 @@ def test_an_error_cancels_every_chunk_no_helper_started(monkeypatch: pytest.Monk
         original_close(self)
 
     monkeypatch.setattr(parallel.Stage1Helpers, "close", close)
-    with pytest.raises(InputError) as caught:
-        rebuild_module._rebuild_streaming(split, trusted(), False, 2, min_events=0, chunk_size=1)
+    with _copy(data) as scratch, pytest.raises(InputError) as caught:
+        rebuild_module._rebuild_streaming(split, trusted(), False, 2, scratch=scratch, min_events=0, chunk_size=1)
     assert caught.value.code == "duplicate_key"
     [(helpers, queued)] = closed
     assert len(queued) > 250
@@ -497,7 +515,9 @@ def test_an_error_in_rebuild_cancels_the_signature_chunks(monkeypatch: pytest.Mo
     futures = set(cache._pending.values())
     assert len(futures) > 500
     assert all(f.cancelled() or f.running() or f.done() for f in futures)  # none left queued
-    assert sum(f.cancelled() for f in futures) > len(futures) - 20
+    # How many the helpers finished before the parse failed depends on the machine's load
+    # (20 of 1312 was seen on a busy one); most were still queued, and are cancelled.
+    assert sum(f.cancelled() for f in futures) > len(futures) // 2
 
 
 def test_stage1_runs_here_when_no_process_can_be_started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -509,19 +529,22 @@ def test_stage1_runs_here_when_no_process_can_be_started(monkeypatch: pytest.Mon
     monkeypatch.setattr(parallel, "ProcessPoolExecutor", no_processes)
     monkeypatch.setattr(parallel, "_scratch_root", lambda size: str(tmp_path))
     bundle, _ = build_bundle(60, 8)
-    split = _split(bundle)
-    assert parallel.start_stage1(
-        split.events_text,
-        len(split.events),
-        subject=split.model.pith_number,
-        keyring=KeyRing.from_entries(trusted()),
-        workers=2,
-        backend_name=Verifier().backend.name,
-        min_events=0,
-    ) is None
+    data = json.dumps(bundle).encode()
+    split = split_bundle(data)
+    assert split is not None
+    with _copy(data) as scratch:
+        assert parallel.start_stage1(
+            split,
+            scratch,
+            keyring=KeyRing.from_entries(trusted()),
+            workers=2,
+            backend_name=Verifier().backend.name,
+            min_events=0,
+        ) is None
     assert list(tmp_path.iterdir()) == []
-    par = rebuild_module._rebuild_streaming(split, trusted(), False, 2, min_events=0, chunk_size=8)
-    assert par.to_json() == rebuild(json.dumps(bundle).encode(), trusted_keys=trusted(), workers=1)[0].state.to_json()
+    par = rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_events=0, min_bytes=0, chunk_size=8)
+    assert par.to_json() == rebuild(data, trusted_keys=trusted(), workers=1)[0].state.to_json()
+    assert list(tmp_path.iterdir()) == []
 
 
 _IN_A_POOL_WORKER = """

@@ -52,9 +52,9 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
     original = rebuild_module._rebuild_streaming
 
-    def spy(*args: Any) -> Any:
+    def spy(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
-        return original(*args)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(rebuild_module, "_rebuild_streaming", spy)
     return calls
