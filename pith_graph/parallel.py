@@ -35,10 +35,11 @@ import contextlib
 import mmap
 import multiprocessing
 import os
+import queue
 import shutil
 import tempfile
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Final
 
@@ -71,6 +72,7 @@ __all__ = [
     "resolve_workers",
     "scratch_copy",
     "signature_jobs",
+    "spawn_helpers",
     "start_stage1",
     "start_verification",
 ]
@@ -211,6 +213,10 @@ def _worker_verifier(backend_name: str) -> Verifier:
         verifier = _WORKER_VERIFIERS[backend_name] = Verifier(backend_name)
     return verifier
 
+
+def _warm_up(backend_name: str) -> None:
+    """Worker task: load the backend (done once per process; the first chunk then starts at once)."""
+    _worker_verifier(backend_name)
 
 
 def _verify_chunk(backend_name: str, triples: Sequence[Triple]) -> list[bool]:
@@ -428,19 +434,20 @@ def _stage1_chunk(
 
     Each event is read exactly as :func:`pith_graph.rebuild.rebuild_state` reads
     it. A strict-parse error is raised (the caller then redoes the chunk itself
-    and meets the same error).
+    and meets the same error). ``out`` is created first: its existence tells the
+    caller that the chunk has started (see :meth:`Stage1Helpers.chunks`).
     """
-    view = _worker_view(path)
-    verifier = _worker_verifier(backend_name)
-    rows: list[_Row] = []
-    with gc_paused():  # acyclic values only (see gc_paused)
-        for offset, length in spans:
-            value = loads(view[offset : offset + length], max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)
-            checked = check_event(value, subject=subject, keyring=keyring, verifier=verifier)
-            rows.append(
-                (checked.unit_id, checked.reason, checked.progress, checked.facts, checked.signer_json, checked.payload_json)
-            )
     with open(out, "wb") as handle:
+        view = _worker_view(path)
+        verifier = _worker_verifier(backend_name)
+        rows: list[_Row] = []
+        with gc_paused():  # acyclic values only (see gc_paused)
+            for offset, length in spans:
+                value = loads(view[offset : offset + length], max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)
+                checked = check_event(value, subject=subject, keyring=keyring, verifier=verifier)
+                rows.append(
+                    (checked.unit_id, checked.reason, checked.progress, checked.facts, checked.signer_json, checked.payload_json)
+                )
         handle.write(_ROWS_ENCODER.encode(rows))
     return out
 
@@ -562,15 +569,32 @@ def scratch_copy(data: bytes, workers: int, *, min_bytes: int = SCRATCH_MIN_BYTE
     return ScratchCopy(directory, data)
 
 
+def spawn_helpers(workers: int, backend_name: str) -> ProcessPoolExecutor | None:
+    """Start ``workers - 1`` helper processes now, each loading ``backend_name``.
+
+    So that they are ready (about 20 ms after the request, here) by the time
+    :func:`start_stage1` has work for them: a pool starts its processes only on
+    demand. None when they cannot be started; shut the pool down once done.
+    """
+    if workers <= 1 or backend_name not in ed25519.available_backends() or not may_start_processes():
+        return None
+    try:
+        executor = ProcessPoolExecutor(max_workers=workers - 1, mp_context=process_context())
+        for _ in range(workers - 1):  # one process is started per task submitted while none is idle
+            executor.submit(_warm_up, backend_name)
+    except (OSError, RuntimeError):  # no processes here: stage 1 runs in this one
+        return None
+    return executor
+
+
 class Stage1Helpers:
     """Helper processes running stage 1 (:func:`~pith_graph.events.check_event`) on chunks of a bundle's events.
 
-    Chunks are submitted last first while the caller consumes them first to
-    last (as in :class:`ParallelCache`): :meth:`rows` gives a chunk's results,
-    or None when no helper has started it (it is then withdrawn, and the caller
-    runs it itself), or when its helper failed (the caller's own run then meets
-    the same error, or none). Close with :meth:`close` before the scratch
-    directory the helpers write into (``directory``) is removed.
+    Chunks are submitted last first while the caller takes them first to last
+    (as in :class:`ParallelCache`), and also takes each chunk a helper finished
+    as soon as it can (:meth:`chunks`): the merge does not depend on the order
+    of its input. Close with :meth:`close` before the scratch directory the
+    helpers write into (``directory``) is removed.
     """
 
     def __init__(self, executor: ProcessPoolExecutor, directory: str, chunk_size: int) -> None:
@@ -578,7 +602,74 @@ class Stage1Helpers:
         self.directory = directory
         self.chunk_size = chunk_size
         self._futures: dict[int, Future[str]] = {}
+        # Chunks whose helper finished (or that were cancelled), in that order; filled by
+        # the pool's thread through done callbacks.
+        self._finished: queue.SimpleQueue[int] = queue.SimpleQueue()
+        # Chunks run here although a helper holds them too (see chunks()): close() waits for them.
+        self._abandoned: list[Future[str]] = []
         self.stolen = 0  # chunks the caller ran itself
+
+    def submit(self, index: int, *args: Any) -> None:
+        """Queue chunk ``index`` (``args`` for :func:`_stage1_chunk`) for the helpers."""
+        future = self.executor.submit(_stage1_chunk, *args)
+        self._futures[index] = future
+        future.add_done_callback(lambda _: self._finished.put(index))
+
+    def _out(self, index: int) -> str:
+        return os.path.join(self.directory, f"{index}.msgpack")
+
+    def chunks(self, count: int) -> Iterator[tuple[int, list[_Row] | None]]:
+        """Each of the ``count`` chunks once, as (index, its rows) or (index, None): run it yourself.
+
+        Finished helper chunks come first: taking their rows while the helpers
+        still work keeps the end of stage 1 short (otherwise this process would
+        take them all after the helpers stopped). Otherwise the next chunk from
+        the front: withdrawn when no helper has it yet, run here also when a
+        helper holds it but has not started it (it only sits in the pool's
+        queue, behind the chunk that helper is running); only a chunk a helper
+        is running is waited for.
+        """
+        front = 0
+        left = count
+        while left:
+            index = self._next_finished(block=False)
+            if index is None:
+                while front not in self._futures and front < count:
+                    front += 1  # taken already
+                future = self._futures.get(front)
+                if future is None:  # every chunk left is being run by a helper
+                    index = self._next_finished(block=True)
+                elif future.done():
+                    index = front
+                elif future.cancel():
+                    del self._futures[front]
+                    self.stolen += 1
+                    left -= 1
+                    yield front, None
+                    continue
+                elif not os.path.exists(self._out(front)):  # held, not started
+                    self._abandoned.append(self._futures.pop(front))
+                    self.stolen += 1
+                    left -= 1
+                    yield front, None
+                    continue
+                else:  # a helper is running it
+                    index = self._next_finished(block=True)
+            if index is not None:
+                left -= 1
+                yield index, self.rows(index)
+
+    def _next_finished(self, *, block: bool) -> int | None:
+        """A finished chunk not taken yet (None: none now, when not blocking)."""
+        while True:
+            try:
+                index = self._finished.get(block=block)
+            except queue.Empty:
+                return None
+            future = self._futures.get(index)
+            if future is not None and future.done():
+                return index
+            # Otherwise stale: a chunk taken already (cancelled, run here, or its rows read).
 
     def rows(self, index: int) -> list[_Row] | None:
         """The stage-1 rows of chunk ``index`` (waiting for its helper), or None: run it yourself."""
@@ -614,52 +705,47 @@ class Stage1Helpers:
         helper, plus one) are waited for, so that no helper writes into the
         directory while or after it is removed.
         """
-        left = list(self._futures.values())
+        left = [*self._futures.values(), *self._abandoned]
         self._futures.clear()
+        self._abandoned.clear()
         for future in left:
             future.cancel()
-        # After a complete rebuild nothing is left (rows() consumed every chunk), and
-        # joining the idle helpers would only cost time (about 6 ms).
+        # After a complete rebuild nothing is left running, and joining the idle
+        # helpers would only cost time (about 6 ms).
         self.executor.shutdown(wait=any(not future.done() for future in left))
 
 
 def start_stage1(
     split: SplitBundle,
     scratch: ScratchCopy | None,
+    executor: ProcessPoolExecutor | None,
     *,
     keyring: KeyRing,
-    workers: int,
     backend_name: str,
     chunk_size: int = STAGE1_CHUNK,
     min_events: int = PARALLEL_MIN_EVENTS,
 ) -> Stage1Helpers | None:
-    """Start ``workers - 1`` helpers on stage 1 of the events of ``split``, reading the
-    bundle's bytes from ``scratch`` (:func:`scratch_copy` of the bytes ``split`` was cut from).
+    """Hand stage 1 of the events of ``split`` to the helpers of ``executor`` (:func:`spawn_helpers`,
+    with the same backend), reading the bundle's bytes from ``scratch`` (:func:`scratch_copy`
+    of the bytes ``split`` was cut from).
 
-    None (the caller runs stage 1 itself) without a scratch copy, below
-    ``min_events`` events, for one worker, for a backend that cannot be named in
-    another process, or when the copy or the processes cannot be made here.
+    The returned :class:`Stage1Helpers` owns the executor. None (the caller runs
+    stage 1 itself, and still owns the executor) without a scratch copy or
+    helpers, below ``min_events`` events, or when the copy or the tasks cannot
+    be made here.
     """
     events, starts = split.events, split.starts
     count = len(events)
-    if scratch is None or workers <= 1 or count < min_events or backend_name not in ed25519.available_backends():
-        return None
-    if not may_start_processes() or not scratch.ready():
+    if scratch is None or executor is None or count < min_events or not scratch.ready():
         return None
     subject = split.model.pith_number
-    helpers: Stage1Helpers | None = None
+    helpers = Stage1Helpers(executor, scratch.directory, chunk_size)
     try:
-        executor = ProcessPoolExecutor(max_workers=workers - 1, mp_context=process_context())
-        helpers = Stage1Helpers(executor, scratch.directory, chunk_size)
         for index in reversed(range((count + chunk_size - 1) // chunk_size)):
             first, stop = index * chunk_size, min(count, (index + 1) * chunk_size)
             spans = [(start, len(text)) for start, text in zip(starts[first:stop], events[first:stop], strict=True)]
-            out = os.path.join(scratch.directory, f"{index}.msgpack")
-            helpers._futures[index] = executor.submit(
-                _stage1_chunk, scratch.path, spans, subject, keyring, backend_name, out
-            )
-    except (OSError, RuntimeError):  # no processes here: stage 1 runs in this one
-        if helpers is not None:
-            helpers.close()  # also cancels what was submitted before the failure
+            helpers.submit(index, scratch.path, spans, subject, keyring, backend_name, helpers._out(index))
+    except RuntimeError:  # the pool broke (a helper died): stage 1 runs in this one
+        helpers.close()  # also cancels what was submitted before the failure
         return None
     return helpers

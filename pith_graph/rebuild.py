@@ -41,6 +41,7 @@ from pith_graph.parallel import (
     prepass_jobs,
     resolve_workers,
     scratch_copy,
+    spawn_helpers,
     start_stage1,
     start_verification,
 )
@@ -179,16 +180,23 @@ def _rebuild_bytes(
     chunk_size: int = STAGE1_CHUNK,
 ) -> State:
     """rebuild_state of a bundle's bytes with ``count`` processes: streaming, else the full path."""
-    # A thread copies the bytes for helpers while this process splits them.
+    # A thread copies the bytes for helpers, and the helpers start, while this process splits them.
     with scratch_copy(data, count, min_bytes=min_bytes) or contextlib.nullcontext() as scratch:
-        split = split_bundle(data)
-        if split is not None:
-            try:
-                return _rebuild_streaming(
-                    split, trusted_keys, trust_bundle_keys, count, scratch=scratch, min_events=min_events, chunk_size=chunk_size
-                )
-            except PithGraphError:
-                pass  # the full path below reports what is wrong, exactly as without streaming
+        executor = None if scratch is None else spawn_helpers(count, Verifier().backend.name)
+        try:
+            split = split_bundle(data)
+            if split is not None:
+                try:
+                    return _rebuild_streaming(
+                        split, trusted_keys, trust_bundle_keys, scratch=scratch, executor=executor,
+                        min_events=min_events, chunk_size=chunk_size,
+                    )
+                except PithGraphError:
+                    pass  # the full path below reports what is wrong, exactly as without streaming
+        finally:
+            if executor is not None:
+                # Not waiting: helpers that got work were stopped by Stage1Helpers.close().
+                executor.shutdown(wait=False, cancel_futures=True)
     return rebuild(data, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count)[0].state
 
 
@@ -196,25 +204,19 @@ def _rebuild_streaming(
     split: SplitBundle,
     trusted_keys: TrustedKeys,
     trust_bundle_keys: bool,
-    count: int,
     *,
     scratch: ScratchCopy | None = None,
+    executor: ProcessPoolExecutor | None = None,
     min_events: int = PARALLEL_MIN_EVENTS,
     chunk_size: int = STAGE1_CHUNK,
 ) -> State:
-    """rebuild_state over a split bundle; with ``count`` > 1 and a scratch copy of the
-    bundle's bytes, helpers run stage 1 on chunks of events."""
+    """rebuild_state over a split bundle; given helpers (``executor``) and a scratch copy of
+    the bundle's bytes, the helpers run stage 1 on chunks of events."""
     ring = resolve_keyring(trusted_keys, trust_bundle_keys, split.model)
     verifier = Verifier()
     subject = split.model.pith_number
     helpers = start_stage1(
-        split,
-        scratch,
-        keyring=ring,
-        workers=count,
-        backend_name=verifier.backend.name,
-        chunk_size=chunk_size,
-        min_events=min_events,
+        split, scratch, executor, keyring=ring, backend_name=verifier.backend.name, chunk_size=chunk_size, min_events=min_events
     )
     try:
         with gc_paused():  # acyclic structures only (see gc_paused)
@@ -237,11 +239,16 @@ _Copy = tuple[msgspec.Raw, Any] | CheckedEvent
 
 def _copies(events: list[msgspec.Raw], helpers: Stage1Helpers | None) -> Iterator[tuple[str, _Copy]]:
     """Each event's unit id and either its stage-1 result from a helper, or its text and
-    strictly parsed value (which lives until the next one)."""
+    strictly parsed value (which lives until the next one).
+
+    With helpers, chunks come in the order :meth:`Stage1Helpers.chunks` gives them,
+    not the bundle's: the merge is a function of the set of copies.
+    """
     step = STAGE1_CHUNK if helpers is None else helpers.chunk_size
-    for index, start in enumerate(range(0, len(events), step)):
-        texts = events[start : start + step]
-        rows = None if helpers is None else helpers.rows(index)
+    count = (len(events) + step - 1) // step
+    chunks = ((index, None) for index in range(count)) if helpers is None else helpers.chunks(count)
+    for index, rows in chunks:
+        texts = events[index * step : (index + 1) * step]
         if rows is None or len(rows) != len(texts):
             for text in texts:
                 value = loads(bytes(text), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)

@@ -15,6 +15,7 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -348,12 +349,13 @@ def _copy(data: bytes) -> parallel.ScratchCopy:
 
 
 def _stage1(split: SplitBundle, scratch: parallel.ScratchCopy, chunk_size: int = 16) -> parallel.Stage1Helpers:
+    name = Verifier().backend.name
     helpers = parallel.start_stage1(
         split,
         scratch,
+        parallel.spawn_helpers(2, name),
         keyring=KeyRing.from_entries(trusted()),
-        workers=2,
-        backend_name=Verifier().backend.name,
+        backend_name=name,
         chunk_size=chunk_size,
         min_events=0,
     )
@@ -435,11 +437,15 @@ def test_stage1_stays_serial_when_it_should() -> None:
     ring, name = KeyRing.from_entries(trusted()), Verifier().backend.name
     assert parallel.scratch_copy(data, 2) is None  # under SCRATCH_MIN_BYTES: no copy, so no helpers
     assert parallel.scratch_copy(data, 1, min_bytes=0) is None
+    assert parallel.spawn_helpers(1, name) is None
+    assert parallel.spawn_helpers(2, "nope") is None
+    executor = parallel.spawn_helpers(2, name)
+    assert executor is not None
     with _copy(data) as scratch:
-        assert parallel.start_stage1(split, None, keyring=ring, workers=2, backend_name=name, min_events=0) is None
-        assert parallel.start_stage1(split, scratch, keyring=ring, workers=2, backend_name=name) is None
-        assert parallel.start_stage1(split, scratch, keyring=ring, workers=1, backend_name=name, min_events=0) is None
-        assert parallel.start_stage1(split, scratch, keyring=ring, workers=2, backend_name="nope", min_events=0) is None
+        assert parallel.start_stage1(split, None, executor, keyring=ring, backend_name=name, min_events=0) is None
+        assert parallel.start_stage1(split, scratch, None, keyring=ring, backend_name=name, min_events=0) is None
+        assert parallel.start_stage1(split, scratch, executor, keyring=ring, backend_name=name) is None  # 40 events
+    executor.shutdown(wait=True)
     assert not Path(scratch.directory).exists()
 
 
@@ -468,8 +474,11 @@ def test_an_error_cancels_every_chunk_no_helper_started(monkeypatch: pytest.Monk
         original_close(self)
 
     monkeypatch.setattr(parallel.Stage1Helpers, "close", close)
+    executor = parallel.spawn_helpers(2, Verifier().backend.name)
     with _copy(data) as scratch, pytest.raises(InputError) as caught:
-        rebuild_module._rebuild_streaming(split, trusted(), False, 2, scratch=scratch, min_events=0, chunk_size=1)
+        rebuild_module._rebuild_streaming(
+            split, trusted(), False, scratch=scratch, executor=executor, min_events=0, chunk_size=1
+        )
     assert caught.value.code == "duplicate_key"
     [(helpers, queued)] = closed
     assert len(queued) > 250
@@ -521,7 +530,7 @@ def test_an_error_in_rebuild_cancels_the_signature_chunks(monkeypatch: pytest.Mo
 
 
 def test_stage1_runs_here_when_no_process_can_be_started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """A sandbox without processes: start_stage1 gives up cleanly (no scratch left) and the rebuild is serial."""
+    """A sandbox without processes: no helper starts, the rebuild is serial and leaves no scratch behind."""
 
     def no_processes(*args: Any, **kwargs: Any) -> Any:
         raise OSError("no processes here")
@@ -530,18 +539,8 @@ def test_stage1_runs_here_when_no_process_can_be_started(monkeypatch: pytest.Mon
     monkeypatch.setattr(parallel, "_scratch_root", lambda size: str(tmp_path))
     bundle, _ = build_bundle(60, 8)
     data = json.dumps(bundle).encode()
-    split = split_bundle(data)
-    assert split is not None
-    with _copy(data) as scratch:
-        assert parallel.start_stage1(
-            split,
-            scratch,
-            keyring=KeyRing.from_entries(trusted()),
-            workers=2,
-            backend_name=Verifier().backend.name,
-            min_events=0,
-        ) is None
-    assert list(tmp_path.iterdir()) == []
+    assert split_bundle(data) is not None
+    assert parallel.spawn_helpers(2, Verifier().backend.name) is None
     par = rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_events=0, min_bytes=0, chunk_size=8)
     assert par.to_json() == rebuild(data, trusted_keys=trusted(), workers=1)[0].state.to_json()
     assert list(tmp_path.iterdir()) == []
@@ -598,3 +597,55 @@ def test_an_interrupted_wait_leaves_the_chunk_for_close_to_wait_for(tmp_path: Pa
     held.set_result("done")  # the helper finishes
     helpers.close()
     assert helpers._futures == {}
+
+
+def test_finished_helper_chunks_are_taken_as_they_finish() -> None:
+    """Every chunk comes out of chunks() exactly once, the helpers' in the order they finished."""
+    data = json.dumps(build_bundle(120, 4)[0]).encode()
+    split = split_bundle(data)
+    assert split is not None
+    with _copy(data) as scratch:
+        helpers = _stage1(split, scratch, chunk_size=16)
+        helpers.executor.shutdown(wait=True)  # every chunk finished in a helper, last first
+        count = len(range(0, len(split.events), 16))
+        try:
+            taken = list(helpers.chunks(count))
+        finally:
+            helpers.close()
+    assert [index for index, _ in taken] == list(reversed(range(count)))
+    assert all(rows is not None for _, rows in taken) and helpers.stolen == 0
+    assert sum(len(rows or ()) for _, rows in taken) == len(split.events)
+
+
+def test_a_chunk_a_helper_holds_but_has_not_started_is_run_here(tmp_path: Path) -> None:
+    """At the meeting point: a chunk in the pool's queue behind a running one is run here
+    (close() still waits for it); a chunk a helper is running (its file exists) is waited for."""
+    queued, running = Future[str](), Future[str]()
+    assert queued.set_running_or_notify_cancel() and running.set_running_or_notify_cancel()
+    helpers = parallel.Stage1Helpers(ProcessPoolExecutor(max_workers=1), str(tmp_path), 8)
+    helpers._futures[0] = queued
+    helpers._futures[1] = running
+    for index, future in ((0, queued), (1, running)):
+        future.add_done_callback(lambda _, index=index: helpers._finished.put(index))
+    out = helpers._out(1)
+    Path(out).write_bytes(b"")  # the helper created its file: it has started chunk 1
+    chunks = helpers.chunks(2)
+    # (Should chunks() wait for the queued chunk instead, this ends the wait, and the test fails below.)
+    safety = threading.Timer(5, lambda: queued.done() or queued.set_result("unused"))
+    safety.daemon = True
+    safety.start()
+    assert next(chunks) == (0, None)
+    assert helpers._abandoned == [queued] and helpers.stolen == 1
+
+    def finish() -> None:
+        Path(out).write_bytes(parallel._ROWS_ENCODER.encode([]))
+        running.set_result(out)
+
+    timer = threading.Timer(0.2, finish)
+    timer.start()
+    assert next(chunks) == (1, [])  # waited for the running chunk
+    assert list(chunks) == []
+    if not queued.done():
+        queued.set_result("unused")  # the helper ran it after all; its rows are never read
+    helpers.close()
+    assert helpers._abandoned == [] and helpers._futures == {}
