@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -79,52 +79,68 @@ def _check_all(
 def _resolve_history(units: dict[str, CheckedEvent]) -> dict[str, str]:
     """Stage 2 (docs/merge-v1.md "History checks"): the final reason of every invalid unit.
 
-    Walks ``prev_event`` and ``supersedes`` edges iteratively (histories may be
-    100,000 events long), so every named event is decided before its namer.
+    Every named event is decided before its namer, whatever the order of
+    ``units``: a unit whose named events are all decided is decided at once,
+    and so then is every unit that was waiting for it (histories may be 100,000
+    events long, so no recursion); other units wait. What still waits at the end
+    names a hash cycle, or an event behind one.
     """
     reasons: dict[str, str] = {uid: c.reason for uid, c in units.items() if c.reason is not None}
     done: set[str] = set(reasons)
-    on_path: set[str] = set()
+    waiters: dict[str, list[str]] = {}  # undecided unit -> units waiting for it
+    undecided: dict[str, int] = {}  # waiting unit -> how many of its named units are undecided
 
-    for start, checked in units.items():
-        if start in done:
+    def release(decided: str) -> None:
+        """Decide every unit that was waiting only for ``decided``, and so on."""
+        stack = [decided]
+        while stack:
+            for waiter in waiters.pop(stack.pop(), ()):
+                left = undecided[waiter] - 1
+                if left:
+                    undecided[waiter] = left
+                    continue
+                del undecided[waiter]
+                done.add(waiter)
+                facts = units[waiter].facts
+                assert facts is not None  # stage-1 valid units are well formed
+                reason = _history_reason(facts, units, reasons, done)
+                if reason is not None:
+                    reasons[waiter] = reason
+                stack.append(waiter)
+
+    for uid, checked in units.items():
+        if uid in done or uid in undecided:
             continue
         facts = checked.facts
-        assert facts is not None  # stage-1 valid units are well formed
+        assert facts is not None
         prev = facts.prev_event
-        if (
-            (prev is None or prev in done or prev not in units)
-            if not facts.supersedes
-            else all(dep in done or dep not in units for dep in _named(facts))
-        ):
-            # Everything it names is decided (or absent): no walk needed. The common
-            # case: roots, and histories listed in order.
-            done.add(start)
-            reason = _history_reason(facts, units, reasons, done)
-            if reason is not None:
-                reasons[start] = reason
+        named: Collection[str]
+        if facts.supersedes:
+            named = {dep for dep in _named(facts) if dep in units and dep not in done}
+        elif prev is None or prev in done or prev not in units:  # the common case, in order
+            named = ()
+        else:
+            named = (prev,)
+        if named:
+            for dep in named:
+                waiters.setdefault(dep, []).append(uid)
+            undecided[uid] = len(named)
             continue
-        stack: list[tuple[str, bool]] = [(start, False)]
-        while stack:
-            uid, expanded = stack.pop()
-            if uid in done:
-                continue
-            facts = units[uid].facts
-            assert facts is not None
-            if not expanded:
-                on_path.add(uid)
-                stack.append((uid, True))
-                for dep in _named(facts):
-                    # A dependency on the current path would be a hash cycle; it is
-                    # left undecided here and so counts as invalid below.
-                    if dep in units and dep not in done and dep not in on_path:
-                        stack.append((dep, False))
-                continue
-            on_path.discard(uid)
-            done.add(uid)
-            reason = _history_reason(facts, units, reasons, done)
-            if reason is not None:
-                reasons[uid] = reason
+        done.add(uid)
+        reason = _history_reason(facts, units, reasons, done)
+        if reason is not None:
+            reasons[uid] = reason
+        if uid in waiters:
+            release(uid)
+
+    # merge-v1: a unit on a cycle (or behind one) is invalid with the reason of its first
+    # check naming an undecided event; all are judged before any counts as decided.
+    cyclic = {uid: units[uid].facts for uid in units if uid in undecided}
+    found = {uid: _history_reason(facts, units, reasons, done) for uid, facts in cyclic.items() if facts is not None}
+    for uid, reason in found.items():
+        assert reason is not None  # each names an undecided unit
+        reasons[uid] = reason
+    done.update(found)
     return reasons
 
 
@@ -170,16 +186,29 @@ def _history_reason(
 
 
 def _equivocations(valid: dict[str, EventFacts]) -> tuple[list[dict[str, Any]], set[str]]:
-    """merge-v1 "Equivocation": valid events of one stream naming one predecessor."""
-    by_fork_point: dict[tuple[str, str, str | None], list[str]] = defaultdict(list)
+    """merge-v1 "Equivocation": valid events of one stream naming one predecessor.
+
+    Grouped by ``prev_event`` alone (roots by their stream): after stage 2 a valid
+    event's predecessor is valid and of its own stream, so events naming one
+    predecessor are of one stream already, and a string key is far cheaper than a
+    (target, signer_id, prev_event) tuple.
+    """
+    first: dict[str | tuple[str, str], str] = {}
+    forks: dict[str | tuple[str, str], list[str]] = {}
     for uid, facts in valid.items():
-        by_fork_point[(facts.target, facts.signer_id, facts.prev_event)].append(uid)
+        prev = facts.prev_event
+        point = prev if prev is not None else (facts.target, facts.signer_id)
+        other = first.setdefault(point, uid)
+        if other is not uid:
+            forks.setdefault(point, [other]).append(uid)
     records: list[dict[str, Any]] = []
     frozen: set[str] = set()
-    for (target, signer_id, prev), uids in by_fork_point.items():
-        if len(uids) > 1:
-            records.append({"event_ids": sorted(uids), "prev_event": prev, "signer_id": signer_id, "target": target})
-            frozen.update(uids)
+    for uids in forks.values():
+        facts = valid[uids[0]]
+        records.append(
+            {"event_ids": sorted(uids), "prev_event": facts.prev_event, "signer_id": facts.signer_id, "target": facts.target}
+        )
+        frozen.update(uids)
     records.sort(key=lambda r: (r["target"], r["signer_id"], r["prev_event"] or ""))
     return records, frozen
 
@@ -194,6 +223,9 @@ def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
     the sorted order.
     """
     waiting: dict[str, int] = {}
+    # The one event naming an event as its only predecessor (the usual case: the next
+    # event of a stream; two would be a fork, and frozen), then every other namer.
+    follower: dict[str, str] = {}
     waiters: dict[str, list[str]] = defaultdict(list)
     ready: list[tuple[int, int, int, str]] = []
 
@@ -207,10 +239,11 @@ def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
         if uid in frozen:
             continue
         if not facts.supersedes:
-            if facts.prev_event is None:
+            prev = facts.prev_event
+            if prev is None:
                 ready.append(key(uid))
-            else:  # the common case: one predecessor, ready once it is applied (no count kept)
-                waiters[facts.prev_event].append(uid)
+            elif follower.setdefault(prev, uid) is not uid:  # ready once prev is applied (no count kept)
+                waiters[prev].append(uid)
             continue
         named = set(_named(facts))
         waiting[uid] = len(named)
@@ -219,14 +252,22 @@ def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
     heapq.heapify(ready)
     order: list[str] = []
     while ready:
-        uid = heapq.heappop(ready)[3]
+        uid = ready[0][3]  # the least ready key: this event is applied next
         order.append(uid)
+        after = follower.get(uid)
+        if after is not None:  # one sift, not a pop and a push
+            heapq.heapreplace(ready, key(after))
         for waiter in waiters.get(uid, ()):
             left = waiting.get(waiter, 1) - 1
-            if left == 0:
+            if left:
+                waiting[waiter] = left
+            elif after is not None:
                 heapq.heappush(ready, key(waiter))
             else:
-                waiting[waiter] = left
+                heapq.heapreplace(ready, key(waiter))
+                after = waiter
+        if after is None:
+            heapq.heappop(ready)
     return order
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib
 import json
 import random
 from typing import Any
@@ -12,10 +13,12 @@ import pytest
 from conftest import bundle_of, current_ids, invalid, rebuild, ref_canonical, ref_state_sha256
 
 from pith_graph import codes, rebuild_state
+from pith_graph.events import CheckedEvent, EventFacts
 from pith_graph.state import State
 from pith_graph.testing import History, TestKey
 
 Event = dict[str, Any]
+merge_module = importlib.import_module("pith_graph.merge")  # the package exports a function of that name
 SNAPSHOT = {"graph_snapshot": {"claims": {"count": 1, "items": ["c"]}}}
 
 
@@ -355,3 +358,39 @@ def test_merge_is_the_pure_core_of_rebuild(history: History, alice: TestKey, bob
         keyring=KeyRing.from_entries(history.trusted()),
     )
     assert state.to_json() == rebuild_state(bundle, trusted_keys=history.trusted()).to_json()
+
+
+# --- hash cycles (impossible between content-addressed events; the rule is still defined) ---
+
+
+def _unit(uid: str, prev: str | None, supersedes: tuple[str, ...] = ()) -> CheckedEvent:
+    """A unit that passed stage 1, built directly: no real event can name itself in a cycle."""
+    facts = EventFacts(
+        event_id=uid, event_type="correction", target="graph", signer_id="s", created_at="2026-01-01T00:00:00Z",
+        instant=(0, 0), prev_event=prev, supersedes=supersedes, content_sha256=uid[7:], key_id="k", fingerprint="f",
+        signer_key_id="k", signer_fingerprint="f", signature_b64="", signature=None, message=b"",
+    )
+    return CheckedEvent(uid, None, None, len(codes.EVENT_REASONS), facts)
+
+
+def test_units_on_or_behind_a_cycle_are_invalid_whatever_their_order() -> None:
+    """docs/merge-v1.md section 7: cycle members get the reason of the first check naming an
+    undecided event; invalidity cascades to what names them; the rest is decided as usual."""
+    ids = {name: "sha256:" + hashlib.sha256(name.encode()).hexdigest() for name in "abcdefg"}
+    a, b, c, d, e, f, g = (ids[name] for name in "abcdefg")
+    units = [
+        _unit(a, b), _unit(b, a),  # a two-cycle
+        _unit(c, c),  # names itself
+        _unit(d, a),  # behind the cycle
+        _unit(e, None),  # a root
+        _unit(f, e, (a,)),  # valid predecessor, supersedes a cycle member
+        _unit(g, e, (e,)),  # names e twice: decided once e is
+    ]
+    expected = {
+        a: codes.REASON_PREV_EVENT_INVALID, b: codes.REASON_PREV_EVENT_INVALID, c: codes.REASON_PREV_EVENT_INVALID,
+        d: codes.REASON_PREV_EVENT_INVALID, f: codes.REASON_BAD_SUPERSEDES,
+    }
+    rng = random.Random(7)
+    for _ in range(20):
+        rng.shuffle(units)
+        assert merge_module._resolve_history({u.unit_id: u for u in units}) == expected
