@@ -572,9 +572,10 @@ def scratch_copy(data: bytes, workers: int, *, min_bytes: int = SCRATCH_MIN_BYTE
 def spawn_helpers(workers: int, backend_name: str) -> ProcessPoolExecutor | None:
     """Start ``workers - 1`` helper processes now, each loading ``backend_name``.
 
-    So that they are ready (about 20 ms after the request, here) by the time
-    :func:`start_stage1` has work for them: a pool starts its processes only on
-    demand. None when they cannot be started; shut the pool down once done.
+    A pool otherwise starts its processes on the first task, and the first
+    chunk would start about 20 ms after :func:`start_stage1` submits it (4 ms
+    once they are warm). None when they cannot be started; shut the pool down
+    once done.
     """
     if workers <= 1 or backend_name not in ed25519.available_backends() or not may_start_processes():
         return None

@@ -180,11 +180,14 @@ def _rebuild_bytes(
     chunk_size: int = STAGE1_CHUNK,
 ) -> State:
     """rebuild_state of a bundle's bytes with ``count`` processes: streaming, else the full path."""
-    # A thread copies the bytes for helpers, and the helpers start, while this process splits them.
+    # A thread copies the bytes for helpers while this process splits them.
     with scratch_copy(data, count, min_bytes=min_bytes) or contextlib.nullcontext() as scratch:
-        executor = None if scratch is None else spawn_helpers(count, Verifier().backend.name)
+        split = split_bundle(data)
+        # Helpers only for a bundle that has the events to pay for them (the first pool
+        # of a process costs about 100 ms here).
+        wanted = scratch is not None and split is not None and len(split.events) >= min_events
+        executor = spawn_helpers(count, Verifier().backend.name) if wanted else None
         try:
-            split = split_bundle(data)
             if split is not None:
                 try:
                     return _rebuild_streaming(

@@ -649,3 +649,22 @@ def test_a_chunk_a_helper_holds_but_has_not_started_is_run_here(tmp_path: Path) 
         queued.set_result("unused")  # the helper ran it after all; its rows are never read
     helpers.close()
     assert helpers._abandoned == [] and helpers._futures == {}
+
+
+def test_helpers_start_only_for_a_bundle_with_the_events_to_pay_for_them(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The scratch copy starts before the split; the helper processes only once the split has
+    counted PARALLEL_MIN_EVENTS events (the first pool of a process costs about 100 ms)."""
+    spawned: list[int] = []
+    original = rebuild_module.spawn_helpers
+
+    def spy(workers: int, backend_name: str) -> Any:
+        spawned.append(workers)
+        return original(workers, backend_name)
+
+    monkeypatch.setattr(rebuild_module, "spawn_helpers", spy)
+    data = json.dumps(build_bundle(60, 9)[0]).encode()
+    serial = rebuild_state(data, trusted_keys=trusted(), workers=1).to_json()
+    assert rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_bytes=0).to_json() == serial
+    assert spawned == []
+    assert rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_bytes=0, min_events=0).to_json() == serial
+    assert spawned == [2]
