@@ -3,10 +3,12 @@
 **Stage 1 in helpers** (:func:`start_stage1`, used by
 :func:`pith_graph.rebuild.rebuild_state` given bytes or a path): helpers run
 the whole of stage 1 (strict parse, intrinsic and key checks, signatures) on
-chunks of events, last chunk first, reading the events from a scratch file and
-writing their results to another; the calling process runs the chunks no
-helper has started, first to last, and merges. Each event goes through exactly
-the serial code wherever it runs, so the result is identical.
+chunks of events, last chunk first, reading the events from a copy of the
+bundle in a scratch directory (:func:`scratch_copy`) and writing their results
+to files there; the calling process takes each finished chunk as it comes,
+runs the chunks no helper has started, from the front, and merges. Each event
+goes through exactly the serial code wherever it runs, so the result is
+identical.
 
 **Signatures in helpers** (:func:`start_verification`, used by
 :func:`pith_graph.rebuild.rebuild`, which needs the parsed document):
@@ -81,11 +83,11 @@ Triple = tuple[bytes, bytes, bytes]
 
 #: Below this many events a bundle is rebuilt serially. Measured here with stage
 #: 1 in helpers (``python -m benchmarks.break_even``, 2 CPUs): one helper saves
-#: 8-24 us per event at 1k events and 29 us at 5k (468 -> 325 ms); the first pool
+#: 13 us per event at 1k events and 29 us at 5k (434 -> 287 ms); the first pool
 #: of a process costs about 100 ms more (the forkserver starts and imports
 #: pith_graph once), later ones a few ms. Break-even is therefore under 1,000
-#: events for a process that has run a pool, and about 3,000-4,000 for the
-#: first; 5,000 keeps every first pool a win (docs/performance.md).
+#: events for a process that has run a pool, and about 3,500 for the first;
+#: 5,000 keeps every first pool a win (docs/performance.md).
 PARALLEL_MIN_EVENTS: Final = 5000
 #: Most processes ``workers=None`` (the default) uses: past a few, the merge in this
 #: process, not the curve, bounds the rebuild.
