@@ -517,7 +517,7 @@ class ScratchCopy:
     def __init__(self, directory: str, data: bytes) -> None:
         self.directory = directory
         self.path = os.path.join(directory, "bundle.json")
-        self._error: OSError | None = None
+        self._error: BaseException | None = None
         self._writing = threading.Event()
         self._thread = threading.Thread(target=self._write, args=(data,), name="pith-graph-scratch", daemon=True)
         self._thread.start()
@@ -530,8 +530,8 @@ class ScratchCopy:
             with open(self.path, "wb") as handle:
                 self._writing.set()
                 handle.write(data)
-        except OSError as exc:  # no room after all: stage 1 then runs in the calling process
-            self._error = exc
+        except BaseException as exc:  # no room after all (or anything else): stage 1 runs in the calling process
+            self._error = exc  # never a partial copy taken for a whole one
         finally:
             self._writing.set()
 
@@ -568,7 +568,13 @@ def scratch_copy(data: bytes, workers: int, *, min_bytes: int = SCRATCH_MIN_BYTE
         directory = tempfile.mkdtemp(prefix=f"{_SCRATCH_PREFIX}{os.getpid()}-", dir=root)
     except OSError:
         return None
-    return ScratchCopy(directory, data)
+    try:
+        return ScratchCopy(directory, data)
+    except BaseException as exc:  # no thread can be started here, or an interrupt
+        shutil.rmtree(directory, ignore_errors=True)
+        if isinstance(exc, RuntimeError):
+            return None
+        raise
 
 
 def spawn_helpers(workers: int, backend_name: str) -> ProcessPoolExecutor | None:
@@ -583,10 +589,16 @@ def spawn_helpers(workers: int, backend_name: str) -> ProcessPoolExecutor | None
         return None
     try:
         executor = ProcessPoolExecutor(max_workers=workers - 1, mp_context=process_context())
-        for _ in range(workers - 1):  # one process is started per task submitted while none is idle
-            executor.submit(_warm_up, backend_name)
     except (OSError, RuntimeError):  # no processes here: stage 1 runs in this one
         return None
+    try:
+        for _ in range(workers - 1):  # one process is started per task submitted while none is idle
+            executor.submit(_warm_up, backend_name)
+    except BaseException as exc:  # the processes already started must not outlive this
+        executor.shutdown(wait=False, cancel_futures=True)
+        if isinstance(exc, (OSError, RuntimeError)):
+            return None
+        raise
     return executor
 
 
@@ -748,7 +760,9 @@ def start_stage1(
             first, stop = index * chunk_size, min(count, (index + 1) * chunk_size)
             spans = [(start, len(text)) for start, text in zip(starts[first:stop], events[first:stop], strict=True)]
             helpers.submit(index, scratch.path, spans, subject, keyring, backend_name, helpers._out(index))
-    except RuntimeError:  # the pool broke (a helper died): stage 1 runs in this one
-        helpers.close()  # also cancels what was submitted before the failure
-        return None
+    except BaseException as exc:
+        helpers.close()  # cancels what was submitted, on every way out (an interrupt too)
+        if isinstance(exc, (OSError, RuntimeError)):  # the pool broke, or a process could not start
+            return None
+        raise
     return helpers

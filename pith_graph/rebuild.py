@@ -186,8 +186,9 @@ def _rebuild_bytes(
         # Helpers only for a bundle that has the events to pay for them (the first pool
         # of a process costs about 100 ms here).
         wanted = scratch is not None and split is not None and len(split.events) >= min_events
-        executor = spawn_helpers(count, Verifier().backend.name) if wanted else None
+        executor = None
         try:
+            executor = spawn_helpers(count, Verifier().backend.name) if wanted else None
             if split is not None:
                 try:
                     return _rebuild_streaming(

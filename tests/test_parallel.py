@@ -19,7 +19,7 @@ import threading
 from concurrent.futures import Future, ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -668,3 +668,75 @@ def test_helpers_start_only_for_a_bundle_with_the_events_to_pay_for_them(monkeyp
     assert spawned == []
     assert rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_bytes=0, min_events=0).to_json() == serial
     assert spawned == [2]
+
+
+def test_a_process_that_cannot_start_mid_submission_leaves_the_serial_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An OSError from the pool while chunks are being submitted (EAGAIN, EMFILE when it starts a
+    process) cancels what was submitted and falls back to this process, never escapes."""
+    data = json.dumps(build_bundle(200, 1)[0]).encode()
+    serial = rebuild(data, trusted_keys=trusted(), workers=1)[0].state.to_json()
+    original = parallel.Stage1Helpers.submit
+    made: list[parallel.Stage1Helpers] = []
+
+    def submit(self: parallel.Stage1Helpers, index: int, *args: Any) -> None:
+        if len(self._futures) == 4:
+            made.append(self)
+            raise OSError(11, "Resource temporarily unavailable")
+        original(self, index, *args)
+
+    monkeypatch.setattr(parallel.Stage1Helpers, "submit", submit)
+    got = rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_events=0, min_bytes=0, chunk_size=4)
+    assert got.to_json() == serial
+    [helpers] = made
+    assert helpers._futures == {}  # closed: the four submitted chunks were cancelled or waited for
+    assert not Path(helpers.directory).exists()
+
+
+class _FailingSecondSubmit(ProcessPoolExecutor):
+    """A pool whose second task cannot start a process (as when file descriptors run out)."""
+
+    made: ClassVar[list[_FailingSecondSubmit]] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.submitted = 0
+        self.made.append(self)
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        self.submitted += 1
+        if self.submitted == 2:
+            raise OSError(24, "Too many open files")
+        return super().submit(*args, **kwargs)
+
+
+def test_helpers_that_cannot_all_start_are_shut_down(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parallel, "ProcessPoolExecutor", _FailingSecondSubmit)
+    _FailingSecondSubmit.made.clear()
+    assert parallel.spawn_helpers(3, Verifier().backend.name) is None
+    [executor] = _FailingSecondSubmit.made
+    assert executor._shutdown_thread  # the helper already started does not outlive the failure
+
+
+def test_a_copy_that_failed_in_any_way_is_never_used(tmp_path: Path) -> None:
+    """Not only OSError: whatever stops the writing thread, ready() says so (a partial copy
+    taken for a whole one would give helpers other bytes than this process's)."""
+    directory = tmp_path / "scratch"
+    directory.mkdir()
+    broken = parallel.ScratchCopy(str(directory), object())  # type: ignore[arg-type]  # write() raises TypeError
+    assert not broken.ready()
+    broken.close()
+    assert not directory.exists()
+    directory.mkdir()
+    with parallel.ScratchCopy(str(directory), b"[1]") as scratch:
+        assert scratch.ready() and Path(scratch.path).read_bytes() == b"[1]"
+
+
+def test_no_scratch_directory_is_left_when_no_thread_can_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(parallel, "_scratch_root", lambda size: str(tmp_path))
+
+    def no_threads(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", no_threads)
+    assert parallel.scratch_copy(b"x" * 100, 2, min_bytes=0) is None
+    assert list(tmp_path.iterdir()) == []
