@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -87,55 +87,67 @@ def _resolve_history(units: dict[str, CheckedEvent]) -> dict[str, str]:
     """
     reasons: dict[str, str] = {uid: c.reason for uid, c in units.items() if c.reason is not None}
     done: set[str] = set(reasons)
-    waiters: dict[str, list[str]] = {}  # undecided unit -> units waiting for it
-    undecided: dict[str, int] = {}  # waiting unit -> how many of its named units are undecided
+    # Units waiting for an undecided unit: the one unit naming it as its only named
+    # event (the usual case, the next event of a stream: no list, no count), and the
+    # others, with how many undecided units each still waits for (none kept: one).
+    follower: dict[str, str] = {}
+    waiters: dict[str, list[str]] = {}
+    undecided: dict[str, int] = {}
+
+    def decide(uid: str) -> None:
+        done.add(uid)
+        facts = units[uid].facts
+        assert facts is not None  # stage-1 valid units are well formed
+        reason = _history_reason(facts, units, reasons, done)
+        if reason is not None:
+            reasons[uid] = reason
 
     def release(decided: str) -> None:
         """Decide every unit that was waiting only for ``decided``, and so on."""
         stack = [decided]
         while stack:
-            for waiter in waiters.pop(stack.pop(), ()):
-                left = undecided[waiter] - 1
+            uid = stack.pop()
+            after = follower.pop(uid, None)
+            if after is not None:
+                decide(after)
+                stack.append(after)
+            for waiter in waiters.pop(uid, ()):
+                left = undecided.pop(waiter, 1) - 1
                 if left:
                     undecided[waiter] = left
                     continue
-                del undecided[waiter]
-                done.add(waiter)
-                facts = units[waiter].facts
-                assert facts is not None  # stage-1 valid units are well formed
-                reason = _history_reason(facts, units, reasons, done)
-                if reason is not None:
-                    reasons[waiter] = reason
+                decide(waiter)
                 stack.append(waiter)
 
     for uid, checked in units.items():
-        if uid in done or uid in undecided:
-            continue
+        if uid in done:
+            continue  # decided already, as a waiter
         facts = checked.facts
         assert facts is not None
         prev = facts.prev_event
-        named: Collection[str]
-        if facts.supersedes:
-            named = {dep for dep in _named(facts) if dep in units and dep not in done}
-        elif prev is None or prev in done or prev not in units:  # the common case, in order
-            named = ()
+        if not facts.supersedes:
+            if prev is not None and prev not in done and prev in units:
+                if follower.setdefault(prev, uid) is not uid:  # a fork: two wait for prev
+                    waiters.setdefault(prev, []).append(uid)
+                continue
         else:
-            named = (prev,)
-        if named:
-            for dep in named:
-                waiters.setdefault(dep, []).append(uid)
-            undecided[uid] = len(named)
-            continue
-        done.add(uid)
+            named = {dep for dep in _named(facts) if dep in units and dep not in done}
+            if named:
+                for dep in named:
+                    waiters.setdefault(dep, []).append(uid)
+                if len(named) > 1:
+                    undecided[uid] = len(named)
+                continue
+        done.add(uid)  # decide(uid), written out: this is the usual path
         reason = _history_reason(facts, units, reasons, done)
         if reason is not None:
             reasons[uid] = reason
-        if uid in waiters:
+        if uid in follower or uid in waiters:
             release(uid)
 
     # merge-v1: a unit on a cycle (or behind one) is invalid with the reason of its first
     # check naming an undecided event; all are judged before any counts as decided.
-    cyclic = {uid: units[uid].facts for uid in units if uid in undecided}
+    cyclic = {uid: checked.facts for uid, checked in units.items() if uid not in done}
     found = {uid: _history_reason(facts, units, reasons, done) for uid, facts in cyclic.items() if facts is not None}
     for uid, reason in found.items():
         assert reason is not None  # each names an undecided unit
