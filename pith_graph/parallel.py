@@ -687,12 +687,10 @@ class Stage1Helpers:
             # Otherwise stale: a chunk taken already (cancelled, run here, or its rows read).
 
     def rows(self, index: int) -> list[_Row] | None:
-        """The stage-1 rows of chunk ``index`` (waiting for its helper), or None: run it yourself."""
-        future = self._futures.get(index)
-        if future is None or (not future.done() and future.cancel()):
-            self._futures.pop(index, None)
-            self.stolen += 1
-            return None
+        """The stage-1 rows of chunk ``index``, which a helper holds (waiting for it), or
+        None when that helper failed: run it yourself. (:meth:`chunks` withdraws the
+        chunks no helper holds before this is asked.)"""
+        future = self._futures[index]
         rows: list[_Row] | None
         try:
             out = future.result()
