@@ -38,7 +38,7 @@ try:  # optional: the ``fast`` extra
     import nacl.signing as _nacl_signing
 
     HAVE_NACL = True
-except ImportError:  # pragma: no cover - exercised only without PyNaCl
+except ImportError:  # pragma: no cover - exercised in a subprocess (tests/test_ed25519.py)
     HAVE_NACL = False
 
 __all__ = [
