@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -76,7 +76,24 @@ def _check_all(
     return units
 
 
-def _resolve_history(units: dict[str, CheckedEvent]) -> dict[str, str]:
+def _visiting(units: dict[str, CheckedEvent], order: Iterable[str]) -> Iterator[tuple[str, CheckedEvent]]:
+    """Each item of ``units`` once: those ``order`` names first, then the rest in their own order.
+
+    Once each matters: a unit visited again while it waits would wait twice.
+    """
+    seen: set[str] = set()
+    for uid in order:
+        checked = units.get(uid)
+        if checked is not None and uid not in seen:
+            seen.add(uid)
+            yield uid, checked
+    if len(seen) < len(units):
+        for uid, checked in units.items():
+            if uid not in seen:
+                yield uid, checked
+
+
+def _resolve_history(units: dict[str, CheckedEvent], order: Iterable[str] | None = None) -> dict[str, str]:
     """Stage 2 (docs/merge-v1.md "History checks"): the final reason of every invalid unit.
 
     Every named event is decided before its namer, whatever the order of
@@ -84,6 +101,11 @@ def _resolve_history(units: dict[str, CheckedEvent]) -> dict[str, str]:
     and so then is every unit that was waiting for it (histories may be 100,000
     events long, so no recursion); other units wait. What still waits at the end
     names a hash cycle, or an event behind one.
+
+    ``order`` (unit ids) is visited first when given: a hint, never a change of
+    result. Visited in the bundle's order, a stream's events are decided as they
+    come; out of order, most of them wait for their predecessor first, which
+    costs about twice as much (100k events: 110 against 230 ms).
     """
     reasons: dict[str, str] = {uid: c.reason for uid, c in units.items() if c.reason is not None}
     done: set[str] = set(reasons)
@@ -119,7 +141,7 @@ def _resolve_history(units: dict[str, CheckedEvent]) -> dict[str, str]:
                 decide(waiter)
                 stack.append(waiter)
 
-    for uid, checked in units.items():
+    for uid, checked in units.items() if order is None else _visiting(units, order):
         if uid in done:
             continue  # decided already, as a waiter
         facts = checked.facts
@@ -315,14 +337,19 @@ def merge_copies(
     aliases: Iterable[Mapping[str, Any]] = (),
     keyring: KeyRing,
     verifier: Verifier | None = None,
+    order: Iterable[str] | None = None,
 ) -> MergeResult:
     """The merge over copies in any form: ``inspect(unit_id, copy)`` runs the
     intrinsic stage-1 checks of a copy (:func:`pith_graph.events.inspect_event`,
     or the event store's stored facts); the key checks and stages 2-4 run here.
+
+    ``order``: unit ids in the order the copies appear in their bundle, when
+    ``copies`` come in another order (read only after ``copies``). A hint for
+    speed: the result is the same with any order, or none.
     """
     verifier = verifier or Verifier()
     units = _check_all(copies, inspect, subject, keyring, verifier)
-    reasons = _resolve_history(units)
+    reasons = _resolve_history(units, order)
     valid = {uid: c.facts for uid, c in units.items() if uid not in reasons and c.facts is not None}
     equivocations, frozen = _equivocations(valid)
     order = _apply_order(valid, frozen)

@@ -10,6 +10,7 @@ import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
+from itertools import chain
 from typing import Any
 
 import msgspec
@@ -222,15 +223,18 @@ def _rebuild_streaming(
     helpers = start_stage1(
         split, scratch, executor, keyring=ring, backend_name=verifier.backend.name, chunk_size=chunk_size, min_events=min_events
     )
+    # Each chunk's unit ids, by chunk: helpers' chunks arrive out of the bundle's order.
+    slots: list[list[str]] | None = None if helpers is None else []
     try:
         with gc_paused():  # acyclic structures only (see gc_paused)
             result = merge_copies(
-                _copies(split.events, helpers),
+                _copies(split.events, helpers, slots),
                 partial(_inspect_copy, subject),
                 subject=subject,
                 aliases=split.shell.get("source_aliases") or (),
                 keyring=ring,
                 verifier=verifier,
+                order=None if slots is None else chain.from_iterable(slots),
             )
     finally:
         if helpers is not None:
@@ -241,24 +245,34 @@ def _rebuild_streaming(
 _Copy = tuple[msgspec.Raw, Any] | CheckedEvent
 
 
-def _copies(events: list[msgspec.Raw], helpers: Stage1Helpers | None) -> Iterator[tuple[str, _Copy]]:
+def _copies(
+    events: list[msgspec.Raw], helpers: Stage1Helpers | None, slots: list[list[str]] | None = None
+) -> Iterator[tuple[str, _Copy]]:
     """Each event's unit id and either its stage-1 result from a helper, or its text and
     strictly parsed value (which lives until the next one).
 
     With helpers, chunks come in the order :meth:`Stage1Helpers.chunks` gives them,
-    not the bundle's: the merge is a function of the set of copies.
+    not the bundle's: the merge is a function of the set of copies. ``slots``, if
+    given, receives each chunk's unit ids at the chunk's place, so that
+    ``chain.from_iterable(slots)`` gives them in the bundle's order.
     """
     step = STAGE1_CHUNK if helpers is None else helpers.chunk_size
     count = (len(events) + step - 1) // step
+    if slots is not None:
+        slots[:] = [[] for _ in range(count)]
     chunks = ((index, None) for index in range(count)) if helpers is None else helpers.chunks(count)
     for index, rows in chunks:
         texts = events[index * step : (index + 1) * step]
+        uids = [] if slots is None else slots[index]
         if rows is None or len(rows) != len(texts):
             for text in texts:
                 value = loads(bytes(text), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)
-                yield unit_id(value), (text, value)
+                uid = unit_id(value)
+                uids.append(uid)
+                yield uid, (text, value)
             continue
         for text, (uid, reason, progress, facts, signer_json, payload_json) in zip(texts, rows, strict=True):
+            uids.append(uid)
             yield uid, CheckedEvent(uid, text, reason, progress, facts, signer_json, payload_json)
 
 

@@ -394,3 +394,26 @@ def test_units_on_or_behind_a_cycle_are_invalid_whatever_their_order() -> None:
     for _ in range(20):
         rng.shuffle(units)
         assert merge_module._resolve_history({u.unit_id: u for u in units}) == expected
+
+
+def test_a_visiting_order_is_a_hint_that_never_changes_history() -> None:
+    """``order`` is visited first, then anything it left out: a partial order, one naming a
+    unit twice or an unknown id, or one leaving out a cycle gives the same reasons."""
+    ids = {name: "sha256:" + hashlib.sha256(name.encode()).hexdigest() for name in "abcdefgh"}
+    a, b, c, d, e, f, g, h = (ids[name] for name in "abcdefgh")
+    units = {
+        u.unit_id: u
+        for u in [
+            _unit(e, None), _unit(f, e), _unit(g, f), _unit(h, g, (f,)),  # a stream, with a supersedes
+            _unit(a, b), _unit(b, a),  # a two-cycle
+            _unit(c, None), _unit(d, c),
+        ]
+    }
+    expected = merge_module._resolve_history(units)
+    assert expected == {a: codes.REASON_PREV_EVENT_INVALID, b: codes.REASON_PREV_EVENT_INVALID}
+    unknown = "sha256:" + "0" * 64
+    rng = random.Random(11)
+    for _ in range(50):
+        order = rng.sample(list(units), rng.randrange(len(units) + 1))
+        order += rng.sample([*order, unknown], rng.randrange(3)) if order else []
+        assert merge_module._resolve_history(units, iter(order)) == expected, order

@@ -28,7 +28,7 @@ from pith_graph.canonical import loads
 from pith_graph.documents import SplitBundle, load_bundle, split_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError
-from pith_graph.events import check_event
+from pith_graph.events import check_event, unit_id
 from pith_graph.keys import KeyRing
 from pith_graph.merge import MergeResult, merge_checked, merge_copies
 from pith_graph.rebuild import rebuild, rebuild_state
@@ -615,6 +615,26 @@ def test_finished_helper_chunks_are_taken_as_they_finish() -> None:
     assert [index for index, _ in taken] == list(reversed(range(count)))
     assert all(rows is not None for _, rows in taken) and helpers.stolen == 0
     assert sum(len(rows or ()) for _, rows in taken) == len(split.events)
+
+
+def test_copies_record_each_chunk_at_its_place_in_the_bundle() -> None:
+    """Chunks come out of order (helpers' last first, this process's first first), yet the
+    slots ``_copies`` fills give every event's unit id in the bundle's order: the hint
+    stage 2 visits first."""
+    data = json.dumps(build_bundle(120, 8)[0]).encode()
+    split = split_bundle(data)
+    assert split is not None
+    expected = [unit_id(loads(bytes(text))) for text in split.events]
+    with _copy(data) as scratch:
+        helpers = _stage1(split, scratch, chunk_size=16)
+        helpers.executor.shutdown(wait=True)  # every chunk finished in a helper: they come last first
+        slots: list[list[str]] = []
+        try:
+            arrived = [uid for uid, _ in rebuild_module._copies(split.events, helpers, slots)]
+        finally:
+            helpers.close()
+    assert arrived != expected and sorted(arrived) == sorted(expected)
+    assert [uid for slot in slots for uid in slot] == expected
 
 
 def test_a_chunk_a_helper_holds_but_has_not_started_is_run_here(tmp_path: Path) -> None:
