@@ -178,7 +178,7 @@ def _rebuild_bytes(
     *,
     min_events: int = PARALLEL_MIN_EVENTS,
     min_bytes: int = SCRATCH_MIN_BYTES,
-    chunk_size: int = STAGE1_CHUNK,
+    chunk_size: int | None = None,
 ) -> State:
     """rebuild_state of a bundle's bytes with ``count`` processes: streaming, else the full path."""
     # A thread copies the bytes for helpers while this process splits them.
@@ -213,7 +213,7 @@ def _rebuild_streaming(
     scratch: ScratchCopy | None = None,
     executor: ProcessPoolExecutor | None = None,
     min_events: int = PARALLEL_MIN_EVENTS,
-    chunk_size: int = STAGE1_CHUNK,
+    chunk_size: int | None = None,
 ) -> State:
     """rebuild_state over a split bundle; given helpers (``executor``) and a scratch copy of
     the bundle's bytes, the helpers run stage 1 on chunks of events."""

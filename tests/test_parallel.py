@@ -617,6 +617,31 @@ def test_finished_helper_chunks_are_taken_as_they_finish() -> None:
     assert sum(len(rows or ()) for _, rows in taken) == len(split.events)
 
 
+@pytest.mark.parametrize(
+    ("count", "size"),
+    [(5_000, 128), (10_000, 128), (25_600, 128), (50_000, 250), (100_000, 500), (204_800, 1024), (10**6, 1024)],
+)
+def test_large_bundles_get_fewer_larger_stage1_tasks(count: int, size: int) -> None:
+    """About 200 tasks (each costs about 0.5 ms of pool round trip and files), 128 to 1024 events each."""
+    assert parallel.stage1_chunk_size(count) == size
+
+
+def test_stage1_tasks_are_sized_for_the_bundle_unless_told() -> None:
+    data = json.dumps(build_bundle(60, 9)[0]).encode()
+    split = split_bundle(data)
+    assert split is not None
+    name = Verifier().backend.name
+    with _copy(data) as scratch:
+        for asked, expected in [(None, parallel.STAGE1_CHUNK), (7, 7)]:
+            helpers = parallel.start_stage1(
+                split, scratch, parallel.spawn_helpers(2, name), keyring=KeyRing.from_entries(trusted()),
+                backend_name=name, chunk_size=asked, min_events=0,
+            )
+            assert helpers is not None
+            helpers.close()
+            assert helpers.chunk_size == expected
+
+
 def test_copies_record_each_chunk_at_its_place_in_the_bundle() -> None:
     """Chunks come out of order (helpers' last first, this process's first first), yet the
     slots ``_copies`` fills give every event's unit id in the bundle's order: the hint
