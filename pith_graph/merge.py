@@ -247,6 +247,10 @@ def _equivocations(valid: dict[str, EventFacts]) -> tuple[list[dict[str, Any]], 
     return records, frozen
 
 
+#: An event's place in the apply order: (0 for record_created else 1, seconds, nanoseconds, event_id).
+_ApplyKey = tuple[int, int, int, str]
+
+
 def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
     """merge-v1 "Apply order": topological over prev_event and supersedes edges.
 
@@ -257,13 +261,14 @@ def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
     the sorted order.
     """
     waiting: dict[str, int] = {}
-    # The one event naming an event as its only predecessor (the usual case: the next
-    # event of a stream; two would be a fork, and frozen), then every other namer.
-    follower: dict[str, str] = {}
+    # The key of the one event naming an event as its only predecessor (the usual case:
+    # the next event of a stream; two would be a fork, and frozen), made while its facts
+    # are at hand; then every other namer.
+    follower: dict[str, _ApplyKey] = {}
     waiters: dict[str, list[str]] = defaultdict(list)
-    ready: list[tuple[int, int, int, str]] = []
+    ready: list[_ApplyKey] = []
 
-    def key(uid: str) -> tuple[int, int, int, str]:
+    def key(uid: str) -> _ApplyKey:
         # Flat (not nested) tuples: the heap compares them often.
         facts = valid[uid]
         seconds, nanos = facts.instant
@@ -273,10 +278,12 @@ def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
         if uid in frozen:
             continue
         if not facts.supersedes:
+            seconds, nanos = facts.instant
+            item = (0 if facts.event_type == RECORD_CREATED else 1, seconds, nanos, uid)  # key(uid), inline
             prev = facts.prev_event
             if prev is None:
-                ready.append(key(uid))
-            elif follower.setdefault(prev, uid) is not uid:  # ready once prev is applied (no count kept)
+                ready.append(item)
+            elif follower.setdefault(prev, item) is not item:  # ready once prev is applied (no count kept)
                 waiters[prev].append(uid)
             continue
         named = set(_named(facts))
@@ -289,18 +296,19 @@ def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
         uid = ready[0][3]  # the least ready key: this event is applied next
         order.append(uid)
         after = follower.get(uid)
+        spent = after is None  # ready[0] is still uid's key
         if after is not None:  # one sift, not a pop and a push
-            heapq.heapreplace(ready, key(after))
+            heapq.heapreplace(ready, after)
         for waiter in waiters.get(uid, ()):
             left = waiting.get(waiter, 1) - 1
             if left:
                 waiting[waiter] = left
-            elif after is not None:
-                heapq.heappush(ready, key(waiter))
-            else:
+            elif spent:
                 heapq.heapreplace(ready, key(waiter))
-                after = waiter
-        if after is None:
+                spent = False
+            else:
+                heapq.heappush(ready, key(waiter))
+        if spent:
             heapq.heappop(ready)
     return order
 
