@@ -313,16 +313,6 @@ def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
     return order
 
 
-def _entry(checked: CheckedEvent, facts: EventFacts) -> Entry:
-    return Entry(
-        event_id=checked.unit_id,
-        target=facts.target,
-        created_at=facts.created_at,
-        signer=checked.signer_json,
-        payload=checked.payload_json,
-    )
-
-
 def _aliases(aliases: Iterable[Mapping[str, Any]]) -> list[bytes]:
     """merge-v1 "Aliases": de-duplicated, sorted by (alias_kind, alias_value), keys sorted."""
     unique: dict[bytes, tuple[str, str]] = {}
@@ -345,19 +335,19 @@ def merge_copies(
     aliases: Iterable[Mapping[str, Any]] = (),
     keyring: KeyRing,
     verifier: Verifier | None = None,
-    order: Iterable[str] | None = None,
+    bundle_order: Iterable[str] | None = None,
 ) -> MergeResult:
     """The merge over copies in any form: ``inspect(unit_id, copy)`` runs the
     intrinsic stage-1 checks of a copy (:func:`pith_graph.events.inspect_event`,
     or the event store's stored facts); the key checks and stages 2-4 run here.
 
-    ``order``: unit ids in the order the copies appear in their bundle, when
+    ``bundle_order``: unit ids in the order the copies appear in their bundle, when
     ``copies`` come in another order (read only after ``copies``). A hint for
     speed: the result is the same with any order, or none.
     """
     verifier = verifier or Verifier()
     units = _check_all(copies, inspect, subject, keyring, verifier)
-    reasons = _resolve_history(units, order)
+    reasons = _resolve_history(units, bundle_order)
     valid = {uid: c.facts for uid, c in units.items() if uid not in reasons and c.facts is not None}
     equivocations, frozen = _equivocations(valid)
     order = _apply_order(valid, frozen)
@@ -366,12 +356,14 @@ def merge_copies(
     record_created: Entry | None = None
     creator: CheckedEvent | None = None
     for uid in order:
-        facts, checked = valid[uid], units[uid]
+        checked = units[uid]
+        facts = checked.facts
+        assert facts is not None  # valid[uid], without a second lookup
         for superseded in facts.supersedes:
             # merge-v1: supersedes removes the named events from current (they stay applied).
             for collection in collections.values():
                 collection.pop(superseded, None)
-        entry = _entry(checked, facts)
+        entry = Entry(uid, facts.target, facts.created_at, checked.signer_json, checked.payload_json)
         if facts.event_type == RECORD_CREATED:
             # The latest applied record_created is current.
             record_created, creator = entry, checked

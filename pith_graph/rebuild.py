@@ -234,7 +234,7 @@ def _rebuild_streaming(
                 aliases=split.shell.get("source_aliases") or (),
                 keyring=ring,
                 verifier=verifier,
-                order=None if slots is None else chain.from_iterable(slots),
+                bundle_order=None if slots is None else chain.from_iterable(slots),
             )
             state = result.state
             # The per-unit records are not returned: freed while the collector is still
