@@ -32,6 +32,10 @@ def test_harness_runs_on_a_tiny_bundle(tmp_path: Path) -> None:
     assert figures["memory"]["peak_rss_bytes"] > 0 and figures["memory"]["tracemalloc_peak_bytes"] > 0
     assert len({t["name"] for t in results["targets"]}) == len(results["targets"]) == 7
     assert figures["memory"]["peak_rss_default_main_bytes"] > 0
+    # One process and two alternate, twice each even with --quick.
+    pairs = figures["parallel"]
+    assert len(pairs["paired_ratios"]) == len(pairs["one_runs_s"]) == len(pairs["many_runs_s"]) == 2
+    assert pairs["one_s"] == min(pairs["one_runs_s"]) and "pairs" in run.stdout
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:
