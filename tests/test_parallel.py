@@ -626,13 +626,15 @@ def test_large_bundles_get_fewer_larger_stage1_tasks(count: int, size: int) -> N
     assert parallel.stage1_chunk_size(count) == size
 
 
-def test_stage1_tasks_are_sized_for_the_bundle_unless_told() -> None:
+def test_stage1_tasks_are_sized_for_the_bundle_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
     data = json.dumps(build_bundle(60, 9)[0]).encode()
     split = split_bundle(data)
     assert split is not None
     name = Verifier().backend.name
+    sized: list[int] = []
+    monkeypatch.setattr(parallel, "stage1_chunk_size", lambda count: sized.append(count) or 11)
     with _copy(data) as scratch:
-        for asked, expected in [(None, parallel.STAGE1_CHUNK), (7, 7)]:
+        for asked, expected in [(None, 11), (7, 7)]:
             helpers = parallel.start_stage1(
                 split, scratch, parallel.spawn_helpers(2, name), keyring=KeyRing.from_entries(trusted()),
                 backend_name=name, chunk_size=asked, min_events=0,
@@ -640,6 +642,7 @@ def test_stage1_tasks_are_sized_for_the_bundle_unless_told() -> None:
             assert helpers is not None
             helpers.close()
             assert helpers.chunk_size == expected
+    assert sized == [len(split.events)]  # asked once, for the bundle's events
 
 
 def test_copies_record_each_chunk_at_its_place_in_the_bundle() -> None:
