@@ -709,10 +709,11 @@ class Stage1Helpers:
         rows: list[_Row] | None
         try:
             out = future.result()
-            with open(out, "rb") as handle:
-                data = handle.read()
+            # Decoded straight from the page cache: reading the file first copied 2 MB
+            # per 500 rows once more (100k: 60-120 ms of this process's time).
+            with open(out, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
+                rows = _ROWS_DECODER.decode(view)
             os.unlink(out)
-            rows = _ROWS_DECODER.decode(data)
         except Exception:  # the helper raised or died, or its file is unreadable: run the chunk here
             rows = None
         # Only now: a chunk whose wait was interrupted (KeyboardInterrupt) stays listed,
