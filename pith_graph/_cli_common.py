@@ -11,7 +11,15 @@ from pith_graph import codes
 from pith_graph.errors import InputError
 from pith_graph.keys import KeyRing
 
-__all__ = ["EXIT_OK", "EXIT_PROBLEMS", "EXIT_UNUSABLE", "add_trust_options", "load_ring", "write_stdout"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_PROBLEMS",
+    "EXIT_UNUSABLE",
+    "add_trust_options",
+    "add_workers_option",
+    "load_ring",
+    "write_stdout",
+]
 
 EXIT_OK: Final = 0
 EXIT_PROBLEMS: Final = 1
@@ -41,3 +49,24 @@ def add_trust_options(parser: argparse.ArgumentParser, *, what: str = "the bundl
         "--trusted-keys", metavar="FILE", help="JSON array of trusted key entries (default: the registry key)"
     )
     parser.add_argument("--trust-bundle-keys", action="store_true", help=f"also trust the keys {what} lists (unsafe)")
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if count < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 (one per CPU) or a positive count, not {text!r}")
+    return count
+
+
+def add_workers_option(parser: argparse.ArgumentParser) -> None:
+    """``--workers N``: processes, this one included (validated here, so a bad count is a usage error)."""
+    parser.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=None,
+        metavar="N",
+        help="processes, at most one per CPU (0: one per CPU; default: one per CPU, at most 4; 1: serial)",
+    )

@@ -8,6 +8,7 @@ line on stderr, never a traceback).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from pith_graph._cli_common import (
     EXIT_PROBLEMS,
     EXIT_UNUSABLE,
     add_trust_options,
+    add_workers_option,
     load_ring,
     write_stdout,
 )
@@ -38,9 +40,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def cmd_state(args: argparse.Namespace) -> int:
-    """``state BUNDLE``: print the merged state (compact, byte-identical to the registry's)."""
+    """``state [--workers N] BUNDLE``: print the merged state (compact, byte-identical to the registry's)."""
     state = rebuild_state(
-        Path(args.bundle), trusted_keys=load_ring(args.trusted_keys), trust_bundle_keys=args.trust_bundle_keys
+        Path(args.bundle),
+        trusted_keys=load_ring(args.trusted_keys),
+        trust_bundle_keys=args.trust_bundle_keys,
+        workers=args.workers,
     )
     write_stdout((state.to_pretty_json() if args.pretty else state.to_json()) + b"\n")
     return EXIT_OK
@@ -62,15 +67,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     spread over ``--workers`` processes (see :mod:`pith_graph._cli_verify_many`).
     """
     paths = _cli_verify_many.bundle_paths(args.files)
-    show = _cli_verify_many.show_progress(args)
     reports: list[Report] = []
     documents = _cli_verify_many.verify_documents(
         paths, trusted_keys=load_ring(args.trusted_keys), trust_bundle_keys=args.trust_bundle_keys, workers=args.workers
     )
-    for done, report in enumerate(documents, start=1):
-        reports.append(report)
-        if show:
-            _cli_verify_many.progress(done, len(paths), sys.stderr)
+    shown = _cli_verify_many.show_progress(args)
+    with _cli_verify_many.Progress(len(paths), sys.stderr, shown=shown) as bar, contextlib.closing(documents):
+        for done, report in enumerate(documents, start=1):
+            reports.append(report)
+            bar.update(done)
     if args.json:
         write_stdout(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False).encode() + b"\n")
     else:
@@ -138,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     state.add_argument("bundle", help="bundle JSON file")
     add_trust_options(state)
     state.add_argument("--pretty", action="store_true", help="indent the output (not byte-comparable)")
+    add_workers_option(state)
     state.set_defaults(func=cmd_state)
 
     verify = sub.add_parser("verify", help="verify bundles, records, states, graph snapshots, proofs")

@@ -103,6 +103,8 @@ E_STORE_CORRUPT: Final = "store_corrupt"
 E_STORE_SCHEMA: Final = "store_schema_mismatch"
 E_STORE_BUSY: Final = "store_busy"
 E_USAGE: Final = "usage"
+#: A directory named on the command line holds no ``*.json`` document.
+E_NO_DOCUMENTS: Final = "no_documents"
 
 # --- issue 5: Ed25519 backends (pith_graph/ed25519.py) -------------------------------
 E_UNKNOWN_BACKEND: Final = "unknown_ed25519_backend"

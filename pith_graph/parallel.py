@@ -39,6 +39,7 @@ import multiprocessing
 import os
 import queue
 import shutil
+import signal
 import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -47,11 +48,11 @@ from typing import Any, Final
 
 import msgspec
 
-from pith_graph import ed25519
+from pith_graph import codes, ed25519
 from pith_graph.canonical import MAX_DEPTH, gc_paused, loads
 from pith_graph.documents import EVENT_DEPTH_OFFSET, MAX_EVENTS, SplitBundle
 from pith_graph.ed25519 import SignatureCache, Verifier
-from pith_graph.errors import PithGraphError
+from pith_graph.errors import InputError, PithGraphError
 from pith_graph.events import EventFacts, check_event
 from pith_graph.keys import KeyRing
 from pith_graph.records import decode_signature
@@ -80,6 +81,9 @@ __all__ = [
     "stage1_chunk_size",
     "start_stage1",
     "start_verification",
+    "stop_pool",
+    "usable_cpus",
+    "worker_pool",
 ]
 
 Triple = tuple[bytes, bytes, bytes]
@@ -315,22 +319,32 @@ def may_start_processes() -> bool:
     return not multiprocessing.current_process().daemon
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
+        return os.cpu_count() or 1
+
+
 def resolve_workers(workers: int | None) -> int:
     """``workers`` as a count of verifying processes, this one included.
 
     1 means serial; 0 means one per usable CPU; None (the default) means one
-    per usable CPU up to :data:`MAX_AUTO_WORKERS`. Always 1 where no process may
-    be started (:func:`may_start_processes`).
+    per usable CPU up to :data:`MAX_AUTO_WORKERS`; any other count is capped at
+    the usable CPUs (the work is all CPU: more processes than CPUs only slow it
+    down). Always 1 where no process may be started (:func:`may_start_processes`).
+    Raises :class:`~pith_graph.errors.InputError` (code ``usage``) for a
+    negative count.
     """
+    if workers is not None and workers < 0:
+        raise InputError(f"workers must be 0 (one per CPU) or more, not {workers}", code=codes.E_USAGE)
     if not may_start_processes():
         return 1
-    if workers is not None and workers != 0:
-        return max(1, workers)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
-        cpus = os.cpu_count() or 1
-    return cpus if workers == 0 else min(cpus, MAX_AUTO_WORKERS)
+    cpus = usable_cpus()
+    if workers is None:
+        return min(cpus, MAX_AUTO_WORKERS)
+    return cpus if workers == 0 else min(workers, cpus)
 
 
 def process_context() -> Any:
@@ -347,6 +361,45 @@ def process_context() -> Any:
     # Imported once by the server, so each worker it forks starts ready.
     context.set_forkserver_preload(["pith_graph.parallel"])
     return context
+
+
+def _ignore_interrupts() -> None:
+    """Pool initializer: workers leave SIGINT to the process that started them.
+
+    A terminal's Ctrl-C reaches the whole process group. The caller stops its
+    workers itself (:func:`stop_pool`, or by cancelling their short tasks); a
+    worker taking the interrupt would print its own traceback instead.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def worker_pool(processes: int) -> ProcessPoolExecutor:
+    """A pool of ``processes`` worker processes (:func:`process_context`) that ignore SIGINT.
+
+    Raises ``OSError`` or ``RuntimeError`` where no process can be started.
+    """
+    return ProcessPoolExecutor(max_workers=processes, mp_context=process_context(), initializer=_ignore_interrupts)
+
+
+def stop_pool(executor: ProcessPoolExecutor) -> None:
+    """Stop a pool now, without waiting: its queued tasks are cancelled and the
+    processes running the others are terminated.
+
+    For pools whose tasks may run for long (a whole document each): otherwise the
+    interpreter waits for them at exit, after an error or an interrupt. Python
+    3.14 has ``terminate_workers``; before it, the pool's own list of processes
+    is the only handle on them.
+    """
+    terminate = getattr(executor, "terminate_workers", None)
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    # Cancelling first: the pool then drops its queued tasks before it sees a worker end.
+    executor.shutdown(wait=False, cancel_futures=True)
+    if callable(terminate):  # pragma: no cover - Python 3.14
+        terminate()
+        return
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):
+            process.terminate()
 
 
 def start_verification(
@@ -372,7 +425,7 @@ def start_verification(
         return base, None, None
     cache = ParallelCache(Verifier(base.backend), base.cache)
     try:
-        executor = ProcessPoolExecutor(max_workers=workers - 1, mp_context=process_context())
+        executor = worker_pool(workers - 1)
         cache.submit(executor, backend_name, jobs, chunk_size)
     except (OSError, RuntimeError):  # no processes here: verify in this one
         return base, None, None
@@ -603,7 +656,7 @@ def spawn_helpers(workers: int, backend_name: str) -> ProcessPoolExecutor | None
     if workers <= 1 or backend_name not in ed25519.available_backends() or not may_start_processes():
         return None
     try:
-        executor = ProcessPoolExecutor(max_workers=workers - 1, mp_context=process_context())
+        executor = worker_pool(workers - 1)
     except (OSError, RuntimeError):  # no processes here: stage 1 runs in this one
         return None
     try:

@@ -80,7 +80,8 @@ def rebuild(
 
     ``workers``: processes that verify signatures, this one included (1:
     serial; 0: one per CPU; None: one per CPU up to
-    :data:`~pith_graph.parallel.MAX_AUTO_WORKERS`). Bundles below
+    :data:`~pith_graph.parallel.MAX_AUTO_WORKERS`; never more than the CPUs;
+    negative: :class:`~pith_graph.errors.InputError`). Bundles below
     :data:`~pith_graph.parallel.PARALLEL_MIN_EVENTS` events stay serial. Given
     bytes or a path, helper processes start on a lenient pre-pass of the bytes
     and verify while this process parses and merges. The result is identical
@@ -152,7 +153,8 @@ def rebuild_state(
     Raises :class:`~pith_graph.errors.InputError` for an unusable bundle;
     defects inside events are reported in the state, never raised.
     ``workers``: processes that rebuild, this one included (default: one per
-    CPU, at most 4; 1: serial); bundles below
+    CPU, at most 4; 0: one per CPU; 1: serial; never more than the CPUs; negative:
+    :class:`~pith_graph.errors.InputError`); bundles below
     :data:`~pith_graph.parallel.PARALLEL_MIN_EVENTS` events stay serial.
 
     Given bytes or a path, events are parsed, checked and dropped one at a
@@ -164,10 +166,11 @@ def rebuild_state(
     :func:`rebuild` path, which raises the error the strict parse finds. The
     result is identical either way.
     """
+    count = resolve_workers(workers)  # a bad count is the caller's error: raised before any reading
     data = None if isinstance(bundle, Document) else source_bytes(bundle)
     if data is None:
-        return rebuild(bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=workers)[0].state
-    return _rebuild_bytes(data, trusted_keys, trust_bundle_keys, resolve_workers(workers))
+        return rebuild(bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count)[0].state
+    return _rebuild_bytes(data, trusted_keys, trust_bundle_keys, count)
 
 
 def _rebuild_bytes(

@@ -37,6 +37,7 @@ __all__ = [
     "make_bundle",
     "make_canonical_record",
     "make_event",
+    "process_running",
     "resign",
     "seal",
     "sign_bundle",
@@ -310,3 +311,14 @@ class History:
     def trusted(self) -> list[dict[str, Any]]:
         """Key entries for every key this history has signed with."""
         return [k.entry() for k in self.keys.values()]
+
+
+def process_running(pid: int) -> bool:
+    """Whether process ``pid`` runs, read from ``/proc`` (Linux): a zombie waiting for its
+    parent does not. For tests that check that worker processes were stopped."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            # The state follows the command name, which is in parentheses and may hold spaces.
+            return handle.read().rpartition(")")[2].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError):
+        return False

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from pith_graph.testing import History, TestKey
+from pith_graph import _cli_verify_many
+from pith_graph.testing import History, TestKey, process_running
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BUNDLE = FIXTURES / "bundle-AG3PAJ22.json"
@@ -75,16 +79,85 @@ def test_verify_a_directory_with_workers_gives_the_serial_reports(tmp_path: Path
     assert plain.returncode == 1 and b"tampered.json: bundle: FAILED" in plain.stdout
 
 
-def test_verify_with_workers_stops_at_a_document_it_cannot_read(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ('{"hello": "world"}', "not_a_pith_document"),
+        ('{"a": 1, "a": 2}', "duplicate_key"),
+        ("[NaN]", "non_finite_number"),
+        ("{", "not_json"),
+    ],
+)
+def test_verify_with_workers_stops_at_a_document_it_cannot_read(tmp_path: Path, text: str, code: str) -> None:
+    """One line naming the document, whichever check refused it, also after a progress bar."""
     for seed in SEEDS[:3]:
         (tmp_path / seed.name).write_bytes(seed.read_bytes())
-    (tmp_path / "zz-not-pith.json").write_text('{"hello": "world"}')
+    (tmp_path / "zz-bad.json").write_text(text)
     for workers in ("1", "2"):
         result = run("verify", "--workers", workers, str(tmp_path))
         assert result.returncode == 2
         assert result.stdout == b""
         [line] = result.stderr.decode().splitlines()
-        assert line.startswith("pith-graph: error[not_a_pith_document]: ") and "zz-not-pith.json" in line
+        assert line.startswith(f"pith-graph: error[{code}]: ") and str(tmp_path / "zz-bad.json") in line
+    # With the bar drawn, the message still starts a line of its own.
+    shown = run("verify", "--progress", str(tmp_path)).stderr.decode()
+    assert "\r[" in shown and shown.splitlines()[-1].startswith(f"pith-graph: error[{code}]: ")
+
+
+@pytest.mark.parametrize("command", ["verify", "verify-many"])
+def test_a_directory_without_documents_is_an_error(tmp_path: Path, command: str) -> None:
+    """A mistyped directory must not pass as one whose documents are all good."""
+    (tmp_path / "empty" / "nested").mkdir(parents=True)
+    (tmp_path / "empty" / "notes.txt").write_text("not a document")
+    (tmp_path / "one.json").write_bytes(BUNDLE.read_bytes())
+    result = run(command, str(tmp_path / "one.json"), str(tmp_path / "empty"))
+    assert result.returncode == 2
+    [line] = result.stderr.decode().splitlines()
+    assert line.startswith("pith-graph: error[no_documents]: ") and str(tmp_path / "empty") in line
+
+
+def _dies_in_a_worker(name: str, caller: int, workers: int) -> str:
+    """_in_order task: a worker running ``crash`` is killed, as the system's memory killer would."""
+    if name == "crash" and os.getpid() != caller:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return f"{name} {'here' if os.getpid() == caller else 'worker'} {workers}"
+
+
+def test_documents_a_dead_worker_left_are_verified_here() -> None:
+    names = ["a", "crash", "b", "c", "d"]
+    outcomes = list(_cli_verify_many._in_order(_dies_in_a_worker, names, 2, os.getpid()))
+    assert [o.split()[0] for o in outcomes] == names
+    assert outcomes[1] == "crash here 1"
+
+
+def _runs_long(name: str, directory: str, workers: int) -> str:
+    """_in_order task: records that it started; all but ``quick`` then run for ten minutes."""
+    (Path(directory) / f"{name}-{os.getpid()}").touch()
+    if name != "quick":
+        time.sleep(600)
+    return name
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_an_error_stops_the_other_documents_processes_at_once(tmp_path: Path) -> None:
+    """verify stops at the first document it cannot read: the others, possibly large, are
+    not waited for."""
+    outcomes = _cli_verify_many._in_order(_runs_long, ["quick", "slow-1", "slow-2", "slow-3"], 2, str(tmp_path))
+    assert next(outcomes) == "quick"
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("slow-*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pids = {int(p.name.rpartition("-")[2]) for p in tmp_path.iterdir()}
+    outcomes.close()  # what verify_documents does when it raises
+    while any(map(process_running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(process_running, pids))  # not after the ten-minute tasks
+
+
+def test_state_with_workers_prints_the_same_bytes() -> None:
+    result = run("state", "--workers", "2", str(BUNDLE))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == embedded_state_bytes() + b"\n"
 
 
 def test_verify_tampered_bundle_exits_1(tmp_path: Path) -> None:
@@ -136,6 +209,9 @@ def test_inspect_summarises(tmp_path: Path) -> None:
         (b'{"bundle_type": "pith_open_graph_bundle"}', ["state"], "bad_shape"),
         (None, ["frobnicate"], "usage"),
         (None, ["state"], "usage"),
+        (b"{}", ["verify", "--workers", "-1"], "usage"),
+        (b"{}", ["verify-many", "--workers", "two"], "usage"),
+        (b"{}", ["state", "--workers", "-4"], "usage"),
     ],
 )
 def test_unusable_input_is_one_line_and_exit_2(tmp_path: Path, content: bytes | None, args: list[str], code: str) -> None:

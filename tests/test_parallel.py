@@ -13,17 +13,19 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 import threading
-from concurrent.futures import Future, ProcessPoolExecutor
+import time
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-from pith_graph import parallel
+from pith_graph import codes, parallel
 from pith_graph.canonical import loads
 from pith_graph.documents import SplitBundle, load_bundle, split_bundle
 from pith_graph.ed25519 import Verifier
@@ -32,7 +34,7 @@ from pith_graph.events import check_event, unit_id
 from pith_graph.keys import KeyRing
 from pith_graph.merge import MergeResult, merge_checked, merge_copies
 from pith_graph.rebuild import rebuild, rebuild_state
-from pith_graph.testing import History, TestKey, resign
+from pith_graph.testing import History, TestKey, process_running, resign
 
 rebuild_module = importlib.import_module("pith_graph.rebuild")  # the package exports a function of that name
 
@@ -192,12 +194,70 @@ def test_signature_jobs_skip_unreadable_and_untrusted_events() -> None:
     ]
 
 
-def test_resolve_workers() -> None:
-    assert 1 <= parallel.resolve_workers(None) <= parallel.MAX_AUTO_WORKERS
-    assert parallel.resolve_workers(1) == 1
-    assert parallel.resolve_workers(-3) == 1
-    assert parallel.resolve_workers(0) >= 1
-    assert parallel.resolve_workers(4) == 4
+@pytest.fixture(autouse=True)
+def _two_cpus_at_least(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The parallel paths under test need ``workers=2`` honoured on a one-CPU machine
+    too (resolve_workers caps a count at the usable CPUs)."""
+    real = parallel.usable_cpus()
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: max(real, 2))
+
+
+@pytest.mark.parametrize(
+    ("cpus", "workers", "expected"),
+    [
+        (2, None, 2),
+        (8, None, parallel.MAX_AUTO_WORKERS),
+        (8, 0, 8),
+        (2, 0, 2),
+        (8, 1, 1),
+        (8, 3, 3),
+        (2, 4, 2),  # more processes than CPUs only slow a CPU-bound rebuild down
+        (8, 99999, 8),
+    ],
+)
+def test_resolve_workers(monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int | None, expected: int) -> None:
+    monkeypatch.setattr(parallel, "usable_cpus", lambda: cpus)
+    assert parallel.resolve_workers(workers) == expected
+
+
+def test_a_negative_worker_count_is_refused_before_anything_is_read(tmp_path: Path) -> None:
+    for call in (
+        partial(parallel.resolve_workers, -1),
+        partial(rebuild_state, tmp_path / "missing.json", workers=-2),
+        partial(rebuild, tmp_path / "missing.json", workers=-3),
+    ):
+        with pytest.raises(InputError) as caught:
+            call()
+        assert caught.value.code == codes.E_USAGE
+
+
+def test_pool_workers_leave_interrupts_to_the_caller() -> None:
+    """A terminal's Ctrl-C reaches every process of the group; a worker taking it would
+    print its own traceback (the caller stops its workers itself)."""
+    with parallel.worker_pool(1) as pool:
+        assert pool.submit(signal.getsignal, signal.SIGINT).result(timeout=60) == signal.SIG_IGN
+    assert signal.getsignal(signal.SIGINT) == signal.default_int_handler  # this process keeps its own
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_stop_pool_ends_running_tasks_at_once() -> None:
+    pool = parallel.worker_pool(2)
+    pids = {pool.submit(os.getpid).result(timeout=60) for _ in range(4)}
+    running = [pool.submit(time.sleep, 600) for _ in range(2)]
+    queued = pool.submit(time.sleep, 600)
+    deadline = time.monotonic() + 60
+    while not all(f.running() for f in running) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    parallel.stop_pool(pool)
+    while any(map(process_running, pids)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(map(process_running, pids))  # not after the 600 s sleeps
+    # The queued task never ran: cancelled, or failed with the pool its workers left.
+    # (Polled: a future the pool cancels on shutdown does not wake concurrent.futures.wait.)
+    while not all(f.done() for f in (queued, *running)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert queued.cancelled() or isinstance(queued.exception(), BrokenExecutor)
+    assert all(isinstance(f.exception(), BrokenExecutor) for f in running)
 
 
 def test_verify_many_cli_over_a_directory(tmp_path: Path) -> None:
