@@ -2,24 +2,31 @@
 
 Every backend must give exactly the pinned verdicts, so mirrors agree on which
 events are valid whatever library they run. The small-order set the rule uses
-is checked here against an independent, deliberately tiny pure-Python
-edwards25519 (RFC 8032 formulas), not against the code under test.
+is checked here against a separate, deliberately tiny pure-Python
+edwards25519 (RFC 8032 formulas, ``pith_graph._edwards``), not against the code under test.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pith_graph import codes, ed25519, rebuild_state
+from pith_graph import _edwards, codes, ed25519, rebuild_state
+from pith_graph._edwards import decode, encode_y, point_add, point_equal, point_mul
+from pith_graph.documents import load_bundle
 from pith_graph.errors import InputError, PithGraphError
+from pith_graph.keys import KeyRing
+from pith_graph.merge import merge
 from pith_graph.testing import TestKey
 
 FIXTURE = Path(__file__).parent / "fixtures" / "ed25519-speccheck-cases.json"
@@ -28,67 +35,9 @@ CASES = json.loads(FIXTURE.read_text())
 # rather than silently leaving a backend, or the reason for the pinned rule, untested.
 BACKENDS = ("nacl", "cryptography")
 
-# --- a tiny independent edwards25519 (RFC 8032, section 5.1) -------------------------
-P = 2**255 - 19
-L = 2**252 + 27742317777372353535851937790883648493
-D = -121665 * pow(121666, P - 2, P) % P
-SQRT_M1 = pow(2, (P - 1) // 4, P)
-IDENTITY = (0, 1, 1, 0)  # extended coordinates (X, Y, Z, T)
-
-
-def point_add(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-    x1, y1, z1, t1 = a
-    x2, y2, z2, t2 = b
-    aa = (y1 - x1) * (y2 - x2) % P
-    bb = (y1 + x1) * (y2 + x2) % P
-    cc = 2 * t1 * t2 * D % P
-    dd = 2 * z1 * z2 % P
-    e, f, g, h = bb - aa, dd - cc, dd + cc, bb + aa
-    return (e * f % P, g * h % P, f * g % P, e * h % P)
-
-
-def point_mul(n: int, point: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
-    result = IDENTITY
-    while n:
-        if n & 1:
-            result = point_add(result, point)
-        point = point_add(point, point)
-        n >>= 1
-    return result
-
-
-def point_equal(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> bool:
-    return (a[0] * b[2] - b[0] * a[2]) % P == 0 and (a[1] * b[2] - b[1] * a[2]) % P == 0
-
-
-def recover_x(y: int, sign: int) -> int | None:
-    if y >= P:
-        return None
-    x2 = (y * y - 1) * pow(D * y * y + 1, P - 2, P) % P
-    if x2 == 0:
-        return None if sign else 0
-    x = pow(x2, (P + 3) // 8, P)
-    if (x * x - x2) % P:
-        x = x * SQRT_M1 % P
-    if (x * x - x2) % P:
-        return None
-    if (x & 1) != sign:
-        x = P - x
-    return x
-
-
-def decode(encoding: bytes) -> tuple[int, int, int, int] | None:
-    value = int.from_bytes(encoding, "little")
-    y, sign = value & ((1 << 255) - 1), value >> 255
-    x = recover_x(y, sign)
-    return None if x is None else (x, y, 1, x * y % P)
-
-
-def encode_y(y: int, sign: int = 0) -> bytes:
-    return (y | (sign << 255)).to_bytes(32, "little")
-
-
-BASE = decode(encode_y(4 * pow(5, P - 2, P) % P))
+# The curve arithmetic (RFC 8032 formulas) is pith_graph._edwards, which the pinned
+# rule (pith_graph.ed25519) does not use: its small-order set is checked against it.
+BASE, IDENTITY, L, P = _edwards.BASE, _edwards.IDENTITY, _edwards.L, _edwards.P
 
 
 # --- the small-order set ------------------------------------------------------------
@@ -197,6 +146,124 @@ def test_raw_libraries_disagree_without_the_pinned_prechecks() -> None:
             disagreements.append((index, *verdicts))
     # As the issue states: OpenSSL accepts 3 signatures libsodium rejects (small-order A and/or R).
     assert disagreements == [(0, True, False), (1, True, False), (2, True, False)]
+
+
+# --- the corpus's Ed25519 cases ------------------------------------------------------
+CORPUS = Path(__file__).parent.parent / "property_tests" / "vectors"
+EDGE_CASES = sorted(p.name for p in CORPUS.iterdir() if p.name.startswith("ed25519-"))
+
+
+def edge_signature(case: str) -> tuple[bytes, bytes, bytes]:
+    """(public key, signature, message) of the edge event of a corpus case, as shipped."""
+    bundle = json.loads((CORPUS / case / "bundle.json").read_bytes())
+    [entry] = [k for k in json.loads((CORPUS / case / "trusted_keys.json").read_bytes()) if k["key_id"] == case or
+               k["key_id"].startswith("speccheck-")]
+    [event] = [e for e in bundle["events"] if e["signer"]["key_id"] == entry["key_id"]]
+    return (bytes.fromhex(entry["public_key_hex"]), base64.b64decode(event["signature"]["signature_b64"]),
+            bytes.fromhex(event["content_sha256"]))
+
+
+def raw_verdict(backend_name: str, public_key: bytes, signature: bytes, message: bytes) -> bool:
+    """A library's own verdict, without the pinned rule's checks 1-4."""
+    backend = ed25519.get_backend(backend_name)
+    try:
+        return backend.verify(backend.load(public_key), signature, message)
+    except Exception:  # a raw library may refuse the key outright
+        return False
+
+
+# What each crafted case is built to be (docs/conformance.md): raw OpenSSL, raw libsodium,
+# the cofactorless and the cofactored equation (S as it is; A and R canonical), pinned.
+CRAFTED = {
+    "ed25519-crafted-identity-r": (True, False, True, True, False),
+    "ed25519-crafted-non-canonical-key": (True, False, False, False, False),
+    "ed25519-crafted-cofactored-only": (False, False, False, True, False),
+    "ed25519-crafted-s-plus-l": (False, False, True, True, False),
+    "ed25519-crafted-mixed-order-key": (True, True, True, True, True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_crafted_corpus_cases_are_what_they_claim(case: str) -> None:
+    public_key, signature, message = edge_signature(case)
+    found = (
+        raw_verdict("cryptography", public_key, signature, message),
+        raw_verdict("nacl", public_key, signature, message),
+        _edwards.cofactorless_equation(public_key, signature, message),
+        _edwards.cofactored_equation(public_key, signature, message),
+        ed25519.verify(public_key, signature, message),
+    )
+    assert found == CRAFTED[case]
+    expected = json.loads((CORPUS / case / "expected.json").read_bytes())
+    assert [e["reason"] for e in expected["invalid_events"]] == ([] if found[-1] else ["bad_signature"])
+
+
+class _Cofactored:
+    """A wrong rule 5: the cofactored equation (as ZIP 215 verifiers check it)."""
+
+    name = "cofactored"
+
+    def load(self, public_key: bytes) -> object:
+        return public_key
+
+    def verify(self, loaded_key: object, signature: bytes, message: bytes) -> bool:
+        assert isinstance(loaded_key, bytes)
+        return _edwards.cofactored_equation(loaded_key, signature, message)
+
+
+class _ReducesS(ed25519.CryptographyBackend):
+    """A wrong rule 4: S taken mod L (rule 4's check is switched off with it)."""
+
+    def verify(self, loaded_key: object, signature: bytes, message: bytes) -> bool:
+        s = int.from_bytes(signature[32:], "little") % L
+        return super().verify(loaded_key, signature[:32] + s.to_bytes(32, "little"), message)
+
+
+def _sizes_only(value: bytes, size: int) -> bool:
+    return len(value) == size
+
+
+def _prime_order_key(public_key: bytes) -> bool:
+    point = decode(public_key)
+    return point is not None and not ed25519.is_small_order(public_key) and point_equal(point_mul(L, point), IDENTITY)
+
+
+# Each wrong rule (prechecks replaced, backend) and the corpus cases it must fail.
+WRONG_RULES: dict[str, tuple[dict[str, Any], ed25519.Backend, set[str]]] = {
+    "OpenSSL without checks 1-4": (
+        {"_key_passes": partial(_sizes_only, size=32), "_signature_passes": partial(_sizes_only, size=64)},
+        ed25519.CryptographyBackend(),
+        {"ed25519-speccheck-0", "ed25519-crafted-identity-r", "ed25519-crafted-non-canonical-key"},
+    ),
+    "cofactored equation": ({}, _Cofactored(), {"ed25519-crafted-cofactored-only"}),
+    "S reduced mod L": (
+        {"_signature_passes": lambda sig: len(sig) == 64 and sig[:32] not in ed25519.SMALL_ORDER_ENCODINGS},
+        _ReducesS(),
+        {"ed25519-crafted-s-plus-l"},
+    ),
+    "prime-order keys only": ({"_key_passes": _prime_order_key}, ed25519.CryptographyBackend(),
+                              {"ed25519-crafted-mixed-order-key"}),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(WRONG_RULES))
+def test_the_corpus_fails_each_wrong_rule(monkeypatch: pytest.MonkeyPatch, rule: str) -> None:
+    """Each way of differing from the pinned rule fails exactly the cases built for it."""
+    checks, backend, expected_failures = WRONG_RULES[rule]
+    for name, check in checks.items():
+        monkeypatch.setattr(ed25519, name, check)
+    failures = set()
+    for case in EDGE_CASES:
+        raw, _model = load_bundle((CORPUS / case / "bundle.json").read_bytes())
+        state = merge(
+            raw["events"], subject=raw["pith_number"], aliases=raw.get("source_aliases") or (),
+            keyring=KeyRing.from_entries(json.loads((CORPUS / case / "trusted_keys.json").read_bytes())),
+            verifier=ed25519.Verifier(backend),
+        )
+        expected = json.loads((CORPUS / case / "expected.json").read_bytes())
+        if state.state_sha256 != expected["state_sha256"]:
+            failures.add(case)
+    assert failures == expected_failures
 
 
 # --- real signatures ----------------------------------------------------------------
