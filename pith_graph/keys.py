@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pith_graph import ed25519
+from pith_graph import codes, ed25519
 from pith_graph.canonical import loads
 from pith_graph.errors import InputError, TrustError
 from pith_graph.identifiers import fingerprint_b32, fingerprint_hex
@@ -26,6 +26,7 @@ __all__ = [
     "KeyRing",
     "TrustedKey",
     "coerce_ring",
+    "reusable_keys",
 ]
 
 REGISTRY_KEY_ID: Final = "pith-v1-2026-05"
@@ -225,12 +226,39 @@ class KeyRing:
 
 
 def coerce_ring(trusted_keys: KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None) -> KeyRing:
-    """Turn the public ``trusted_keys=`` argument into a ring (None: the registry ring)."""
+    """Turn the public ``trusted_keys=`` argument into a ring (None: the registry ring).
+
+    Raises :class:`~pith_graph.errors.TrustError` (``bad_key``) for an unusable
+    entry, or for something that is neither a ring nor an iterable of entries.
+    """
     if trusted_keys is None:
         return KeyRing.registry()
     if isinstance(trusted_keys, KeyRing):
         return trusted_keys
-    return KeyRing(
-        item if isinstance(item, TrustedKey) else TrustedKey.from_entry(item) for item in trusted_keys
-    )
+    try:
+        items = iter(trusted_keys)
+    except TypeError as exc:
+        raise TrustError(
+            f"trusted_keys must be a KeyRing or an iterable of key entries, not {type(trusted_keys).__name__}",
+            code=codes.E_BAD_KEY,
+        ) from exc
+    return KeyRing(item if isinstance(item, TrustedKey) else TrustedKey.from_entry(item) for item in items)
+
+
+def reusable_keys(
+    trusted_keys: KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None,
+) -> KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None:
+    """``trusted_keys`` in a form that can be read more than once: a one-shot iterable
+    (a generator, ``iter(entries)``) is read into a tuple, its entries unchecked.
+
+    A rebuild may read the caller's keys twice (its helpers' pre-pass, then the
+    strict path; or the streaming path, then the full one): read a second time, a
+    spent iterator would trust no key at all.
+    """
+    if trusted_keys is None or isinstance(trusted_keys, (KeyRing, list, tuple)):
+        return trusted_keys
+    try:
+        return tuple(trusted_keys)
+    except TypeError:
+        return trusted_keys  # not iterable: coerce_ring says so
 

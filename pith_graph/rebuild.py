@@ -28,7 +28,7 @@ from pith_graph.documents import (
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import PithGraphError, TrustError
 from pith_graph.events import CheckedEvent, inspect_event, unit_id
-from pith_graph.keys import KeyRing, TrustedKey, coerce_ring
+from pith_graph.keys import KeyRing, TrustedKey, coerce_ring, reusable_keys
 from pith_graph.merge import MergeResult, merge_checked, merge_copies
 from pith_graph.models import Bundle
 from pith_graph.parallel import (
@@ -88,6 +88,7 @@ def rebuild(
     either way (see :mod:`pith_graph.parallel`).
     """
     count = resolve_workers(workers)
+    trusted_keys = reusable_keys(trusted_keys)  # read by the helpers' pre-pass, then by the merge
     data = source_bytes(bundle) if count > 1 and not isinstance(bundle, Document) else None
     started = None if data is None else _start_helpers(data, trusted_keys, trust_bundle_keys, count, verifier)
     executor = None if started is None else started[1]
@@ -167,6 +168,7 @@ def rebuild_state(
     result is identical either way.
     """
     count = resolve_workers(workers)  # a bad count is the caller's error: raised before any reading
+    trusted_keys = reusable_keys(trusted_keys)  # the full path reads them again after the streaming one
     data = None if isinstance(bundle, Document) else source_bytes(bundle)
     if data is None:
         return rebuild(bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count)[0].state

@@ -114,6 +114,13 @@ def test_bad_entries_raise_trust_error(name: str, entry: Any) -> None:
         coerce_ring([entry])
 
 
+@pytest.mark.parametrize("not_keys", [5, 1.5, object()])
+def test_trusted_keys_that_are_not_keys_at_all_raise_trust_error(not_keys: Any) -> None:
+    with pytest.raises(TrustError) as caught:
+        coerce_ring(not_keys)
+    assert caught.value.code == codes.E_BAD_KEY and type(not_keys).__name__ in caught.value.message
+
+
 def test_wrong_length_raw_key_raises() -> None:
     with pytest.raises(TrustError):
         TrustedKey("k", b"\x00" * 31)

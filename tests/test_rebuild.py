@@ -18,7 +18,7 @@ import pytest
 from pith_graph import rebuild as rebuild_module
 from pith_graph.canonical import MAX_DEPTH
 from pith_graph.documents import event_texts, split_bundle
-from pith_graph.errors import InputError
+from pith_graph.errors import InputError, TrustError
 from pith_graph.rebuild import rebuild, rebuild_state
 from pith_graph.testing import History, TestKey, resign
 
@@ -169,3 +169,27 @@ def test_a_second_events_member_is_a_duplicate_key_not_a_hiding_place(history: H
         with pytest.raises(InputError) as caught:
             rebuild_fn(doubled)
         assert caught.value.code == "duplicate_key"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("call", ["rebuild", "rebuild_state"])
+def test_keys_given_as_a_one_shot_iterator_are_read_whole(history: History, alice: TestKey, call: str, workers: int) -> None:
+    """A rebuild reads the caller's keys twice (the helpers' pre-pass, then the strict
+    path; or the streaming path, then the full one): a spent iterator the second time
+    trusted no key, and a bad entry in it went unreported."""
+    events = [history.event("graph_snapshot", key=alice, payload={"n": 1})]
+    data = json.dumps(history.bundle(events)).encode()
+    entries = history.trusted()
+
+    def state(keys: Any) -> bytes:
+        if call == "rebuild":
+            return rebuild(data, trusted_keys=keys, workers=workers)[0].state.to_json()
+        return rebuild_state(data, trusted_keys=keys, workers=workers).to_json()
+
+    expected = state(list(entries))
+    assert json.loads(expected)["valid_event_count"] == 2
+    assert state(iter(entries)) == expected
+    assert state(entry for entry in entries) == expected
+    with pytest.raises(TrustError) as caught:
+        state(iter([*entries, {"key_id": "broken", "public_key_hex": "zz"}]))
+    assert caught.value.code == "bad_key"
