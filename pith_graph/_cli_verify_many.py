@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Callable, Generator, Iterable
-from concurrent.futures import BrokenExecutor
 from pathlib import Path
 from typing import Any, Final, TextIO, TypeVar
 
@@ -29,7 +28,7 @@ from pith_graph import codes
 from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, add_trust_options, add_workers_option, load_ring
 from pith_graph.errors import InputError, PithGraphError, StoreError, TrustError
 from pith_graph.keys import KeyRing
-from pith_graph.parallel import resolve_workers, stop_pool, worker_pool
+from pith_graph.parallel import POOL_ERRORS, resolve_workers, stop_pool, worker_pool
 from pith_graph.report import Report
 from pith_graph.verify import verify_bundle, verify_document
 
@@ -90,19 +89,25 @@ def _in_order(task: Callable[..., _T], names: list[str], count: int, *args: Any)
         for name in names:
             yield task(name, *args, count)
         return
-    executor = worker_pool(count)
+    try:
+        executor = worker_pool(count)
+    except POOL_ERRORS:  # no process can be started here: all of them here, one at a time
+        for name in names:
+            yield task(name, *args, 1)
+        return
+    done = 0
     try:
         futures = [executor.submit(task, name, *args, 1) for name in names]
-        for index, future in enumerate(futures):
-            try:
-                outcome = future.result()
-            except BrokenExecutor:
-                # A worker died: the pool is unusable, and nothing named may be lost.
-                stop_pool(executor)
-                for name in names[index:]:
-                    yield task(name, *args, 1)
-                return
+        for future in futures:
+            outcome = future.result()
             yield outcome
+            done += 1
+    except POOL_ERRORS:  # BrokenProcessPool included
+        # A worker (or the forkserver) died: the pool is unusable, and nothing named may be
+        # lost. The documents not yet given are verified here.
+        stop_pool(executor)
+        for name in names[done:]:
+            yield task(name, *args, 1)
     finally:
         stop_pool(executor)
 

@@ -44,6 +44,7 @@ import tempfile
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import process as _futures_process
 from typing import Any, Final
 
 import msgspec
@@ -61,6 +62,7 @@ __all__ = [
     "CHUNK_SIZE",
     "MAX_AUTO_WORKERS",
     "PARALLEL_MIN_EVENTS",
+    "POOL_ERRORS",
     "SCRATCH_MIN_BYTES",
     "STAGE1_CHUNK",
     "STAGE1_MAX_CHUNK",
@@ -373,12 +375,47 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+#: What starting a pool, or handing it a task, raises where no process can be started
+#: or the forkserver has died (it then answers with end of file). BrokenProcessPool
+#: is a RuntimeError.
+POOL_ERRORS: Final = (OSError, RuntimeError, EOFError)
+
+
+class _ManagerThread(_futures_process._ExecutorManagerThread):
+    """The pool's manager thread, less a CPython bug (gh-107219; present in 3.11).
+
+    When a worker dies, ``terminate_broken`` sets an exception on every pending
+    task, and raised ``InvalidStateError`` on the first one already cancelled
+    (the caller takes chunks back by cancelling them); it then stopped before
+    terminating the other workers, which lived on, each holding its mapping of
+    the deleted scratch copy, and printed a traceback. Settled tasks are dropped
+    from the pending ones first.
+    """
+
+    def terminate_broken(self, *args: Any) -> None:
+        for work_id, item in list(self.pending_work_items.items()):
+            if item.future.done():
+                del self.pending_work_items[work_id]
+        super().terminate_broken(*args)
+
+
+class _Pool(ProcessPoolExecutor):
+    """A ProcessPoolExecutor whose manager thread is :class:`_ManagerThread`."""
+
+    def _start_executor_manager_thread(self) -> None:
+        super()._start_executor_manager_thread()
+        thread = getattr(self, "_executor_manager_thread", None)
+        if type(thread) is _futures_process._ExecutorManagerThread:
+            # The same object, its methods now looked up in the subclass (no new state).
+            thread.__class__ = _ManagerThread
+
+
 def worker_pool(processes: int) -> ProcessPoolExecutor:
     """A pool of ``processes`` worker processes (:func:`process_context`) that ignore SIGINT.
 
-    Raises ``OSError`` or ``RuntimeError`` where no process can be started.
+    Raises one of :data:`POOL_ERRORS` where no process can be started.
     """
-    return ProcessPoolExecutor(max_workers=processes, mp_context=process_context(), initializer=_ignore_interrupts)
+    return _Pool(max_workers=processes, mp_context=process_context(), initializer=_ignore_interrupts)
 
 
 def stop_pool(executor: ProcessPoolExecutor) -> None:
@@ -426,9 +463,15 @@ def start_verification(
     cache = ParallelCache(Verifier(base.backend), base.cache)
     try:
         executor = worker_pool(workers - 1)
-        cache.submit(executor, backend_name, jobs, chunk_size)
-    except (OSError, RuntimeError):  # no processes here: verify in this one
+    except POOL_ERRORS:  # no processes here: verify in this one
         return base, None, None
+    try:
+        cache.submit(executor, backend_name, jobs, chunk_size)
+    except BaseException as exc:  # what was submitted must not run on
+        executor.shutdown(wait=False, cancel_futures=True)
+        if isinstance(exc, POOL_ERRORS):
+            return base, None, None
+        raise
     return Verifier(base.backend, cache), executor, cache
 
 
@@ -657,14 +700,14 @@ def spawn_helpers(workers: int, backend_name: str) -> ProcessPoolExecutor | None
         return None
     try:
         executor = worker_pool(workers - 1)
-    except (OSError, RuntimeError):  # no processes here: stage 1 runs in this one
+    except POOL_ERRORS:  # no processes here: stage 1 runs in this one
         return None
     try:
         for _ in range(workers - 1):  # one process is started per task submitted while none is idle
             executor.submit(_warm_up, backend_name)
     except BaseException as exc:  # the processes already started must not outlive this
         executor.shutdown(wait=False, cancel_futures=True)
-        if isinstance(exc, (OSError, RuntimeError)):
+        if isinstance(exc, POOL_ERRORS):
             return None
         raise
     return executor
@@ -831,7 +874,7 @@ def start_stage1(
             helpers.submit(index, scratch.path, spans, subject, keyring, backend_name, helpers._out(index))
     except BaseException as exc:
         helpers.close()  # cancels what was submitted, on every way out (an interrupt too)
-        if isinstance(exc, (OSError, RuntimeError)):  # the pool broke, or a process could not start
+        if isinstance(exc, POOL_ERRORS):  # the pool broke, or a process could not start
             return None
         raise
     return helpers

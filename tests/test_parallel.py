@@ -220,6 +220,35 @@ def test_resolve_workers(monkeypatch: pytest.MonkeyPatch, cpus: int, workers: in
     assert parallel.resolve_workers(workers) == expected
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_a_dead_worker_stops_the_others_even_after_tasks_were_taken_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPython 3.11 (gh-107219): the pool tripped over a cancelled task when a worker died
+    (killed by the memory killer, or a signal), printed a traceback, and left the other
+    workers running, each holding its mapping of the bundle's scratch copy."""
+    thread_errors: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: thread_errors.append(args.exc_value))
+    pool = parallel.worker_pool(2)
+    try:
+        running = [pool.submit(time.sleep, 600) for _ in range(2)]
+        queued = [pool.submit(time.sleep, 600) for _ in range(6)]
+        deadline = time.monotonic() + 60
+        while not all(f.running() for f in running) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert queued[-1].cancel()  # taken back, as Stage1Helpers.chunks() takes chunks back
+        workers = list(pool._processes or {})  # type: ignore[attr-defined]
+        assert len(workers) == 2
+        os.kill(workers[0], signal.SIGKILL)
+        while any(map(process_running, workers)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(map(process_running, workers))
+        while not all(f.done() for f in running) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert all(isinstance(f.exception(), BrokenExecutor) for f in running)
+        assert thread_errors == []
+    finally:
+        parallel.stop_pool(pool)
+
+
 def test_a_negative_worker_count_is_refused_before_anything_is_read(tmp_path: Path) -> None:
     for call in (
         partial(parallel.resolve_workers, -1),
@@ -595,7 +624,7 @@ def test_stage1_runs_here_when_no_process_can_be_started(monkeypatch: pytest.Mon
     def no_processes(*args: Any, **kwargs: Any) -> Any:
         raise OSError("no processes here")
 
-    monkeypatch.setattr(parallel, "ProcessPoolExecutor", no_processes)
+    monkeypatch.setattr(parallel, "worker_pool", no_processes)
     monkeypatch.setattr(parallel, "_scratch_root", lambda size: str(tmp_path))
     bundle, _ = build_bundle(60, 8)
     data = json.dumps(bundle).encode()
@@ -804,6 +833,7 @@ class _FailingSecondSubmit(ProcessPoolExecutor):
     """A pool whose second task cannot start a process (as when file descriptors run out)."""
 
     made: ClassVar[list[_FailingSecondSubmit]] = []
+    error: ClassVar[BaseException] = OSError(24, "Too many open files")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -813,16 +843,26 @@ class _FailingSecondSubmit(ProcessPoolExecutor):
     def submit(self, *args: Any, **kwargs: Any) -> Any:
         self.submitted += 1
         if self.submitted == 2:
-            raise OSError(24, "Too many open files")
+            raise self.error
         return super().submit(*args, **kwargs)
 
 
-def test_helpers_that_cannot_all_start_are_shut_down(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(parallel, "ProcessPoolExecutor", _FailingSecondSubmit)
+@pytest.mark.parametrize("error", [OSError(24, "Too many open files"), EOFError()])
+def test_helpers_that_cannot_all_start_are_shut_down(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    """Also when the forkserver has died: it then answers a new process's request with end of file."""
+    monkeypatch.setattr(_FailingSecondSubmit, "error", error)
+    monkeypatch.setattr(parallel, "worker_pool", lambda processes: _FailingSecondSubmit(max_workers=processes))
     _FailingSecondSubmit.made.clear()
     assert parallel.spawn_helpers(3, Verifier().backend.name) is None
     [executor] = _FailingSecondSubmit.made
     assert executor._shutdown_thread  # the helper already started does not outlive the failure
+    _FailingSecondSubmit.made.clear()
+    bundle, _ = build_bundle(60, 9)
+    raw, _model = load_bundle(bundle)
+    ring = KeyRing.from_entries(trusted())
+    assert parallel.start_verification(parallel.signature_jobs(raw["events"], ring), workers=3, chunk_size=4)[1] is None
+    [executor] = _FailingSecondSubmit.made
+    assert executor._shutdown_thread
 
 
 def test_a_copy_that_failed_in_any_way_is_never_used(tmp_path: Path) -> None:
