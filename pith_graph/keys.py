@@ -258,7 +258,8 @@ def reusable_keys(
     if trusted_keys is None or isinstance(trusted_keys, (KeyRing, list, tuple)):
         return trusted_keys
     try:
-        return tuple(trusted_keys)
+        items = iter(trusted_keys)
     except TypeError:
         return trusted_keys  # not iterable: coerce_ring says so
+    return tuple(items)  # what the caller's own iterator raises is the caller's to see
 

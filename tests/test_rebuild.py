@@ -193,3 +193,10 @@ def test_keys_given_as_a_one_shot_iterator_are_read_whole(history: History, alic
     with pytest.raises(TrustError) as caught:
         state(iter([*entries, {"key_id": "broken", "public_key_hex": "zz"}]))
     assert caught.value.code == "bad_key"
+
+    def failing() -> Any:
+        yield from entries
+        raise TypeError("the caller's own source of keys failed")
+
+    with pytest.raises(TypeError):  # never swallowed into a ring of the keys read so far
+        state(failing())
