@@ -393,10 +393,16 @@ class _ManagerThread(_futures_process._ExecutorManagerThread):
     """
 
     def terminate_broken(self, *args: Any) -> None:
-        for work_id, item in list(self.pending_work_items.items()):
-            if item.future.done():
-                del self.pending_work_items[work_id]
-        super().terminate_broken(*args)
+        with contextlib.ExitStack() as held:
+            # Each pending task's lock is held until the pool has failed them all, so that
+            # this process cannot cancel one between the check below and the pool's
+            # set_exception (the pool takes the locks again: they are reentrant).
+            for item in list(self.pending_work_items.values()):
+                held.enter_context(item.future._condition)
+            for work_id, item in list(self.pending_work_items.items()):
+                if item.future.done():
+                    del self.pending_work_items[work_id]
+            super().terminate_broken(*args)
 
 
 class _Pool(ProcessPoolExecutor):
@@ -419,24 +425,32 @@ def worker_pool(processes: int) -> ProcessPoolExecutor:
 
 
 def stop_pool(executor: ProcessPoolExecutor) -> None:
-    """Stop a pool now, without waiting: its queued tasks are cancelled and the
+    """Stop a pool now, without waiting for its tasks: queued ones are cancelled and the
     processes running the others are terminated.
 
     For pools whose tasks may run for long (a whole document each): otherwise the
     interpreter waits for them at exit, after an error or an interrupt. Python
     3.14 has ``terminate_workers``; before it, the pool's own list of processes
-    is the only handle on them.
+    is the only handle on them. A worker terminated halfway through sending its
+    result (a report of a megabyte or more) would leave the pool's manager thread
+    waiting for the rest forever, since this process holds the pipe's write end
+    too, and the interpreter waits for that thread at exit: once the workers are
+    gone, this process's write end is closed, so the thread reads end of file.
     """
-    terminate = getattr(executor, "terminate_workers", None)
     processes = list((getattr(executor, "_processes", None) or {}).values())
+    results = getattr(executor, "_result_queue", None)
     # Cancelling first: the pool then drops its queued tasks before it sees a worker end.
     executor.shutdown(wait=False, cancel_futures=True)
-    if callable(terminate):  # pragma: no cover - Python 3.14
-        terminate()
-        return
     for process in processes:
         with contextlib.suppress(OSError, ValueError):
             process.terminate()
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            process.join()
+    writer = getattr(results, "_writer", None)
+    if processes and writer is not None:
+        with contextlib.suppress(OSError):
+            writer.close()
 
 
 def start_verification(

@@ -154,6 +154,39 @@ def test_an_error_stops_the_other_documents_processes_at_once(tmp_path: Path) ->
     assert not any(map(process_running, pids))  # not after the ten-minute tasks
 
 
+_STOPPED_MID_SEND = """
+import time
+from pith_graph import _cli_verify_many
+
+def task(name, workers):
+    if name == "quick":
+        return "q"
+    if name == "big":  # a large result (a report): sending it takes a while
+        time.sleep(0.3)
+        return "x" * (300 * 1024 * 1024)
+    time.sleep(600)
+    return name
+
+if __name__ == "__main__":
+    outcomes = _cli_verify_many._in_order(task, ["quick", "big", "slow"], 2)
+    print(next(outcomes), flush=True)
+    time.sleep(0.9)  # "big" is being sent back now
+    outcomes.close()
+    print("closed", flush=True)
+"""
+
+
+def test_stopping_while_a_worker_sends_its_result_does_not_hang_the_exit(tmp_path: Path) -> None:
+    """Found in review: a worker terminated halfway through sending its result left the
+    pool's thread waiting for the rest, and the interpreter waited for it at exit."""
+    script = tmp_path / "stopped_mid_send.py"
+    script.write_text(_STOPPED_MID_SEND)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["q", "closed"]
+    assert "Traceback" not in run.stderr
+
+
 def test_state_with_workers_prints_the_same_bytes() -> None:
     result = run("state", "--workers", "2", str(BUNDLE))
     assert result.returncode == 0, result.stderr

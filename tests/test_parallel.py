@@ -19,6 +19,7 @@ import sys
 import threading
 import time
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor
+from concurrent.futures import process as _futures_process
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
@@ -221,12 +222,27 @@ def test_resolve_workers(monkeypatch: pytest.MonkeyPatch, cpus: int, workers: in
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
-def test_a_dead_worker_stops_the_others_even_after_tasks_were_taken_back(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("during", [False, True])
+def test_a_dead_worker_stops_the_others_even_after_tasks_were_taken_back(
+    monkeypatch: pytest.MonkeyPatch, during: bool
+) -> None:
     """CPython 3.11 (gh-107219): the pool tripped over a cancelled task when a worker died
     (killed by the memory killer, or a signal), printed a traceback, and left the other
-    workers running, each holding its mapping of the bundle's scratch copy."""
+    workers running, each holding its mapping of the bundle's scratch copy. ``during``: a
+    task is also taken back while the pool handles the death (made slow here to widen
+    the moment)."""
     thread_errors: list[BaseException | None] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: thread_errors.append(args.exc_value))
+    handling = threading.Event()
+    if during:
+        stock = _futures_process._ExecutorManagerThread.terminate_broken
+
+        def slow(self: Any, *args: Any) -> None:
+            handling.set()
+            time.sleep(0.5)
+            stock(self, *args)
+
+        monkeypatch.setattr(_futures_process._ExecutorManagerThread, "terminate_broken", slow)
     pool = parallel.worker_pool(2)
     try:
         running = [pool.submit(time.sleep, 600) for _ in range(2)]
@@ -238,6 +254,9 @@ def test_a_dead_worker_stops_the_others_even_after_tasks_were_taken_back(monkeyp
         workers = list(pool._processes or {})  # type: ignore[attr-defined]
         assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)
+        if during:
+            assert handling.wait(60)
+            assert not queued[-2].cancel()  # waits for the pool to fail it, rather than racing it
         while any(map(process_running, workers)) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(map(process_running, workers))
