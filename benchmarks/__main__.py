@@ -29,7 +29,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
+from benchmarks import profile
 from benchmarks.generate import DATA_DIR, ensure_bundle, trusted_entries
+from benchmarks.profile import verify_all
 from pith_graph import canonical, ed25519
 from pith_graph.documents import load_bundle
 from pith_graph.ed25519 import Verifier
@@ -80,11 +82,6 @@ def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
         result = fn()
         times.append(time.perf_counter() - start)
     return min(times), result
-
-
-def verify_all(verifier: Verifier, triples: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
-    """The signature bound's loop: every signature, verified, nothing else."""
-    return [verifier.verify(*triple) for triple in triples]
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> float:
@@ -298,6 +295,12 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
             "machine_capacity": min(capacity_before, parallel_capacity(workers)),
         }
         out["parallel_speedup"] = min(ones) / min(manys)
+        # Where the time goes, for the notes on missed targets: one more traced run.
+        out["phases"] = profile.phases(path, ring, workers)
+
+    # The pieces of stage 1, one at a time, and the ceilings they and the phases allow.
+    out["pieces"] = profile.pieces(path.read_bytes(), ring)
+    out["ceilings"] = profile.ceilings(out, default)
 
     # Parse: strict loads (+ typed view) vs the stdlib. Each result is dropped before the
     # next is timed (a parsed 100k bundle is about 3 GB: held beside the next parse, it
@@ -403,6 +406,35 @@ def table(results: dict[str, Any]) -> str:
                 f" {min(q['paired_ratios']):.2f}-{max(q['paired_ratios']):.2f}x;"
                 f" the machine gave {q['machine_capacity']:.2f}x on pure loops)"
             )
+        if "pieces" in r:
+            pc = r["pieces"]
+            signatures = ", ".join(f"{name} {us:.1f}" for name, us in pc["signature_us"].items())
+            lines.append(
+                f"  stage 1 per event (us): signature {signatures}; strict parse {pc['strict_parse_us']:.1f},"
+                f" inspect_event {pc['inspect_event_us']:.1f}, key checks {pc['key_checks_us']:.1f},"
+                f" copy {pc['copy_text_us']:.1f}; floor (bare decode {pc['decode_us']:.1f} + sha256"
+                f" {pc['sha256_us']:.1f}) {pc['floor_us']:.1f}"
+            )
+        ceiling = r.get("ceilings", {})
+        if "backend_ratio" in ceiling:
+            b = ceiling["backend_ratio"]
+            lines.append(
+                f"  backend ratio {b['target']}x needs other work <= {b['other_work_allowed_us']:.1f} us/event;"
+                f" measured {b['other_work_measured_us']:.1f} us; at the floor the ratio would be {b['ratio_at_floor']:.2f}x"
+            )
+        if "phases" in r:
+            ph = r["phases"]
+            lines.append(
+                f"  phases, {ph['workers']} workers: read {_ms(ph['read_s'])}, split {_ms(ph['split_s'])},"
+                f" start helpers {_ms(ph['start_helpers_s'])}, stage 1 {_ms(ph['stage1_s'])}"
+                f" ({ph['events_from_helpers']} events from helpers), stages 2-4 {_ms(ph['stages_2_4_s'])}"
+            )
+        if "parallel_speedup" in ceiling:
+            a = ceiling["parallel_speedup"]
+            lines.append(
+                f"  speed-up ceiling: this process alone {_ms(a['this_process_only_s'])}, machine {a['machine_capacity']:.2f}x"
+                f" -> Amdahl bound {a['amdahl_bound']:.2f}x (stage 1 {_ms(a['stage1_s'])}, even share {_ms(a['even_stage1_share_s'])})"
+            )
         if "warm" in r:
             w = r["warm"]
             lines.append(
@@ -425,8 +457,16 @@ def table(results: dict[str, Any]) -> str:
     for row in results["targets"]:
         status = "n/a" if row["value"] is None else ("MET" if row["met"] else "MISSED")
         value = "-" if row["value"] is None else f"{row['value']:.2f}"
-        lines.append(f"  {row['name']:48} {value:>7} (target {row['direction']} {row['threshold']})  {status}  [{row['size']}]")
+        bound = "" if row.get("ceiling") is None else f"  ceiling {row['ceiling']:.2f}"
+        lines.append(f"  {row['name']:48} {value:>7} (target {row['direction']} {row['threshold']})  {status}  [{row['size']}]{bound}")
     return "\n".join(lines)
+
+
+#: Targets with a measured ceiling (benchmarks.profile.ceilings): figure key -> (section, field).
+_CEILINGS: Final = {
+    "default_vs_cryptography": ("backend_ratio", "ratio_at_floor"),
+    "parallel_speedup": ("parallel_speedup", "amdahl_bound"),
+}
 
 
 def targets(by_size: dict[str, Any]) -> list[dict[str, Any]]:
@@ -438,7 +478,14 @@ def targets(by_size: dict[str, Any]) -> list[dict[str, Any]]:
         size = wanted if wanted in candidates else (max(candidates, key=int) if candidates else None)
         value = None if size is None else by_size[size][key]
         met = None if value is None else (value >= threshold if direction == ">=" else value <= threshold)
-        rows.append({"name": name, "size": size, "value": value, "threshold": threshold, "direction": direction, "met": met})
+        ceiling = None
+        if size is not None and key in _CEILINGS:
+            section, field = _CEILINGS[key]
+            ceiling = by_size[size].get("ceilings", {}).get(section, {}).get(field)
+        rows.append(
+            {"name": name, "size": size, "value": value, "threshold": threshold, "direction": direction, "met": met,
+             "ceiling": ceiling}
+        )
     return rows
 
 

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -36,6 +38,16 @@ def test_harness_runs_on_a_tiny_bundle(tmp_path: Path) -> None:
     pairs = figures["parallel"]
     assert len(pairs["paired_ratios"]) == len(pairs["one_runs_s"]) == len(pairs["many_runs_s"]) == 2
     assert pairs["one_s"] == min(pairs["one_runs_s"]) and "pairs" in run.stdout
+    # The profile behind the notes on missed targets: pieces of stage 1, phases, ceilings.
+    pieces = figures["pieces"]
+    assert pieces["events"] == 40 and set(pieces["signature_us"]) == set(figures["backends"])
+    assert pieces["floor_us"] == pytest.approx(pieces["decode_us"] + pieces["sha256_us"])
+    assert figures["phases"]["workers"] == 2 and figures["phases"]["events_from_helpers"] == 0  # 40 events: serial
+    rows = {t["name"]: t for t in results["targets"]}
+    ceiling = rows["default backend / cryptography-only (10k, serial)"]["ceiling"]
+    if len(figures["backends"]) > 1:
+        assert ceiling == figures["ceilings"]["backend_ratio"]["ratio_at_floor"] > 1 and "floor" in run.stdout
+    assert rows["2 workers / 1 worker (100k)"]["ceiling"] is None  # no helper took part
 
 
 def test_generator_is_deterministic(tmp_path: Path) -> None:
