@@ -54,13 +54,13 @@ def test_backend_ceiling(bench: tuple[ModuleType, ModuleType]) -> None:
     assert "backend_ratio" not in profile.ceilings(only, "nacl")
 
 
-def test_speedup_ceiling(bench: tuple[ModuleType, ModuleType]) -> None:
+def test_speedup_estimate(bench: tuple[ModuleType, ModuleType]) -> None:
     profile, _ = bench
     bound = profile.ceilings(_figures(), "nacl")["parallel_speedup"]
     # Amdahl: 8 s, of which 1 s only here, the rest over a machine giving 2x: 8 / (1 + 7 / 2).
-    assert bound["amdahl_bound"] == pytest.approx(8 / 4.5)
+    assert bound["amdahl_estimate"] == pytest.approx(8 / 4.5)
     assert bound["even_stage1_share_s"] == pytest.approx(3.5)
-    # A rebuild that no helper took part in has no share to spread: no ceiling.
+    # A rebuild that no helper took part in has no share to spread: no estimate.
     serial = _figures(phases={"this_process_only_s": 1.0, "stage1_s": 7.0, "events_from_helpers": 0})
     assert "parallel_speedup" not in profile.ceilings(serial, "nacl")
 
