@@ -49,6 +49,7 @@ __all__ = [
     "canonical_json",
     "canonical_json_parsed",
     "canonical_sha256",
+    "compact_json_parsed",
     "gc_paused",
     "loads",
     "sha256_hex",
@@ -157,6 +158,21 @@ def canonical_json_parsed(obj: Any) -> bytes:
         return _SORTED_ENCODER.encode(obj)
     except TypeError:
         return canonical_json(obj)
+
+
+def compact_json_parsed(obj: Any) -> bytes:
+    """How the registry serialises a document, for a tree produced by :func:`loads`:
+    exactly ``json.dumps(obj, separators=(",", ":"), ensure_ascii=False)`` in UTF-8,
+    key order kept.
+
+    msgspec encodes the float-free trees (byte-identical there, as for
+    :func:`canonical_json_parsed`; about ten times faster on a 100k bundle's
+    state); a :class:`JsonFloat` makes msgspec refuse and the reference rule is used.
+    """
+    try:
+        return _ENCODER.encode(obj)
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def canonical_sha256(obj: Any) -> str:

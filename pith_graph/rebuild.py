@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from itertools import chain
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 
@@ -175,6 +175,15 @@ def rebuild_state(
     return _rebuild_bytes(data, trusted_keys, trust_bundle_keys, count)
 
 
+class Streamed(NamedTuple):
+    """What a streaming rebuild learnt: the state, the split bundle and the keys it trusted."""
+
+    state: State
+    #: The bundle's strictly parsed shell and typed model (``events`` emptied), and its event texts.
+    split: SplitBundle
+    keyring: KeyRing
+
+
 def _rebuild_bytes(
     data: bytes,
     trusted_keys: TrustedKeys,
@@ -186,6 +195,34 @@ def _rebuild_bytes(
     chunk_size: int | None = None,
 ) -> State:
     """rebuild_state of a bundle's bytes with ``count`` processes: streaming, else the full path."""
+    streamed = stream_rebuild(
+        data, trusted_keys, trust_bundle_keys, count, min_events=min_events, min_bytes=min_bytes, chunk_size=chunk_size
+    )
+    if streamed is not None:
+        return streamed.state
+    return rebuild(data, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count)[0].state
+
+
+def stream_rebuild(
+    data: bytes,
+    trusted_keys: TrustedKeys,
+    trust_bundle_keys: bool,
+    count: int,
+    verifier: Verifier | None = None,
+    *,
+    min_events: int = PARALLEL_MIN_EVENTS,
+    min_bytes: int = SCRATCH_MIN_BYTES,
+    chunk_size: int | None = None,
+) -> Streamed | None:
+    """The streaming rebuild of a bundle's bytes with ``count`` processes (resolved), or
+    None when it does not apply or meets any error: the caller then takes :func:`rebuild`,
+    which raises the error the strict parse finds, so that both paths fail alike.
+
+    ``trusted_keys`` must be reusable (:func:`~pith_graph.keys.reusable_keys`): the
+    caller reads them again on the full path. ``verifier`` (default: the process's
+    backend) checks this process's events; helpers use its backend.
+    """
+    verifier = verifier or Verifier()
     # A thread copies the bytes for helpers while this process splits them.
     with scratch_copy(data, count, min_bytes=min_bytes) or contextlib.nullcontext() as scratch:
         split = split_bundle(data)
@@ -194,36 +231,37 @@ def _rebuild_bytes(
         wanted = scratch is not None and split is not None and len(split.events) >= min_events
         executor = None
         try:
-            executor = spawn_helpers(count, Verifier().backend.name) if wanted else None
+            executor = spawn_helpers(count, verifier.backend.name) if wanted else None
             if split is not None:
                 try:
-                    return _rebuild_streaming(
-                        split, trusted_keys, trust_bundle_keys, scratch=scratch, executor=executor,
+                    state, ring = _rebuild_streaming(
+                        split, trusted_keys, trust_bundle_keys, verifier, scratch=scratch, executor=executor,
                         min_events=min_events, chunk_size=chunk_size,
                     )
+                    return Streamed(state, split, ring)
                 except PithGraphError:
-                    pass  # the full path below reports what is wrong, exactly as without streaming
+                    pass  # the full path reports what is wrong, exactly as without streaming
         finally:
             if executor is not None:
                 # Not waiting: helpers that got work were stopped by Stage1Helpers.close().
                 executor.shutdown(wait=False, cancel_futures=True)
-    return rebuild(data, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count)[0].state
+    return None
 
 
 def _rebuild_streaming(
     split: SplitBundle,
     trusted_keys: TrustedKeys,
     trust_bundle_keys: bool,
+    verifier: Verifier,
     *,
     scratch: ScratchCopy | None = None,
     executor: ProcessPoolExecutor | None = None,
     min_events: int = PARALLEL_MIN_EVENTS,
     chunk_size: int | None = None,
-) -> State:
+) -> tuple[State, KeyRing]:
     """rebuild_state over a split bundle; given helpers (``executor``) and a scratch copy of
     the bundle's bytes, the helpers run stage 1 on chunks of events."""
     ring = resolve_keyring(trusted_keys, trust_bundle_keys, split.model)
-    verifier = Verifier()
     subject = split.model.pith_number
     helpers = start_stage1(
         split, scratch, executor, keyring=ring, backend_name=verifier.backend.name, chunk_size=chunk_size, min_events=min_events
@@ -248,7 +286,7 @@ def _rebuild_streaming(
     finally:
         if helpers is not None:
             helpers.close()
-    return state
+    return state, ring
 
 
 _Copy = tuple[msgspec.Raw, Any] | CheckedEvent

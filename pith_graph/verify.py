@@ -11,16 +11,24 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, Final
 
 from pith_graph import codes
-from pith_graph.canonical import canonical_json_parsed
-from pith_graph.documents import Document, DocumentSource, read_document
+from pith_graph.canonical import MAX_DEPTH, canonical_json_parsed, compact_json_parsed, gc_paused, loads
+from pith_graph.documents import (
+    EVENT_DEPTH_OFFSET,
+    Document,
+    DocumentSource,
+    SplitBundle,
+    read_document,
+    source_bytes,
+)
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, TrustError
 from pith_graph.identifiers import derived_aliases, short_pith_number
-from pith_graph.keys import KeyRing, TrustedKey, coerce_ring
+from pith_graph.keys import KeyRing, TrustedKey, coerce_ring, reusable_keys
 from pith_graph.models import (
     MERGE_VERSION,
     Bundle,
@@ -29,9 +37,11 @@ from pith_graph.models import (
     State,
     convert,
 )
-from pith_graph.rebuild import TrustedKeys, rebuild
+from pith_graph.parallel import resolve_workers
+from pith_graph.rebuild import TrustedKeys, rebuild, stream_rebuild
 from pith_graph.records import RecordProblem, check_record, decode_signature
 from pith_graph.report import Problem, Report
+from pith_graph.state import State as MergedState
 
 __all__ = [
     "verify_bundle",
@@ -110,13 +120,46 @@ def _check_key_entries(entries: list[dict[str, Any]], ring: KeyRing) -> list[Pro
     return problems
 
 
-def _bundle_signature_problems(raw: dict[str, Any], bundle: Bundle, ring: KeyRing, verifier: Verifier) -> list[Problem]:
-    """``bundle_sha256`` hashes the bundle without ``bundle_signature``; Ed25519 over its bytes."""
+def _bundle_digest(raw: dict[str, Any]) -> str:
+    """``bundle_sha256``: sha256 of the canonical JSON of the bundle without ``bundle_signature``."""
+    return hashlib.sha256(canonical_json_parsed({k: v for k, v in raw.items() if k != "bundle_signature"})).hexdigest()
+
+
+def _split_bundle_digest(split: SplitBundle) -> str:
+    """:func:`_bundle_digest` of a split bundle, without the parsed tree of every event at once.
+
+    Canonical JSON is compositional: the object is ``{``, its members in key
+    order, ``}``, and the ``events`` member is ``[``, each event's canonical JSON
+    in the bundle's order, ``]``. So the shell's members before and after
+    ``events`` (in the same order as the sort) and each event, parsed and
+    encoded one at a time, hash to the same bytes as the whole document.
+    """
+    body = {k: v for k, v in split.shell.items() if k not in ("bundle_signature", "events")}
+    before = canonical_json_parsed({k: v for k, v in body.items() if k < "events"})[1:-1]
+    after = canonical_json_parsed({k: v for k, v in body.items() if k > "events"})[1:-1]
+    digest = hashlib.sha256(b"{" + before + b"," if before else b"{")
+    digest.update(b'"events":[')
+    with gc_paused():  # acyclic values only (see gc_paused)
+        for index, text in enumerate(split.events):
+            if index:
+                digest.update(b",")
+            digest.update(canonical_json_parsed(loads(bytes(text), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)))
+    digest.update(b"]," + after + b"}" if after else b"]}")
+    return digest.hexdigest()
+
+
+def _bundle_signature_problems(
+    digest_of: Callable[[], str], bundle: Bundle, ring: KeyRing, verifier: Verifier
+) -> list[Problem]:
+    """``bundle_sha256`` hashes the bundle without ``bundle_signature``; Ed25519 over its bytes.
+
+    ``digest_of`` computes it, only for a bundle that is signed.
+    """
     signature = bundle.bundle_signature
     where = "bundle_signature"
     if signature is None:
         return [Problem(codes.P_BUNDLE_SIGNATURE_MISSING, "the bundle is not signed", where, "warning")]
-    digest = hashlib.sha256(canonical_json_parsed({k: v for k, v in raw.items() if k != "bundle_signature"})).hexdigest()
+    digest = digest_of()
     if signature.bundle_sha256 != digest:
         return [Problem(codes.P_BUNDLE_HASH, f"bundle_sha256 should be {digest}", where)]
     if (signature.algorithm, signature.signature_status, signature.signed_message) != BUNDLE_SIGNATURE_V1:
@@ -155,11 +198,6 @@ def _first_difference(expected: Any, actual: Any, path: str = "state") -> str:
     return f"{path}: same values, different bytes (serialisation differs)"
 
 
-def _registry_bytes(obj: Any) -> bytes:
-    """How the registry serialises a document: compact, ensure_ascii=False, key order kept."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def verify_bundle(
     source: DocumentSource | Document,
     *,
@@ -172,17 +210,48 @@ def verify_bundle(
 
     The state is rebuilt with merge-v1 under the caller's trust (default: the
     registry key only) and must equal the embedded state byte for byte.
-    ``workers``: as for :func:`pith_graph.rebuild.rebuild`.
+    ``workers``: as for :func:`pith_graph.rebuild.rebuild_state`. Given bytes or
+    a path, the bundle is verified the way ``rebuild_state`` streams it (the
+    decoded tree of every event is never held at once), unless ``verifier``
+    has a signature cache, which only the full path fills with helpers' verdicts.
     """
+    count = resolve_workers(workers)  # a bad count is the caller's error: raised before any reading
+    trusted_keys = reusable_keys(trusted_keys)  # the full path reads them again after the streaming one
     verifier = verifier or Verifier()
+    data = None if isinstance(source, Document) else source_bytes(source)
+    if data is not None:
+        report = _verify_streamed(data, _name(source), trusted_keys, trust_bundle_keys, verifier, count)
+        if report is not None:
+            return report
     # The same rebuild the library call does (load, trust, merge); the checks below add to it.
     result, bundle, raw, ring = rebuild(
-        _document(source),
+        _document(source if data is None else data),
         trusted_keys=trusted_keys,
         trust_bundle_keys=trust_bundle_keys,
         verifier=verifier,
-        workers=workers,
+        workers=count,
     )
+    return _bundle_report(_name(source), bundle, result.state, ring, verifier, partial(_bundle_digest, raw))
+
+
+def _verify_streamed(
+    data: bytes, name: str, trusted_keys: TrustedKeys, trust_bundle_keys: bool, verifier: Verifier, count: int
+) -> Report | None:
+    """:func:`verify_bundle` over a streaming rebuild; None when that does not apply
+    (not a bundle, anything irregular, any error: the full path then reports it)."""
+    if verifier.cache is not None:
+        return None
+    streamed = stream_rebuild(data, trusted_keys, trust_bundle_keys, count, verifier)
+    if streamed is None:
+        return None
+    split = streamed.split
+    return _bundle_report(name, split.model, streamed.state, streamed.keyring, verifier, partial(_split_bundle_digest, split))
+
+
+def _bundle_report(
+    name: str, bundle: Bundle, state: MergedState, ring: KeyRing, verifier: Verifier, digest_of: Callable[[], str]
+) -> Report:
+    """The checks of :func:`verify_bundle` after the rebuild (``bundle.events`` is not read)."""
     problems: list[Problem] = []
     problems += _problems(
         check_record(
@@ -202,9 +271,8 @@ def verify_bundle(
     if bundle.merge_version != MERGE_VERSION:
         problems.append(Problem(codes.P_MERGE_VERSION, f"merge_version {bundle.merge_version!r} is not {MERGE_VERSION}"))
     problems += _check_key_entries(bundle.public_keys, ring)
-    problems += _bundle_signature_problems(raw, bundle, ring, verifier)
+    problems += _bundle_signature_problems(digest_of, bundle, ring, verifier)
 
-    state = result.state
     for item in state.invalid_events:
         problems.append(Problem(codes.P_INVALID_EVENT, f"event is invalid: {item['reason']}", item["event_id"]))
     for fork in state.equivocations:
@@ -221,13 +289,13 @@ def verify_bundle(
         problems.append(Problem(codes.P_STATE_MISSING, "the bundle embeds no state", "state", "warning"))
     else:
         problems += verify_state(Document(bundle.state, "state")).problems
-        if _registry_bytes(bundle.state) != rebuilt:
+        if compact_json_parsed(bundle.state) != rebuilt:
             problems.append(
                 Problem(codes.P_STATE_MISMATCH, _first_difference(state.to_dict(), bundle.state), "state")
             )
     return Report(
         "bundle",
-        _name(source),
+        name,
         tuple(problems),
         {
             "pith_number": bundle.pith_number,
@@ -334,8 +402,16 @@ def verify_document(
     ``workers``: for a bundle, as for :func:`verify_bundle`. Raises
     :class:`InputError` (code ``not_a_pith_document``) when it is none of them.
     """
-    document = _document(source)
     name = _name(source)
+    data = None if isinstance(source, Document) else source_bytes(source)
+    if data is not None:
+        # A bundle given as bytes or a path streams (verify_bundle); anything else is parsed whole.
+        count = resolve_workers(workers)
+        trusted_keys = reusable_keys(trusted_keys)
+        streamed = _verify_streamed(data, name, trusted_keys, trust_bundle_keys, verifier or Verifier(), count)
+        if streamed is not None:
+            return streamed
+    document = _document(source if data is None else data)
     if document.kind == "bundle":
         report = verify_bundle(
             document, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, verifier=verifier, workers=workers

@@ -21,6 +21,7 @@ from pith_graph.canonical import (
     canonical_json,
     canonical_json_parsed,
     canonical_sha256,
+    compact_json_parsed,
     loads,
 )
 from pith_graph.errors import InputError, PithGraphError
@@ -97,6 +98,13 @@ def test_parsed_text_encodes_like_the_reference(text: str) -> None:
     assert canonical_json_parsed(loads(text)) == expected
     assert canonical_json_parsed(loads(text.encode("utf-8"))) == expected
     assert canonical_json(loads(text)) == expected
+
+
+@pytest.mark.parametrize("text", TRICKY_TEXTS)
+def test_registry_serialisation_of_parsed_text_is_the_reference(text: str) -> None:
+    # The registry's own rule: compact, key order kept, no ASCII escaping.
+    expected = json.dumps(json.loads(text), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert compact_json_parsed(loads(text)) == expected
 
 
 def test_float_spelling_is_pythons_repr_not_msgspecs() -> None:

@@ -585,7 +585,7 @@ def test_an_error_cancels_every_chunk_no_helper_started(monkeypatch: pytest.Monk
     executor = parallel.spawn_helpers(2, Verifier().backend.name)
     with _copy(data) as scratch, pytest.raises(InputError) as caught:
         rebuild_module._rebuild_streaming(
-            split, trusted(), False, scratch=scratch, executor=executor, min_events=0, chunk_size=1
+            split, trusted(), False, Verifier(), scratch=scratch, executor=executor, min_events=0, chunk_size=1
         )
     assert caught.value.code == "duplicate_key"
     [(helpers, queued)] = closed

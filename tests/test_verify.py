@@ -10,10 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from pith_graph import codes
+from pith_graph import verify as verify_module
+from pith_graph.documents import SplitBundle, load_bundle
+from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, VerificationError
+from pith_graph.parallel import MemorySignatureCache
 from pith_graph.testing import History, TestKey, sign_bundle
 from pith_graph.verify import verify_bundle, verify_document, verify_record, verify_state
 
@@ -141,9 +146,43 @@ BUNDLE_CASES: list[tuple[str, Callable[[dict[str, Any]], None], list[str], bool]
 ]
 
 
+#: A bundle as a parsed mapping (the full path), or as bytes or a file (the streaming path).
+BUNDLE_FORMS: dict[str, Callable[[dict[str, Any], Path], Any]] = {
+    "mapping": lambda doc, _: doc,
+    "compact bytes": lambda doc, _: json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(),
+    "indented bytes": lambda doc, _: json.dumps(doc, indent=1, ensure_ascii=False).encode(),
+    "path": lambda doc, tmp: _written(tmp / "bundle.json", json.dumps(doc, ensure_ascii=False)),
+}
+
+
+def _written(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def streamed(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
+    """Records, for each verification that tried the streaming path, whether it applied."""
+    calls: list[bool] = []
+    original = verify_module.stream_rebuild
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        calls.append(result is not None)
+        return result
+
+    monkeypatch.setattr(verify_module, "stream_rebuild", spy)
+    return calls
+
+
+@pytest.mark.parametrize("form", list(BUNDLE_FORMS))
 @pytest.mark.parametrize(("label", "edit", "expected", "ok"), BUNDLE_CASES, ids=[c[0] for c in BUNDLE_CASES])
-def test_bundle_problems(label: str, edit: Callable[[dict[str, Any]], None], expected: list[str], ok: bool) -> None:
-    report = verify_bundle(_bundle_with(edit))
+def test_bundle_problems(
+    label: str, edit: Callable[[dict[str, Any]], None], expected: list[str], ok: bool, form: str, tmp_path: Path,
+    streamed: list[bool],
+) -> None:
+    report = verify_bundle(BUNDLE_FORMS[form](_bundle_with(edit), tmp_path))
+    assert streamed == ([] if form == "mapping" else [True])  # each form took the path it names
     found = [p.code for p in report.problems]
     assert sorted(found) == sorted(expected + ([codes.P_STATE_MISSING] if label.startswith("no embedded") else []))
     assert report.ok is ok
@@ -183,3 +222,64 @@ def test_not_a_document(document: Any, code: str) -> None:
     with pytest.raises(InputError) as raised:
         verify_document(json.dumps(document))
     assert raised.value.code == code
+
+
+def _reference_digest(document: dict[str, Any]) -> str:
+    """bundle_sha256 by the reference rule, with the standard library only."""
+    body = {k: v for k, v in document.items() if k != "bundle_signature"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    "shell",
+    [
+        {},  # events alone
+        {"bundle_type": "b", "canonical_sha256": "c"},  # members before events only
+        {"links": {}, "state": None, "source_aliases": []},  # after only
+        {"event": 1, "eventz": 2, "events0": 3, "Z": [], "é": "x", "bundle_signature": {"k": 1}},  # near "events" in the sort
+        {"a": {"events": []}, "z": [{"events": [1]}], "bundle_signature": None},  # "events" nested too
+    ],
+    ids=["events alone", "before only", "after only", "keys around events", "nested events keys"],
+)
+def test_split_digest_is_the_whole_documents(shell: dict[str, Any]) -> None:
+    events = [{"b": 1, "a": [1.5, 0.1, -2, "é\u2028\\\""]}, {"z": {"y": None, "x": True}}, []]
+    for ordered in (True, False):  # members in the sort's order, or not
+        document = {**shell, "events": events} if ordered else {"events": events, **dict(reversed(list(shell.items())))}
+        data = json.dumps(document, ensure_ascii=False).encode()
+        texts = [json.dumps(e, ensure_ascii=False, indent=1).encode() for e in events]
+        split = SplitBundle({**document, "events": []}, None, [msgspec.Raw(t) for t in texts], memoryview(data), [])  # type: ignore[arg-type]
+        assert verify_module._split_bundle_digest(split) == _reference_digest(document)
+
+
+def test_a_verifier_with_a_cache_takes_the_full_path(streamed: list[bool]) -> None:
+    data = (FIXTURES / "bundle-AG3PAJ22.json").read_bytes()
+    cache = MemorySignatureCache()
+    cached = verify_bundle(data, verifier=Verifier(cache=cache))
+    assert streamed == [] and len(cache) >= 2  # the full path filled the caller's cache
+    plain = verify_bundle(data)
+    assert streamed == [True]
+    assert (cached.problems, cached.facts) == (plain.problems, plain.facts) and plain.ok
+
+
+def test_verify_document_streams_a_bundle_and_reads_the_rest_whole(tmp_path: Path, streamed: list[bool]) -> None:
+    whole = verify_document(seed("bundle-AG3PAJ22.json"))
+    path = tmp_path / "bundle.json"
+    path.write_bytes((FIXTURES / "bundle-AG3PAJ22.json").read_bytes())
+    report = verify_document(path)
+    assert streamed == [True] and report.source == str(path) and report.kind == "bundle"
+    assert (report.problems, report.facts) == (whole.problems, whole.facts) and report.ok
+    record = verify_document(FIXTURES / "record-GFHD7S67.json")  # tried, does not apply: parsed whole
+    assert streamed == [True, False] and record.kind == "record" and record.ok
+
+
+def test_irregular_bundles_fail_as_on_the_full_path(streamed: list[bool]) -> None:
+    text = (FIXTURES / "bundle-AG3PAJ22.json").read_text()
+    duplicated = text.replace('"event_type":', '"event_type":"x","event_type":', 1)  # a duplicate key inside an event
+    deep = text.replace('"payload":{', '"payload":{"deep":' + "[" * 70 + "]" * 70 + ",", 1)  # too deep, inside an event
+    for data in (duplicated.encode(), deep.encode()):
+        with pytest.raises(InputError) as streaming:
+            verify_bundle(data)
+        with pytest.raises(InputError) as whole:
+            load_bundle(data)
+        assert streaming.value.code == whole.value.code and streaming.value.code in (codes.E_DUPLICATE_KEY, codes.E_TOO_DEEP)
+    assert streamed == [False, False]
