@@ -389,6 +389,14 @@ def verify_graph_snapshot(source: DocumentSource | Document) -> Report:
     return Report("graph_snapshot", _name(source), tuple(problems), {"source": source_id, "builder": snapshot.builder_version})
 
 
+def _usable_workers(workers: int | None) -> bool:
+    try:
+        resolve_workers(workers)
+    except InputError:
+        return False
+    return True
+
+
 def verify_document(
     source: DocumentSource | Document,
     *,
@@ -404,11 +412,16 @@ def verify_document(
     """
     name = _name(source)
     data = None if isinstance(source, Document) else source_bytes(source)
-    if data is not None:
-        # A bundle given as bytes or a path streams (verify_bundle); anything else is parsed whole.
-        count = resolve_workers(workers)
+    # A bundle given as bytes or a path streams (verify_bundle); anything else is parsed whole.
+    # A document without an "events" member is no bundle (a cheap test that spares most
+    # other documents the split and the helpers' scratch copy). Only a bundle uses
+    # ``workers``: an unusable count is left for verify_bundle to raise, never raised for
+    # another kind of document.
+    if data is not None and b'"events"' in data and _usable_workers(workers):
         trusted_keys = reusable_keys(trusted_keys)
-        streamed = _verify_streamed(data, name, trusted_keys, trust_bundle_keys, verifier or Verifier(), count)
+        streamed = _verify_streamed(
+            data, name, trusted_keys, trust_bundle_keys, verifier or Verifier(), resolve_workers(workers)
+        )
         if streamed is not None:
             return streamed
     document = _document(source if data is None else data)

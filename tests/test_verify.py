@@ -268,8 +268,10 @@ def test_verify_document_streams_a_bundle_and_reads_the_rest_whole(tmp_path: Pat
     report = verify_document(path)
     assert streamed == [True] and report.source == str(path) and report.kind == "bundle"
     assert (report.problems, report.facts) == (whole.problems, whole.facts) and report.ok
-    record = verify_document(FIXTURES / "record-GFHD7S67.json")  # tried, does not apply: parsed whole
+    record = verify_document(FIXTURES / "record-GFHD7S67.json")  # lists "events" too: tried, does not apply
     assert streamed == [True, False] and record.kind == "record" and record.ok
+    state = verify_document(FIXTURES / "state-SGRHL77B.json")  # no "events" member: not even tried
+    assert streamed == [True, False] and state.kind == "state" and state.ok
 
 
 def test_irregular_bundles_fail_as_on_the_full_path(streamed: list[bool]) -> None:
@@ -283,3 +285,15 @@ def test_irregular_bundles_fail_as_on_the_full_path(streamed: list[bool]) -> Non
             load_bundle(data)
         assert streaming.value.code == whole.value.code and streaming.value.code in (codes.E_DUPLICATE_KEY, codes.E_TOO_DEEP)
     assert streamed == [False, False]
+
+
+def test_workers_concern_bundles_only(streamed: list[bool]) -> None:
+    """An unusable worker count is a usage error for a bundle, and ignored for other documents (found in review)."""
+    record = (FIXTURES / "record-GFHD7S67.json").read_bytes()
+    assert verify_document(record, workers=-1).ok and verify_document(FIXTURES / "state-SGRHL77B.json", workers=-1).ok
+    assert streamed == []  # an unusable count is not tried on the streaming path
+    bundle = (FIXTURES / "bundle-AG3PAJ22.json").read_bytes()
+    for call in (verify_document, verify_bundle):
+        with pytest.raises(InputError) as caught:
+            call(bundle, workers=-1)
+        assert caught.value.code == codes.E_USAGE
