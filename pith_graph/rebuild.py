@@ -215,7 +215,8 @@ def stream_rebuild(
     chunk_size: int | None = None,
 ) -> Streamed | None:
     """The streaming rebuild of a bundle's bytes with ``count`` processes (resolved), or
-    None when it does not apply or meets any error: the caller then takes :func:`rebuild`,
+    None when it does not apply or meets a :class:`~pith_graph.errors.PithGraphError`:
+    the caller then takes :func:`rebuild`,
     which raises the error the strict parse finds, so that both paths fail alike.
 
     ``trusted_keys`` must be reusable (:func:`~pith_graph.keys.reusable_keys`): the

@@ -238,7 +238,7 @@ def _verify_streamed(
     data: bytes, name: str, trusted_keys: TrustedKeys, trust_bundle_keys: bool, verifier: Verifier, count: int
 ) -> Report | None:
     """:func:`verify_bundle` over a streaming rebuild; None when that does not apply
-    (not a bundle, anything irregular, any error: the full path then reports it)."""
+    (not a bundle, anything irregular, an input error: the full path then reports it)."""
     if verifier.cache is not None:
         return None
     streamed = stream_rebuild(data, trusted_keys, trust_bundle_keys, count, verifier)
@@ -413,10 +413,10 @@ def verify_document(
     name = _name(source)
     data = None if isinstance(source, Document) else source_bytes(source)
     # A bundle given as bytes or a path streams (verify_bundle); anything else is parsed whole.
-    # A document without an "events" member is no bundle (a cheap test that spares most
-    # other documents the split and the helpers' scratch copy). Only a bundle uses
-    # ``workers``: an unusable count is left for verify_bundle to raise, never raised for
-    # another kind of document.
+    # Only text that names an "events" member is tried, a cheap test that spares most other
+    # documents the split and the helpers' scratch copy (a bundle that escapes the name
+    # takes the full path, with the same report). Only a bundle uses ``workers``: an
+    # unusable count is left for verify_bundle to raise, never raised for another kind.
     if data is not None and b'"events"' in data and _usable_workers(workers):
         trusted_keys = reusable_keys(trusted_keys)
         streamed = _verify_streamed(
