@@ -31,7 +31,6 @@ from typing import Any, Final
 
 from benchmarks import profile
 from benchmarks.generate import DATA_DIR, ensure_bundle, trusted_entries
-from benchmarks.profile import verify_all
 from pith_graph import canonical, ed25519
 from pith_graph.documents import load_bundle
 from pith_graph.ed25519 import Verifier
@@ -237,7 +236,7 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
     out["signatures"] = len(triples)
     out["backends"] = {}
     for name in ed25519.available_backends():
-        t_bound = timed(partial(verify_all, Verifier(name), triples), repeat)
+        t_bound = timed(partial(profile.verify_all, Verifier(name), triples), repeat)
         # Serial: one process does everything. Default: rebuild_state's own choice (helper
         # processes above PARALLEL_MIN_EVENTS, one per CPU up to MAX_AUTO_WORKERS),
         # with the backend as the process default.
@@ -299,7 +298,7 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
         out["phases"] = profile.phases(path, ring, workers)
 
     # The pieces of stage 1, one at a time, and the ceilings they and the phases allow.
-    out["pieces"] = profile.pieces(path.read_bytes(), ring)
+    out["pieces"] = profile.pieces(path.read_bytes(), ring, triples=triples)  # the pre-pass above, not a second one
     out["ceilings"] = profile.ceilings(out, default)
 
     # Parse: strict loads (+ typed view) vs the stdlib. Each result is dropped before the
