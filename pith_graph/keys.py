@@ -25,6 +25,7 @@ __all__ = [
     "REGISTRY_PUBLIC_KEY_HEX",
     "KeyRing",
     "TrustedKey",
+    "TrustedKeys",
     "coerce_ring",
     "reusable_keys",
 ]
@@ -225,7 +226,12 @@ class KeyRing:
         return f"KeyRing({list(self._keys)!r})"
 
 
-def coerce_ring(trusted_keys: KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None) -> KeyRing:
+#: What every ``trusted_keys=`` argument accepts: a ring, key entries (JSON objects or
+#: :class:`TrustedKey`), or None for the registry key alone.
+TrustedKeys = KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None
+
+
+def coerce_ring(trusted_keys: TrustedKeys) -> KeyRing:
     """Turn the public ``trusted_keys=`` argument into a ring (None: the registry ring).
 
     Raises :class:`~pith_graph.errors.TrustError` (``bad_key``) for an unusable

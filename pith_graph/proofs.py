@@ -27,10 +27,10 @@ from pith_graph.documents import Document, DocumentSource, read_json
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, TrustError
 from pith_graph.events import check_event
-from pith_graph.keys import KeyRing, TrustedKey
+from pith_graph.keys import KeyRing, TrustedKey, TrustedKeys
 from pith_graph.merge import MergeResult
 from pith_graph.models import PROOF_TYPE, EquivocationProof
-from pith_graph.rebuild import TrustedKeys, rebuild
+from pith_graph.rebuild import rebuild
 from pith_graph.report import Problem
 
 __all__ = ["PROOF_VERSION", "make_proofs", "proofs_from_result", "verify_proof"]

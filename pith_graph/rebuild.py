@@ -7,7 +7,7 @@ decide which keys are trusted, merge.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from itertools import chain
@@ -28,7 +28,7 @@ from pith_graph.documents import (
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import PithGraphError, TrustError
 from pith_graph.events import CheckedEvent, inspect_event, unit_id
-from pith_graph.keys import KeyRing, TrustedKey, coerce_ring, reusable_keys
+from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring, reusable_keys
 from pith_graph.merge import MergeResult, merge_checked, merge_copies
 from pith_graph.models import Bundle
 from pith_graph.parallel import (
@@ -48,10 +48,7 @@ from pith_graph.parallel import (
 )
 from pith_graph.state import State
 
-__all__ = ["TrustedKeys", "rebuild", "rebuild_state", "resolve_keyring"]
-
-TrustedKeys = KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None
-
+__all__ = ["rebuild", "rebuild_state", "resolve_keyring"]
 
 def resolve_keyring(trusted_keys: TrustedKeys, trust_bundle_keys: bool, bundle: Bundle) -> KeyRing:
     """The keys a rebuild trusts: the caller's (default: the registry key), plus the

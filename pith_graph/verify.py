@@ -28,7 +28,7 @@ from pith_graph.documents import (
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, TrustError
 from pith_graph.identifiers import derived_aliases, short_pith_number
-from pith_graph.keys import KeyRing, TrustedKey, coerce_ring, reusable_keys
+from pith_graph.keys import KeyRing, TrustedKey, TrustedKeys, coerce_ring, reusable_keys
 from pith_graph.models import (
     MERGE_VERSION,
     Bundle,
@@ -38,7 +38,7 @@ from pith_graph.models import (
     convert,
 )
 from pith_graph.parallel import resolve_workers
-from pith_graph.rebuild import TrustedKeys, rebuild, stream_rebuild
+from pith_graph.rebuild import rebuild, stream_rebuild
 from pith_graph.records import RecordProblem, check_record, decode_signature
 from pith_graph.report import Problem, Report
 from pith_graph.state import State as MergedState

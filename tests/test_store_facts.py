@@ -25,7 +25,8 @@ from pith_graph.errors import StoreError
 from pith_graph.events import EventFacts, check_event, inspect_event
 from pith_graph.keys import KeyRing
 from pith_graph.rebuild import rebuild_state
-from pith_graph.store import FACTS_RULE, EventRow, EventStore, FactsRow, _ring_id
+from pith_graph.store import FACTS_RULE, EventRow, EventStore, FactsRow
+from pith_graph.store._facts import ring_id as _ring_id
 from pith_graph.testing import History, TestKey, resign
 
 #: The schema a v1 store was created with (pith_graph before event_facts), kept
@@ -396,11 +397,11 @@ def test_concurrent_lazy_fills_keep_the_first_row(tmp_path: Path, history: Histo
         # Both read the rows before either writes their facts back (INSERT OR IGNORE).
         rows_a, _ = a.backend.copies(history.subject)
         rows_b, _ = b.backend.copies(history.subject)
-        assert all(row[7] is not None for row in rows_a + rows_b)  # bodies: the facts are missing
+        assert all(row.missing_body is not None for row in rows_a + rows_b)  # bodies: the facts are missing
         expected = rebuild_state(history.bundle(events[1:], aliases=[]), trusted_keys=history.trusted()).to_json()
         assert a.state(history.subject, trusted_keys=history.trusted()).to_json() == expected
         late = [
-            (row[0], FactsRow.inspected(history.subject, EventRow(history.subject, row[1], row[2], row[7])))
+            (row.seq, FactsRow.inspected(history.subject, EventRow(history.subject, row.unit_id, row.digest, row.missing_body)))
             for row in rows_b
         ]
         b.backend.add_facts(late)  # the slower writer: ignored, no error
