@@ -28,8 +28,8 @@ SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
 def cmd_vectors_write(args: argparse.Namespace) -> int:
     """``vectors write DIR``: (re)generate the corpus, byte-deterministically."""
-    # Imported on use: pith_graph.vectors derives its signing keys at import time.
-    from pith_graph.vectors import write_corpus
+    # Imported on use: pith_graph.conformance derives its signing keys at import time.
+    from pith_graph.conformance.corpus import write_corpus
 
     entries = write_corpus(Path(args.dir), fixtures=Path(args.fixtures) if args.fixtures else None)
     print(f"{args.dir}: {len(entries)} cases written")
@@ -38,7 +38,7 @@ def cmd_vectors_write(args: argparse.Namespace) -> int:
 
 def cmd_vectors_run(args: argparse.Namespace) -> int:
     """``vectors run DIR --impl 'COMMAND'``: run an implementation on every case."""
-    from pith_graph.conformance import format_results, run_vectors
+    from pith_graph.conformance.runner import format_results, run_vectors
 
     results = run_vectors(Path(args.dir), args.impl, timeout=args.timeout, only=args.case or None, jobs=args.jobs)
     lines = format_results(results)
@@ -101,7 +101,7 @@ def register(subparsers: Any) -> None:
     vsub = vectors.add_subparsers(dest="vectors_command", required=True)
     write = vsub.add_parser("write", help="generate the corpus into DIR (byte-deterministic)")
     write.add_argument("dir", metavar="DIR")
-    write.add_argument("--fixtures", metavar="DIR", help="where the registry bundle and speccheck cases are (default: tests/fixtures)")
+    write.add_argument("--fixtures", metavar="DIR", help="where the registry bundle and speccheck cases are (default: the copies shipped in pith_graph/conformance/inputs)")
     write.set_defaults(func=cmd_vectors_write)
     run = vsub.add_parser("run", help="run an implementation on every case of the corpus in DIR")
     run.add_argument("dir", metavar="DIR")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pith_graph.conformance import Scenario, stream_of
 from pith_graph.rebuild import rebuild_state
 from pith_graph.state import State
-from pith_graph.vectors import Scenario, stream_of
 
 
 def rebuild(scenario: Scenario, events: Sequence[Any]) -> State:

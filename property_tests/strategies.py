@@ -1,8 +1,8 @@
 """Hypothesis strategies: realistic signed histories of one subject and their mutations.
 
-Keys are the fixed test keys of :mod:`pith_graph.vectors` (created once at
+Keys are the fixed test keys of :mod:`pith_graph.conformance` (created once at
 import; every signature is real). The mutation builders live in
-:mod:`pith_graph.vectors` too, because the corpus writer uses them at run time;
+:mod:`pith_graph.conformance` too, because the corpus writer uses them at run time;
 here they are only drawn.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from pith_graph.vectors import MUTATIONS, SIGNERS, Outcome, Scenario, StreamSpec, build_scenario
+from pith_graph.conformance import MUTATIONS, SIGNERS, Outcome, Scenario, StreamSpec, build_scenario
 
 #: Stream kinds a subject's history holds: (event_type, targets it may use).
 _KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (

@@ -7,8 +7,8 @@ import copy
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pith_graph.conformance import SIGNERS, Scenario, timestamp
 from pith_graph.testing import make_event
-from pith_graph.vectors import SIGNERS, Scenario, timestamp
 from property_tests.helpers import applied_outside, rebuild, streams_by_id
 from property_tests.strategies import mutated, scenarios
 

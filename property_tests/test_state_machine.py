@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from pith_graph.canonical import canonical_json, loads
+from pith_graph.conformance import SIGNERS, StreamSpec, build_scenario, stream_of, timestamp
 from pith_graph.keys import KeyRing
 from pith_graph.merge import merge
 from pith_graph.rebuild import rebuild_state
 from pith_graph.testing import make_event
-from pith_graph.vectors import SIGNERS, StreamSpec, build_scenario, stream_of, timestamp
 
 SCENARIO = build_scenario([StreamSpec(1, "graph_snapshot", "graph", [{"graph_snapshot": {"n": 0}}])])
 RING = KeyRing.from_entries(SCENARIO.trusted())

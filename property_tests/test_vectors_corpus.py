@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 from pith_graph import codes
-from pith_graph.vectors import CASE_FILES, write_corpus
+from pith_graph.conformance import CASE_FILES, corpus_path, default_fixtures, write_corpus
 
-CORPUS = Path(__file__).parent / "vectors"
+CORPUS = corpus_path()
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -19,9 +19,9 @@ def _tree(root: Path) -> dict[str, bytes]:
 def test_regenerating_the_corpus_changes_nothing(tmp_path: Path) -> None:
     write_corpus(tmp_path)
     fresh, committed = _tree(tmp_path), _tree(CORPUS)
-    assert sorted(fresh) == sorted(committed), "run: pith-graph vectors write property_tests/vectors"
+    assert sorted(fresh) == sorted(committed), "run: pith-graph vectors write pith_graph/conformance/vectors"
     stale = [name for name in fresh if fresh[name] != committed[name]]
-    assert stale == [], "run: pith-graph vectors write property_tests/vectors"
+    assert stale == [], "run: pith-graph vectors write pith_graph/conformance/vectors"
 
 
 def test_the_index_lists_every_folder_with_its_files() -> None:
@@ -63,7 +63,7 @@ def test_the_large_case_holds_1000_events() -> None:
 
 
 def test_the_registry_case_is_the_registry_bundle_byte_for_byte() -> None:
-    fixture = Path(__file__).parent.parent / "tests" / "fixtures" / "bundle-AG3PAJ22.json"
+    fixture = default_fixtures() / "bundle-AG3PAJ22.json"
     copied = CORPUS / "registry-bundle-AG3PAJ22" / "bundle.json"
     assert hashlib.sha256(copied.read_bytes()).digest() == hashlib.sha256(fixture.read_bytes()).digest()
     expected = json.loads((copied.parent / "expected.json").read_text(encoding="utf-8"))

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from pith_graph._cli_vectors import register
-from pith_graph.conformance import first_difference, format_results, run_vectors
+from pith_graph.conformance import corpus_path, first_difference, format_results, run_vectors
 from pith_graph.errors import InputError
 
 ROOT = Path(__file__).parent.parent
-CORPUS = ROOT / "property_tests" / "vectors"
+CORPUS = corpus_path()
 OUR_CLI = [sys.executable, "-m", "pith_graph", "state", "--trusted-keys"]
 BROKEN = [sys.executable, str(ROOT / "property_tests" / "broken_impl.py")]
 

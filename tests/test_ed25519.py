@@ -23,13 +23,14 @@ from hypothesis import strategies as st
 
 from pith_graph import _edwards, codes, ed25519, rebuild_state
 from pith_graph._edwards import decode, encode_y, point_add, point_equal, point_mul
+from pith_graph.conformance import corpus_path, default_fixtures
 from pith_graph.documents import load_bundle
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.keys import KeyRing
 from pith_graph.merge import merge
 from pith_graph.testing import TestKey
 
-FIXTURE = Path(__file__).parent / "fixtures" / "ed25519-speccheck-cases.json"
+FIXTURE = default_fixtures() / "ed25519-speccheck-cases.json"  # an input of the conformance corpus
 CASES = json.loads(FIXTURE.read_text())
 # Both are test dependencies (pyproject "test" extra): a missing one fails these tests
 # rather than silently leaving a backend, or the reason for the pinned rule, untested.
@@ -149,7 +150,7 @@ def test_raw_libraries_disagree_without_the_pinned_prechecks() -> None:
 
 
 # --- the corpus's Ed25519 cases ------------------------------------------------------
-CORPUS = Path(__file__).parent.parent / "property_tests" / "vectors"
+CORPUS = corpus_path()
 EDGE_CASES = sorted(p.name for p in CORPUS.iterdir() if p.name.startswith("ed25519-"))
 
 

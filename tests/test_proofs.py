@@ -15,10 +15,11 @@ import pytest
 
 from pith_graph import codes
 from pith_graph._cli_vectors import register
+from pith_graph.conformance import SIGNERS, StreamSpec, build_scenario
+from pith_graph.conformance.mutations import fork, fork_record_created
 from pith_graph.proofs import make_proofs, verify_proof
 from pith_graph.store import EventStore
 from pith_graph.testing import TestKey
-from pith_graph.vectors import SIGNERS, StreamSpec, build_scenario, fork, fork_record_created
 
 SCENARIO = build_scenario([
     StreamSpec(1, "graph_snapshot", "graph", [{"graph_snapshot": {"v": 1, "ratio": 0.1, "big": 1e16}}, {"graph_snapshot": {"v": 2}}]),

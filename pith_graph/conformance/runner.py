@@ -23,9 +23,9 @@ from typing import Any, Final
 
 from pith_graph import codes
 from pith_graph.canonical import loads
+from pith_graph.conformance.corpus import EXPECTED_KEYS
 from pith_graph.documents import read_json
 from pith_graph.errors import InputError
-from pith_graph.vectors import EXPECTED_KEYS
 
 __all__ = ["DEFAULT_TIMEOUT", "CaseResult", "first_difference", "format_results", "run_vectors"]
 
