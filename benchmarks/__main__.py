@@ -32,12 +32,12 @@ from typing import Any, Final
 from benchmarks import profile
 from benchmarks.generate import DATA_DIR, ensure_bundle, trusted_entries
 from pith_graph import canonical, ed25519
+from pith_graph._parallel.signatures import MemorySignatureCache, prepass_jobs, signature_jobs
 from pith_graph.documents import load_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.events import content_bytes
 from pith_graph.keys import KeyRing
 from pith_graph.merge import merge_checked
-from pith_graph.parallel import MemorySignatureCache, prepass_jobs, signature_jobs
 from pith_graph.rebuild import rebuild_state
 
 DEFAULT_SIZES: Final = (1000, 10_000, 100_000)

@@ -15,6 +15,10 @@ from typing import Any, NamedTuple
 
 import msgspec
 
+from pith_graph._parallel.pool import PARALLEL_MIN_EVENTS, resolve_workers
+from pith_graph._parallel.scratch import SCRATCH_MIN_BYTES, ScratchCopy, scratch_copy
+from pith_graph._parallel.signatures import ParallelCache, parallel_verifier, prepass_jobs, start_verification
+from pith_graph._parallel.stage1 import STAGE1_CHUNK, Stage1Helpers, spawn_helpers, start_stage1
 from pith_graph.canonical import MAX_DEPTH, gc_paused, loads
 from pith_graph.documents import (
     EVENT_DEPTH_OFFSET,
@@ -31,21 +35,6 @@ from pith_graph.events import CheckedEvent, inspect_event, unit_id
 from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring, reusable_keys
 from pith_graph.merge import MergeResult, merge_checked, merge_copies
 from pith_graph.models import Bundle
-from pith_graph.parallel import (
-    PARALLEL_MIN_EVENTS,
-    SCRATCH_MIN_BYTES,
-    STAGE1_CHUNK,
-    ParallelCache,
-    ScratchCopy,
-    Stage1Helpers,
-    parallel_verifier,
-    prepass_jobs,
-    resolve_workers,
-    scratch_copy,
-    spawn_helpers,
-    start_stage1,
-    start_verification,
-)
 from pith_graph.state import State
 
 __all__ = ["rebuild", "rebuild_state", "resolve_keyring"]
@@ -77,12 +66,12 @@ def rebuild(
 
     ``workers``: processes that verify signatures, this one included (1:
     serial; 0: one per CPU; None: one per CPU up to
-    :data:`~pith_graph.parallel.MAX_AUTO_WORKERS`; never more than the CPUs;
+    :data:`~pith_graph._parallel.pool.MAX_AUTO_WORKERS`; never more than the CPUs;
     negative: :class:`~pith_graph.errors.InputError`). Bundles below
-    :data:`~pith_graph.parallel.PARALLEL_MIN_EVENTS` events stay serial. Given
+    :data:`~pith_graph._parallel.pool.PARALLEL_MIN_EVENTS` events stay serial. Given
     bytes or a path, helper processes start on a lenient pre-pass of the bytes
     and verify while this process parses and merges. The result is identical
-    either way (see :mod:`pith_graph.parallel`).
+    either way (see :mod:`pith_graph._parallel`).
     """
     count = resolve_workers(workers)
     trusted_keys = reusable_keys(trusted_keys)  # read by the helpers' pre-pass, then by the merge
@@ -153,14 +142,14 @@ def rebuild_state(
     ``workers``: processes that rebuild, this one included (default: one per
     CPU, at most 4; 0: one per CPU; 1: serial; never more than the CPUs; negative:
     :class:`~pith_graph.errors.InputError`); bundles below
-    :data:`~pith_graph.parallel.PARALLEL_MIN_EVENTS` events stay serial.
+    :data:`~pith_graph._parallel.pool.PARALLEL_MIN_EVENTS` events stay serial.
 
     Given bytes or a path, events are parsed, checked and dropped one at a
     time (:func:`pith_graph.documents.split_bundle`), so the decoded tree of
     the whole bundle is never held; with helpers, they run stage 1 (strict
     parse, checks, signatures) on chunks of events from the back while this
     process works from the front and merges
-    (:func:`pith_graph.parallel.start_stage1`). Anything irregular takes the
+    (:func:`pith_graph._parallel.stage1.start_stage1`). Anything irregular takes the
     :func:`rebuild` path, which raises the error the strict parse finds. The
     result is identical either way.
     """

@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, Final
 
 from pith_graph import codes
+from pith_graph._parallel.pool import resolve_workers
 from pith_graph.canonical import MAX_DEPTH, canonical_json_parsed, compact_json_parsed, gc_paused, loads
 from pith_graph.documents import (
     EVENT_DEPTH_OFFSET,
@@ -37,7 +38,6 @@ from pith_graph.models import (
     State,
     convert,
 )
-from pith_graph.parallel import resolve_workers
 from pith_graph.rebuild import rebuild, stream_rebuild
 from pith_graph.records import RecordProblem, check_record, decode_signature
 from pith_graph.report import Problem, Report

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pith_graph import _cli_verify_many
+from pith_graph._parallel import many
 from pith_graph.testing import History, TestKey, process_running
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -125,7 +125,7 @@ def _dies_in_a_worker(name: str, caller: int, workers: int) -> str:
 
 def test_documents_a_dead_worker_left_are_verified_here() -> None:
     names = ["a", "crash", "b", "c", "d"]
-    outcomes = list(_cli_verify_many._in_order(_dies_in_a_worker, names, 2, os.getpid()))
+    outcomes = list(many._in_order(_dies_in_a_worker, names, 2, os.getpid()))
     assert [o.split()[0] for o in outcomes] == names
     assert outcomes[1] == "crash here 1"
 
@@ -142,7 +142,7 @@ def _runs_long(name: str, directory: str, workers: int) -> str:
 def test_an_error_stops_the_other_documents_processes_at_once(tmp_path: Path) -> None:
     """verify stops at the first document it cannot read: the others, possibly large, are
     not waited for."""
-    outcomes = _cli_verify_many._in_order(_runs_long, ["quick", "slow-1", "slow-2", "slow-3"], 2, str(tmp_path))
+    outcomes = many._in_order(_runs_long, ["quick", "slow-1", "slow-2", "slow-3"], 2, str(tmp_path))
     assert next(outcomes) == "quick"
     deadline = time.monotonic() + 120
     while len(list(tmp_path.glob("slow-*"))) < 2 and time.monotonic() < deadline:
@@ -156,7 +156,7 @@ def test_an_error_stops_the_other_documents_processes_at_once(tmp_path: Path) ->
 
 _STOPPED_MID_SEND = """
 import time
-from pith_graph import _cli_verify_many
+from pith_graph._parallel import many
 
 def task(name, workers):
     if name == "quick":
@@ -168,7 +168,7 @@ def task(name, workers):
     return name
 
 if __name__ == "__main__":
-    outcomes = _cli_verify_many._in_order(task, ["quick", "big", "slow"], 2)
+    outcomes = many._in_order(task, ["quick", "big", "slow"], 2)
     print(next(outcomes), flush=True)
     time.sleep(0.9)  # "big" is being sent back now
     outcomes.close()

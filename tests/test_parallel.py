@@ -26,7 +26,10 @@ from typing import Any, ClassVar
 
 import pytest
 
-from pith_graph import codes, parallel
+from pith_graph import codes
+from pith_graph._parallel import pool as pooling
+from pith_graph._parallel import scratch as scratching
+from pith_graph._parallel import signatures, stage1
 from pith_graph.canonical import loads
 from pith_graph.documents import SplitBundle, load_bundle, split_bundle
 from pith_graph.ed25519 import Verifier
@@ -99,7 +102,7 @@ def test_parallel_merge_equals_serial(seed: int) -> None:
     raw, _model = load_bundle(bundle)
     ring = KeyRing.from_entries(trusted())
     serial = merge_with(raw, ring, Verifier())
-    verifier, executor, cache = parallel.parallel_verifier(raw["events"], ring, workers=2, min_events=0, chunk_size=16)
+    verifier, executor, cache = signatures.parallel_verifier(raw["events"], ring, workers=2, min_events=0, chunk_size=16)
     assert executor is not None and cache is not None
     try:
         par = merge_with(raw, ring, verifier)
@@ -114,22 +117,22 @@ def test_parallel_merge_equals_serial(seed: int) -> None:
 
 
 def test_rebuild_state_with_workers_equals_serial_on_a_large_bundle() -> None:
-    bundle, _ = build_bundle(parallel.PARALLEL_MIN_EVENTS, 7)
-    assert len(bundle["events"]) >= parallel.PARALLEL_MIN_EVENTS
+    bundle, _ = build_bundle(pooling.PARALLEL_MIN_EVENTS, 7)
+    assert len(bundle["events"]) >= pooling.PARALLEL_MIN_EVENTS
     serial = rebuild_state(bundle, trusted_keys=trusted(), workers=1)
     par = rebuild_state(bundle, trusted_keys=trusted(), workers=2)
     assert par.to_json() == serial.to_json()
     # Given bytes, helpers run stage 1 on chunks of the unparsed events (the streaming path).
     data = json.dumps(bundle).encode()
-    assert parallel.prepass_jobs(data, KeyRing.from_entries(trusted())) is not None
+    assert signatures.prepass_jobs(data, KeyRing.from_entries(trusted())) is not None
     assert rebuild_state(data, trusted_keys=trusted(), workers=2).to_json() == serial.to_json()
     assert rebuild_state(data, trusted_keys=trusted()).to_json() == serial.to_json()  # the default
     assert par.invalid_event_count > 0 and par.equivocation_count > 0
     # Through rebuild(): the caller's cache (the store's warm path) learns every worker verdict.
-    inner = parallel.MemorySignatureCache()
+    inner = signatures.MemorySignatureCache()
     result, _model, raw, ring = rebuild(bundle, trusted_keys=trusted(), verifier=Verifier(cache=inner), workers=2)
     assert result.state.to_json() == serial.to_json()
-    assert len(inner) >= len(parallel.signature_jobs(raw["events"], ring))
+    assert len(inner) >= len(signatures.signature_jobs(raw["events"], ring))
 
 
 def test_both_backends_in_workers_agree() -> None:
@@ -137,8 +140,8 @@ def test_both_backends_in_workers_agree() -> None:
     raw, _model = load_bundle(bundle)
     ring = KeyRing.from_entries(trusted())
     expected = outcome(merge_with(raw, ring, Verifier("cryptography")))
-    for name in parallel.ed25519.available_backends():
-        verifier, executor, _cache = parallel.parallel_verifier(
+    for name in stage1.ed25519.available_backends():
+        verifier, executor, _cache = signatures.parallel_verifier(
             raw["events"], ring, workers=2, min_events=0, verifier=Verifier(name)
         )
         assert executor is not None
@@ -152,7 +155,7 @@ def test_small_bundles_stay_serial() -> None:
     bundle, _ = build_bundle(10, 5)
     raw, _model = load_bundle(bundle)
     ring = KeyRing.from_entries(trusted())
-    verifier, executor, cache = parallel.parallel_verifier(raw["events"], ring, workers=2)
+    verifier, executor, cache = signatures.parallel_verifier(raw["events"], ring, workers=2)
     assert executor is None and cache is None and verifier.cache is None
 
 
@@ -160,8 +163,8 @@ def test_drain_hands_every_verdict_to_inner() -> None:
     bundle, _ = build_bundle(40, 8)
     raw, _model = load_bundle(bundle)
     ring = KeyRing.from_entries(trusted())
-    inner = parallel.MemorySignatureCache()
-    _verifier, executor, cache = parallel.parallel_verifier(
+    inner = signatures.MemorySignatureCache()
+    _verifier, executor, cache = signatures.parallel_verifier(
         raw["events"], ring, workers=2, min_events=0, verifier=Verifier(cache=inner)
     )
     assert executor is not None and cache is not None
@@ -169,7 +172,7 @@ def test_drain_hands_every_verdict_to_inner() -> None:
         cache.drain()
     finally:
         executor.shutdown()
-    jobs = parallel.signature_jobs(raw["events"], ring)
+    jobs = signatures.signature_jobs(raw["events"], ring)
     assert len(inner) == len(jobs) > 0
     # Every recorded verdict is the serial pinned verdict.
     plain = Verifier()
@@ -189,7 +192,7 @@ def test_signature_jobs_skip_unreadable_and_untrusted_events() -> None:
         {**good, "content_sha256": "zz" * 32},
         {**good, "signature": {**good["signature"], "signature_b64": base64.b64encode(b"short").decode()}},
     ]
-    jobs = parallel.signature_jobs([good, good, untrusted, *garbage], ring)
+    jobs = signatures.signature_jobs([good, good, untrusted, *garbage], ring)
     assert jobs == [
         (key.public_key, base64.b64decode(good["signature"]["signature_b64"]), bytes.fromhex(good["content_sha256"]))
     ]
@@ -199,15 +202,15 @@ def test_signature_jobs_skip_unreadable_and_untrusted_events() -> None:
 def _two_cpus_at_least(monkeypatch: pytest.MonkeyPatch) -> None:
     """The parallel paths under test need ``workers=2`` honoured on a one-CPU machine
     too (resolve_workers caps a count at the usable CPUs)."""
-    real = parallel.usable_cpus()
-    monkeypatch.setattr(parallel, "usable_cpus", lambda: max(real, 2))
+    real = pooling.usable_cpus()
+    monkeypatch.setattr(pooling, "usable_cpus", lambda: max(real, 2))
 
 
 @pytest.mark.parametrize(
     ("cpus", "workers", "expected"),
     [
         (2, None, 2),
-        (8, None, parallel.MAX_AUTO_WORKERS),
+        (8, None, pooling.MAX_AUTO_WORKERS),
         (8, 0, 8),
         (2, 0, 2),
         (8, 1, 1),
@@ -217,8 +220,8 @@ def _two_cpus_at_least(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_resolve_workers(monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int | None, expected: int) -> None:
-    monkeypatch.setattr(parallel, "usable_cpus", lambda: cpus)
-    assert parallel.resolve_workers(workers) == expected
+    monkeypatch.setattr(pooling, "usable_cpus", lambda: cpus)
+    assert pooling.resolve_workers(workers) == expected
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
@@ -243,7 +246,7 @@ def test_a_dead_worker_stops_the_others_even_after_tasks_were_taken_back(
             stock(self, *args)
 
         monkeypatch.setattr(_futures_process._ExecutorManagerThread, "terminate_broken", slow)
-    pool = parallel.worker_pool(2)
+    pool = pooling.worker_pool(2)
     try:
         running = [pool.submit(time.sleep, 600) for _ in range(2)]
         queued = [pool.submit(time.sleep, 600) for _ in range(6)]
@@ -265,12 +268,12 @@ def test_a_dead_worker_stops_the_others_even_after_tasks_were_taken_back(
         assert all(isinstance(f.exception(), BrokenExecutor) for f in running)
         assert thread_errors == []
     finally:
-        parallel.stop_pool(pool)
+        pooling.stop_pool(pool)
 
 
 def test_a_negative_worker_count_is_refused_before_anything_is_read(tmp_path: Path) -> None:
     for call in (
-        partial(parallel.resolve_workers, -1),
+        partial(pooling.resolve_workers, -1),
         partial(rebuild_state, tmp_path / "missing.json", workers=-2),
         partial(rebuild, tmp_path / "missing.json", workers=-3),
     ):
@@ -282,21 +285,21 @@ def test_a_negative_worker_count_is_refused_before_anything_is_read(tmp_path: Pa
 def test_pool_workers_leave_interrupts_to_the_caller() -> None:
     """A terminal's Ctrl-C reaches every process of the group; a worker taking it would
     print its own traceback (the caller stops its workers itself)."""
-    with parallel.worker_pool(1) as pool:
+    with pooling.worker_pool(1) as pool:
         assert pool.submit(signal.getsignal, signal.SIGINT).result(timeout=60) == signal.SIG_IGN
     assert signal.getsignal(signal.SIGINT) == signal.default_int_handler  # this process keeps its own
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
 def test_stop_pool_ends_running_tasks_at_once() -> None:
-    pool = parallel.worker_pool(2)
+    pool = pooling.worker_pool(2)
     pids = {pool.submit(os.getpid).result(timeout=60) for _ in range(4)}
     running = [pool.submit(time.sleep, 600) for _ in range(2)]
     queued = pool.submit(time.sleep, 600)
     deadline = time.monotonic() + 60
     while not all(f.running() for f in running) and time.monotonic() < deadline:
         time.sleep(0.01)
-    parallel.stop_pool(pool)
+    pooling.stop_pool(pool)
     while any(map(process_running, pids)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not any(map(process_running, pids))  # not after the 600 s sleeps
@@ -340,12 +343,12 @@ def test_prepass_reads_the_same_jobs_as_the_parsed_events() -> None:
     raw, _model = load_bundle(bundle)
     ring = KeyRing.from_entries(trusted())
     data = json.dumps(bundle).encode()
-    assert parallel.prepass_jobs(data, ring, min_events=0) == parallel.signature_jobs(raw["events"], ring)
+    assert signatures.prepass_jobs(data, ring, min_events=0) == signatures.signature_jobs(raw["events"], ring)
     # Bundle keys are pre-verified only when the caller trusts them.
     registry_only = KeyRing.from_entries([REGISTRY.entry()])
-    with_bundle_keys = parallel.prepass_jobs(data, registry_only, trust_bundle_keys=True, min_events=0)
+    with_bundle_keys = signatures.prepass_jobs(data, registry_only, trust_bundle_keys=True, min_events=0)
     assert with_bundle_keys is not None
-    assert len(with_bundle_keys) > len(parallel.prepass_jobs(data, registry_only, min_events=0) or [])
+    assert len(with_bundle_keys) > len(signatures.prepass_jobs(data, registry_only, min_events=0) or [])
 
 
 @pytest.mark.parametrize(
@@ -353,12 +356,12 @@ def test_prepass_reads_the_same_jobs_as_the_parsed_events() -> None:
     [b"", b"not json", b"[1, 2]", b'{"events": 5}', b'{"events": [1, 2]}', b"[" * 100_000, b'{"events": [' + b'{"x": [' * 5000 + b"]}"],
 )
 def test_prepass_gives_up_quietly_on_what_it_cannot_read(data: bytes) -> None:
-    assert parallel.prepass_jobs(data, KeyRing.from_entries(trusted()), min_events=0) in (None, [])
+    assert signatures.prepass_jobs(data, KeyRing.from_entries(trusted()), min_events=0) in (None, [])
 
 
 @pytest.fixture(scope="module")
 def large_text() -> str:
-    bundle, _ = build_bundle(parallel.PARALLEL_MIN_EVENTS, 12)
+    bundle, _ = build_bundle(pooling.PARALLEL_MIN_EVENTS, 12)
     return json.dumps(bundle)
 
 
@@ -417,7 +420,7 @@ def test_helpers_never_change_the_error_of_a_bad_bundle(large_text: str, edit: A
 
 def test_prepass_never_changes_the_outcome_of_a_hostile_bundle() -> None:
     """Duplicate keys: the lenient pre-pass reads the last signature, the strict parse refuses the document."""
-    bundle, _ = build_bundle(parallel.PARALLEL_MIN_EVENTS, 11)
+    bundle, _ = build_bundle(pooling.PARALLEL_MIN_EVENTS, 11)
     text = json.dumps(bundle)
     first = text.index('"signature": {')
     hostile = (text[:first] + '"signature": {"key_id": "x", "signature_b64": "AA=="}, ' + text[first:]).encode()
@@ -435,7 +438,7 @@ def test_chunks_no_worker_ran_are_verified_in_process() -> None:
     raw, _model = load_bundle(bundle)
     ring = KeyRing.from_entries(trusted())
     serial = merge_with(raw, ring, Verifier())
-    verifier, executor, cache = parallel.parallel_verifier(raw["events"], ring, workers=2, min_events=0, chunk_size=8)
+    verifier, executor, cache = signatures.parallel_verifier(raw["events"], ring, workers=2, min_events=0, chunk_size=8)
     assert executor is not None and cache is not None
     executor.shutdown(wait=True, cancel_futures=True)
     assert outcome(merge_with(raw, ring, verifier)) == outcome(serial)
@@ -450,18 +453,18 @@ def _split(bundle: dict[str, Any]) -> SplitBundle:
     return split
 
 
-def _copy(data: bytes) -> parallel.ScratchCopy:
-    scratch = parallel.scratch_copy(data, 2, min_bytes=0)
+def _copy(data: bytes) -> scratching.ScratchCopy:
+    scratch = scratching.scratch_copy(data, 2, min_bytes=0)
     assert scratch is not None
     return scratch
 
 
-def _stage1(split: SplitBundle, scratch: parallel.ScratchCopy, chunk_size: int = 16) -> parallel.Stage1Helpers:
+def _stage1(split: SplitBundle, scratch: scratching.ScratchCopy, chunk_size: int = 16) -> stage1.Stage1Helpers:
     name = Verifier().backend.name
-    helpers = parallel.start_stage1(
+    helpers = stage1.start_stage1(
         split,
         scratch,
-        parallel.spawn_helpers(2, name),
+        stage1.spawn_helpers(2, name),
         keyring=KeyRing.from_entries(trusted()),
         backend_name=name,
         chunk_size=chunk_size,
@@ -543,25 +546,25 @@ def test_stage1_stays_serial_when_it_should() -> None:
     split = split_bundle(data)
     assert split is not None
     ring, name = KeyRing.from_entries(trusted()), Verifier().backend.name
-    assert parallel.scratch_copy(data, 2) is None  # under SCRATCH_MIN_BYTES: no copy, so no helpers
-    assert parallel.scratch_copy(data, 1, min_bytes=0) is None
-    assert parallel.spawn_helpers(1, name) is None
-    assert parallel.spawn_helpers(2, "nope") is None
-    executor = parallel.spawn_helpers(2, name)
+    assert scratching.scratch_copy(data, 2) is None  # under SCRATCH_MIN_BYTES: no copy, so no helpers
+    assert scratching.scratch_copy(data, 1, min_bytes=0) is None
+    assert stage1.spawn_helpers(1, name) is None
+    assert stage1.spawn_helpers(2, "nope") is None
+    executor = stage1.spawn_helpers(2, name)
     assert executor is not None
     with _copy(data) as scratch:
-        assert parallel.start_stage1(split, None, executor, keyring=ring, backend_name=name, min_events=0) is None
-        assert parallel.start_stage1(split, scratch, None, keyring=ring, backend_name=name, min_events=0) is None
-        assert parallel.start_stage1(split, scratch, executor, keyring=ring, backend_name=name) is None  # 40 events
+        assert stage1.start_stage1(split, None, executor, keyring=ring, backend_name=name, min_events=0) is None
+        assert stage1.start_stage1(split, scratch, None, keyring=ring, backend_name=name, min_events=0) is None
+        assert stage1.start_stage1(split, scratch, executor, keyring=ring, backend_name=name) is None  # 40 events
     executor.shutdown(wait=True)
     assert not Path(scratch.directory).exists()
 
 
 def test_scratch_files_go_to_memory_only_where_there_is_room() -> None:
     """A container's /dev/shm may hold 64 MB: a bundle that would not fit goes to the temporary directory."""
-    assert parallel._scratch_root(1 << 62) is None
+    assert scratching._scratch_root(1 << 62) is None
     shm_usable = os.access("/dev/shm", os.W_OK | os.X_OK) and shutil.disk_usage("/dev/shm").free > 1 << 20
-    assert parallel._scratch_root(1000) == ("/dev/shm" if shm_usable else None)
+    assert scratching._scratch_root(1000) == ("/dev/shm" if shm_usable else None)
 
 
 def test_an_error_cancels_every_chunk_no_helper_started(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -573,16 +576,16 @@ def test_an_error_cancels_every_chunk_no_helper_started(monkeypatch: pytest.Monk
     data = (text[:at] + '"dup": 0, "dup": 1, ' + text[at:]).encode()
     split = split_bundle(data)
     assert split is not None
-    closed: list[tuple[parallel.Stage1Helpers, list[Any]]] = []
-    original_close = parallel.Stage1Helpers.close
+    closed: list[tuple[stage1.Stage1Helpers, list[Any]]] = []
+    original_close = stage1.Stage1Helpers.close
 
-    def close(self: parallel.Stage1Helpers) -> None:
+    def close(self: stage1.Stage1Helpers) -> None:
         # The chunks not handed to the pool yet when the rebuild gave up.
         closed.append((self, [f for f in self._futures.values() if not (f.running() or f.done())]))
         original_close(self)
 
-    monkeypatch.setattr(parallel.Stage1Helpers, "close", close)
-    executor = parallel.spawn_helpers(2, Verifier().backend.name)
+    monkeypatch.setattr(stage1.Stage1Helpers, "close", close)
+    executor = stage1.spawn_helpers(2, Verifier().backend.name)
     with _copy(data) as scratch, pytest.raises(InputError) as caught:
         rebuild_module._rebuild_streaming(
             split, trusted(), False, Verifier(), scratch=scratch, executor=executor, min_events=0, chunk_size=1
@@ -606,7 +609,7 @@ def test_scratch_directories_of_dead_processes_are_swept(tmp_path: Path) -> None
     alive.mkdir()
     other = tmp_path / f"not-pith-graph-{dead}"
     other.mkdir()
-    parallel._sweep_scratch(str(tmp_path))
+    scratching._sweep_scratch(str(tmp_path))
     assert not left.exists()
     assert alive.exists() and other.exists()
 
@@ -622,8 +625,8 @@ def test_an_error_in_rebuild_cancels_the_signature_chunks(monkeypatch: pytest.Mo
         return result
 
     monkeypatch.setattr(rebuild_module, "_start_helpers", spy)
-    monkeypatch.setattr(parallel, "CHUNK_SIZE", 4)
-    monkeypatch.setattr(rebuild_module, "start_verification", partial(parallel.start_verification, chunk_size=4))
+    monkeypatch.setattr(signatures, "CHUNK_SIZE", 4)
+    monkeypatch.setattr(rebuild_module, "start_verification", partial(signatures.start_verification, chunk_size=4))
     data = large_text.replace('"payload": {', '"payload": {"i": 0, "i": 1, ', 1).encode()
     with pytest.raises(InputError) as caught:
         rebuild(data, trusted_keys=trusted(), workers=2)
@@ -643,12 +646,12 @@ def test_stage1_runs_here_when_no_process_can_be_started(monkeypatch: pytest.Mon
     def no_processes(*args: Any, **kwargs: Any) -> Any:
         raise OSError("no processes here")
 
-    monkeypatch.setattr(parallel, "worker_pool", no_processes)
-    monkeypatch.setattr(parallel, "_scratch_root", lambda size: str(tmp_path))
+    monkeypatch.setattr(pooling, "worker_pool", no_processes)
+    monkeypatch.setattr(scratching, "_scratch_root", lambda size: str(tmp_path))
     bundle, _ = build_bundle(60, 8)
     data = json.dumps(bundle).encode()
     assert split_bundle(data) is not None
-    assert parallel.spawn_helpers(2, Verifier().backend.name) is None
+    assert stage1.spawn_helpers(2, Verifier().backend.name) is None
     par = rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_events=0, min_bytes=0, chunk_size=8)
     assert par.to_json() == rebuild(data, trusted_keys=trusted(), workers=1)[0].state.to_json()
     assert list(tmp_path.iterdir()) == []
@@ -697,7 +700,7 @@ def test_an_interrupted_wait_leaves_the_chunk_for_close_to_wait_for(tmp_path: Pa
     directory they write into)."""
     held = _InterruptedWait()
     assert held.set_running_or_notify_cancel()
-    helpers = parallel.Stage1Helpers(ProcessPoolExecutor(max_workers=1), str(tmp_path / "scratch"), 8)
+    helpers = stage1.Stage1Helpers(ProcessPoolExecutor(max_workers=1), str(tmp_path / "scratch"), 8)
     helpers._futures[0] = held
     with pytest.raises(KeyboardInterrupt):
         helpers.rows(0)
@@ -731,7 +734,7 @@ def test_finished_helper_chunks_are_taken_as_they_finish() -> None:
 )
 def test_large_bundles_get_fewer_larger_stage1_tasks(count: int, size: int) -> None:
     """About 200 tasks (each costs about 0.5 ms of pool round trip and files), 128 to 1024 events each."""
-    assert parallel.stage1_chunk_size(count) == size
+    assert stage1.stage1_chunk_size(count) == size
 
 
 def test_stage1_tasks_are_sized_for_the_bundle_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -740,11 +743,11 @@ def test_stage1_tasks_are_sized_for_the_bundle_unless_told(monkeypatch: pytest.M
     assert split is not None
     name = Verifier().backend.name
     sized: list[int] = []
-    monkeypatch.setattr(parallel, "stage1_chunk_size", lambda count: sized.append(count) or 11)
+    monkeypatch.setattr(stage1, "stage1_chunk_size", lambda count: sized.append(count) or 11)
     with _copy(data) as scratch:
         for asked, expected in [(None, 11), (7, 7)]:
-            helpers = parallel.start_stage1(
-                split, scratch, parallel.spawn_helpers(2, name), keyring=KeyRing.from_entries(trusted()),
+            helpers = stage1.start_stage1(
+                split, scratch, stage1.spawn_helpers(2, name), keyring=KeyRing.from_entries(trusted()),
                 backend_name=name, chunk_size=asked, min_events=0,
             )
             assert helpers is not None
@@ -778,7 +781,7 @@ def test_a_chunk_a_helper_holds_but_has_not_started_is_run_here(tmp_path: Path) 
     (close() still waits for it); a chunk a helper is running (its file exists) is waited for."""
     queued, running = Future[str](), Future[str]()
     assert queued.set_running_or_notify_cancel() and running.set_running_or_notify_cancel()
-    helpers = parallel.Stage1Helpers(ProcessPoolExecutor(max_workers=1), str(tmp_path), 8)
+    helpers = stage1.Stage1Helpers(ProcessPoolExecutor(max_workers=1), str(tmp_path), 8)
     helpers._futures[0] = queued
     helpers._futures[1] = running
     for index, future in ((0, queued), (1, running)):
@@ -794,7 +797,7 @@ def test_a_chunk_a_helper_holds_but_has_not_started_is_run_here(tmp_path: Path) 
     assert helpers._abandoned == [queued] and helpers.stolen == 1
 
     def finish() -> None:
-        Path(out).write_bytes(parallel._ROWS_ENCODER.encode([]))
+        Path(out).write_bytes(stage1._ROWS_ENCODER.encode([]))
         running.set_result(out)
 
     timer = threading.Timer(0.2, finish)
@@ -831,16 +834,16 @@ def test_a_process_that_cannot_start_mid_submission_leaves_the_serial_result(mon
     process) cancels what was submitted and falls back to this process, never escapes."""
     data = json.dumps(build_bundle(200, 1)[0]).encode()
     serial = rebuild(data, trusted_keys=trusted(), workers=1)[0].state.to_json()
-    original = parallel.Stage1Helpers.submit
-    made: list[parallel.Stage1Helpers] = []
+    original = stage1.Stage1Helpers.submit
+    made: list[stage1.Stage1Helpers] = []
 
-    def submit(self: parallel.Stage1Helpers, index: int, *args: Any) -> None:
+    def submit(self: stage1.Stage1Helpers, index: int, *args: Any) -> None:
         if len(self._futures) == 4:
             made.append(self)
             raise OSError(11, "Resource temporarily unavailable")
         original(self, index, *args)
 
-    monkeypatch.setattr(parallel.Stage1Helpers, "submit", submit)
+    monkeypatch.setattr(stage1.Stage1Helpers, "submit", submit)
     got = rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_events=0, min_bytes=0, chunk_size=4)
     assert got.to_json() == serial
     [helpers] = made
@@ -870,16 +873,16 @@ class _FailingSecondSubmit(ProcessPoolExecutor):
 def test_helpers_that_cannot_all_start_are_shut_down(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
     """Also when the forkserver has died: it then answers a new process's request with end of file."""
     monkeypatch.setattr(_FailingSecondSubmit, "error", error)
-    monkeypatch.setattr(parallel, "worker_pool", lambda processes: _FailingSecondSubmit(max_workers=processes))
+    monkeypatch.setattr(pooling, "worker_pool", lambda processes: _FailingSecondSubmit(max_workers=processes))
     _FailingSecondSubmit.made.clear()
-    assert parallel.spawn_helpers(3, Verifier().backend.name) is None
+    assert stage1.spawn_helpers(3, Verifier().backend.name) is None
     [executor] = _FailingSecondSubmit.made
     assert executor._shutdown_thread  # the helper already started does not outlive the failure
     _FailingSecondSubmit.made.clear()
     bundle, _ = build_bundle(60, 9)
     raw, _model = load_bundle(bundle)
     ring = KeyRing.from_entries(trusted())
-    assert parallel.start_verification(parallel.signature_jobs(raw["events"], ring), workers=3, chunk_size=4)[1] is None
+    assert signatures.start_verification(signatures.signature_jobs(raw["events"], ring), workers=3, chunk_size=4)[1] is None
     [executor] = _FailingSecondSubmit.made
     assert executor._shutdown_thread
 
@@ -889,21 +892,21 @@ def test_a_copy_that_failed_in_any_way_is_never_used(tmp_path: Path) -> None:
     taken for a whole one would give helpers other bytes than this process's)."""
     directory = tmp_path / "scratch"
     directory.mkdir()
-    broken = parallel.ScratchCopy(str(directory), object())  # type: ignore[arg-type]  # write() raises TypeError
+    broken = scratching.ScratchCopy(str(directory), object())  # type: ignore[arg-type]  # write() raises TypeError
     assert not broken.ready()
     broken.close()
     assert not directory.exists()
     directory.mkdir()
-    with parallel.ScratchCopy(str(directory), b"[1]") as scratch:
+    with scratching.ScratchCopy(str(directory), b"[1]") as scratch:
         assert scratch.ready() and Path(scratch.path).read_bytes() == b"[1]"
 
 
 def test_no_scratch_directory_is_left_when_no_thread_can_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(parallel, "_scratch_root", lambda size: str(tmp_path))
+    monkeypatch.setattr(scratching, "_scratch_root", lambda size: str(tmp_path))
 
     def no_threads(self: threading.Thread) -> None:
         raise RuntimeError("can't start new thread")
 
     monkeypatch.setattr(threading.Thread, "start", no_threads)
-    assert parallel.scratch_copy(b"x" * 100, 2, min_bytes=0) is None
+    assert scratching.scratch_copy(b"x" * 100, 2, min_bytes=0) is None
     assert list(tmp_path.iterdir()) == []

@@ -15,10 +15,10 @@ import pytest
 
 from pith_graph import codes
 from pith_graph import verify as verify_module
+from pith_graph._parallel.signatures import MemorySignatureCache
 from pith_graph.documents import SplitBundle, load_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, VerificationError
-from pith_graph.parallel import MemorySignatureCache
 from pith_graph.testing import History, TestKey, sign_bundle
 from pith_graph.verify import verify_bundle, verify_document, verify_record, verify_state
 
