@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pith_graph._cli_vectors import register
+from pith_graph.cli.vectors import register
 from pith_graph.conformance import corpus_path, first_difference, format_results, run_vectors
 from pith_graph.errors import InputError
 

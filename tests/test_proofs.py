@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from pith_graph import codes
-from pith_graph._cli_vectors import register
+from pith_graph.cli.proof import register
 from pith_graph.conformance import SIGNERS, StreamSpec, build_scenario
 from pith_graph.conformance.mutations import fork, fork_record_created
 from pith_graph.proofs import make_proofs, verify_proof

@@ -12,7 +12,7 @@ import pytest
 from conftest import FIXTURES, seed
 
 from pith_graph import codes
-from pith_graph._cli_store import register
+from pith_graph.cli.store import register
 from pith_graph.errors import PithGraphError
 from pith_graph.testing import History, TestKey
 

@@ -16,7 +16,14 @@ from pathlib import Path
 from typing import Any, Final
 
 from pith_graph import codes
-from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, add_trust_options, load_ring, write_stdout
+from pith_graph.cli._common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    add_trust_options,
+    is_store_file,
+    load_ring,
+    write_stdout,
+)
 from pith_graph.documents import read_json
 from pith_graph.errors import InputError
 from pith_graph.store import SCHEMA_VERSION, AppendResult, EventStore
@@ -25,8 +32,6 @@ __all__ = ["register"]
 
 #: Where the store lives unless ``--db`` says otherwise.
 DEFAULT_DB: Final = "./pith-graph.sqlite"
-#: First bytes of every SQLite database file (how ``sync`` tells a store from a bundle).
-_SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
 
 def _open(args: argparse.Namespace, *, create: bool = True) -> EventStore:
@@ -121,12 +126,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """``store sync SOURCE...``: add everything another store (or a bundle file) holds."""
     with _open(args) as store:
         for source in args.sources:
-            try:
-                with open(source, "rb") as handle:
-                    is_store = handle.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
-            except OSError as exc:
-                raise InputError(f"cannot read {source}: {exc.strerror or exc}", code=codes.E_IO) from exc
-            if is_store:
+            if is_store_file(source):
                 with EventStore(source, create=False) as other:
                     result = store.sync_from(other)
             else:

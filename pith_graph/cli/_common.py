@@ -1,4 +1,4 @@
-"""What every ``pith-graph`` subcommand shares: exit codes, the trusted-keys reader, stdout."""
+"""What every ``pith-graph`` subcommand shares: exit codes, the trusted-keys reader, stdout, store files."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ __all__ = [
     "EXIT_UNUSABLE",
     "add_trust_options",
     "add_workers_option",
+    "is_store_file",
     "load_ring",
     "write_stdout",
 ]
@@ -24,6 +25,8 @@ __all__ = [
 EXIT_OK: Final = 0
 EXIT_PROBLEMS: Final = 1
 EXIT_UNUSABLE: Final = 2
+#: First bytes of every SQLite database file (how a command tells a store from a bundle).
+SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
 
 def load_ring(path: str | None) -> KeyRing | None:
@@ -35,6 +38,15 @@ def load_ring(path: str | None) -> KeyRing | None:
     except OSError as exc:
         raise InputError(f"cannot read trusted keys {path}: {exc.strerror or exc}", code=codes.E_IO) from exc
     return KeyRing.from_json(data)
+
+
+def is_store_file(path: str | Path) -> bool:
+    """Whether ``path`` holds an SQLite database (a store) rather than a JSON document."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}", code=codes.E_IO) from exc
 
 
 def write_stdout(data: bytes) -> None:

@@ -1,9 +1,4 @@
-"""The ``pith-graph`` command line.
-
-One function per subcommand; errors are caught once, in :func:`main`.
-Exit codes: 0 all good, 1 verification found problems, 2 unusable input (one
-line on stderr, never a traceback).
-"""
+"""``pith-graph state``, ``verify`` and ``inspect``: one document (or many) at a time."""
 
 from __future__ import annotations
 
@@ -11,32 +6,26 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pith_graph import _cli_store, _cli_vectors, _cli_verify_many, codes
-from pith_graph._cli_common import (
+from pith_graph import codes
+from pith_graph._parallel.many import bundle_paths, verify_documents
+from pith_graph.cli._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
-    EXIT_UNUSABLE,
     add_trust_options,
     add_workers_option,
     load_ring,
     write_stdout,
 )
+from pith_graph.cli.verify_many import Progress, add_parallel_options, show_progress
 from pith_graph.documents import read_document
-from pith_graph.errors import InputError, PithGraphError
+from pith_graph.errors import InputError
 from pith_graph.rebuild import rebuild_state
 from pith_graph.report import Report
 
-__all__ = ["build_parser", "main"]
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but usage errors become one line and exit code 2 via PithGraphError."""
-
-    def error(self, message: str) -> Any:
-        raise InputError(f"{self.prog}: {message}", code=codes.E_USAGE)
+__all__ = ["cmd_inspect", "cmd_state", "cmd_verify", "register"]
 
 
 def cmd_state(args: argparse.Namespace) -> int:
@@ -64,15 +53,15 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """``verify [--workers N] DIR_OR_FILES...``: detect each document's kind and verify it.
 
     Directories are searched for ``*.json`` (recursive, sorted); documents are
-    spread over ``--workers`` processes (see :mod:`pith_graph._cli_verify_many`).
+    spread over ``--workers`` processes (see :mod:`pith_graph._parallel.many`).
     """
-    paths = _cli_verify_many.bundle_paths(args.files)
+    paths = bundle_paths(args.files)
     reports: list[Report] = []
-    documents = _cli_verify_many.verify_documents(
+    documents = verify_documents(
         paths, trusted_keys=load_ring(args.trusted_keys), trust_bundle_keys=args.trust_bundle_keys, workers=args.workers
     )
-    shown = _cli_verify_many.show_progress(args)
-    with _cli_verify_many.Progress(len(paths), sys.stderr, shown=shown) as bar, contextlib.closing(documents):
+    shown = show_progress(args)
+    with Progress(len(paths), sys.stderr, shown=shown) as bar, contextlib.closing(documents):
         for done, report in enumerate(documents, start=1):
             reports.append(report)
             bar.update(done)
@@ -134,53 +123,24 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
-    parser = _Parser(prog="pith-graph", description="Rebuild and verify Pith open-graph documents (merge-v1).")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    state = sub.add_parser("state", help="print the merged state of a bundle")
+def register(subparsers: Any) -> None:
+    """Add ``state``, ``verify`` and ``inspect`` to the CLI."""
+    state = subparsers.add_parser("state", help="print the merged state of a bundle")
     state.add_argument("bundle", help="bundle JSON file")
     add_trust_options(state)
     state.add_argument("--pretty", action="store_true", help="indent the output (not byte-comparable)")
     add_workers_option(state)
     state.set_defaults(func=cmd_state)
 
-    verify = sub.add_parser("verify", help="verify bundles, records, states, graph snapshots, proofs")
+    verify = subparsers.add_parser("verify", help="verify bundles, records, states, graph snapshots, proofs")
     verify.add_argument(
         "files", nargs="+", metavar="DIR_OR_FILES", help="documents, or directories (*.json, recursive)"
     )
     verify.add_argument("--json", action="store_true", help="print reports as JSON")
-    _cli_verify_many.add_parallel_options(verify)
+    add_parallel_options(verify)
     add_trust_options(verify, what="a bundle")
     verify.set_defaults(func=cmd_verify)
 
-    inspect = sub.add_parser("inspect", help="summarise a document")
+    inspect = subparsers.add_parser("inspect", help="summarise a document")
     inspect.add_argument("file")
     inspect.set_defaults(func=cmd_inspect)
-
-    # Subcommand groups living in their own modules, one register() each.
-    _cli_store.register(sub)
-    _cli_vectors.register(sub)
-    _cli_verify_many.register(sub)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; return the exit code."""
-    try:
-        args = build_parser().parse_args(argv)
-        result: int = args.func(args)
-        return result
-    except PithGraphError as exc:
-        print(f"pith-graph: error[{exc.code}]: {exc.message}", file=sys.stderr)
-        return EXIT_UNUSABLE
-    except KeyboardInterrupt:
-        print("pith-graph: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return EXIT_OK
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -1,18 +1,10 @@
-"""Verifying many documents: ``pith-graph verify-many``, and ``pith-graph verify``'s
-directories and ``--workers``.
+"""``pith-graph verify-many``, and the progress bar and options it shares with ``verify``.
 
-Many documents are spread over ``--workers`` processes, one document per task;
-with fewer documents than workers, each bundle gets the helpers of
-:mod:`pith_graph._parallel` instead (:mod:`pith_graph._parallel.many`). Either way each verdict is the one
-:func:`pith_graph.verify.verify_document` gives serially, and results come in
-the order given. ``verify-many`` prints one line per bundle and counts a bundle
-it cannot read as a failure (exit 1); ``verify`` prints full reports and, as
-for a single file, stops with exit 2 at the first document it cannot read. A
-progress bar goes to stderr when it is a terminal (or with ``--progress``).
-
-Nothing named is skipped: a directory without documents is an error, and when
-a worker process dies (killed by a signal, or by the system for memory) the
-documents it left are verified here, one at a time.
+Documents are spread over ``--workers`` processes by :mod:`pith_graph._parallel.many`;
+results come in the order given. ``verify-many`` prints one line per bundle and
+counts a bundle it cannot read as a failure (exit 1); ``verify`` prints full
+reports and, as for a single file, stops with exit 2 at the first document it
+cannot read. A progress bar goes to stderr when it is a terminal (or with ``--progress``).
 """
 
 from __future__ import annotations
@@ -20,29 +12,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from typing import Any, Final, TextIO, TypeVar
+from typing import Any, Final, TextIO
 
-from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, add_trust_options, add_workers_option, load_ring
-from pith_graph._parallel.many import bundle_paths, verify_documents, verify_many
+from pith_graph._parallel.many import bundle_paths, verify_many
+from pith_graph.cli._common import EXIT_OK, EXIT_PROBLEMS, add_trust_options, add_workers_option, load_ring
 
-__all__ = [
-    "BundleOutcome",
-    "Progress",
-    "add_parallel_options",
-    "bundle_paths",
-    "register",
-    "show_progress",
-    "verify_documents",
-    "verify_many",
-]
-
-_T = TypeVar("_T")
+__all__ = ["Progress", "add_parallel_options", "cmd_verify_many", "register", "show_progress"]
 
 _BAR_WIDTH: Final = 30
-
-#: (path, ok, one-line summary) of one bundle.
-BundleOutcome = tuple[str, bool, str]
-
 
 def show_progress(args: argparse.Namespace) -> bool:
     """Whether to draw the progress bar: ``--progress``/``--no-progress``, else if stderr is a terminal."""
