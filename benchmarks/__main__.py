@@ -341,7 +341,7 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
     cache = MemorySignatureCache()
     for triple in triples:
         cache.record(*triple, True)
-    merge_args = {"subject": model.pith_number, "aliases": raw["source_aliases"], "keyring": ring}
+    merge_args = {"subject": model.pith_number, "aliases": raw["source_aliases"], "trusted_keys": ring}
     t_merge_cached, _ = best(lambda: merge_checked(events, verifier=Verifier(cache=cache), **merge_args), repeat)
     t_serialise, _ = best(lambda: merge_checked(events, verifier=Verifier(cache=cache), **merge_args).state.to_json(), 1)
     parts = {

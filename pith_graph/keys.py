@@ -251,9 +251,7 @@ def coerce_ring(trusted_keys: TrustedKeys) -> KeyRing:
     return KeyRing(item if isinstance(item, TrustedKey) else TrustedKey.from_entry(item) for item in items)
 
 
-def reusable_keys(
-    trusted_keys: KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None,
-) -> KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None:
+def reusable_keys(trusted_keys: TrustedKeys) -> TrustedKeys:
     """``trusted_keys`` in a form that can be read more than once: a one-shot iterable
     (a generator, ``iter(entries)``) is read into a tuple, its entries unchecked.
 

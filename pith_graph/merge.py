@@ -27,7 +27,7 @@ from pith_graph.events import (
     inspect_event,
     unit_id,
 )
-from pith_graph.keys import KeyRing
+from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring
 from pith_graph.state import Entry, State
 
 _C = TypeVar("_C")
@@ -334,7 +334,7 @@ def merge_copies(
     *,
     subject: str,
     aliases: Iterable[Mapping[str, Any]] = (),
-    keyring: KeyRing,
+    trusted_keys: TrustedKeys = None,
     verifier: Verifier | None = None,
     bundle_order: Iterable[str] | None = None,
 ) -> MergeResult:
@@ -344,10 +344,11 @@ def merge_copies(
 
     ``bundle_order``: unit ids in the order the copies appear in their bundle, when
     ``copies`` come in another order (read only after ``copies``). A hint for
-    speed: the result is the same with any order, or none.
+    speed: the result is the same with any order, or none. ``trusted_keys``: as for
+    :func:`merge`.
     """
     verifier = verifier or Verifier()
-    units = _check_all(copies, inspect, subject, keyring, verifier)
+    units = _check_all(copies, inspect, subject, coerce_ring(trusted_keys), verifier)
     reasons = _resolve_history(units, bundle_order)
     valid = {uid: c.facts for uid, c in units.items() if uid not in reasons and c.facts is not None}
     equivocations, frozen = _equivocations(valid)
@@ -397,7 +398,7 @@ def merge_checked(
     *,
     subject: str,
     aliases: Iterable[Mapping[str, Any]] = (),
-    keyring: KeyRing,
+    trusted_keys: TrustedKeys = None,
     verifier: Verifier | None = None,
 ) -> MergeResult:
     """:func:`merge`, also returning every unit's representative copy and reason."""
@@ -406,7 +407,7 @@ def merge_checked(
         _inspector(subject),
         subject=subject,
         aliases=aliases,
-        keyring=keyring,
+        trusted_keys=trusted_keys,
         verifier=verifier,
     )
 
@@ -416,12 +417,14 @@ def merge(
     *,
     subject: str,
     aliases: Iterable[Mapping[str, Any]] = (),
-    keyring: KeyRing,
+    trusted_keys: TrustedKeys = None,
     verifier: Verifier | None = None,
 ) -> State:
     """Merge a set of events (parsed JSON values, as received) into a merge-v1 state.
 
     ``events`` must come from :func:`pith_graph.canonical.loads` (or
     :func:`pith_graph.documents.normalize`): hashes are taken over them as they are.
+    ``trusted_keys``: a :class:`~pith_graph.keys.KeyRing` or key entries (default:
+    the registry key alone), as for :func:`pith_graph.rebuild_state`.
     """
-    return merge_checked(events, subject=subject, aliases=aliases, keyring=keyring, verifier=verifier).state
+    return merge_checked(events, subject=subject, aliases=aliases, trusted_keys=trusted_keys, verifier=verifier).state

@@ -91,7 +91,7 @@ def rebuild(
                 raw["events"],
                 subject=model.pith_number,
                 aliases=raw.get("source_aliases") or (),
-                keyring=ring,
+                trusted_keys=ring,
                 verifier=verifier,
             )
         if cache is not None and cache.inner is not None:
@@ -262,7 +262,7 @@ def _rebuild_streaming(
                 partial(_inspect_copy, subject),
                 subject=subject,
                 aliases=split.shell.get("source_aliases") or (),
-                keyring=ring,
+                trusted_keys=ring,
                 verifier=verifier,
                 bundle_order=None if slots is None else chain.from_iterable(slots),
             )

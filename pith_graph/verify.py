@@ -35,13 +35,13 @@ from pith_graph.models import (
     Bundle,
     GraphSnapshot,
     PithNumberRecord,
-    State,
+    StateDocument,
     convert,
 )
 from pith_graph.rebuild import rebuild, stream_rebuild
 from pith_graph.records import RecordProblem, check_record, decode_signature
 from pith_graph.report import Problem, Report
-from pith_graph.state import State as MergedState
+from pith_graph.state import State
 
 __all__ = [
     "verify_bundle",
@@ -249,7 +249,7 @@ def _verify_streamed(
 
 
 def _bundle_report(
-    name: str, bundle: Bundle, state: MergedState, ring: KeyRing, verifier: Verifier, digest_of: Callable[[], str]
+    name: str, bundle: Bundle, state: State, ring: KeyRing, verifier: Verifier, digest_of: Callable[[], str]
 ) -> Report:
     """The checks of :func:`verify_bundle` after the rebuild (``bundle.events`` is not read)."""
     problems: list[Problem] = []
@@ -344,7 +344,7 @@ def verify_record(
 def verify_state(source: DocumentSource | Document) -> Report:
     """Verify a state on its own: its ``state_sha256`` and the consistency of its counts."""
     document = _document(source)
-    state = convert(document.obj, State)
+    state = convert(document.obj, StateDocument)
     problems: list[Problem] = []
     body = {k: v for k, v in document.obj.items() if k != "state_sha256"}
     digest = hashlib.sha256(canonical_json_parsed(body)).hexdigest()

@@ -92,7 +92,7 @@ class ArrivingEvents(RuleBasedStateMachine):
 
     @invariant()
     def incremental_equals_rebuild_and_model(self) -> None:
-        state = merge(self.received, subject=SCENARIO.subject, aliases=ALIASES, keyring=RING)
+        state = merge(self.received, subject=SCENARIO.subject, aliases=ALIASES, trusted_keys=RING)
         fresh = rebuild_state(SCENARIO.bundle(list(reversed(self.received))), trusted_keys=RING)
         assert state.to_json() == fresh.to_json()
 

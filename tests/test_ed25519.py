@@ -258,7 +258,7 @@ def test_the_corpus_fails_each_wrong_rule(monkeypatch: pytest.MonkeyPatch, rule:
         raw, _model = load_bundle((CORPUS / case / "bundle.json").read_bytes())
         state = merge(
             raw["events"], subject=raw["pith_number"], aliases=raw.get("source_aliases") or (),
-            keyring=KeyRing.from_entries(json.loads((CORPUS / case / "trusted_keys.json").read_bytes())),
+            trusted_keys=KeyRing.from_entries(json.loads((CORPUS / case / "trusted_keys.json").read_bytes())),
             verifier=ed25519.Verifier(backend),
         )
         expected = json.loads((CORPUS / case / "expected.json").read_bytes())

@@ -355,7 +355,7 @@ def test_merge_is_the_pure_core_of_rebuild(history: History, alice: TestKey, bob
         parsed["events"],
         subject=history.subject,
         aliases=parsed["source_aliases"],
-        keyring=KeyRing.from_entries(history.trusted()),
+        trusted_keys=KeyRing.from_entries(history.trusted()),
     )
     assert state.to_json() == rebuild_state(bundle, trusted_keys=history.trusted()).to_json()
 

@@ -88,7 +88,7 @@ def trusted() -> list[dict[str, Any]]:
 
 def merge_with(raw: dict[str, Any], ring: KeyRing, verifier: Verifier) -> MergeResult:
     return merge_checked(
-        raw["events"], subject=raw["pith_number"], aliases=raw["source_aliases"], keyring=ring, verifier=verifier
+        raw["events"], subject=raw["pith_number"], aliases=raw["source_aliases"], trusted_keys=ring, verifier=verifier
     )
 
 
@@ -532,7 +532,7 @@ def test_failed_stage1_helpers_change_nothing_but_speed() -> None:
             partial(rebuild_module._inspect_copy, split.model.pith_number),
             subject=split.model.pith_number,
             aliases=split.shell["source_aliases"],
-            keyring=KeyRing.from_entries(trusted()),
+            trusted_keys=KeyRing.from_entries(trusted()),
         )
     finally:
         helpers.close()

@@ -369,7 +369,7 @@ class EventStore:
                         verdicts.append(KeyVerdict(uid, rows[index].digest, checked.reason))
                     self.backend.add_key_verdicts(ring_key, subject, verdicts)
                 result = merge_copies(
-                    copies, as_is, subject=subject, aliases=items["alias"], keyring=ring, verifier=self.verifier()
+                    copies, as_is, subject=subject, aliases=items["alias"], trusted_keys=ring, verifier=self.verifier()
                 )
         finally:
             self.cache.forget()
