@@ -19,6 +19,7 @@ import pytest
 from conftest import REGISTRY_TEST_KEY, rebuild, ref_canonical, ref_content_sha256
 
 from pith_graph import codes
+from pith_graph import events as events_module
 from pith_graph.state import State
 from pith_graph.testing import (
     History,
@@ -500,3 +501,12 @@ def test_resign_with_another_key_updates_signer(history: History, alice: TestKey
     assert event["signer"]["key_id"] == alice.key_id
     state = rebuild(history, [event], trusted_keys=[history.registry.entry(), alice.entry()])
     assert_only_invalid(state, {}, total=2)
+
+
+def test_the_check_tables_follow_the_one_check_order() -> None:
+    # merge-v1 §6: codes.EVENT_REASONS is the order; events runs its tables in it.
+    intrinsic = [codes.EVENT_REASONS[progress] for progress, _ in events_module._INTRINSIC_ORDER]
+    keyed = [reason for reason, _ in events_module._KEY_ORDER]
+    assert [codes.REASON_MALFORMED, *intrinsic, *keyed] == list(codes.EVENT_REASONS)
+    assert list(events_module._FAILS_INTRINSIC) == intrinsic
+    assert list(events_module._FAILS_KEYS) == keyed
