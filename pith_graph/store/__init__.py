@@ -37,15 +37,15 @@ signature cache kept through it), ``_schema`` and ``_sqlite`` (SQLite),
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from pith_graph import codes
-from pith_graph.canonical import canonical_json_parsed, gc_paused, loads
-from pith_graph.documents import Document, DocumentSource, load_bundle
+from pith_graph.canonical import MAX_DEPTH, canonical_json_parsed, gc_paused, loads
+from pith_graph.documents import EVENT_DEPTH_OFFSET, Document, DocumentSource, load_bundle, source_bytes, split_bundle
 from pith_graph.ed25519 import Verifier
-from pith_graph.errors import InputError, StoreError, TrustError
+from pith_graph.errors import InputError, PithGraphError, StoreError, TrustError
 from pith_graph.events import CheckedEvent, check_keys, inspect_event
 from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring
 from pith_graph.merge import MergeResult, merge_copies
@@ -72,6 +72,7 @@ from pith_graph.store._sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteBackend
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT",
     "FACTS_RULE",
+    "IMPORT_BATCH",
     "ITEM_KINDS",
     "SCHEMA_VERSION",
     "AppendResult",
@@ -151,6 +152,32 @@ class StoredEvent:
         """The stored copy, parsed."""
         return loads(self.body)
 
+
+
+#: Bundles per transaction of :meth:`EventStore.import_bundles` (one durable commit each):
+#: large enough that the commit's fsyncs are a small share of a batch of small bundles,
+#: small enough that a crash loses little (docs/performance.md, "Many small bundles").
+IMPORT_BATCH: Final = 256
+
+
+def read_bundle_events(bundle: DocumentSource | Document) -> tuple[dict[str, Any], str, list[Any]]:
+    """A bundle's parsed shell (its ``events`` not to be read), its subject, and its events' trees.
+
+    Bytes and paths are split (:func:`~pith_graph.documents.split_bundle`): the
+    shell is parsed once and each event on its own, never the whole document
+    twice. Anything irregular takes :func:`~pith_graph.documents.load_bundle`,
+    which raises the error it finds, so both paths accept and refuse alike.
+    """
+    data = None if isinstance(bundle, Document) else source_bytes(bundle)
+    split = None if data is None else split_bundle(data)
+    if split is not None:
+        try:
+            depth = MAX_DEPTH - EVENT_DEPTH_OFFSET
+            return split.shell, split.model.pith_number, [loads(bytes(text), max_depth=depth) for text in split.events]
+        except InputError:
+            pass  # load_bundle raises it, as it would without the split
+    raw, model = load_bundle(bundle if data is None else data)
+    return raw, model.pith_number, raw["events"]
 
 
 class _Replay(NamedTuple):
@@ -256,27 +283,77 @@ class EventStore:
         being stored; ``trusted_keys``/``trust_bundle_keys`` only decide the
         reported statuses, as for :meth:`append`.
         """
-        raw, model = load_bundle(bundle)
-        subject = model.pith_number
-        rows = [EventRow.of(subject, tree) for tree in raw["events"]]
-        inspected = [self._inspected(row, tree) for row, tree in zip(rows, raw["events"], strict=True)]
+        (result,) = self.import_bundles([bundle], trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys)
+        return result
+
+    def import_bundles(
+        self,
+        bundles: Iterable[DocumentSource | Document],
+        *,
+        trusted_keys: TrustedKeys = None,
+        trust_bundle_keys: bool = False,
+        batch_size: int = IMPORT_BATCH,
+    ) -> Iterator[ImportResult]:
+        """Import many bundles, one transaction per ``batch_size`` of them, reading one at a time.
+
+        Yields each bundle's :class:`ImportResult` once the transaction holding it
+        is committed: whatever was yielded survives a crash, and a crash loses at
+        most the bundles read since the last result (one batch). A bundle that
+        cannot be read raises its :class:`~pith_graph.errors.InputError` after
+        the bundles before it are committed and yielded. The trusted keys are
+        resolved once for all bundles; as for :meth:`import_bundle` otherwise.
+        """
+        if batch_size < 1:
+            raise InputError(f"batch_size must be positive, not {batch_size}", code=codes.E_USAGE)
+        ring = coerce_ring(trusted_keys)
+        verifier = self.verifier()
+        remaining = iter(bundles)
+        try:
+            while True:
+                batch: list[ImportResult] = []
+                failed: PithGraphError | None = None
+                with self.backend.transaction():
+                    for bundle in remaining:
+                        try:
+                            batch.append(self._import(bundle, ring, trust_bundle_keys, verifier))
+                        except StoreError:
+                            raise  # the transaction itself is in doubt: roll the batch back
+                        except PithGraphError as exc:
+                            failed = exc  # this bundle is unusable: keep the ones before it
+                            break
+                        if len(batch) == batch_size:
+                            break
+                    self.cache.flush()  # the batch's signature verdicts, in its transaction
+                yield from batch
+                if failed is not None:
+                    raise failed
+                if len(batch) < batch_size:
+                    return
+        finally:
+            self.cache.flush()
+
+    def _import(
+        self, bundle: DocumentSource | Document, ring: KeyRing, trust_bundle_keys: bool, verifier: Verifier
+    ) -> ImportResult:
+        """Store one bundle (inside the caller's transaction) and report each event's status."""
+        shell, subject, trees = read_bundle_events(bundle)
+        rows = [EventRow.of(subject, tree) for tree in trees]
+        inspected = [self._inspected(row, tree) for row, tree in zip(rows, trees, strict=True)]
+        del trees
         items: list[ItemRow] = []
         for kind, key in ITEM_KINDS.items():
-            value = raw.get(key)
+            value = shell.get(key)
             values = [value] if kind == "record" else (value or [])
             items.extend(ItemRow(subject, kind, canonical_json_parsed(v)) for v in values if v is not None)
         before = self._item_count(subject)
         fresh = self.backend.add(rows, items, [facts for _, facts in inspected])
-        ring = self._ring(trusted_keys, trust_bundle_keys, [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
-                          if trust_bundle_keys else ())
-        verifier = self.verifier()
-        try:
-            appends = tuple(
-                self._status(row, checked, new, ring, verifier)
-                for row, (checked, _), new in zip(rows, inspected, fresh, strict=True)
-            )
-        finally:
-            self.cache.flush()
+        if trust_bundle_keys:
+            stored = [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
+            ring = self._ring(ring, True, stored)
+        appends = tuple(
+            self._status(row, checked, new, ring, verifier)
+            for row, (checked, _), new in zip(rows, inspected, fresh, strict=True)
+        )
         self._keep_verdicts(ring, subject, [(a, c) for a, (c, _) in zip(appends, inspected, strict=True)])
         return ImportResult(subject, appends, self._item_count(subject) - before)
 
