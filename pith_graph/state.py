@@ -148,8 +148,8 @@ class State:
 
     def to_json(self) -> bytes:
         """The state as the registry serves it: compact, registry key order, byte-exact."""
-        body = self._body()
-        body["state_sha256"] = self.state_sha256
+        body = self._body()  # built once for both encodings (a 100k state's body is large)
+        body["state_sha256"] = hashlib.sha256(_SORTED.encode(body)).hexdigest()
         return _ORDERED.encode(body)
 
     def to_pretty_json(self) -> bytes:

@@ -12,10 +12,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import deque
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 from pith_graph import codes
+from pith_graph._parallel.many import walk_bundle_paths
 from pith_graph.cli._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -25,8 +28,8 @@ from pith_graph.cli._common import (
     write_stdout,
 )
 from pith_graph.documents import read_json
-from pith_graph.errors import InputError
-from pith_graph.store import SCHEMA_VERSION, AppendResult, EventStore
+from pith_graph.errors import InputError, PithGraphError
+from pith_graph.store import IMPORT_BATCH, SCHEMA_VERSION, AppendResult, EventStore
 
 __all__ = ["register"]
 
@@ -56,22 +59,50 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """``store import BUNDLE...``: store the events and items of many bundles (progress on stderr)."""
+    """``store import FILES_OR_DIRS...``: store the events and items of many bundles.
+
+    Directories are walked (``*.json``, sorted, recursive), one bundle read at a
+    time; one transaction per ``--batch`` bundles. A bundle's line is printed
+    (on stderr when there are several) only once its batch is committed: every
+    bundle listed survives a crash, and a crash loses at most one batch.
+    """
     invalid = 0
-    total = len(args.bundles)
+    done = 0
     trust = _trust(args)
+    single = len(args.bundles) == 1 and not Path(args.bundles[0]).is_dir()
+    read: deque[Path] = deque()  # read, not yet reported (at most one batch)
+    reading: list[Path | None] = [None]  # the bundle being imported (None: walking the directories)
+
+    def paths() -> Iterator[Path]:
+        walk = walk_bundle_paths(args.bundles)
+        while True:
+            reading[0] = None
+            path = next(walk, None)
+            if path is None:
+                return
+            reading[0] = path
+            read.append(path)
+            yield path
+
     with _open(args) as store:
-        for done, path in enumerate(args.bundles, 1):
-            result = store.import_bundle(Path(path), **trust)
-            counts = {s: result.count(s) for s in (codes.STORE_NEW, codes.STORE_DUPLICATE, codes.STORE_INVALID)}
-            invalid += counts[codes.STORE_INVALID]
-            summary = " ".join(f"{status}={n}" for status, n in counts.items())
-            if total > 1:
-                _progress(f"[{done}/{total}] {path}: {result.subject} {summary}")
-            else:
-                print(f"{path}: {result.subject} {summary}")
-    if total > 1:
-        print(f"imported {total} bundles into {args.db}")
+        try:
+            for result in store.import_bundles(paths(), batch_size=args.batch, **trust):
+                path = read.popleft()
+                done += 1
+                counts = {s: result.count(s) for s in (codes.STORE_NEW, codes.STORE_DUPLICATE, codes.STORE_INVALID)}
+                invalid += counts[codes.STORE_INVALID]
+                summary = " ".join(f"{status}={n}" for status, n in counts.items())
+                if single:
+                    print(f"{path}: {result.subject} {summary}")
+                else:
+                    _progress(f"[{done}] {path}: {result.subject} {summary}")
+        except PithGraphError as exc:
+            if reading[0] is not None and str(reading[0]) not in exc.message:
+                exc.message = f"{reading[0]}: {exc.message}"
+                exc.args = (exc.message,)
+            raise
+    if not single:
+        print(f"imported {done} bundles into {args.db}")
     return EXIT_PROBLEMS if invalid else EXIT_OK
 
 
@@ -135,6 +166,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _positive(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive count, not {text!r}")
+    return count
+
+
 def _common(parser: argparse.ArgumentParser, *, trust: bool = False) -> None:
     parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
     if trust:
@@ -153,8 +194,11 @@ def register(subparsers: Any) -> None:
         return parser
 
     command("init", "create the store", cmd_init)
-    command("import", "store the events of bundle files", cmd_import, trust=True).add_argument(
-        "bundles", nargs="+", metavar="BUNDLE"
+    imports = command("import", "store the events of bundle files (directories walked)", cmd_import, trust=True)
+    imports.add_argument("bundles", nargs="+", metavar="FILES_OR_DIRS", help="bundle files, or directories (*.json, recursive)")
+    imports.add_argument(
+        "--batch", type=_positive, default=IMPORT_BATCH, metavar="N",
+        help=f"bundles per transaction; a crash loses at most one batch (default {IMPORT_BATCH})",
     )
     append = command("append", "store one event (JSON file, - for stdin)", cmd_append)
     append.add_argument("event", metavar="EVENT")
