@@ -519,19 +519,22 @@ def main(argv: list[str] | None = None) -> int:
         "--only", choices=("large", "small"), default=None,
         help="only the large-bundle rows (--sizes) or only the small-bundle (mirror) rows",
     )
-    parser.add_argument("--bundles", type=int, default=SMALL_COUNT, help=f"bundles in the mirror (default {SMALL_COUNT})")
+    parser.add_argument(
+        "--bundles", type=int, default=None, help=f"bundles in the mirror (default {SMALL_COUNT}; with --quick 40)"
+    )
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([1000] if args.quick else list(DEFAULT_SIZES))
     if args.only == "small":
         sizes = []
+    bundles = args.bundles or (40 if args.quick else SMALL_COUNT)
     results: dict[str, Any] = {"machine": machine(), "sizes": sizes, "by_size": {}}
     with tempfile.TemporaryDirectory() as tmp:
         keys_file = Path(tmp) / "keys.json"
         keys_file.write_text(json.dumps(trusted_entries()))
         if args.only != "large":
-            print(f"measuring a mirror of {args.bundles} small bundles ...", file=sys.stderr, flush=True)
+            print(f"measuring a mirror of {bundles} small bundles ...", file=sys.stderr, flush=True)
             results["small"] = measure_small(
-                args.bundles, repeat=1 if args.quick else 3, workers=args.workers, data_dir=args.data_dir, keys_file=keys_file
+                bundles, repeat=1 if args.quick else 3, workers=args.workers, data_dir=args.data_dir, keys_file=keys_file
             )
         if not sizes:
             results["targets"] = small_targets(results["small"])

@@ -210,6 +210,7 @@ class EventStore:
             backend if backend is not None else SQLiteBackend(path, busy_timeout=busy_timeout, create=create)
         )
         self.cache = StoredSignatureCache(self.backend)
+        self._last_ring: tuple[KeyRing, str] | None = None
 
     def __enter__(self) -> EventStore:
         return self
@@ -350,19 +351,32 @@ class EventStore:
         if trust_bundle_keys:
             stored = [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
             ring = self._ring(ring, True, stored)
-        appends = tuple(
-            self._status(row, checked, new, ring, verifier)
-            for row, (checked, _), new in zip(rows, inspected, fresh, strict=True)
-        )
-        self._keep_verdicts(ring, subject, [(a, c) for a, (c, _) in zip(appends, inspected, strict=True)])
+        # One query for the verdicts this store already has about the bundle's signatures, not one each.
+        self.cache.prefetch(c.facts.message for c, _ in inspected if c.reason is None and c.facts is not None)
+        try:
+            appends = tuple(
+                self._status(row, checked, new, ring, verifier)
+                for row, (checked, _), new in zip(rows, inspected, fresh, strict=True)
+            )
+        finally:
+            self.cache.forget()
+        # ring_id costs more than a small bundle's checks: once per call, unless the bundle's keys join the ring.
+        ring_key = ring_id(ring) if trust_bundle_keys else self._ring_key(ring)
+        self._keep_verdicts(ring_key, subject, [(a, c) for a, (c, _) in zip(appends, inspected, strict=True)])
         return ImportResult(subject, appends, self._item_count(subject) - before)
 
-    def _keep_verdicts(self, ring: KeyRing, subject: str, outcomes: Sequence[tuple[AppendResult, CheckedEvent]]) -> None:
+    def _ring_key(self, ring: KeyRing) -> str:
+        """:func:`ring_id` of ``ring``, remembered for the last ring asked about (rings are immutable)."""
+        if self._last_ring is None or self._last_ring[0] is not ring:
+            self._last_ring = (ring, ring_id(ring))
+        return self._last_ring[1]
+
+    def _keep_verdicts(self, ring_key: str, subject: str, outcomes: Sequence[tuple[AppendResult, CheckedEvent]]) -> None:
         """Keep the key verdicts an append or import just reached, so the next replay under
         the same keys starts warm (only for copies that passed the intrinsic checks)."""
         verdicts = [KeyVerdict(a.unit_id, a.digest, a.reason) for a, inspected in outcomes if inspected.reason is None]
         if verdicts:
-            self.backend.add_key_verdicts(ring_id(ring), subject, verdicts)
+            self.backend.add_key_verdicts(ring_key, subject, verdicts)
 
     def _item_count(self, subject: str) -> int:
         return len(self.backend.items(subject))

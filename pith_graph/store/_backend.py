@@ -103,18 +103,24 @@ class StoredSignatureCache:
         self._backend = backend
         self._pending: dict[Triple, bool] = {}
         self._prefetched: dict[Triple, bool] = {}
+        self._fetched: set[bytes] = set()  # messages whose every kept verdict is in _prefetched
         self.hits = 0
         self.misses = 0
 
     def prefetch(self, messages: Iterable[bytes]) -> None:
         """Load every stored verdict about these messages at once (kept until :meth:`forget`)."""
         # In key order: consecutive lookups share index pages.
-        found = self._backend.signature_verdicts(sorted(set(messages)))
+        wanted = sorted(set(messages))
+        found = self._backend.signature_verdicts(wanted)
         self._prefetched.update(((k, s, m), v) for k, s, m, v in found)
+        # Every kept verdict about these messages is now here: a triple about one of them
+        # that is not is unknown, without asking the backend again.
+        self._fetched.update(wanted)
 
     def forget(self) -> None:
         """Drop prefetched verdicts (they stay in the database)."""
         self._prefetched.clear()
+        self._fetched.clear()
 
     def lookup(self, public_key: bytes, signature: bytes, message: bytes) -> bool | None:
         """The remembered verdict, or None."""
@@ -122,7 +128,7 @@ class StoredSignatureCache:
         known = self._prefetched.get(key)
         if known is None:
             known = self._pending.get(key)
-        if known is None:
+        if known is None and message not in self._fetched:
             known = self._backend.signature_verdict(public_key, signature, message)
         if known is None:
             self.misses += 1
