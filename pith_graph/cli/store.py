@@ -69,7 +69,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     invalid = 0
     done = 0
     trust = _trust(args)
-    single = len(args.bundles) == 1 and not Path(args.bundles[0]).is_dir()
+    walked = any(Path(name).is_dir() for name in args.bundles)
+    total = None if walked else len(args.bundles)  # a directory is walked as it is read: no total
+    single = total == 1
     read: deque[Path] = deque()  # read, not yet reported (at most one batch)
     reading: list[Path | None] = [None]  # the bundle being imported (None: walking the directories)
 
@@ -86,7 +88,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     with _open(args) as store:
         try:
-            for result in store.import_bundles(paths(), batch_size=args.batch, **trust):
+            for result in store.import_bundles(paths(), batch_size=args.batch, workers=args.workers, **trust):
                 path = read.popleft()
                 done += 1
                 counts = {s: result.count(s) for s in (codes.STORE_NEW, codes.STORE_DUPLICATE, codes.STORE_INVALID)}
@@ -95,7 +97,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 if single:
                     print(f"{path}: {result.subject} {summary}")
                 else:
-                    _progress(f"[{done}] {path}: {result.subject} {summary}")
+                    _progress(f"[{done if total is None else f'{done}/{total}'}] {path}: {result.subject} {summary}")
         except PithGraphError as exc:
             if reading[0] is not None and str(reading[0]) not in exc.message:
                 exc.message = f"{reading[0]}: {exc.message}"
@@ -199,6 +201,10 @@ def register(subparsers: Any) -> None:
     imports.add_argument(
         "--batch", type=_positive, default=IMPORT_BATCH, metavar="N",
         help=f"bundles per transaction; a crash loses at most one batch (default {IMPORT_BATCH})",
+    )
+    imports.add_argument(
+        "--workers", type=_positive, default=1, metavar="N",
+        help="processes reading and checking bundles, this one included (default 1; not with --trust-bundle-keys)",
     )
     append = command("append", "store one event (JSON file, - for stdin)", cmd_append)
     append.add_argument("event", metavar="EVENT")

@@ -37,11 +37,16 @@ signature cache kept through it), ``_schema`` and ``_sqlite`` (SQLite),
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final, NamedTuple
 
+import msgspec
+
 from pith_graph import codes
+from pith_graph._parallel.many import ordered_map
+from pith_graph._parallel.pool import resolve_workers
 from pith_graph.canonical import MAX_DEPTH, canonical_json_parsed, gc_paused, loads
 from pith_graph.documents import EVENT_DEPTH_OFFSET, Document, DocumentSource, load_bundle, source_bytes, split_bundle
 from pith_graph.ed25519 import Verifier
@@ -50,7 +55,7 @@ from pith_graph.events import CheckedEvent, check_keys, inspect_event
 from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring
 from pith_graph.merge import MergeResult, merge_copies
 from pith_graph.state import State
-from pith_graph.store._backend import Backend, StoredSignatureCache
+from pith_graph.store._backend import Backend, SignatureVerdict, StoredSignatureCache
 from pith_graph.store._export import BundleSigner, bundle_document
 from pith_graph.store._facts import (
     FACTS_RULE,
@@ -160,8 +165,18 @@ class StoredEvent:
 IMPORT_BATCH: Final = 256
 
 
-def read_bundle_events(bundle: DocumentSource | Document) -> tuple[dict[str, Any], str, list[Any]]:
-    """A bundle's parsed shell (its ``events`` not to be read), its subject, and its events' trees.
+class _Received(NamedTuple):
+    """A bundle as the store takes it: its parsed shell (``events`` not to be read), its
+    subject, and per event its row and its intrinsic stage-1 outcome with the facts row."""
+
+    shell: dict[str, Any]
+    subject: str
+    rows: list[EventRow]
+    inspected: list[tuple[CheckedEvent, FactsRow]]
+
+
+def _received(bundle: DocumentSource | Document) -> _Received:
+    """Read a bundle for the store, one event tree at a time (none is kept: peak memory).
 
     Bytes and paths are split (:func:`~pith_graph.documents.split_bundle`): the
     shell is parsed once and each event on its own, never the whole document
@@ -171,13 +186,84 @@ def read_bundle_events(bundle: DocumentSource | Document) -> tuple[dict[str, Any
     data = None if isinstance(bundle, Document) else source_bytes(bundle)
     split = None if data is None else split_bundle(data)
     if split is not None:
+        depth = MAX_DEPTH - EVENT_DEPTH_OFFSET
         try:
-            depth = MAX_DEPTH - EVENT_DEPTH_OFFSET
-            return split.shell, split.model.pith_number, [loads(bytes(text), max_depth=depth) for text in split.events]
+            trees = (loads(bytes(text), max_depth=depth) for text in split.events)
+            return _Received(split.shell, split.model.pith_number, *_rows(split.model.pith_number, trees))
         except InputError:
             pass  # load_bundle raises it, as it would without the split
     raw, model = load_bundle(bundle if data is None else data)
-    return raw, model.pith_number, raw["events"]
+    return _Received(raw, model.pith_number, *_rows(model.pith_number, iter(raw["events"])))
+
+
+def _rows(subject: str, trees: Iterator[Any]) -> tuple[list[EventRow], list[tuple[CheckedEvent, FactsRow]]]:
+    """Each event's row and intrinsic outcome; the outcome drops its tree (check_keys reads
+    only the canonical fragments it keeps)."""
+    rows: list[EventRow] = []
+    inspected: list[tuple[CheckedEvent, FactsRow]] = []
+    with gc_paused():  # many small acyclic objects (see canonical.gc_paused)
+        for tree in trees:
+            row = EventRow.of(subject, tree)
+            checked, facts = EventStore._inspected(row, tree)
+            rows.append(row)
+            inspected.append((msgspec.structs.replace(checked, raw=None), facts))
+    return rows, inspected
+
+
+def _items(received: _Received) -> list[ItemRow]:
+    """The bundle-level items of a received bundle, as canonical bytes."""
+    items: list[ItemRow] = []
+    for kind, key in ITEM_KINDS.items():
+        value = received.shell.get(key)
+        values = [value] if kind == "record" else (value or [])
+        items.extend(ItemRow(received.subject, kind, canonical_json_parsed(v)) for v in values if v is not None)
+    return items
+
+
+def _key_reasons(received: _Received, ring: KeyRing, verifier: Verifier) -> list[str | None]:
+    """Each event's stage-1 reason under ``ring`` (the key checks after the intrinsic ones)."""
+    subject = received.subject
+    return [check_keys(c, subject=subject, keyring=ring, verifier=verifier).reason for c, _ in received.inspected]
+
+
+class _Prepared(NamedTuple):
+    """A bundle read and checked by a helper process, ready to be stored (see :meth:`EventStore.import_bundles`)."""
+
+    subject: str
+    rows: list[EventRow]
+    items: list[ItemRow]
+    facts: list[FactsRow]
+    intrinsic_ok: list[bool]
+    reasons: list[str | None]
+    #: Every signature verdict reached, for the store's signature cache.
+    verdicts: list[SignatureVerdict]
+
+
+class _Recorded:
+    """A signature cache that knows nothing and keeps every verdict reached (a helper's)."""
+
+    def __init__(self) -> None:
+        self.verdicts: list[SignatureVerdict] = []
+
+    def lookup(self, public_key: bytes, signature: bytes, message: bytes) -> bool | None:
+        return None
+
+    def record(self, public_key: bytes, signature: bytes, message: bytes, valid: bool) -> None:
+        self.verdicts.append(SignatureVerdict(public_key, signature, message, valid))
+
+
+def _prepare_outcome(bundle: DocumentSource | Document, ring: KeyRing) -> _Prepared | PithGraphError:
+    """In a helper process: a bundle read, checked under ``ring`` and ready to store, or its error."""
+    try:
+        received = _received(bundle)
+        recorded = _Recorded()
+        reasons = _key_reasons(received, ring, Verifier(cache=recorded))
+        return _Prepared(
+            received.subject, received.rows, _items(received), [facts for _, facts in received.inspected],
+            [c.reason is None for c, _ in received.inspected], reasons, recorded.verdicts,
+        )
+    except PithGraphError as exc:
+        return exc
 
 
 class _Replay(NamedTuple):
@@ -294,6 +380,7 @@ class EventStore:
         trusted_keys: TrustedKeys = None,
         trust_bundle_keys: bool = False,
         batch_size: int = IMPORT_BATCH,
+        workers: int | None = 1,
     ) -> Iterator[ImportResult]:
         """Import many bundles, one transaction per ``batch_size`` of them, reading one at a time.
 
@@ -303,20 +390,31 @@ class EventStore:
         cannot be read raises its :class:`~pith_graph.errors.InputError` after
         the bundles before it are committed and yielded. The trusted keys are
         resolved once for all bundles; as for :meth:`import_bundle` otherwise.
+
+        ``workers`` (default 1: this process only; None or 0 as for
+        ``rebuild_state``): processes that read and check bundles (parse, stage
+        1, signatures), in order, while this one writes them; with
+        ``trust_bundle_keys`` (which reads the keys already stored) this process
+        does everything. The results are the same either way.
         """
         if batch_size < 1:
             raise InputError(f"batch_size must be positive, not {batch_size}", code=codes.E_USAGE)
+        count = 1 if trust_bundle_keys else resolve_workers(workers)
         ring = coerce_ring(trusted_keys)
         verifier = self.verifier()
-        remaining = iter(bundles)
+        if count > 1:
+            prepared = ordered_map(_prepare_outcome, bundles, count, ring)
+            steps: Iterator[Callable[[], ImportResult]] = (partial(self._store_prepared, p, ring) for p in prepared)
+        else:
+            steps = (partial(self._import, b, ring, trust_bundle_keys, verifier) for b in bundles)
         try:
             while True:
                 batch: list[ImportResult] = []
                 failed: PithGraphError | None = None
                 with self.backend.transaction():
-                    for bundle in remaining:
+                    for step in steps:
                         try:
-                            batch.append(self._import(bundle, ring, trust_bundle_keys, verifier))
+                            batch.append(step())
                         except StoreError:
                             raise  # the transaction itself is in doubt: roll the batch back
                         except PithGraphError as exc:
@@ -332,37 +430,65 @@ class EventStore:
                     return
         finally:
             self.cache.flush()
+            closing = getattr(steps, "close", None)
+            if closing is not None:
+                closing()  # stops the helpers of an import left early
 
     def _import(
         self, bundle: DocumentSource | Document, ring: KeyRing, trust_bundle_keys: bool, verifier: Verifier
     ) -> ImportResult:
         """Store one bundle (inside the caller's transaction) and report each event's status."""
-        shell, subject, trees = read_bundle_events(bundle)
-        rows = [EventRow.of(subject, tree) for tree in trees]
-        inspected = [self._inspected(row, tree) for row, tree in zip(rows, trees, strict=True)]
-        del trees
-        items: list[ItemRow] = []
-        for kind, key in ITEM_KINDS.items():
-            value = shell.get(key)
-            values = [value] if kind == "record" else (value or [])
-            items.extend(ItemRow(subject, kind, canonical_json_parsed(v)) for v in values if v is not None)
+        received = _received(bundle)
+        subject, rows = received.subject, received.rows
         before = self._item_count(subject)
-        fresh = self.backend.add(rows, items, [facts for _, facts in inspected])
+        fresh = self.backend.add(rows, _items(received), [facts for _, facts in received.inspected])
         if trust_bundle_keys:
             stored = [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
             ring = self._ring(ring, True, stored)
         # One query for the verdicts this store already has about the bundle's signatures, not one each.
-        self.cache.prefetch(c.facts.message for c, _ in inspected if c.reason is None and c.facts is not None)
+        self.cache.prefetch(c.facts.message for c, _ in received.inspected if c.reason is None and c.facts is not None)
         try:
-            appends = tuple(
-                self._status(row, checked, new, ring, verifier)
-                for row, (checked, _), new in zip(rows, inspected, fresh, strict=True)
-            )
+            reasons = _key_reasons(received, ring, verifier)
         finally:
             self.cache.forget()
         # ring_id costs more than a small bundle's checks: once per call, unless the bundle's keys join the ring.
         ring_key = ring_id(ring) if trust_bundle_keys else self._ring_key(ring)
-        self._keep_verdicts(ring_key, subject, [(a, c) for a, (c, _) in zip(appends, inspected, strict=True)])
+        intrinsic_ok = [c.reason is None for c, _ in received.inspected]
+        return self._result(subject, rows, intrinsic_ok, reasons, fresh, ring_key, before)
+
+    def _store_prepared(self, prepared: _Prepared | PithGraphError, ring: KeyRing) -> ImportResult:
+        """Store a bundle a helper read and checked (:func:`_prepare_outcome`), inside the caller's transaction."""
+        if isinstance(prepared, PithGraphError):
+            raise prepared
+        before = self._item_count(prepared.subject)
+        fresh = self.backend.add(prepared.rows, prepared.items, prepared.facts)
+        for verdict in prepared.verdicts:
+            self.cache.record(*verdict)
+        return self._result(
+            prepared.subject, prepared.rows, prepared.intrinsic_ok, prepared.reasons, fresh, self._ring_key(ring), before
+        )
+
+    def _result(
+        self,
+        subject: str,
+        rows: Sequence[EventRow],
+        intrinsic_ok: Sequence[bool],
+        reasons: Sequence[str | None],
+        fresh: Sequence[bool],
+        ring_key: str,
+        before: int,
+    ) -> ImportResult:
+        """The import's report, and the key verdicts kept for the next replay under the same keys."""
+        appends = tuple(
+            AppendResult(
+                codes.STORE_DUPLICATE if not new else codes.STORE_NEW if reason is None else codes.STORE_INVALID,
+                subject, row.unit_id, row.digest, reason,
+            )
+            for row, reason, new in zip(rows, reasons, fresh, strict=True)
+        )
+        verdicts = [KeyVerdict(a.unit_id, a.digest, a.reason) for a, ok in zip(appends, intrinsic_ok, strict=True) if ok]
+        if verdicts:
+            self.backend.add_key_verdicts(ring_key, subject, verdicts)
         return ImportResult(subject, appends, self._item_count(subject) - before)
 
     def _ring_key(self, ring: KeyRing) -> str:
@@ -370,13 +496,6 @@ class EventStore:
         if self._last_ring is None or self._last_ring[0] is not ring:
             self._last_ring = (ring, ring_id(ring))
         return self._last_ring[1]
-
-    def _keep_verdicts(self, ring_key: str, subject: str, outcomes: Sequence[tuple[AppendResult, CheckedEvent]]) -> None:
-        """Keep the key verdicts an append or import just reached, so the next replay under
-        the same keys starts warm (only for copies that passed the intrinsic checks)."""
-        verdicts = [KeyVerdict(a.unit_id, a.digest, a.reason) for a, inspected in outcomes if inspected.reason is None]
-        if verdicts:
-            self.backend.add_key_verdicts(ring_key, subject, verdicts)
 
     def _item_count(self, subject: str) -> int:
         return len(self.backend.items(subject))
