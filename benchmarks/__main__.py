@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from benchmarks import profile
 from benchmarks.generate import DATA_DIR, ensure_bundle, trusted_entries
+from benchmarks.profile import parallel_capacity
 from benchmarks.small import DEFAULT_COUNT as SMALL_COUNT
 from benchmarks.small import TARGETS as SMALL_TARGETS
 from benchmarks.small import measure_small
@@ -92,38 +93,6 @@ def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 def timed(fn: Callable[[], Any], repeat: int) -> float:
     """Best wall time of ``repeat`` runs of ``fn``; its result is dropped."""
     return best(fn, repeat)[0]
-
-
-def _spin(n: int) -> int:
-    total = 0
-    for i in range(n):
-        total += i * i
-    return total
-
-
-def parallel_capacity(workers: int) -> float:
-    """How much faster ``workers`` processes run ``workers`` pure-Python loops than one process.
-
-    The ceiling any parallel figure of this run can reach: on a shared or
-    throttled machine it is well below ``workers``.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    methods = multiprocessing.get_all_start_methods()
-    # fork: _spin lives in __main__, which a forkserver child cannot import by name.
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    n = 3_000_000
-    start = time.perf_counter()
-    for _ in range(workers):
-        _spin(n)
-    serial = time.perf_counter() - start
-    with ProcessPoolExecutor(workers, mp_context=context) as executor:
-        list(executor.map(_spin, [10] * workers))
-        start = time.perf_counter()
-        list(executor.map(_spin, [n] * workers))
-        parallel = time.perf_counter() - start
-    return serial / parallel
 
 
 def machine() -> dict[str, Any]:

@@ -15,8 +15,8 @@ import contextlib
 import itertools
 import os
 from collections import deque
-from concurrent.futures import Future
 from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 

@@ -48,7 +48,14 @@ from pith_graph import codes
 from pith_graph._parallel.many import ordered_map
 from pith_graph._parallel.pool import resolve_workers
 from pith_graph.canonical import MAX_DEPTH, canonical_json_parsed, gc_paused, loads
-from pith_graph.documents import EVENT_DEPTH_OFFSET, Document, DocumentSource, load_bundle, source_bytes, split_bundle
+from pith_graph.documents import (
+    EVENT_DEPTH_OFFSET,
+    Document,
+    DocumentSource,
+    load_bundle,
+    source_bytes,
+    split_bundle,
+)
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, PithGraphError, StoreError, TrustError
 from pith_graph.events import CheckedEvent, check_keys, inspect_event

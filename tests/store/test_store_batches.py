@@ -202,3 +202,4 @@ def test_helpers_report_an_unusable_bundle_in_its_place(tmp_path: Path) -> None:
             for result in store.import_bundles(bundles, batch_size=4, workers=2):
                 seen.append(result.subject)
         assert len(seen) == 13 and store.subjects() == sorted(seen)
+
