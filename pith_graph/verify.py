@@ -17,9 +17,13 @@ from typing import Any, Final
 
 from pith_graph import codes
 from pith_graph._parallel.pool import resolve_workers
-from pith_graph.canonical import MAX_DEPTH, canonical_json_parsed, compact_json_parsed, gc_paused, loads
+from pith_graph.canonical import (
+    canonical_json_parsed,
+    compact_json_parsed,
+    gc_paused,
+    loads_accepted,
+)
 from pith_graph.documents import (
-    EVENT_DEPTH_OFFSET,
     Document,
     DocumentSource,
     SplitBundle,
@@ -143,7 +147,8 @@ def _split_bundle_digest(split: SplitBundle) -> str:
         for index, text in enumerate(split.events):
             if index:
                 digest.update(b",")
-            digest.update(canonical_json_parsed(loads(bytes(text), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)))
+            # Every event text passed the strict parse in the streaming rebuild this follows.
+            digest.update(canonical_json_parsed(loads_accepted(text)))
     digest.update(b"]," + after + b"}" if after else b"]}")
     return digest.hexdigest()
 
