@@ -172,6 +172,11 @@ class StoredEvent:
 IMPORT_BATCH: Final = 256
 
 
+def _status(fresh: bool, reason: str | None) -> str:
+    """An append's status: ``duplicate`` for a copy stored before, else by its stage-1 reason."""
+    return codes.STORE_DUPLICATE if not fresh else codes.STORE_NEW if reason is None else codes.STORE_INVALID
+
+
 class _Received(NamedTuple):
     """A bundle as the store takes it: its parsed shell (``events`` not to be read), its
     subject, and per event its row and its intrinsic stage-1 outcome with the facts row."""
@@ -338,8 +343,7 @@ class EventStore:
 
     def _status(self, row: EventRow, checked: CheckedEvent, fresh: bool, ring: KeyRing, verifier: Verifier) -> AppendResult:
         reason = check_keys(checked, subject=row.subject, keyring=ring, verifier=verifier).reason
-        status = codes.STORE_DUPLICATE if not fresh else codes.STORE_NEW if reason is None else codes.STORE_INVALID
-        return AppendResult(status, row.subject, row.unit_id, row.digest, reason)
+        return AppendResult(_status(fresh, reason), row.subject, row.unit_id, row.digest, reason)
 
     def append(
         self, event: Any, *, subject: str | None = None, trusted_keys: TrustedKeys = None
@@ -487,10 +491,7 @@ class EventStore:
     ) -> ImportResult:
         """The import's report, and the key verdicts kept for the next replay under the same keys."""
         appends = tuple(
-            AppendResult(
-                codes.STORE_DUPLICATE if not new else codes.STORE_NEW if reason is None else codes.STORE_INVALID,
-                subject, row.unit_id, row.digest, reason,
-            )
+            AppendResult(_status(new, reason), subject, row.unit_id, row.digest, reason)
             for row, reason, new in zip(rows, reasons, fresh, strict=True)
         )
         verdicts = [KeyVerdict(a.unit_id, a.digest, a.reason) for a, ok in zip(appends, intrinsic_ok, strict=True) if ok]
