@@ -36,6 +36,7 @@ signature cache kept through it), ``_schema`` and ``_sqlite`` (SQLite),
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -177,14 +178,21 @@ def _status(fresh: bool, reason: str | None) -> str:
     return codes.STORE_DUPLICATE if not fresh else codes.STORE_NEW if reason is None else codes.STORE_INVALID
 
 
+#: Events of one bundle read, checked and written at a time: an import holds one chunk's
+#: rows and outcomes, not the whole bundle's (peak memory; issue 18).
+IMPORT_CHUNK: Final = 1000
+
+_Chunk = tuple[list[EventRow], list[tuple[CheckedEvent, FactsRow]]]
+
+
 class _Received(NamedTuple):
     """A bundle as the store takes it: its parsed shell (``events`` not to be read), its
-    subject, and per event its row and its intrinsic stage-1 outcome with the facts row."""
+    subject, and its events in chunks: each event's row and its intrinsic stage-1 outcome
+    with the facts row. Reading a chunk may raise the bundle's InputError."""
 
     shell: dict[str, Any]
     subject: str
-    rows: list[EventRow]
-    inspected: list[tuple[CheckedEvent, FactsRow]]
+    chunks: Iterator[_Chunk]
 
 
 def _received(bundle: DocumentSource | Document) -> _Received:
@@ -193,49 +201,61 @@ def _received(bundle: DocumentSource | Document) -> _Received:
     Bytes and paths are split (:func:`~pith_graph.documents.split_bundle`): the
     shell is parsed once and each event on its own, never the whole document
     twice. Anything irregular takes :func:`~pith_graph.documents.load_bundle`,
-    which raises the error it finds, so both paths accept and refuse alike.
+    which raises the error it finds, so both paths accept and refuse alike (an
+    event found irregular in a later chunk raises then: the caller writes each
+    bundle in a savepoint).
     """
     data = None if isinstance(bundle, Document) else source_bytes(bundle)
     split = None if data is None else split_bundle(data)
-    if split is not None:
-        depth = MAX_DEPTH - EVENT_DEPTH_OFFSET
-        try:
-            trees = (loads(bytes(text), max_depth=depth) for text in split.events)
-            return _Received(split.shell, split.model.pith_number, *_rows(split.model.pith_number, trees))
-        except InputError:
-            pass  # load_bundle raises it, as it would without the split
-    raw, model = load_bundle(bundle if data is None else data)
-    return _Received(raw, model.pith_number, *_rows(model.pith_number, iter(raw["events"])))
+    if split is None or data is None:
+        raw, model = load_bundle(bundle if data is None else data)
+        return _Received(raw, model.pith_number, _chunks(model.pith_number, iter(raw["events"])))
+    depth = MAX_DEPTH - EVENT_DEPTH_OFFSET
+    whole = data
+
+    def trees() -> Iterator[Any]:
+        for text in split.events:
+            try:
+                yield loads(bytes(text), max_depth=depth)
+            except InputError:
+                load_bundle(whole)  # raises the error the strict parse of the whole finds
+                raise
+
+    return _Received(split.shell, split.model.pith_number, _chunks(split.model.pith_number, trees()))
 
 
-def _rows(subject: str, trees: Iterator[Any]) -> tuple[list[EventRow], list[tuple[CheckedEvent, FactsRow]]]:
-    """Each event's row and intrinsic outcome; the outcome drops its tree (check_keys reads
-    only the canonical fragments it keeps)."""
-    rows: list[EventRow] = []
-    inspected: list[tuple[CheckedEvent, FactsRow]] = []
-    with gc_paused():  # many small acyclic objects (see canonical.gc_paused)
-        for tree in trees:
-            row = EventRow.of(subject, tree)
-            checked, facts = EventStore._inspected(row, tree)
-            rows.append(row)
-            inspected.append((msgspec.structs.replace(checked, raw=None), facts))
-    return rows, inspected
+def _chunks(subject: str, trees: Iterator[Any]) -> Iterator[_Chunk]:
+    """Each event's row and intrinsic outcome, :data:`IMPORT_CHUNK` events at a time; the
+    outcome drops its tree (check_keys reads only the canonical fragments it keeps)."""
+    while True:
+        rows: list[EventRow] = []
+        inspected: list[tuple[CheckedEvent, FactsRow]] = []
+        with gc_paused():  # many small acyclic objects (see canonical.gc_paused)
+            for tree in itertools.islice(trees, IMPORT_CHUNK):
+                row = EventRow.of(subject, tree)
+                checked, facts = EventStore._inspected(row, tree)
+                rows.append(row)
+                inspected.append((msgspec.structs.replace(checked, raw=None), facts))
+        if not rows:
+            return
+        yield rows, inspected
 
 
-def _items(received: _Received) -> list[ItemRow]:
-    """The bundle-level items of a received bundle, as canonical bytes."""
+def _items(shell: Mapping[str, Any], subject: str) -> list[ItemRow]:
+    """The bundle-level items of a bundle's shell, as canonical bytes."""
     items: list[ItemRow] = []
     for kind, key in ITEM_KINDS.items():
-        value = received.shell.get(key)
+        value = shell.get(key)
         values = [value] if kind == "record" else (value or [])
-        items.extend(ItemRow(received.subject, kind, canonical_json_parsed(v)) for v in values if v is not None)
+        items.extend(ItemRow(subject, kind, canonical_json_parsed(v)) for v in values if v is not None)
     return items
 
 
-def _key_reasons(received: _Received, ring: KeyRing, verifier: Verifier) -> list[str | None]:
+def _key_reasons(
+    subject: str, inspected: Sequence[tuple[CheckedEvent, FactsRow]], ring: KeyRing, verifier: Verifier
+) -> list[str | None]:
     """Each event's stage-1 reason under ``ring`` (the key checks after the intrinsic ones)."""
-    subject = received.subject
-    return [check_keys(c, subject=subject, keyring=ring, verifier=verifier).reason for c, _ in received.inspected]
+    return [check_keys(c, subject=subject, keyring=ring, verifier=verifier).reason for c, _ in inspected]
 
 
 class _Prepared(NamedTuple):
@@ -269,11 +289,14 @@ def _prepare_outcome(bundle: DocumentSource | Document, ring: KeyRing) -> _Prepa
     try:
         received = _received(bundle)
         recorded = _Recorded()
-        reasons = _key_reasons(received, ring, Verifier(cache=recorded))
-        return _Prepared(
-            received.subject, received.rows, _items(received), [facts for _, facts in received.inspected],
-            [c.reason is None for c, _ in received.inspected], reasons, recorded.verdicts,
-        )
+        verifier = Verifier(cache=recorded)
+        prepared = _Prepared(received.subject, [], _items(received.shell, received.subject), [], [], [], recorded.verdicts)
+        for rows, inspected in received.chunks:
+            prepared.rows.extend(rows)
+            prepared.facts.extend(facts for _, facts in inspected)
+            prepared.intrinsic_ok.extend(c.reason is None for c, _ in inspected)
+            prepared.reasons.extend(_key_reasons(received.subject, inspected, ring, verifier))
+        return prepared
     except PithGraphError as exc:
         return exc
 
@@ -448,24 +471,35 @@ class EventStore:
     def _import(
         self, bundle: DocumentSource | Document, ring: KeyRing, trust_bundle_keys: bool, verifier: Verifier
     ) -> ImportResult:
-        """Store one bundle (inside the caller's transaction) and report each event's status."""
-        received = _received(bundle)
-        subject, rows = received.subject, received.rows
-        before = self._item_count(subject)
-        fresh = self.backend.add(rows, _items(received), [facts for _, facts in received.inspected])
-        if trust_bundle_keys:
-            stored = [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
-            ring = self._ring(ring, True, stored)
-        # One query for the verdicts this store already has about the bundle's signatures, not one each.
-        self.cache.prefetch(c.facts.message for c, _ in received.inspected if c.reason is None and c.facts is not None)
-        try:
-            reasons = _key_reasons(received, ring, verifier)
-        finally:
-            self.cache.forget()
-        # ring_id costs more than a small bundle's checks: once per call, unless the bundle's keys join the ring.
-        ring_key = ring_id(ring) if trust_bundle_keys else self._ring_key(ring)
-        intrinsic_ok = [c.reason is None for c, _ in received.inspected]
-        return self._result(subject, rows, intrinsic_ok, reasons, fresh, ring_key, before)
+        """Store one bundle (inside the caller's transaction, all or nothing) and report each event's status.
+
+        Written a chunk of events at a time (:data:`IMPORT_CHUNK`), in a savepoint of
+        the caller's transaction: an event found unusable in a later chunk undoes the
+        earlier ones.
+        """
+        with self.backend.transaction():
+            received = _received(bundle)
+            subject = received.subject
+            before = self._item_count(subject)
+            self.backend.add([], _items(received.shell, subject))
+            if trust_bundle_keys:
+                # The keys stored for the subject, this bundle's included (as data: trusted only on request).
+                stored = [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
+                ring = self._ring(ring, True, stored)
+            # ring_id costs more than a small bundle's checks: once per call, unless the bundle's keys join the ring.
+            ring_key = ring_id(ring) if trust_bundle_keys else self._ring_key(ring)
+            appends: list[AppendResult] = []
+            for rows, inspected in received.chunks:
+                fresh = self.backend.add(rows, [], [facts for _, facts in inspected])
+                # One query for the verdicts this store already has about the chunk's signatures, not one each.
+                self.cache.prefetch(c.facts.message for c, _ in inspected if c.reason is None and c.facts is not None)
+                try:
+                    reasons = _key_reasons(subject, inspected, ring, verifier)
+                finally:
+                    self.cache.forget()
+                intrinsic_ok = [c.reason is None for c, _ in inspected]
+                appends += self._appends(subject, rows, intrinsic_ok, reasons, fresh, ring_key)
+            return ImportResult(subject, tuple(appends), self._item_count(subject) - before)
 
     def _store_prepared(self, prepared: _Prepared | PithGraphError, ring: KeyRing) -> ImportResult:
         """Store a bundle a helper read and checked (:func:`_prepare_outcome`), inside the caller's transaction."""
@@ -475,11 +509,12 @@ class EventStore:
         fresh = self.backend.add(prepared.rows, prepared.items, prepared.facts)
         for verdict in prepared.verdicts:
             self.cache.record(*verdict)
-        return self._result(
-            prepared.subject, prepared.rows, prepared.intrinsic_ok, prepared.reasons, fresh, self._ring_key(ring), before
+        appends = self._appends(
+            prepared.subject, prepared.rows, prepared.intrinsic_ok, prepared.reasons, fresh, self._ring_key(ring)
         )
+        return ImportResult(prepared.subject, tuple(appends), self._item_count(prepared.subject) - before)
 
-    def _result(
+    def _appends(
         self,
         subject: str,
         rows: Sequence[EventRow],
@@ -487,17 +522,17 @@ class EventStore:
         reasons: Sequence[str | None],
         fresh: Sequence[bool],
         ring_key: str,
-        before: int,
-    ) -> ImportResult:
-        """The import's report, and the key verdicts kept for the next replay under the same keys."""
-        appends = tuple(
+    ) -> list[AppendResult]:
+        """The events' statuses, and the key verdicts kept for the next replay under the same keys
+        (only for copies that passed the intrinsic checks)."""
+        appends = [
             AppendResult(_status(new, reason), subject, row.unit_id, row.digest, reason)
             for row, reason, new in zip(rows, reasons, fresh, strict=True)
-        )
+        ]
         verdicts = [KeyVerdict(a.unit_id, a.digest, a.reason) for a, ok in zip(appends, intrinsic_ok, strict=True) if ok]
         if verdicts:
             self.backend.add_key_verdicts(ring_key, subject, verdicts)
-        return ImportResult(subject, appends, self._item_count(subject) - before)
+        return appends
 
     def _ring_key(self, ring: KeyRing) -> str:
         """:func:`ring_id` of ``ring``, remembered for the last ring asked about (rings are immutable)."""

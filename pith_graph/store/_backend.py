@@ -43,8 +43,10 @@ class Backend(Protocol):
 
         Every method called inside joins it instead of committing on its own, and
         reads inside see the writes made before them; an exception (or a crash)
-        loses everything written inside, nothing written before. Nested use joins
-        the outer transaction. For batches: one commit for many bundles.
+        loses everything written inside, nothing written before. Nested use is a
+        savepoint of the outer transaction: an exception inside undoes only what
+        was written inside it. For batches: one commit for many bundles, each
+        bundle all or nothing.
         """
 
     def add(self, events: Sequence[EventRow], items: Sequence[ItemRow], facts: Sequence[FactsRow] | None = None) -> list[bool]:

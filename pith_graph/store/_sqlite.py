@@ -188,11 +188,22 @@ class SQLiteBackend:
     def transaction(self) -> Iterator[None]:
         """See :meth:`Backend.transaction` (``BEGIN IMMEDIATE``, taken with the busy retries)."""
         if self._depth:
+            # Nested: a savepoint, so that an error inside undoes only what was written inside.
+            name = f"pith_{self._depth}"
+            with _converted("starting a savepoint"):
+                self.conn.execute(f"SAVEPOINT {name}")
             self._depth += 1
             try:
                 yield
+            except BaseException:
+                with _converted("rolling back to a savepoint"):
+                    self.conn.execute(f"ROLLBACK TO {name}")
+                    self.conn.execute(f"RELEASE {name}")
+                raise
             finally:
                 self._depth -= 1
+            with _converted("releasing a savepoint"):
+                self.conn.execute(f"RELEASE {name}")
             return
         self._retry(lambda conn: conn.execute("BEGIN IMMEDIATE"), "starting a transaction", transaction=False)
         self._depth = 1

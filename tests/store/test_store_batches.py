@@ -203,3 +203,22 @@ def test_helpers_report_an_unusable_bundle_in_its_place(tmp_path: Path) -> None:
                 seen.append(result.subject)
         assert len(seen) == 13 and store.subjects() == sorted(seen)
 
+
+
+def test_a_bundle_found_unusable_in_a_later_chunk_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pith_graph.store
+
+    monkeypatch.setattr(pith_graph.store, "IMPORT_CHUNK", 2)  # the fifth event is in the third chunk
+    history = History.new(REGISTRY)
+    events = [history.event("mirror_hint", payload={"i": i}) for i in range(5)]
+    text = json.dumps(history.bundle(events), separators=(",", ":"))
+    last = events[-1]["event_id"]
+    bad = text.replace(f'"event_id":"{last}"', f'"event_id":"{last}","event_id":"{last}"')
+    assert bad != text
+    good = json.dumps(small_bundle(1)).encode()
+    with EventStore(tmp_path / "s.sqlite") as store:
+        with pytest.raises(InputError) as raised:
+            list(store.import_bundles([good, bad.encode()], batch_size=10))
+        assert raised.value.code == codes.E_DUPLICATE_KEY
+        # The bundle before it is committed; of the unusable one, nothing (its savepoint was undone).
+        assert store.subjects() == [json.loads(good)["pith_number"]]
