@@ -64,13 +64,32 @@ def _snapshot_payload(rng: random.Random, arxiv_id: str, title: str) -> dict[str
                 "snapshot_sha256": _hex(rng),
             },
             "source": {"id": arxiv_id, "kind": "arxiv", "version": 1},
-            "verdict": {"id": None, "model_set": {}, "created_at": None, "strongest_claim": "",
-                        "one_line_summary": "", "pipeline_version": None, "weakest_assumption": "",
-                        "pith_extraction_headline": ""},
-            "integrity": {"clean": True, "summary": {"advisory": 0, "critical": 0, "by_detector": {}, "informational": 0},
-                          "endpoint": f"/pith/{arxiv_id}/integrity.json", "findings": [], "available": True,
-                          "detectors_run": [], "snapshot_sha256": _hex(rng)},
-            "references": {"count": 0, "sample": [], "resolved_work": 0, "snapshot_sha256": empty, "internal_anchors": 0},
+            "verdict": {
+                "id": None,
+                "model_set": {},
+                "created_at": None,
+                "strongest_claim": "",
+                "one_line_summary": "",
+                "pipeline_version": None,
+                "weakest_assumption": "",
+                "pith_extraction_headline": "",
+            },
+            "integrity": {
+                "clean": True,
+                "summary": {"advisory": 0, "critical": 0, "by_detector": {}, "informational": 0},
+                "endpoint": f"/pith/{arxiv_id}/integrity.json",
+                "findings": [],
+                "available": True,
+                "detectors_run": [],
+                "snapshot_sha256": _hex(rng),
+            },
+            "references": {
+                "count": 0,
+                "sample": [],
+                "resolved_work": 0,
+                "snapshot_sha256": empty,
+                "internal_anchors": 0,
+            },
             "formal_canon": {"evidence_count": 0, "snapshot_sha256": empty},
             "author_claims": {"count": 0, "strong_count": 0, "snapshot_sha256": empty},
             "builder_version": "pith-number-builder-2026-05-17-v1",
@@ -119,8 +138,14 @@ def generate_record_bundle(index: int, *, seed: int = 0) -> dict[str, Any]:
             )
             heads[stream] = events[-1]["event_id"]
     bundle = history.bundle(events, public_keys=[registry])
-    bundle["mirror_hints"] = [{"mirror_type": "https", "name": "Pith Resolver", "base_url": "https://pith.science",
-                               "status": "primary"}]
+    bundle["mirror_hints"] = [
+        {
+            "mirror_type": "https",
+            "name": "Pith Resolver",
+            "base_url": "https://pith.science",
+            "status": "primary",
+        }
+    ]
     ring = KeyRing.from_entries(trusted_entries())
     bundle["state"] = rebuild_state(bundle, trusted_keys=ring, workers=1).to_dict()
     return sign_bundle(bundle, registry)
@@ -137,7 +162,9 @@ def mirror_files(directory: Path) -> list[Path]:
 
 
 def _encoded(index: int, seed: int) -> bytes:
-    return json.dumps(generate_record_bundle(index, seed=seed), separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(
+        generate_record_bundle(index, seed=seed), separators=(",", ":"), ensure_ascii=False
+    ).encode()
 
 
 def ensure_mirror(count: int, seed: int = 0, data_dir: Path = DATA_DIR) -> Path:

@@ -97,7 +97,15 @@ def _best(fn: Callable[[], Any], repeat: int) -> float:
 def _import_dir(directory: Path, keys_file: Path, batch: int | None = None, workers: int = 1) -> None:
     """``pith-graph store import --db NEW DIR`` in this process (its output dropped)."""
     with tempfile.TemporaryDirectory() as tmp:
-        argv = ["store", "import", "--db", str(Path(tmp) / "mirror.sqlite"), "--trusted-keys", str(keys_file), str(directory)]
+        argv = [
+            "store",
+            "import",
+            "--db",
+            str(Path(tmp) / "mirror.sqlite"),
+            "--trusted-keys",
+            str(keys_file),
+            str(directory),
+        ]
         if batch is not None:
             argv += ["--batch", str(batch)]
         if workers != 1:
@@ -128,7 +136,12 @@ def profile_top(fn: Callable[[], Any], limit: int = 15) -> list[dict[str, Any]]:
 
 
 def measure_small(
-    count: int = DEFAULT_COUNT, *, repeat: int = 3, workers: int = 2, data_dir: Path = DATA_DIR, keys_file: Path
+    count: int = DEFAULT_COUNT,
+    *,
+    repeat: int = 3,
+    workers: int = 2,
+    data_dir: Path = DATA_DIR,
+    keys_file: Path,
 ) -> dict[str, Any]:
     """Every figure of the small-bundle rows over a generated mirror of ``count`` bundles."""
     directory = ensure_mirror(count, data_dir=data_dir)
@@ -186,11 +199,20 @@ def measure_small(
     for _ in range(max(repeat, 2)):
         ones.append(_best(partial(_verify_many, paths, ring, 1), 1))
         manys.append(_best(partial(_verify_many, paths, ring, workers), 1))
-    out["verify_many"] = {"workers": workers, "one_s": min(ones), "many_s": min(manys), "one_runs_s": ones, "many_runs_s": manys}
+    out["verify_many"] = {
+        "workers": workers,
+        "one_s": min(ones),
+        "many_s": min(manys),
+        "one_runs_s": ones,
+        "many_runs_s": manys,
+    }
     out["verify_many_speedup"] = min(ones) / min(manys)
     # What the machine gave two pure-Python processes right then: the ceiling of the speed-up.
     out["verify_many"]["machine_capacity"] = parallel_capacity(workers)
-    out["profile"] = {"rebuild_state": profile_top(rebuild_all), "verify_bundle": profile_top(verify_all_bundles)}
+    out["profile"] = {
+        "rebuild_state": profile_top(rebuild_all),
+        "verify_bundle": profile_top(verify_all_bundles),
+    }
     return out
 
 

@@ -18,7 +18,10 @@ def test_a_rebuilt_state_passes_verify_state() -> None:
     rebuilt one: that is sound only because every rebuilt state passes verify_state."""
     history = History.new(REGISTRY)
     events = [history.event("graph_snapshot", payload={"graph_snapshot": {}})]
-    events += [history.event("citation_signature", key=SIGNER, target="citation:0", payload={"i": i}) for i in range(2)]
+    events += [
+        history.event("citation_signature", key=SIGNER, target="citation:0", payload={"i": i})
+        for i in range(2)
+    ]
     bundle = history.bundle(events)
     trusted = [REGISTRY.entry(), SIGNER.entry()]
     states = [rebuild_state(FIXTURE), rebuild_state(bundle, trusted_keys=trusted), rebuild_state(bundle)]

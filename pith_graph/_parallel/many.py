@@ -28,7 +28,14 @@ from pith_graph.keys import KeyRing
 from pith_graph.report import Report
 from pith_graph.verify import verify_bundle, verify_document
 
-__all__ = ["BundleOutcome", "bundle_paths", "ordered_map", "verify_documents", "verify_many", "walk_bundle_paths"]
+__all__ = [
+    "BundleOutcome",
+    "bundle_paths",
+    "ordered_map",
+    "verify_documents",
+    "verify_many",
+    "walk_bundle_paths",
+]
 
 _T = TypeVar("_T")
 
@@ -61,7 +68,9 @@ def walk_bundle_paths(arguments: Iterable[str]) -> Iterator[Path]:
                 found = True
                 yield inside
             if not found:
-                raise InputError(f"{argument}: no *.json documents in this directory", code=codes.E_NO_DOCUMENTS)
+                raise InputError(
+                    f"{argument}: no *.json documents in this directory", code=codes.E_NO_DOCUMENTS
+                )
         elif path.exists():
             yield path
         else:
@@ -136,7 +145,9 @@ def _in_order(task: Callable[..., _T], names: list[str], count: int, *args: Any)
         stop_pool(executor)
 
 
-def ordered_map(task: Callable[..., _T], items: Iterable[Any], count: int, *args: Any) -> Generator[_T, None, None]:
+def ordered_map(
+    task: Callable[..., _T], items: Iterable[Any], count: int, *args: Any
+) -> Generator[_T, None, None]:
     """``task(item, *args)`` for each item, in order, spread over ``count`` processes.
 
     Items are read lazily and sent in chunks of :data:`MANY_CHUNK`, a bounded
@@ -199,7 +210,9 @@ def _verify_document(
 ) -> Report | PithGraphError:
     """A document's report, or its error (returned, not raised: the caller decides when to raise it)."""
     try:
-        return verify_document(Path(path), trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers)
+        return verify_document(
+            Path(path), trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers
+        )
     except PithGraphError as exc:
         return exc
 
@@ -235,7 +248,9 @@ def _verify_one(path: str, ring: KeyRing | None, trust_bundle_keys: bool, worker
     """Verify one bundle; unusable input becomes a failed outcome, never an exception."""
     try:
         # workers > 1: helpers verify this bundle's signatures (rebuild's parallel path).
-        report = verify_bundle(Path(path), trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers)
+        report = verify_bundle(
+            Path(path), trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers
+        )
     except PithGraphError as exc:
         return BundleOutcome(path, False, f"{path}: ERROR [{exc.code}] {exc.message}")
     facts = report.facts
@@ -243,7 +258,9 @@ def _verify_one(path: str, ring: KeyRing | None, trust_bundle_keys: bool, worker
     if report.ok:
         return BundleOutcome(path, True, f"{path}: OK ({counts})")
     first = report.errors[0]
-    return BundleOutcome(path, False, f"{path}: FAILED ({len(report.errors)} problem(s); {counts}); first: {first}")
+    return BundleOutcome(
+        path, False, f"{path}: FAILED ({len(report.errors)} problem(s); {counts}); first: {first}"
+    )
 
 
 def verify_many(
@@ -254,4 +271,6 @@ def verify_many(
     workers: int | None = None,
 ) -> Generator[BundleOutcome, None, None]:
     """Verify ``paths``, yielding outcomes in the order given."""
-    yield from _in_order(_verify_one, [str(p) for p in paths], resolve_workers(workers), trusted_keys, trust_bundle_keys)
+    yield from _in_order(
+        _verify_one, [str(p) for p in paths], resolve_workers(workers), trusted_keys, trust_bundle_keys
+    )

@@ -91,13 +91,17 @@ def cmd_import(args: argparse.Namespace) -> int:
             for result in store.import_bundles(paths(), batch_size=args.batch, workers=args.workers, **trust):
                 path = read.popleft()
                 done += 1
-                counts = {s: result.count(s) for s in (codes.STORE_NEW, codes.STORE_DUPLICATE, codes.STORE_INVALID)}
+                counts = {
+                    s: result.count(s) for s in (codes.STORE_NEW, codes.STORE_DUPLICATE, codes.STORE_INVALID)
+                }
                 invalid += counts[codes.STORE_INVALID]
                 summary = " ".join(f"{status}={n}" for status, n in counts.items())
                 if single:
                     print(f"{path}: {result.subject} {summary}")
                 else:
-                    _progress(f"[{done if total is None else f'{done}/{total}'}] {path}: {result.subject} {summary}")
+                    _progress(
+                        f"[{done if total is None else f'{done}/{total}'}] {path}: {result.subject} {summary}"
+                    )
         except PithGraphError as exc:
             if reading[0] is not None and str(reading[0]) not in exc.message:
                 exc.message = f"{reading[0]}: {exc.message}"
@@ -113,7 +117,9 @@ def cmd_append(args: argparse.Namespace) -> int:
     data = sys.stdin.buffer.read() if args.event == "-" else Path(args.event)
     event = read_json(data)
     with _open(args) as store:
-        result: AppendResult = store.append(event, subject=args.subject, trusted_keys=load_ring(args.trusted_keys))
+        result: AppendResult = store.append(
+            event, subject=args.subject, trusted_keys=load_ring(args.trusted_keys)
+        )
     print(json.dumps(result.to_dict(), ensure_ascii=False))
     return EXIT_PROBLEMS if result.status == codes.STORE_INVALID else EXIT_OK
 
@@ -196,30 +202,43 @@ def register(subparsers: Any) -> None:
         return parser
 
     command("init", "create the store", cmd_init)
-    imports = command("import", "store the events of bundle files (directories walked)", cmd_import, trust=True)
-    imports.add_argument("bundles", nargs="+", metavar="FILES_OR_DIRS", help="bundle files, or directories (*.json, recursive)")
+    imports = command(
+        "import", "store the events of bundle files (directories walked)", cmd_import, trust=True
+    )
     imports.add_argument(
-        "--batch", type=_positive, default=IMPORT_BATCH, metavar="N",
+        "bundles", nargs="+", metavar="FILES_OR_DIRS", help="bundle files, or directories (*.json, recursive)"
+    )
+    imports.add_argument(
+        "--batch",
+        type=_positive,
+        default=IMPORT_BATCH,
+        metavar="N",
         help=f"bundles per transaction; a crash loses at most one batch (default {IMPORT_BATCH})",
     )
     imports.add_argument(
-        "--workers", type=_positive, default=1, metavar="N",
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
         help="processes reading and checking bundles, this one included (default 1; not with --trust-bundle-keys)",
     )
     append = command("append", "store one event (JSON file, - for stdin)", cmd_append)
     append.add_argument("event", metavar="EVENT")
     append.add_argument("--subject", help="the Pith Number it was received for (default: the event's own)")
-    append.add_argument("--trusted-keys", metavar="FILE",
-                        help="JSON array of trusted key entries, for the reported status (default: the registry key)")
+    append.add_argument(
+        "--trusted-keys",
+        metavar="FILE",
+        help="JSON array of trusted key entries, for the reported status (default: the registry key)",
+    )
     state = command("state", "print the merged state of a subject", cmd_state, trust=True)
     state.add_argument("subject", metavar="SUBJECT")
     state.add_argument("--pretty", action="store_true", help="indent the output (not byte-comparable)")
     export = command("export", "print a bundle of everything stored for a subject", cmd_export, trust=True)
     export.add_argument("subject", metavar="SUBJECT")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
-    command("log", "list a subject's stored copies in apply order (or the subjects)", cmd_log, trust=True).add_argument(
-        "subject", metavar="SUBJECT", nargs="?"
-    )
+    command(
+        "log", "list a subject's stored copies in apply order (or the subjects)", cmd_log, trust=True
+    ).add_argument("subject", metavar="SUBJECT", nargs="?")
     command("sync", "add everything from other stores or bundle files", cmd_sync).add_argument(
         "sources", nargs="+", metavar="SOURCE"
     )

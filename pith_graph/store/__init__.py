@@ -120,8 +120,13 @@ class AppendResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON values."""
-        return {"status": self.status, "subject": self.subject, "unit_id": self.unit_id,
-                "digest": self.digest, "reason": self.reason}
+        return {
+            "status": self.status,
+            "subject": self.subject,
+            "unit_id": self.unit_id,
+            "digest": self.digest,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +169,6 @@ class StoredEvent:
     def event(self) -> Any:
         """The stored copy, parsed."""
         return loads(self.body)
-
 
 
 #: Bundles per transaction of :meth:`EventStore.import_bundles` (one durable commit each):
@@ -290,7 +294,9 @@ def _prepare_outcome(bundle: DocumentSource | Document, ring: KeyRing) -> _Prepa
         received = _received(bundle)
         recorded = _Recorded()
         verifier = Verifier(cache=recorded)
-        prepared = _Prepared(received.subject, [], _items(received.shell, received.subject), [], [], [], recorded.verdicts)
+        prepared = _Prepared(
+            received.subject, [], _items(received.shell, received.subject), [], [], [], recorded.verdicts
+        )
         for rows, inspected in received.chunks:
             prepared.rows.extend(rows)
             prepared.facts.extend(facts for _, facts in inspected)
@@ -364,7 +370,9 @@ class EventStore:
         checked = inspect_event(tree, subject=row.subject, uid=row.unit_id)
         return checked, FactsRow.of(row.body, checked)
 
-    def _status(self, row: EventRow, checked: CheckedEvent, fresh: bool, ring: KeyRing, verifier: Verifier) -> AppendResult:
+    def _status(
+        self, row: EventRow, checked: CheckedEvent, fresh: bool, ring: KeyRing, verifier: Verifier
+    ) -> AppendResult:
         reason = check_keys(checked, subject=row.subject, keyring=ring, verifier=verifier).reason
         return AppendResult(_status(fresh, reason), row.subject, row.unit_id, row.digest, reason)
 
@@ -396,7 +404,11 @@ class EventStore:
             self.cache.flush()
 
     def import_bundle(
-        self, bundle: DocumentSource | Document, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
+        self,
+        bundle: DocumentSource | Document,
+        *,
+        trusted_keys: TrustedKeys = None,
+        trust_bundle_keys: bool = False,
     ) -> ImportResult:
         """Store a bundle's events and bundle-level items (record, aliases, keys, hints, proofs).
 
@@ -404,7 +416,9 @@ class EventStore:
         being stored; ``trusted_keys``/``trust_bundle_keys`` only decide the
         reported statuses, as for :meth:`append`.
         """
-        (result,) = self.import_bundles([bundle], trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys)
+        (result,) = self.import_bundles(
+            [bundle], trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys
+        )
         return result
 
     def import_bundles(
@@ -438,7 +452,9 @@ class EventStore:
         verifier = self.verifier()
         if count > 1:
             prepared = ordered_map(_prepare_outcome, bundles, count, ring)
-            steps: Iterator[Callable[[], ImportResult]] = (partial(self._store_prepared, p, ring) for p in prepared)
+            steps: Iterator[Callable[[], ImportResult]] = (
+                partial(self._store_prepared, p, ring) for p in prepared
+            )
         else:
             steps = (partial(self._import, b, ring, trust_bundle_keys, verifier) for b in bundles)
         try:
@@ -492,7 +508,9 @@ class EventStore:
             for rows, inspected in received.chunks:
                 fresh = self.backend.add(rows, [], [facts for _, facts in inspected])
                 # One query for the verdicts this store already has about the chunk's signatures, not one each.
-                self.cache.prefetch(c.facts.message for c, _ in inspected if c.reason is None and c.facts is not None)
+                self.cache.prefetch(
+                    c.facts.message for c, _ in inspected if c.reason is None and c.facts is not None
+                )
                 try:
                     reasons = _key_reasons(subject, inspected, ring, verifier)
                 finally:
@@ -510,7 +528,12 @@ class EventStore:
         for verdict in prepared.verdicts:
             self.cache.record(*verdict)
         appends = self._appends(
-            prepared.subject, prepared.rows, prepared.intrinsic_ok, prepared.reasons, fresh, self._ring_key(ring)
+            prepared.subject,
+            prepared.rows,
+            prepared.intrinsic_ok,
+            prepared.reasons,
+            fresh,
+            self._ring_key(ring),
         )
         return ImportResult(prepared.subject, tuple(appends), self._item_count(prepared.subject) - before)
 
@@ -529,7 +552,11 @@ class EventStore:
             AppendResult(_status(new, reason), subject, row.unit_id, row.digest, reason)
             for row, reason, new in zip(rows, reasons, fresh, strict=True)
         ]
-        verdicts = [KeyVerdict(a.unit_id, a.digest, a.reason) for a, ok in zip(appends, intrinsic_ok, strict=True) if ok]
+        verdicts = [
+            KeyVerdict(a.unit_id, a.digest, a.reason)
+            for a, ok in zip(appends, intrinsic_ok, strict=True)
+            if ok
+        ]
         if verdicts:
             self.backend.add_key_verdicts(ring_key, subject, verdicts)
         return appends
@@ -552,7 +579,9 @@ class EventStore:
         """
         if not isinstance(other, EventStore):
             result = self.import_bundle(other)
-            return SyncResult(result.count(codes.STORE_NEW) + result.count(codes.STORE_INVALID), result.items_added)
+            return SyncResult(
+                result.count(codes.STORE_NEW) + result.count(codes.STORE_INVALID), result.items_added
+            )
         rows: list[EventRow] = []
         items: list[ItemRow] = []
         before = sum(len(self.backend.items(s)) for s in self.backend.subjects())
@@ -569,7 +598,9 @@ class EventStore:
         """Every subject the store holds something for, sorted."""
         return self.backend.subjects()
 
-    def _ring(self, trusted_keys: TrustedKeys, trust_bundle_keys: bool, stored_keys: Iterable[Mapping[str, Any]]) -> KeyRing:
+    def _ring(
+        self, trusted_keys: TrustedKeys, trust_bundle_keys: bool, stored_keys: Iterable[Mapping[str, Any]]
+    ) -> KeyRing:
         """The caller's keys (default: the registry key), plus the stored ones only on request.
 
         merge-v1: a bundle never vouches for itself, and neither does a store.
@@ -622,14 +653,21 @@ class EventStore:
                         verdicts.append(KeyVerdict(uid, rows[index].digest, checked.reason))
                     self.backend.add_key_verdicts(ring_key, subject, verdicts)
                 result = merge_copies(
-                    copies, as_is, subject=subject, aliases=items["alias"], trusted_keys=ring, verifier=self.verifier()
+                    copies,
+                    as_is,
+                    subject=subject,
+                    aliases=items["alias"],
+                    trusted_keys=ring,
+                    verifier=self.verifier(),
                 )
         finally:
             self.cache.forget()
             self.cache.flush()
         return _Replay(result, rows, items)
 
-    def replay(self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False) -> MergeResult:
+    def replay(
+        self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
+    ) -> MergeResult:
         """Merge every stored copy of ``subject`` (merge-v1), reusing the signature cache.
 
         The warm path: no copy is parsed (stage-1 facts come from ``event_facts``),
@@ -648,7 +686,9 @@ class EventStore:
             raise StoreError("copy rows were read without their bodies", code=codes.E_INTERNAL)
         return whole
 
-    def state(self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False) -> State:
+    def state(
+        self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
+    ) -> State:
         """The merged state of ``subject``: byte for byte ``rebuild_state`` of :meth:`export_bundle`."""
         # The replay's per-copy objects die inside the pause, so the collection that
         # follows it only walks what the state keeps (see canonical.gc_paused).
@@ -674,15 +714,21 @@ class EventStore:
 
         return sorted(range(len(rows)), key=key)
 
-    def events(self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False) -> list[StoredEvent]:
+    def events(
+        self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
+    ) -> list[StoredEvent]:
         """Every stored copy of ``subject``: applied units in apply order, then the rest by unit id."""
         result, copy_rows, _ = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
         rows = self._event_rows(copy_rows)
         applied = set(result.state.applied_event_ids)
         return [
             StoredEvent(
-                rows[i].unit_id, rows[i].digest, rows[i].body, rows[i].event_type,
-                result.reasons.get(rows[i].unit_id), rows[i].unit_id in applied,
+                rows[i].unit_id,
+                rows[i].digest,
+                rows[i].body,
+                rows[i].event_type,
+                result.reasons.get(rows[i].unit_id),
+                rows[i].unit_id in applied,
             )
             for i in self._ordered(result, rows)
         ]

@@ -18,9 +18,24 @@ def test_small_rows_run_alone(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
     output.write_text(json.dumps({"sizes": [40], "by_size": {"40": {"kept": True}}}))
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--only", "small", "--quick", "--bundles", "12", "--output", str(output),
-         "--data-dir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--only",
+            "small",
+            "--quick",
+            "--bundles",
+            "12",
+            "--output",
+            str(output),
+            "--data-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     results = json.loads(output.read_text())
@@ -30,7 +45,8 @@ def test_small_rows_run_alone(tmp_path: Path) -> None:
     assert small["rebuild_signatures"] == small["events"] + 12
     assert small["verify_signatures"] == small["rebuild_signatures"] + 12
     assert {row["name"] for row in results["targets"]} >= {
-        "rebuild_state / signature bound (small bundles)", "verify-many 2 workers / 1 worker (small bundles)"
+        "rebuild_state / signature bound (small bundles)",
+        "verify-many 2 workers / 1 worker (small bundles)",
     }
     assert small["profile"]["rebuild_state"] and "store import DIR" in run.stdout
     # A partial run keeps the large rows the file held.

@@ -33,8 +33,11 @@ def small_bundle(index: int) -> dict[str, Any]:
     events = [history.event("graph_snapshot", payload={"graph_snapshot": {"n": index}})]
     prev = None
     for i in range(index % 3):
-        events.append(history.event("citation_signature", key=SIGNER, target="citation:0", prev_event=prev,
-                                    payload={"i": i}))
+        events.append(
+            history.event(
+                "citation_signature", key=SIGNER, target="citation:0", prev_event=prev, payload={"i": i}
+            )
+        )
         prev = events[-1]["event_id"]
     return history.bundle(events)
 
@@ -57,27 +60,34 @@ def test_batches_import_the_same_as_one_at_a_time(tmp_path: Path) -> None:
     bundles = [small_bundle(i) for i in range(7)]
     with EventStore(tmp_path / "one.sqlite") as one, EventStore(tmp_path / "many.sqlite") as many:
         singles = [one.import_bundle(json.dumps(b).encode(), trusted_keys=trusted()) for b in bundles]
-        batched = list(many.import_bundles((json.dumps(b).encode() for b in bundles), trusted_keys=trusted(),
-                                           batch_size=3))
+        batched = list(
+            many.import_bundles(
+                (json.dumps(b).encode() for b in bundles), trusted_keys=trusted(), batch_size=3
+            )
+        )
         assert batched == singles
-        assert all(r.count(codes.STORE_NEW) == len(b["events"]) for r, b in zip(batched, bundles, strict=True))
+        assert all(
+            r.count(codes.STORE_NEW) == len(b["events"]) for r, b in zip(batched, bundles, strict=True)
+        )
         assert many.subjects() == one.subjects()
         for subject in one.subjects():
-            assert many.state(subject, trusted_keys=trusted()).to_json() == one.state(
-                subject, trusted_keys=trusted()
-            ).to_json()
+            assert (
+                many.state(subject, trusted_keys=trusted()).to_json()
+                == one.state(subject, trusted_keys=trusted()).to_json()
+            )
 
 
 def test_results_are_yielded_only_once_their_batch_is_committed(tmp_path: Path) -> None:
     db = tmp_path / "store.sqlite"
     bundles = [small_bundle(i) for i in range(5)]
     with EventStore(db) as store:
-        results = store.import_bundles((json.dumps(b) .encode() for b in bundles), batch_size=2)
+        results = store.import_bundles((json.dumps(b).encode() for b in bundles), batch_size=2)
         first = next(results)
         # Another connection sees the whole first batch (two bundles), nothing of the next.
         with EventStore(db) as reader:
-            assert reader.subjects() == sorted([first.subject, History.new(REGISTRY, arxiv_id="2601.00001",
-                                                                           title="paper 1").subject])
+            assert reader.subjects() == sorted(
+                [first.subject, History.new(REGISTRY, arxiv_id="2601.00001", title="paper 1").subject]
+            )
         assert len([first, *results]) == 5
 
 
@@ -109,9 +119,23 @@ def test_store_import_walks_directories(tmp_path: Path) -> None:
     keys.write_text(json.dumps(trusted()))
     db = tmp_path / "store.sqlite"
     run = subprocess.run(
-        [sys.executable, "-m", "pith_graph", "store", "import", "--db", str(db), "--trusted-keys", str(keys),
-         "--batch", "4", str(tmp_path / "mirror")],
-        capture_output=True, text=True, timeout=TIMEOUT,
+        [
+            sys.executable,
+            "-m",
+            "pith_graph",
+            "store",
+            "import",
+            "--db",
+            str(db),
+            "--trusted-keys",
+            str(keys),
+            "--batch",
+            "4",
+            str(tmp_path / "mirror"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip().endswith("imported 23 bundles into " + str(db))
@@ -129,9 +153,19 @@ def test_store_import_names_the_unusable_file(tmp_path: Path) -> None:
     bad = tmp_path / "mirror" / "00" / "0001.json"
     bad.write_text("{not json")
     run = subprocess.run(
-        [sys.executable, "-m", "pith_graph", "store", "import", "--db", str(tmp_path / "s.sqlite"),
-         str(tmp_path / "mirror")],
-        capture_output=True, text=True, timeout=TIMEOUT,
+        [
+            sys.executable,
+            "-m",
+            "pith_graph",
+            "store",
+            "import",
+            "--db",
+            str(tmp_path / "s.sqlite"),
+            str(tmp_path / "mirror"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
     )
     assert run.returncode == 2
     assert run.stderr.splitlines()[-1].startswith(f"pith-graph: error[{codes.E_NOT_JSON}]: {bad}: ")
@@ -146,9 +180,21 @@ def test_sigkill_loses_at_most_the_uncommitted_batch(tmp_path: Path) -> None:
     events = {b["pith_number"]: len(b["events"]) for b in bundles}
     db = tmp_path / "store.sqlite"
     child = subprocess.Popen(
-        [sys.executable, "-m", "pith_graph", "store", "import", "--db", str(db), "--batch", str(batch),
-         str(tmp_path / "mirror")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pith_graph",
+            "store",
+            "import",
+            "--db",
+            str(db),
+            "--batch",
+            str(batch),
+            str(tmp_path / "mirror"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert child.stderr is not None
     reported: list[str] = []
@@ -186,7 +232,10 @@ def test_helpers_import_the_same_as_this_process(tmp_path: Path) -> None:
         assert helped == serial
         assert sum(r.count(codes.STORE_INVALID) for r in helped) >= 1
         for subject in one.subjects():
-            assert two.state(subject, trusted_keys=trusted()).to_json() == one.state(subject, trusted_keys=trusted()).to_json()
+            assert (
+                two.state(subject, trusted_keys=trusted()).to_json()
+                == one.state(subject, trusted_keys=trusted()).to_json()
+            )
         # The helpers' signature verdicts reached the store's cache: a replay verifies nothing again.
         before = two.cache.misses
         two.state(serial[0].subject, trusted_keys=trusted())
@@ -204,8 +253,9 @@ def test_helpers_report_an_unusable_bundle_in_its_place(tmp_path: Path) -> None:
         assert len(seen) == 13 and store.subjects() == sorted(seen)
 
 
-
-def test_a_bundle_found_unusable_in_a_later_chunk_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bundle_found_unusable_in_a_later_chunk_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import pith_graph.store
 
     monkeypatch.setattr(pith_graph.store, "IMPORT_CHUNK", 2)  # the fifth event is in the third chunk
