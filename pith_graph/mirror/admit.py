@@ -23,7 +23,7 @@ local state is always recomputed from what the store holds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -126,15 +126,16 @@ class Admitted:
         }
 
 
-def parse_bundle(body: bytes, *, subject: str, url: str) -> dict[str, Any]:
-    """The strict parse of a fetched bundle about ``subject``; anything else is a :class:`PeerError`."""
+def parse_bundle(body: bytes, *, subject: str | Callable[[str], bool], url: str) -> dict[str, Any]:
+    """The strict parse of a fetched bundle about ``subject`` (a Pith Number, or a test of one); else a :class:`PeerError`."""
     try:
         raw, model = load_bundle(body)
     except InputError as exc:
         raise PeerError(f"{url}: not a usable bundle ({exc.code}: {exc.message})", code=codes.E_PEER_BAD_ANSWER, url=url) from exc
-    if model.pith_number != subject:
+    if not (model.pith_number == subject if isinstance(subject, str) else subject(model.pith_number)):
+        wanted = subject if isinstance(subject, str) else "the subject asked for"
         raise PeerError(
-            f"{url}: a bundle of {model.pith_number!r}, not of {subject}", code=codes.E_PEER_WRONG_SUBJECT, url=url
+            f"{url}: a bundle of {model.pith_number!r}, not of {wanted}", code=codes.E_PEER_WRONG_SUBJECT, url=url
         )
     return raw
 

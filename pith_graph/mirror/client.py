@@ -24,7 +24,7 @@ import email.utils
 import random
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -34,7 +34,7 @@ from pith_graph import codes
 from pith_graph.canonical import loads
 from pith_graph.errors import InputError, PeerError
 
-__all__ = ["ClientLimits", "Fetched", "MirrorClient", "USER_AGENT"]
+__all__ = ["USER_AGENT", "ClientLimits", "Fetched", "MirrorClient", "full_jitter", "parse_json"]
 
 USER_AGENT: Final = "pith-graph-mirror/1 (+https://pith.science)"
 #: Statuses worth another attempt: the peer is overloaded or failing for now.
@@ -76,6 +76,14 @@ class Fetched:
     def not_modified(self) -> bool:
         """True for a ``304 Not Modified`` answer to a conditional GET."""
         return self.status == 304
+
+
+def full_jitter(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2**attempt)].
+
+    Jitter spreads the retries of many followers of one peer over time.
+    """
+    return rng.uniform(0, min(cap, base * 2**attempt))
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -186,11 +194,6 @@ class MirrorClient:
         """Close the connection pool."""
         self._http.close()
 
-    def _backoff(self, attempt: int) -> float:
-        """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-        lim = self.limits
-        return self._rng.uniform(0, min(lim.backoff_max, lim.backoff_base * (2**attempt)))
-
     def get(self, url: str, *, etag: str | None = None, accept: str = "application/json") -> Fetched:
         """GET ``url`` (conditional on ``etag`` when given): a 200 with its body, or a 304.
 
@@ -211,7 +214,7 @@ class MirrorClient:
             if attempt >= self.limits.retries:
                 raise error
             if wait is None:
-                wait = self._backoff(attempt)
+                wait = full_jitter(attempt, self.limits.backoff_base, self.limits.backoff_max, self._rng)
             elif wait > self.limits.retry_after_max:
                 raise PeerError(
                     f"{error.message} (asks to retry after {wait:.0f} s, over the {self.limits.retry_after_max:.0f} s cap)",
@@ -264,7 +267,7 @@ class MirrorClient:
             raise PeerError(f"{url}: the answer is {declared} bytes, over the limit of {self.limits.max_bytes}",
                             code=codes.E_PEER_TOO_LARGE, url=url)
         body = _Body(url, encoding, self.limits.max_bytes)
-        for chunk in _raw_chunks(response):
+        for chunk in response.iter_raw():  # as sent: _Body decodes with a bound on each step
             body.feed(chunk)
             if time.monotonic() > deadline:
                 raise PeerError(f"{url}: the answer took longer than {self.limits.total_timeout:.0f} s",
@@ -295,11 +298,6 @@ class _Retry(Exception):
         super().__init__(error.message)
         self.error = error
         self.wait = wait
-
-
-def _raw_chunks(response: httpx.Response) -> Iterator[bytes]:
-    """The body as sent (undecoded: :class:`_Body` decodes with a bound on each step)."""
-    yield from response.iter_raw()
 
 
 def _reason(exc: Exception) -> str:

@@ -1,0 +1,247 @@
+"""``mirror sync``: follow a peer through its change feed, without trusting it.
+
+One round (:func:`sync_once`) reads the peer's feed from the cursor kept for
+it (:mod:`pith_graph.mirror.peers`), and for every listed subject whose
+``state_sha256`` differs from the local one fetches the bundle (conditional GET
+with the ETag kept from last time) and admits it
+(:func:`pith_graph.mirror.admit.admit_bundle`: only what passes stage 1 under
+the local keys is stored). The cursor advances past a page only after every
+subject of the page was committed, so a crash or SIGKILL at any point loses
+nothing: the next round reads the same page again, skips what is already equal
+and gets ``304`` for bundles already fetched.
+
+A subject whose bundle is unusable (garbage, another subject, a ``4xx``) is a
+problem of that round and is passed over: the peer's fault must not stop the
+feed. A transient failure (the peer down, slow, ``5xx`` after the client's
+retries) ends the round without advancing the cursor past the page.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+from urllib.parse import urlencode
+
+from pith_graph import codes
+from pith_graph.errors import PeerError
+from pith_graph.identifiers import PITH_NUMBER_RE
+from pith_graph.keys import KeyRing
+from pith_graph.mirror import peers
+from pith_graph.mirror.admit import Admitted, admit_bundle, local_state_sha256, parse_bundle
+from pith_graph.mirror.client import MirrorClient, full_jitter, parse_json
+from pith_graph.mirror.feed import DEFAULT_LIMIT, FEED_TYPE
+from pith_graph.store import EventStore
+
+__all__ = ["FeedPage", "SyncSummary", "follow", "read_page", "sync_once"]
+
+FEED_PATH: Final = "/api/mirror/changes"
+#: Longest cursor a peer may hand out (it is stored and sent back verbatim).
+MAX_CURSOR_CHARS: Final = 256
+_SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class FeedPage:
+    """A page of a peer's feed, checked for shape: (subject, state_sha256) pairs, the next cursor, more."""
+
+    changes: tuple[tuple[str, str | None], ...]
+    next: str
+    more: bool
+
+
+@dataclass
+class SyncSummary:
+    """What one or more rounds against a peer did."""
+
+    peer: str
+    rounds: int = 0
+    pages: int = 0
+    subjects_listed: int = 0
+    unchanged: int = 0
+    not_modified: int = 0
+    fetched: int = 0
+    events_added: int = 0
+    rejected: int = 0
+    problems: list[str] = field(default_factory=list)
+    cursor: str | None = None
+    admitted: list[Admitted] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return {
+            "peer": self.peer,
+            "rounds": self.rounds,
+            "pages": self.pages,
+            "subjects_listed": self.subjects_listed,
+            "unchanged": self.unchanged,
+            "not_modified": self.not_modified,
+            "fetched": self.fetched,
+            "events_added": self.events_added,
+            "rejected": self.rejected,
+            "problems": self.problems,
+            "cursor": self.cursor,
+        }
+
+    def line(self) -> str:
+        """The one-line summary printed at the end."""
+        return (
+            f"{self.peer}: {self.subjects_listed} subjects listed, {self.fetched} bundles fetched"
+            f" ({self.unchanged} already equal, {self.not_modified} not modified), {self.events_added} events added,"
+            f" {self.rejected} rejected, {len(self.problems)} problems; cursor {self.cursor or '(start)'}"
+        )
+
+
+def _bad_page(url: str, why: str) -> PeerError:
+    return PeerError(f"{url}: not a change-feed page ({why})", code=codes.E_PEER_BAD_ANSWER, url=url)
+
+
+def read_page(client: MirrorClient, peer: str, after: str | None, limit: int) -> FeedPage:
+    """One page of ``peer``'s feed after ``after``, checked for shape (anything else: ``peer_bad_answer``)."""
+    query = {"limit": str(limit)} | ({"after": after} if after else {})
+    url = f"{peer}{FEED_PATH}?{urlencode(query)}"
+    page = parse_json(client.get(url))
+    if not isinstance(page, dict) or page.get("feed_type") != FEED_TYPE:
+        raise _bad_page(url, f"feed_type is not {FEED_TYPE!r}")
+    following, more, listed = page.get("next"), page.get("more"), page.get("changes")
+    if not isinstance(following, str) or not 0 < len(following) <= MAX_CURSOR_CHARS or not following.isprintable():
+        raise _bad_page(url, "next is not a cursor")
+    if not isinstance(more, bool) or not isinstance(listed, list) or len(listed) > limit:
+        raise _bad_page(url, f"needs a boolean more and a list of at most {limit} changes")
+    changes: list[tuple[str, str | None]] = []
+    for item in listed:
+        subject = item.get("pith_number") if isinstance(item, dict) else None
+        digest = item.get("state_sha256") if isinstance(item, dict) else None
+        if not isinstance(subject, str) or not PITH_NUMBER_RE.fullmatch(subject):
+            raise _bad_page(url, "a change without a Pith Number")
+        if digest is not None and not (isinstance(digest, str) and _SHA256_RE.fullmatch(digest)):
+            raise _bad_page(url, f"the state_sha256 of {subject} is not a sha256")
+        changes.append((subject, digest))
+    return FeedPage(tuple(changes), following, more)
+
+
+def bundle_url(peer: str, subject: str) -> str:
+    """The URL of a subject's bundle at a mirror base URL (FORMAT-FACTS: ``/pith/{code}/bundle.json``)."""
+    return f"{peer}/pith/{subject.rsplit(':', 1)[1]}/bundle.json"
+
+
+def _fetch_subject(
+    store: EventStore, client: MirrorClient, peer: str, subject: str, ring: KeyRing, summary: SyncSummary
+) -> None:
+    url = bundle_url(peer, subject)
+    try:
+        fetched = client.get(url, etag=peers.etag(store, peer, subject))
+        if fetched.not_modified:
+            summary.not_modified += 1
+            return
+        raw = parse_bundle(fetched.body, subject=subject, url=url)
+    except PeerError as exc:
+        if exc.transient:
+            raise  # the peer is failing now: end the round, keep the cursor
+        summary.problems.append(f"{subject}: {exc.code}: {exc.message}")
+        return
+    admitted = admit_bundle(store, raw, subject=subject, ring=ring, source=url)
+    if fetched.etag:
+        peers.set_etag(store, peer, subject, fetched.etag)  # after the commit: a 304 then means "already held"
+    summary.fetched += 1
+    summary.events_added += admitted.events_added
+    summary.rejected += len(admitted.rejected)
+    summary.problems += [f"{subject}: {p.code}: {p.message} [{p.where}]" for p in admitted.problems]
+    summary.admitted.append(admitted)
+
+
+def sync_once(
+    store: EventStore,
+    peer_url: str,
+    *,
+    client: MirrorClient,
+    ring: KeyRing,
+    limit: int = DEFAULT_LIMIT,
+    max_pages: int | None = None,
+    summary: SyncSummary | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> SyncSummary:
+    """One round against ``peer_url``: every page of its feed from the kept cursor (at most ``max_pages``).
+
+    Raises :class:`PeerError` when the feed is unusable or the peer fails
+    transiently; what was committed before stays, with its cursor.
+    """
+    peer = peers.normalise_url(peer_url)
+    if all(p.url != peer for p in peers.list_peers(store)):
+        peers.add_peer(store, peer)
+    summary = summary or SyncSummary(peer)
+    summary.rounds += 1
+    after = peers.cursor(store, peer)
+    summary.cursor = after
+    pages = 0
+    while max_pages is None or pages < max_pages:
+        page = read_page(client, peer, after, limit)
+        pages += 1
+        summary.pages += 1
+        summary.subjects_listed += len(page.changes)
+        for done, (subject, digest) in enumerate(page.changes, 1):
+            if digest is not None and digest == local_state_sha256(store, subject, ring):
+                summary.unchanged += 1
+            else:
+                _fetch_subject(store, client, peer, subject, ring, summary)
+            if progress is not None:
+                progress(done, len(page.changes))
+        # merge-v1 data of the whole page is committed: only now does the cursor move.
+        peers.set_cursor(store, peer, page.next)
+        after = summary.cursor = page.next
+        if not page.more:
+            break
+    return summary
+
+
+def backoff_delays(base: float, cap: float, rng: random.Random | None = None) -> Iterator[float]:
+    """Successive waits after consecutive errors (:func:`~pith_graph.mirror.client.full_jitter`)."""
+    rng = rng or random.Random()
+    attempt = 0
+    while True:
+        yield full_jitter(attempt, base, cap, rng)
+        attempt = min(attempt + 1, 30)
+
+
+def follow(
+    store: EventStore,
+    peer_url: str,
+    *,
+    client: MirrorClient,
+    ring: KeyRing,
+    interval: float,
+    max_rounds: int | None = None,
+    on_error: Callable[[PeerError, float], None] | None = None,
+    on_round: Callable[[SyncSummary], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    limit: int = DEFAULT_LIMIT,
+) -> SyncSummary:
+    """Rounds every ``interval`` seconds until ``max_rounds`` (None: until interrupted).
+
+    A peer error never ends it: the next round is tried after a backoff that
+    grows with consecutive errors (capped at ten intervals, at least a minute).
+    """
+    summary = SyncSummary(peers.normalise_url(peer_url))
+    delays: Iterator[float] | None = None
+    rounds = 0
+    while max_rounds is None or rounds < max_rounds:
+        rounds += 1
+        try:
+            sync_once(store, peer_url, client=client, ring=ring, limit=limit, summary=summary)
+        except PeerError as exc:
+            delays = delays or backoff_delays(max(interval, 0.05), max(10 * interval, 60.0))
+            wait = interval + next(delays)
+            if on_error is not None:
+                on_error(exc, wait)
+            if max_rounds is None or rounds < max_rounds:
+                sleep(wait)
+            continue
+        delays = None
+        if on_round is not None:
+            on_round(summary)
+        if max_rounds is None or rounds < max_rounds:
+            sleep(interval)
+    return summary
