@@ -30,7 +30,7 @@ from pith_graph.mirror.admit import Admitted
 from pith_graph.mirror.client import ClientLimits, MirrorClient
 from pith_graph.mirror.feed import DEFAULT_LIMIT, MAX_LIMIT
 from pith_graph.mirror.pull import mirrors_from_source, pull_subject, wanted
-from pith_graph.mirror.sync import SyncSummary, follow, sync_once
+from pith_graph.mirror.sync import HttpPeer, SyncSummary, follow, sync_once
 from pith_graph.store import EventStore
 
 __all__ = ["register"]
@@ -146,7 +146,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
             try:
                 with _terminated_as_interrupt():
                     summary = follow(
-                        store, peer, client=client, ring=ring, interval=args.interval, max_rounds=args.max_rounds,
+                        store, HttpPeer(client, peer), ring=ring, interval=args.interval, max_rounds=args.max_rounds,
                         on_error=on_error, on_round=on_round, limit=args.limit,
                     )
             except KeyboardInterrupt:
@@ -158,7 +158,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                 bar.update(done)
 
             try:
-                sync_once(store, peer, client=client, ring=ring, limit=args.limit, summary=summary, progress=progress)
+                sync_once(store, HttpPeer(client, peer), ring=ring, limit=args.limit, summary=summary, progress=progress)
             except PeerError:
                 if summary.pages:
                     _finish(args, summary)  # what was done before the peer failed is kept and said

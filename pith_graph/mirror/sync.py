@@ -23,22 +23,24 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlencode
 
 from pith_graph import codes
-from pith_graph.errors import PeerError
+from pith_graph.canonical import canonical_json_parsed, sha256_hex
+from pith_graph.errors import InputError, PeerError
 from pith_graph.identifiers import PITH_NUMBER_RE
 from pith_graph.keys import KeyRing
 from pith_graph.mirror import peers
 from pith_graph.mirror.admit import Admitted, admit_bundle, local_state_sha256, parse_bundle
-from pith_graph.mirror.client import MirrorClient, full_jitter, parse_json
-from pith_graph.mirror.feed import DEFAULT_LIMIT, FEED_TYPE
+from pith_graph.mirror.client import Fetched, MirrorClient, full_jitter, parse_json
+from pith_graph.mirror.feed import DEFAULT_LIMIT, FEED_TYPE, changes_since
 from pith_graph.store import EventStore
 
-__all__ = ["FeedPage", "SyncSummary", "follow", "read_page", "sync_once"]
+__all__ = ["FeedPage", "HttpPeer", "PeerSource", "StorePeer", "SyncSummary", "follow", "page_from_dict", "sync_once"]
 
 FEED_PATH: Final = "/api/mirror/changes"
+_EPOCH: Final = "1970-01-01T00:00:00Z"
 #: Longest cursor a peer may hand out (it is stored and sent back verbatim).
 MAX_CURSOR_CHARS: Final = 256
 _SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
@@ -99,11 +101,8 @@ def _bad_page(url: str, why: str) -> PeerError:
     return PeerError(f"{url}: not a change-feed page ({why})", code=codes.E_PEER_BAD_ANSWER, url=url)
 
 
-def read_page(client: MirrorClient, peer: str, after: str | None, limit: int) -> FeedPage:
-    """One page of ``peer``'s feed after ``after``, checked for shape (anything else: ``peer_bad_answer``)."""
-    query = {"limit": str(limit)} | ({"after": after} if after else {})
-    url = f"{peer}{FEED_PATH}?{urlencode(query)}"
-    page = parse_json(client.get(url))
+def page_from_dict(page: Any, *, limit: int, url: str) -> FeedPage:
+    """A feed page as received, checked for shape (anything else: ``peer_bad_answer``)."""
     if not isinstance(page, dict) or page.get("feed_type") != FEED_TYPE:
         raise _bad_page(url, f"feed_type is not {FEED_TYPE!r}")
     following, more, listed = page.get("next"), page.get("more"), page.get("changes")
@@ -128,12 +127,38 @@ def bundle_url(peer: str, subject: str) -> str:
     return f"{peer}/pith/{subject.rsplit(':', 1)[1]}/bundle.json"
 
 
-def _fetch_subject(
-    store: EventStore, client: MirrorClient, peer: str, subject: str, ring: KeyRing, summary: SyncSummary
-) -> None:
-    url = bundle_url(peer, subject)
+class PeerSource(Protocol):
+    """What a round needs from a peer: its name (a base URL), feed pages and bundles."""
+
+    url: str
+
+    def page(self, after: str | None, limit: int) -> FeedPage:
+        """One page of the peer's feed after ``after``."""
+
+    def bundle(self, subject: str, etag: str | None) -> Fetched:
+        """The subject's bundle (a 304 when ``etag`` still matches)."""
+
+
+class HttpPeer:
+    """A peer over HTTP: ``GET /api/mirror/changes`` and ``GET /pith/{code}/bundle.json``."""
+
+    def __init__(self, client: MirrorClient, url: str) -> None:
+        self.client = client
+        self.url = peers.normalise_url(url)
+
+    def page(self, after: str | None, limit: int) -> FeedPage:
+        query = {"limit": str(limit)} | ({"after": after} if after else {})
+        url = f"{self.url}{FEED_PATH}?{urlencode(query)}"
+        return page_from_dict(parse_json(self.client.get(url)), limit=limit, url=url)
+
+    def bundle(self, subject: str, etag: str | None) -> Fetched:
+        return self.client.get(bundle_url(self.url, subject), etag=etag)
+
+
+def _fetch_subject(store: EventStore, source: PeerSource, subject: str, ring: KeyRing, summary: SyncSummary) -> None:
+    url = bundle_url(source.url, subject)
     try:
-        fetched = client.get(url, etag=peers.etag(store, peer, subject))
+        fetched = source.bundle(subject, peers.etag(store, source.url, subject))
         if fetched.not_modified:
             summary.not_modified += 1
             return
@@ -145,7 +170,7 @@ def _fetch_subject(
         return
     admitted = admit_bundle(store, raw, subject=subject, ring=ring, source=url)
     if fetched.etag:
-        peers.set_etag(store, peer, subject, fetched.etag)  # after the commit: a 304 then means "already held"
+        peers.set_etag(store, source.url, subject, fetched.etag)  # after the commit: a 304 then means "already held"
     summary.fetched += 1
     summary.events_added += admitted.events_added
     summary.rejected += len(admitted.rejected)
@@ -155,21 +180,20 @@ def _fetch_subject(
 
 def sync_once(
     store: EventStore,
-    peer_url: str,
+    source: PeerSource,
     *,
-    client: MirrorClient,
     ring: KeyRing,
     limit: int = DEFAULT_LIMIT,
     max_pages: int | None = None,
     summary: SyncSummary | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> SyncSummary:
-    """One round against ``peer_url``: every page of its feed from the kept cursor (at most ``max_pages``).
+    """One round against ``source``: every page of its feed from the kept cursor (at most ``max_pages``).
 
     Raises :class:`PeerError` when the feed is unusable or the peer fails
     transiently; what was committed before stays, with its cursor.
     """
-    peer = peers.normalise_url(peer_url)
+    peer = source.url
     if all(p.url != peer for p in peers.list_peers(store)):
         peers.add_peer(store, peer)
     summary = summary or SyncSummary(peer)
@@ -178,7 +202,7 @@ def sync_once(
     summary.cursor = after
     pages = 0
     while max_pages is None or pages < max_pages:
-        page = read_page(client, peer, after, limit)
+        page = source.page(after, limit)
         pages += 1
         summary.pages += 1
         summary.subjects_listed += len(page.changes)
@@ -186,7 +210,7 @@ def sync_once(
             if digest is not None and digest == local_state_sha256(store, subject, ring):
                 summary.unchanged += 1
             else:
-                _fetch_subject(store, client, peer, subject, ring, summary)
+                _fetch_subject(store, source, subject, ring, summary)
             if progress is not None:
                 progress(done, len(page.changes))
         # merge-v1 data of the whole page is committed: only now does the cursor move.
@@ -208,9 +232,8 @@ def backoff_delays(base: float, cap: float, rng: random.Random | None = None) ->
 
 def follow(
     store: EventStore,
-    peer_url: str,
+    source: PeerSource,
     *,
-    client: MirrorClient,
     ring: KeyRing,
     interval: float,
     max_rounds: int | None = None,
@@ -224,13 +247,13 @@ def follow(
     A peer error never ends it: the next round is tried after a backoff that
     grows with consecutive errors (capped at ten intervals, at least a minute).
     """
-    summary = SyncSummary(peers.normalise_url(peer_url))
+    summary = SyncSummary(source.url)
     delays: Iterator[float] | None = None
     rounds = 0
     while max_rounds is None or rounds < max_rounds:
         rounds += 1
         try:
-            sync_once(store, peer_url, client=client, ring=ring, limit=limit, summary=summary)
+            sync_once(store, source, ring=ring, limit=limit, summary=summary)
         except PeerError as exc:
             delays = delays or backoff_delays(max(interval, 0.05), max(10 * interval, 60.0))
             wait = interval + next(delays)
@@ -245,3 +268,34 @@ def follow(
         if max_rounds is None or rounds < max_rounds:
             sleep(interval)
     return summary
+
+
+class StorePeer:
+    """A peer that is another store in this process: the same feed and bundles, without HTTP.
+
+    For tests and tools that sync local stores through exactly the logic a
+    network peer goes through (page shape checks, admission, cursors).
+    """
+
+    def __init__(self, store: EventStore, url: str, *, trusted_keys: KeyRing | None = None) -> None:
+        self.store = store
+        self.url = peers.normalise_url(url)
+        self.trusted_keys = trusted_keys
+
+    def page(self, after: str | None, limit: int) -> FeedPage:
+        url = f"{self.url}{FEED_PATH}"
+        try:
+            served = changes_since(self.store, after, limit=limit, trusted_keys=self.trusted_keys).to_dict()
+        except InputError as exc:  # what the endpoint answers with a 400
+            raise PeerError(f"{url}: {exc.message}", code=codes.E_PEER_HTTP, url=url) from exc
+        return page_from_dict(served, limit=limit, url=url)
+
+    def bundle(self, subject: str, etag: str | None) -> Fetched:
+        # A fixed built_at: the same stored sets give the same bytes, hence the same ETag.
+        exported = self.store.export_bundle(subject, trusted_keys=self.trusted_keys, built_at=_EPOCH)
+        body = canonical_json_parsed(exported)
+        tag = f'"{sha256_hex(body)}"'
+        url = bundle_url(self.url, subject)
+        if tag == etag:
+            return Fetched(url, 304, b"", tag, None)
+        return Fetched(url, 200, body, tag, "application/json")
