@@ -116,9 +116,9 @@ def test_gzip_is_decoded() -> None:
 
 def test_retry_after_is_honoured() -> None:
     waits: list[float] = []
-    with FaultPeer({"/x": Status(503, retry_after="1", times=1, then=Serve(BUNDLE))}) as peer:
-        with MirrorClient(FAST, sleep=waits.append) as c:
-            fetched = c.get(peer.url + "/x")
+    behaviour = Status(503, retry_after="1", times=1, then=Serve(BUNDLE))
+    with FaultPeer({"/x": behaviour}) as peer, MirrorClient(FAST, sleep=waits.append) as c:
+        fetched = c.get(peer.url + "/x")
     assert fetched.body == BUNDLE
     assert waits == [1.0]  # exactly what the peer asked for, not the backoff
     assert peer.statuses == [("/x", 503), ("/x", 200)]
@@ -126,9 +126,12 @@ def test_retry_after_is_honoured() -> None:
 
 def test_retry_after_over_the_cap_is_not_waited_for() -> None:
     waits: list[float] = []
-    with FaultPeer({"/x": Status(503, retry_after="3600")}) as peer:
-        with MirrorClient(FAST, sleep=waits.append) as c, pytest.raises(PeerError) as caught:
-            c.get(peer.url + "/x")
+    with (
+        FaultPeer({"/x": Status(503, retry_after="3600")}) as peer,
+        MirrorClient(FAST, sleep=waits.append) as c,
+        pytest.raises(PeerError) as caught,
+    ):
+        c.get(peer.url + "/x")
     assert caught.value.transient and "3600" in caught.value.message
     assert waits == [] and peer.hits["/x"] == 1
 
@@ -136,9 +139,12 @@ def test_retry_after_over_the_cap_is_not_waited_for() -> None:
 def test_5xx_backs_off_with_jitter_within_the_cap() -> None:
     waits: list[float] = []
     limits = dataclasses.replace(FAST, retries=3, backoff_base=0.5, backoff_max=1.0)
-    with FaultPeer({"/x": Status(502)}) as peer:
-        with MirrorClient(limits, sleep=waits.append) as c, pytest.raises(PeerError) as caught:
-            c.get(peer.url + "/x")
+    with (
+        FaultPeer({"/x": Status(502)}) as peer,
+        MirrorClient(limits, sleep=waits.append) as c,
+        pytest.raises(PeerError) as caught,
+    ):
+        c.get(peer.url + "/x")
     assert caught.value.code == codes.E_PEER_HTTP
     assert len(waits) == 3 and peer.hits["/x"] == 4
     assert all(0 <= w <= bound for w, bound in zip(waits, [0.5, 1.0, 1.0], strict=True))

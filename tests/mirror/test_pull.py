@@ -17,12 +17,12 @@ from conftest import FIXTURES
 from peerlab import FaultPeer, Serve, bundle_path, free_port, run_cli, snapshot, well_known_path
 
 from pith_graph import codes
+from pith_graph.keys import KeyRing
 from pith_graph.mirror.admit import admit_bundle, parse_bundle
 from pith_graph.mirror.pull import Wanted, mirrors_from_manifest, wanted
 from pith_graph.rebuild import rebuild_state
 from pith_graph.store import EventStore
 from pith_graph.testing import History, TestKey, sign_bundle
-from pith_graph.keys import KeyRing
 
 BUNDLE = (FIXTURES / "bundle-AG3PAJ22.json").read_bytes()
 CODE = "AG3PAJ22332P5QMVIKKH75CXNK"
