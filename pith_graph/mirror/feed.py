@@ -177,7 +177,9 @@ def _query_limit(text: str | None) -> int:
 async def changes(request: Request) -> JSONResponse:
     """``GET /api/mirror/changes?after=CURSOR&limit=N`` (Starlette endpoint).
 
-    Reads ``request.app.state.pith_db`` (the store's path) and, if set,
+    The store and keys: ``request.app.state.mirror`` when the app is
+    ``pith-graph serve``'s (its ``config.db`` and ``ring``), else
+    ``request.app.state.pith_db`` (the store's path) and, if set,
     ``request.app.state.pith_trusted_keys`` (a :class:`KeyRing`; default: the
     registry key). ``400`` with ``{error, message}`` for a bad cursor or limit.
     """
@@ -189,8 +191,11 @@ async def changes(request: Request) -> JSONResponse:
         parse_cursor(after)
     except InputError as exc:
         return JSONResponse({"error": exc.code, "message": exc.message}, status_code=400, headers=headers)
-    path = str(request.app.state.pith_db)
-    ring = getattr(request.app.state, "pith_trusted_keys", None)
+    server = getattr(request.app.state, "mirror", None)
+    if server is not None:
+        path, ring = str(server.config.db), server.ring
+    else:
+        path, ring = str(request.app.state.pith_db), getattr(request.app.state, "pith_trusted_keys", None)
     try:
         # Store calls run off the event loop.
         page = await run_in_threadpool(lambda: changes_since(_thread_store(path), after, limit=limit, trusted_keys=ring))

@@ -43,6 +43,7 @@ from pith_graph.store import EventStore
 
 HANG_LIMIT = 20.0
 ROOT = Path(__file__).resolve().parents[2]
+FIXTURES = ROOT / "tests" / "fixtures"
 
 
 def free_port() -> int:

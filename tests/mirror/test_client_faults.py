@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
 from peerlab import (
+    FIXTURES,
     Announce,
     Cut,
     FaultPeer,

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FIXTURES
-from peerlab import FeedPeer
+from peerlab import FIXTURES, FeedPeer
 
 from pith_graph import codes
 from pith_graph.errors import InputError

@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES
-from peerlab import FaultPeer, Serve, bundle_path, free_port, run_cli, snapshot, well_known_path
+from peerlab import FIXTURES, FaultPeer, Serve, bundle_path, free_port, run_cli, snapshot, well_known_path
 
 from pith_graph import codes
 from pith_graph.keys import KeyRing

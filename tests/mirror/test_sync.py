@@ -15,8 +15,8 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES
 from peerlab import (
+    FIXTURES,
     FaultPeer,
     FeedPeer,
     Serve,
