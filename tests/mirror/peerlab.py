@@ -65,6 +65,11 @@ class Serve:
     content_type: str = "application/json"
     etag: bool = True
 
+    def __post_init__(self) -> None:
+        # Compressed once, here: compressing a large body per request would stall the answer.
+        self.wire = gzip.compress(self.body) if self.gzip else self.body
+        self.tag = '"' + hashlib.sha256(self.body).hexdigest() + '"'
+
 
 @dataclass
 class Status:
@@ -148,11 +153,11 @@ class FaultPeer:
         if behaviour is None:
             self._send(handler, path, 404, b'{"error":"not_found"}', {"Content-Type": "application/json"})
         elif isinstance(behaviour, Serve):
-            tag = '"' + hashlib.sha256(behaviour.body).hexdigest() + '"'
+            tag = behaviour.tag
             if behaviour.etag and handler.headers.get("If-None-Match") == tag:
                 self._send(handler, path, 304, b"", {"ETag": tag})
                 return
-            body = gzip.compress(behaviour.body) if behaviour.gzip else behaviour.body
+            body = behaviour.wire
             headers = {"Content-Type": behaviour.content_type}
             if behaviour.etag:
                 headers["ETag"] = tag
