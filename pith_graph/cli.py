@@ -27,7 +27,6 @@ from pith_graph._cli_common import (
 )
 from pith_graph.documents import read_document
 from pith_graph.errors import InputError, PithGraphError
-from pith_graph.mirror import _sync_cli
 from pith_graph.rebuild import rebuild_state
 from pith_graph.report import Report
 
@@ -164,7 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_store.register(sub)
     _cli_vectors.register(sub)
     _cli_verify_many.register(sub)
-    _sync_cli.register(sub)  # mirror pull|sync|peers (issue 17)
+    # issue 17: `mirror pull|sync|peers` (pith_graph/mirror/_sync_cli.py); the network
+    # stack is only imported by those commands.
+    from pith_graph.mirror import _sync_cli
+
+    _sync_cli.register(sub)
     return parser
 
 

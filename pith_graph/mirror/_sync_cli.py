@@ -17,7 +17,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pith_graph import codes
 from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, load_ring, write_stdout
@@ -26,12 +26,13 @@ from pith_graph._cli_verify_many import Progress
 from pith_graph.errors import PeerError
 from pith_graph.keys import KeyRing, coerce_ring
 from pith_graph.mirror import peers
-from pith_graph.mirror.admit import Admitted
-from pith_graph.mirror.client import ClientLimits, MirrorClient
-from pith_graph.mirror.feed import DEFAULT_LIMIT, MAX_LIMIT
-from pith_graph.mirror.pull import mirrors_from_source, pull_subject, wanted
-from pith_graph.mirror.sync import HttpPeer, SyncSummary, follow, sync_once
+from pith_graph.mirror._limits import DEFAULT_LIMIT, MAX_LIMIT, ClientLimits
 from pith_graph.store import EventStore
+
+if TYPE_CHECKING:  # the network stack (httpx, Starlette) is imported by the commands that use it
+    from pith_graph.mirror.admit import Admitted
+    from pith_graph.mirror.client import MirrorClient
+    from pith_graph.mirror.sync import SyncSummary
 
 __all__ = ["register"]
 
@@ -41,6 +42,8 @@ def _ring(args: argparse.Namespace) -> KeyRing:
 
 
 def _client(args: argparse.Namespace) -> MirrorClient:
+    from pith_graph.mirror.client import MirrorClient
+
     return MirrorClient(
         ClientLimits(
             connect_timeout=args.timeout,
@@ -72,6 +75,8 @@ def _print_admitted(admitted: Admitted) -> None:
 
 def cmd_pull(args: argparse.Namespace) -> int:
     """``mirror pull SOURCE PITH_NUMBER... --db PATH``: fetch records from the first mirror that serves them."""
+    from pith_graph.mirror.pull import mirrors_from_source, pull_subject, wanted
+
     wants = [wanted(text) for text in args.subjects]  # usage errors before any request
     ring = _ring(args)
     with _client(args) as client:
@@ -130,6 +135,8 @@ def _finish(args: argparse.Namespace, summary: SyncSummary) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """``mirror sync PEER_URL --db PATH [--follow]``: catch up with a peer through its change feed."""
+    from pith_graph.mirror.sync import HttpPeer, SyncSummary, follow, sync_once
+
     peer = peers.normalise_url(args.peer)
     ring = _ring(args)
     summary = SyncSummary(peer)

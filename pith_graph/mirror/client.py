@@ -33,6 +33,7 @@ import httpx
 from pith_graph import codes
 from pith_graph.canonical import loads
 from pith_graph.errors import InputError, PeerError
+from pith_graph.mirror._limits import ClientLimits
 
 __all__ = ["USER_AGENT", "ClientLimits", "Fetched", "MirrorClient", "full_jitter", "parse_json"]
 
@@ -41,25 +42,6 @@ USER_AGENT: Final = "pith-graph-mirror/1 (+https://pith.science)"
 _TRANSIENT_STATUSES: Final = frozenset({429, 500, 502, 503, 504})
 #: Largest slice the gzip decoder may produce per step (bounds memory per step).
 _INFLATE_STEP: Final = 1 << 20
-
-
-@dataclass(frozen=True, slots=True)
-class ClientLimits:
-    """Every bound of :class:`MirrorClient` (seconds, bytes, counts)."""
-
-    connect_timeout: float = 5.0
-    read_timeout: float = 30.0
-    #: Deadline for one attempt, from sending the request to the body's last byte.
-    total_timeout: float = 300.0
-    max_bytes: int = 256 << 20
-    #: Attempts after the first, for transient failures only.
-    retries: int = 3
-    backoff_base: float = 0.5
-    backoff_max: float = 15.0
-    #: A ``Retry-After`` longer than this is not waited for: the attempt fails (transient).
-    retry_after_max: float = 60.0
-    max_connections: int = 8
-    max_redirects: int = 5
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse
 from pith_graph import codes
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.keys import KeyRing
+from pith_graph.mirror._limits import DEFAULT_LIMIT, MAX_LIMIT
 from pith_graph.models import MERGE_VERSION
 from pith_graph.store import EventStore
 
@@ -43,8 +44,6 @@ __all__ = [
 
 FEED_TYPE: Final = "pith_mirror_changes"
 FEED_VERSION: Final = "1.0"
-DEFAULT_LIMIT: Final = 100
-MAX_LIMIT: Final = 1000
 #: Most rows of each table examined for one page (bounds a page's work whatever the store holds).
 SCAN_ROWS: Final = 20_000
 #: ``E.I``: the last events.seq and items.seq a page covered (decimal, no sign, no leading zeros).
