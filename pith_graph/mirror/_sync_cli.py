@@ -130,7 +130,7 @@ def _finish(args: argparse.Namespace, summary: SyncSummary) -> int:
         for problem in summary.problems:
             print(f"  problem {problem}")
         print(summary.line())
-    return EXIT_PROBLEMS if summary.problems else EXIT_OK
+    return EXIT_PROBLEMS if summary.problem_count else EXIT_OK
 
 
 def cmd_sync(args: argparse.Namespace) -> int:

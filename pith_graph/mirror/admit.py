@@ -44,6 +44,8 @@ __all__ = ["Admitted", "Rejected", "admit_bundle", "local_state_sha256", "parse_
 MAX_ITEMS_PER_KIND: Final = 32
 #: Largest data item taken from a bundle, as canonical bytes.
 MAX_ITEM_BYTES: Final = 64 << 10
+#: Unit ids per lookup of held copies (under SQLite's parameter limit).
+_UNITS_PER_QUERY: Final = 500
 #: Problems in a peer's claims that are findings (exit 1): its bundle or state contradicts itself,
 #: or a key we trust is said to have signed what it did not.
 _CLAIM_PROBLEMS: Final = frozenset(
@@ -159,13 +161,20 @@ def _stage1(store: EventStore, subject: str, tree: Any, ring: KeyRing) -> tuple[
 
 def _valid_units(store: EventStore, subject: str, units: set[str], ring: KeyRing) -> set[str]:
     """Which of ``units`` the store already holds a copy of that passes stage 1 under ``ring``."""
+    wanted = sorted(units)
     held: set[str] = set()
-    for row in store.backend.event_rows(subject):
-        if row.unit_id in units and row.unit_id not in held:
-            tree = loads(row.body)
-            if check_keys(inspect_event(tree, subject=subject, uid=row.unit_id), subject=subject, keyring=ring,
-                          verifier=store.verifier()).valid:
-                held.add(row.unit_id)
+    for start in range(0, len(wanted), _UNITS_PER_QUERY):
+        chunk = wanted[start : start + _UNITS_PER_QUERY]
+        rows = store.backend.fetchall(
+            f"SELECT unit_id, body FROM events WHERE subject = ? AND unit_id IN ({','.join('?' * len(chunk))})",
+            (subject, *chunk),
+        )
+        for uid, body in rows:
+            if uid in held:
+                continue
+            checked = inspect_event(loads(bytes(body)), subject=subject, uid=uid)
+            if check_keys(checked, subject=subject, keyring=ring, verifier=store.verifier()).valid:
+                held.add(uid)
     return held
 
 

@@ -44,6 +44,8 @@ _EPOCH: Final = "1970-01-01T00:00:00Z"
 #: Longest cursor a peer may hand out (it is stored and sent back verbatim).
 MAX_CURSOR_CHARS: Final = 256
 _SHA256_RE: Final = re.compile(r"[0-9a-f]{64}")
+#: Problem lines and admissions a summary keeps (the counts go on).
+KEPT: Final = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +70,28 @@ class SyncSummary:
     fetched: int = 0
     events_added: int = 0
     rejected: int = 0
+    #: The first :data:`KEPT` problems (one line each) and admissions; ``problem_count`` counts all,
+    #: so that ``--follow`` running for weeks keeps bounded memory.
     problems: list[str] = field(default_factory=list)
+    problem_count: int = 0
     cursor: str | None = None
     admitted: list[Admitted] = field(default_factory=list)
+
+    def problem(self, line: str) -> None:
+        """Count a problem, keeping its line while fewer than :data:`KEPT` are kept."""
+        self.problem_count += 1
+        if len(self.problems) < KEPT:
+            self.problems.append(line)
+
+    def admission(self, admitted: Admitted) -> None:
+        """Count what an admission did, keeping it while fewer than :data:`KEPT` are kept."""
+        self.fetched += 1
+        self.events_added += admitted.events_added
+        self.rejected += len(admitted.rejected)
+        for found in admitted.problems:
+            self.problem(f"{admitted.subject}: {found.code}: {found.message} [{found.where}]")
+        if len(self.admitted) < KEPT:
+            self.admitted.append(admitted)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -85,6 +106,7 @@ class SyncSummary:
             "events_added": self.events_added,
             "rejected": self.rejected,
             "problems": self.problems,
+            "problem_count": self.problem_count,
             "cursor": self.cursor,
         }
 
@@ -93,7 +115,7 @@ class SyncSummary:
         return (
             f"{self.peer}: {self.subjects_listed} subjects listed, {self.fetched} bundles fetched"
             f" ({self.unchanged} already equal, {self.not_modified} not modified), {self.events_added} events added,"
-            f" {self.rejected} rejected, {len(self.problems)} problems; cursor {self.cursor or '(start)'}"
+            f" {self.rejected} rejected, {self.problem_count} problems; cursor {self.cursor or '(start)'}"
         )
 
 
@@ -166,16 +188,12 @@ def _fetch_subject(store: EventStore, source: PeerSource, subject: str, ring: Ke
     except PeerError as exc:
         if exc.transient:
             raise  # the peer is failing now: end the round, keep the cursor
-        summary.problems.append(f"{subject}: {exc.code}: {exc.message}")
+        summary.problem(f"{subject}: {exc.code}: {exc.message}")
         return
     admitted = admit_bundle(store, raw, subject=subject, ring=ring, source=url)
     if fetched.etag:
         peers.set_etag(store, source.url, subject, fetched.etag)  # after the commit: a 304 then means "already held"
-    summary.fetched += 1
-    summary.events_added += admitted.events_added
-    summary.rejected += len(admitted.rejected)
-    summary.problems += [f"{subject}: {p.code}: {p.message} [{p.where}]" for p in admitted.problems]
-    summary.admitted.append(admitted)
+    summary.admission(admitted)
 
 
 def sync_once(

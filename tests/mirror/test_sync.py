@@ -244,3 +244,44 @@ def test_sigkill_mid_sync_loses_nothing_and_resumes(tmp_path: Path) -> None:
     after = snapshot(db)
     assert all(after[s] == rows for s, rows in held_before.items())  # nothing lost
     assert states(db, subjects, keys) == states(peer_db, subjects, keys)
+
+
+def test_follow_ends_cleanly_on_sigterm(tmp_path: Path) -> None:
+    keys, peer_db, db = keys_file(tmp_path), tmp_path / "peer.sqlite", tmp_path / "local.sqlite"
+    subjects = peer_store(peer_db, 2, registry_bundle=False)
+    with FeedPeer(peer_db) as peer:
+        follower = subprocess.Popen(
+            [sys.executable, "-m", "pith_graph", "mirror", "sync", peer.url, "--db", str(db), "--trusted-keys",
+             str(keys), *FAST, "--follow", "--interval", "0.1", "--json"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        try:
+            with bounded(60) as alive:
+                while alive() and follower.poll() is None and _held_subjects(db) < len(subjects):
+                    threading.Event().wait(0.02)
+            follower.send_signal(signal.SIGTERM)
+            out, err = follower.communicate(timeout=60)
+        finally:
+            if follower.poll() is None:
+                follower.kill()
+                follower.wait(timeout=10)
+    assert follower.returncode == 0, err
+    assert err == "" and json.loads(out)["problems"] == []
+    assert states(db, subjects, keys) == states(peer_db, subjects, keys)
+
+
+def test_peers_add_and_list(tmp_path: Path) -> None:
+    db = tmp_path / "local.sqlite"
+    assert run_cli("mirror", "peers", "add", "http://127.0.0.1:8081/", "--name", "b", "--db", str(db)).returncode == 0
+    assert run_cli("mirror", "peers", "add", "http://127.0.0.1:8082", "--db", str(db)).returncode == 0
+    assert run_cli("mirror", "peers", "add", "HTTP://127.0.0.1:8081", "--name", "b", "--db", str(db)).returncode == 0
+    listed = run_cli("mirror", "peers", "list", "--json", "--db", str(db))
+    assert listed.returncode == 0, listed.stderr
+    assert [(p["url"], p["name"], p["cursor"]) for p in json.loads(listed.stdout)] == [
+        ("http://127.0.0.1:8081", "b", None), ("http://127.0.0.1:8082", "", None)]
+    bad = run_cli("mirror", "peers", "add", "ftp://example.org", "--db", str(db))
+    assert bad.returncode == 2
+    one_error_line(bad, codes.E_USAGE)
+    # The log is append-only, as the store's other tables.
+    with sqlite3.connect(db) as conn, pytest.raises(sqlite3.DatabaseError, match="append-only"):
+        conn.execute("UPDATE mirror_peer_log SET value = 'x'")
