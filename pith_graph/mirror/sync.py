@@ -221,6 +221,10 @@ def sync_once(
     pages = 0
     while max_pages is None or pages < max_pages:
         page = source.page(after, limit)
+        if page.more and (not page.changes or page.next == after):
+            # A page that says "more" must make progress, or a peer could keep a round going for ever.
+            url = f"{peer}{FEED_PATH}"
+            raise _bad_page(url, "more is true, but the page lists nothing or its next cursor is the one asked for")
         pages += 1
         summary.pages += 1
         summary.subjects_listed += len(page.changes)

@@ -131,8 +131,9 @@ def test_dead_peer_is_exit_2_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "feed",
     [b"<html>garbage</html>", b'{"feed_type":"other"}', b'{"feed_type":"pith_mirror_changes","next":"1","more":false,'
-     b'"changes":[{"pith_number":"garbage"}]}', b'{"feed_type":"pith_mirror_changes","next":5,"more":false,"changes":[]}'],
-    ids=["html", "wrong-type", "bad-subject", "bad-cursor"],
+     b'"changes":[{"pith_number":"garbage"}]}', b'{"feed_type":"pith_mirror_changes","next":5,"more":false,"changes":[]}',
+     b'{"feed_type":"pith_mirror_changes","next":"1","more":true,"changes":[]}'],
+    ids=["html", "wrong-type", "bad-subject", "bad-cursor", "more-for-ever"],
 )
 def test_garbage_feed_is_exit_2_one_line(tmp_path: Path, feed: bytes) -> None:
     keys, db = keys_file(tmp_path), tmp_path / "local.sqlite"
@@ -285,3 +286,34 @@ def test_peers_add_and_list(tmp_path: Path) -> None:
     # The log is append-only, as the store's other tables.
     with sqlite3.connect(db) as conn, pytest.raises(sqlite3.DatabaseError, match="append-only"):
         conn.execute("UPDATE mirror_peer_log SET value = 'x'")
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    import os
+    import pty
+
+    keys, peer_db, db = keys_file(tmp_path), tmp_path / "peer.sqlite", tmp_path / "local.sqlite"
+    peer_store(peer_db, 3, registry_bundle=False)
+    master, slave = pty.openpty()
+    with FeedPeer(peer_db) as peer:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pith_graph", "mirror", "sync", peer.url, "--db", str(db), "--trusted-keys",
+             str(keys), *FAST],
+            stdout=subprocess.PIPE, stderr=slave, text=True,
+        )
+        os.close(slave)
+        out, _ = process.communicate(timeout=120)
+    drawn = b""
+    with bounded(10) as alive:
+        while alive():
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the terminal closed: all was read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    os.close(master)
+    assert process.returncode == 0
+    assert b"] 3/3" in drawn and b"#" in drawn  # the bar, on the terminal only
+    assert "3 bundles fetched" in out and "[" not in out.split("\n")[0][:1]
