@@ -49,82 +49,98 @@ TARGETS = ("graph", "author")
 OPERATIONS = ("extend", "extend", "fork", "supersede", "forged", "stranger", "missing_prev", "variant")
 
 
+Event = tuple[int, dict[str, Any], bool]  # (history index, event, passes stage 1 by construction)
+Action = tuple[str, int, int]  # ("deliver", event index, store) or ("pull", puller, source)
+
+
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[History, list[tuple[dict[str, Any], bool]], int, list[list[int]], list[tuple[int, int]]]:
-    """(history, [(event, passes stage 1)], store count, each event's stores, pulls (puller, source))."""
-    history = History.new(REGISTRY, arxiv_id="2605.00001")
-    events: list[tuple[dict[str, Any], bool]] = [(history.record_created, True)]
-    valid: list[dict[str, Any]] = []  # stage-1 valid non-record events, candidates for prev / supersedes
-    for step, operation in enumerate(draw(st.lists(st.sampled_from(OPERATIONS), max_size=10))):
+def scenarios(draw: st.DrawFn) -> tuple[list[History], list[Event], int, list[Action]]:
+    """Two subjects' events, the store count, and deliveries and pulls interleaved in a drawn order."""
+    histories = [History.new(REGISTRY, arxiv_id=f"2605.0000{i}") for i in (1, 2)]
+    events: list[Event] = [(i, h.record_created, True) for i, h in enumerate(histories)]
+    valid: list[list[dict[str, Any]]] = [[], []]  # per subject: stage-1 valid events (for prev / supersedes)
+    for step, operation in enumerate(draw(st.lists(st.sampled_from(OPERATIONS), max_size=12))):
+        which = draw(st.sampled_from((0, 0, 1)))
+        history, held = histories[which], valid[which]
         key = draw(st.sampled_from((ALICE, BOB)))
         target = draw(st.sampled_from(TARGETS))
-        stream = [e for e in valid if e["signer"]["signer_id"] == key.signer_id and e["target"] == target]
+        stream = [e for e in held if e["signer"]["signer_id"] == key.signer_id and e["target"] == target]
         payload = {"step": step}
         if operation in ("extend", "fork"):
             # extend: after the stream's latest; fork: after an earlier event that may already have a follower.
             prev = (stream[-1] if operation == "extend" else draw(st.sampled_from(stream)))["event_id"] if stream else None
             event = history.event("author_attestation", key=key, target=target, payload=payload, prev_event=prev)
-        elif operation == "supersede" and valid:
-            old = draw(st.sampled_from(valid))
+        elif operation == "supersede" and held:
+            old = draw(st.sampled_from(held))
             prev = stream[-1]["event_id"] if stream else None
             event = history.event("author_attestation", key=key, target=target, payload=payload, prev_event=prev,
                                   supersedes=[old["event_id"]])
         elif operation == "missing_prev":
             event = history.event("author_attestation", key=key, target=target, payload=payload,
                                   prev_event="sha256:" + f"{step:064x}")
-        elif operation == "forged" and valid:
-            forged = copy.deepcopy(draw(st.sampled_from(valid)))
+        elif operation == "forged" and held:
+            forged = copy.deepcopy(draw(st.sampled_from(held)))
             forged["payload"] = {**forged["payload"], "forged": True}  # hash and signature kept
-            events.append((forged, False))
+            events.append((which, forged, False))
             continue
         elif operation == "stranger":
-            events.append((history.event("author_attestation", key=STRANGER, target=target, payload=payload), False))
+            stranger = history.event("author_attestation", key=STRANGER, target=target, payload=payload)
+            events.append((which, stranger, False))
             continue
-        elif operation == "variant" and valid:
-            variant = copy.deepcopy(draw(st.sampled_from(valid)))
+        elif operation == "variant" and held:
+            variant = copy.deepcopy(draw(st.sampled_from(held)))
             variant["signature"]["signed_at"] = "2026-07-01T00:00:00Z"  # outside the content hash: same unit
-            events.append((variant, True))
+            events.append((which, variant, True))
             continue
         else:
             continue
-        valid.append(event)
-        events.append((event, True))
+        held.append(event)
+        events.append((which, event, True))
     count = draw(st.integers(min_value=2, max_value=3))
-    spread = [draw(st.lists(st.integers(0, count - 1), min_size=1, max_size=count, unique=True)) for _ in events]
+    deliveries: list[Action] = [
+        ("deliver", index, store)
+        for index in range(len(events))
+        for store in draw(st.lists(st.integers(0, count - 1), min_size=1, max_size=count, unique=True))
+    ]
     pairs = st.tuples(st.integers(0, count - 1), st.integers(0, count - 1)).filter(lambda p: p[0] != p[1])
-    pulls = draw(st.lists(pairs, max_size=6))
-    return history, events, count, spread, pulls
+    pulls: list[Action] = [("pull", a, b) for a, b in draw(st.lists(pairs, max_size=6))]
+    return histories, events, count, draw(st.permutations(deliveries + pulls))
 
 
 def peer_of(stores: list[EventStore], index: int) -> StorePeer:
     return StorePeer(stores[index], f"http://store-{index}.invalid", trusted_keys=RING)
 
 
+def deliver(store: EventStore, history: History, event: dict[str, Any]) -> None:
+    """One event arriving over the network (as a POST or a fetched bundle would bring it)."""
+    body = json.dumps(history.bundle([event], include_record=False)).encode()
+    raw = parse_bundle(body, subject=history.subject, url="delivery")
+    admit_bundle(store, raw, subject=history.subject, ring=RING, source="delivery")
+
+
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(scenarios())
-def test_stores_converge_to_the_same_state_bytes(
-    scenario: tuple[History, list[tuple[dict[str, Any], bool]], int, list[list[int]], list[tuple[int, int]]],
-) -> None:
-    history, events, count, spread, pulls = scenario
+def test_stores_converge_to_the_same_state_bytes(scenario: tuple[list[History], list[Event], int, list[Action]]) -> None:
+    histories, events, count, actions = scenario
     stores = [EventStore() for _ in range(count)]
     try:
-        for index, store in enumerate(stores):
-            received = [event for (event, _), where in zip(events, spread, strict=True) if index in where]
-            if received:
-                body = json.dumps(history.bundle(received, include_record=False)).encode()
-                raw = parse_bundle(body, subject=history.subject, url="distribution")
-                admit_bundle(store, raw, subject=history.subject, ring=RING, source="distribution")
-        for puller, source in pulls:
-            sync_once(stores[puller], peer_of(stores, source), ring=RING, limit=1)
+        for action, first, second in actions:
+            if action == "deliver":
+                which, event, _ = events[first]
+                deliver(stores[second], histories[which], event)
+            else:  # small pages: the feed's paging is exercised too
+                sync_once(stores[first], peer_of(stores, second), ring=RING, limit=1)
         for _ in range(count):  # around the ring: every store hears from every other
             for index in range(count):
                 sync_once(stores[index], peer_of(stores, (index - 1) % count), ring=RING)
-        produced = {store.state(history.subject, trusted_keys=RING).to_json() for store in stores}
+        produced = [{store.state(h.subject, trusted_keys=RING).to_json() for store in stores} for h in histories]
     finally:
         for store in stores:
             store.close()
-    expected = rebuild_state(history.bundle([e for e, ok in events if ok], include_record=False), trusted_keys=RING)
-    assert produced == {expected.to_json()}
+    for which, history in enumerate(histories):
+        passing = [e for w, e, ok in events if ok and w == which]
+        expected = rebuild_state(history.bundle(passing, include_record=False), trusted_keys=RING)
+        assert produced[which] == {expected.to_json()}
 
 
 # --- real mirrors: `pith-graph serve` processes that sync each other (issue 17, "Done when") -----------
