@@ -30,6 +30,7 @@ from typing import Any, Final
 from pith_graph import codes
 from pith_graph.canonical import canonical_json_parsed, loads
 from pith_graph.documents import Document, load_bundle
+from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, PeerError, PithGraphError, StoreError, TrustError
 from pith_graph.events import CheckedEvent, check_keys, inspect_event
 from pith_graph.identifiers import derived_aliases, pith_number
@@ -234,9 +235,10 @@ def _items(raw: Mapping[str, Any], subject: str, store: EventStore) -> tuple[lis
     return items, refused
 
 
-def _claims(raw: dict[str, Any], ring: KeyRing, source: str) -> tuple[list[Problem], list[Problem]]:
+def _claims(raw: dict[str, Any], ring: KeyRing, verifier: Verifier) -> tuple[list[Problem], list[Problem]]:
     """The peer's own claims (record, bundle signature, embedded state) checked under ``ring``: (problems, notes)."""
-    report = verify_bundle(Document(raw, "bundle"), trusted_keys=ring, workers=1)
+    # The store's signature cache: the signatures checked here are not verified again by admission.
+    report = verify_bundle(Document(raw, "bundle"), trusted_keys=ring, verifier=verifier, workers=1)
     problems = [p for p in report.problems if p.code in _CLAIM_PROBLEMS and p.severity == "error"]
     notes = [p for p in report.problems if p.code in _CLAIM_NOTES]
     signed_by_trusted = not any(p.code.startswith("bundle_") for p in report.problems)
@@ -253,7 +255,7 @@ def admit_bundle(store: EventStore, raw: dict[str, Any], *, subject: str, ring: 
 
     One transaction; the state is then recomputed from the store under ``ring``.
     """
-    problems, notes = _claims(raw, ring, source)
+    problems, notes = _claims(raw, ring, store.verifier())
     accepted: dict[str, tuple[EventRow, FactsRow]] = {}
     rejected: list[Rejected] = []
     duplicates = 0
