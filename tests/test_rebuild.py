@@ -107,7 +107,7 @@ def test_the_events_are_cut_exactly_whatever_the_white_space(
     assert split is not None
     assert [bytes(t) for t in event_texts(split.events_text)] == [bytes(t) for t in split.events]
     assert [json.loads(bytes(t)) for t in split.events] == json.loads(data)["events"]
-    keys = {"trusted_keys": [history.registry.entry(), alice.entry()]}
+    keys: dict[str, Any] = {"trusted_keys": [history.registry.entry(), alice.entry()]}
     assert rebuild_state(data, workers=1, **keys).to_json() == full_path(data, **keys)
 
 
@@ -120,7 +120,7 @@ def test_a_short_first_event_that_also_occurs_earlier_is_still_cut(history: Hist
     split = split_bundle(data)
     assert split is not None
     assert bytes(split.events[0]) == b"1"
-    keys = {"trusted_keys": [history.registry.entry(), alice.entry()]}
+    keys: dict[str, Any] = {"trusted_keys": [history.registry.entry(), alice.entry()]}
     assert rebuild_state(data, workers=1, **keys).to_json() == full_path(data, **keys)
 
 
