@@ -57,7 +57,9 @@ def ref_state_sha256(state: Mapping[str, Any]) -> str:
 
 def ref_content_sha256(event: Mapping[str, Any]) -> str:
     """An event's content hash recomputed with the reference rule."""
-    return ref_sha256({k: v for k, v in event.items() if k not in ("event_id", "content_sha256", "signature")})
+    return ref_sha256(
+        {k: v for k, v in event.items() if k not in ("event_id", "content_sha256", "signature")}
+    )
 
 
 def bundle_of(history: History, events: Iterable[Any], *, include_record: bool = True) -> dict[str, Any]:
@@ -72,7 +74,9 @@ def rebuild(history: History, events: Iterable[Any], **options: Any) -> State:
     """Rebuild a bundle of ``history`` holding ``events`` (record_created first), trusting its keys."""
     include_record = options.pop("include_record", True)
     trusted = options.pop("trusted_keys", history.trusted())
-    return rebuild_state(bundle_of(history, events, include_record=include_record), trusted_keys=trusted, **options)
+    return rebuild_state(
+        bundle_of(history, events, include_record=include_record), trusted_keys=trusted, **options
+    )
 
 
 def invalid(state: State) -> dict[str, str]:

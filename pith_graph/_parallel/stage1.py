@@ -68,7 +68,6 @@ def stage1_chunk_size(count: int) -> int:
     return max(STAGE1_CHUNK, min(STAGE1_MAX_CHUNK, count // STAGE1_TASKS))
 
 
-
 class Stage1Row(NamedTuple):
     """A helper's stage-1 outcome of one event (the fields of its :class:`~pith_graph.events.CheckedEvent` the merge needs)."""
 
@@ -123,7 +122,12 @@ def _stage1_chunk(
                 checked = check_event(value, subject=subject, keyring=keyring, verifier=verifier)
                 rows.append(
                     Stage1Row(
-                        checked.unit_id, checked.reason, checked.progress, checked.facts, checked.signer_json, checked.payload_json
+                        checked.unit_id,
+                        checked.reason,
+                        checked.progress,
+                        checked.facts,
+                        checked.signer_json,
+                        checked.payload_json,
                     )
                 )
         handle.write(_ROWS_ENCODER.encode(rows))
@@ -311,7 +315,9 @@ def start_stage1(
     try:
         for index in reversed(range((count + chunk_size - 1) // chunk_size)):
             first, stop = index * chunk_size, min(count, (index + 1) * chunk_size)
-            spans = [(start, len(text)) for start, text in zip(starts[first:stop], events[first:stop], strict=True)]
+            spans = [
+                (start, len(text)) for start, text in zip(starts[first:stop], events[first:stop], strict=True)
+            ]
             helpers.submit(index, scratch.path, spans, subject, keyring, backend_name, helpers._out(index))
     except BaseException as exc:
         helpers.close()  # cancels what was submitted, on every way out (an interrupt too)
