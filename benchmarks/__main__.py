@@ -32,12 +32,12 @@ from typing import Any, Final
 from benchmarks import profile
 from benchmarks.generate import DATA_DIR, ensure_bundle, trusted_entries
 from pith_graph import canonical, ed25519
+from pith_graph._parallel.signatures import MemorySignatureCache, prepass_jobs, signature_jobs
 from pith_graph.documents import load_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.events import content_bytes
 from pith_graph.keys import KeyRing
 from pith_graph.merge import merge_checked
-from pith_graph.parallel import MemorySignatureCache, prepass_jobs, signature_jobs
 from pith_graph.rebuild import rebuild_state
 
 DEFAULT_SIZES: Final = (1000, 10_000, 100_000)
@@ -230,7 +230,7 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
     out: dict[str, Any] = {"events": n, "file_bytes": path.stat().st_size}
 
     # Signature bound and cold rebuilds, per backend. The triples are the ones the
-    # merge verifies (the pre-pass reads exactly those: tests/test_parallel.py).
+    # merge verifies (the pre-pass reads exactly those: tests/parallel/test_parallel.py).
     triples = prepass_jobs(path.read_bytes(), ring, min_events=0)
     assert triples is not None
     out["signatures"] = len(triples)
@@ -341,7 +341,7 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
     cache = MemorySignatureCache()
     for triple in triples:
         cache.record(*triple, True)
-    merge_args = {"subject": model.pith_number, "aliases": raw["source_aliases"], "keyring": ring}
+    merge_args = {"subject": model.pith_number, "aliases": raw["source_aliases"], "trusted_keys": ring}
     t_merge_cached, _ = best(lambda: merge_checked(events, verifier=Verifier(cache=cache), **merge_args), repeat)
     t_serialise, _ = best(lambda: merge_checked(events, verifier=Verifier(cache=cache), **merge_args).state.to_json(), 1)
     parts = {

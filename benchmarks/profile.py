@@ -41,12 +41,12 @@ import msgspec
 
 from pith_graph import ed25519
 from pith_graph import rebuild as _rebuild
+from pith_graph._parallel.signatures import MemorySignatureCache, prepass_jobs
 from pith_graph.canonical import MAX_DEPTH, gc_paused, loads
 from pith_graph.documents import EVENT_DEPTH_OFFSET, split_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.events import check_keys, inspect_event, unit_id
 from pith_graph.keys import KeyRing
-from pith_graph.parallel import MemorySignatureCache, prepass_jobs
 
 __all__ = ["SAMPLE_EVENTS", "ceilings", "phases", "pieces", "traced_phases", "verify_all"]
 
@@ -88,7 +88,7 @@ def pieces(
     the text, ``inspect_event``, key checks); ``floor_us`` is a bare decode plus
     a sha256 of the text, less than any conforming implementation does.
     ``triples``: the bundle's signature checks in its order, if the caller has
-    them already (:func:`~pith_graph.parallel.prepass_jobs` of ``data``).
+    them already (:func:`~pith_graph._parallel.signatures.prepass_jobs` of ``data``).
     """
     split = split_bundle(data)
     if split is None:

@@ -8,8 +8,13 @@ rules, byte-identical to the registry's, and verify every registry document::
     print(state.state_sha256)
     report = pith_graph.verify_bundle("bundle.json")
     report.raise_for_problems()
+    with pith_graph.EventStore("mirror.sqlite") as store:   # a durable, append-only store
+        store.import_bundle("bundle.json")
 
-The normative rules are in docs/merge-v1.md.
+``__all__`` is what a user calls; lower-level helpers stay importable from
+their modules (``pith_graph.canonical``, ``pith_graph.events``, ...). The
+normative rules are in docs/merge-v1.md; each section names the function
+that implements it.
 """
 
 from pith_graph.canonical import canonical_json, canonical_sha256, loads
@@ -21,11 +26,12 @@ from pith_graph.identifiers import (
     pith_number,
     short_pith_number,
 )
-from pith_graph.keys import REGISTRY_KEY_ID, KeyRing, TrustedKey
-from pith_graph.merge import merge
+from pith_graph.keys import REGISTRY_KEY_ID, KeyRing, TrustedKey, TrustedKeys
+from pith_graph.merge import MergeResult, merge
 from pith_graph.rebuild import rebuild_state
 from pith_graph.report import Problem, Report
 from pith_graph.state import State
+from pith_graph.store import EventStore
 from pith_graph.verify import (
     verify_bundle,
     verify_document,
@@ -38,8 +44,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "REGISTRY_KEY_ID",
+    "EventStore",
     "InputError",
     "KeyRing",
+    "MergeResult",
     "PithGraphError",
     "Problem",
     "Report",
@@ -47,6 +55,7 @@ __all__ = [
     "StoreError",
     "TrustError",
     "TrustedKey",
+    "TrustedKeys",
     "VerificationError",
     "__version__",
     "canonical_json",

@@ -1,6 +1,6 @@
 """A tiny, slow, pure-Python edwards25519 (RFC 8032, section 5.1), for crafting and
 checking edge-case signatures: the conformance corpus's crafted Ed25519 cases
-(:mod:`pith_graph.vectors`) and the tests of the pinned rule.
+(:mod:`pith_graph.conformance`) and the tests of the pinned rule.
 
 Never used to verify anything a bundle carries: :mod:`pith_graph.ed25519` and
 its backends do that. Points are extended coordinates (X, Y, Z, T).

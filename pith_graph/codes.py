@@ -109,7 +109,7 @@ E_NO_DOCUMENTS: Final = "no_documents"
 # --- issue 5: Ed25519 backends (pith_graph/ed25519.py) -------------------------------
 E_UNKNOWN_BACKEND: Final = "unknown_ed25519_backend"
 
-# --- issue 4: event store (pith_graph/store.py) --------------------------------------
+# --- issue 4: event store (pith_graph/store/) --------------------------------------
 E_STORE_UNKNOWN_SUBJECT: Final = "store_unknown_subject"
 #: Outcomes of ``EventStore.append`` (``AppendResult.status``).
 STORE_NEW: Final = "new"

@@ -19,7 +19,7 @@ Groups:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pith_graph import codes
 
@@ -52,6 +52,18 @@ class PithGraphError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled by state, not by constructor arguments (subclasses take other ones),
+        # so helper processes send the error itself.
+        return (_restore, (type(self), self.message), self.__dict__)
+
+
+def _restore(cls: type[PithGraphError], message: str) -> PithGraphError:
+    """An error of class ``cls`` without running its constructor (its state follows)."""
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    return error
 
 
 class InputError(PithGraphError):
@@ -94,7 +106,9 @@ class PeerError(PithGraphError):
 
     default_code = codes.E_PEER_HTTP
 
-    def __init__(self, message: str, *, code: str | None = None, url: str = "", transient: bool = False) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, url: str = "", transient: bool = False
+    ) -> None:
         super().__init__(message, code=code)
         self.url = url
         self.transient = transient

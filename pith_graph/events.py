@@ -1,9 +1,10 @@
 """merge-v1 stage 1: the checks of a single event, in order.
 
-Each check has a reason code (:data:`pith_graph.codes.EVENT_REASONS`, in the
-same order); the first that fails is the event's reason. ``progress`` counts the
+Each check has a reason code; :data:`pith_graph.codes.EVENT_REASONS` is their
+order, and the only place it is written: the checks themselves are tables by
+reason, run in that order. The first that fails is the event's reason. ``progress`` counts the
 checks a copy passed, so that when copies of one event disagree, the copy that
-got furthest names the reason (docs/merge-v1.md, "Units and copies").
+got furthest names the reason (merge-v1 §5).
 
 Hashes are computed over the event as received: canonical JSON of the parsed
 object without ``event_id``, ``content_sha256`` and ``signature``, so any extra
@@ -22,14 +23,15 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
 from pith_graph import codes
 from pith_graph.canonical import canonical_json_parsed, loads
 from pith_graph.ed25519 import Verifier
-from pith_graph.keys import KeyRing
+from pith_graph.keys import KeyRing, TrustedKey
 from pith_graph.models import Event
 from pith_graph.records import check_record, decode_signature
 from pith_graph.timestamps import parse_timestamp
@@ -93,7 +95,7 @@ def content_bytes(event: dict[str, Any]) -> bytes:
 
 
 def unit_id(raw: Any) -> str:
-    """The id an event is counted under (merge-v1, "Units and copies").
+    """The id an event is counted under (merge-v1 §5).
 
     Its claimed ``event_id`` when that is well formed, otherwise ``sha256:`` +
     sha256 of the canonical JSON of the whole value as received.
@@ -127,7 +129,7 @@ class EventFacts(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=
     target: str
     signer_id: str
     created_at: str
-    #: ``created_at`` as an instant (merge-v1 compares instants, never text).
+    #: ``created_at`` as an instant (merge-v1 §6 compares instants, never text).
     instant: tuple[int, int]
     prev_event: str | None
     supersedes: tuple[str, ...]
@@ -146,7 +148,7 @@ class EventFacts(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=
 
     @property
     def stream(self) -> tuple[str, str]:
-        """merge-v1: a stream is (target, signer_id)."""
+        """merge-v1 §7: a stream is (target, signer_id)."""
         return (self.target, self.signer_id)
 
 
@@ -212,7 +214,14 @@ class CheckedEvent(msgspec.Struct, frozen=True):
         """This copy with the verdict of a later check (None: every check passed)."""
         progress = _PASSED_ALL if reason is None else _PROGRESS[reason]
         return CheckedEvent(
-            self.unit_id, self.raw, reason, progress, self.facts, self.signer_json, self.payload_json, self.digest
+            self.unit_id,
+            self.raw,
+            reason,
+            progress,
+            self.facts,
+            self.signer_json,
+            self.payload_json,
+            self.digest,
         )
 
 
@@ -249,7 +258,11 @@ def _facts(raw: Any) -> tuple[EventFacts, bytes, bytes, bytes] | None:
         return None
     sig, signer = event.signature, event.signer
     # (signed_at usually repeats created_at, which has just been parsed.)
-    if sig.signed_at is not None and sig.signed_at != event.created_at and parse_timestamp(sig.signed_at) is None:
+    if (
+        sig.signed_at is not None
+        and sig.signed_at != event.created_at
+        and parse_timestamp(sig.signed_at) is None
+    ):
         return None
     if not (EVENT_ID_RE.fullmatch(event.event_id) and _HEX64_RE.fullmatch(event.content_sha256)):
         return None
@@ -297,22 +310,13 @@ def inspect_event(raw: Any, *, subject: str, uid: str | None = None) -> CheckedE
     if found is None:
         return CheckedEvent(uid, raw, codes.REASON_MALFORMED, 0)
     facts, signer_json, payload_json, content = found
-    sig = raw["signature"]
-    reason: str | None = None
-    if facts.event_id != "sha256:" + facts.content_sha256:
-        reason = codes.REASON_EVENT_ID_MISMATCH
-    elif hashlib.sha256(content).hexdigest() != facts.content_sha256:
-        reason = codes.REASON_CONTENT_HASH_MISMATCH
-    elif raw["subject_pith_number"] != subject:
-        reason = codes.REASON_SUBJECT_MISMATCH
-    elif facts.event_type not in EVENT_TYPES:
-        reason = codes.REASON_UNKNOWN_EVENT_TYPE
-    elif REQUIRED_TARGETS.get(facts.event_type, facts.target) != facts.target:
-        reason = codes.REASON_TARGET_MISMATCH
-    elif (sig["algorithm"], sig["signature_status"], sig["signed_message"]) != SIGNATURE_V1:
-        reason = codes.REASON_UNSUPPORTED_SIGNATURE
-    progress = INTRINSIC_CHECKS if reason is None else _PROGRESS[reason]
-    return CheckedEvent(uid, raw, reason, progress, facts, signer_json, payload_json)
+    copy = _Copy(raw, facts, content, subject)
+    for progress, fails in _INTRINSIC_ORDER:
+        if fails(copy):
+            return CheckedEvent(
+                uid, raw, codes.EVENT_REASONS[progress], progress, facts, signer_json, payload_json
+            )
+    return CheckedEvent(uid, raw, None, INTRINSIC_CHECKS, facts, signer_json, payload_json)
 
 
 def check_keys(checked: CheckedEvent, *, subject: str, keyring: KeyRing, verifier: Verifier) -> CheckedEvent:
@@ -320,27 +324,17 @@ def check_keys(checked: CheckedEvent, *, subject: str, keyring: KeyRing, verifie
     facts = checked.facts
     if checked.reason is not None or facts is None or checked.valid:
         return checked  # already decided (an event store replays verdicts it kept)
-    key = keyring.get(facts.key_id)
-    # merge-v1: a key signs nothing created at or after its rotates_at.
-    if key is None or not key.signs_at(facts.instant):
-        return checked.with_reason(codes.REASON_UNKNOWN_KEY)
-    if not (
-        facts.fingerprint == key.fingerprint_hex
-        and facts.signer_key_id == facts.key_id
-        and facts.signer_fingerprint == key.fingerprint_hex
-        and key.signs_as(facts.signer_id)  # merge-v1: a bound key signs only as its signer_id
-    ):
-        return checked.with_reason(codes.REASON_KEY_MISMATCH)
-    signature = facts.signature
-    if signature is None or not verifier.verify(key.public_key, signature, facts.message):
-        return checked.with_reason(codes.REASON_BAD_SIGNATURE)
-    if facts.event_type == RECORD_CREATED and not _creates_record(checked.payload(), facts, subject, keyring, verifier):
-        return checked.with_reason(codes.REASON_BAD_RECORD)
+    signed = _Signed(checked, facts, keyring.get(facts.key_id), subject, keyring, verifier)
+    for reason, fails in _KEY_ORDER:
+        if fails(signed):
+            return checked.with_reason(reason)
     return checked.with_reason(None)
 
 
-def _creates_record(payload: Any, facts: EventFacts, subject: str, keyring: KeyRing, verifier: Verifier) -> bool:
-    """merge-v1 check 11 (``bad_record``) for a signed record_created payload."""
+def _creates_record(
+    payload: Any, facts: EventFacts, subject: str, keyring: KeyRing, verifier: Verifier
+) -> bool:
+    """merge-v1 §6 check 10 (``bad_record``) for a signed record_created payload."""
     problems = check_record(
         payload.get("canonical_record"),
         canonical_sha256=payload.get("canonical_sha256"),
@@ -355,14 +349,95 @@ def _creates_record(payload: Any, facts: EventFacts, subject: str, keyring: KeyR
         verifier=verifier,
     )
     receipt = payload.get("receipt")
-    # merge-v1: only the holder of the receipt's key may create the record, so no
+    # merge-v1 §6: only the holder of the receipt's key may create the record, so no
     # other trusted key can re-issue it and become current.record_created.
     receipt_key = receipt.get("key_id") if isinstance(receipt, dict) else None
     return not problems and receipt_key == facts.key_id
+
+
+class _Copy(NamedTuple):
+    """A well-formed copy, as the intrinsic checks read it."""
+
+    raw: dict[str, Any]
+    facts: EventFacts
+    content: bytes
+    subject: str
+
+
+class _Signed(NamedTuple):
+    """A copy that passed the intrinsic checks, as the key checks read it (``key``: its trusted key, if any)."""
+
+    checked: CheckedEvent
+    facts: EventFacts
+    key: TrustedKey | None
+    subject: str
+    keyring: KeyRing
+    verifier: Verifier
+
+
+def _key_mismatch(s: _Signed) -> bool:
+    key = s.key
+    return key is None or not (
+        s.facts.fingerprint == key.fingerprint_hex
+        and s.facts.signer_key_id == s.facts.key_id
+        and s.facts.signer_fingerprint == key.fingerprint_hex
+        and key.signs_as(s.facts.signer_id)  # merge-v1 §4: a bound key signs only as its signer_id
+    )
+
+
+def _bad_signature(s: _Signed) -> bool:
+    signature = s.facts.signature
+    return (
+        s.key is None
+        or signature is None
+        or not s.verifier.verify(s.key.public_key, signature, s.facts.message)
+    )
+
+
+#: merge-v1 §6: when each stage-1 check after ``malformed`` fails, by its reason. The
+#: order they run in is not here but in :data:`pith_graph.codes.EVENT_REASONS`.
+_FAILS_INTRINSIC: Final[dict[str, Callable[[_Copy], bool]]] = {
+    codes.REASON_EVENT_ID_MISMATCH: lambda c: c.facts.event_id != "sha256:" + c.facts.content_sha256,
+    codes.REASON_CONTENT_HASH_MISMATCH: lambda c: (
+        hashlib.sha256(c.content).hexdigest() != c.facts.content_sha256
+    ),
+    codes.REASON_SUBJECT_MISMATCH: lambda c: c.raw["subject_pith_number"] != c.subject,
+    codes.REASON_UNKNOWN_EVENT_TYPE: lambda c: c.facts.event_type not in EVENT_TYPES,
+    codes.REASON_TARGET_MISMATCH: lambda c: (
+        REQUIRED_TARGETS.get(c.facts.event_type, c.facts.target) != c.facts.target
+    ),
+    codes.REASON_UNSUPPORTED_SIGNATURE: lambda c: (
+        (
+            c.raw["signature"]["algorithm"],
+            c.raw["signature"]["signature_status"],
+            c.raw["signature"]["signed_message"],
+        )
+        != SIGNATURE_V1
+    ),
+}
+_FAILS_KEYS: Final[dict[str, Callable[[_Signed], bool]]] = {
+    # merge-v1 §4: a key signs nothing created at or after its rotates_at.
+    codes.REASON_UNKNOWN_KEY: lambda s: s.key is None or not s.key.signs_at(s.facts.instant),
+    codes.REASON_KEY_MISMATCH: _key_mismatch,
+    codes.REASON_BAD_SIGNATURE: _bad_signature,
+    codes.REASON_BAD_RECORD: lambda s: (
+        s.facts.event_type == RECORD_CREATED
+        and not _creates_record(s.checked.payload(), s.facts, s.subject, s.keyring, s.verifier)
+    ),
+}
+#: The two tables in check order: (checks passed before it, when it fails).
+_INTRINSIC_ORDER: Final = tuple(
+    (progress, _FAILS_INTRINSIC[reason])
+    for progress, reason in enumerate(codes.EVENT_REASONS)
+    if 0 < progress < INTRINSIC_CHECKS
+)
+_KEY_ORDER: Final = tuple((reason, _FAILS_KEYS[reason]) for reason in codes.EVENT_REASONS[INTRINSIC_CHECKS:])
 
 
 def check_event(
     raw: Any, *, subject: str, keyring: KeyRing, verifier: Verifier, uid: str | None = None
 ) -> CheckedEvent:
     """Run the stage-1 checks of merge-v1 on one copy of an event (``uid``: its unit id, if known)."""
-    return check_keys(inspect_event(raw, subject=subject, uid=uid), subject=subject, keyring=keyring, verifier=verifier)
+    return check_keys(
+        inspect_event(raw, subject=subject, uid=uid), subject=subject, keyring=keyring, verifier=verifier
+    )

@@ -25,6 +25,7 @@ __all__ = [
     "REGISTRY_PUBLIC_KEY_HEX",
     "KeyRing",
     "TrustedKey",
+    "TrustedKeys",
     "coerce_ring",
     "reusable_keys",
 ]
@@ -64,9 +65,9 @@ class TrustedKey:
     """One trusted Ed25519 public key.
 
     ``rotates_at`` (RFC 3339 UTC, or None): the key signs nothing created at or
-    after that instant (merge-v1: such an event is ``unknown_key``).
+    after that instant (merge-v1 §4: such an event is ``unknown_key``).
     ``signer_id`` (or None): the only ``signer.signer_id`` the key may sign as
-    (merge-v1: otherwise ``key_mismatch``). Streams are named by signer_id, so an
+    (merge-v1 §4: otherwise ``key_mismatch``). Streams are named by signer_id, so an
     unbound key can write into any signer's stream; bind every key you trust
     alongside others.
     """
@@ -163,7 +164,13 @@ class KeyRing:
     @classmethod
     def registry(cls) -> KeyRing:
         """The default ring: only the pinned registry key ``pith-v1-2026-05``, bound to ``pith.science``."""
-        return cls([TrustedKey(REGISTRY_KEY_ID, bytes.fromhex(REGISTRY_PUBLIC_KEY_HEX), signer_id=REGISTRY_SIGNER_ID)])
+        return cls(
+            [
+                TrustedKey(
+                    REGISTRY_KEY_ID, bytes.fromhex(REGISTRY_PUBLIC_KEY_HEX), signer_id=REGISTRY_SIGNER_ID
+                )
+            ]
+        )
 
     @classmethod
     def from_entries(cls, entries: Iterable[Mapping[str, Any]]) -> KeyRing:
@@ -225,7 +232,12 @@ class KeyRing:
         return f"KeyRing({list(self._keys)!r})"
 
 
-def coerce_ring(trusted_keys: KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None) -> KeyRing:
+#: What every ``trusted_keys=`` argument accepts: a ring, key entries (JSON objects or
+#: :class:`TrustedKey`), or None for the registry key alone.
+TrustedKeys = KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None
+
+
+def coerce_ring(trusted_keys: TrustedKeys) -> KeyRing:
     """Turn the public ``trusted_keys=`` argument into a ring (None: the registry ring).
 
     Raises :class:`~pith_graph.errors.TrustError` (``bad_key``) for an unusable
@@ -245,9 +257,7 @@ def coerce_ring(trusted_keys: KeyRing | Iterable[Mapping[str, Any] | TrustedKey]
     return KeyRing(item if isinstance(item, TrustedKey) else TrustedKey.from_entry(item) for item in items)
 
 
-def reusable_keys(
-    trusted_keys: KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None,
-) -> KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None:
+def reusable_keys(trusted_keys: TrustedKeys) -> TrustedKeys:
     """``trusted_keys`` in a form that can be read more than once: a one-shot iterable
     (a generator, ``iter(entries)``) is read into a tuple, its entries unchecked.
 
@@ -262,4 +272,3 @@ def reusable_keys(
     except TypeError:
         return trusted_keys  # not iterable: coerce_ring says so
     return tuple(items)  # what the caller's own iterator raises is the caller's to see
-

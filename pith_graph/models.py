@@ -36,7 +36,7 @@ __all__ = [
     "PublicKeyEntry",
     "Receipt",
     "Signer",
-    "State",
+    "StateDocument",
     "convert",
     "decode",
     "detect_kind",
@@ -184,8 +184,11 @@ class Equivocation(_Doc, frozen=True, kw_only=True):
     target: str
 
 
-class State(_Doc, frozen=True, kw_only=True):
-    """A merged state document (``state.json``)."""
+class StateDocument(_Doc, frozen=True, kw_only=True):
+    """A merged state document (``state.json``), as read: the typed view :func:`pith_graph.verify.verify_state` checks.
+
+    Not :class:`pith_graph.state.State`, the state a merge produces.
+    """
 
     state_type: Literal["pith_open_graph_state"]
     state_version: str
@@ -249,7 +252,7 @@ DocumentKind = Literal["bundle", "state", "record", "graph_snapshot", "equivocat
 
 _TYPES: Final[dict[str, type[_Doc]]] = {
     "bundle": Bundle,
-    "state": State,
+    "state": StateDocument,
     "record": PithNumberRecord,
     "graph_snapshot": GraphSnapshot,
     "equivocation_proof": EquivocationProof,

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pith_graph.conformance import Scenario, stream_of
 from pith_graph.rebuild import rebuild_state
 from pith_graph.state import State
-from pith_graph.vectors import Scenario, stream_of
 
 
 def rebuild(scenario: Scenario, events: Sequence[Any]) -> State:
@@ -26,6 +26,8 @@ def streams_by_id(events: Sequence[Any]) -> dict[str, tuple[str, str]]:
     return found
 
 
-def applied_outside(state: State, streams: dict[str, tuple[str, str]], excluded: frozenset[tuple[str, str]]) -> list[str]:
+def applied_outside(
+    state: State, streams: dict[str, tuple[str, str]], excluded: frozenset[tuple[str, str]]
+) -> list[str]:
     """The applied ids, in apply order, of every stream not in ``excluded``."""
     return [uid for uid in state.applied_event_ids if streams.get(uid) not in excluded]

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from pith_graph.canonical import canonical_json, loads
+from pith_graph.conformance import SIGNERS, StreamSpec, build_scenario, stream_of, timestamp
 from pith_graph.keys import KeyRing
 from pith_graph.merge import merge
 from pith_graph.rebuild import rebuild_state
 from pith_graph.testing import make_event
-from pith_graph.vectors import SIGNERS, StreamSpec, build_scenario, stream_of, timestamp
 
 SCENARIO = build_scenario([StreamSpec(1, "graph_snapshot", "graph", [{"graph_snapshot": {"n": 0}}])])
 RING = KeyRing.from_entries(SCENARIO.trusted())
@@ -49,9 +49,14 @@ class ArrivingEvents(RuleBasedStateMachine):
     def _new_event(self, signer: int, target: str, prev: str | None, supersedes: list[str]) -> dict[str, Any]:
         self.counter += 1
         return make_event(
-            SIGNERS[signer], subject=SCENARIO.subject, event_type="correction" if target != "graph" else "graph_snapshot",
-            target=target, payload={"n": self.counter, "text": "ärger"}, created_at=timestamp(self.counter % 7),
-            prev_event=prev, supersedes=supersedes,
+            SIGNERS[signer],
+            subject=SCENARIO.subject,
+            event_type="correction" if target != "graph" else "graph_snapshot",
+            target=target,
+            payload={"n": self.counter, "text": "ärger"},
+            created_at=timestamp(self.counter % 7),
+            prev_event=prev,
+            supersedes=supersedes,
         )
 
     def _tip(self, stream: tuple[str, str]) -> str | None:
@@ -92,7 +97,7 @@ class ArrivingEvents(RuleBasedStateMachine):
 
     @invariant()
     def incremental_equals_rebuild_and_model(self) -> None:
-        state = merge(self.received, subject=SCENARIO.subject, aliases=ALIASES, keyring=RING)
+        state = merge(self.received, subject=SCENARIO.subject, aliases=ALIASES, trusted_keys=RING)
         fresh = rebuild_state(SCENARIO.bundle(list(reversed(self.received))), trusted_keys=RING)
         assert state.to_json() == fresh.to_json()
 
@@ -108,7 +113,9 @@ class ArrivingEvents(RuleBasedStateMachine):
 
         assert set(state.applied_event_ids) == {uid for uid in self.valid if applicable(uid)}
         assert {uid for e in state.equivocations for uid in e["event_ids"]} == forked
-        assert {e["event_id"]: e["reason"] for e in state.invalid_events} == dict.fromkeys(self.junk, "malformed")
+        assert {e["event_id"]: e["reason"] for e in state.invalid_events} == dict.fromkeys(
+            self.junk, "malformed"
+        )
         assert state.valid_event_count == len(self.valid)
         position = {uid: i for i, uid in enumerate(state.applied_event_ids)}
         for uid in state.applied_event_ids:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from pith_graph.conformance import default_fixtures
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -25,3 +27,9 @@ def test_demo_runs_and_passes() -> None:
 def test_example_registry_documents_match_fixtures() -> None:
     for path in (ROOT / "examples" / "registry").glob("*.json"):
         assert path.read_bytes() == (ROOT / "tests" / "fixtures" / path.name).read_bytes()
+
+
+def test_the_corpus_input_is_the_registry_bundle() -> None:
+    # The package ships its own copy (an input of `pith-graph vectors write`); it must stay the registry's.
+    name = "bundle-AG3PAJ22.json"
+    assert (default_fixtures() / name).read_bytes() == (ROOT / "tests" / "fixtures" / name).read_bytes()

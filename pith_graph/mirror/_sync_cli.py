@@ -20,9 +20,9 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from pith_graph import codes
-from pith_graph._cli_common import EXIT_OK, EXIT_PROBLEMS, load_ring, write_stdout
-from pith_graph._cli_store import DEFAULT_DB
-from pith_graph._cli_verify_many import Progress
+from pith_graph.cli._common import EXIT_OK, EXIT_PROBLEMS, load_ring, write_stdout
+from pith_graph.cli.store import DEFAULT_DB
+from pith_graph.cli.verify_many import Progress
 from pith_graph.errors import PeerError
 from pith_graph.keys import KeyRing, coerce_ring
 from pith_graph.mirror import peers
@@ -57,7 +57,8 @@ def _client(args: argparse.Namespace) -> MirrorClient:
 
 def _print_admitted(admitted: Admitted) -> None:
     peer_state = (
-        "same as the peer's" if admitted.peer_state_sha256 == admitted.state_sha256
+        "same as the peer's"
+        if admitted.peer_state_sha256 == admitted.state_sha256
         else f"peer's was {admitted.peer_state_sha256 or 'absent'}"
     )
     print(
@@ -86,7 +87,8 @@ def cmd_pull(args: argparse.Namespace) -> int:
     if not any(o.admitted for o in outcomes):
         first = outcomes[0]
         raise PeerError(
-            f"no mirror served a usable bundle of {first.wanted.text}: " + "; ".join(first.failures[:4])
+            f"no mirror served a usable bundle of {first.wanted.text}: "
+            + "; ".join(first.failures[:4])
             + (f" (and {len(outcomes) - 1} more subjects)" if len(outcomes) > 1 else ""),
             code=codes.E_NOTHING_USABLE,
         )
@@ -143,8 +145,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
     shown = sys.stderr.isatty() and not args.json
     with _client(args) as client, EventStore(args.db) as store:
         if args.follow:
+
             def on_error(exc: PeerError, wait: float) -> None:
-                print(f"pith-graph: {exc.code}: {exc.message}; next round in {wait:.1f} s", file=sys.stderr, flush=True)
+                print(
+                    f"pith-graph: {exc.code}: {exc.message}; next round in {wait:.1f} s",
+                    file=sys.stderr,
+                    flush=True,
+                )
 
             def on_round(current: SyncSummary) -> None:
                 if shown:
@@ -153,19 +160,33 @@ def cmd_sync(args: argparse.Namespace) -> int:
             try:
                 with _terminated_as_interrupt():
                     summary = follow(
-                        store, HttpPeer(client, peer), ring=ring, interval=args.interval, max_rounds=args.max_rounds,
-                        on_error=on_error, on_round=on_round, limit=args.limit,
+                        store,
+                        HttpPeer(client, peer),
+                        ring=ring,
+                        interval=args.interval,
+                        max_rounds=args.max_rounds,
+                        on_error=on_error,
+                        on_round=on_round,
+                        limit=args.limit,
                     )
             except KeyboardInterrupt:
                 pass  # a round in flight left committed work and its cursor; the summary is lost with it
             return _finish(args, summary)
         with Progress(0, sys.stderr, shown=shown) as bar:
+
             def progress(done: int, total: int) -> None:
                 bar.total = total
                 bar.update(done)
 
             try:
-                sync_once(store, HttpPeer(client, peer), ring=ring, limit=args.limit, summary=summary, progress=progress)
+                sync_once(
+                    store,
+                    HttpPeer(client, peer),
+                    ring=ring,
+                    limit=args.limit,
+                    summary=summary,
+                    progress=progress,
+                )
             except PeerError:
                 if summary.pages:
                     _finish(args, summary)  # what was done before the peer failed is kept and said
@@ -188,7 +209,9 @@ def cmd_peers_list(args: argparse.Namespace) -> int:
     if args.json:
         write_stdout(json.dumps([p.to_dict() for p in listed], indent=2).encode() + b"\n")
     for peer in [] if args.json else listed:
-        print(f"{peer.url}\t{peer.name or '-'}\tadded {peer.added_at}\tcursor {peer.cursor or '(not synced)'}")
+        print(
+            f"{peer.url}\t{peer.name or '-'}\tadded {peer.added_at}\tcursor {peer.cursor or '(not synced)'}"
+        )
     return EXIT_OK
 
 
@@ -220,16 +243,39 @@ def _limit(text: str) -> int:
 def _network_options(parser: argparse.ArgumentParser) -> None:
     defaults = ClientLimits()
     parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
-    parser.add_argument("--trusted-keys", metavar="FILE",
-                        help="JSON array of trusted key entries (default: the registry key); nothing else is stored")
-    parser.add_argument("--timeout", type=_positive(float), default=10.0, metavar="S",
-                        help="connect and read timeout per request (default 10 s)")
-    parser.add_argument("--deadline", type=_positive(float), default=defaults.total_timeout, metavar="S",
-                        help=f"most seconds one answer may take in all (default {defaults.total_timeout:.0f})")
-    parser.add_argument("--retries", type=_count, default=defaults.retries, metavar="N",
-                        help=f"retries of a transient failure, with backoff (default {defaults.retries})")
-    parser.add_argument("--max-bytes", type=_positive(int), default=defaults.max_bytes, metavar="N",
-                        help=f"largest answer accepted, decoded (default {defaults.max_bytes})")
+    parser.add_argument(
+        "--trusted-keys",
+        metavar="FILE",
+        help="JSON array of trusted key entries (default: the registry key); nothing else is stored",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive(float),
+        default=10.0,
+        metavar="S",
+        help="connect and read timeout per request (default 10 s)",
+    )
+    parser.add_argument(
+        "--deadline",
+        type=_positive(float),
+        default=defaults.total_timeout,
+        metavar="S",
+        help=f"most seconds one answer may take in all (default {defaults.total_timeout:.0f})",
+    )
+    parser.add_argument(
+        "--retries",
+        type=_count,
+        default=defaults.retries,
+        metavar="N",
+        help=f"retries of a transient failure, with backoff (default {defaults.retries})",
+    )
+    parser.add_argument(
+        "--max-bytes",
+        type=_positive(int),
+        default=defaults.max_bytes,
+        metavar="N",
+        help=f"largest answer accepted, decoded (default {defaults.max_bytes})",
+    )
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
 
@@ -239,7 +285,9 @@ def register(subparsers: Any) -> None:
     sub = mirror.add_subparsers(dest="mirror_command", required=True)
 
     pull = sub.add_parser("pull", help="fetch records from a mirror, a manifest URL or a manifest file")
-    pull.add_argument("source", metavar="SOURCE", help="mirror base URL, manifest URL (*.json) or manifest file")
+    pull.add_argument(
+        "source", metavar="SOURCE", help="mirror base URL, manifest URL (*.json) or manifest file"
+    )
     pull.add_argument("subjects", nargs="+", metavar="PITH_NUMBER", help="pith:YEAR:CODE, CODE or pith:SHORT")
     _network_options(pull)
     pull.set_defaults(func=cmd_pull)
@@ -247,13 +295,30 @@ def register(subparsers: Any) -> None:
     sync = sub.add_parser("sync", help="catch up with (or --follow) a peer through its change feed")
     sync.add_argument("peer", metavar="PEER_URL", help="the peer's base URL")
     _network_options(sync)
-    sync.add_argument("--follow", action="store_true", help="keep following (peer errors back off, never stop it)")
-    sync.add_argument("--interval", type=_positive(float), default=30.0, metavar="S",
-                      help="seconds between rounds with --follow (default 30)")
-    sync.add_argument("--max-rounds", type=_positive(int), default=None, metavar="N",
-                      help="with --follow, stop after N rounds (default: until interrupted)")
-    sync.add_argument("--limit", type=_limit, default=DEFAULT_LIMIT, metavar="N",
-                      help=f"subjects per feed page (1 to {MAX_LIMIT}, default {DEFAULT_LIMIT})")
+    sync.add_argument(
+        "--follow", action="store_true", help="keep following (peer errors back off, never stop it)"
+    )
+    sync.add_argument(
+        "--interval",
+        type=_positive(float),
+        default=30.0,
+        metavar="S",
+        help="seconds between rounds with --follow (default 30)",
+    )
+    sync.add_argument(
+        "--max-rounds",
+        type=_positive(int),
+        default=None,
+        metavar="N",
+        help="with --follow, stop after N rounds (default: until interrupted)",
+    )
+    sync.add_argument(
+        "--limit",
+        type=_limit,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"subjects per feed page (1 to {MAX_LIMIT}, default {DEFAULT_LIMIT})",
+    )
     sync.set_defaults(func=cmd_sync)
 
     peers_parser = sub.add_parser("peers", help="the peers this mirror follows")
@@ -264,7 +329,8 @@ def register(subparsers: Any) -> None:
     add.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
     add.set_defaults(func=cmd_peers_add)
     listing = peers_sub.add_parser("list", help="list the peers followed and their cursors")
-    listing.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
+    listing.add_argument(
+        "--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})"
+    )
     listing.add_argument("--json", action="store_true", help="print as JSON")
     listing.set_defaults(func=cmd_peers_list)
-

@@ -35,8 +35,10 @@ from pith_graph.errors import InputError, PeerError, PithGraphError, StoreError,
 from pith_graph.events import CheckedEvent, check_keys, inspect_event
 from pith_graph.identifiers import derived_aliases, pith_number
 from pith_graph.keys import KeyRing, TrustedKey
+from pith_graph.mirror._storage import sqlite_backend
 from pith_graph.report import Problem
 from pith_graph.store import EventRow, EventStore, FactsRow
+from pith_graph.store._facts import ItemRow
 from pith_graph.verify import verify_bundle
 
 __all__ = ["Admitted", "Rejected", "admit_bundle", "local_state_sha256", "parse_bundle"]
@@ -69,7 +71,12 @@ _CLAIM_PROBLEMS: Final = frozenset(
 #: What is only reported: another mirror's key, an unsigned bundle, a state the peer computed
 #: under keys of its own. Per-event findings are reported by admission itself.
 _CLAIM_NOTES: Final = frozenset(
-    {codes.P_BUNDLE_SIGNATURE_MISSING, codes.P_BUNDLE_UNKNOWN_KEY, codes.P_STATE_MISSING, codes.P_STATE_MISMATCH}
+    {
+        codes.P_BUNDLE_SIGNATURE_MISSING,
+        codes.P_BUNDLE_UNKNOWN_KEY,
+        codes.P_STATE_MISSING,
+        codes.P_STATE_MISMATCH,
+    }
 )
 
 
@@ -134,11 +141,15 @@ def parse_bundle(body: bytes, *, subject: str | Callable[[str], bool], url: str)
     try:
         raw, model = load_bundle(body)
     except InputError as exc:
-        raise PeerError(f"{url}: not a usable bundle ({exc.code}: {exc.message})", code=codes.E_PEER_BAD_ANSWER, url=url) from exc
+        raise PeerError(
+            f"{url}: not a usable bundle ({exc.code}: {exc.message})", code=codes.E_PEER_BAD_ANSWER, url=url
+        ) from exc
     if not (model.pith_number == subject if isinstance(subject, str) else subject(model.pith_number)):
         wanted = subject if isinstance(subject, str) else "the subject asked for"
         raise PeerError(
-            f"{url}: a bundle of {model.pith_number!r}, not of {wanted}", code=codes.E_PEER_WRONG_SUBJECT, url=url
+            f"{url}: a bundle of {model.pith_number!r}, not of {wanted}",
+            code=codes.E_PEER_WRONG_SUBJECT,
+            url=url,
         )
     return raw
 
@@ -166,7 +177,7 @@ def _valid_units(store: EventStore, subject: str, units: set[str], ring: KeyRing
     held: set[str] = set()
     for start in range(0, len(wanted), _UNITS_PER_QUERY):
         chunk = wanted[start : start + _UNITS_PER_QUERY]
-        rows = store.backend.fetchall(
+        rows = sqlite_backend(store).fetchall(
             f"SELECT unit_id, body FROM events WHERE subject = ? AND unit_id IN ({','.join('?' * len(chunk))})",
             (subject, *chunk),
         )
@@ -179,7 +190,9 @@ def _valid_units(store: EventStore, subject: str, units: set[str], ring: KeyRing
     return held
 
 
-def _record(raw: Mapping[str, Any], subject: str, stored: Iterable[tuple[str, bytes]]) -> Mapping[str, Any] | None:
+def _record(
+    raw: Mapping[str, Any], subject: str, stored: Iterable[tuple[str, bytes]]
+) -> Mapping[str, Any] | None:
     """The canonical record of ``subject``: the bundle's if its Pith Number is the subject, else a stored one."""
     candidates = [raw.get("canonical_record")] + [loads(body) for kind, body in stored if kind == "record"]
     for candidate in candidates:
@@ -192,14 +205,14 @@ def _record(raw: Mapping[str, Any], subject: str, stored: Iterable[tuple[str, by
     return None
 
 
-def _items(raw: Mapping[str, Any], subject: str, store: EventStore) -> tuple[list[tuple[str, str, bytes]], int]:
+def _items(raw: Mapping[str, Any], subject: str, store: EventStore) -> tuple[list[ItemRow], int]:
     """The bundle-level items worth keeping (see the module), and how many were refused."""
     stored = store.backend.items(subject)
     record = _record(raw, subject, stored)
-    items: list[tuple[str, str, bytes]] = []
+    items: list[ItemRow] = []
     refused = 0
     if record is not None and raw.get("canonical_record") is record:
-        items.append((subject, "record", canonical_json_parsed(record)))
+        items.append(ItemRow(subject, "record", canonical_json_parsed(record)))
     derived = set(derived_aliases(record)) if record is not None else set()
     held_aliases = set()
     for kind, body in stored:
@@ -215,10 +228,14 @@ def _items(raw: Mapping[str, Any], subject: str, store: EventStore) -> tuple[lis
             continue  # merge-v1 puts aliases in the state: the first copy of each is kept
         if key in derived and isinstance(alias.get("created_at"), str):
             held_aliases.add(key)
-            items.append((subject, "alias", canonical_json_parsed(alias)))
+            items.append(ItemRow(subject, "alias", canonical_json_parsed(alias)))
         else:
             refused += 1  # only the aliases the record derives
-    for kind, member in (("public_key", "public_keys"), ("mirror_hint", "mirror_hints"), ("timestamp_proof", "timestamp_proofs")):
+    for kind, member in (
+        ("public_key", "public_keys"),
+        ("mirror_hint", "mirror_hints"),
+        ("timestamp_proof", "timestamp_proofs"),
+    ):
         values = raw.get(member) or []
         for index, value in enumerate(values):
             body = canonical_json_parsed(value)
@@ -231,7 +248,7 @@ def _items(raw: Mapping[str, Any], subject: str, store: EventStore) -> tuple[lis
                 except TrustError:
                     refused += 1
                     continue
-            items.append((subject, kind, body))
+            items.append(ItemRow(subject, kind, body))
     return items, refused
 
 
@@ -250,7 +267,9 @@ def _claims(raw: dict[str, Any], ring: KeyRing, verifier: Verifier) -> tuple[lis
     return problems, notes
 
 
-def admit_bundle(store: EventStore, raw: dict[str, Any], *, subject: str, ring: KeyRing, source: str) -> Admitted:
+def admit_bundle(
+    store: EventStore, raw: dict[str, Any], *, subject: str, ring: KeyRing, source: str
+) -> Admitted:
     """Store what passes stage 1 of a received bundle (parsed by :func:`parse_bundle`), report the rest.
 
     One transaction; the state is then recomputed from the store under ``ring``.
@@ -277,7 +296,8 @@ def admit_bundle(store: EventStore, raw: dict[str, Any], *, subject: str, ring: 
     store.cache.flush()
     items_added = len(store.backend.items(subject)) - items_before
     problems += [
-        Problem(codes.P_INVALID_EVENT, f"event failed stage 1: {r.reason} (not stored)", r.unit_id) for r in rejected
+        Problem(codes.P_INVALID_EVENT, f"event failed stage 1: {r.reason} (not stored)", r.unit_id)
+        for r in rejected
     ]
     state_sha256 = local_state_sha256(store, subject, ring)
     peer_state = raw.get("state")

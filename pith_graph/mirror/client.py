@@ -98,13 +98,17 @@ class _Body:
         elif coding in ("gzip", "x-gzip"):
             self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         else:
-            raise PeerError(f"{url}: unsupported Content-Encoding {encoding!r}", code=codes.E_PEER_BAD_ANSWER, url=url)
+            raise PeerError(
+                f"{url}: unsupported Content-Encoding {encoding!r}", code=codes.E_PEER_BAD_ANSWER, url=url
+            )
 
     def _keep(self, data: bytes) -> None:
         self.size += len(data)
         if self.size > self.max_bytes:
             raise PeerError(
-                f"{self.url}: the answer is larger than {self.max_bytes} bytes", code=codes.E_PEER_TOO_LARGE, url=self.url
+                f"{self.url}: the answer is larger than {self.max_bytes} bytes",
+                code=codes.E_PEER_TOO_LARGE,
+                url=self.url,
             )
         self.parts.append(data)
 
@@ -119,7 +123,9 @@ class _Body:
                 self._keep(self._inflate.decompress(pending, _INFLATE_STEP))
                 pending = self._inflate.unconsumed_tail
         except zlib.error as exc:
-            raise PeerError(f"{self.url}: the gzip body is corrupt ({exc})", code=codes.E_PEER_BAD_ANSWER, url=self.url) from exc
+            raise PeerError(
+                f"{self.url}: the gzip body is corrupt ({exc})", code=codes.E_PEER_BAD_ANSWER, url=self.url
+            ) from exc
 
     def finish(self) -> bytes:
         if self._inflate is not None:
@@ -127,10 +133,17 @@ class _Body:
                 self._keep(self._inflate.flush())
             except zlib.error as exc:
                 raise PeerError(
-                    f"{self.url}: the gzip body is corrupt ({exc})", code=codes.E_PEER_BAD_ANSWER, url=self.url
+                    f"{self.url}: the gzip body is corrupt ({exc})",
+                    code=codes.E_PEER_BAD_ANSWER,
+                    url=self.url,
                 ) from exc
             if not self._inflate.eof:
-                raise PeerError(f"{self.url}: the gzip body ends early", code=codes.E_PEER_TRUNCATED, url=self.url, transient=True)
+                raise PeerError(
+                    f"{self.url}: the gzip body ends early",
+                    code=codes.E_PEER_TRUNCATED,
+                    url=self.url,
+                    transient=True,
+                )
         return b"".join(self.parts)
 
 
@@ -154,8 +167,15 @@ class MirrorClient:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._http = httpx.Client(
-            timeout=httpx.Timeout(connect=lim.connect_timeout, read=lim.read_timeout, write=lim.read_timeout, pool=lim.connect_timeout),
-            limits=httpx.Limits(max_connections=lim.max_connections, max_keepalive_connections=lim.max_connections),
+            timeout=httpx.Timeout(
+                connect=lim.connect_timeout,
+                read=lim.read_timeout,
+                write=lim.read_timeout,
+                pool=lim.connect_timeout,
+            ),
+            limits=httpx.Limits(
+                max_connections=lim.max_connections, max_keepalive_connections=lim.max_connections
+            ),
             follow_redirects=True,
             max_redirects=lim.max_redirects,
             headers={"User-Agent": USER_AGENT, "Accept-Encoding": "gzip"},
@@ -200,7 +220,9 @@ class MirrorClient:
             elif wait > self.limits.retry_after_max:
                 raise PeerError(
                     f"{error.message} (asks to retry after {wait:.0f} s, over the {self.limits.retry_after_max:.0f} s cap)",
-                    code=error.code, url=url, transient=True,
+                    code=error.code,
+                    url=url,
+                    transient=True,
                 ) from error
             self.waited += wait
             self._sleep(wait)
@@ -215,20 +237,36 @@ class MirrorClient:
             with self._http.stream("GET", url, headers=headers) as response:
                 return self._read(url, response, deadline)
         except httpx.TimeoutException as exc:
-            raise PeerError(f"{url}: no answer within the timeout ({type(exc).__name__})", code=codes.E_PEER_TIMEOUT,
-                            url=url, transient=True) from exc
+            raise PeerError(
+                f"{url}: no answer within the timeout ({type(exc).__name__})",
+                code=codes.E_PEER_TIMEOUT,
+                url=url,
+                transient=True,
+            ) from exc
         except httpx.ConnectError as exc:
-            raise PeerError(f"{url}: cannot connect ({_reason(exc)})", code=codes.E_PEER_UNREACHABLE, url=url,
-                            transient=True) from exc
+            raise PeerError(
+                f"{url}: cannot connect ({_reason(exc)})",
+                code=codes.E_PEER_UNREACHABLE,
+                url=url,
+                transient=True,
+            ) from exc
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
-            raise PeerError(f"{url}: the connection broke before the answer was complete ({_reason(exc)})",
-                            code=codes.E_PEER_TRUNCATED, url=url, transient=True) from exc
+            raise PeerError(
+                f"{url}: the connection broke before the answer was complete ({_reason(exc)})",
+                code=codes.E_PEER_TRUNCATED,
+                url=url,
+                transient=True,
+            ) from exc
         except httpx.TooManyRedirects as exc:
             raise PeerError(f"{url}: too many redirects", code=codes.E_PEER_HTTP, url=url) from exc
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
-            raise PeerError(f"{url}: not a usable http(s) URL ({_reason(exc)})", code=codes.E_USAGE, url=url) from exc
+            raise PeerError(
+                f"{url}: not a usable http(s) URL ({_reason(exc)})", code=codes.E_USAGE, url=url
+            ) from exc
         except httpx.HTTPError as exc:
-            raise PeerError(f"{url}: {_reason(exc)}", code=codes.E_PEER_UNREACHABLE, url=url, transient=True) from exc
+            raise PeerError(
+                f"{url}: {_reason(exc)}", code=codes.E_PEER_UNREACHABLE, url=url, transient=True
+            ) from exc
 
     def _read(self, url: str, response: httpx.Response, deadline: float) -> Fetched:
         status = response.status_code
@@ -244,16 +282,28 @@ class MirrorClient:
             raise PeerError(message, code=codes.E_PEER_HTTP, url=url)
         declared = response.headers.get("Content-Length")
         encoding = response.headers.get("Content-Encoding", "")
-        if declared is not None and declared.isdigit() and not encoding and int(declared) > self.limits.max_bytes:
+        if (
+            declared is not None
+            and declared.isdigit()
+            and not encoding
+            and int(declared) > self.limits.max_bytes
+        ):
             # Refused before reading: the peer announced more than we accept.
-            raise PeerError(f"{url}: the answer is {declared} bytes, over the limit of {self.limits.max_bytes}",
-                            code=codes.E_PEER_TOO_LARGE, url=url)
+            raise PeerError(
+                f"{url}: the answer is {declared} bytes, over the limit of {self.limits.max_bytes}",
+                code=codes.E_PEER_TOO_LARGE,
+                url=url,
+            )
         body = _Body(url, encoding, self.limits.max_bytes)
         for chunk in response.iter_raw():  # as sent: _Body decodes with a bound on each step
             body.feed(chunk)
             if time.monotonic() > deadline:
-                raise PeerError(f"{url}: the answer took longer than {self.limits.total_timeout:.0f} s",
-                                code=codes.E_PEER_TIMEOUT, url=url, transient=True)
+                raise PeerError(
+                    f"{url}: the answer took longer than {self.limits.total_timeout:.0f} s",
+                    code=codes.E_PEER_TIMEOUT,
+                    url=url,
+                    transient=True,
+                )
         return Fetched(str(response.url), status, body.finish(), etag, content_type)
 
     def get_json(self, url: str, *, etag: str | None = None) -> tuple[Fetched, Any]:
@@ -269,8 +319,11 @@ def parse_json(fetched: Fetched) -> Any:
     try:
         return loads(fetched.body)
     except InputError as exc:
-        raise PeerError(f"{fetched.url}: not a JSON document ({exc.code}: {exc.message})",
-                        code=codes.E_PEER_BAD_ANSWER, url=fetched.url) from exc
+        raise PeerError(
+            f"{fetched.url}: not a JSON document ({exc.code}: {exc.message})",
+            code=codes.E_PEER_BAD_ANSWER,
+            url=fetched.url,
+        ) from exc
 
 
 class _Retry(Exception):

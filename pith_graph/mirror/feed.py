@@ -28,6 +28,7 @@ from pith_graph import codes
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.keys import KeyRing
 from pith_graph.mirror._limits import DEFAULT_LIMIT, MAX_LIMIT
+from pith_graph.mirror._storage import sqlite_backend
 from pith_graph.models import MERGE_VERSION
 from pith_graph.store import EventStore
 
@@ -60,7 +61,11 @@ class Change:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (key order as served)."""
-        return {"pith_number": self.pith_number, "state_sha256": self.state_sha256, "event_count": self.event_count}
+        return {
+            "pith_number": self.pith_number,
+            "state_sha256": self.state_sha256,
+            "event_count": self.event_count,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +113,11 @@ def _walk(rows: list[tuple[int, str]], subjects: dict[str, None], limit: int, st
 
 
 def changes_since(
-    store: EventStore, after: str | None = None, *, limit: int = DEFAULT_LIMIT, trusted_keys: KeyRing | None = None
+    store: EventStore,
+    after: str | None = None,
+    *,
+    limit: int = DEFAULT_LIMIT,
+    trusted_keys: KeyRing | None = None,
 ) -> Changes:
     """A page of the feed of ``store``: the subjects changed after ``after``, at most ``limit`` of them.
 
@@ -128,7 +137,7 @@ def changes_since(
             conn.execute(query.format("items"), (start_i, SCAN_ROWS)).fetchall(),
         )
 
-    events, items = store.backend.read(scan, "reading the change feed")
+    events, items = sqlite_backend(store).read(scan, "reading the change feed")
     subjects: dict[str, None] = {}
     next_e, cut_e = _walk(events, subjects, limit, start_e)
     next_i, cut_i = _walk(items, subjects, limit, start_i)
@@ -197,7 +206,9 @@ async def changes(request: Request) -> JSONResponse:
         path, ring = str(request.app.state.pith_db), getattr(request.app.state, "pith_trusted_keys", None)
     try:
         # Store calls run off the event loop.
-        page = await run_in_threadpool(lambda: changes_since(_thread_store(path), after, limit=limit, trusted_keys=ring))
+        page = await run_in_threadpool(
+            lambda: changes_since(_thread_store(path), after, limit=limit, trusted_keys=ring)
+        )
     except PithGraphError as exc:
         return JSONResponse({"error": exc.code, "message": exc.message}, status_code=503, headers=headers)
     return JSONResponse(page.to_dict(), headers=headers)

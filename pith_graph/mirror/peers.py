@@ -24,6 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pith_graph import codes
 from pith_graph.errors import InputError
+from pith_graph.mirror._storage import sqlite_backend
 from pith_graph.store import EventStore
 
 __all__ = ["Peer", "add_peer", "cursor", "etag", "list_peers", "normalise_url", "set_cursor", "set_etag"]
@@ -44,7 +45,9 @@ _SCHEMA: Final = (
     f"CREATE TRIGGER IF NOT EXISTS {_TABLE}_no_delete BEFORE DELETE ON {_TABLE}"
     " BEGIN SELECT RAISE(ABORT, 'the peer log is append-only'); END",
 )
-_LATEST: Final = f"SELECT value FROM {_TABLE} WHERE peer = ? AND kind = ? AND name = ? ORDER BY seq DESC LIMIT 1"
+_LATEST: Final = (
+    f"SELECT value FROM {_TABLE} WHERE peer = ? AND kind = ? AND name = ? ORDER BY seq DESC LIMIT 1"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,10 @@ def _now() -> str:
 
 
 def _has_table(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_TABLE,)).fetchone() is not None
+    return (
+        conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_TABLE,)).fetchone()
+        is not None
+    )
 
 
 def _append(store: EventStore, peer: str, kind: str, name: str, value: str) -> None:
@@ -83,10 +89,11 @@ def _append(store: EventStore, peer: str, kind: str, name: str, value: str) -> N
             for statement in _SCHEMA:
                 conn.execute(statement)
         conn.execute(
-            f"INSERT INTO {_TABLE} (peer, kind, name, value, at) VALUES (?, ?, ?, ?, ?)", (peer, kind, name, value, _now())
+            f"INSERT INTO {_TABLE} (peer, kind, name, value, at) VALUES (?, ?, ?, ?, ?)",
+            (peer, kind, name, value, _now()),
         )
 
-    store.backend.write(run, "writing the peer log")
+    sqlite_backend(store).write(run, "writing the peer log")
 
 
 def _latest(store: EventStore, peer: str, kind: str, name: str = "") -> str | None:
@@ -96,7 +103,7 @@ def _latest(store: EventStore, peer: str, kind: str, name: str = "") -> str | No
         row = conn.execute(_LATEST, (peer, kind, name)).fetchone()
         return None if row is None else str(row[0])
 
-    return store.backend.read(run, "reading the peer log")
+    return sqlite_backend(store).read(run, "reading the peer log")
 
 
 def add_peer(store: EventStore, url: str, *, name: str = "") -> Peer:
@@ -119,7 +126,10 @@ def list_peers(store: EventStore) -> list[Peer]:
             f" FROM {_TABLE} p WHERE p.kind = 'peer' GROUP BY p.peer ORDER BY MIN(p.seq)"
         ).fetchall()
 
-    return [Peer(url, name, at, cur) for url, name, at, cur in store.backend.read(run, "reading the peer log")]
+    return [
+        Peer(url, name, at, cur)
+        for url, name, at, cur in sqlite_backend(store).read(run, "reading the peer log")
+    ]
 
 
 def cursor(store: EventStore, peer: str) -> str | None:

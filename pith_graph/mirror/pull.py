@@ -29,7 +29,15 @@ from pith_graph.mirror.client import MirrorClient, parse_json
 from pith_graph.mirror.peers import normalise_url
 from pith_graph.store import EventStore
 
-__all__ = ["Mirror", "PullOutcome", "Wanted", "mirrors_from_manifest", "mirrors_from_source", "pull_subject", "wanted"]
+__all__ = [
+    "Mirror",
+    "PullOutcome",
+    "Wanted",
+    "mirrors_from_manifest",
+    "mirrors_from_source",
+    "pull_subject",
+    "wanted",
+]
 
 MANIFEST_TYPE: Final = "pith_mirror_manifest"
 #: Most mirrors taken from one manifest.
@@ -112,14 +120,18 @@ def mirrors_from_manifest(manifest: Any, where: str) -> list[Mirror]:
         if not isinstance(entry, dict):
             raise InputError(f"{at} is not an object", code=codes.E_SHAPE)
         base = entry.get("base_url") if isinstance(entry.get("base_url"), str) else None
-        patterns = [_pattern(entry[key], at) for key in ("bundle_pattern", "well_known_pattern") if key in entry]
+        patterns = [
+            _pattern(entry[key], at) for key in ("bundle_pattern", "well_known_pattern") if key in entry
+        ]
         if not patterns and base is not None:
             patterns = [p.replace("{base}", normalise_url(base)) for p in _BASE_PATTERNS]
         if not patterns:
             raise InputError(f"{at} names neither bundle patterns nor a base_url", code=codes.E_SHAPE)
         name = entry.get("name") if isinstance(entry.get("name"), str) else base or f"mirror {index}"
         mirrors.append((entry.get("status") != "primary", Mirror(str(name), base, tuple(patterns))))
-    return [mirror for _, mirror in sorted(mirrors, key=lambda pair: pair[0])]  # stable: listed order otherwise
+    return [
+        mirror for _, mirror in sorted(mirrors, key=lambda pair: pair[0])
+    ]  # stable: listed order otherwise
 
 
 _BASE_PATTERNS: Final = ("{base}/pith/{suffix}/bundle.json", "{base}/.well-known/pith/{suffix}/bundle.json")
@@ -138,7 +150,9 @@ def mirrors_from_source(source: str, client: MirrorClient) -> list[Mirror]:
     return mirrors_from_manifest(read_json(path), source)
 
 
-def _resolve_prefix(want: Wanted, store: EventStore, mirrors: Sequence[Mirror], client: MirrorClient) -> Wanted:
+def _resolve_prefix(
+    want: Wanted, store: EventStore, mirrors: Sequence[Mirror], client: MirrorClient
+) -> Wanted:
     """A short form made into a code: from the store's subjects, else from a mirror's resolver (checked)."""
     held = [s for s in store.subjects() if PITH_NUMBER_RE.fullmatch(s) and want.matches(s)]
     if len(held) == 1:
@@ -172,7 +186,9 @@ def pull_subject(
         want = _resolve_prefix(want, store, mirrors, client)
         outcome.wanted = want
     if want.code is None:
-        outcome.failures.append(f"cannot resolve {want.text!r} to a full Pith Number (no mirror's resolver knew it)")
+        outcome.failures.append(
+            f"cannot resolve {want.text!r} to a full Pith Number (no mirror's resolver knew it)"
+        )
         return outcome
     for mirror in mirrors:
         for pattern in mirror.patterns:

@@ -37,7 +37,16 @@ from pith_graph.mirror.client import Fetched, MirrorClient, full_jitter, parse_j
 from pith_graph.mirror.feed import DEFAULT_LIMIT, FEED_TYPE, changes_since
 from pith_graph.store import EventStore
 
-__all__ = ["FeedPage", "HttpPeer", "PeerSource", "StorePeer", "SyncSummary", "follow", "page_from_dict", "sync_once"]
+__all__ = [
+    "FeedPage",
+    "HttpPeer",
+    "PeerSource",
+    "StorePeer",
+    "SyncSummary",
+    "follow",
+    "page_from_dict",
+    "sync_once",
+]
 
 FEED_PATH: Final = "/api/mirror/changes"
 _EPOCH: Final = "1970-01-01T00:00:00Z"
@@ -128,7 +137,11 @@ def page_from_dict(page: Any, *, limit: int, url: str) -> FeedPage:
     if not isinstance(page, dict) or page.get("feed_type") != FEED_TYPE:
         raise _bad_page(url, f"feed_type is not {FEED_TYPE!r}")
     following, more, listed = page.get("next"), page.get("more"), page.get("changes")
-    if not isinstance(following, str) or not 0 < len(following) <= MAX_CURSOR_CHARS or not following.isprintable():
+    if (
+        not isinstance(following, str)
+        or not 0 < len(following) <= MAX_CURSOR_CHARS
+        or not following.isprintable()
+    ):
         raise _bad_page(url, "next is not a cursor")
     if not isinstance(more, bool) or not isinstance(listed, list) or len(listed) > limit:
         raise _bad_page(url, f"needs a boolean more and a list of at most {limit} changes")
@@ -177,7 +190,9 @@ class HttpPeer:
         return self.client.get(bundle_url(self.url, subject), etag=etag)
 
 
-def _fetch_subject(store: EventStore, source: PeerSource, subject: str, ring: KeyRing, summary: SyncSummary) -> None:
+def _fetch_subject(
+    store: EventStore, source: PeerSource, subject: str, ring: KeyRing, summary: SyncSummary
+) -> None:
     url = bundle_url(source.url, subject)
     try:
         fetched = source.bundle(subject, peers.etag(store, source.url, subject))
@@ -192,7 +207,9 @@ def _fetch_subject(store: EventStore, source: PeerSource, subject: str, ring: Ke
         return
     admitted = admit_bundle(store, raw, subject=subject, ring=ring, source=url)
     if fetched.etag:
-        peers.set_etag(store, source.url, subject, fetched.etag)  # after the commit: a 304 then means "already held"
+        peers.set_etag(
+            store, source.url, subject, fetched.etag
+        )  # after the commit: a 304 then means "already held"
     summary.admission(admitted)
 
 
@@ -224,7 +241,9 @@ def sync_once(
         if page.more and (not page.changes or page.next == after):
             # A page that says "more" must make progress, or a peer could keep a round going for ever.
             url = f"{peer}{FEED_PATH}"
-            raise _bad_page(url, "more is true, but the page lists nothing or its next cursor is the one asked for")
+            raise _bad_page(
+                url, "more is true, but the page lists nothing or its next cursor is the one asked for"
+            )
         pages += 1
         summary.pages += 1
         summary.subjects_listed += len(page.changes)

@@ -140,7 +140,9 @@ class FaultPeer:
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def _send(self, handler: BaseHTTPRequestHandler, path: str, status: int, body: bytes, headers: Mapping[str, str]) -> None:
+    def _send(
+        self, handler: BaseHTTPRequestHandler, path: str, status: int, body: bytes, headers: Mapping[str, str]
+    ) -> None:
         self.statuses.append((path, status))
         handler.send_response(status)
         for name, value in headers.items():
@@ -243,7 +245,9 @@ def feed_app(db: Path, *, bundle_delay: float = 0.0, trusted_keys: Any = None) -
         matching = [s for s in store().subjects() if s.endswith(":" + code)]
         if not matching:
             return None
-        bundle = store().export_bundle(matching[0], trusted_keys=trusted_keys, built_at="2026-06-01T00:00:00Z")
+        bundle = store().export_bundle(
+            matching[0], trusted_keys=trusted_keys, built_at="2026-06-01T00:00:00Z"
+        )
         return json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode()
 
     async def bundle(request: Request) -> Response:
@@ -300,7 +304,10 @@ class FeedPeer:
 def run_cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``pith-graph ARGV`` in a subprocess (stdout, stderr as text)."""
     return subprocess.run(
-        [sys.executable, "-m", "pith_graph", *argv], capture_output=True, text=True, timeout=timeout,
+        [sys.executable, "-m", "pith_graph", *argv],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
 

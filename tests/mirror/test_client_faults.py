@@ -10,10 +10,17 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
-from peerlab import (
+
+from pith_graph import codes
+from pith_graph.errors import PeerError
+from pith_graph.mirror.client import ClientLimits, MirrorClient
+from pith_graph.store import EventStore
+from pith_graph.testing import History, TestKey
+from tests.mirror.peerlab import (
     FIXTURES,
     Announce,
     Cut,
@@ -30,17 +37,18 @@ from peerlab import (
     well_known_path,
 )
 
-from pith_graph import codes
-from pith_graph.errors import PeerError
-from pith_graph.mirror.client import ClientLimits, MirrorClient
-from pith_graph.store import EventStore
-from pith_graph.testing import History, TestKey
-
 BUNDLE = (FIXTURES / "bundle-AG3PAJ22.json").read_bytes()
 CODE = "AG3PAJ22332P5QMVIKKH75CXNK"
 SUBJECT = f"pith:2026:{CODE}"
-FAST = ClientLimits(connect_timeout=0.5, read_timeout=0.5, total_timeout=5, retries=1, backoff_base=0.01,
-                    backoff_max=0.05, max_bytes=1 << 20)
+FAST = ClientLimits(
+    connect_timeout=0.5,
+    read_timeout=0.5,
+    total_timeout=5,
+    retries=1,
+    backoff_base=0.01,
+    backoff_max=0.05,
+    max_bytes=1 << 20,
+)
 #: The CLI's bounds for these tests: small timeouts, one retry.
 CLI_FAST = ("--timeout", "0.5", "--deadline", "5", "--retries", "1", "--max-bytes", str(1 << 20))
 
@@ -60,7 +68,7 @@ def store_with_other(tmp_path: Path) -> Path:
     return db
 
 
-def pull(db: Path, source: str, *subjects: str) -> object:
+def pull(db: Path, source: str, *subjects: str) -> subprocess.CompletedProcess[str]:
     return run_cli("mirror", "pull", source, *(subjects or (SUBJECT,)), "--db", str(db), *CLI_FAST)
 
 
@@ -173,7 +181,10 @@ def test_conditional_get_gives_304() -> None:
         ({}, codes.E_NOTHING_USABLE),  # every URL 404
         ({bundle_path(CODE): Hang(), well_known_path(CODE): Hang()}, codes.E_NOTHING_USABLE),
         ({bundle_path(CODE): Cut(BUNDLE, 200)}, codes.E_NOTHING_USABLE),
-        ({bundle_path(CODE): Serve(b"<html>not json</html>", content_type="text/html")}, codes.E_NOTHING_USABLE),
+        (
+            {bundle_path(CODE): Serve(b"<html>not json</html>", content_type="text/html")},
+            codes.E_NOTHING_USABLE,
+        ),
         ({bundle_path(CODE): Serve(b'{"bundle_type": "something else"}')}, codes.E_NOTHING_USABLE),
         ({bundle_path(CODE): Stream(8 << 20)}, codes.E_NOTHING_USABLE),
         ({bundle_path(CODE): Status(503, retry_after="0")}, codes.E_NOTHING_USABLE),
@@ -211,7 +222,9 @@ def test_pull_wrong_subject(store_with_other: Path) -> None:
 
 def test_pull_gzip_and_retry_after_then_success(tmp_path: Path) -> None:
     db = tmp_path / "s.sqlite"
-    with FaultPeer({bundle_path(CODE): Status(503, retry_after="0", times=1, then=Serve(BUNDLE, gzip=True))}) as peer:
+    with FaultPeer(
+        {bundle_path(CODE): Status(503, retry_after="0", times=1, then=Serve(BUNDLE, gzip=True))}
+    ) as peer:
         result = pull(db, peer.url)
     assert result.returncode == 0, result.stderr
     assert peer.statuses == [(bundle_path(CODE), 503), (bundle_path(CODE), 200)]

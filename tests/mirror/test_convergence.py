@@ -33,7 +33,6 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from peerlab import ROOT, bounded, run_cli
 
 from pith_graph.keys import KeyRing
 from pith_graph.mirror.admit import admit_bundle, parse_bundle
@@ -41,6 +40,7 @@ from pith_graph.mirror.sync import StorePeer, sync_once
 from pith_graph.rebuild import rebuild_state
 from pith_graph.store import EventStore
 from pith_graph.testing import History, TestKey
+from tests.mirror.peerlab import ROOT, bounded, run_cli
 
 REGISTRY = TestKey("registry", signer_id="pith.science")
 ALICE, BOB, STRANGER = TestKey("alice"), TestKey("bob"), TestKey("stranger")
@@ -68,16 +68,33 @@ def scenarios(draw: st.DrawFn) -> tuple[list[History], list[Event], int, list[Ac
         payload = {"step": step}
         if operation in ("extend", "fork"):
             # extend: after the stream's latest; fork: after an earlier event that may already have a follower.
-            prev = (stream[-1] if operation == "extend" else draw(st.sampled_from(stream)))["event_id"] if stream else None
-            event = history.event("author_attestation", key=key, target=target, payload=payload, prev_event=prev)
+            prev = (
+                (stream[-1] if operation == "extend" else draw(st.sampled_from(stream)))["event_id"]
+                if stream
+                else None
+            )
+            event = history.event(
+                "author_attestation", key=key, target=target, payload=payload, prev_event=prev
+            )
         elif operation == "supersede" and held:
             old = draw(st.sampled_from(held))
             prev = stream[-1]["event_id"] if stream else None
-            event = history.event("author_attestation", key=key, target=target, payload=payload, prev_event=prev,
-                                  supersedes=[old["event_id"]])
+            event = history.event(
+                "author_attestation",
+                key=key,
+                target=target,
+                payload=payload,
+                prev_event=prev,
+                supersedes=[old["event_id"]],
+            )
         elif operation == "missing_prev":
-            event = history.event("author_attestation", key=key, target=target, payload=payload,
-                                  prev_event="sha256:" + f"{step:064x}")
+            event = history.event(
+                "author_attestation",
+                key=key,
+                target=target,
+                payload=payload,
+                prev_event="sha256:" + f"{step:064x}",
+            )
         elif operation == "forged" and held:
             forged = copy.deepcopy(draw(st.sampled_from(held)))
             forged["payload"] = {**forged["payload"], "forged": True}  # hash and signature kept
@@ -118,9 +135,13 @@ def deliver(store: EventStore, history: History, event: dict[str, Any]) -> None:
     admit_bundle(store, raw, subject=history.subject, ring=RING, source="delivery")
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
 @given(scenarios())
-def test_stores_converge_to_the_same_state_bytes(scenario: tuple[list[History], list[Event], int, list[Action]]) -> None:
+def test_stores_converge_to_the_same_state_bytes(
+    scenario: tuple[list[History], list[Event], int, list[Action]],
+) -> None:
     histories, events, count, actions = scenario
     stores = [EventStore() for _ in range(count)]
     try:
@@ -133,7 +154,9 @@ def test_stores_converge_to_the_same_state_bytes(scenario: tuple[list[History], 
         for _ in range(count):  # around the ring: every store hears from every other
             for index in range(count):
                 sync_once(stores[index], peer_of(stores, (index - 1) % count), ring=RING)
-        produced = [{store.state(h.subject, trusted_keys=RING).to_json() for store in stores} for h in histories]
+        produced = [
+            {store.state(h.subject, trusted_keys=RING).to_json() for store in stores} for h in histories
+        ]
     finally:
         for store in stores:
             store.close()
@@ -155,7 +178,9 @@ def _serve_available() -> bool:
     return result.returncode == 0
 
 
-needs_server = pytest.mark.skipif(not _serve_available(), reason="needs `pith-graph serve` (issue 16), not merged here")
+needs_server = pytest.mark.skipif(
+    not _serve_available(), reason="needs `pith-graph serve` (issue 16), not merged here"
+)
 
 
 class Served:
@@ -166,9 +191,22 @@ class Served:
 
     def __init__(self, db: Path, keys: Path) -> None:
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pith_graph", "serve", "--db", str(db), "--host", "127.0.0.1", "--port", "0",
-             "--trusted-keys", str(keys)],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "pith_graph",
+                "serve",
+                "--db",
+                str(db),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--trusted-keys",
+                str(keys),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
         )
         assert self.process.stdout is not None
@@ -190,8 +228,12 @@ class Served:
         raise AssertionError("pith-graph serve did not answer")
 
     def post(self, code: str, event: dict[str, Any]) -> int:
-        answer = httpx.post(f"{self.url}/pith/{code}/events", content=json.dumps(event).encode(),
-                            headers={"Content-Type": "application/json"}, timeout=30)
+        answer = httpx.post(
+            f"{self.url}/pith/{code}/events",
+            content=json.dumps(event).encode(),
+            headers={"Content-Type": "application/json"},
+            timeout=30,
+        )
         return answer.status_code
 
     def state(self, code: str) -> bytes:
@@ -262,11 +304,25 @@ def test_real_mirror_sync_killed_and_restarted_converges(tmp_path: Path) -> None
     servers = [Served(db, keys) for db in dbs]
     try:
         for step in range(30):
-            assert servers[0].post(code, history.event("correction", key=ALICE, payload={"step": step})) == 201
+            assert (
+                servers[0].post(code, history.event("correction", key=ALICE, payload={"step": step})) == 201
+            )
         victim = subprocess.Popen(
-            [sys.executable, "-m", "pith_graph", "mirror", "sync", servers[0].url, "--db", str(dbs[1]),
-             "--trusted-keys", str(keys)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            [
+                sys.executable,
+                "-m",
+                "pith_graph",
+                "mirror",
+                "sync",
+                servers[0].url,
+                "--db",
+                str(dbs[1]),
+                "--trusted-keys",
+                str(keys),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         time.sleep(0.3)  # sequencing only: kill it wherever it is (even if already done)
         victim.send_signal(signal.SIGKILL)

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from peerlab import FIXTURES, FeedPeer
 
 from pith_graph import codes
 from pith_graph.errors import InputError
 from pith_graph.mirror.feed import FEED_TYPE, MAX_LIMIT, changes_since, parse_cursor
 from pith_graph.store import EventStore
 from pith_graph.testing import History, TestKey
+from tests.mirror.peerlab import FIXTURES, FeedPeer
 
 REGISTRY = TestKey("registry")
 SUBJECT = "pith:2026:AG3PAJ22332P5QMVIKKH75CXNK"
@@ -46,8 +46,13 @@ def test_empty_store() -> None:
     with EventStore() as store:
         page = changes_since(store)
     assert page.to_dict() == {
-        "feed_type": FEED_TYPE, "feed_version": "1.0", "merge_version": "pith-open-graph-merge-v1",
-        "after": "", "next": "0.0", "more": False, "changes": [],
+        "feed_type": FEED_TYPE,
+        "feed_version": "1.0",
+        "merge_version": "pith-open-graph-merge-v1",
+        "after": "",
+        "next": "0.0",
+        "more": False,
+        "changes": [],
     }
 
 
@@ -57,7 +62,11 @@ def test_lists_each_changed_subject_with_its_state() -> None:
         page = changes_since(store)
         embedded = json.loads((FIXTURES / "bundle-AG3PAJ22.json").read_bytes())["state"]
         assert [c.to_dict() for c in page.changes] == [
-            {"pith_number": SUBJECT, "state_sha256": embedded["state_sha256"], "event_count": embedded["event_count"]}
+            {
+                "pith_number": SUBJECT,
+                "state_sha256": embedded["state_sha256"],
+                "event_count": embedded["event_count"],
+            }
         ]
         # Nothing after the cursor it gave: an empty page with the same cursor.
         again = changes_since(store, page.next)
@@ -98,7 +107,10 @@ def test_cursor_only_grows_and_is_stable(tmp_path: Path) -> None:
     assert parse_cursor(second) > parse_cursor(first)
     # The cursor names rows of the events and items tables, read here with sqlite3 itself.
     with sqlite3.connect(db) as conn:
-        top = (conn.execute("SELECT MAX(seq) FROM events").fetchone()[0], conn.execute("SELECT MAX(seq) FROM items").fetchone()[0])
+        top = (
+            conn.execute("SELECT MAX(seq) FROM events").fetchone()[0],
+            conn.execute("SELECT MAX(seq) FROM items").fetchone()[0],
+        )
     assert parse_cursor(second) == top
 
 
@@ -144,8 +156,12 @@ def test_endpoint_pages(served: FeedPeer) -> None:
 
 @pytest.mark.parametrize(
     ("query", "code"),
-    [({"after": "nope"}, codes.E_FEED_BAD_CURSOR), ({"limit": "0"}, codes.E_FEED_BAD_LIMIT),
-     ({"limit": "abc"}, codes.E_FEED_BAD_LIMIT), ({"limit": str(MAX_LIMIT + 1)}, codes.E_FEED_BAD_LIMIT)],
+    [
+        ({"after": "nope"}, codes.E_FEED_BAD_CURSOR),
+        ({"limit": "0"}, codes.E_FEED_BAD_LIMIT),
+        ({"limit": "abc"}, codes.E_FEED_BAD_LIMIT),
+        ({"limit": str(MAX_LIMIT + 1)}, codes.E_FEED_BAD_LIMIT),
+    ],
 )
 def test_endpoint_errors_are_400_json(served: FeedPeer, query: dict[str, str], code: str) -> None:
     answer = httpx.get(served.url + "/api/mirror/changes", params=query, timeout=10)

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from peerlab import FIXTURES, FaultPeer, Serve, bundle_path, free_port, run_cli, snapshot, well_known_path
 
 from pith_graph import codes
 from pith_graph.keys import KeyRing
@@ -22,6 +21,16 @@ from pith_graph.mirror.pull import Wanted, mirrors_from_manifest, wanted
 from pith_graph.rebuild import rebuild_state
 from pith_graph.store import EventStore
 from pith_graph.testing import History, TestKey, sign_bundle
+from tests.mirror.peerlab import (
+    FIXTURES,
+    FaultPeer,
+    Serve,
+    bundle_path,
+    free_port,
+    run_cli,
+    snapshot,
+    well_known_path,
+)
 
 BUNDLE = (FIXTURES / "bundle-AG3PAJ22.json").read_bytes()
 CODE = "AG3PAJ22332P5QMVIKKH75CXNK"
@@ -82,8 +91,11 @@ def test_pull_manifest_file_first_mirror_down(tmp_path: Path) -> None:
 
 
 def test_mirror_order_primary_first() -> None:
-    listed = manifest(entry("http://127.0.0.1:1", name="a"), entry("http://127.0.0.1:2", "primary", "b"),
-                      entry("http://127.0.0.1:3", name="c"))
+    listed = manifest(
+        entry("http://127.0.0.1:1", name="a"),
+        entry("http://127.0.0.1:2", "primary", "b"),
+        entry("http://127.0.0.1:3", name="c"),
+    )
     assert [m.name for m in mirrors_from_manifest(listed, "m")] == ["b", "a", "c"]
 
 
@@ -105,7 +117,9 @@ def test_pull_short_form_checked_against_the_bundle(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr
         # A resolver naming a number the short form does not start: not followed.
         peer.routes["/api/pith-number/resolve"] = Serve(json.dumps({"pith_number": SUBJECT}).encode())
-        result = run_cli("mirror", "pull", peer.url, "pith:BBBBBBBB", "--db", str(tmp_path / "t.sqlite"), *FAST)
+        result = run_cli(
+            "mirror", "pull", peer.url, "pith:BBBBBBBB", "--db", str(tmp_path / "t.sqlite"), *FAST
+        )
     assert result.returncode == 2 and "cannot resolve" in result.stderr
 
 
@@ -121,7 +135,7 @@ def test_wanted_forms() -> None:
 
 def forged_registry_bundle() -> dict[str, Any]:
     """The registry's bundle with a third event: a copy of its snapshot event with an edited payload."""
-    bundle = json.loads(BUNDLE)
+    bundle: dict[str, Any] = json.loads(BUNDLE)
     forged = copy.deepcopy(next(e for e in bundle["events"] if e["event_type"] != "record_created"))
     forged["payload"]["forged"] = True  # content changed, hash and signature kept: content_hash_mismatch
     bundle["events"].append(forged)
@@ -154,8 +168,18 @@ def test_untrusted_key_events_not_stored_and_trusted_keys_file_used(tmp_path: Pa
     db = tmp_path / "s.sqlite"
     code = history.subject.rsplit(":", 1)[1]
     with FaultPeer({bundle_path(code): Serve(json.dumps(bundle).encode())}) as peer:
-        result = run_cli("mirror", "pull", peer.url, history.subject, "--db", str(db), "--trusted-keys", str(keys),
-                         "--json", *FAST)
+        result = run_cli(
+            "mirror",
+            "pull",
+            peer.url,
+            history.subject,
+            "--db",
+            str(db),
+            "--trusted-keys",
+            str(keys),
+            "--json",
+            *FAST,
+        )
     assert result.returncode == 1, result.stderr
     [outcome] = json.loads(result.stdout)
     assert outcome["rejected"] == [{"event_id": bad["event_id"], "reason": codes.REASON_UNKNOWN_KEY}]
@@ -172,11 +196,21 @@ def test_admission_keeps_one_valid_copy_per_unit() -> None:
     variant = copy.deepcopy(event)
     variant["signature"]["signed_at"] = "2026-05-20T00:00:00Z"  # not covered by the content hash
     with EventStore() as store:
-        first = admit_bundle(store, parse_bundle(BUNDLE, subject=SUBJECT, url="a"), subject=SUBJECT,
-                             ring=KeyRing.registry(), source="a")
+        first = admit_bundle(
+            store,
+            parse_bundle(BUNDLE, subject=SUBJECT, url="a"),
+            subject=SUBJECT,
+            ring=KeyRing.registry(),
+            source="a",
+        )
         bundle["events"] = [variant]
-        second = admit_bundle(store, parse_bundle(json.dumps(bundle).encode(), subject=SUBJECT, url="b"),
-                              subject=SUBJECT, ring=KeyRing.registry(), source="b")
+        second = admit_bundle(
+            store,
+            parse_bundle(json.dumps(bundle).encode(), subject=SUBJECT, url="b"),
+            subject=SUBJECT,
+            ring=KeyRing.registry(),
+            source="b",
+        )
         assert first.events_added == 2 and second.events_added == 0 and second.duplicates == 1
         assert len(store.backend.event_rows(SUBJECT)) == 2
 
@@ -190,9 +224,13 @@ def test_peer_signature_and_state_are_reported_not_trusted(tmp_path: Path) -> No
     lying = history.bundle([snap], state={**honest.to_dict(), "state_sha256": "0" * 64})
     lying = sign_bundle(lying, TestKey("some-mirror"))
     with EventStore() as store:
-        admitted = admit_bundle(store, parse_bundle(json.dumps(lying).encode(), subject=history.subject, url="u"),
-                                subject=history.subject, ring=KeyRing([*KeyRing.from_entries([registry.entry()])]),
-                                source="u")
+        admitted = admit_bundle(
+            store,
+            parse_bundle(json.dumps(lying).encode(), subject=history.subject, url="u"),
+            subject=history.subject,
+            ring=KeyRing([*KeyRing.from_entries([registry.entry()])]),
+            source="u",
+        )
     assert admitted.state_sha256 == honest.state_sha256
     assert {p.code for p in admitted.notes} >= {codes.P_BUNDLE_UNKNOWN_KEY}
     assert codes.P_STATE_HASH in {p.code for p in admitted.problems}
@@ -203,5 +241,7 @@ def test_bad_manifest_file_is_one_line(tmp_path: Path, bad: Any) -> None:
     path, db = tmp_path / "m.json", tmp_path / "s.sqlite"
     path.write_text(json.dumps(bad))
     result = run_cli("mirror", "pull", str(path), SUBJECT, "--db", str(db))
-    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert (
+        result.returncode == 2 and len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+    )
     assert snapshot(db) == {}

@@ -15,7 +15,14 @@ import threading
 from pathlib import Path
 
 import pytest
-from peerlab import (
+
+from pith_graph import codes
+from pith_graph.keys import KeyRing
+from pith_graph.mirror import peers
+from pith_graph.mirror.feed import FEED_TYPE, changes_since
+from pith_graph.store import EventStore
+from pith_graph.testing import History, TestKey
+from tests.mirror.peerlab import (
     FIXTURES,
     FaultPeer,
     FeedPeer,
@@ -27,13 +34,6 @@ from peerlab import (
     run_cli,
     snapshot,
 )
-
-from pith_graph import codes
-from pith_graph.keys import KeyRing
-from pith_graph.mirror import peers
-from pith_graph.mirror.feed import FEED_TYPE, changes_since
-from pith_graph.store import EventStore
-from pith_graph.testing import History, TestKey
 
 pytestmark = pytest.mark.slow
 
@@ -130,9 +130,13 @@ def test_dead_peer_is_exit_2_one_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "feed",
-    [b"<html>garbage</html>", b'{"feed_type":"other"}', b'{"feed_type":"pith_mirror_changes","next":"1","more":false,'
-     b'"changes":[{"pith_number":"garbage"}]}', b'{"feed_type":"pith_mirror_changes","next":5,"more":false,"changes":[]}',
-     b'{"feed_type":"pith_mirror_changes","next":"1","more":true,"changes":[]}'],
+    [
+        b"<html>garbage</html>",
+        b'{"feed_type":"other"}',
+        b'{"feed_type":"pith_mirror_changes","next":"1","more":false,"changes":[{"pith_number":"garbage"}]}',
+        b'{"feed_type":"pith_mirror_changes","next":5,"more":false,"changes":[]}',
+        b'{"feed_type":"pith_mirror_changes","next":"1","more":true,"changes":[]}',
+    ],
     ids=["html", "wrong-type", "bad-subject", "bad-cursor", "more-for-ever"],
 )
 def test_garbage_feed_is_exit_2_one_line(tmp_path: Path, feed: bytes) -> None:
@@ -148,12 +152,25 @@ def test_garbage_feed_is_exit_2_one_line(tmp_path: Path, feed: bytes) -> None:
 
 def test_lying_peer_wrong_subject_is_reported_and_passed_over(tmp_path: Path) -> None:
     keys, db = keys_file(tmp_path), tmp_path / "local.sqlite"
-    history, other = History.new(REGISTRY, arxiv_id="2604.00001"), History.new(REGISTRY, arxiv_id="2604.00002")
+    history, other = (
+        History.new(REGISTRY, arxiv_id="2604.00001"),
+        History.new(REGISTRY, arxiv_id="2604.00002"),
+    )
     code = history.subject.rsplit(":", 1)[1]
-    feed = {"feed_type": FEED_TYPE, "feed_version": "1.0", "after": "", "next": "7.7", "more": False,
-            "changes": [{"pith_number": history.subject, "state_sha256": "a" * 64, "event_count": 1}]}
-    with FaultPeer({"/api/mirror/changes": Serve(json.dumps(feed).encode()),
-                    bundle_path(code): Serve(json.dumps(other.bundle()).encode())}) as peer:
+    feed = {
+        "feed_type": FEED_TYPE,
+        "feed_version": "1.0",
+        "after": "",
+        "next": "7.7",
+        "more": False,
+        "changes": [{"pith_number": history.subject, "state_sha256": "a" * 64, "event_count": 1}],
+    }
+    with FaultPeer(
+        {
+            "/api/mirror/changes": Serve(json.dumps(feed).encode()),
+            bundle_path(code): Serve(json.dumps(other.bundle()).encode()),
+        }
+    ) as peer:
         result = sync(db, peer.url, keys)
     assert result.returncode == 1, result.stderr
     assert codes.E_PEER_WRONG_SUBJECT in result.stdout and "Traceback" not in result.stderr
@@ -167,9 +184,28 @@ def test_follow_rides_out_a_peer_outage(tmp_path: Path) -> None:
     subjects = peer_store(peer_db, 2, registry_bundle=False)
     port = free_port()
     follower = subprocess.Popen(
-        [sys.executable, "-m", "pith_graph", "mirror", "sync", f"http://127.0.0.1:{port}", "--db", str(db),
-         "--trusted-keys", str(keys), *FAST, "--follow", "--interval", "0.2", "--max-rounds", "8", "--json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "pith_graph",
+            "mirror",
+            "sync",
+            f"http://127.0.0.1:{port}",
+            "--db",
+            str(db),
+            "--trusted-keys",
+            str(keys),
+            *FAST,
+            "--follow",
+            "--interval",
+            "0.2",
+            "--max-rounds",
+            "8",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first_error: list[str] = []
@@ -218,9 +254,23 @@ def test_sigkill_mid_sync_loses_nothing_and_resumes(tmp_path: Path) -> None:
     subjects = peer_store(peer_db, 12, registry_bundle=False)
     with FeedPeer(peer_db, bundle_delay=0.15) as peer:
         victim = subprocess.Popen(
-            [sys.executable, "-m", "pith_graph", "mirror", "sync", peer.url, "--db", str(db), "--trusted-keys", str(keys),
-             *FAST, "--limit", "3"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            [
+                sys.executable,
+                "-m",
+                "pith_graph",
+                "mirror",
+                "sync",
+                peer.url,
+                "--db",
+                str(db),
+                "--trusted-keys",
+                str(keys),
+                *FAST,
+                "--limit",
+                "3",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
         )
         with bounded(60) as alive:
             while alive() and victim.poll() is None and _held_subjects(db) < 4:
@@ -252,9 +302,26 @@ def test_follow_ends_cleanly_on_sigterm(tmp_path: Path) -> None:
     subjects = peer_store(peer_db, 2, registry_bundle=False)
     with FeedPeer(peer_db) as peer:
         follower = subprocess.Popen(
-            [sys.executable, "-m", "pith_graph", "mirror", "sync", peer.url, "--db", str(db), "--trusted-keys",
-             str(keys), *FAST, "--follow", "--interval", "0.1", "--json"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pith_graph",
+                "mirror",
+                "sync",
+                peer.url,
+                "--db",
+                str(db),
+                "--trusted-keys",
+                str(keys),
+                *FAST,
+                "--follow",
+                "--interval",
+                "0.1",
+                "--json",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         try:
             with bounded(60) as alive:
@@ -273,13 +340,21 @@ def test_follow_ends_cleanly_on_sigterm(tmp_path: Path) -> None:
 
 def test_peers_add_and_list(tmp_path: Path) -> None:
     db = tmp_path / "local.sqlite"
-    assert run_cli("mirror", "peers", "add", "http://127.0.0.1:8081/", "--name", "b", "--db", str(db)).returncode == 0
+    assert (
+        run_cli("mirror", "peers", "add", "http://127.0.0.1:8081/", "--name", "b", "--db", str(db)).returncode
+        == 0
+    )
     assert run_cli("mirror", "peers", "add", "http://127.0.0.1:8082", "--db", str(db)).returncode == 0
-    assert run_cli("mirror", "peers", "add", "HTTP://127.0.0.1:8081", "--name", "b", "--db", str(db)).returncode == 0
+    assert (
+        run_cli("mirror", "peers", "add", "HTTP://127.0.0.1:8081", "--name", "b", "--db", str(db)).returncode
+        == 0
+    )
     listed = run_cli("mirror", "peers", "list", "--json", "--db", str(db))
     assert listed.returncode == 0, listed.stderr
     assert [(p["url"], p["name"], p["cursor"]) for p in json.loads(listed.stdout)] == [
-        ("http://127.0.0.1:8081", "b", None), ("http://127.0.0.1:8082", "", None)]
+        ("http://127.0.0.1:8081", "b", None),
+        ("http://127.0.0.1:8082", "", None),
+    ]
     bad = run_cli("mirror", "peers", "add", "ftp://example.org", "--db", str(db))
     assert bad.returncode == 2
     one_error_line(bad, codes.E_USAGE)
@@ -297,9 +372,22 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     master, slave = pty.openpty()
     with FeedPeer(peer_db) as peer:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pith_graph", "mirror", "sync", peer.url, "--db", str(db), "--trusted-keys",
-             str(keys), *FAST],
-            stdout=subprocess.PIPE, stderr=slave, text=True,
+            [
+                sys.executable,
+                "-m",
+                "pith_graph",
+                "mirror",
+                "sync",
+                peer.url,
+                "--db",
+                str(db),
+                "--trusted-keys",
+                str(keys),
+                *FAST,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
         )
         os.close(slave)
         out, _ = process.communicate(timeout=120)

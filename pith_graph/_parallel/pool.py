@@ -1,0 +1,187 @@
+"""Process-pool plumbing shared by every use of helper processes: how many, which start method, how to stop them.
+
+Every use of CPython's private ``concurrent.futures`` internals is here, each
+behind a version guard: the manager-thread fix for gh-107219 (Python < 3.12,
+where ``terminate_broken`` fails on a cancelled task) and the handles
+:func:`stop_pool` needs before Python 3.14's ``terminate_workers``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import process as _futures_process
+from typing import Any, Final
+
+from pith_graph import codes
+from pith_graph.errors import InputError
+
+__all__ = [
+    "MAX_AUTO_WORKERS",
+    "PARALLEL_MIN_EVENTS",
+    "POOL_ERRORS",
+    "may_start_processes",
+    "process_context",
+    "resolve_workers",
+    "stop_pool",
+    "usable_cpus",
+    "worker_pool",
+]
+
+#: Below this many events a bundle is rebuilt serially: with fewer, the first pool
+#: of a process costs more than its helpers save (``python -m benchmarks.break_even``;
+#: docs/performance.md, "Figures behind the code").
+PARALLEL_MIN_EVENTS: Final = 5000
+#: Most processes ``workers=None`` (the default) uses: past a few, the merge in this
+#: process, not the curve, bounds the rebuild.
+MAX_AUTO_WORKERS: Final = 4
+
+
+def may_start_processes() -> bool:
+    """Whether this process may start helpers: not inside a daemonic process (a
+    ``multiprocessing.Pool`` worker), which multiprocessing forbids to have children."""
+    return not multiprocessing.current_process().daemon
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - platforms without sched_getaffinity
+        return os.cpu_count() or 1
+
+
+def resolve_workers(workers: int | None) -> int:
+    """``workers`` as a count of verifying processes, this one included.
+
+    1 means serial; 0 means one per usable CPU; None (the default) means one
+    per usable CPU up to :data:`MAX_AUTO_WORKERS`; any other count is capped at
+    the usable CPUs (the work is all CPU: more processes than CPUs only slow it
+    down). Always 1 where no process may be started (:func:`may_start_processes`).
+    Raises :class:`~pith_graph.errors.InputError` (code ``usage``) for a
+    negative count.
+    """
+    if workers is not None and workers < 0:
+        raise InputError(f"workers must be 0 (one per CPU) or more, not {workers}", code=codes.E_USAGE)
+    if not may_start_processes():
+        return 1
+    cpus = usable_cpus()
+    if workers is None:
+        return min(cpus, MAX_AUTO_WORKERS)
+    return cpus if workers == 0 else min(workers, cpus)
+
+
+def process_context() -> Any:
+    """The multiprocessing context for worker pools: forkserver where it exists.
+
+    Not fork: a worker forked from a process holding a large parsed bundle
+    shares its pages copy-on-write, and every reference count the merge then
+    touches copies a page, slowing the merge (docs/performance.md).
+    """
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context()
+    context = multiprocessing.get_context("forkserver")
+    # Imported once by the server, so each worker it forks starts ready.
+    context.set_forkserver_preload(["pith_graph._parallel.stage1"])
+    return context
+
+
+def _ignore_interrupts() -> None:
+    """Pool initializer: workers leave SIGINT to the process that started them.
+
+    A terminal's Ctrl-C reaches the whole process group. The caller stops its
+    workers itself (:func:`stop_pool`, or by cancelling their short tasks); a
+    worker taking the interrupt would print its own traceback instead.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+#: What starting a pool, or handing it a task, raises where no process can be started
+#: or the forkserver has died (it then answers with end of file). BrokenProcessPool
+#: is a RuntimeError.
+POOL_ERRORS: Final = (OSError, RuntimeError, EOFError)
+
+
+if sys.version_info < (3, 12):
+    # gh-107219 is fixed from 3.12 on (terminate_broken ignores cancelled tasks there).
+
+    class _ManagerThread(_futures_process._ExecutorManagerThread):
+        """The pool's manager thread, less a CPython bug (gh-107219, before 3.12).
+
+        When a worker dies, ``terminate_broken`` sets an exception on every pending
+        task, and raised ``InvalidStateError`` on the first one already cancelled
+        (the caller takes chunks back by cancelling them); it then stopped before
+        terminating the other workers, which lived on, each holding its mapping of
+        the deleted scratch copy, and printed a traceback. Settled tasks are dropped
+        from the pending ones first.
+        """
+
+        def terminate_broken(self, *args: Any) -> None:
+            with contextlib.ExitStack() as held:
+                # Each pending task's lock is held until the pool has failed them all, so that
+                # this process cannot cancel one between the check below and the pool's
+                # set_exception (the pool takes the locks again: they are reentrant).
+                for item in list(self.pending_work_items.values()):
+                    held.enter_context(item.future._condition)
+                for work_id, item in list(self.pending_work_items.items()):
+                    if item.future.done():
+                        del self.pending_work_items[work_id]
+                super().terminate_broken(*args)
+
+    class _Pool(ProcessPoolExecutor):
+        """A ProcessPoolExecutor whose manager thread is :class:`_ManagerThread`."""
+
+        def _start_executor_manager_thread(self) -> None:
+            super()._start_executor_manager_thread()
+            thread = getattr(self, "_executor_manager_thread", None)
+            if type(thread) is _futures_process._ExecutorManagerThread:
+                # The same object, its methods now looked up in the subclass (no new state).
+                thread.__class__ = _ManagerThread
+
+    _POOL_CLASS: type[ProcessPoolExecutor] = _Pool
+else:
+    _POOL_CLASS = ProcessPoolExecutor
+
+
+def worker_pool(processes: int) -> ProcessPoolExecutor:
+    """A pool of ``processes`` worker processes (:func:`process_context`) that ignore SIGINT.
+
+    Raises one of :data:`POOL_ERRORS` where no process can be started.
+    """
+    return _POOL_CLASS(max_workers=processes, mp_context=process_context(), initializer=_ignore_interrupts)
+
+
+def stop_pool(executor: ProcessPoolExecutor) -> None:
+    """Stop a pool now, without waiting for its tasks: queued ones are cancelled and the
+    processes running the others are terminated.
+
+    For pools whose tasks may run for long (a whole document each): otherwise the
+    interpreter waits for them at exit, after an error or an interrupt. Python
+    3.14 has ``terminate_workers``; before it, the pool's own list of processes
+    is the only handle on them (read only on earlier versions). A worker terminated halfway through sending its
+    result (a report of a megabyte or more) would leave the pool's manager thread
+    waiting for the rest forever, since this process holds the pipe's write end
+    too, and the interpreter waits for that thread at exit: once the workers are
+    gone, this process's write end is closed, so the thread reads end of file.
+    """
+    if sys.version_info >= (3, 14):
+        executor.terminate_workers()
+        return
+    processes = list((getattr(executor, "_processes", None) or {}).values())
+    results = getattr(executor, "_result_queue", None)
+    # Cancelling first: the pool then drops its queued tasks before it sees a worker end.
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError):
+            process.terminate()
+    for process in processes:
+        with contextlib.suppress(OSError, ValueError, AssertionError):
+            process.join()
+    writer = getattr(results, "_writer", None)
+    if processes and writer is not None:
+        with contextlib.suppress(OSError):
+            writer.close()

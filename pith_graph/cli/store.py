@@ -1,0 +1,182 @@
+"""``pith-graph store ...``: the event store from the command line.
+
+Sub-subcommands ``init|import|append|state|export|log|sync``, all operating on
+``--db PATH`` (default ``./pith-graph.sqlite``). Exit codes follow the main CLI:
+0 ok, 1 problems found (an event stored but invalid), and unusable input raises a
+:class:`~pith_graph.errors.PithGraphError` that :func:`pith_graph.cli.main`
+prints as one line (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Final
+
+from pith_graph import codes
+from pith_graph.cli._common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    add_trust_options,
+    is_store_file,
+    load_ring,
+    write_stdout,
+)
+from pith_graph.documents import read_json
+from pith_graph.errors import InputError
+from pith_graph.store import SCHEMA_VERSION, AppendResult, EventStore
+
+__all__ = ["register"]
+
+#: Where the store lives unless ``--db`` says otherwise.
+DEFAULT_DB: Final = "./pith-graph.sqlite"
+
+
+def _open(args: argparse.Namespace, *, create: bool = True) -> EventStore:
+    # Commands that only read never create a store where a typo pointed.
+    return EventStore(args.db, create=create)
+
+
+def _trust(args: argparse.Namespace) -> dict[str, Any]:
+    return {"trusted_keys": load_ring(args.trusted_keys), "trust_bundle_keys": args.trust_bundle_keys}
+
+
+def _progress(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """``store init``: create the store (or check an existing one)."""
+    with _open(args) as store:
+        store.check()
+    print(f"{args.db}: pith-graph store, schema version {SCHEMA_VERSION}")
+    return EXIT_OK
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """``store import BUNDLE...``: store the events and items of many bundles (progress on stderr)."""
+    invalid = 0
+    total = len(args.bundles)
+    trust = _trust(args)
+    with _open(args) as store:
+        for done, path in enumerate(args.bundles, 1):
+            result = store.import_bundle(Path(path), **trust)
+            counts = {
+                s: result.count(s) for s in (codes.STORE_NEW, codes.STORE_DUPLICATE, codes.STORE_INVALID)
+            }
+            invalid += counts[codes.STORE_INVALID]
+            summary = " ".join(f"{status}={n}" for status, n in counts.items())
+            if total > 1:
+                _progress(f"[{done}/{total}] {path}: {result.subject} {summary}")
+            else:
+                print(f"{path}: {result.subject} {summary}")
+    if total > 1:
+        print(f"imported {total} bundles into {args.db}")
+    return EXIT_PROBLEMS if invalid else EXIT_OK
+
+
+def cmd_append(args: argparse.Namespace) -> int:
+    """``store append EVENT``: store one event (a JSON file, ``-`` for stdin) and print what happened."""
+    data = sys.stdin.buffer.read() if args.event == "-" else Path(args.event)
+    event = read_json(data)
+    with _open(args) as store:
+        result: AppendResult = store.append(
+            event, subject=args.subject, trusted_keys=load_ring(args.trusted_keys)
+        )
+    print(json.dumps(result.to_dict(), ensure_ascii=False))
+    return EXIT_PROBLEMS if result.status == codes.STORE_INVALID else EXIT_OK
+
+
+def cmd_state(args: argparse.Namespace) -> int:
+    """``store state SUBJECT``: the merged state of a stored subject (as ``pith-graph state`` prints it)."""
+    with _open(args, create=False) as store:
+        state = store.state(args.subject, **_trust(args))
+    write_stdout((state.to_pretty_json() if args.pretty else state.to_json()) + b"\n")
+    return EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """``store export SUBJECT``: a bundle holding everything stored for the subject."""
+    with _open(args, create=False) as store:
+        bundle = store.export_bundle(args.subject, **_trust(args))
+    data = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
+    if args.output is None:
+        write_stdout(data)
+        return EXIT_OK
+    try:
+        Path(args.output).write_bytes(data)
+    except OSError as exc:
+        raise InputError(f"cannot write {args.output}: {exc.strerror or exc}", code=codes.E_IO) from exc
+    return EXIT_OK
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    """``store log [SUBJECT]``: the stored copies in apply order (without SUBJECT: the subjects)."""
+    with _open(args, create=False) as store:
+        if args.subject is None:
+            for subject in store.subjects():
+                print(subject)
+            return EXIT_OK
+        events = store.events(args.subject, **_trust(args))
+    for event in events:
+        verdict = "applied" if event.applied else f"invalid:{event.reason}" if event.reason else "not-applied"
+        print(f"{event.unit_id} {event.event_type or '-'} {verdict} copy={event.digest[:16]}")
+    return EXIT_OK
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    """``store sync SOURCE...``: add everything another store (or a bundle file) holds."""
+    with _open(args) as store:
+        for source in args.sources:
+            if is_store_file(source):
+                with EventStore(source, create=False) as other:
+                    result = store.sync_from(other)
+            else:
+                result = store.sync_from(Path(source))
+            print(f"{source}: {result.events_added} new event copies, {result.items_added} new items")
+    return EXIT_OK
+
+
+def _common(parser: argparse.ArgumentParser, *, trust: bool = False) -> None:
+    parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
+    if trust:
+        add_trust_options(parser, what="the store holds for the subject")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``store`` subcommand and its sub-subcommands to the main parser."""
+    store = subparsers.add_parser("store", help="a durable, append-only event store (SQLite)")
+    sub = store.add_subparsers(dest="store_command", required=True)
+
+    def command(name: str, help: str, func: Any, *, trust: bool = False) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = sub.add_parser(name, help=help)
+        _common(parser, trust=trust)
+        parser.set_defaults(func=func)
+        return parser
+
+    command("init", "create the store", cmd_init)
+    command("import", "store the events of bundle files", cmd_import, trust=True).add_argument(
+        "bundles", nargs="+", metavar="BUNDLE"
+    )
+    append = command("append", "store one event (JSON file, - for stdin)", cmd_append)
+    append.add_argument("event", metavar="EVENT")
+    append.add_argument("--subject", help="the Pith Number it was received for (default: the event's own)")
+    append.add_argument(
+        "--trusted-keys",
+        metavar="FILE",
+        help="JSON array of trusted key entries, for the reported status (default: the registry key)",
+    )
+    state = command("state", "print the merged state of a subject", cmd_state, trust=True)
+    state.add_argument("subject", metavar="SUBJECT")
+    state.add_argument("--pretty", action="store_true", help="indent the output (not byte-comparable)")
+    export = command("export", "print a bundle of everything stored for a subject", cmd_export, trust=True)
+    export.add_argument("subject", metavar="SUBJECT")
+    export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    command(
+        "log", "list a subject's stored copies in apply order (or the subjects)", cmd_log, trust=True
+    ).add_argument("subject", metavar="SUBJECT", nargs="?")
+    command("sync", "add everything from other stores or bundle files", cmd_sync).add_argument(
+        "sources", nargs="+", metavar="SOURCE"
+    )

@@ -1,0 +1,137 @@
+"""The storage interface of :class:`~pith_graph.store.EventStore`, and the signature cache kept through it.
+
+A backend stores sets of rows, append-only, and converts its driver's errors to
+:class:`~pith_graph.errors.StoreError` where they arise (house rule 3). Everything
+above it (stage 1, the merge, export) is the same whatever the database:
+:class:`~pith_graph.store._sqlite.SQLiteBackend` is the one shipped; another
+database is one more class with these methods, run by the same contract tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple, Protocol
+
+from pith_graph.store._facts import CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict
+
+__all__ = ["Backend", "SignatureVerdict", "StoredSignatureCache", "Triple"]
+
+#: (public key, signature, message): what an Ed25519 verdict is a pure function of.
+Triple = tuple[bytes, bytes, bytes]
+
+
+class SignatureVerdict(NamedTuple):
+    """One kept verdict of the pinned Ed25519 rule."""
+
+    public_key: bytes
+    signature: bytes
+    message: bytes
+    valid: bool
+
+
+class Backend(Protocol):
+    """What :class:`~pith_graph.store.EventStore` needs from storage: sets of rows, append-only.
+
+    Every method is atomic (one transaction) and raises only
+    :class:`~pith_graph.errors.StoreError` for storage failures.
+    """
+
+    def add(
+        self, events: Sequence[EventRow], items: Sequence[ItemRow], facts: Sequence[FactsRow] | None = None
+    ) -> list[bool]:
+        """Store event rows, their facts and items atomically; per event row, whether it was new.
+
+        ``facts[i]`` is :meth:`FactsRow.of` the ``i``-th row (computed from the body when not given).
+        """
+
+    def copies(
+        self, subject: str, *, with_body: bool = False
+    ) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
+        """One snapshot of ``subject``: its copies joined with their facts (sorted by unit id, digest), and its items."""
+
+    def add_facts(self, facts: Sequence[tuple[int, FactsRow]]) -> None:
+        """Store facts computed for copies that lacked them (by ``seq``); a row already there is kept."""
+
+    def key_verdicts(self, ring: str, subject: str) -> dict[int, str | None]:
+        """The stored key verdicts of ``subject``'s copies under ``ring``, by ``seq``."""
+
+    def add_key_verdicts(self, ring: str, subject: str, verdicts: Sequence[KeyVerdict]) -> None:
+        """Store key verdicts of ``subject``'s copies under ``ring``; a row already there is kept."""
+
+    def event_rows(self, subject: str) -> list[EventRow]:
+        """Every stored copy for ``subject``, sorted by (unit id, digest)."""
+
+    def items(self, subject: str) -> list[tuple[str, bytes]]:
+        """Every stored (kind, body) item of ``subject``, sorted by (kind, body)."""
+
+    def subjects(self) -> list[str]:
+        """Every subject with at least one event or item, sorted."""
+
+    def signature_verdicts(self, messages: Sequence[bytes]) -> list[SignatureVerdict]:
+        """Every kept signature verdict about one of ``messages`` (sorted, distinct)."""
+
+    def signature_verdict(self, public_key: bytes, signature: bytes, message: bytes) -> bool | None:
+        """The kept verdict about one triple, or None."""
+
+    def add_signature_verdicts(self, verdicts: Sequence[SignatureVerdict]) -> None:
+        """Keep signature verdicts; a triple already kept is left as it is."""
+
+    def integrity_check(self) -> list[str]:
+        """The database's own consistency check: ``["ok"]`` when sound, else what it found."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+
+class StoredSignatureCache:
+    """:class:`pith_graph.ed25519.SignatureCache` kept in a store's backend.
+
+    A verdict is a pure function of (public key, signature, message), so reusing
+    it is safe whatever the trust of the replay that looks it up. New verdicts
+    are buffered and written in one transaction by :meth:`flush` (one durable
+    write per replay, not one per signature). ``hits`` and ``misses`` count lookups.
+    """
+
+    def __init__(self, backend: Backend) -> None:
+        self._backend = backend
+        self._pending: dict[Triple, bool] = {}
+        self._prefetched: dict[Triple, bool] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def prefetch(self, messages: Iterable[bytes]) -> None:
+        """Load every stored verdict about these messages at once (kept until :meth:`forget`)."""
+        # In key order: consecutive lookups share index pages.
+        found = self._backend.signature_verdicts(sorted(set(messages)))
+        self._prefetched.update(((k, s, m), v) for k, s, m, v in found)
+
+    def forget(self) -> None:
+        """Drop prefetched verdicts (they stay in the database)."""
+        self._prefetched.clear()
+
+    def lookup(self, public_key: bytes, signature: bytes, message: bytes) -> bool | None:
+        """The remembered verdict, or None."""
+        key = (public_key, signature, message)
+        known = self._prefetched.get(key)
+        if known is None:
+            known = self._pending.get(key)
+        if known is None:
+            known = self._backend.signature_verdict(public_key, signature, message)
+        if known is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return known
+
+    def record(self, public_key: bytes, signature: bytes, message: bytes, valid: bool) -> None:
+        """Remember a verdict (written at the next :meth:`flush`)."""
+        self._pending[(public_key, signature, message)] = valid
+
+    def flush(self) -> None:
+        """Write the buffered verdicts in one transaction."""
+        if not self._pending:
+            return
+        self._backend.add_signature_verdicts(
+            [SignatureVerdict(*key, valid) for key, valid in self._pending.items()]
+        )
+        self._pending.clear()

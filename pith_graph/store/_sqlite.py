@@ -1,0 +1,373 @@
+"""The SQLite backend of the event store (standard library ``sqlite3``, WAL, ``synchronous=FULL``).
+
+Every ``sqlite3`` exception is converted to :class:`~pith_graph.errors.StoreError`
+in one place, :func:`_converted`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final, NoReturn, TypeVar
+
+from pith_graph import codes
+from pith_graph.canonical import sha256_hex
+from pith_graph.errors import StoreError
+from pith_graph.store._backend import SignatureVerdict
+from pith_graph.store._facts import FACTS_RULE, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict
+from pith_graph.store._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION
+
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "SQLiteBackend"]
+
+#: Seconds a writer waits for another process's lock before giving up.
+DEFAULT_BUSY_TIMEOUT: Final = 30.0
+#: Page cache of a connection, in KiB (SQLite's default is 2 MiB); memory is only used as pages are read.
+_CACHE_KIB: Final = 64 * 1024
+#: Most parameters per signature-verdict query (SQLite's default limit is 32766 since 3.32).
+_PREFETCH_CHUNK: Final = 30000
+
+_T = TypeVar("_T")
+
+# sqlite3 result-code names (``exc.sqlite_errorname``, extended codes included) by prefix.
+_ERROR_CODES: Final = (
+    (("SQLITE_CORRUPT", "SQLITE_NOTADB"), codes.E_STORE_CORRUPT),
+    (("SQLITE_BUSY", "SQLITE_LOCKED"), codes.E_STORE_BUSY),
+    (("SQLITE_CANTOPEN", "SQLITE_READONLY", "SQLITE_FULL", "SQLITE_PERM", "SQLITE_IOERR"), codes.E_IO),
+)
+
+
+@contextmanager
+def _converted(what: str) -> Iterator[None]:
+    """The one place where ``sqlite3`` exceptions become :class:`StoreError`."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        name = getattr(exc, "sqlite_errorname", None) or ""
+        code = next((c for prefixes, c in _ERROR_CODES if name.startswith(prefixes)), codes.E_STORE)
+        if code == codes.E_STORE_CORRUPT:
+            message = f"{what}: the file is corrupted or not an SQLite database ({exc})"
+        elif code == codes.E_STORE_BUSY:
+            message = f"{what}: the store stayed locked by another writer ({exc})"
+        else:
+            message = f"{what}: {exc}"
+        raise StoreError(message, code=code) from exc
+
+
+#: Columns of one stored copy as a replay reads it: :class:`CopyRow` without its
+#: ``row`` (the canonical fragments sliced out of the body by SQLite; the body only
+#: for a copy that lacks its facts), then with ``with_body`` the EventRow columns from body on.
+_COPY_COLUMNS: Final = (
+    "e.seq, e.unit_id, e.digest, f.reason, f.facts,"
+    " CASE WHEN f.signer_at IS NULL THEN f.signer_json ELSE substr(e.body, f.signer_at + 1, f.signer_len) END,"
+    " CASE WHEN f.payload_at IS NULL THEN f.payload_json ELSE substr(e.body, f.payload_at + 1, f.payload_len) END,"
+    " CASE WHEN f.rule IS NULL THEN e.body END"
+)
+_COPIES_FROM: Final = (
+    " FROM events e LEFT JOIN event_facts f ON f.seq = e.seq AND f.rule = ?"
+    " WHERE e.subject = ? ORDER BY e.unit_id, e.digest"
+)
+_COPIES_QUERY: Final = f"SELECT {_COPY_COLUMNS}, NULL{_COPIES_FROM}"
+_COPIES_WITH_BODY_QUERY: Final = f"SELECT {_COPY_COLUMNS}, e.body, e.event_type, e.target, e.signer_id, e.prev_event, e.created_at{_COPIES_FROM}"
+_INSERT_FACTS: Final = (
+    "INSERT OR IGNORE INTO event_facts (seq, rule, reason, facts, signer_at, signer_len, signer_json,"
+    " payload_at, payload_len, payload_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+class SQLiteBackend:
+    """:class:`~pith_graph.store._backend.Backend` on one SQLite database (file or ``:memory:``)."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, create: bool = True
+    ) -> None:
+        self.path = os.fspath(path)
+        self.busy_timeout = busy_timeout
+        what = f"opening {self.path}"
+        if not create and self.path != ":memory:" and not os.path.exists(self.path):
+            raise StoreError(
+                f"{what}: no store there (create one with `pith-graph store init`)", code=codes.E_IO
+            )
+        with _converted(what):
+            # isolation_level=None: this class issues BEGIN/COMMIT itself.
+            self.conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
+        try:
+            self._configure(what)
+            self.write(self._migrate, what)
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def _configure(self, what: str) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            # WAL: readers never block the writer; FULL: a returned commit survives power loss.
+            conn.execute("PRAGMA journal_mode=WAL").fetchall()
+            conn.execute("PRAGMA synchronous=FULL")
+            # A replay reads every page of a subject's copies: keep them cached between replays.
+            conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+
+        self._retry(run, what, transaction=False)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Create the schema in an empty database, or check (and migrate) an existing one."""
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            for statement in SCHEMA_V1:
+                conn.execute(statement)
+            tables = {"pith_schema"}  # a new store is a v1 store, migrated like any other
+        self._upgrade(conn, tables)
+
+    def _upgrade(self, conn: sqlite3.Connection, tables: set[str]) -> None:
+        """Check the version of an existing store and run the migrations it lacks (same transaction)."""
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        versions = (
+            [row[0] for row in conn.execute("SELECT version FROM pith_schema")]
+            if "pith_schema" in tables
+            else []
+        )
+        if "pith_schema" not in tables or app_id != APPLICATION_ID or not versions:
+            self._raise_mismatch(conn, f"{self.path} is an SQLite database but not a pith-graph store")
+        if not all(isinstance(v, int) for v in versions):
+            self._raise_mismatch(conn, f"{self.path}: unreadable schema version {versions!r}")
+        # Versions are only ever added (the table refuses UPDATE and, from v2, DELETE).
+        version = max(versions)
+        if version == SCHEMA_VERSION:
+            return
+        if version not in MIGRATIONS:
+            raise StoreError(
+                f"{self.path}: schema version {version} is not supported (this pith_graph reads {SCHEMA_VERSION})",
+                code=codes.E_STORE_SCHEMA,
+            )
+        while version in MIGRATIONS:
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            version += 1
+
+    def _raise_mismatch(self, conn: sqlite3.Connection, message: str) -> NoReturn:
+        """Raise ``store_schema_mismatch``, unless the real trouble is a damaged file."""
+        # Scrambled pages can read as a foreign schema; only this error path pays for the check.
+        found = [row[0] for row in conn.execute("PRAGMA quick_check")]
+        if found != ["ok"]:
+            raise StoreError(
+                f"{self.path}: the database is corrupted ({found[0]})", code=codes.E_STORE_CORRUPT
+            )
+        raise StoreError(message, code=codes.E_STORE_SCHEMA)
+
+    def _retry(self, fn: Callable[[sqlite3.Connection], _T], what: str, *, transaction: bool) -> _T:
+        """Run ``fn`` (in a write transaction if asked), retrying while another process holds the lock.
+
+        sqlite3's busy timeout already waits inside each call; retries cover the
+        cases where SQLite returns BUSY at once (e.g. a WAL snapshot that went stale).
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                with _converted(what):
+                    if not transaction:
+                        return fn(self.conn)
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    try:
+                        result = fn(self.conn)
+                        self.conn.execute("COMMIT")
+                    except BaseException:
+                        if self.conn.in_transaction:
+                            self.conn.execute("ROLLBACK")
+                        raise
+                    return result
+            except StoreError as exc:
+                if exc.code != codes.E_STORE_BUSY or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.2)
+
+    def write(self, fn: Callable[[sqlite3.Connection], _T], what: str = "writing to the store") -> _T:
+        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction (committed before returning)."""
+        return self._retry(fn, what, transaction=True)
+
+    def read(self, fn: Callable[[sqlite3.Connection], _T], what: str = "reading the store") -> _T:
+        """Run ``fn`` against one consistent snapshot (a read transaction)."""
+
+        def snapshot(conn: sqlite3.Connection) -> _T:
+            conn.execute("BEGIN")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("COMMIT")
+
+        return self._retry(snapshot, what, transaction=False)
+
+    def fetchall(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        """Every row of one read-only query."""
+        return self.read(lambda conn: conn.execute(query, params).fetchall())
+
+    def add(
+        self,
+        events: Sequence[EventRow],
+        items: Sequence[ItemRow],
+        facts: Sequence[FactsRow] | None = None,
+    ) -> list[bool]:
+        """See :meth:`Backend.add`: INSERT OR IGNORE on the unique (subject, id, digest) keys.
+
+        A new copy's facts are written in the same transaction as the copy, so a
+        stored copy lacks them only if it was stored under schema v1.
+        """
+
+        def run(conn: sqlite3.Connection) -> list[bool]:
+            fresh: list[bool] = []
+            for i, row in enumerate(events):
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO events (subject, unit_id, digest, body, event_type, target, signer_id,"
+                    " prev_event, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        row.subject,
+                        row.unit_id,
+                        row.digest,
+                        row.body,
+                        row.event_type,
+                        row.target,
+                        row.signer_id,
+                        row.prev_event,
+                        row.created_at,
+                    ),
+                )
+                fresh.append(cursor.rowcount == 1)
+                if cursor.rowcount == 1:
+                    found = facts[i] if facts is not None else FactsRow.inspected(row.subject, row)
+                    conn.execute(_INSERT_FACTS, (cursor.lastrowid, FACTS_RULE, *found))
+            conn.executemany(
+                "INSERT OR IGNORE INTO items (subject, kind, digest, body) VALUES (?, ?, ?, ?)",
+                [(subject, kind, sha256_hex(body), body) for subject, kind, body in items],
+            )
+            return fresh
+
+        return self.write(run, "appending to the store")
+
+    def copies(
+        self, subject: str, *, with_body: bool = False
+    ) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
+        """See :meth:`Backend.copies` (one read transaction, ``events_by_subject`` order)."""
+
+        def run(conn: sqlite3.Connection) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
+            if with_body:
+                found = conn.execute(_COPIES_WITH_BODY_QUERY, (FACTS_RULE, subject))
+                rows = [CopyRow._make((*r[:8], EventRow(subject, r[1], r[2], *r[8:]))) for r in found]
+            else:
+                rows = list(map(CopyRow._make, conn.execute(_COPIES_QUERY, (FACTS_RULE, subject))))
+            return rows, self._items(conn, subject)
+
+        return self.read(run)
+
+    def key_verdicts(self, ring: str, subject: str) -> dict[int, str | None]:
+        """See :meth:`Backend.key_verdicts`."""
+        query = "SELECT k.seq, k.reason FROM key_verdicts k JOIN events e ON e.seq = k.seq WHERE k.ring = ? AND e.subject = ?"
+        return self.read(lambda conn: dict(conn.execute(query, (ring, subject)).fetchall()))
+
+    def add_key_verdicts(self, ring: str, subject: str, verdicts: Sequence[KeyVerdict]) -> None:
+        """See :meth:`Backend.add_key_verdicts` (INSERT OR IGNORE, as for facts)."""
+        rows = [(ring, reason, subject, uid, digest) for uid, digest, reason in verdicts]
+        insert = (
+            "INSERT OR IGNORE INTO key_verdicts (ring, seq, reason)"
+            " SELECT ?, seq, ? FROM events WHERE subject = ? AND unit_id = ? AND digest = ?"
+        )
+        self.write(lambda conn: conn.executemany(insert, rows), "writing key verdicts")
+
+    def add_facts(self, facts: Sequence[tuple[int, FactsRow]]) -> None:
+        """See :meth:`Backend.add_facts` (INSERT OR IGNORE: concurrent replays may race to fill a row)."""
+        rows = [(seq, FACTS_RULE, *found) for seq, found in facts]
+        self.write(lambda conn: conn.executemany(_INSERT_FACTS, rows), "writing event facts")
+
+    def event_rows(self, subject: str) -> list[EventRow]:
+        """See :meth:`Backend.event_rows`."""
+        return self._select_rows("WHERE subject = ? ORDER BY unit_id, digest", (subject,))
+
+    def _select_rows(self, where: str, params: tuple[Any, ...]) -> list[EventRow]:
+        query = (
+            "SELECT subject, unit_id, digest, body, event_type, target, signer_id, prev_event, created_at"
+            f" FROM events {where}"
+        )
+        return self.read(lambda conn: [EventRow(*row) for row in conn.execute(query, params)])
+
+    def stream_rows(self, subject: str, target: str, signer_id: str) -> list[EventRow]:
+        """The copies of one stream (target, signer_id) of ``subject`` (uses ``events_by_stream``)."""
+        return self._select_rows(
+            "WHERE subject = ? AND target = ? AND signer_id = ? ORDER BY unit_id, digest",
+            (subject, target, signer_id),
+        )
+
+    def naming_rows(self, prev_event: str) -> list[EventRow]:
+        """The copies whose ``prev_event`` is ``prev_event`` (uses ``events_by_prev``)."""
+        return self._select_rows("WHERE prev_event = ? ORDER BY subject, unit_id, digest", (prev_event,))
+
+    def items(self, subject: str) -> list[tuple[str, bytes]]:
+        """See :meth:`Backend.items`."""
+        return self.read(lambda conn: self._items(conn, subject))
+
+    @staticmethod
+    def _items(conn: sqlite3.Connection, subject: str) -> list[tuple[str, bytes]]:
+        return [
+            (kind, bytes(body))
+            for kind, body in conn.execute(
+                "SELECT kind, body FROM items WHERE subject = ? ORDER BY kind, body", (subject,)
+            )
+        ]
+
+    def subjects(self) -> list[str]:
+        """See :meth:`Backend.subjects`."""
+        return self.read(
+            lambda conn: [
+                row[0]
+                for row in conn.execute(
+                    "SELECT subject FROM events UNION SELECT subject FROM items ORDER BY 1"
+                )
+            ]
+        )
+
+    def signature_verdicts(self, messages: Sequence[bytes]) -> list[SignatureVerdict]:
+        """See :meth:`Backend.signature_verdicts` (one read transaction, a query per chunk of messages)."""
+
+        def run(conn: sqlite3.Connection) -> list[SignatureVerdict]:
+            rows: list[SignatureVerdict] = []
+            for start in range(0, len(messages), _PREFETCH_CHUNK):
+                chunk = messages[start : start + _PREFETCH_CHUNK]
+                query = (
+                    "SELECT public_key, signature, message, valid FROM signature_cache"
+                    f" WHERE message IN ({','.join('?' * len(chunk))})"
+                )
+                # sqlite3 returns BLOBs as bytes, so rows key dicts as lookups do.
+                rows.extend(SignatureVerdict(k, s, m, v == 1) for k, s, m, v in conn.execute(query, chunk))
+            return rows
+
+        return self.read(run)
+
+    def signature_verdict(self, public_key: bytes, signature: bytes, message: bytes) -> bool | None:
+        """See :meth:`Backend.signature_verdict` (outside a transaction: one indexed read)."""
+        with _converted("reading the signature cache"):
+            row = self.conn.execute(
+                "SELECT valid FROM signature_cache WHERE public_key = ? AND signature = ? AND message = ?",
+                (public_key, signature, message),
+            ).fetchone()
+        return None if row is None else bool(row[0])
+
+    def add_signature_verdicts(self, verdicts: Sequence[SignatureVerdict]) -> None:
+        """See :meth:`Backend.add_signature_verdicts` (INSERT OR IGNORE)."""
+        rows = [(k, s, m, int(v)) for k, s, m, v in verdicts]
+        self.write(
+            lambda conn: conn.executemany(
+                "INSERT OR IGNORE INTO signature_cache (public_key, signature, message, valid) VALUES (?, ?, ?, ?)",
+                rows,
+            ),
+            "writing the signature cache",
+        )
+
+    def integrity_check(self) -> list[str]:
+        """``PRAGMA integrity_check`` (``["ok"]`` for a sound file)."""
+        return self.read(lambda conn: [row[0] for row in conn.execute("PRAGMA integrity_check")])
+
+    def close(self) -> None:
+        """Close the connection (the last one out checkpoints the WAL)."""
+        with _converted(f"closing {self.path}"):
+            self.conn.close()
