@@ -84,7 +84,7 @@ def _walk(directory: Path) -> Iterator[Path]:
     except OSError as exc:
         raise InputError(f"{directory}: {exc.strerror or exc}", code=codes.E_IO) from exc
     for entry in entries:
-        if entry.is_dir():
+        if entry.is_dir(follow_symlinks=False):  # as rglob: a linked directory is not entered (no loops)
             yield from _walk(Path(entry.path))
         elif entry.name.endswith(".json") and entry.is_file():
             yield Path(entry.path)

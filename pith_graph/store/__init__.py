@@ -450,8 +450,8 @@ class EventStore:
         count = 1 if trust_bundle_keys else resolve_workers(workers)
         ring = coerce_ring(trusted_keys)
         verifier = self.verifier()
-        if count > 1:
-            prepared = ordered_map(_prepare_outcome, bundles, count, ring)
+        prepared = ordered_map(_prepare_outcome, bundles, count, ring) if count > 1 else None
+        if prepared is not None:
             steps: Iterator[Callable[[], ImportResult]] = (
                 partial(self._store_prepared, p, ring) for p in prepared
             )
@@ -480,9 +480,8 @@ class EventStore:
                     return
         finally:
             self.cache.flush()
-            closing = getattr(steps, "close", None)
-            if closing is not None:
-                closing()  # stops the helpers of an import left early
+            if prepared is not None:
+                prepared.close()  # stops the helpers of an import left early
 
     def _import(
         self, bundle: DocumentSource | Document, ring: KeyRing, trust_bundle_keys: bool, verifier: Verifier
