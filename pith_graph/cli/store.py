@@ -134,16 +134,23 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``store export SUBJECT``: a bundle holding everything stored for the subject."""
+    # Written piece by piece (EventStore.write_bundle): the bundle's tree is never built.
     with _open(args, create=False) as store:
-        bundle = store.export_bundle(args.subject, **_trust(args))
-    data = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-    if args.output is None:
-        write_stdout(data)
-        return EXIT_OK
-    try:
-        Path(args.output).write_bytes(data)
-    except OSError as exc:
-        raise InputError(f"cannot write {args.output}: {exc.strerror or exc}", code=codes.E_IO) from exc
+        if args.output is None:
+            store.write_bundle(args.subject, sys.stdout.buffer, **_trust(args))
+            write_stdout(b"\n")
+            return EXIT_OK
+        # Beside the target, renamed when whole: an error leaves no partial bundle behind.
+        partial = Path(args.output).with_name(Path(args.output).name + ".partial")
+        try:
+            with open(partial, "wb") as out:
+                store.write_bundle(args.subject, out, **_trust(args))
+                out.write(b"\n")
+            partial.replace(args.output)
+        except OSError as exc:
+            raise InputError(f"cannot write {args.output}: {exc.strerror or exc}", code=codes.E_IO) from exc
+        finally:
+            partial.unlink(missing_ok=True)
     return EXIT_OK
 
 

@@ -37,11 +37,13 @@ signature cache kept through it), ``_schema`` and ``_sqlite`` (SQLite),
 from __future__ import annotations
 
 import itertools
+import json
 import os
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final, NamedTuple
+from typing import Any, BinaryIO, Final, NamedTuple
 
 import msgspec
 
@@ -305,6 +307,11 @@ def _prepare_outcome(bundle: DocumentSource | Document, ring: KeyRing) -> _Prepa
         return prepared
     except PithGraphError as exc:
         return exc
+
+
+def _dumps(value: Any) -> bytes:
+    """Compact JSON as ``pith-graph store export`` prints a bundle."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class _Replay(NamedTuple):
@@ -752,3 +759,45 @@ class EventStore:
         trees = join_bodies(row.body for row in rows)  # export needs the trees; a state never does
         events = [trees[i] for i in self._ordered(result, rows)]
         return bundle_document(subject, result.state, events, items, sign_with=sign_with, built_at=built_at)
+
+    def write_bundle(
+        self,
+        subject: str,
+        out: BinaryIO,
+        *,
+        trusted_keys: TrustedKeys = None,
+        trust_bundle_keys: bool = False,
+        built_at: str | None = None,
+    ) -> None:
+        """Write :meth:`export_bundle` of ``subject`` to ``out`` as compact JSON (UTF-8, key
+        order kept: ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))``), without
+        building its tree.
+
+        The stored copies are written as their stored canonical bytes and the state as
+        :meth:`State.to_json`, which are exactly what the dump of their parsed trees
+        gives (tests/store/test_store_batches.py compares both): the export holds the
+        copies' bytes once, not every event's tree and the whole text beside it.
+        """
+        result, copy_rows, items = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
+        rows = self._event_rows(copy_rows)
+        order = self._ordered(result, rows)
+        # Placeholders that no stored item can hold by chance, replaced by the bytes.
+        token = f"\x00pith-graph-export-{uuid.uuid4().hex}"
+        shell = bundle_document(
+            subject,
+            result.state,
+            token + "e",
+            items,
+            sign_with=None,
+            built_at=built_at,
+            embedded_state=token + "s",
+        )
+        text = _dumps(shell)
+        head, rest = text.split(_dumps(token + "e"))
+        middle, tail = rest.split(_dumps(token + "s"))
+        out.write(head + b"[")
+        for index, row in enumerate(order):
+            out.write(b"," + rows[row].body if index else rows[row].body)
+        out.write(b"]" + middle)
+        out.write(result.state.to_json())
+        out.write(tail)

@@ -77,8 +77,13 @@ def bundle_document(
     *,
     sign_with: BundleSigner | None,
     built_at: str | None,
+    embedded_state: Any = None,
 ) -> dict[str, Any]:
-    """The bundle of ``subject``: its ``events`` (parsed, in export order), stored ``items`` and merged ``state``."""
+    """The bundle of ``subject``: its ``events`` (parsed, in export order), stored ``items`` and merged ``state``.
+
+    ``embedded_state``: the value to embed instead of ``state.to_dict()`` (a
+    placeholder for :meth:`EventStore.write_bundle`, which writes the state's bytes).
+    """
     record = canonical_record(subject, state, items["record"])
     when = built_at or utc_now()
     bundle: dict[str, Any] = {
@@ -105,7 +110,7 @@ def bundle_document(
             ),
             "merge_version": MERGE_VERSION,
             "built_at": when,
-            "state": state.to_dict(),
+            "state": state.to_dict() if embedded_state is None else embedded_state,
         }
     )
     return signed(bundle, sign_with, when) if sign_with is not None else bundle
