@@ -48,5 +48,7 @@ def test_awkward_values_trust_and_invalid_events(tmp_path: Path) -> None:
     with EventStore(tmp_path / "s.sqlite") as store:
         store.import_bundle(json.dumps(bundle).encode())
         for options in ({}, {"trusted_keys": trusted}, {"trust_bundle_keys": True}):
-            expected = dumped(store.export_bundle(history.subject, built_at="2026-06-03T00:00:00Z", **options))
+            expected = dumped(
+                store.export_bundle(history.subject, built_at="2026-06-03T00:00:00Z", **options)
+            )
             assert written(store, history.subject, built_at="2026-06-03T00:00:00Z", **options) == expected
