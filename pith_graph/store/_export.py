@@ -72,7 +72,7 @@ def canonical_record(subject: str, state: State, stored: Sequence[Any]) -> dict[
 def bundle_document(
     subject: str,
     state: State,
-    events: list[Any],
+    events: list[Any] | str,
     items: Mapping[str, list[Any]],
     *,
     sign_with: BundleSigner | None,
@@ -81,8 +81,9 @@ def bundle_document(
 ) -> dict[str, Any]:
     """The bundle of ``subject``: its ``events`` (parsed, in export order), stored ``items`` and merged ``state``.
 
-    ``embedded_state``: the value to embed instead of ``state.to_dict()`` (a
-    placeholder for :meth:`EventStore.write_bundle`, which writes the state's bytes).
+    ``embedded_state``: the value to embed instead of ``state.to_dict()``; it and a
+    string for ``events`` are placeholders of :meth:`EventStore.write_bundle`, which
+    writes the bytes in their place.
     """
     record = canonical_record(subject, state, items["record"])
     when = built_at or utc_now()
