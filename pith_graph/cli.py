@@ -163,6 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     _cli_store.register(sub)
     _cli_vectors.register(sub)
     _cli_verify_many.register(sub)
+    # issue 16: `serve` and `keygen` (pith_graph/mirror/_cli.py); imported here so that
+    # the other subcommands do not load the web stack.
+    from pith_graph.mirror import _cli as _cli_mirror
+
+    _cli_mirror.register(sub)
     return parser
 
 
