@@ -46,6 +46,16 @@ def _positive(text: str) -> int:
     return value
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < 3600:
+        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, not {text!r}")
+    return value
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -90,6 +100,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         trusted_keys=os.path.abspath(args.trusted_keys) if args.trusted_keys else None,
         mirror_key=os.path.abspath(args.mirror_key) if args.mirror_key else None,
         peers=tuple(args.peer or ()),
+        body_timeout=args.body_timeout,
     )
     try:
         check_config(config)
@@ -172,6 +183,13 @@ def register_serve(subparsers: Any) -> None:
         action="append",
         metavar="URL",
         help="a peer mirror's base URL to list in /pith-mirrors.json (repeatable)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=_seconds,
+        default=MirrorConfig.body_timeout,
+        metavar="S",
+        help=f"seconds a client may take to send a POST body (default {MirrorConfig.body_timeout:g})",
     )
     serve.add_argument(
         "--log-level",
