@@ -1,6 +1,6 @@
 """A property-based API test: schemathesis, driven by the served ``/openapi.json``, finds no ``5xx``.
 
-Bounded: 20 examples per operation in the examples, coverage and fuzzing phases
+Bounded: 12 examples per operation in the examples, coverage and fuzzing phases
 (a few hundred requests), with a fixed seed so that a failure reproduces.
 """
 
