@@ -206,6 +206,7 @@ class GroupCommitWriter:
         self._ring = ring
         self._queue: queue.Queue[_Submission | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="pith-mirror-writer", daemon=True)
+        self._failure: BaseException | None = None
         self.batches = 0
         self.committed = 0
 
@@ -224,11 +225,18 @@ class GroupCommitWriter:
     ) -> concurrent.futures.Future[bool]:
         """Queue an event that passed stage 1; the future says whether it was new, once committed."""
         future: concurrent.futures.Future[bool] = concurrent.futures.Future()
-        self._queue.put(_Submission(subject, tree, verdicts, future))
+        if self._failure is not None:
+            future.set_exception(self._failure)
+        else:
+            self._queue.put(_Submission(subject, tree, verdicts, future))
         return future
 
     def _run(self) -> None:
-        store = EventStore(self._db, create=False)
+        try:
+            store = EventStore(self._db, create=False)
+        except BaseException as exc:  # nothing can be stored: every submission fails, none hangs
+            self._fail_all(exc)
+            return
         try:
             stopping = False
             while not stopping:
@@ -255,6 +263,14 @@ class GroupCommitWriter:
                         submission.future.set_result(new)
         finally:
             store.close()
+
+    def _fail_all(self, exc: BaseException) -> None:
+        self._failure = exc
+        while True:
+            submission = self._queue.get()
+            if submission is None:
+                return
+            submission.future.set_exception(exc)
 
     def _held(self, store: EventStore, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
         """The (subject, unit id) pairs of which the store holds a copy passing stage 1 under the mirror's keys."""

@@ -6,22 +6,24 @@ files; signed events come from :mod:`pith_graph.testing` (real Ed25519 keys).
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 import select
-import signal
+import socket
+import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from pith_graph.keys import KeyRing
+from pith_graph.mirror._process import ServeProcess, start_serve
 from pith_graph.store import EventStore
 from pith_graph.testing import History, TestKey
 
@@ -29,6 +31,7 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 REGISTRY_BUNDLE = FIXTURES / "bundle-AG3PAJ22.json"
 REGISTRY_CODE = "AG3PAJ22332P5QMVIKKH75CXNK"
 #: Seconds a server may take to start, and a request to be answered.
+JSON_HEADERS = {"content-type": "application/json"}
 STARTUP_S = 30.0
 REQUEST_S = 20.0
 
@@ -39,60 +42,18 @@ AUTHOR = TestKey("mirror-author", key_id="test-mirror-author", signer_id="author
 STRANGER = TestKey("mirror-stranger", key_id="test-mirror-stranger", signer_id="stranger.example")
 
 
-@dataclass
-class Served:
-    """A running ``pith-graph serve`` process."""
-
-    process: subprocess.Popen[bytes]
-    url: str
-    db: Path
+class Served(ServeProcess):
+    """A running ``pith-graph serve`` process, with an httpx client."""
 
     def client(self, **options: Any) -> httpx.Client:
         """An httpx client for this mirror, with explicit timeouts."""
         return httpx.Client(base_url=self.url, timeout=httpx.Timeout(REQUEST_S), **options)
 
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        """Stop the server (SIGTERM: graceful; SIGKILL: as in a crash) and reap it."""
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=15)
-        for stream in (self.process.stdout, self.process.stderr):
-            if stream is not None:
-                stream.close()
-
 
 def start_server(db: Path, *options: str) -> Served:
     """Start ``pith-graph serve --db DB --port 0 OPTIONS`` and wait until it answers."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pith_graph", "serve", "--db", str(db), "--port", "0", *options],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], STARTUP_S)
-    line = process.stdout.readline().decode() if ready else ""
-    if not line.startswith("pith-graph mirror: http://"):
-        process.kill()
-        _, err = process.communicate(timeout=15)
-        raise AssertionError(f"serve did not start: {line!r} {err.decode()[-2000:]}")
-    served = Served(process, line.split()[2], db)
-    deadline = time.monotonic() + STARTUP_S
-    with served.client() as client:
-        while True:
-            try:
-                if client.get("/").status_code == 200:
-                    return served
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or process.poll() is not None:
-                served.stop(signal.SIGKILL)
-                raise AssertionError("serve did not answer in time")
-            time.sleep(0.1)
+    served = start_serve(db, *options, startup_s=STARTUP_S)
+    return Served(served.process, served.url, served.db)
 
 
 def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -162,6 +123,67 @@ def make_store(directory: Path, arxiv_ids: Sequence[str] = ("2601.00001", "2601.
             store.import_bundle(history.bundle([snapshot], public_keys=[TEST_REGISTRY]))
             histories[arxiv_id] = history
     return MirrorStore(db, keys, histories)
+
+
+# --- requests and checks shared by the test modules ---------------------------------
+
+
+def compact(value: Any) -> bytes:
+    """How the registry serialises a document (FORMAT-FACTS), with the standard library."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def reference_sha256(value: Any) -> str:
+    return hashlib.sha256(
+        json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()
+
+
+def code_of(number: str) -> str:
+    return number.rsplit(":", 1)[1]
+
+
+def assert_error(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body: dict[str, Any] = response.json()
+    assert body["error"] == error
+    assert isinstance(body["message"], str) and body["message"]
+    assert "Traceback" not in response.text
+    return body
+
+
+def post(client: httpx.Client, history: History, event: Any, **headers: str) -> httpx.Response:
+    body = event if isinstance(event, bytes) else json.dumps(event).encode()
+    return client.post(
+        f"/pith/{code_of(history.subject)}/events", content=body, headers={**JSON_HEADERS, **headers}
+    )
+
+
+def stored_units(db: Path, subject: str) -> list[str]:
+    """Every stored copy's unit id, read with sqlite3 directly (not through the store)."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return sorted(
+            row[0] for row in conn.execute("SELECT unit_id FROM events WHERE subject = ?", (subject,))
+        )
+
+
+def attestation(history: History, target: str, **fields: Any) -> dict[str, Any]:
+    return history.event("author_attestation", key=AUTHOR, target=target, payload={"claim": target}, **fields)
+
+
+def raw_request(url: str, head: bytes) -> socket.socket:
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    sock.sendall(head)
+    return sock
+
+
+def read_status(sock: socket.socket, timeout: float = 10) -> int:
+    ready, _, _ = select.select([sock], [], [], timeout)
+    assert ready, "no answer"
+    data = sock.recv(65536)
+    return int(data.split(b" ", 2)[1])
 
 
 @pytest.fixture(scope="module")

@@ -16,11 +16,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import AUTHOR, HOSTILE_TITLE, REGISTRY_CODE, MirrorStore, Served, make_store
-from test_mirror_post import attestation
-from test_mirror_routes import code_of
 
 from pith_graph.store import EventStore
+
+from .conftest import (
+    AUTHOR,
+    HOSTILE_TITLE,
+    REGISTRY_CODE,
+    MirrorStore,
+    Served,
+    attestation,
+    code_of,
+    make_store,
+)
 
 ARTIFACTS = Path(
     os.environ.get("PITH_GRAPH_ARTIFACTS", Path(__file__).parents[2] / "build" / "test-artifacts")

@@ -10,17 +10,12 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from conftest import REGISTRY_CODE, make_store, run_cli
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from pith_graph import codes
 
-
-def reference_sha256(value: Any) -> str:
-    return hashlib.sha256(
-        json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    ).hexdigest()
+from .conftest import REGISTRY_CODE, make_store, reference_sha256, run_cli
 
 
 def one_error_line(result: Any, code: str) -> None:

@@ -6,41 +6,31 @@ import copy
 import json
 import select
 import signal
-import socket
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-import httpx
 import pytest
-from conftest import AUTHOR, REGISTRY_CODE, STRANGER, MirrorStore, Served, make_store
-from test_mirror_routes import assert_error, code_of
 
 from pith_graph import codes
 from pith_graph.testing import History, make_event
 
-JSON_HEADERS = {"content-type": "application/json"}
-
-
-def post(client: httpx.Client, history: History, event: Any, **headers: str) -> httpx.Response:
-    body = event if isinstance(event, bytes) else json.dumps(event).encode()
-    return client.post(
-        f"/pith/{code_of(history.subject)}/events", content=body, headers={**JSON_HEADERS, **headers}
-    )
-
-
-def stored_units(db: Path, subject: str) -> list[str]:
-    """Every stored copy's unit id, read with sqlite3 directly (not through the store)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        return sorted(
-            row[0] for row in conn.execute("SELECT unit_id FROM events WHERE subject = ?", (subject,))
-        )
-
-
-def attestation(history: History, target: str, **fields: Any) -> dict[str, Any]:
-    return history.event("author_attestation", key=AUTHOR, target=target, payload={"claim": target}, **fields)
+from .conftest import (
+    AUTHOR,
+    JSON_HEADERS,
+    REGISTRY_CODE,
+    STRANGER,
+    MirrorStore,
+    Served,
+    assert_error,
+    attestation,
+    code_of,
+    make_store,
+    post,
+    raw_request,
+    read_status,
+    stored_units,
+)
 
 
 def test_a_valid_event_is_201_applied_then_200_already_held(
@@ -176,27 +166,13 @@ def test_a_subject_the_mirror_does_not_hold_is_404(mirror: Served, mirror_store:
         )
 
 
-def _raw_request(url: str, head: bytes) -> socket.socket:
-    parts = urlsplit(url)
-    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
-    sock.sendall(head)
-    return sock
-
-
-def _read_status(sock: socket.socket, timeout: float = 10) -> int:
-    ready, _, _ = select.select([sock], [], [], timeout)
-    assert ready, "no answer"
-    data = sock.recv(65536)
-    return int(data.split(b" ", 2)[1])
-
-
 def test_a_declared_oversized_body_is_413_before_it_is_sent(mirror: Served) -> None:
     head = (
         f"POST /pith/{REGISTRY_CODE}/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         f"Content-Length: {50 * 1024 * 1024}\r\n\r\n"
     ).encode()
-    with _raw_request(mirror.url, head) as sock:
-        assert _read_status(sock) == 413  # answered although not one byte of the body was sent
+    with raw_request(mirror.url, head) as sock:
+        assert read_status(sock) == 413  # answered although not one byte of the body was sent
 
 
 def test_an_undeclared_oversized_body_is_refused_while_reading(mirror: Served) -> None:
@@ -206,17 +182,17 @@ def test_an_undeclared_oversized_body_is_refused_while_reading(mirror: Served) -
     ).encode()
     chunk = b"%x\r\n%s\r\n" % (64 * 1024, b" " * (64 * 1024))
     sent = 0
-    with _raw_request(mirror.url, head) as sock:
+    with raw_request(mirror.url, head) as sock:
         status = None
         for _ in range(320):  # at most 20 MiB, far past the 1 MiB limit
             ready, _, _ = select.select([sock], [], [], 0)
             if ready:
-                status = _read_status(sock)
+                status = read_status(sock)
                 break
             try:
                 sock.sendall(chunk)
             except OSError:  # the server stopped reading and closed: its answer is waiting
-                status = _read_status(sock)
+                status = read_status(sock)
                 break
             sent += 64 * 1024
         assert status == 413

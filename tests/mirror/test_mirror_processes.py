@@ -6,11 +6,23 @@ import json
 import time
 from pathlib import Path
 
-from conftest import AUTHOR, REGISTRY_CODE, STARTUP_S, make_store, new_history, run_cli, trusted_entries
-from test_mirror_post import _raw_request, _read_status, attestation, post
-from test_mirror_routes import assert_error, code_of
-
 from pith_graph import codes
+
+from .conftest import (
+    AUTHOR,
+    REGISTRY_CODE,
+    STARTUP_S,
+    assert_error,
+    attestation,
+    code_of,
+    make_store,
+    new_history,
+    post,
+    raw_request,
+    read_status,
+    run_cli,
+    trusted_entries,
+)
 
 
 def _children(pid: int) -> list[int]:
@@ -103,9 +115,9 @@ def test_a_client_too_slow_to_send_its_body_gets_408(tmp_path: Path) -> None:
             f"POST /pith/{REGISTRY_CODE}/events HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             "Content-Length: 100\r\n\r\n{"
         ).encode()
-        with _raw_request(served.url, head) as sock:
+        with raw_request(served.url, head) as sock:
             started = time.monotonic()
-            assert _read_status(sock, timeout=10) == 408
+            assert read_status(sock, timeout=10) == 408
             assert time.monotonic() - started < 5
     finally:
         served.stop()

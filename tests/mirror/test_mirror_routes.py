@@ -5,38 +5,24 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-from conftest import HOSTILE_TITLE, REGISTRY_BUNDLE, REGISTRY_CODE, MirrorStore, Served, run_cli, title_of
 
 from pith_graph import codes
 
-
-def compact(value: Any) -> bytes:
-    """How the registry serialises a document (FORMAT-FACTS), with the standard library."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def reference_sha256(value: Any) -> str:
-    return hashlib.sha256(
-        json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-    ).hexdigest()
-
-
-def code_of(number: str) -> str:
-    return number.rsplit(":", 1)[1]
-
-
-def assert_error(response: httpx.Response, status: int, error: str) -> dict[str, Any]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body: dict[str, Any] = response.json()
-    assert body["error"] == error
-    assert isinstance(body["message"], str) and body["message"]
-    assert "Traceback" not in response.text
-    return body
+from .conftest import (
+    HOSTILE_TITLE,
+    REGISTRY_BUNDLE,
+    REGISTRY_CODE,
+    MirrorStore,
+    Served,
+    assert_error,
+    code_of,
+    compact,
+    reference_sha256,
+    run_cli,
+    title_of,
+)
 
 
 def test_state_json_is_the_registry_embedded_state_byte_for_byte(mirror: Served) -> None:
