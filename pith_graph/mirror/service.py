@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import hashlib
 import json
 import queue
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
@@ -34,7 +35,7 @@ from pith_graph import codes
 from pith_graph.canonical import canonical_json, compact_json_parsed, loads, sha256_hex
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError
-from pith_graph.events import MAX_EVENT_BYTES, check_event, inspect_event
+from pith_graph.events import MAX_EVENT_BYTES, CheckedEvent, check_event
 from pith_graph.keys import KeyRing
 from pith_graph.merge import MergeResult
 from pith_graph.mirror._storeview import ChangeWatch, StoreView, fetch_delta
@@ -42,7 +43,7 @@ from pith_graph.mirror.cache import DEFAULT_CAPACITY, VersionedCache
 from pith_graph.mirror.keyfile import MirrorKey
 from pith_graph.mirror.page import render_page
 from pith_graph.models import MERGE_VERSION
-from pith_graph.store import EventRow, EventStore, FactsRow, _signed
+from pith_graph.store import EventRow, EventStore, FactsRow, _ring_id, _signed
 from pith_graph.timestamps import parse_timestamp
 
 __all__ = [
@@ -188,8 +189,10 @@ class _Recorder:
 class _Submission(NamedTuple):
     subject: str
     tree: Any
+    #: The stage-1 outcome (valid): its facts and fragments are what the store keeps.
+    checked: CheckedEvent
     verdicts: list[tuple[bytes, bytes, bytes, bool]]
-    future: concurrent.futures.Future[bool]
+    future: concurrent.futures.Future[tuple[bool, int]]
 
 
 class GroupCommitWriter:
@@ -204,6 +207,7 @@ class GroupCommitWriter:
     def __init__(self, db: str, ring: KeyRing) -> None:
         self._db = db
         self._ring = ring
+        self._ring_id = _ring_id(ring)
         self._queue: queue.Queue[_Submission | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="pith-mirror-writer", daemon=True)
         self._failure: BaseException | None = None
@@ -221,14 +225,15 @@ class GroupCommitWriter:
             self._thread.join(timeout=30)
 
     def submit(
-        self, subject: str, tree: Any, verdicts: list[tuple[bytes, bytes, bytes, bool]]
-    ) -> concurrent.futures.Future[bool]:
-        """Queue an event that passed stage 1; the future says whether it was new, once committed."""
-        future: concurrent.futures.Future[bool] = concurrent.futures.Future()
+        self, subject: str, tree: Any, checked: CheckedEvent, verdicts: list[tuple[bytes, bytes, bytes, bool]]
+    ) -> concurrent.futures.Future[tuple[bool, int]]:
+        """Queue an event that passed stage 1; once committed, the future says whether it was new,
+        and the store's largest event seq after the commit."""
+        future: concurrent.futures.Future[tuple[bool, int]] = concurrent.futures.Future()
         if self._failure is not None:
             future.set_exception(self._failure)
         else:
-            self._queue.put(_Submission(subject, tree, verdicts, future))
+            self._queue.put(_Submission(subject, tree, checked, verdicts, future))
         return future
 
     def _run(self) -> None:
@@ -255,12 +260,13 @@ class GroupCommitWriter:
                     batch.append(more)
                 try:
                     results = self._commit(store, batch)
+                    (seq,) = store.backend.fetchall("SELECT coalesce(max(seq), 0) FROM events")[0]
                 except BaseException as exc:
                     for submission in batch:
                         submission.future.set_exception(exc)
                 else:
                     for submission, new in zip(batch, results, strict=True):
-                        submission.future.set_result(new)
+                        submission.future.set_result((new, seq))
         finally:
             store.close()
 
@@ -300,22 +306,46 @@ class GroupCommitWriter:
             if (row.subject, row.unit_id) in seen:
                 continue
             seen.add((row.subject, row.unit_id))
-            checked = inspect_event(submission.tree, subject=row.subject, uid=row.unit_id)
             adding.append(row)
-            facts.append(FactsRow.of(row.body, checked))
+            # Stage 1 passed, so its intrinsic part did: the facts are those of the stage-1 outcome.
+            facts.append(FactsRow.of(row.body, submission.checked))
             positions.append(position)
         results = [False] * len(batch)
         if adding:
             for position, new in zip(positions, store.backend.add(adding, [], facts), strict=True):
                 results[position] = new
-        # The verdicts stage 1 reached, so that the replay after this commit does not verify again.
+        # What stage 1 decided, kept as the store keeps a replay's verdicts: the key verdict
+        # under the mirror's keys (so the replay after this commit checks and writes nothing)
+        # and the signature verdicts (for replays under other keys). Derived caches, written
+        # by this thread only and without an fsync of their own (see _relaxed).
+        verdicts: dict[str, list[tuple[str, str, str | None]]] = {}
+        for row in adding:
+            verdicts.setdefault(row.subject, []).append((row.unit_id, row.digest, None))
         for submission in batch:
             for verdict in submission.verdicts:
                 store.cache.record(*verdict)
-        store.cache.flush()
+        with _relaxed(store):
+            for subject, kept in verdicts.items():
+                store.backend.add_key_verdicts(self._ring_id, subject, kept)
+            store.cache.flush()
         self.batches += 1
         self.committed += sum(results)
         return results
+
+
+@contextlib.contextmanager
+def _relaxed(store: EventStore) -> Iterator[None]:
+    """Writes of derived caches only (signature verdicts, facts, key verdicts) without their own fsync.
+
+    WAL with ``synchronous=NORMAL``: a crash may lose the last of these writes,
+    never corrupt the file, and they are recomputed from the stored events when
+    missing. Events are always committed with ``synchronous=FULL``.
+    """
+    store.backend.conn.execute("PRAGMA synchronous=NORMAL")
+    try:
+        yield
+    finally:
+        store.backend.conn.execute("PRAGMA synchronous=FULL")
 
 
 def _load_ring(path: str | None) -> KeyRing:
@@ -388,6 +418,9 @@ class Mirror:
         store: EventStore | None = getattr(self._local, "store", None)
         if store is None:
             store = self._local.store = EventStore(self.config.db, create=False)
+            # Reader threads write only derived caches (a replay keeps facts and key
+            # verdicts): no fsync of their own, as in _relaxed.
+            store.backend.conn.execute("PRAGMA synchronous=NORMAL")
         return store
 
     async def off(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -549,18 +582,24 @@ class Mirror:
 
     # --- receiving events ----------------------------------------------------------
 
-    def _stage1(self, subject: str, tree: Any) -> tuple[str, list[tuple[bytes, bytes, bytes, bool]]]:
+    def _stage1(self, subject: str, tree: Any) -> tuple[CheckedEvent, list[tuple[bytes, bytes, bytes, bool]]]:
         recorder = _Recorder()
         checked = check_event(tree, subject=subject, keyring=self.ring, verifier=Verifier(cache=recorder))
         if checked.reason is not None:
             raise Rejected(checked.reason, checked.unit_id)
-        return checked.unit_id, recorder.verdicts
+        return checked, recorder.verdicts
+
+    async def _sync_to(self, seq: int) -> None:
+        """Bring :attr:`view` at least to event ``seq`` (one refresh serves every request of a batch)."""
+        while self.view.events_seq < seq:
+            await self.sync(force=True)
 
     async def post(self, subject: str, tree: Any) -> PostOutcome:
         """Stage 1 under the mirror's keys, then store (durably) and report; :class:`Rejected` stores nothing."""
-        uid, verdicts = await self.off(self._stage1, subject, tree)
-        new = await asyncio.wrap_future(self.writer.submit(subject, tree, verdicts))
-        await self.sync(force=True)
+        checked, verdicts = await self.off(self._stage1, subject, tree)
+        uid = checked.unit_id
+        new, seq = await asyncio.wrap_future(self.writer.submit(subject, tree, checked, verdicts))
+        await self._sync_to(seq)
         state = await self.state(subject)
         status, reason = state.status(uid)
         return PostOutcome(uid, new, status, reason, status == codes.MIRROR_APPLIED, state.state_sha256)
