@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import re
@@ -71,23 +72,55 @@ def error_response(
     return JSONResponse(body, status_code=status, headers={"Cache-Control": "no-store", **(headers or {})})
 
 
-def _matches(header: str | None, etag: str) -> bool:
+def _matches(header: bytes | None, etag: str) -> bool:
     """Whether an ``If-None-Match`` header names ``etag`` (weak comparison, RFC 9110 §13.1.2)."""
     if header is None:
         return False
-    for candidate in header.split(","):
+    for candidate in header.decode("latin-1").split(","):
         candidate = candidate.strip()
         if candidate == "*" or candidate.removeprefix("W/") == f'"{etag}"':
             return True
     return False
 
 
+class _Prepared(Response):
+    """A response whose header block was built once, for a cached document (the hot path)."""
+
+    def __init__(self, body: bytes, raw_headers: list[tuple[bytes, bytes]], status_code: int = 200) -> None:
+        self.status_code = status_code
+        self.body = body
+        self.background = None
+        self.raw_headers = raw_headers
+
+
+@functools.lru_cache(maxsize=4096)
+def _document_headers(
+    etag: str, length: int, media_type: str
+) -> tuple[list[tuple[bytes, bytes]], list[tuple[bytes, bytes]]]:
+    """The header blocks of a document: for 200 and for 304."""
+    common = [
+        (b"etag", f'"{etag}"'.encode()),
+        (b"cache-control", _DOCUMENT_CACHE.encode()),
+        (b"access-control-allow-origin", b"*"),
+    ]
+    full = [(b"content-length", str(length).encode()), (b"content-type", media_type.encode()), *common]
+    return full, common
+
+
+def _header(request: Request, name: bytes) -> bytes | None:
+    """One request header, read from the ASGI scope (cheaper than building ``request.headers``)."""
+    for key, value in request.scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
 def document_response(request: Request, document: Document, media_type: str = JSON) -> Response:
     """A cached document, or ``304`` when the client holds it already."""
-    headers = {"ETag": f'"{document.etag}"', "Cache-Control": _DOCUMENT_CACHE, **_PUBLIC}
-    if _matches(request.headers.get("if-none-match"), document.etag):
-        return Response(status_code=304, headers=headers)
-    return Response(document.body, media_type=media_type, headers=headers)
+    full, common = _document_headers(document.etag, len(document.body), media_type)
+    if _matches(_header(request, b"if-none-match"), document.etag):
+        return _Prepared(b"", common, 304)
+    return _Prepared(document.body, full)
 
 
 def _json(value: Any, *, status: int = 200, public: bool = True) -> Response:
@@ -100,14 +133,14 @@ def _mirror(request: Request) -> Mirror:
     return mirror
 
 
-async def _subject(request: Request) -> str:
+async def _subject(request: Request, mirror: Mirror) -> str:
     """The held subject the path's ``{code}`` names; 404 for a malformed code or one not held."""
     code = request.path_params["code"]
     if not _CODE_RE.fullmatch(code):
         raise HttpError(
             404, codes.E_NOT_FOUND, "not a Pith Number code (26 characters of base32, A-Z and 2-7)"
         )
-    subject = await _mirror(request).subject(code)
+    subject = await mirror.subject(code)
     if subject is None:
         raise HttpError(
             404, codes.E_STORE_UNKNOWN_SUBJECT, f"this mirror holds no record with the code {code}"
@@ -120,27 +153,28 @@ async def _subject(request: Request) -> str:
 
 async def state_json(request: Request) -> Response:
     """``GET /pith/{code}/state.json``."""
-    subject = await _subject(request)
-    state = await _mirror(request).state(subject)
+    mirror = _mirror(request)
+    state = await mirror.state(await _subject(request, mirror))
     return document_response(request, state.document)
 
 
 async def bundle_json(request: Request) -> Response:
     """``GET /pith/{code}/bundle.json`` and ``/.well-known/pith/{code}/bundle.json``."""
-    subject = await _subject(request)
-    return document_response(request, await _mirror(request).bundle(subject))
+    mirror = _mirror(request)
+    return document_response(request, await mirror.bundle(await _subject(request, mirror)))
 
 
 async def events_json(request: Request) -> Response:
     """``GET /api/pith-number/{code}/events.json``."""
-    subject = await _subject(request)
-    return document_response(request, await _mirror(request).events(subject))
+    mirror = _mirror(request)
+    return document_response(request, await mirror.events(await _subject(request, mirror)))
 
 
 async def page(request: Request) -> Response:
     """``GET /pith/{code}``: the page for people."""
-    subject = await _subject(request)
-    return document_response(request, await _mirror(request).page(subject), "text/html; charset=utf-8")
+    mirror = _mirror(request)
+    page = await mirror.page(await _subject(request, mirror))
+    return document_response(request, page, "text/html; charset=utf-8")
 
 
 async def resolve(request: Request) -> Response:
@@ -304,7 +338,7 @@ async def post_event(request: Request) -> Response:
     content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type != JSON:
         raise HttpError(415, codes.E_UNSUPPORTED_MEDIA_TYPE, "send the event as application/json")
-    subject = await _subject(request)
+    subject = await _subject(request, mirror)
     body = await _read_body(request, mirror.config.max_body, mirror.config.body_timeout)
     try:
         tree = loads(body, max_bytes=mirror.config.max_body)
