@@ -48,8 +48,9 @@ def test_a_mirror_key_signs_the_bundle_and_is_published(tmp_path: Path) -> None:
     public = base64.b64decode(json.loads(key_file.read_text())["public_key_b64"])
     store = make_store(tmp_path, ())
     served = store.serve(
-        "--mirror-key", str(key_file), "--name", "Test Mirror", "--base-url", "https://mirror.example/"
-    )
+        "--mirror-key", str(key_file), "--name", "Test Mirror", "--base-url", "https://mirror.example/",
+        "--peer", "https://peer.example/",
+    )  # fmt: skip
     try:
         with served.client() as client:
             response = client.get(f"/pith/{REGISTRY_CODE}/bundle.json")
@@ -78,9 +79,11 @@ def test_a_mirror_key_signs_the_bundle_and_is_published(tmp_path: Path) -> None:
     assert bundle["mirror_hints"][-1]["name"] == "Test Mirror"
     assert base64.b64decode(published["public_key_b64"]) == public
     assert published["key_id"] == signature["key_id"]
-    (entry,) = manifest["mirrors"]
+    entry, peer = manifest["mirrors"]
     assert entry["public_key"]["public_key_b64"] == published["public_key_b64"]
     assert entry["mirror_type"] == "https" and entry["base_url"] == "https://mirror.example"
+    assert entry["status"] == "mirror" and peer["status"] == "peer"
+    assert peer["state_pattern"] == "https://peer.example/pith/{suffix}/state.json"
 
 
 def test_serve_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
