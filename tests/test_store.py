@@ -162,7 +162,9 @@ class StoreContract:
         assert set(invalid_by_id(default).values()) == {codes.REASON_UNKNOWN_KEY}
         explicit = store.state(history.subject, trusted_keys=history.trusted())
         opted_in = store.state(history.subject, trust_bundle_keys=True)
-        assert explicit.valid_event_count == opted_in.valid_event_count == 2
+        assert explicit.valid_event_count == 2
+        # merge-v1 §6 check 10: a stored (listed) key never creates the record.
+        assert invalid_by_id(opted_in) == {history.record_created["event_id"]: codes.REASON_BAD_RECORD}
         for kwargs in ({}, {"trusted_keys": history.trusted()}, {"trust_bundle_keys": True}):
             assert store.state(history.subject, **kwargs).to_json() == rebuild_state(
                 store.export_bundle(history.subject, **kwargs), **kwargs

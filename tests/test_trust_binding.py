@@ -9,7 +9,7 @@ from pith_graph.keys import REGISTRY_KEY_ID, REGISTRY_SIGNER_ID, KeyRing, Truste
 from pith_graph.rebuild import rebuild_state
 from pith_graph.testing import History, TestKey, make_event, record_created_payload
 
-REGISTRY = TestKey("bind-registry", signer_id="registry.example")
+REGISTRY = TestKey("bind-registry", signer_id="pith.science")
 MALLORY = TestKey("bind-mallory")
 
 

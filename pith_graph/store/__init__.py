@@ -325,7 +325,7 @@ class EventStore:
         if not trust_bundle_keys:
             return ring
         try:
-            return ring.union(KeyRing.from_entries(stored_keys))
+            return ring.union(KeyRing.from_entries(stored_keys, listed=True))
         except TrustError as exc:
             raise TrustError(f"stored public_keys: {exc.message}", code=exc.code) from exc
 

@@ -78,7 +78,7 @@ _FACTS_DECODER: Final = msgspec.msgpack.Decoder(EventFacts)
 def ring_id(ring: KeyRing) -> str:
     """What a key verdict depends on besides the copy: the trusted keys (material, key id,
     rotates_at, signer binding) and the rules that read them."""
-    described = [FACTS_RULE, KEY_CHECK_REVISION, ring.to_entries()]
+    described = [FACTS_RULE, KEY_CHECK_REVISION, ring.describe()]
     return hashlib.sha256(canonical_json(described)).hexdigest()[:32]
 
 
