@@ -83,6 +83,8 @@ P_EQUIVOCATION: Final = "equivocation"
 P_SNAPSHOT_SHAPE: Final = "snapshot_shape"
 P_KEY_ENTRY: Final = "key_entry_mismatch"
 P_PROOF: Final = "proof_invalid"
+#: An equivocation proof encloses a key the caller does not trust (issue 15).
+P_PROOF_UNTRUSTED_KEY: Final = "proof_untrusted_key"
 
 # --- error codes (exceptions) --------------------------------------------------------
 E_INTERNAL: Final = "internal_error"
