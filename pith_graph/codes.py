@@ -117,3 +117,7 @@ E_STORE_UNKNOWN_SUBJECT: Final = "store_unknown_subject"
 STORE_NEW: Final = "new"
 STORE_DUPLICATE: Final = "duplicate"
 STORE_INVALID: Final = "stored_invalid"
+#: Not stored: the copy fails stage 1 and arrived by sync (network input keeps no evidence; issue 15).
+STORE_REFUSED: Final = "refused"
+#: A subject that is not a Pith Number (nor the short form of a stored one).
+E_BAD_SUBJECT: Final = "bad_subject"
