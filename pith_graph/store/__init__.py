@@ -484,7 +484,7 @@ class EventStore:
     def _ring(self, trusted_keys: TrustedKeys, trust_bundle_keys: bool, stored_keys: Iterable[Mapping[str, Any]]) -> KeyRing:
         """The caller's keys (default: the registry key), plus the stored ones only on request.
 
-        merge-v1: a bundle never vouches for itself, and neither does a store; a stored
+        merge-v1 §4: a bundle never vouches for itself, and neither does a store; a stored
         key trusted on request is ``listed`` (it never creates records).
         """
         ring = coerce_ring(trusted_keys)
