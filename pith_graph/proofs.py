@@ -112,7 +112,9 @@ def proof_report(
     return Report("equivocation_proof", source, tuple(problems), facts)
 
 
-def verify_proof(obj: Any, *, trusted_keys: TrustedKeys = None, verifier: Verifier | None = None) -> list[Problem]:
+def verify_proof(
+    obj: Any, *, trusted_keys: TrustedKeys = None, verifier: Verifier | None = None
+) -> list[Problem]:
     """Check an equivocation proof offline; an empty list means it proves a fork.
 
     ``obj`` is the parsed proof; a mapping built in Python is first normalised

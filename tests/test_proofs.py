@@ -146,12 +146,22 @@ def test_proof_command_then_verify_command_with_real_processes(tmp_path: Path) -
     )
     assert made.returncode == 0, made.stderr
     [written] = sorted(out.iterdir())
-    assert subprocess.run([*cli, "verify", str(written), "--trusted-keys", str(keys)], capture_output=True, check=False).returncode == 0
+    assert (
+        subprocess.run(
+            [*cli, "verify", str(written), "--trusted-keys", str(keys)], capture_output=True, check=False
+        ).returncode
+        == 0
+    )
     altered = json.loads(written.read_text(encoding="utf-8"))
     _edit_payload(altered["events"][1])
     broken = tmp_path / "broken-proof.json"
     broken.write_text(json.dumps(altered), encoding="utf-8")
-    checked = subprocess.run([*cli, "verify", str(broken), "--trusted-keys", str(keys)], capture_output=True, text=True, check=False)
+    checked = subprocess.run(
+        [*cli, "verify", str(broken), "--trusted-keys", str(keys)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert checked.returncode == 1
     assert codes.P_PROOF in checked.stdout
 
@@ -171,7 +181,9 @@ def _self_vouching_proof(tmp_path: Path) -> Path:
     """Mallory forks her own stream and encloses her key under the registry's key id and signer."""
     impostor = TestKey("proof-impostor", key_id=REGISTRY_KEY_ID, signer_id="pith.science")
     history = History.new(impostor)
-    forks = [history.event("graph_snapshot", payload={"graph_snapshot": {"v": n}}, prev_event=None) for n in (1, 2)]
+    forks = [
+        history.event("graph_snapshot", payload={"graph_snapshot": {"v": n}}, prev_event=None) for n in (1, 2)
+    ]
     [proof] = make_proofs(history.bundle(forks), trusted_keys=[impostor.entry(signer_id="pith.science")])
     path = tmp_path / "proof.json"
     path.write_text(json.dumps(proof), encoding="utf-8")
@@ -186,9 +198,13 @@ def test_a_proof_signed_by_a_key_naming_itself_the_registry_is_untrusted(tmp_pat
     assert problem.code == codes.P_PROOF_UNTRUSTED_KEY and "fingerprint" in problem.message
     cli = [sys.executable, "-m", "pith_graph"]
     for extra in ([], ["--trusted-keys", str(_files(tmp_path)[1])]):
-        checked = subprocess.run([*cli, "verify", str(path), *extra], capture_output=True, text=True, check=False)
+        checked = subprocess.run(
+            [*cli, "verify", str(path), *extra], capture_output=True, text=True, check=False
+        )
         assert checked.returncode == 1, checked.stdout
-        assert codes.P_PROOF_UNTRUSTED_KEY in checked.stdout and "equivocation_proof: FAILED" in checked.stdout
+        assert (
+            codes.P_PROOF_UNTRUSTED_KEY in checked.stdout and "equivocation_proof: FAILED" in checked.stdout
+        )
         assert f"key_id: {REGISTRY_KEY_ID}" in checked.stdout
 
 
@@ -197,7 +213,13 @@ def test_a_trusted_proof_report_names_its_key(tmp_path: Path) -> None:
     [proof] = _proofs(FORKED.events)
     path = tmp_path / "p.json"
     path.write_text(json.dumps(proof), encoding="utf-8")
-    checked = subprocess.run([sys.executable, "-m", "pith_graph", "verify", str(path), "--trusted-keys", str(keys)],
-                             capture_output=True, text=True, check=False)
+    checked = subprocess.run(
+        [sys.executable, "-m", "pith_graph", "verify", str(path), "--trusted-keys", str(keys)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert checked.returncode == 0, checked.stdout
-    assert f"key_id: {ALICE.key_id}" in checked.stdout and f"fingerprint: {ALICE.fingerprint}" in checked.stdout
+    assert (
+        f"key_id: {ALICE.key_id}" in checked.stdout and f"fingerprint: {ALICE.fingerprint}" in checked.stdout
+    )

@@ -83,7 +83,9 @@ def cmd_append(args: argparse.Namespace) -> int:
     data = sys.stdin.buffer.read() if args.event == "-" else Path(args.event)
     event = read_json(data)
     if isinstance(event, dict) and ("events" in event or "bundle_type" in event):
-        raise InputError(f"{args.event} is a bundle, not an event: use `pith-graph store import`", code=codes.E_USAGE)
+        raise InputError(
+            f"{args.event} is a bundle, not an event: use `pith-graph store import`", code=codes.E_USAGE
+        )
     with _open(args) as store:
         result: AppendResult = store.append(
             event, subject=args.subject, trusted_keys=load_ring(args.trusted_keys)
@@ -127,7 +129,9 @@ def cmd_log(args: argparse.Namespace) -> int:
         verdict = "applied" if event.applied else f"invalid:{event.reason}" if event.reason else "not-applied"
         # Each copy's own stage-1 verdict beside its unit's: a forged copy of a valid unit shows as what it is.
         own = "valid" if event.copy_reason is None else f"invalid:{event.copy_reason}"
-        print(f"{event.unit_id} {event.event_type or '-'} {verdict} copy={event.digest[:16]} copy-verdict={own}")
+        print(
+            f"{event.unit_id} {event.event_type or '-'} {verdict} copy={event.digest[:16]} copy-verdict={own}"
+        )
     return EXIT_OK
 
 
@@ -161,8 +165,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"mismatch: {mismatch}")
     checked = ", ".join(f"{n} {table}" for table, n in report.checked.items())
     ignored = ", ".join(f"{n} {table}" for table, n in report.ignored.items() if n)
-    print(f"{args.db}: {'ok' if report.ok else f'{len(report.mismatches)} mismatch(es)'}; checked {checked}"
-          + (f"; never read, not checked: {ignored}" if ignored else ""))
+    print(
+        f"{args.db}: {'ok' if report.ok else f'{len(report.mismatches)} mismatch(es)'}; checked {checked}"
+        + (f"; never read, not checked: {ignored}" if ignored else "")
+    )
     return EXIT_OK if report.ok else EXIT_PROBLEMS
 
 
@@ -211,4 +217,6 @@ def register(subparsers: Any) -> None:
         metavar="FILE",
         help="JSON array of trusted key entries: only copies valid under them are stored (default: the registry key)",
     )
-    command("check", "re-derive every cached verdict from the stored bodies (exit 1 on a mismatch)", cmd_check)
+    command(
+        "check", "re-derive every cached verdict from the stored bodies (exit 1 on a mismatch)", cmd_check
+    )

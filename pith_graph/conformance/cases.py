@@ -493,20 +493,46 @@ def _listed_key_cases() -> list[Case]:
     base = _base()
     listed = base.bundle()
     listed["public_keys"] = [*listed["public_keys"], UNTRUSTED.entry(signer_id=UNTRUSTED.signer_id)]
-    hint = make_event(UNTRUSTED, subject=base.subject, event_type="mirror_hint", target="mirror",
-                      payload={"url": "https://mallory.example/p"}, created_at=timestamp(40))
-    record = make_event(UNTRUSTED, subject=base.subject, event_type="record_created",
-                        payload=record_created_payload(base.history.canonical_record, UNTRUSTED), created_at=timestamp(41))
+    hint = make_event(
+        UNTRUSTED,
+        subject=base.subject,
+        event_type="mirror_hint",
+        target="mirror",
+        payload={"url": "https://mallory.example/p"},
+        created_at=timestamp(40),
+    )
+    record = make_event(
+        UNTRUSTED,
+        subject=base.subject,
+        event_type="record_created",
+        payload=record_created_payload(base.history.canonical_record, UNTRUSTED),
+        created_at=timestamp(41),
+    )
     cases = []
     for case_id, events, what in (
-        ("listed-key-signs-event", [hint], "an event signed by a key the bundle lists but the trusted keys do not (unknown_key)"),
-        ("listed-key-creates-record", [record, hint],
-         "a second record_created and an event, both signed by a key only the bundle lists (unknown_key)"),
+        (
+            "listed-key-signs-event",
+            [hint],
+            "an event signed by a key the bundle lists but the trusted keys do not (unknown_key)",
+        ),
+        (
+            "listed-key-creates-record",
+            [record, hint],
+            "a second record_created and an event, both signed by a key only the bundle lists (unknown_key)",
+        ),
     ):
         bundle = dict(listed)
         bundle["events"] = [*base.events, *events]
-        cases.append(Case(case_id, what, ("listed_key", "unknown_key"), bundle, base.trusted(),
-                          {e["event_id"]: "unknown_key" for e in events}))
+        cases.append(
+            Case(
+                case_id,
+                what,
+                ("listed_key", "unknown_key"),
+                bundle,
+                base.trusted(),
+                {e["event_id"]: "unknown_key" for e in events},
+            )
+        )
     return cases
 
 
@@ -522,23 +548,43 @@ def _signature_shape_cases() -> list[Case]:
     assert respelt != text and base64.b64decode(respelt) == base64.b64decode(text)
     loose = copy.deepcopy(tip)
     loose["signature"]["signature_b64"] = respelt
-    outcome = Outcome([*without(base, tip["event_id"]), loose], {tip["event_id"]: "bad_signature"},
-                      description="signature_b64 with a unused bit set: the same 64 bytes, not their canonical base64 (bad_signature)")
+    outcome = Outcome(
+        [*without(base, tip["event_id"]), loose],
+        {tip["event_id"]: "bad_signature"},
+        description="signature_b64 with a unused bit set: the same 64 bytes, not their canonical base64 (bad_signature)",
+    )
     cases.append(_case("signature-non-canonical-base64", ["signature_shape", "bad_signature"], base, outcome))
     padded = copy.deepcopy(tip)
     padded["signature"]["pad"] = "x" * 64
-    outcome = Outcome([*without(base, tip["event_id"]), padded], {tip["event_id"]: "malformed"},
-                      description="a signature object with a member v1 does not have (malformed)")
+    outcome = Outcome(
+        [*without(base, tip["event_id"]), padded],
+        {tip["event_id"]: "malformed"},
+        description="a signature object with a member v1 does not have (malformed)",
+    )
     cases.append(_case("signature-extra-member", ["signature_shape", "malformed"], base, outcome))
     huge = copy.deepcopy(tip)
     huge["signature"]["signature_b64"] = "A" * MAX_EVENT_BYTES
-    outcome = Outcome([*without(base, tip["event_id"]), huge], {tip["event_id"]: "malformed"},
-                      description="a signature member so large that the whole event exceeds 1 MiB (malformed)")
+    outcome = Outcome(
+        [*without(base, tip["event_id"]), huge],
+        {tip["event_id"]: "malformed"},
+        description="a signature member so large that the whole event exceeds 1 MiB (malformed)",
+    )
     cases.append(_case("signature-oversized-member", ["signature_shape", "malformed"], base, outcome))
     kept = copy.deepcopy(tip)
     kept["signature"]["pad"] = "x" * 64
-    outcome = Outcome([*base.events, kept, loose], {}, description="a valid copy beside a padded and a re-spelt copy: the unit is valid")
-    cases.append(_case("signature-copies-one-valid", ["signature_shape", "duplicates", "copies_disagree", "valid"], base, outcome))
+    outcome = Outcome(
+        [*base.events, kept, loose],
+        {},
+        description="a valid copy beside a padded and a re-spelt copy: the unit is valid",
+    )
+    cases.append(
+        _case(
+            "signature-copies-one-valid",
+            ["signature_shape", "duplicates", "copies_disagree", "valid"],
+            base,
+            outcome,
+        )
+    )
     return cases
 
 
@@ -546,14 +592,30 @@ def _record_creation_cases() -> list[Case]:
     """A second trusted key, bound to its own signer, creating the record with its own receipt."""
     base = _base()
     alice = SIGNERS[1]
-    record = make_event(alice, subject=base.subject, event_type="record_created",
-                        payload=record_created_payload(base.history.canonical_record, alice), created_at=timestamp(42))
-    outcome = Outcome([*base.events, record], {record["event_id"]: "bad_record"},
-                      description="a record_created and its receipt signed by a trusted key bound to alice.example, not the registry (bad_record)")
+    record = make_event(
+        alice,
+        subject=base.subject,
+        event_type="record_created",
+        payload=record_created_payload(base.history.canonical_record, alice),
+        created_at=timestamp(42),
+    )
+    outcome = Outcome(
+        [*base.events, record],
+        {record["event_id"]: "bad_record"},
+        description="a record_created and its receipt signed by a trusted key bound to alice.example, not the registry (bad_record)",
+    )
     return [_case("record-created-by-second-trusted-key", ["record_creation", "bad_record"], base, outcome)]
 
 
 def generated_cases() -> list[Case]:
     """The cases built from scenarios and mutations, in index order (before the registry's bundle)."""
-    return [*_reason_cases(), *_malformed_cases(), *_history_cases(), *_text_cases(), _large_case(),
-            *_listed_key_cases(), *_signature_shape_cases(), *_record_creation_cases()]
+    return [
+        *_reason_cases(),
+        *_malformed_cases(),
+        *_history_cases(),
+        *_text_cases(),
+        _large_case(),
+        *_listed_key_cases(),
+        *_signature_shape_cases(),
+        *_record_creation_cases(),
+    ]

@@ -83,7 +83,14 @@ from pith_graph.store._facts import (
     stored_checked,
 )
 from pith_graph.store._schema import SCHEMA_VERSION
-from pith_graph.store._source import SourceError, SourceEvent, SourceFile, SourceItem, check_item, check_subject
+from pith_graph.store._source import (
+    SourceError,
+    SourceEvent,
+    SourceFile,
+    SourceItem,
+    check_item,
+    check_subject,
+)
 from pith_graph.store._sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteBackend
 
 __all__ = [
@@ -129,8 +136,13 @@ class AppendResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON values."""
-        return {"status": self.status, "subject": self.subject, "unit_id": self.unit_id,
-                "digest": self.digest, "reason": self.reason}
+        return {
+            "status": self.status,
+            "subject": self.subject,
+            "unit_id": self.unit_id,
+            "digest": self.digest,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,7 +192,6 @@ class StoredEvent:
         return loads(self.body)
 
 
-
 class _Replay(NamedTuple):
     """A replay's outcome: the merge result, the copy rows it read, each copy's stage-1
     outcome (same order), and the subject's parsed items by kind."""
@@ -192,7 +203,11 @@ class _Replay(NamedTuple):
 
 
 #: :meth:`Backend.add_checked` outcomes as the statuses an append reports (ADDED depends on the verdict).
-_NOT_STORED: Final = {PRESENT: codes.STORE_DUPLICATE, UNIT_STORED: codes.STORE_DUPLICATE, REFUSED: codes.STORE_REFUSED}
+_NOT_STORED: Final = {
+    PRESENT: codes.STORE_DUPLICATE,
+    UNIT_STORED: codes.STORE_DUPLICATE,
+    REFUSED: codes.STORE_REFUSED,
+}
 #: Times an append retries rows whose unit had copies not yet checked under its keys.
 _SETTLE_ROUNDS: Final = 3
 #: ``pith:`` + the first 8 characters of a code: a short Pith Number.
@@ -201,7 +216,9 @@ _SHORT_RE: Final = re.compile(r"pith:[A-Z2-7]{8}")
 _SYNC_BATCH: Final = 2000
 
 
-def _source_rows(other: EventStore | SourceFile) -> tuple[Callable[[], Iterator[SourceEvent]], Callable[[], Iterator[SourceItem]]]:
+def _source_rows(
+    other: EventStore | SourceFile,
+) -> tuple[Callable[[], Iterator[SourceEvent]], Callable[[], Iterator[SourceItem]]]:
     """How to read a sync source's event and item rows (each call reads them again, in batches)."""
     if isinstance(other, SourceFile):
         return other.events, other.items
@@ -211,7 +228,9 @@ def _source_rows(other: EventStore | SourceFile) -> tuple[Callable[[], Iterator[
             check_subject(subject, "sync source")
             for row in other.backend.event_rows(subject):
                 yield SourceEvent(
-                    subject, row.body if len(row.body) <= MAX_EVENT_BYTES else None, f"sync source: an event of {subject}"
+                    subject,
+                    row.body if len(row.body) <= MAX_EVENT_BYTES else None,
+                    f"sync source: an event of {subject}",
                 )
 
     def items() -> Iterator[SourceItem]:
@@ -230,7 +249,9 @@ def _source_tree(found: SourceEvent) -> Any:
     try:
         return loads(found.body)
     except InputError as exc:
-        raise SourceError(f"{found.where}: body is not JSON ({exc.message})", code=codes.E_STORE_CORRUPT) from exc
+        raise SourceError(
+            f"{found.where}: body is not JSON ({exc.message})", code=codes.E_STORE_CORRUPT
+        ) from exc
 
 
 class EventStore:
@@ -301,22 +322,34 @@ class EventStore:
         """The full Pith Number ``subject`` names: itself, or the one stored number a short
         form (``pith:`` + 8 characters) abbreviates. Anything else is ``bad_subject``."""
         if not isinstance(subject, str):
-            raise InputError(f"a subject must be a Pith Number, not {type(subject).__name__}", code=codes.E_BAD_SUBJECT)
+            raise InputError(
+                f"a subject must be a Pith Number, not {type(subject).__name__}", code=codes.E_BAD_SUBJECT
+            )
         if PITH_NUMBER_RE.fullmatch(subject):
             return subject
         if _SHORT_RE.fullmatch(subject):
-            matches = [s for s in self.subjects() if PITH_NUMBER_RE.fullmatch(s) and short_pith_number(s) == subject]
+            matches = [
+                s for s in self.subjects() if PITH_NUMBER_RE.fullmatch(s) and short_pith_number(s) == subject
+            ]
             if len(matches) == 1:
                 return matches[0]
             found = "no stored subject" if not matches else f"{len(matches)} stored subjects"
-            raise InputError(f"short Pith Number {subject} names {found}: give the full number", code=codes.E_BAD_SUBJECT)
+            raise InputError(
+                f"short Pith Number {subject} names {found}: give the full number", code=codes.E_BAD_SUBJECT
+            )
         raise InputError(
             f"subject {subject!r} is not a Pith Number (pith:YEAR:26 base32 characters, or pith: + 8 of a stored one)",
             code=codes.E_BAD_SUBJECT,
         )
 
     def _store_copies(
-        self, subject: str, trees: Sequence[Any], ring: KeyRing, *, keep_invalid: bool, items: Sequence[ItemRow] = ()
+        self,
+        subject: str,
+        trees: Sequence[Any],
+        ring: KeyRing,
+        *,
+        keep_invalid: bool,
+        items: Sequence[ItemRow] = (),
     ) -> list[AppendResult]:
         """Run stage 1 on received copies under ``ring`` and store them (docs/merge-v1.md, "A unit is stored once").
 
@@ -332,7 +365,9 @@ class EventStore:
             for row, tree in zip(rows, trees, strict=True):
                 inspected = inspect_event(tree, subject=subject, uid=row.unit_id)
                 final = check_keys(inspected, subject=subject, keyring=ring, verifier=verifier)
-                checked.append(CheckedRow(FactsRow.of(row.body, inspected), final.reason, inspected.reason is None))
+                checked.append(
+                    CheckedRow(FactsRow.of(row.body, inspected), final.reason, inspected.reason is None)
+                )
             ring_key = ring_row(ring)
             outcomes = self.backend.add_checked(rows, items, checked, ring_key, keep_invalid=keep_invalid)
             for _ in range(_SETTLE_ROUNDS):
@@ -341,18 +376,28 @@ class EventStore:
                     break
                 self._settle(subject, ring)
                 retried = self.backend.add_checked(
-                    [rows[i] for i in again], [], [checked[i] for i in again], ring_key, keep_invalid=keep_invalid
+                    [rows[i] for i in again],
+                    [],
+                    [checked[i] for i in again],
+                    ring_key,
+                    keep_invalid=keep_invalid,
                 )
                 for i, outcome in zip(again, retried, strict=True):
                     outcomes[i] = outcome
             if UNSETTLED in outcomes:
-                raise StoreError(f"stored copies of {subject} stay unchecked under these keys", code=codes.E_INTERNAL)
+                raise StoreError(
+                    f"stored copies of {subject} stay unchecked under these keys", code=codes.E_INTERNAL
+                )
         finally:
             self.cache.flush()
         return [
             AppendResult(
-                _NOT_STORED.get(outcome) or (codes.STORE_NEW if check.reason is None else codes.STORE_INVALID),
-                subject, row.unit_id, row.digest, check.reason,
+                _NOT_STORED.get(outcome)
+                or (codes.STORE_NEW if check.reason is None else codes.STORE_INVALID),
+                subject,
+                row.unit_id,
+                row.digest,
+                check.reason,
             )
             for row, check, outcome in zip(rows, checked, outcomes, strict=True)
         ]
@@ -373,7 +418,9 @@ class EventStore:
         """
         tree = parse_event(event)
         if isinstance(tree, dict) and (tree.get("bundle_type") == BUNDLE_TYPE or "events" in tree):
-            raise InputError("this is a bundle, not an event: store it with `store import`", code=codes.E_USAGE)
+            raise InputError(
+                "this is a bundle, not an event: store it with `store import`", code=codes.E_USAGE
+            )
         if subject is None:
             claimed = tree.get("subject_pith_number") if isinstance(tree, dict) else None
             if not isinstance(claimed, str):
@@ -384,7 +431,11 @@ class EventStore:
         return result
 
     def import_bundle(
-        self, bundle: DocumentSource | Document, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
+        self,
+        bundle: DocumentSource | Document,
+        *,
+        trusted_keys: TrustedKeys = None,
+        trust_bundle_keys: bool = False,
     ) -> ImportResult:
         """Store a bundle's events and bundle-level items (record, aliases, keys, hints, proofs).
 
@@ -392,22 +443,32 @@ class EventStore:
         being stored; ``trusted_keys``/``trust_bundle_keys`` decide the stage-1
         verdicts, as for :meth:`append`. Invalid copies are kept (evidence).
         """
-        return self._import(bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, keep_invalid=True)
+        return self._import(
+            bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, keep_invalid=True
+        )
 
     def _import(
-        self, bundle: DocumentSource | Document, *, trusted_keys: TrustedKeys, trust_bundle_keys: bool, keep_invalid: bool
+        self,
+        bundle: DocumentSource | Document,
+        *,
+        trusted_keys: TrustedKeys,
+        trust_bundle_keys: bool,
+        keep_invalid: bool,
     ) -> ImportResult:
         raw, model = load_bundle(bundle)
         subject = model.pith_number
         if not PITH_NUMBER_RE.fullmatch(subject):
-            raise InputError(f"the bundle's pith_number {subject!r} is not a Pith Number", code=codes.E_BAD_SUBJECT)
+            raise InputError(
+                f"the bundle's pith_number {subject!r} is not a Pith Number", code=codes.E_BAD_SUBJECT
+            )
         items: list[ItemRow] = []
         for kind, key in ITEM_KINDS.items():
             value = raw.get(key)
             values = [value] if kind == "record" else (value or [])
             items.extend(ItemRow(subject, kind, canonical_json_parsed(v)) for v in values if v is not None)
         listed = (
-            [loads(b) for k, b in self.backend.items(subject) if k == "public_key"] + list(raw.get("public_keys") or [])
+            [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
+            + list(raw.get("public_keys") or [])
             if trust_bundle_keys
             else []
         )
@@ -435,7 +496,9 @@ class EventStore:
         ring = coerce_ring(trusted_keys)
         if not isinstance(other, (EventStore, SourceFile)):
             result = self._import(other, trusted_keys=ring, trust_bundle_keys=False, keep_invalid=False)
-            return SyncResult(result.count(codes.STORE_NEW), result.items_added, result.count(codes.STORE_REFUSED))
+            return SyncResult(
+                result.count(codes.STORE_NEW), result.items_added, result.count(codes.STORE_REFUSED)
+            )
         events, items = _source_rows(other)
         # First pass: the whole source is checked before anything of it is stored.
         for found in events():
@@ -481,7 +544,9 @@ class EventStore:
         """Every subject the store holds something for, sorted."""
         return self.backend.subjects()
 
-    def _ring(self, trusted_keys: TrustedKeys, trust_bundle_keys: bool, stored_keys: Iterable[Mapping[str, Any]]) -> KeyRing:
+    def _ring(
+        self, trusted_keys: TrustedKeys, trust_bundle_keys: bool, stored_keys: Iterable[Mapping[str, Any]]
+    ) -> KeyRing:
         """The caller's keys (default: the registry key), plus the stored ones only on request.
 
         merge-v1 §4: a bundle never vouches for itself, and neither does a store; a stored
@@ -553,14 +618,21 @@ class EventStore:
             with gc_paused():  # thousands of small acyclic objects (see canonical.gc_paused)
                 copies = self._stage1(subject, rows, ring)
                 result = merge_copies(
-                    list(copies), as_is, subject=subject, aliases=items["alias"], trusted_keys=ring, verifier=self.verifier()
+                    list(copies),
+                    as_is,
+                    subject=subject,
+                    aliases=items["alias"],
+                    trusted_keys=ring,
+                    verifier=self.verifier(),
                 )
         finally:
             self.cache.forget()
             self.cache.flush()
         return _Replay(result, rows, copies, items)
 
-    def replay(self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False) -> MergeResult:
+    def replay(
+        self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
+    ) -> MergeResult:
         """Merge every stored copy of ``subject`` (merge-v1), reusing the signature cache.
 
         The warm path: no copy is parsed (stage-1 facts come from ``event_facts``),
@@ -579,7 +651,9 @@ class EventStore:
             raise StoreError("copy rows were read without their bodies", code=codes.E_INTERNAL)
         return whole
 
-    def state(self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False) -> State:
+    def state(
+        self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
+    ) -> State:
         """The merged state of ``subject``: byte for byte ``rebuild_state`` of :meth:`export_bundle`."""
         # The replay's per-copy objects die inside the pause, so the collection that
         # follows it only walks what the state keeps (see canonical.gc_paused).
@@ -605,15 +679,22 @@ class EventStore:
 
         return sorted(range(len(rows)), key=key)
 
-    def events(self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False) -> list[StoredEvent]:
+    def events(
+        self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
+    ) -> list[StoredEvent]:
         """Every stored copy of ``subject``: applied units in apply order, then the rest by unit id."""
         result, copy_rows, checks, _ = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
         rows = self._event_rows(copy_rows)
         applied = set(result.state.applied_event_ids)
         return [
             StoredEvent(
-                rows[i].unit_id, rows[i].digest, rows[i].body, rows[i].event_type,
-                result.reasons.get(rows[i].unit_id), rows[i].unit_id in applied, checks[i][1].reason,
+                rows[i].unit_id,
+                rows[i].digest,
+                rows[i].body,
+                rows[i].event_type,
+                result.reasons.get(rows[i].unit_id),
+                rows[i].unit_id in applied,
+                checks[i][1].reason,
             )
             for i in self._ordered(result, rows)
         ]

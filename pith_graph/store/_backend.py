@@ -43,10 +43,31 @@ REFUSED: Final = "refused"
 
 #: Tables :meth:`Backend.audit` reads, with the columns of each row it yields.
 AUDIT_TABLES: Final = {
-    "events": ("seq", "subject", "unit_id", "digest", "body", "event_type", "target", "signer_id", "prev_event", "created_at"),
+    "events": (
+        "seq",
+        "subject",
+        "unit_id",
+        "digest",
+        "body",
+        "event_type",
+        "target",
+        "signer_id",
+        "prev_event",
+        "created_at",
+    ),
     "items": ("seq", "subject", "kind", "digest", "body"),
-    "event_facts": ("seq", "rule", "reason", "facts", "signer_at", "signer_len", "signer_json",
-                    "payload_at", "payload_len", "payload_json"),
+    "event_facts": (
+        "seq",
+        "rule",
+        "reason",
+        "facts",
+        "signer_at",
+        "signer_len",
+        "signer_json",
+        "payload_at",
+        "payload_len",
+        "payload_json",
+    ),
     "key_verdicts": ("ring", "seq", "reason"),
     "key_rings": ("ring", "entries"),
     "signature_cache": ("public_key", "signature", "message", "valid"),
@@ -75,15 +96,22 @@ class Backend(Protocol):
 
     read_only: bool
 
-    def add(self, events: Sequence[EventRow], items: Sequence[ItemRow], facts: Sequence[FactsRow] | None = None) -> list[bool]:
+    def add(
+        self, events: Sequence[EventRow], items: Sequence[ItemRow], facts: Sequence[FactsRow] | None = None
+    ) -> list[bool]:
         """Store event rows, their facts and items atomically; per event row, whether it was new.
 
         ``facts[i]`` is :meth:`FactsRow.of` the ``i``-th row (computed from the body when not given).
         """
 
     def add_checked(
-        self, events: Sequence[EventRow], items: Sequence[ItemRow], checked: Sequence[CheckedRow], ring: Ring,
-        *, keep_invalid: bool,
+        self,
+        events: Sequence[EventRow],
+        items: Sequence[ItemRow],
+        checked: Sequence[CheckedRow],
+        ring: Ring,
+        *,
+        keep_invalid: bool,
     ) -> list[str]:
         """Store event rows checked under ``ring``, with their facts, key verdicts and items, atomically.
 
@@ -97,7 +125,9 @@ class Backend(Protocol):
         ``keyed`` row added or present is kept under it.
         """
 
-    def copies(self, subject: str, *, with_body: bool = False) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
+    def copies(
+        self, subject: str, *, with_body: bool = False
+    ) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
         """One snapshot of ``subject``: its copies joined with their facts (sorted by unit id, digest), and its items."""
 
     def add_facts(self, facts: Sequence[tuple[int, FactsRow]]) -> None:
@@ -189,5 +219,7 @@ class StoredSignatureCache:
         if self._backend.read_only:  # docs/store.md: reads never write; caching is skipped
             self._pending.clear()
             return
-        self._backend.add_signature_verdicts([SignatureVerdict(*key, valid) for key, valid in self._pending.items()])
+        self._backend.add_signature_verdicts(
+            [SignatureVerdict(*key, valid) for key, valid in self._pending.items()]
+        )
         self._pending.clear()

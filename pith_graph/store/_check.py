@@ -84,7 +84,13 @@ def check_store(backend: Backend) -> CheckReport:
         expected = EventRow.of(subject, tree)
         for name in ("unit_id", "digest", "event_type", "target", "signer_id", "prev_event", "created_at"):
             if getattr(row, name) != getattr(expected, name):
-                bad(Mismatch("events", f"seq {seq}", f"{name} is {getattr(row, name)!r}, the body says {getattr(expected, name)!r}"))
+                bad(
+                    Mismatch(
+                        "events",
+                        f"seq {seq}",
+                        f"{name} is {getattr(row, name)!r}, the body says {getattr(expected, name)!r}",
+                    )
+                )
         bodies[seq] = (subject, expected, tree)
     report.checked["events"] = len(bodies)
     _check_items(backend, report)
@@ -121,16 +127,22 @@ def _check_facts(backend: Backend, report: CheckReport, bodies: dict[int, tuple[
         count += 1
         found = bodies.get(seq)
         if found is None:
-            report.mismatches.append(Mismatch("event_facts", f"seq {seq}", "facts of no readable stored copy"))
+            report.mismatches.append(
+                Mismatch("event_facts", f"seq {seq}", "facts of no readable stored copy")
+            )
             continue
         subject, row, tree = found
         if tuple(stored) != tuple(FactsRow.inspected(subject, row, tree)):
-            report.mismatches.append(Mismatch("event_facts", f"seq {seq}", "the stage-1 facts are not those of the body"))
+            report.mismatches.append(
+                Mismatch("event_facts", f"seq {seq}", "the stage-1 facts are not those of the body")
+            )
     report.checked["event_facts"] = count
     report.ignored["event_facts"] = ignored
 
 
-def _check_key_verdicts(backend: Backend, report: CheckReport, bodies: dict[int, tuple[str, EventRow, Any]]) -> None:
+def _check_key_verdicts(
+    backend: Backend, report: CheckReport, bodies: dict[int, tuple[str, EventRow, Any]]
+) -> None:
     rings: dict[str, KeyRing | None] = {}
     for ring, entries in backend.audit("key_rings"):
         try:
@@ -140,7 +152,9 @@ def _check_key_verdicts(backend: Backend, report: CheckReport, bodies: dict[int,
             rings[ring] = None
             continue
         if ring_id(key_ring) != ring:
-            report.mismatches.append(Mismatch("key_rings", f"ring {ring}", "the entries do not hash to the ring id"))
+            report.mismatches.append(
+                Mismatch("key_rings", f"ring {ring}", "the entries do not hash to the ring id")
+            )
             rings[ring] = None
             continue
         rings[ring] = key_ring
@@ -155,7 +169,9 @@ def _check_key_verdicts(backend: Backend, report: CheckReport, bodies: dict[int,
         where = f"ring {ring} seq {seq}"
         if key_ring is None or found is None:
             why = "its ring cannot be re-derived" if key_ring is None else "no readable stored copy"
-            report.mismatches.append(Mismatch("key_verdicts", where, f"a verdict that cannot be checked: {why}"))
+            report.mismatches.append(
+                Mismatch("key_verdicts", where, f"a verdict that cannot be checked: {why}")
+            )
             continue
         subject, row, tree = found
         inspected = inspect_event(tree, subject=subject, uid=row.unit_id)
@@ -165,7 +181,9 @@ def _check_key_verdicts(backend: Backend, report: CheckReport, bodies: dict[int,
             else check_keys(inspected, subject=subject, keyring=key_ring, verifier=verifier).reason
         )
         if expected != reason:
-            report.mismatches.append(Mismatch("key_verdicts", where, f"kept verdict {reason!r}, the body gives {expected!r}"))
+            report.mismatches.append(
+                Mismatch("key_verdicts", where, f"kept verdict {reason!r}, the body gives {expected!r}")
+            )
     report.checked["key_verdicts"] = count
     report.ignored["key_verdicts"] = ignored
 
@@ -180,5 +198,9 @@ def _check_signatures(backend: Backend, report: CheckReport) -> None:
             expected = False
         if valid not in (0, 1) or bool(valid) != expected:
             where = f"key {bytes(public_key).hex()[:16]} message {bytes(message).hex()[:16]}"
-            report.mismatches.append(Mismatch("signature_cache", where, f"kept verdict {valid!r}, the pinned rule says {int(expected)}"))
+            report.mismatches.append(
+                Mismatch(
+                    "signature_cache", where, f"kept verdict {valid!r}, the pinned rule says {int(expected)}"
+                )
+            )
     report.checked["signature_cache"] = count

@@ -135,4 +135,3 @@ TRIGGERS: Final = frozenset(
     for statement in (*SCHEMA_V1, *(s for steps in MIGRATIONS.values() for s in steps))
     if statement.startswith("CREATE TRIGGER")
 )
-

@@ -30,7 +30,15 @@ from pith_graph.store._facts import ITEM_KINDS
 from pith_graph.store._schema import TRIGGERS
 from pith_graph.store._sqlite import connect_read_only
 
-__all__ = ["BATCH_ROWS", "SourceError", "SourceEvent", "SourceFile", "SourceItem", "check_item", "check_subject"]
+__all__ = [
+    "BATCH_ROWS",
+    "SourceError",
+    "SourceEvent",
+    "SourceFile",
+    "SourceItem",
+    "check_item",
+    "check_subject",
+]
 
 #: Rows read from a source per query.
 BATCH_ROWS: Final = 2000
@@ -73,11 +81,15 @@ def check_item(subject: Any, kind: Any, body: Any, where: str) -> SourceItem:
     if kind not in ITEM_KINDS:
         raise SourceError(f"{where}: item kind {kind!r} is not one a store keeps", code=codes.E_STORE_CORRUPT)
     if not isinstance(body, bytes):
-        raise SourceError(f"{where}: item body is {type(body).__name__}, not a BLOB", code=codes.E_STORE_CORRUPT)
+        raise SourceError(
+            f"{where}: item body is {type(body).__name__}, not a BLOB", code=codes.E_STORE_CORRUPT
+        )
     try:
         value = loads(body)
     except InputError as exc:
-        raise SourceError(f"{where}: item body is not JSON ({exc.message})", code=codes.E_STORE_CORRUPT) from exc
+        raise SourceError(
+            f"{where}: item body is not JSON ({exc.message})", code=codes.E_STORE_CORRUPT
+        ) from exc
     if not isinstance(value, dict):
         raise SourceError(f"{where}: item body is not a JSON object", code=codes.E_STORE_CORRUPT)
     return SourceItem(subject, kind, canonical_json_parsed(value))
@@ -130,7 +142,10 @@ class SourceFile:
                 raise self._fail(f"not a pith-graph store: {table!r} is {what}", codes.E_STORE_SCHEMA)
         for kind, name, _table, _sql in objects:
             if kind == "view" or (kind == "trigger" and name not in TRIGGERS):
-                raise self._fail(f"refused: it carries a {kind} {name!r} that no pith-graph store has", codes.E_STORE_SCHEMA)
+                raise self._fail(
+                    f"refused: it carries a {kind} {name!r} that no pith-graph store has",
+                    codes.E_STORE_SCHEMA,
+                )
 
     def events(self) -> Iterator[SourceEvent]:
         """Every event row, in batches, its columns type-checked (``SourceError`` on the first bad one)."""
@@ -147,7 +162,9 @@ class SourceFile:
                 where = f"{self.path}: events row {seq}"
                 check_subject(subject, where)
                 if body_type != "blob":
-                    raise SourceError(f"{where}: body is {body_type.upper()}, not a BLOB", code=codes.E_STORE_CORRUPT)
+                    raise SourceError(
+                        f"{where}: body is {body_type.upper()}, not a BLOB", code=codes.E_STORE_CORRUPT
+                    )
                 yield SourceEvent(subject, body, where)
                 after = seq
 
@@ -156,7 +173,8 @@ class SourceFile:
         after = -1
         while True:
             batch = self._query(
-                "SELECT rowid, subject, kind, body FROM items WHERE rowid > ? ORDER BY rowid LIMIT ?", (after, BATCH_ROWS)
+                "SELECT rowid, subject, kind, body FROM items WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after, BATCH_ROWS),
             )
             if not batch:
                 return

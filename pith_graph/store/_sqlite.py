@@ -27,7 +27,16 @@ from pith_graph.store._backend import (
     UNSETTLED,
     SignatureVerdict,
 )
-from pith_graph.store._facts import FACTS_RULE, CheckedRow, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict, Ring
+from pith_graph.store._facts import (
+    FACTS_RULE,
+    CheckedRow,
+    CopyRow,
+    EventRow,
+    FactsRow,
+    ItemRow,
+    KeyVerdict,
+    Ring,
+)
 from pith_graph.store._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SQLiteBackend", "is_writable", "read_only_uri"]
@@ -65,6 +74,7 @@ def _converted(what: str) -> Iterator[None]:
             message = f"{what}: {exc}"
         raise StoreError(message, code=code) from exc
 
+
 #: Columns of one stored copy as a replay reads it: :class:`CopyRow` without its
 #: ``row`` (the canonical fragments sliced out of the body by SQLite; the body only
 #: for a copy that lacks its facts), then with ``with_body`` the EventRow columns from body on.
@@ -79,9 +89,7 @@ _COPIES_FROM: Final = (
     " WHERE e.subject = ? ORDER BY e.unit_id, e.digest"
 )
 _COPIES_QUERY: Final = f"SELECT {_COPY_COLUMNS}, NULL{_COPIES_FROM}"
-_COPIES_WITH_BODY_QUERY: Final = (
-    f"SELECT {_COPY_COLUMNS}, e.body, e.event_type, e.target, e.signer_id, e.prev_event, e.created_at{_COPIES_FROM}"
-)
+_COPIES_WITH_BODY_QUERY: Final = f"SELECT {_COPY_COLUMNS}, e.body, e.event_type, e.target, e.signer_id, e.prev_event, e.created_at{_COPIES_FROM}"
 _INSERT_EVENT: Final = (
     "INSERT OR IGNORE INTO events (subject, unit_id, digest, body, event_type, target, signer_id,"
     " prev_event, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -109,14 +117,17 @@ def _record_ring(conn: sqlite3.Connection, ring: Ring) -> None:
     This code records a ring before its first verdict, so verdicts already under a ring
     seen for the first time were planted by someone who wrote the file: refused.
     """
-    if conn.execute(_INSERT_RING, ring).rowcount == 1 and conn.execute(
-        "SELECT 1 FROM key_verdicts WHERE ring = ? LIMIT 1", (ring.id,)
-    ).fetchone():
+    if (
+        conn.execute(_INSERT_RING, ring).rowcount == 1
+        and conn.execute("SELECT 1 FROM key_verdicts WHERE ring = ? LIMIT 1", (ring.id,)).fetchone()
+    ):
         raise StoreError(
             f"key verdicts under ring {ring.id} were kept before the ring was recorded: the file was "
             "written by other code (run `pith-graph store check`)",
             code=codes.E_STORE_CORRUPT,
         )
+
+
 _INSERT_FACTS: Final = (
     "INSERT OR IGNORE INTO event_facts (seq, rule, reason, facts, signer_at, signer_len, signer_json,"
     " payload_at, payload_len, payload_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -147,7 +158,9 @@ def connect_read_only(path: str, timeout: float) -> sqlite3.Connection:
     """
     wal = path + "-wal"
     immutable = not is_writable(path) and not (os.path.exists(wal) and os.path.getsize(wal) > 0)
-    conn = sqlite3.connect(read_only_uri(path, immutable=immutable), uri=True, timeout=timeout, isolation_level=None)
+    conn = sqlite3.connect(
+        read_only_uri(path, immutable=immutable), uri=True, timeout=timeout, isolation_level=None
+    )
     try:
         conn.execute("PRAGMA trusted_schema = OFF")
         conn.execute("PRAGMA query_only = ON")
@@ -177,7 +190,9 @@ class SQLiteBackend:
         self.busy_timeout = busy_timeout
         what = f"opening {self.path}"
         if not create and self.path != ":memory:" and not os.path.exists(self.path):
-            raise StoreError(f"{what}: no store there (create one with `pith-graph store init`)", code=codes.E_IO)
+            raise StoreError(
+                f"{what}: no store there (create one with `pith-graph store init`)", code=codes.E_IO
+            )
         if read_only is None:
             read_only = self.path != ":memory:" and os.path.exists(self.path) and not is_writable(self.path)
         self.read_only = read_only and self.path != ":memory:"
@@ -248,7 +263,9 @@ class SQLiteBackend:
         """The schema version of a pith-graph store (``store_schema_mismatch`` for any other database)."""
         (app_id,) = conn.execute("PRAGMA application_id").fetchone()
         versions = (
-            [row[0] for row in conn.execute("SELECT version FROM pith_schema")] if "pith_schema" in tables else []
+            [row[0] for row in conn.execute("SELECT version FROM pith_schema")]
+            if "pith_schema" in tables
+            else []
         )
         if "pith_schema" not in tables or app_id != APPLICATION_ID or not versions:
             self._raise_mismatch(conn, f"{self.path} is an SQLite database but not a pith-graph store")
@@ -262,7 +279,9 @@ class SQLiteBackend:
         # Scrambled pages can read as a foreign schema; only this error path pays for the check.
         found = [row[0] for row in conn.execute("PRAGMA quick_check")]
         if found != ["ok"]:
-            raise StoreError(f"{self.path}: the database is corrupted ({found[0]})", code=codes.E_STORE_CORRUPT)
+            raise StoreError(
+                f"{self.path}: the database is corrupted ({found[0]})", code=codes.E_STORE_CORRUPT
+            )
         raise StoreError(message, code=codes.E_STORE_SCHEMA)
 
     def _retry(self, fn: Callable[[sqlite3.Connection], _T], what: str, *, transaction: bool) -> _T:
@@ -339,8 +358,13 @@ class SQLiteBackend:
         return self.write(run, "appending to the store")
 
     def add_checked(
-        self, events: Sequence[EventRow], items: Sequence[ItemRow], checked: Sequence[CheckedRow], ring: Ring,
-        *, keep_invalid: bool,
+        self,
+        events: Sequence[EventRow],
+        items: Sequence[ItemRow],
+        checked: Sequence[CheckedRow],
+        ring: Ring,
+        *,
+        keep_invalid: bool,
     ) -> list[str]:
         """See :meth:`Backend.add_checked`: one ``BEGIN IMMEDIATE`` transaction, so concurrent
         writers each see the copies the other stored (a unit is stored once)."""
@@ -351,7 +375,9 @@ class SQLiteBackend:
             verdicts: list[tuple[str, str | None, str, str, str]] = []
             for row, (facts, reason, keyed) in zip(events, checked, strict=True):
                 if reason is None:
-                    valid, unsettled = conn.execute(_UNIT_UNDER_RING, (FACTS_RULE, ring.id, row.subject, row.unit_id)).fetchone()
+                    valid, unsettled = conn.execute(
+                        _UNIT_UNDER_RING, (FACTS_RULE, ring.id, row.subject, row.unit_id)
+                    ).fetchone()
                     if valid or unsettled:
                         outcomes.append(UNIT_STORED if valid else UNSETTLED)
                         continue
@@ -371,7 +397,9 @@ class SQLiteBackend:
 
         return self.write(run, "appending to the store")
 
-    def copies(self, subject: str, *, with_body: bool = False) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
+    def copies(
+        self, subject: str, *, with_body: bool = False
+    ) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
         """See :meth:`Backend.copies` (one read transaction, ``events_by_subject`` order)."""
 
         def run(conn: sqlite3.Connection) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
@@ -421,7 +449,8 @@ class SQLiteBackend:
     def stream_rows(self, subject: str, target: str, signer_id: str) -> list[EventRow]:
         """The copies of one stream (target, signer_id) of ``subject`` (uses ``events_by_stream``)."""
         return self._select_rows(
-            "WHERE subject = ? AND target = ? AND signer_id = ? ORDER BY unit_id, digest", (subject, target, signer_id)
+            "WHERE subject = ? AND target = ? AND signer_id = ? ORDER BY unit_id, digest",
+            (subject, target, signer_id),
         )
 
     def naming_rows(self, prev_event: str) -> list[EventRow]:
@@ -436,7 +465,9 @@ class SQLiteBackend:
     def _items(conn: sqlite3.Connection, subject: str) -> list[tuple[str, bytes]]:
         return [
             (kind, bytes(body))
-            for kind, body in conn.execute("SELECT kind, body FROM items WHERE subject = ? ORDER BY kind, body", (subject,))
+            for kind, body in conn.execute(
+                "SELECT kind, body FROM items WHERE subject = ? ORDER BY kind, body", (subject,)
+            )
         ]
 
     def subjects(self) -> list[str]:
@@ -444,7 +475,9 @@ class SQLiteBackend:
         return self.read(
             lambda conn: [
                 row[0]
-                for row in conn.execute("SELECT subject FROM events UNION SELECT subject FROM items ORDER BY 1")
+                for row in conn.execute(
+                    "SELECT subject FROM events UNION SELECT subject FROM items ORDER BY 1"
+                )
             ]
         )
 
@@ -508,9 +541,20 @@ class SQLiteBackend:
 
 
 def _event_values(row: EventRow) -> tuple[Any, ...]:
-    return (row.subject, row.unit_id, row.digest, row.body, row.event_type, row.target,
-            row.signer_id, row.prev_event, row.created_at)
+    return (
+        row.subject,
+        row.unit_id,
+        row.digest,
+        row.body,
+        row.event_type,
+        row.target,
+        row.signer_id,
+        row.prev_event,
+        row.created_at,
+    )
 
 
 def _add_items(conn: sqlite3.Connection, items: Sequence[ItemRow]) -> None:
-    conn.executemany(_INSERT_ITEMS, [(subject, kind, sha256_hex(body), body) for subject, kind, body in items])
+    conn.executemany(
+        _INSERT_ITEMS, [(subject, kind, sha256_hex(body), body) for subject, kind, body in items]
+    )

@@ -357,7 +357,8 @@ def test_key_verdicts_are_append_only_and_checked_when_read(tmp_path: Path, hist
         # Recorded, a verdict that is no key-check reason is refused when read, not believed.
         other = sqlite3.connect(path)
         other.execute(
-            "INSERT INTO key_rings (ring, entries) VALUES (?, ?)", (ring, canonical_json(other_ring.describe()))
+            "INSERT INTO key_rings (ring, entries) VALUES (?, ?)",
+            (ring, canonical_json(other_ring.describe())),
         )
         other.commit()
         other.close()
