@@ -24,7 +24,9 @@ _ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 def _history() -> tuple[History, list[dict[str, Any]], list[dict[str, Any]]]:
     history = History.new(REGISTRY)
     first = history.event("graph_snapshot", key=ALICE, payload={"graph_snapshot": {"v": 1}})
-    second = history.event("graph_snapshot", key=ALICE, payload={"graph_snapshot": {"v": 2}}, prev_event=first["event_id"])
+    second = history.event(
+        "graph_snapshot", key=ALICE, payload={"graph_snapshot": {"v": 2}}, prev_event=first["event_id"]
+    )
     hint = history.event("mirror_hint", payload={"url": "https://m.example"})
     trusted = [REGISTRY.entry(signer_id="pith.science"), ALICE.entry(signer_id="alice.example")]
     return history, [history.record_created, first, second, hint], trusted
@@ -44,7 +46,9 @@ def variant(event: dict[str, Any], kind: int, n: int) -> dict[str, Any]:
         signature["pad"] = "x" * (n + 1)
     elif kind == 3:
         text = signature["signature_b64"]
-        signature["signature_b64"] = text[:-3] + _ALPHABET[_ALPHABET.index(text[-3]) | (1 + n % 15)] + text[-2:]
+        signature["signature_b64"] = (
+            text[:-3] + _ALPHABET[_ALPHABET.index(text[-3]) | (1 + n % 15)] + text[-2:]
+        )
     elif kind == 4:
         copied["payload"] = {"tampered": n}
     return copied

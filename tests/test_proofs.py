@@ -17,9 +17,9 @@ from pith_graph import codes
 from pith_graph.cli.proof import register
 from pith_graph.conformance import SIGNERS, StreamSpec, build_scenario
 from pith_graph.conformance.mutations import fork, fork_record_created
+from pith_graph.keys import REGISTRY_KEY_ID
 from pith_graph.proofs import make_proofs, verify_proof
 from pith_graph.store import EventStore
-from pith_graph.keys import REGISTRY_KEY_ID
 from pith_graph.testing import History, TestKey
 
 SCENARIO = build_scenario(
@@ -209,7 +209,7 @@ def test_a_proof_signed_by_a_key_naming_itself_the_registry_is_untrusted(tmp_pat
 
 
 def test_a_trusted_proof_report_names_its_key(tmp_path: Path) -> None:
-    bundle, keys = _files(tmp_path)
+    _, keys = _files(tmp_path)
     [proof] = _proofs(FORKED.events)
     path = tmp_path / "p.json"
     path.write_text(json.dumps(proof), encoding="utf-8")

@@ -83,8 +83,11 @@ def test_a_second_trusted_key_cannot_create_the_record() -> None:
     history = History.new(REGISTRY)
     alice = TestKey("bind-alice", signer_id="alice.example")
     created = make_event(
-        alice, subject=history.subject, event_type="record_created",
-        payload=record_created_payload(history.canonical_record, alice), created_at=history.tick(),
+        alice,
+        subject=history.subject,
+        event_type="record_created",
+        payload=record_created_payload(history.canonical_record, alice),
+        created_at=history.tick(),
     )
     state = rebuild_state(history.bundle([created]), trusted_keys=[bound(REGISTRY), bound(alice)])
     assert state.invalid_events == [{"event_id": created["event_id"], "reason": codes.REASON_BAD_RECORD}]
@@ -100,7 +103,9 @@ def test_a_key_a_bundle_lists_never_creates_the_record_even_bound_to_the_registr
     bundle = history.bundle([hint])
     bundle["public_keys"] = [listed.entry(signer_id="pith.science")]
     state = rebuild_state(bundle, trust_bundle_keys=True)
-    assert state.invalid_events == [{"event_id": history.record_created["event_id"], "reason": codes.REASON_BAD_RECORD}]
+    assert state.invalid_events == [
+        {"event_id": history.record_created["event_id"], "reason": codes.REASON_BAD_RECORD}
+    ]
     assert hint["event_id"] in state.applied_event_ids
     key = KeyRing.from_entries(bundle["public_keys"], listed=True).get(listed.key_id)
     assert key is not None and key.signs_as("pith.science") and not key.creates_records

@@ -57,7 +57,6 @@ from pith_graph.merge import MergeResult, merge_copies
 from pith_graph.models import BUNDLE_TYPE
 from pith_graph.state import State
 from pith_graph.store._backend import (
-    ADDED,
     PRESENT,
     REFUSED,
     UNIT_STORED,

@@ -165,10 +165,10 @@ def _check_key_verdicts(
             ignored += 1  # under a ring no one recorded: never read (Backend.key_verdicts)
             continue
         count += 1
-        key_ring, found = rings[ring], bodies.get(seq)
+        recorded, found = rings[ring], bodies.get(seq)
         where = f"ring {ring} seq {seq}"
-        if key_ring is None or found is None:
-            why = "its ring cannot be re-derived" if key_ring is None else "no readable stored copy"
+        if recorded is None or found is None:
+            why = "its ring cannot be re-derived" if recorded is None else "no readable stored copy"
             report.mismatches.append(
                 Mismatch("key_verdicts", where, f"a verdict that cannot be checked: {why}")
             )
@@ -178,7 +178,7 @@ def _check_key_verdicts(
         expected = (
             inspected.reason
             if inspected.reason is not None
-            else check_keys(inspected, subject=subject, keyring=key_ring, verifier=verifier).reason
+            else check_keys(inspected, subject=subject, keyring=recorded, verifier=verifier).reason
         )
         if expected != reason:
             report.mismatches.append(

@@ -55,7 +55,11 @@ def test_append_resolves_a_short_subject(tmp_path: Path) -> None:
     done = run("append", str(snapshot(tmp_path)), "--db", db, "--subject", "pith:AG3PAJ22")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) | {"unit_id": None, "digest": None} == {
-        "status": "duplicate", "subject": SUBJECT, "unit_id": None, "digest": None, "reason": None,
+        "status": "duplicate",
+        "subject": SUBJECT,
+        "unit_id": None,
+        "digest": None,
+        "reason": None,
     }
 
 
@@ -71,7 +75,11 @@ def test_log_shows_each_copy_verdict_beside_its_unit(tmp_path: Path) -> None:
     forged = json.loads(snapshot(tmp_path).read_text(encoding="utf-8"))
     forged["payload"] = {"graph_snapshot": {"forged": True}}
     assert run("append", "-", "--db", db, stdin=json.dumps(forged).encode()).returncode == 1
-    lines = [line for line in run("log", SUBJECT, "--db", db).stdout.decode().splitlines() if forged["event_id"] in line]
+    lines = [
+        line
+        for line in run("log", SUBJECT, "--db", db).stdout.decode().splitlines()
+        if forged["event_id"] in line
+    ]
     assert [line.split()[2:] for line in lines] == [
         ["applied", lines[0].split()[3], "copy-verdict=valid"],
         ["applied", lines[1].split()[3], "copy-verdict=invalid:content_hash_mismatch"],
@@ -82,7 +90,9 @@ def test_sync_from_a_bad_replica_is_one_line_naming_the_file_and_keeps_nothing(t
     source, target = tmp_path / "replica.sqlite", tmp_path / "mine.sqlite"
     assert run("import", str(BUNDLE), "--db", str(source)).returncode == 0
     with closing(sqlite3.connect(source)) as raw:
-        raw.execute("INSERT INTO events (subject, unit_id, digest, body) VALUES (?, 'u', 'd', 'text')", (SUBJECT,))
+        raw.execute(
+            "INSERT INTO events (subject, unit_id, digest, body) VALUES (?, 'u', 'd', 'text')", (SUBJECT,)
+        )
         raw.commit()
     one_line_error(run("sync", str(source), "--db", str(target)), str(source), "TEXT")
     assert run("log", "--db", str(target)).stdout == b""

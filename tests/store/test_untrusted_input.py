@@ -142,11 +142,23 @@ def test_a_bad_row_makes_the_whole_source_bad_and_nothing_is_kept(
     subject = registry_bundle()["pith_number"]
     good = canonical_json({"alias_kind": "x", "alias_value": "y"})
     # A good row first, then the bad one: the good one must not be kept either.
-    sql(replica, "INSERT INTO items (subject, kind, digest, body) VALUES (?, 'alias', ?, ?)", params=(subject, digest(good), good))
+    sql(
+        replica,
+        "INSERT INTO items (subject, kind, digest, body) VALUES (?, 'alias', ?, ?)",
+        params=(subject, digest(good), good),
+    )
     if table == "items":
-        sql(replica, "INSERT INTO items (subject, kind, digest, body) VALUES (?, 'alias', 'd', ?)", params=(subject, value))
+        sql(
+            replica,
+            "INSERT INTO items (subject, kind, digest, body) VALUES (?, 'alias', 'd', ?)",
+            params=(subject, value),
+        )
     else:
-        sql(replica, "INSERT INTO events (subject, unit_id, digest, body) VALUES (?, 'u', 'd', ?)", params=(subject, value))
+        sql(
+            replica,
+            "INSERT INTO events (subject, unit_id, digest, body) VALUES (?, 'u', 'd', ?)",
+            params=(subject, value),
+        )
     before = victim.read_bytes()
     with EventStore(victim) as store, SourceFile(replica) as source:
         items = store.backend.items(subject)
@@ -157,7 +169,9 @@ def test_a_bad_row_makes_the_whole_source_bad_and_nothing_is_kept(
     assert len(before) > 0
 
 
-def test_a_recursive_view_or_a_foreign_trigger_is_refused_before_reading(tmp_path: Path, replica: Path) -> None:
+def test_a_recursive_view_or_a_foreign_trigger_is_refused_before_reading(
+    tmp_path: Path, replica: Path
+) -> None:
     subject = registry_bundle()["pith_number"]
     looping = tmp_path / "view.sqlite"
     sql(
@@ -202,7 +216,9 @@ def test_syncing_from_an_old_store_never_writes_to_it(tmp_path: Path) -> None:
         assert [v for (v,) in raw.execute("SELECT version FROM pith_schema")] == [1]
 
 
-def test_sync_reads_another_store_subject_by_subject(tmp_path: Path, history: History, alice: TestKey) -> None:
+def test_sync_reads_another_store_subject_by_subject(
+    tmp_path: Path, history: History, alice: TestKey
+) -> None:
     trusted = [*history.trusted(), alice.entry()]
     other = EventStore(tmp_path / "other.sqlite")
     events = [history.event("correction", target=f"t{i}", payload={"i": i}) for i in range(5)]
@@ -295,7 +311,9 @@ def test_two_writers_store_one_valid_copy_per_unit(tmp_path: Path) -> None:
     assert count_rows(path) == 2
 
 
-def test_a_valid_copy_under_other_keys_is_checked_before_the_rule_applies(tmp_path: Path, history: History) -> None:
+def test_a_valid_copy_under_other_keys_is_checked_before_the_rule_applies(
+    tmp_path: Path, history: History
+) -> None:
     """A copy stored under one ring and valid under another still counts as the unit's stored copy."""
     trusted = history.trusted()
     event = history.event("correction", payload={"n": 1})
@@ -315,16 +333,24 @@ def test_every_table_refuses_update_and_delete(victim: Path) -> None:
     with closing(sqlite3.connect(victim)) as raw:
         tables = [
             name
-            for (name,) in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+            for (name,) in raw.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
         ]
         assert set(tables) == {
-            "pith_schema", "events", "items", "signature_cache", "event_facts", "key_verdicts", "key_rings"
+            "pith_schema",
+            "events",
+            "items",
+            "signature_cache",
+            "event_facts",
+            "key_verdicts",
+            "key_rings",
         }
         for table in tables:
             assert raw.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0  # a trigger fires per row
             column = raw.execute(f"PRAGMA table_info({table})").fetchone()[1]
             for statement in (f"UPDATE {table} SET {column} = {column}", f"DELETE FROM {table}"):
-                with pytest.raises(sqlite3.IntegrityError, match="append-only|fixed"):
+                with pytest.raises(sqlite3.IntegrityError, match=r"append-only|fixed"):
                     raw.execute(statement)
 
 
@@ -355,9 +381,13 @@ def test_store_check_finds_forged_facts_columns_and_key_verdicts(tmp_path: Path,
     trusted = history.trusted()
     path = tmp_path / "s.sqlite"
     with EventStore(path) as store:
-        store.import_bundle(history.bundle([history.event("correction", payload={"n": 1})]), trusted_keys=trusted)
+        store.import_bundle(
+            history.bundle([history.event("correction", payload={"n": 1})]), trusted_keys=trusted
+        )
         assert store.fsck().ok
-    ok = subprocess.run([*CLI, "store", "check", "--db", str(path)], capture_output=True, text=True, check=False)
+    ok = subprocess.run(
+        [*CLI, "store", "check", "--db", str(path)], capture_output=True, text=True, check=False
+    )
     assert ok.returncode == 0 and ": ok;" in ok.stdout
     sql(
         path,
@@ -382,8 +412,17 @@ def _v2_store(path: Path, history: History) -> None:
         raw.execute(
             "INSERT INTO events (subject, unit_id, digest, body, event_type, target, signer_id, prev_event, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (row.subject, row.unit_id, row.digest, row.body, row.event_type, row.target, row.signer_id,
-             row.prev_event, row.created_at),
+            (
+                row.subject,
+                row.unit_id,
+                row.digest,
+                row.body,
+                row.event_type,
+                row.target,
+                row.signer_id,
+                row.prev_event,
+                row.created_at,
+            ),
         )
         raw.execute("INSERT INTO signature_cache VALUES (x'00', x'00', x'00', 1)")
         raw.commit()
@@ -405,7 +444,9 @@ def test_a_v2_store_is_upgraded_and_its_caches_become_append_only(tmp_path: Path
 # --- hole 6: store input ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("subject", ["garbage", "", "pith:2026:AG3PAJ22332P5QMVIKKH75CXNK\nx", "pith:ZZZZZZZZ"])
+@pytest.mark.parametrize(
+    "subject", ["garbage", "", "pith:2026:AG3PAJ22332P5QMVIKKH75CXNK\nx", "pith:ZZZZZZZZ"]
+)
 def test_a_subject_must_be_a_pith_number(tmp_path: Path, subject: str) -> None:
     path = tmp_path / "s.sqlite"
     with EventStore(path) as store:
@@ -432,7 +473,9 @@ def test_each_copy_shows_its_own_verdict(victim: Path) -> None:
     forged["payload"]["graph_snapshot"] = {"forged": True}
     with EventStore(victim) as store:
         store.append(forged)
-        copies = [e for e in store.events(registry_bundle()["pith_number"]) if e.unit_id == forged["event_id"]]
+        copies = [
+            e for e in store.events(registry_bundle()["pith_number"]) if e.unit_id == forged["event_id"]
+        ]
     assert [(e.applied, e.reason, e.copy_reason) for e in copies] == [
         (True, None, None),
         (True, None, codes.REASON_CONTENT_HASH_MISMATCH),
@@ -477,16 +520,19 @@ def test_reads_on_a_read_only_store_work_and_write_nothing(tmp_path: Path, histo
         for argv in (["state", history.subject], ["export", history.subject], ["log", history.subject]):
             done = subprocess.run(
                 [*CLI, "store", *argv, "--db", str(path), "--trusted-keys", str(keys)],
-                capture_output=True, check=False,
+                capture_output=True,
+                check=False,
             )
             assert done.returncode == 0, done.stderr
         state = subprocess.run(
             [*CLI, "store", "state", history.subject, "--db", str(path), "--trusted-keys", str(keys)],
-            capture_output=True, check=True,
+            capture_output=True,
+            check=True,
         ).stdout
         synced = subprocess.run(
             [*CLI, "store", "sync", "--db", str(target), str(path), "--trusted-keys", str(keys)],
-            capture_output=True, check=False,
+            capture_output=True,
+            check=False,
         )
         assert synced.returncode == 0, synced.stderr
         with EventStore(path, read_only=None) as store:
@@ -494,5 +540,8 @@ def test_reads_on_a_read_only_store_work_and_write_nothing(tmp_path: Path, histo
             with pytest.raises(StoreError):
                 store.append(history.event("correction", payload={"n": 2}))
     assert listing(directory) == before
-    assert state.rstrip(b"\n") == rebuild_state(history.bundle([event]), trusted_keys=history.trusted()).to_json()
+    assert (
+        state.rstrip(b"\n")
+        == rebuild_state(history.bundle([event]), trusted_keys=history.trusted()).to_json()
+    )
     assert state_json(target, history.subject, trusted_keys=history.trusted()) == state.rstrip(b"\n")
