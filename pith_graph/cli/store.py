@@ -82,10 +82,6 @@ def cmd_append(args: argparse.Namespace) -> int:
     """``store append EVENT``: store one event (a JSON file, ``-`` for stdin) and print what happened."""
     data = sys.stdin.buffer.read() if args.event == "-" else Path(args.event)
     event = read_json(data)
-    if isinstance(event, dict) and ("events" in event or "bundle_type" in event):
-        raise InputError(
-            f"{args.event} is a bundle, not an event: use `pith-graph store import`", code=codes.E_USAGE
-        )
     with _open(args) as store:
         result: AppendResult = store.append(
             event, subject=args.subject, trusted_keys=load_ring(args.trusted_keys)

@@ -54,7 +54,7 @@ from pith_graph.events import MAX_EVENT_BYTES, CheckedEvent, check_keys, inspect
 from pith_graph.identifiers import PITH_NUMBER_RE, short_pith_number
 from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring
 from pith_graph.merge import MergeResult, merge_copies
-from pith_graph.models import BUNDLE_TYPE
+from pith_graph.models import detect_kind
 from pith_graph.state import State
 from pith_graph.store._backend import (
     PRESENT,
@@ -416,10 +416,13 @@ class EventStore:
         a stored valid copy of its unit (not stored). Committed before returning.
         """
         tree = parse_event(event)
-        if isinstance(tree, dict) and (tree.get("bundle_type") == BUNDLE_TYPE or "events" in tree):
+        kind = detect_kind(tree)
+        if kind == "bundle":
             raise InputError(
                 "this is a bundle, not an event: store it with `store import`", code=codes.E_USAGE
             )
+        if kind is not None:
+            raise InputError(f"this is a {kind.replace('_', ' ')} document, not an event", code=codes.E_USAGE)
         if subject is None:
             claimed = tree.get("subject_pith_number") if isinstance(tree, dict) else None
             if not isinstance(claimed, str):
