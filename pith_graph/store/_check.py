@@ -72,7 +72,8 @@ def check_store(backend: Backend) -> CheckReport:
     """Re-derive every indexed column and cached verdict of a store from its bodies."""
     report = CheckReport()
     bad = report.mismatches.append
-    bodies: dict[int, tuple[str, EventRow, Any]] = {}
+    # The rows only (bodies, not parsed trees): a tree is parsed again where a check needs it.
+    bodies: dict[int, tuple[str, EventRow]] = {}
     for seq, subject, *columns in backend.audit("events"):
         row = EventRow(subject, *columns)
         tree, problem = _parse(row.body)
@@ -91,7 +92,7 @@ def check_store(backend: Backend) -> CheckReport:
                         f"{name} is {getattr(row, name)!r}, the body says {getattr(expected, name)!r}",
                     )
                 )
-        bodies[seq] = (subject, expected, tree)
+        bodies[seq] = (subject, expected)
     report.checked["events"] = len(bodies)
     _check_items(backend, report)
     _check_facts(backend, report, bodies)
@@ -118,7 +119,7 @@ def _check_items(backend: Backend, report: CheckReport) -> None:
     report.checked["items"] = count
 
 
-def _check_facts(backend: Backend, report: CheckReport, bodies: dict[int, tuple[str, EventRow, Any]]) -> None:
+def _check_facts(backend: Backend, report: CheckReport, bodies: dict[int, tuple[str, EventRow]]) -> None:
     count = ignored = 0
     for seq, rule, *stored in backend.audit("event_facts"):
         if rule != FACTS_RULE:
@@ -131,8 +132,8 @@ def _check_facts(backend: Backend, report: CheckReport, bodies: dict[int, tuple[
                 Mismatch("event_facts", f"seq {seq}", "facts of no readable stored copy")
             )
             continue
-        subject, row, tree = found
-        if tuple(stored) != tuple(FactsRow.inspected(subject, row, tree)):
+        subject, row = found
+        if tuple(stored) != tuple(FactsRow.inspected(subject, row)):
             report.mismatches.append(
                 Mismatch("event_facts", f"seq {seq}", "the stage-1 facts are not those of the body")
             )
@@ -141,7 +142,7 @@ def _check_facts(backend: Backend, report: CheckReport, bodies: dict[int, tuple[
 
 
 def _check_key_verdicts(
-    backend: Backend, report: CheckReport, bodies: dict[int, tuple[str, EventRow, Any]]
+    backend: Backend, report: CheckReport, bodies: dict[int, tuple[str, EventRow]]
 ) -> None:
     rings: dict[str, KeyRing | None] = {}
     for ring, entries in backend.audit("key_rings"):
@@ -173,8 +174,8 @@ def _check_key_verdicts(
                 Mismatch("key_verdicts", where, f"a verdict that cannot be checked: {why}")
             )
             continue
-        subject, row, tree = found
-        inspected = inspect_event(tree, subject=subject, uid=row.unit_id)
+        subject, row = found
+        inspected = inspect_event(loads(row.body), subject=subject, uid=row.unit_id)
         expected = (
             inspected.reason
             if inspected.reason is not None
