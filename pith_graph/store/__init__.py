@@ -402,7 +402,12 @@ class EventStore:
         ]
 
     def append(
-        self, event: Any, *, subject: str | None = None, trusted_keys: TrustedKeys = None
+        self,
+        event: Any,
+        *,
+        subject: str | None = None,
+        trusted_keys: TrustedKeys = None,
+        keep_invalid: bool = True,
     ) -> AppendResult:
         """Store one copy of an event exactly as received and say what happened.
 
@@ -413,7 +418,9 @@ class EventStore:
         nothing is stored. An explicit subject wins, so a copy claiming another
         subject is kept as evidence (``subject_mismatch``). ``trusted_keys`` decide
         the stage-1 verdict, and with it whether a valid copy is a ``duplicate`` of
-        a stored valid copy of its unit (not stored). Committed before returning.
+        a stored valid copy of its unit (not stored). ``keep_invalid=False`` (input
+        from the network: a mirror's clients and peers) stores a copy that fails
+        stage 1 nowhere and reports it ``refused``. Committed before returning.
         """
         tree = parse_event(event)
         kind = detect_kind(tree)
@@ -429,7 +436,7 @@ class EventStore:
                 raise InputError("the event names no subject_pith_number: pass subject=", code=codes.E_USAGE)
             subject = claimed
         subject = self.resolve_subject(subject)
-        [result] = self._store_copies(subject, [tree], coerce_ring(trusted_keys), keep_invalid=True)
+        [result] = self._store_copies(subject, [tree], coerce_ring(trusted_keys), keep_invalid=keep_invalid)
         return result
 
     def import_bundle(
@@ -438,15 +445,17 @@ class EventStore:
         *,
         trusted_keys: TrustedKeys = None,
         trust_bundle_keys: bool = False,
+        keep_invalid: bool = True,
     ) -> ImportResult:
         """Store a bundle's events and bundle-level items (record, aliases, keys, hints, proofs).
 
         One transaction. Public keys are stored as data and never trusted by
         being stored; ``trusted_keys``/``trust_bundle_keys`` decide the stage-1
-        verdicts, as for :meth:`append`. Invalid copies are kept (evidence).
+        verdicts, as for :meth:`append`. Invalid copies are kept (evidence) unless
+        ``keep_invalid=False`` (network input: then they are ``refused``).
         """
         return self._import(
-            bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, keep_invalid=True
+            bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, keep_invalid=keep_invalid
         )
 
     def _import(

@@ -299,6 +299,16 @@ def test_sync_stores_no_copy_that_fails_stage_1_and_one_copy_per_unit(tmp_path: 
     assert count_rows(target) == 2  # one copy per unit: the record and the snapshot
 
 
+def test_network_input_that_fails_stage_1_is_refused_not_stored(tmp_path: Path) -> None:
+    """keep_invalid=False (a mirror's clients and peers): nothing failing stage 1 is stored."""
+    path = tmp_path / "s.sqlite"
+    with EventStore(path) as store:
+        store.import_bundle(seed_bytes(SEED))
+        results = [store.append(v, keep_invalid=False) for v in _variants(snapshot_event())]
+    assert [r.status for r in results] == [codes.STORE_DUPLICATE] * 3 + [codes.STORE_REFUSED] * 2
+    assert count_rows(path) == 2
+
+
 def test_two_writers_store_one_valid_copy_per_unit(tmp_path: Path) -> None:
     """Two store objects on one file (as two processes would be): each sees the other's copy."""
     path = tmp_path / "s.sqlite"
