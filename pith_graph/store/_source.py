@@ -107,7 +107,13 @@ class SourceFile:
         except sqlite3.Error as exc:
             raise SourceError(f"{self.path}: cannot open it read-only ({exc})", code=codes.E_IO) from exc
         try:
+            # One read transaction for the source's whole life: every pass over it (the
+            # check, then the copy) reads the same snapshot, whatever a writer does meanwhile.
+            self.conn.execute("BEGIN")
             self._check_schema()
+        except sqlite3.Error as exc:
+            self.conn.close()
+            raise self._fail(f"unreadable ({exc})") from exc
         except BaseException:
             self.conn.close()
             raise
@@ -119,8 +125,12 @@ class SourceFile:
         self.close()
 
     def close(self) -> None:
-        """Close the read-only connection."""
-        self.conn.close()
+        """End the read transaction and close the read-only connection."""
+        try:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+        finally:
+            self.conn.close()
 
     def _fail(self, message: str, code: str = codes.E_STORE_CORRUPT) -> SourceError:
         return SourceError(f"{self.path}: {message}", code=code)
