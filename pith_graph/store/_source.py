@@ -150,8 +150,10 @@ class SourceFile:
             if kind != "table" or "VIRTUAL" in sql.upper():
                 what = "missing" if kind is None else f"a {kind}, not a plain table"
                 raise self._fail(f"not a pith-graph store: {table!r} is {what}", codes.E_STORE_SCHEMA)
-        for kind, name, _table, _sql in objects:
-            if kind == "view" or (kind == "trigger" and name not in TRIGGERS):
+        for kind, name, table, _sql in objects:
+            # A view anywhere, or a trigger on a table sync reads that no store has (tables other
+            # code keeps in the file, such as a mirror's peer log, may carry their own).
+            if kind == "view" or (kind == "trigger" and table in _TABLES and name not in TRIGGERS):
                 raise self._fail(
                     f"refused: it carries a {kind} {name!r} that no pith-graph store has",
                     codes.E_STORE_SCHEMA,
