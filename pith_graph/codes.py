@@ -83,6 +83,8 @@ P_EQUIVOCATION: Final = "equivocation"
 P_SNAPSHOT_SHAPE: Final = "snapshot_shape"
 P_KEY_ENTRY: Final = "key_entry_mismatch"
 P_PROOF: Final = "proof_invalid"
+#: An equivocation proof encloses a key the caller does not trust (issue 15).
+P_PROOF_UNTRUSTED_KEY: Final = "proof_untrusted_key"
 
 # --- error codes (exceptions) --------------------------------------------------------
 E_INTERNAL: Final = "internal_error"
@@ -115,6 +117,10 @@ E_STORE_UNKNOWN_SUBJECT: Final = "store_unknown_subject"
 STORE_NEW: Final = "new"
 STORE_DUPLICATE: Final = "duplicate"
 STORE_INVALID: Final = "stored_invalid"
+#: Not stored: the copy fails stage 1 and arrived by sync (network input keeps no evidence; issue 15).
+STORE_REFUSED: Final = "refused"
+#: A subject that is not a Pith Number (nor the short form of a stored one).
+E_BAD_SUBJECT: Final = "bad_subject"
 
 # --- issue 17: mirrors that pull from and follow each other (pith_graph/mirror/) -------
 #: The peer could not be reached (refused, DNS, reset before an answer).
