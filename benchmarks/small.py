@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from benchmarks.generate import DATA_DIR, trusted_entries
-from benchmarks.mirror import ensure_mirror, mirror_files
 from benchmarks.profile import parallel_capacity, verify_all
+from benchmarks.registry_mirror import ensure_mirror, mirror_files
 from pith_graph._parallel.many import verify_many
 from pith_graph.cli import main as cli_main
 from pith_graph.ed25519 import Verifier
@@ -100,7 +100,7 @@ def _paired(bound: Callable[[], Any], path: Callable[[], Any], repeat: int) -> t
     return min(b for b, _ in pairs), min(p for _, p in pairs)
 
 
-def _import_dir(directory: Path, keys_file: Path, batch: int | None = None, workers: int = 1) -> None:
+def _import_dir(directory: Path, keys_file: Path, batch: int | None = None) -> None:
     """``pith-graph store import --db NEW DIR`` in this process (its output dropped)."""
     with tempfile.TemporaryDirectory() as tmp:
         argv = [
@@ -114,8 +114,6 @@ def _import_dir(directory: Path, keys_file: Path, batch: int | None = None, work
         ]
         if batch is not None:
             argv += ["--batch", str(batch)]
-        if workers != 1:
-            argv += ["--workers", str(workers)]
         sink = io.StringIO()
         with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
             code = cli_main(argv)
@@ -192,8 +190,6 @@ def measure_small(
             "import_ms_per_bundle": t_import / len(datas) * 1e3,
             "import_bound_ratio": t_bound_import / t_import,
             "import_batch_1_s": _best(partial(_import_dir, directory, keys_file, 1), 1),
-            "import_workers": workers,
-            "import_workers_s": _best(partial(_import_dir, directory, keys_file, None, workers), repeat),
         }
     )
     # verify-many: one worker and many alternate (paired), as for the large bundles' speed-up.
@@ -229,8 +225,7 @@ def table_lines(r: dict[str, Any]) -> list[str]:
         f"  verify_bundle {r['verify_ms_per_bundle']:.3f} ms/bundle; bound {r['verify_signature_bound_s'] * 1e3:.0f} ms"
         f" for {r['verify_signatures']} signatures; ratio {r['verify_bound_ratio']:.2f}",
         f"  store import DIR {r['import_ms_per_bundle']:.3f} ms/bundle (--batch 1: {r['import_batch_1_s'] * 1e3 / r['bundles']:.3f});"
-        f" ratio {r['import_bound_ratio']:.2f}; --workers {r['import_workers']}:"
-        f" {r['import_workers_s'] * 1e3 / r['bundles']:.3f} ms/bundle",
+        f" ratio {r['import_bound_ratio']:.2f}",
         f"  verify-many: 1 worker {m['one_s'] * 1e3:.0f} ms, {m['workers']} workers {m['many_s'] * 1e3:.0f} ms"
         f" ({r['verify_many_speedup']:.2f}x; the machine gave {m['machine_capacity']:.2f}x on pure loops)",
         "  profile of rebuild_state (own time): "

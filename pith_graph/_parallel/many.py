@@ -31,7 +31,6 @@ from pith_graph.verify import verify_bundle, verify_document
 __all__ = [
     "BundleOutcome",
     "bundle_paths",
-    "ordered_map",
     "verify_documents",
     "verify_many",
     "walk_bundle_paths",
@@ -143,61 +142,6 @@ def _in_order(task: Callable[..., _T], names: list[str], count: int, *args: Any)
             yield task(name, *args, 1)
     finally:
         stop_pool(executor)
-
-
-def ordered_map(
-    task: Callable[..., _T], items: Iterable[Any], count: int, *args: Any
-) -> Generator[_T, None, None]:
-    """``task(item, *args)`` for each item, in order, spread over ``count`` processes.
-
-    Items are read lazily and sent in chunks of :data:`MANY_CHUNK`, a bounded
-    number in flight, so memory stays flat over any number of items. With one
-    process, where none can start, and for whatever a dead pool left, the tasks
-    run here. Closing the generator stops the processes at once.
-    """
-    remaining = iter(items)
-    if count <= 1:
-        for item in remaining:
-            yield task(item, *args)
-        return
-    try:
-        executor = pool.worker_pool(count)
-    except POOL_ERRORS:  # no process can be started here: all of them here
-        for item in remaining:
-            yield task(item, *args)
-        return
-    in_flight: deque[tuple[list[Any], Future[list[_T]]]] = deque()
-
-    def send() -> bool:
-        chunk = list(itertools.islice(remaining, MANY_CHUNK))
-        if chunk:
-            in_flight.append((chunk, executor.submit(_map_chunk, task, chunk, *args)))
-        return bool(chunk)
-
-    try:
-        while len(in_flight) < count * _CHUNKS_IN_FLIGHT and send():
-            pass
-        while in_flight:
-            try:
-                outcomes = in_flight[0][1].result()
-            except POOL_ERRORS:  # BrokenProcessPool included: nothing may be lost
-                stop_pool(executor)
-                for chunk, _ in in_flight:
-                    for item in chunk:
-                        yield task(item, *args)
-                for item in remaining:
-                    yield task(item, *args)
-                return
-            in_flight.popleft()
-            send()
-            yield from outcomes
-    finally:
-        stop_pool(executor)
-
-
-def _map_chunk(task: Callable[..., _T], items: list[Any], *args: Any) -> list[_T]:
-    """``task(item, *args)`` for each of ``items``, in a helper process."""
-    return [task(item, *args) for item in items]
 
 
 def _run_chunk(task: Callable[..., _T], names: list[str], *args: Any) -> list[_T]:

@@ -19,10 +19,13 @@ and must never lose or rewrite one. :class:`EventStore` is that store:
 Guarantees (docs/store.md):
 
 * each copy is stored as the canonical JSON bytes of the event as received, keyed
-  by (subject, unit id, sha256 of those bytes): the same copy twice is one row,
-  distinct copies under one claimed id are all kept (evidence);
-* invalid events are stored, never dropped;
-* the database itself refuses UPDATE and DELETE of stored rows (triggers);
+  by (subject, unit id, sha256 of those bytes): the same copy twice is one row;
+* a unit is stored once: a copy valid under the caller's keys is not stored when
+  a valid copy of its unit already is (docs/merge-v1.md, "A unit is stored once");
+* invalid copies a local user imports or appends are stored, never dropped
+  (evidence); a sync stores nothing that fails stage 1;
+* the database itself refuses UPDATE and DELETE of every table, caches included
+  (triggers); :meth:`EventStore.fsck` re-derives every cached verdict;
 * an append that returned is committed (``synchronous=FULL``), so a crash after
   it loses nothing; concurrent writers in other processes wait (busy timeout)
   and retry, and lose nothing;
@@ -36,40 +39,39 @@ signature cache kept through it), ``_schema`` and ``_sqlite`` (SQLite),
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from functools import partial
 from typing import Any, BinaryIO, Final, NamedTuple
 
-import msgspec
-
 from pith_graph import codes
-from pith_graph._parallel.many import ordered_map
-from pith_graph._parallel.pool import resolve_workers
-from pith_graph.canonical import MAX_DEPTH, canonical_json_parsed, gc_paused, loads
-from pith_graph.documents import (
-    EVENT_DEPTH_OFFSET,
-    Document,
-    DocumentSource,
-    load_bundle,
-    source_bytes,
-    split_bundle,
-)
+from pith_graph.canonical import canonical_json_parsed, gc_paused, loads
+from pith_graph.documents import Document, DocumentSource, load_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, PithGraphError, StoreError, TrustError
-from pith_graph.events import CheckedEvent, check_keys, inspect_event
+from pith_graph.events import MAX_EVENT_BYTES, CheckedEvent, check_keys, inspect_event
+from pith_graph.identifiers import PITH_NUMBER_RE, short_pith_number
 from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring
 from pith_graph.merge import MergeResult, merge_copies
+from pith_graph.models import detect_kind
 from pith_graph.state import State
-from pith_graph.store._backend import Backend, SignatureVerdict, StoredSignatureCache
+from pith_graph.store._backend import (
+    PRESENT,
+    REFUSED,
+    UNIT_STORED,
+    UNSETTLED,
+    Backend,
+    StoredSignatureCache,
+)
+from pith_graph.store._check import CheckReport, Mismatch, check_store
 from pith_graph.store._export import BundleSigner, bundle_document
 from pith_graph.store._facts import (
     FACTS_RULE,
     ITEM_KINDS,
+    CheckedRow,
     CopyRow,
     EventRow,
     FactsRow,
@@ -78,10 +80,18 @@ from pith_graph.store._facts import (
     as_is,
     join_bodies,
     parse_event,
-    ring_id,
+    ring_row,
     stored_checked,
 )
 from pith_graph.store._schema import SCHEMA_VERSION
+from pith_graph.store._source import (
+    SourceError,
+    SourceEvent,
+    SourceFile,
+    SourceItem,
+    check_item,
+    check_subject,
+)
 from pith_graph.store._sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteBackend
 
 __all__ = [
@@ -93,11 +103,15 @@ __all__ = [
     "AppendResult",
     "Backend",
     "BundleSigner",
+    "CheckReport",
     "EventRow",
     "EventStore",
     "FactsRow",
     "ImportResult",
+    "Mismatch",
     "SQLiteBackend",
+    "SourceError",
+    "SourceFile",
     "StoredEvent",
     "StoredSignatureCache",
     "SyncResult",
@@ -109,9 +123,11 @@ class AppendResult:
     """What :meth:`EventStore.append` did with one copy.
 
     ``status``: ``new`` (stored, passes the stage-1 checks), ``stored_invalid``
-    (stored, fails them: ``reason`` names the first failing check) or
-    ``duplicate`` (this exact copy was already stored; ``reason`` as for a new one).
-    Stage-2 (history) reasons depend on other events and appear only in states.
+    (stored, fails them: ``reason`` names the first failing check), ``duplicate``
+    (not stored: this exact copy already was, or it is valid and a valid copy of its
+    unit already is; ``reason`` as for a new one) or ``refused`` (not stored: it fails
+    stage 1 and arrived by sync). Stage-2 (history) reasons depend on other events
+    and appear only in states.
     """
 
     status: str
@@ -146,10 +162,12 @@ class ImportResult:
 
 @dataclass(frozen=True, slots=True)
 class SyncResult:
-    """What :meth:`EventStore.sync_from` added: new event copies and new bundle-level items."""
+    """What :meth:`EventStore.sync_from` did: event copies added, bundle-level items added,
+    and copies refused (they fail stage 1 under this store's trusted keys: never stored)."""
 
     events_added: int
     items_added: int
+    events_refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +175,9 @@ class StoredEvent:
     """A stored copy as :meth:`EventStore.events` lists it.
 
     ``reason`` is the unit's merge-v1 reason under the trust of that call (None:
-    valid); ``applied`` whether the unit is in ``applied_event_ids``.
+    valid); ``applied`` whether the unit is in ``applied_event_ids``;
+    ``copy_reason`` this copy's own stage-1 reason (None: this copy passes stage 1),
+    so a forged copy of a valid unit never reads as valid.
     """
 
     unit_id: str
@@ -166,6 +186,7 @@ class StoredEvent:
     event_type: str | None
     reason: str | None
     applied: bool
+    copy_reason: str | None = None
 
     @property
     def event(self) -> Any:
@@ -179,147 +200,71 @@ class StoredEvent:
 IMPORT_BATCH: Final = 256
 
 
-def _status(fresh: bool, reason: str | None) -> str:
-    """An append's status: ``duplicate`` for a copy stored before, else by its stage-1 reason."""
-    return codes.STORE_DUPLICATE if not fresh else codes.STORE_NEW if reason is None else codes.STORE_INVALID
-
-
-#: Events of one bundle read, checked and written at a time: an import holds one chunk's
-#: rows and outcomes, not the whole bundle's (peak memory; issue 18).
-IMPORT_CHUNK: Final = 1000
-
-_Chunk = tuple[list[EventRow], list[tuple[CheckedEvent, FactsRow]]]
-
-
-class _Received(NamedTuple):
-    """A bundle as the store takes it: its parsed shell (``events`` not to be read), its
-    subject, and its events in chunks: each event's row and its intrinsic stage-1 outcome
-    with the facts row. Reading a chunk may raise the bundle's InputError."""
-
-    shell: dict[str, Any]
-    subject: str
-    chunks: Iterator[_Chunk]
-
-
-def _received(bundle: DocumentSource | Document) -> _Received:
-    """Read a bundle for the store, one event tree at a time (none is kept: peak memory).
-
-    Bytes and paths are split (:func:`~pith_graph.documents.split_bundle`): the
-    shell is parsed once and each event on its own, never the whole document
-    twice. Anything irregular takes :func:`~pith_graph.documents.load_bundle`,
-    which raises the error it finds, so both paths accept and refuse alike (an
-    event found irregular in a later chunk raises then: the caller writes each
-    bundle in a savepoint).
-    """
-    data = None if isinstance(bundle, Document) else source_bytes(bundle)
-    split = None if data is None else split_bundle(data)
-    if split is None or data is None:
-        raw, model = load_bundle(bundle if data is None else data)
-        return _Received(raw, model.pith_number, _chunks(model.pith_number, iter(raw["events"])))
-    depth = MAX_DEPTH - EVENT_DEPTH_OFFSET
-    whole = data
-
-    def trees() -> Iterator[Any]:
-        for text in split.events:
-            try:
-                yield loads(bytes(text), max_depth=depth)
-            except InputError:
-                load_bundle(whole)  # raises the error the strict parse of the whole finds
-                raise
-
-    return _Received(split.shell, split.model.pith_number, _chunks(split.model.pith_number, trees()))
-
-
-def _chunks(subject: str, trees: Iterator[Any]) -> Iterator[_Chunk]:
-    """Each event's row and intrinsic outcome, :data:`IMPORT_CHUNK` events at a time; the
-    outcome drops its tree (check_keys reads only the canonical fragments it keeps)."""
-    while True:
-        rows: list[EventRow] = []
-        inspected: list[tuple[CheckedEvent, FactsRow]] = []
-        with gc_paused():  # many small acyclic objects (see canonical.gc_paused)
-            for tree in itertools.islice(trees, IMPORT_CHUNK):
-                row = EventRow.of(subject, tree)
-                checked, facts = EventStore._inspected(row, tree)
-                rows.append(row)
-                inspected.append((msgspec.structs.replace(checked, raw=None), facts))
-        if not rows:
-            return
-        yield rows, inspected
-
-
-def _items(shell: Mapping[str, Any], subject: str) -> list[ItemRow]:
-    """The bundle-level items of a bundle's shell, as canonical bytes."""
-    items: list[ItemRow] = []
-    for kind, key in ITEM_KINDS.items():
-        value = shell.get(key)
-        values = [value] if kind == "record" else (value or [])
-        items.extend(ItemRow(subject, kind, canonical_json_parsed(v)) for v in values if v is not None)
-    return items
-
-
-def _key_reasons(
-    subject: str, inspected: Sequence[tuple[CheckedEvent, FactsRow]], ring: KeyRing, verifier: Verifier
-) -> list[str | None]:
-    """Each event's stage-1 reason under ``ring`` (the key checks after the intrinsic ones)."""
-    return [check_keys(c, subject=subject, keyring=ring, verifier=verifier).reason for c, _ in inspected]
-
-
-class _Prepared(NamedTuple):
-    """A bundle read and checked by a helper process, ready to be stored (see :meth:`EventStore.import_bundles`)."""
-
-    subject: str
-    rows: list[EventRow]
-    items: list[ItemRow]
-    facts: list[FactsRow]
-    intrinsic_ok: list[bool]
-    reasons: list[str | None]
-    #: Every signature verdict reached, for the store's signature cache.
-    verdicts: list[SignatureVerdict]
-
-
-class _Recorded:
-    """A signature cache that knows nothing and keeps every verdict reached (a helper's)."""
-
-    def __init__(self) -> None:
-        self.verdicts: list[SignatureVerdict] = []
-
-    def lookup(self, public_key: bytes, signature: bytes, message: bytes) -> bool | None:
-        return None
-
-    def record(self, public_key: bytes, signature: bytes, message: bytes, valid: bool) -> None:
-        self.verdicts.append(SignatureVerdict(public_key, signature, message, valid))
-
-
-def _prepare_outcome(bundle: DocumentSource | Document, ring: KeyRing) -> _Prepared | PithGraphError:
-    """In a helper process: a bundle read, checked under ``ring`` and ready to store, or its error."""
-    try:
-        received = _received(bundle)
-        recorded = _Recorded()
-        verifier = Verifier(cache=recorded)
-        prepared = _Prepared(
-            received.subject, [], _items(received.shell, received.subject), [], [], [], recorded.verdicts
-        )
-        for rows, inspected in received.chunks:
-            prepared.rows.extend(rows)
-            prepared.facts.extend(facts for _, facts in inspected)
-            prepared.intrinsic_ok.extend(c.reason is None for c, _ in inspected)
-            prepared.reasons.extend(_key_reasons(received.subject, inspected, ring, verifier))
-        return prepared
-    except PithGraphError as exc:
-        return exc
-
-
 def _dumps(value: Any) -> bytes:
     """Compact JSON as ``pith-graph store export`` prints a bundle."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class _Replay(NamedTuple):
-    """A replay's outcome: the merge result, the copy rows it read, and the subject's parsed items by kind."""
+    """A replay's outcome: the merge result, the copy rows it read, each copy's stage-1
+    outcome (same order), and the subject's parsed items by kind."""
 
     result: MergeResult
     rows: list[CopyRow]
+    checks: list[tuple[str, CheckedEvent]]
     items: dict[str, list[Any]]
+
+
+#: :meth:`Backend.add_checked` outcomes as the statuses an append reports (ADDED depends on the verdict).
+_NOT_STORED: Final = {
+    PRESENT: codes.STORE_DUPLICATE,
+    UNIT_STORED: codes.STORE_DUPLICATE,
+    REFUSED: codes.STORE_REFUSED,
+}
+#: Times an append retries rows whose unit had copies not yet checked under its keys.
+_SETTLE_ROUNDS: Final = 3
+#: ``pith:`` + the first 8 characters of a code: a short Pith Number.
+_SHORT_RE: Final = re.compile(r"pith:[A-Z2-7]{8}")
+#: Event copies (and items) a sync stores per transaction.
+_SYNC_BATCH: Final = 2000
+
+
+def _source_rows(
+    other: EventStore | SourceFile,
+) -> tuple[Callable[[], Iterator[SourceEvent]], Callable[[], Iterator[SourceItem]]]:
+    """How to read a sync source's event and item rows (each call reads them again, in batches)."""
+    if isinstance(other, SourceFile):
+        return other.events, other.items
+
+    def events() -> Iterator[SourceEvent]:
+        for subject in other.subjects():  # one subject at a time, never the whole store
+            check_subject(subject, "sync source")
+            for row in other.backend.event_rows(subject):
+                yield SourceEvent(
+                    subject,
+                    row.body if len(row.body) <= MAX_EVENT_BYTES else None,
+                    f"sync source: an event of {subject}",
+                )
+
+    def items() -> Iterator[SourceItem]:
+        for subject in other.subjects():
+            for kind, body in other.backend.items(subject):
+                yield check_item(subject, kind, body, f"sync source: {subject} item")
+
+    return events, items
+
+
+def _source_tree(found: SourceEvent) -> Any:
+    """The parsed body of a source's event row (None: too large to be valid); a body that is
+    not strict JSON makes the whole source bad (:class:`SourceError`)."""
+    if found.body is None:
+        return None
+    try:
+        return loads(found.body)
+    except InputError as exc:
+        raise SourceError(
+            f"{found.where}: body is not JSON ({exc.message})", code=codes.E_STORE_CORRUPT
+        ) from exc
 
 
 class EventStore:
@@ -339,12 +284,14 @@ class EventStore:
         backend: Backend | None = None,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         create: bool = True,
+        read_only: bool | None = False,
     ) -> None:
         self.backend: Backend = (
-            backend if backend is not None else SQLiteBackend(path, busy_timeout=busy_timeout, create=create)
+            backend
+            if backend is not None
+            else SQLiteBackend(path, busy_timeout=busy_timeout, create=create, read_only=read_only)
         )
         self.cache = StoredSignatureCache(self.backend)
-        self._last_ring: tuple[KeyRing, str] | None = None
 
     def __enter__(self) -> EventStore:
         return self
@@ -359,11 +306,24 @@ class EventStore:
         finally:
             self.backend.close()
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened read-only: reads work, caching is skipped, writes fail."""
+        return self.backend.read_only
+
     def check(self) -> None:
         """Run the database's integrity check; raise ``store_corrupt`` unless it says ok."""
         found = self.backend.integrity_check()
         if found != ["ok"]:
             raise StoreError(f"integrity check failed: {'; '.join(found[:3])}", code=codes.E_STORE_CORRUPT)
+
+    def fsck(self) -> CheckReport:
+        """Re-derive every cached verdict and indexed column from the stored bodies, ignoring
+        the caches, and return each disagreement (empty: the caches say what the bodies do).
+
+        What someone who can write the file could forge and this finds: docs/store.md, "Tampering".
+        """
+        return check_store(self.backend)
 
     def verifier(self) -> Verifier:
         """A :class:`Verifier` backed by this store's signature cache."""
@@ -371,44 +331,127 @@ class EventStore:
 
     # --- writing ------------------------------------------------------------------
 
-    @staticmethod
-    def _inspected(row: EventRow, tree: Any) -> tuple[CheckedEvent, FactsRow]:
-        """The intrinsic stage-1 outcome of a received copy, and the facts row stored with it."""
-        checked = inspect_event(tree, subject=row.subject, uid=row.unit_id)
-        return checked, FactsRow.of(row.body, checked)
+    def resolve_subject(self, subject: str) -> str:
+        """The full Pith Number ``subject`` names: itself, or the one stored number a short
+        form (``pith:`` + 8 characters) abbreviates. Anything else is ``bad_subject``."""
+        if not isinstance(subject, str):
+            raise InputError(
+                f"a subject must be a Pith Number, not {type(subject).__name__}", code=codes.E_BAD_SUBJECT
+            )
+        if PITH_NUMBER_RE.fullmatch(subject):
+            return subject
+        if _SHORT_RE.fullmatch(subject):
+            matches = [
+                s for s in self.subjects() if PITH_NUMBER_RE.fullmatch(s) and short_pith_number(s) == subject
+            ]
+            if len(matches) == 1:
+                return matches[0]
+            found = "no stored subject" if not matches else f"{len(matches)} stored subjects"
+            raise InputError(
+                f"short Pith Number {subject} names {found}: give the full number", code=codes.E_BAD_SUBJECT
+            )
+        raise InputError(
+            f"subject {subject!r} is not a Pith Number (pith:YEAR:26 base32 characters, or pith: + 8 of a stored one)",
+            code=codes.E_BAD_SUBJECT,
+        )
 
-    def _status(
-        self, row: EventRow, checked: CheckedEvent, fresh: bool, ring: KeyRing, verifier: Verifier
-    ) -> AppendResult:
-        reason = check_keys(checked, subject=row.subject, keyring=ring, verifier=verifier).reason
-        return AppendResult(_status(fresh, reason), row.subject, row.unit_id, row.digest, reason)
+    def _store_copies(
+        self,
+        subject: str,
+        trees: Sequence[Any],
+        ring: KeyRing,
+        *,
+        keep_invalid: bool,
+        items: Sequence[ItemRow] = (),
+    ) -> list[AppendResult]:
+        """Run stage 1 on received copies under ``ring`` and store them (docs/merge-v1.md, "A unit is stored once").
+
+        A valid copy is stored unless its unit already has a stored copy valid under
+        ``ring``; an invalid one only with ``keep_invalid`` (a local user's evidence).
+        Stored copies of a unit never checked under ``ring`` are checked first (their
+        verdicts kept), so the rule holds whatever keys stored them.
+        """
+        rows = [EventRow.of(subject, tree) for tree in trees]
+        verifier = self.verifier()
+        checked: list[CheckedRow] = []
+        try:
+            for row, tree in zip(rows, trees, strict=True):
+                inspected = inspect_event(tree, subject=subject, uid=row.unit_id)
+                final = check_keys(inspected, subject=subject, keyring=ring, verifier=verifier)
+                checked.append(
+                    CheckedRow(FactsRow.of(row.body, inspected), final.reason, inspected.reason is None)
+                )
+            ring_key = ring_row(ring)
+            outcomes = self.backend.add_checked(rows, items, checked, ring_key, keep_invalid=keep_invalid)
+            for _ in range(_SETTLE_ROUNDS):
+                again = [i for i, outcome in enumerate(outcomes) if outcome == UNSETTLED]
+                if not again:
+                    break
+                self._settle(subject, ring)
+                retried = self.backend.add_checked(
+                    [rows[i] for i in again],
+                    [],
+                    [checked[i] for i in again],
+                    ring_key,
+                    keep_invalid=keep_invalid,
+                )
+                for i, outcome in zip(again, retried, strict=True):
+                    outcomes[i] = outcome
+            if UNSETTLED in outcomes:
+                raise StoreError(
+                    f"stored copies of {subject} stay unchecked under these keys", code=codes.E_INTERNAL
+                )
+        finally:
+            self.cache.flush()
+        return [
+            AppendResult(
+                _NOT_STORED.get(outcome)
+                or (codes.STORE_NEW if check.reason is None else codes.STORE_INVALID),
+                subject,
+                row.unit_id,
+                row.digest,
+                check.reason,
+            )
+            for row, check, outcome in zip(rows, checked, outcomes, strict=True)
+        ]
 
     def append(
-        self, event: Any, *, subject: str | None = None, trusted_keys: TrustedKeys = None
+        self,
+        event: Any,
+        *,
+        subject: str | None = None,
+        trusted_keys: TrustedKeys = None,
+        keep_invalid: bool = True,
     ) -> AppendResult:
         """Store one copy of an event exactly as received and say what happened.
 
-        ``event``: raw bytes/text of one event, or a parsed value. ``subject``: the
-        record it was received for; by default the event's ``subject_pith_number``
-        (required when that is not a string). An explicit subject wins, so a copy
-        claiming another subject is kept as evidence (``subject_mismatch``).
-        ``trusted_keys`` only decides the reported status (stage-1 checks); what
-        is stored never depends on it. Committed before returning.
+        ``event``: raw bytes/text of one event, or a parsed value (never a bundle: see
+        :meth:`import_bundle`). ``subject``: the Pith Number it was received for (a
+        short form resolves to the stored full number); by default the event's
+        ``subject_pith_number``. Anything but a Pith Number is ``bad_subject`` and
+        nothing is stored. An explicit subject wins, so a copy claiming another
+        subject is kept as evidence (``subject_mismatch``). ``trusted_keys`` decide
+        the stage-1 verdict, and with it whether a valid copy is a ``duplicate`` of
+        a stored valid copy of its unit (not stored). ``keep_invalid=False`` (input
+        from the network: a mirror's clients and peers) stores a copy that fails
+        stage 1 nowhere and reports it ``refused``. Committed before returning.
         """
         tree = parse_event(event)
+        kind = detect_kind(tree)
+        if kind == "bundle":
+            raise InputError(
+                "this is a bundle, not an event: store it with `store import`", code=codes.E_USAGE
+            )
+        if kind is not None:
+            raise InputError(f"this is a {kind.replace('_', ' ')} document, not an event", code=codes.E_USAGE)
         if subject is None:
             claimed = tree.get("subject_pith_number") if isinstance(tree, dict) else None
             if not isinstance(claimed, str):
                 raise InputError("the event names no subject_pith_number: pass subject=", code=codes.E_USAGE)
             subject = claimed
-        row = EventRow.of(subject, tree)
-        checked, facts = self._inspected(row, tree)
-        (fresh,) = self.backend.add([row], [], [facts])
-        verifier = self.verifier()
-        try:
-            return self._status(row, checked, fresh, coerce_ring(trusted_keys), verifier)
-        finally:
-            self.cache.flush()
+        subject = self.resolve_subject(subject)
+        [result] = self._store_copies(subject, [tree], coerce_ring(trusted_keys), keep_invalid=keep_invalid)
+        return result
 
     def import_bundle(
         self,
@@ -416,17 +459,48 @@ class EventStore:
         *,
         trusted_keys: TrustedKeys = None,
         trust_bundle_keys: bool = False,
+        keep_invalid: bool = True,
     ) -> ImportResult:
         """Store a bundle's events and bundle-level items (record, aliases, keys, hints, proofs).
 
         One transaction. Public keys are stored as data and never trusted by
-        being stored; ``trusted_keys``/``trust_bundle_keys`` only decide the
-        reported statuses, as for :meth:`append`.
+        being stored; ``trusted_keys``/``trust_bundle_keys`` decide the stage-1
+        verdicts, as for :meth:`append`. Invalid copies are kept (evidence) unless
+        ``keep_invalid=False`` (network input: then they are ``refused``).
         """
-        (result,) = self.import_bundles(
-            [bundle], trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys
+        return self._import(
+            bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, keep_invalid=keep_invalid
         )
-        return result
+
+    def _import(
+        self,
+        bundle: DocumentSource | Document,
+        *,
+        trusted_keys: TrustedKeys,
+        trust_bundle_keys: bool,
+        keep_invalid: bool,
+    ) -> ImportResult:
+        raw, model = load_bundle(bundle)
+        subject = model.pith_number
+        if not PITH_NUMBER_RE.fullmatch(subject):
+            raise InputError(
+                f"the bundle's pith_number {subject!r} is not a Pith Number", code=codes.E_BAD_SUBJECT
+            )
+        items: list[ItemRow] = []
+        for kind, key in ITEM_KINDS.items():
+            value = raw.get(key)
+            values = [value] if kind == "record" else (value or [])
+            items.extend(ItemRow(subject, kind, canonical_json_parsed(v)) for v in values if v is not None)
+        listed = (
+            [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
+            + list(raw.get("public_keys") or [])
+            if trust_bundle_keys
+            else []
+        )
+        ring = self._ring(trusted_keys, trust_bundle_keys, listed)
+        before = self._item_count(subject)
+        appends = self._store_copies(subject, raw["events"], ring, keep_invalid=keep_invalid, items=items)
+        return ImportResult(subject, tuple(appends), self._item_count(subject) - before)
 
     def import_bundles(
         self,
@@ -434,169 +508,153 @@ class EventStore:
         *,
         trusted_keys: TrustedKeys = None,
         trust_bundle_keys: bool = False,
+        keep_invalid: bool = True,
         batch_size: int = IMPORT_BATCH,
-        workers: int | None = 1,
     ) -> Iterator[ImportResult]:
         """Import many bundles, one transaction per ``batch_size`` of them, reading one at a time.
 
         Yields each bundle's :class:`ImportResult` once the transaction holding it
         is committed: whatever was yielded survives a crash, and a crash loses at
-        most the bundles read since the last result (one batch). A bundle that
-        cannot be read raises its :class:`~pith_graph.errors.InputError` after
-        the bundles before it are committed and yielded. The trusted keys are
-        resolved once for all bundles; as for :meth:`import_bundle` otherwise.
-
-        ``workers`` (default 1: this process only; None or 0 as for
-        ``rebuild_state``): processes that read and check bundles (parse, stage
-        1, signatures), in order, while this one writes them; with
-        ``trust_bundle_keys`` (which reads the keys already stored) this process
-        does everything. The results are the same either way.
+        most the bundles read since the last result (one batch). Each bundle is
+        all or nothing (a savepoint of the batch). A bundle that cannot be read
+        raises its error after the bundles before it are committed and yielded.
+        The trusted keys are resolved once for all bundles; as for
+        :meth:`import_bundle` otherwise.
         """
         if batch_size < 1:
             raise InputError(f"batch_size must be positive, not {batch_size}", code=codes.E_USAGE)
-        count = 1 if trust_bundle_keys else resolve_workers(workers)
         ring = coerce_ring(trusted_keys)
-        verifier = self.verifier()
-        prepared = ordered_map(_prepare_outcome, bundles, count, ring) if count > 1 else None
-        if prepared is not None:
-            steps: Iterator[Callable[[], ImportResult]] = (
-                partial(self._store_prepared, p, ring) for p in prepared
-            )
-        else:
-            steps = (partial(self._import, b, ring, trust_bundle_keys, verifier) for b in bundles)
-        try:
-            while True:
-                batch: list[ImportResult] = []
-                failed: PithGraphError | None = None
-                with self.backend.transaction():
-                    for step in steps:
-                        try:
-                            batch.append(step())
-                        except StoreError:
-                            raise  # the transaction itself is in doubt: roll the batch back
-                        except PithGraphError as exc:
-                            failed = exc  # this bundle is unusable: keep the ones before it
-                            break
-                        if len(batch) == batch_size:
-                            break
-                    self.cache.flush()  # the batch's signature verdicts, in its transaction
-                yield from batch
-                if failed is not None:
-                    raise failed
-                if len(batch) < batch_size:
-                    return
-        finally:
-            self.cache.flush()
-            if prepared is not None:
-                prepared.close()  # stops the helpers of an import left early
+        remaining = iter(bundles)
+        while True:
+            batch: list[ImportResult] = []
+            failed: PithGraphError | None = None
+            with self.backend.transaction():
+                for bundle in remaining:
+                    try:
+                        with self.backend.transaction():  # a savepoint: this bundle, all or nothing
+                            batch.append(
+                                self._import(
+                                    bundle,
+                                    trusted_keys=ring,
+                                    trust_bundle_keys=trust_bundle_keys,
+                                    keep_invalid=keep_invalid,
+                                )
+                            )
+                    except StoreError:
+                        raise  # the transaction itself is in doubt: roll the batch back
+                    except PithGraphError as exc:
+                        failed = exc  # this bundle is unusable: keep the ones before it
+                        break
+                    if len(batch) == batch_size:
+                        break
+                self.cache.flush()  # the batch's signature verdicts, in its transaction
+            yield from batch
+            if failed is not None:
+                raise failed
+            if len(batch) < batch_size:
+                return
 
-    def _import(
-        self, bundle: DocumentSource | Document, ring: KeyRing, trust_bundle_keys: bool, verifier: Verifier
-    ) -> ImportResult:
-        """Store one bundle (inside the caller's transaction, all or nothing) and report each event's status.
-
-        Written a chunk of events at a time (:data:`IMPORT_CHUNK`), in a savepoint of
-        the caller's transaction: an event found unusable in a later chunk undoes the
-        earlier ones.
-        """
-        with self.backend.transaction():
-            received = _received(bundle)
-            subject = received.subject
-            before = self._item_count(subject)
-            self.backend.add([], _items(received.shell, subject))
-            if trust_bundle_keys:
-                # The keys stored for the subject, this bundle's included (as data: trusted only on request).
-                stored = [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
-                ring = self._ring(ring, True, stored)
-            # ring_id costs more than a small bundle's checks: once per call, unless the bundle's keys join the ring.
-            ring_key = ring_id(ring) if trust_bundle_keys else self._ring_key(ring)
-            appends: list[AppendResult] = []
-            for rows, inspected in received.chunks:
-                fresh = self.backend.add(rows, [], [facts for _, facts in inspected])
-                # One query for the verdicts this store already has about the chunk's signatures, not one each.
-                self.cache.prefetch(
-                    c.facts.message for c, _ in inspected if c.reason is None and c.facts is not None
-                )
-                try:
-                    reasons = _key_reasons(subject, inspected, ring, verifier)
-                finally:
-                    self.cache.forget()
-                intrinsic_ok = [c.reason is None for c, _ in inspected]
-                appends += self._appends(subject, rows, intrinsic_ok, reasons, fresh, ring_key)
-            return ImportResult(subject, tuple(appends), self._item_count(subject) - before)
-
-    def _store_prepared(self, prepared: _Prepared | PithGraphError, ring: KeyRing) -> ImportResult:
-        """Store a bundle a helper read and checked (:func:`_prepare_outcome`), inside the caller's transaction."""
-        if isinstance(prepared, PithGraphError):
-            raise prepared
-        before = self._item_count(prepared.subject)
-        fresh = self.backend.add(prepared.rows, prepared.items, prepared.facts)
-        for verdict in prepared.verdicts:
-            self.cache.record(*verdict)
-        appends = self._appends(
-            prepared.subject,
-            prepared.rows,
-            prepared.intrinsic_ok,
-            prepared.reasons,
-            fresh,
-            self._ring_key(ring),
-        )
-        return ImportResult(prepared.subject, tuple(appends), self._item_count(prepared.subject) - before)
-
-    def _appends(
+    def write_bundle(
         self,
         subject: str,
-        rows: Sequence[EventRow],
-        intrinsic_ok: Sequence[bool],
-        reasons: Sequence[str | None],
-        fresh: Sequence[bool],
-        ring_key: str,
-    ) -> list[AppendResult]:
-        """The events' statuses, and the key verdicts kept for the next replay under the same keys
-        (only for copies that passed the intrinsic checks)."""
-        appends = [
-            AppendResult(_status(new, reason), subject, row.unit_id, row.digest, reason)
-            for row, reason, new in zip(rows, reasons, fresh, strict=True)
-        ]
-        verdicts = [
-            KeyVerdict(a.unit_id, a.digest, a.reason)
-            for a, ok in zip(appends, intrinsic_ok, strict=True)
-            if ok
-        ]
-        if verdicts:
-            self.backend.add_key_verdicts(ring_key, subject, verdicts)
-        return appends
+        out: BinaryIO,
+        *,
+        trusted_keys: TrustedKeys = None,
+        trust_bundle_keys: bool = False,
+        built_at: str | None = None,
+    ) -> None:
+        """Write :meth:`export_bundle` of ``subject`` to ``out`` as compact JSON (UTF-8, key
+        order kept: ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))``), without
+        building its tree.
 
-    def _ring_key(self, ring: KeyRing) -> str:
-        """:func:`ring_id` of ``ring``, remembered for the last ring asked about (rings are immutable)."""
-        if self._last_ring is None or self._last_ring[0] is not ring:
-            self._last_ring = (ring, ring_id(ring))
-        return self._last_ring[1]
+        The stored copies are written as their stored canonical bytes and the state as
+        :meth:`State.to_json`, which are exactly what the dump of their parsed trees
+        gives (tests/store/test_store_export_stream.py compares both): the export holds
+        the copies' bytes once, not every event's tree and the whole text beside it.
+        """
+        result, copy_rows, _, items = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
+        rows = self._event_rows(copy_rows)
+        order = self._ordered(result, rows)
+        # Placeholders that no stored item can hold by chance, replaced by the bytes.
+        token = f"\x00pith-graph-export-{uuid.uuid4().hex}"
+        shell = bundle_document(
+            subject,
+            result.state,
+            token + "e",
+            items,
+            sign_with=None,
+            built_at=built_at,
+            embedded_state=token + "s",
+        )
+        head, rest = _dumps(shell).split(_dumps(token + "e"))
+        middle, tail = rest.split(_dumps(token + "s"))
+        out.write(head + b"[")
+        for index, row in enumerate(order):
+            out.write(b"," + rows[row].body if index else rows[row].body)
+        out.write(b"]" + middle)
+        out.write(result.state.to_json())
+        out.write(tail)
 
     def _item_count(self, subject: str) -> int:
         return len(self.backend.items(subject))
 
-    def sync_from(self, other: EventStore | DocumentSource | Document) -> SyncResult:
-        """Add every event copy and item of another store (or of a bundle) to this one.
+    def sync_from(
+        self, other: EventStore | SourceFile | DocumentSource | Document, *, trusted_keys: TrustedKeys = None
+    ) -> SyncResult:
+        """Add what another store (a :class:`SourceFile` or an open :class:`EventStore`), or a bundle, holds.
 
-        A union of sets: syncing replicas in any order, any number of times, gives
-        the same stored sets and therefore the same states. Signature-cache
-        verdicts are not copied: this store re-verifies what it did not check itself.
+        Everything from there is untrusted input (docs/store.md, "Sync"): unit ids and
+        digests are recomputed from each body, every body and item is checked, and only
+        copies that pass stage 1 under ``trusted_keys`` (default: the registry key) are
+        stored, once per unit; the rest are counted as refused. The whole source is
+        checked before anything is stored: a bad one raises
+        :class:`~pith_graph.store.SourceError` and nothing of it is kept. Read in
+        batches, never whole. Signature-cache verdicts are not copied.
         """
-        if not isinstance(other, EventStore):
-            result = self.import_bundle(other)
+        ring = coerce_ring(trusted_keys)
+        if not isinstance(other, (EventStore, SourceFile)):
+            result = self._import(other, trusted_keys=ring, trust_bundle_keys=False, keep_invalid=False)
             return SyncResult(
-                result.count(codes.STORE_NEW) + result.count(codes.STORE_INVALID), result.items_added
+                result.count(codes.STORE_NEW), result.items_added, result.count(codes.STORE_REFUSED)
             )
-        rows: list[EventRow] = []
-        items: list[ItemRow] = []
-        before = sum(len(self.backend.items(s)) for s in self.backend.subjects())
-        for subject in other.subjects():
-            rows.extend(other.backend.event_rows(subject))
-            items.extend(ItemRow(subject, kind, body) for kind, body in other.backend.items(subject))
-        fresh = self.backend.add(rows, items)
-        after = sum(len(self.backend.items(s)) for s in self.backend.subjects())
-        return SyncResult(sum(fresh), after - before)
+        events, items = _source_rows(other)
+        # First pass: the whole source is checked before anything of it is stored.
+        for found in events():
+            _source_tree(found)
+        subjects = {item.subject for item in items()}
+        added = refused = 0
+        batch: dict[str, list[Any]] = {}
+        pending = 0
+
+        def flush() -> None:
+            nonlocal added, refused, pending
+            for subject, trees in batch.items():
+                for result in self._store_copies(subject, trees, ring, keep_invalid=False):
+                    added += result.status == codes.STORE_NEW
+                    refused += result.status == codes.STORE_REFUSED
+            batch.clear()
+            pending = 0
+
+        for found in events():
+            tree = _source_tree(found)
+            if tree is None:
+                refused += 1
+                continue
+            batch.setdefault(found.subject, []).append(tree)
+            pending += 1
+            if pending >= _SYNC_BATCH:
+                flush()
+        flush()
+        before = sum(self._item_count(s) for s in subjects)
+        chunk: list[ItemRow] = []
+        for item in items():
+            chunk.append(ItemRow(*item))
+            if len(chunk) >= _SYNC_BATCH:
+                self.backend.add([], chunk)
+                chunk = []
+        if chunk:
+            self.backend.add([], chunk)
+        return SyncResult(added, sum(self._item_count(s) for s in subjects) - before, refused)
 
     # --- reading ------------------------------------------------------------------
 
@@ -609,15 +667,51 @@ class EventStore:
     ) -> KeyRing:
         """The caller's keys (default: the registry key), plus the stored ones only on request.
 
-        merge-v1 §4: a bundle never vouches for itself, and neither does a store.
+        merge-v1 §4: a bundle never vouches for itself, and neither does a store; a stored
+        key trusted on request is ``listed`` (it never creates records).
         """
         ring = coerce_ring(trusted_keys)
         if not trust_bundle_keys:
             return ring
         try:
-            return ring.union(KeyRing.from_entries(stored_keys))
+            return ring.union(KeyRing.from_entries(stored_keys, listed=True))
         except TrustError as exc:
             raise TrustError(f"stored public_keys: {exc.message}", code=exc.code) from exc
+
+    def _stage1(self, subject: str, rows: list[CopyRow], ring: KeyRing) -> list[tuple[str, CheckedEvent]]:
+        """The stage-1 outcome of every stored copy under ``ring``, from stored facts and kept
+        verdicts; the key checks of copies never checked under ``ring`` run here and their
+        verdicts are kept (unless the store is read-only: reads never write)."""
+        ring_key = ring_row(ring)
+        copies, messages, missing, unchecked = stored_checked(
+            subject, rows, self.backend.key_verdicts(ring_key.id, subject)
+        )
+        if missing and not self.read_only:
+            self.backend.add_facts(missing)
+        if unchecked:
+            # The key checks of copies never replayed under these keys; their
+            # verdicts are kept for the next replay.
+            self.cache.prefetch(messages)
+            verifier = self.verifier()
+            verdicts: list[KeyVerdict] = []
+            for index, _seq in unchecked:
+                uid, intrinsic = copies[index]
+                checked = check_keys(intrinsic, subject=subject, keyring=ring, verifier=verifier)
+                copies[index] = (uid, checked)
+                verdicts.append(KeyVerdict(uid, rows[index].digest, checked.reason))
+            if not self.read_only:
+                self.backend.add_key_verdicts(ring_key, subject, verdicts)
+        return copies
+
+    def _settle(self, subject: str, ring: KeyRing) -> None:
+        """Keep the key verdicts under ``ring`` of every stored copy of ``subject``."""
+        rows, _ = self.backend.copies(subject)
+        try:
+            with gc_paused():
+                self._stage1(subject, rows, ring)
+        finally:
+            self.cache.forget()
+            self.cache.flush()
 
     def _replay(
         self, subject: str, trusted_keys: TrustedKeys, trust_bundle_keys: bool, *, with_body: bool = False
@@ -628,7 +722,7 @@ class EventStore:
         ``event_facts`` (computed once, from the immutable body, when the copy was
         stored); the key checks run here against the caller's trusted keys, and
         signatures go through the content-addressed signature cache. Returns the
-        result, the copy rows and the parsed items.
+        result, the copy rows, their outcomes and the parsed items.
         """
         rows, item_rows = self.backend.copies(subject, with_body=with_body)
         grouped: dict[str, list[bytes]] = {kind: [] for kind in ITEM_KINDS}
@@ -638,28 +732,11 @@ class EventStore:
             raise StoreError(f"the store holds nothing for {subject!r}", code=codes.E_STORE_UNKNOWN_SUBJECT)
         items = {kind: join_bodies(bodies) for kind, bodies in grouped.items()}
         ring = self._ring(trusted_keys, trust_bundle_keys, items["public_key"])
-        ring_key = ring_id(ring)
         try:
             with gc_paused():  # thousands of small acyclic objects (see canonical.gc_paused)
-                copies, messages, missing, unchecked = stored_checked(
-                    subject, rows, self.backend.key_verdicts(ring_key, subject)
-                )
-                if missing:
-                    self.backend.add_facts(missing)
-                if unchecked:
-                    # The key checks of copies never replayed under these keys; their
-                    # verdicts are kept for the next replay.
-                    self.cache.prefetch(messages)
-                    verifier = self.verifier()
-                    verdicts: list[KeyVerdict] = []
-                    for index, _seq in unchecked:
-                        uid, intrinsic = copies[index]
-                        checked = check_keys(intrinsic, subject=subject, keyring=ring, verifier=verifier)
-                        copies[index] = (uid, checked)
-                        verdicts.append(KeyVerdict(uid, rows[index].digest, checked.reason))
-                    self.backend.add_key_verdicts(ring_key, subject, verdicts)
+                copies = self._stage1(subject, rows, ring)
                 result = merge_copies(
-                    copies,
+                    list(copies),
                     as_is,
                     subject=subject,
                     aliases=items["alias"],
@@ -669,7 +746,7 @@ class EventStore:
         finally:
             self.cache.forget()
             self.cache.flush()
-        return _Replay(result, rows, items)
+        return _Replay(result, rows, copies, items)
 
     def replay(
         self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
@@ -724,7 +801,7 @@ class EventStore:
         self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
     ) -> list[StoredEvent]:
         """Every stored copy of ``subject``: applied units in apply order, then the rest by unit id."""
-        result, copy_rows, _ = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
+        result, copy_rows, checks, _ = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
         rows = self._event_rows(copy_rows)
         applied = set(result.state.applied_event_ids)
         return [
@@ -735,6 +812,7 @@ class EventStore:
                 rows[i].event_type,
                 result.reasons.get(rows[i].unit_id),
                 rows[i].unit_id in applied,
+                checks[i][1].reason,
             )
             for i in self._ordered(result, rows)
         ]
@@ -754,50 +832,8 @@ class EventStore:
         ``sign_with`` (a mirror key), a ``bundle_signature`` over ``bundle_sha256``
         is added; listing that key does not make anyone trust it.
         """
-        result, copy_rows, items = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
+        result, copy_rows, _, items = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
         rows = self._event_rows(copy_rows)
         trees = join_bodies(row.body for row in rows)  # export needs the trees; a state never does
         events = [trees[i] for i in self._ordered(result, rows)]
         return bundle_document(subject, result.state, events, items, sign_with=sign_with, built_at=built_at)
-
-    def write_bundle(
-        self,
-        subject: str,
-        out: BinaryIO,
-        *,
-        trusted_keys: TrustedKeys = None,
-        trust_bundle_keys: bool = False,
-        built_at: str | None = None,
-    ) -> None:
-        """Write :meth:`export_bundle` of ``subject`` to ``out`` as compact JSON (UTF-8, key
-        order kept: ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))``), without
-        building its tree.
-
-        The stored copies are written as their stored canonical bytes and the state as
-        :meth:`State.to_json`, which are exactly what the dump of their parsed trees
-        gives (tests/store/test_store_batches.py compares both): the export holds the
-        copies' bytes once, not every event's tree and the whole text beside it.
-        """
-        result, copy_rows, items = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
-        rows = self._event_rows(copy_rows)
-        order = self._ordered(result, rows)
-        # Placeholders that no stored item can hold by chance, replaced by the bytes.
-        token = f"\x00pith-graph-export-{uuid.uuid4().hex}"
-        shell = bundle_document(
-            subject,
-            result.state,
-            token + "e",
-            items,
-            sign_with=None,
-            built_at=built_at,
-            embedded_state=token + "s",
-        )
-        text = _dumps(shell)
-        head, rest = text.split(_dumps(token + "e"))
-        middle, tail = rest.split(_dumps(token + "s"))
-        out.write(head + b"[")
-        for index, row in enumerate(order):
-            out.write(b"," + rows[row].body if index else rows[row].body)
-        out.write(b"]" + middle)
-        out.write(result.state.to_json())
-        out.write(tail)

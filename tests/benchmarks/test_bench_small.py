@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from benchmarks.generate import trusted_entries
-from benchmarks.mirror import ensure_mirror, generate_record_bundle, mirror_files
+from benchmarks.registry_mirror import ensure_mirror, generate_record_bundle, mirror_files
 from pith_graph.verify import verify_bundle
 
 ROOT = Path(__file__).resolve().parents[2]

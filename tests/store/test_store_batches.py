@@ -223,42 +223,7 @@ def test_sigkill_loses_at_most_the_uncommitted_batch(tmp_path: Path) -> None:
             assert len(store.backend.event_rows(subject)) == events[subject]
 
 
-def test_helpers_import_the_same_as_this_process(tmp_path: Path) -> None:
-    bundles = [json.dumps(small_bundle(i)).encode() for i in range(40)]
-    bundles[5] = bundles[5].replace(b'"signature_b64": "', b'"signature_b64": "AAAA', 1)  # one bad signature
-    with EventStore(tmp_path / "one.sqlite") as one, EventStore(tmp_path / "two.sqlite") as two:
-        serial = list(one.import_bundles(bundles, trusted_keys=trusted(), batch_size=9))
-        helped = list(two.import_bundles(iter(bundles), trusted_keys=trusted(), batch_size=9, workers=2))
-        assert helped == serial
-        assert sum(r.count(codes.STORE_INVALID) for r in helped) >= 1
-        for subject in one.subjects():
-            assert (
-                two.state(subject, trusted_keys=trusted()).to_json()
-                == one.state(subject, trusted_keys=trusted()).to_json()
-            )
-        # The helpers' signature verdicts reached the store's cache: a replay verifies nothing again.
-        before = two.cache.misses
-        two.state(serial[0].subject, trusted_keys=trusted())
-        assert two.cache.misses == before
-
-
-def test_helpers_report_an_unusable_bundle_in_its_place(tmp_path: Path) -> None:
-    bundles = [json.dumps(small_bundle(i)).encode() for i in range(20)]
-    bundles[13] = b"[]"
-    with EventStore(tmp_path / "s.sqlite") as store:
-        seen = []
-        with pytest.raises(InputError):
-            for result in store.import_bundles(bundles, batch_size=4, workers=2):
-                seen.append(result.subject)
-        assert len(seen) == 13 and store.subjects() == sorted(seen)
-
-
-def test_a_bundle_found_unusable_in_a_later_chunk_leaves_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import pith_graph.store
-
-    monkeypatch.setattr(pith_graph.store, "IMPORT_CHUNK", 2)  # the fifth event is in the third chunk
+def test_an_unusable_bundle_leaves_nothing_of_itself(tmp_path: Path) -> None:
     history = History.new(REGISTRY)
     events = [history.event("mirror_hint", payload={"i": i}) for i in range(5)]
     text = json.dumps(history.bundle(events), separators=(",", ":"))
@@ -270,5 +235,5 @@ def test_a_bundle_found_unusable_in_a_later_chunk_leaves_nothing(
         with pytest.raises(InputError) as raised:
             list(store.import_bundles([good, bad.encode()], batch_size=10))
         assert raised.value.code == codes.E_DUPLICATE_KEY
-        # The bundle before it is committed; of the unusable one, nothing (its savepoint was undone).
+        # The bundle before it is committed; of the unusable one, nothing.
         assert store.subjects() == [json.loads(good)["pith_number"]]
