@@ -87,10 +87,14 @@ P_PROOF: Final = "proof_invalid"
 # --- error codes (exceptions) --------------------------------------------------------
 E_INTERNAL: Final = "internal_error"
 E_IO: Final = "io_error"
+#: Writing the output failed (a closed pipe, a full disk).
+E_OUTPUT: Final = "output_error"
 E_NOT_JSON: Final = "not_json"
 E_INVALID_UTF8: Final = "invalid_utf8"
 E_DUPLICATE_KEY: Final = "duplicate_key"
 E_NON_FINITE: Final = "non_finite_number"
+#: An integer with more digits than merge-v1 reads exactly (docs/merge-v1.md, "Numbers").
+E_NUMBER_TOO_LONG: Final = "integer_too_long"
 E_LONE_SURROGATE: Final = "lone_surrogate"
 E_TOO_DEEP: Final = "too_deep"
 E_TOO_LARGE: Final = "too_large"

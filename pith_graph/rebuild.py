@@ -19,6 +19,7 @@ from pith_graph._parallel.pool import PARALLEL_MIN_EVENTS, resolve_workers
 from pith_graph._parallel.scratch import SCRATCH_MIN_BYTES, ScratchCopy, scratch_copy
 from pith_graph._parallel.signatures import ParallelCache, parallel_verifier, prepass_jobs, start_verification
 from pith_graph._parallel.stage1 import STAGE1_CHUNK, Stage1Helpers, spawn_helpers, start_stage1
+from pith_graph._progress import advance
 from pith_graph.canonical import MAX_DEPTH, gc_paused, loads
 from pith_graph.documents import (
     EVENT_DEPTH_OFFSET,
@@ -295,7 +296,8 @@ def _copies(
     if slots is not None:
         slots[:] = [[] for _ in range(count)]
     chunks = ((index, None) for index in range(count)) if helpers is None else helpers.chunks(count)
-    for index, rows in chunks:
+    for done, (index, rows) in enumerate(chunks):
+        advance(min(done * step, len(events)), len(events))
         texts = events[index * step : (index + 1) * step]
         uids = [] if slots is None else slots[index]
         if rows is None or len(rows) != len(texts):
@@ -308,6 +310,7 @@ def _copies(
         for text, (uid, reason, progress, facts, signer_json, payload_json) in zip(texts, rows, strict=True):
             uids.append(uid)
             yield uid, CheckedEvent(uid, text, reason, progress, facts, signer_json, payload_json)
+    advance(len(events), len(events))
 
 
 def _inspect_copy(subject: str, uid: str, copy: _Copy) -> CheckedEvent:
