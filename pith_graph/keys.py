@@ -66,9 +66,9 @@ class TrustedKey:
     """One trusted Ed25519 public key.
 
     ``rotates_at`` (RFC 3339 UTC, or None): the key signs nothing created at or
-    after that instant (merge-v1: such an event is ``unknown_key``).
+    after that instant (merge-v1 §4: such an event is ``unknown_key``).
     ``signer_id`` (or None): the only ``signer.signer_id`` the key may sign as
-    (merge-v1: otherwise ``key_mismatch``). Streams are named by signer_id, so an
+    (merge-v1 §4: otherwise ``key_mismatch``). Streams are named by signer_id, so an
     unbound key can write into any signer's stream; bind every key you trust
     alongside others.
     """
@@ -165,7 +165,13 @@ class KeyRing:
     @classmethod
     def registry(cls) -> KeyRing:
         """The default ring: only the pinned registry key ``pith-v1-2026-05``, bound to ``pith.science``."""
-        return cls([TrustedKey(REGISTRY_KEY_ID, bytes.fromhex(REGISTRY_PUBLIC_KEY_HEX), signer_id=REGISTRY_SIGNER_ID)])
+        return cls(
+            [
+                TrustedKey(
+                    REGISTRY_KEY_ID, bytes.fromhex(REGISTRY_PUBLIC_KEY_HEX), signer_id=REGISTRY_SIGNER_ID
+                )
+            ]
+        )
 
     @classmethod
     def from_entries(cls, entries: Iterable[Mapping[str, Any]]) -> KeyRing:
@@ -276,4 +282,3 @@ def reusable_keys(trusted_keys: TrustedKeys) -> TrustedKeys:
     except TypeError:
         return trusted_keys  # not iterable: coerce_ring says so
     return tuple(items)  # what the caller's own iterator raises is the caller's to see
-

@@ -1,6 +1,6 @@
 """Equivocation proofs: a fork as self-contained evidence anyone can check offline.
 
-merge-v1 section 8: two or more valid events of one stream (``target``,
+merge-v1 §8: two or more valid events of one stream (``target``,
 ``signer_id``) naming the same ``prev_event`` are an equivocation. A proof
 holds those signed events exactly as received and the public key that signed
 them::
@@ -83,7 +83,9 @@ def make_proofs(
     Trust works as in :func:`pith_graph.rebuild.rebuild_state`: a fork is only
     a fork between events valid under the caller's keys.
     """
-    result, _, _, ring = rebuild(bundle_source, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys)
+    result, _, _, ring = rebuild(
+        bundle_source, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys
+    )
     return proofs_from_result(result, ring)
 
 
@@ -121,18 +123,24 @@ def verify_proof(obj: Any, *, verifier: Verifier | None = None) -> list[Problem]
     for index, raw in enumerate(proof.events):
         where = f"events[{index}]"
         checked = check_event(raw, subject=proof.subject_pith_number, keyring=ring, verifier=verifier)
-        # The signature is checked before bad_record (merge-v1 section 6, checks 9 and 10): a
+        # The signature is checked before bad_record (merge-v1 §6, checks 9 and 10): a
         # record_created whose receipt names another key is still signed by the enclosed key.
         if checked.reason not in (None, codes.REASON_BAD_RECORD) or checked.facts is None:
-            problems.append(_problem(f"event fails merge-v1 check {checked.reason!r} under the enclosed key", where))
+            problems.append(
+                _problem(f"event fails merge-v1 check {checked.reason!r} under the enclosed key", where)
+            )
             continue
         event = checked.facts
         if event.stream != (proof.target, proof.signer_id):
             problems.append(
-                _problem(f"event is in stream ({event.target!r}, {event.signer_id!r}), not the proof's", where)
+                _problem(
+                    f"event is in stream ({event.target!r}, {event.signer_id!r}), not the proof's", where
+                )
             )
         if event.prev_event != proof.prev_event:
-            problems.append(_problem(f"event names prev_event {event.prev_event!r}, not {proof.prev_event!r}", where))
+            problems.append(
+                _problem(f"event names prev_event {event.prev_event!r}, not {proof.prev_event!r}", where)
+            )
         if checked.unit_id in seen:
             problems.append(_problem(f"event {checked.unit_id} is listed twice", where))
         seen.add(checked.unit_id)

@@ -17,7 +17,7 @@ import msgspec
 
 from pith_graph._parallel.pool import PARALLEL_MIN_EVENTS, resolve_workers
 from pith_graph._parallel.scratch import SCRATCH_MIN_BYTES, ScratchCopy, scratch_copy
-from pith_graph._parallel.signatures import ParallelCache, parallel_verifier, prepass_jobs, start_verification
+from pith_graph._parallel.signatures import Started, parallel_verifier, prepass_jobs, start_verification
 from pith_graph._parallel.stage1 import STAGE1_CHUNK, Stage1Helpers, spawn_helpers, start_stage1
 from pith_graph._progress import advance
 from pith_graph.canonical import MAX_DEPTH, gc_paused, loads
@@ -38,7 +38,8 @@ from pith_graph.merge import MergeResult, merge_checked, merge_copies
 from pith_graph.models import Bundle
 from pith_graph.state import State
 
-__all__ = ["rebuild", "rebuild_state", "resolve_keyring"]
+__all__ = ["Rebuilt", "rebuild", "rebuild_state", "resolve_keyring"]
+
 
 def resolve_keyring(trusted_keys: TrustedKeys, trust_bundle_keys: bool, bundle: Bundle) -> KeyRing:
     """The keys a rebuild trusts: the caller's (default: the registry key), plus the
@@ -55,6 +56,15 @@ def resolve_keyring(trusted_keys: TrustedKeys, trust_bundle_keys: bool, bundle: 
     return ring
 
 
+class Rebuilt(NamedTuple):
+    """What :func:`rebuild` learnt: the merge result, the bundle's typed view and parsed tree, the keys trusted."""
+
+    result: MergeResult
+    bundle: Bundle
+    raw: dict[str, Any]
+    ring: KeyRing
+
+
 def rebuild(
     bundle: DocumentSource | Document,
     *,
@@ -62,8 +72,8 @@ def rebuild(
     trust_bundle_keys: bool = False,
     verifier: Verifier | None = None,
     workers: int | None = None,
-) -> tuple[MergeResult, Bundle, dict[str, Any], KeyRing]:
-    """Rebuild and return everything learnt on the way (used by verification and the store).
+) -> Rebuilt:
+    """Rebuild and return everything learnt on the way (used by verification and proofs).
 
     ``workers``: processes that verify signatures, this one included (1:
     serial; 0: one per CPU; None: one per CPU up to
@@ -78,14 +88,14 @@ def rebuild(
     trusted_keys = reusable_keys(trusted_keys)  # read by the helpers' pre-pass, then by the merge
     data = source_bytes(bundle) if count > 1 and not isinstance(bundle, Document) else None
     started = None if data is None else _start_helpers(data, trusted_keys, trust_bundle_keys, count, verifier)
-    executor = None if started is None else started[1]
+    executor = None if started is None else started.executor
     try:
         raw, model = load_bundle(bundle if data is None else data)
         data = None  # the bytes read from a path are not needed past the parse (peak memory)
         ring = resolve_keyring(trusted_keys, trust_bundle_keys, model)
         if started is None:
             started = parallel_verifier(raw["events"], ring, workers=count, verifier=verifier)
-            executor = started[1]
+            executor = started.executor
         verifier, _, cache = started
         with gc_paused():  # the merge builds a large acyclic structure (see gc_paused)
             result = merge_checked(
@@ -99,16 +109,20 @@ def rebuild(
             cache.drain()  # hand every worker verdict to the caller's cache (the store's warm path)
     finally:
         if executor is not None:
-            if started is not None and started[2] is not None:
-                started[2].cancel()  # the chunks no worker has started (after an error: all the rest)
+            if started is not None and started.cache is not None:
+                started.cache.cancel()  # the chunks no worker has started (after an error: all the rest)
             # Not waiting: a chunk still in a worker holds nothing the merge needs any more.
             executor.shutdown(wait=False, cancel_futures=True)
-    return result, model, raw, ring
+    return Rebuilt(result, model, raw, ring)
 
 
 def _start_helpers(
-    data: bytes, trusted_keys: TrustedKeys, trust_bundle_keys: bool, count: int, verifier: Verifier | None = None
-) -> tuple[Verifier, ProcessPoolExecutor | None, ParallelCache | None] | None:
+    data: bytes,
+    trusted_keys: TrustedKeys,
+    trust_bundle_keys: bool,
+    count: int,
+    verifier: Verifier | None = None,
+) -> Started | None:
     """Helpers verifying the signatures of the unparsed bundle (None: serial, or too small,
     or left to the path after the strict parse).
 
@@ -158,7 +172,9 @@ def rebuild_state(
     trusted_keys = reusable_keys(trusted_keys)  # the full path reads them again after the streaming one
     data = None if isinstance(bundle, Document) else source_bytes(bundle)
     if data is None:
-        return rebuild(bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count)[0].state
+        return rebuild(
+            bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count
+        ).result.state
     return _rebuild_bytes(data, trusted_keys, trust_bundle_keys, count)
 
 
@@ -183,11 +199,19 @@ def _rebuild_bytes(
 ) -> State:
     """rebuild_state of a bundle's bytes with ``count`` processes: streaming, else the full path."""
     streamed = stream_rebuild(
-        data, trusted_keys, trust_bundle_keys, count, min_events=min_events, min_bytes=min_bytes, chunk_size=chunk_size
+        data,
+        trusted_keys,
+        trust_bundle_keys,
+        count,
+        min_events=min_events,
+        min_bytes=min_bytes,
+        chunk_size=chunk_size,
     )
     if streamed is not None:
         return streamed.state
-    return rebuild(data, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count)[0].state
+    return rebuild(
+        data, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count
+    ).result.state
 
 
 def stream_rebuild(
@@ -214,8 +238,8 @@ def stream_rebuild(
     # A thread copies the bytes for helpers while this process splits them.
     with scratch_copy(data, count, min_bytes=min_bytes) or contextlib.nullcontext() as scratch:
         split = split_bundle(data)
-        # Helpers only for a bundle that has the events to pay for them (the first pool
-        # of a process costs about 100 ms here).
+        # Helpers only for a bundle that has the events to pay for them (starting a
+        # pool costs time: docs/performance.md, "Figures behind the code").
         wanted = scratch is not None and split is not None and len(split.events) >= min_events
         executor = None
         try:
@@ -223,8 +247,14 @@ def stream_rebuild(
             if split is not None:
                 try:
                     state, ring = _rebuild_streaming(
-                        split, trusted_keys, trust_bundle_keys, verifier, scratch=scratch, executor=executor,
-                        min_events=min_events, chunk_size=chunk_size,
+                        split,
+                        trusted_keys,
+                        trust_bundle_keys,
+                        verifier,
+                        scratch=scratch,
+                        executor=executor,
+                        min_events=min_events,
+                        chunk_size=chunk_size,
                     )
                     return Streamed(state, split, ring)
                 except PithGraphError:
@@ -252,7 +282,13 @@ def _rebuild_streaming(
     ring = resolve_keyring(trusted_keys, trust_bundle_keys, split.model)
     subject = split.model.pith_number
     helpers = start_stage1(
-        split, scratch, executor, keyring=ring, backend_name=verifier.backend.name, chunk_size=chunk_size, min_events=min_events
+        split,
+        scratch,
+        executor,
+        keyring=ring,
+        backend_name=verifier.backend.name,
+        chunk_size=chunk_size,
+        min_events=min_events,
     )
     # Each chunk's unit ids, by chunk: helpers' chunks arrive out of the bundle's order.
     slots: list[list[str]] | None = None if helpers is None else []
@@ -269,7 +305,7 @@ def _rebuild_streaming(
             )
             state = result.state
             # The per-unit records are not returned: freed while the collector is still
-            # paused, they are not walked by its first pass after the pause (100k: 20 ms).
+            # paused, they are not walked by its first pass after the pause.
             del result, slots
     finally:
         if helpers is not None:
@@ -321,5 +357,11 @@ def _inspect_copy(subject: str, uid: str, copy: _Copy) -> CheckedEvent:
     text, value = copy
     checked = inspect_event(value, subject=subject, uid=uid)
     return CheckedEvent(
-        checked.unit_id, text, checked.reason, checked.progress, checked.facts, checked.signer_json, checked.payload_json
+        checked.unit_id,
+        text,
+        checked.reason,
+        checked.progress,
+        checked.facts,
+        checked.signer_json,
+        checked.payload_json,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,7 +15,9 @@ from property_tests.strategies import mutated, scenarios
 
 
 @given(data=st.data(), scenario_and_mutation=mutated())
-def test_order_and_duplicates_never_change_the_state(data: st.DataObject, scenario_and_mutation: tuple) -> None:
+def test_order_and_duplicates_never_change_the_state(
+    data: st.DataObject, scenario_and_mutation: tuple[Any, ...]
+) -> None:
     scenario, _, outcome = scenario_and_mutation
     events = outcome.events
     copies = data.draw(st.lists(st.sampled_from(events), max_size=len(events)))
@@ -25,12 +28,14 @@ def test_order_and_duplicates_never_change_the_state(data: st.DataObject, scenar
 
 
 @given(data=st.data(), scenario_and_mutation=mutated())
-def test_union_is_commutative_associative_idempotent(data: st.DataObject, scenario_and_mutation: tuple) -> None:
+def test_union_is_commutative_associative_idempotent(
+    data: st.DataObject, scenario_and_mutation: tuple[Any, ...]
+) -> None:
     scenario, _, outcome = scenario_and_mutation
     pool = outcome.events
     a, b, c = (data.draw(st.lists(st.sampled_from(pool), max_size=len(pool))) for _ in range(3))
 
-    def sha(*parts: list) -> str:
+    def sha(*parts: list[Any]) -> str:
         return rebuild(scenario, [e for part in parts for e in part]).state_sha256
 
     assert sha(a, b) == sha(b, a)
@@ -39,14 +44,20 @@ def test_union_is_commutative_associative_idempotent(data: st.DataObject, scenar
 
 
 @given(data=st.data(), scenario_and_mutation=mutated())
-def test_a_valid_non_forking_event_never_unapplies_another_stream(data: st.DataObject, scenario_and_mutation: tuple) -> None:
+def test_a_valid_non_forking_event_never_unapplies_another_stream(
+    data: st.DataObject, scenario_and_mutation: tuple[Any, ...]
+) -> None:
     scenario, _, outcome = scenario_and_mutation
     before = rebuild(scenario, outcome.events)
     key = data.draw(st.sampled_from(SIGNERS))
     # A fresh stream of that signer (no predecessor): it cannot fork another stream.
     added = make_event(
-        key, subject=scenario.subject, event_type="mirror_hint", target="monotone",
-        payload={"url": data.draw(st.text(max_size=8))}, created_at=timestamp(data.draw(st.integers(0, 9))),
+        key,
+        subject=scenario.subject,
+        event_type="mirror_hint",
+        target="monotone",
+        payload={"url": data.draw(st.text(max_size=8))},
+        created_at=timestamp(data.draw(st.integers(0, 9))),
     )
     after = rebuild(scenario, [*outcome.events, added])
     assert set(before.applied_event_ids) <= set(after.applied_event_ids)
@@ -54,7 +65,9 @@ def test_a_valid_non_forking_event_never_unapplies_another_stream(data: st.DataO
 
 
 @given(scenario_and_mutation=mutated())
-def test_each_mutation_yields_exactly_its_reason_or_equivocation(scenario_and_mutation: tuple) -> None:
+def test_each_mutation_yields_exactly_its_reason_or_equivocation(
+    scenario_and_mutation: tuple[Any, ...],
+) -> None:
     scenario, name, outcome = scenario_and_mutation
     baseline = rebuild(scenario, scenario.events)
     assert baseline.invalid_events == [] and baseline.equivocations == []
@@ -63,7 +76,9 @@ def test_each_mutation_yields_exactly_its_reason_or_equivocation(scenario_and_mu
     assert state.equivocations == outcome.equivocations, name
     # Every stream the mutation did not touch keeps its applied events, in order.
     streams = streams_by_id(scenario.events)
-    assert applied_outside(state, streams, outcome.touched) == applied_outside(baseline, streams, outcome.touched), name
+    assert applied_outside(state, streams, outcome.touched) == applied_outside(
+        baseline, streams, outcome.touched
+    ), name
 
 
 @given(scenario=scenarios())

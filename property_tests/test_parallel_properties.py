@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,7 +24,7 @@ _rebuild = importlib.import_module("pith_graph.rebuild")  # the package exports 
 
 
 @given(data=st.data(), scenario_and_mutation=mutated())
-def test_helpers_give_the_serial_state(data: st.DataObject, scenario_and_mutation: tuple) -> None:
+def test_helpers_give_the_serial_state(data: st.DataObject, scenario_and_mutation: tuple[Any, ...]) -> None:
     scenario, _, outcome = scenario_and_mutation
     events = outcome.events
     copies = data.draw(st.lists(st.sampled_from(events), max_size=4))
@@ -31,5 +32,7 @@ def test_helpers_give_the_serial_state(data: st.DataObject, scenario_and_mutatio
     text = json.dumps(scenario.bundle(list(shuffled))).encode()
     serial = rebuild(text, trusted_keys=scenario.trusted(), workers=1)[0].state
     assert split_bundle(text) is not None  # so the helpers' path, not the full one, is under test
-    helped = _rebuild._rebuild_bytes(text, scenario.trusted(), False, 2, min_events=0, min_bytes=0, chunk_size=2)
+    helped = _rebuild._rebuild_bytes(
+        text, scenario.trusted(), False, 2, min_events=0, min_bytes=0, chunk_size=2
+    )
     assert helped.to_json() == serial.to_json()

@@ -20,7 +20,7 @@ def reference(value: Any) -> bytes:
 
 
 @given(scenario_and_mutation=mutated())
-def test_state_sha256_is_the_hash_of_the_canonical_state(scenario_and_mutation: tuple) -> None:
+def test_state_sha256_is_the_hash_of_the_canonical_state(scenario_and_mutation: tuple[Any, ...]) -> None:
     scenario, _, outcome = scenario_and_mutation
     state = rebuild(scenario, outcome.events)
     document = json.loads(state.to_json())
@@ -33,14 +33,24 @@ def test_state_sha256_is_the_hash_of_the_canonical_state(scenario_and_mutation: 
 
 
 @given(scenario_and_mutation=mutated())
-def test_to_json_reparses_to_to_dict(scenario_and_mutation: tuple) -> None:
+def test_to_json_reparses_to_to_dict(scenario_and_mutation: tuple[Any, ...]) -> None:
     scenario, _, outcome = scenario_and_mutation
     state = rebuild(scenario, outcome.events)
     assert json.loads(state.to_json()) == state.to_dict()
     assert list(state.to_dict()) == [
-        "state_type", "state_version", "pith_number", "merge_version", "event_count", "valid_event_count",
-        "invalid_event_count", "equivocation_count", "current", "equivocations", "invalid_events",
-        "applied_event_ids", "state_sha256",
+        "state_type",
+        "state_version",
+        "pith_number",
+        "merge_version",
+        "event_count",
+        "valid_event_count",
+        "invalid_event_count",
+        "equivocation_count",
+        "current",
+        "equivocations",
+        "invalid_events",
+        "applied_event_ids",
+        "state_sha256",
     ]
 
 
@@ -58,7 +68,9 @@ def test_fast_canonical_encoder_equals_the_reference_rule(value: Any) -> None:
     parsed = loads(json.dumps(value))
     assert canonical_json_parsed(parsed) == canonical_json(value) == reference(value)
     # And the registry's serialisation (key order kept), which verification compares states by.
-    assert compact_json_parsed(parsed) == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert compact_json_parsed(parsed) == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 @given(value=st.floats(allow_nan=False, allow_infinity=False) | st.integers())

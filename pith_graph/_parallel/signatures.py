@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -41,6 +41,7 @@ __all__ = [
     "CHUNK_SIZE",
     "MemorySignatureCache",
     "ParallelCache",
+    "Started",
     "Triple",
     "parallel_verifier",
     "prepass_jobs",
@@ -82,7 +83,12 @@ def _triples(claims: Iterable[tuple[Any, Any, Any]], keyring: KeyRing) -> list[T
     seen: set[Triple] = set()
     jobs: list[Triple] = []
     for digest, key_id, signature_b64 in claims:
-        if not (isinstance(digest, str) and len(digest) == 64 and isinstance(key_id, str) and isinstance(signature_b64, str)):
+        if not (
+            isinstance(digest, str)
+            and len(digest) == 64
+            and isinstance(key_id, str)
+            and isinstance(signature_b64, str)
+        ):
             continue
         key = keyring.get(key_id)
         signature = decode_signature(signature_b64)
@@ -126,7 +132,9 @@ class _EventView(msgspec.Struct):
 class _BundleView(msgspec.Struct):
     # Any JSON value is accepted where an event should be, so one odd event cannot
     # switch the pre-pass off (only objects are read).
-    events: list[_EventView | bool | int | float | str | list[Any] | None] = msgspec.field(default_factory=list)
+    events: list[_EventView | bool | int | float | str | list[Any] | None] = msgspec.field(
+        default_factory=list
+    )
     public_keys: Any = None
 
 
@@ -209,7 +217,9 @@ class ParallelCache:
         self._chunks: dict[int, Sequence[Triple]] = {}
         self.stolen = 0  # chunks verified in this process rather than by a worker
 
-    def submit(self, executor: ProcessPoolExecutor, backend_name: str, jobs: Sequence[Triple], chunk_size: int) -> None:
+    def submit(
+        self, executor: ProcessPoolExecutor, backend_name: str, jobs: Sequence[Triple], chunk_size: int
+    ) -> None:
         """Send ``jobs`` to ``executor`` in chunks, the last chunk first (see the class docstring)."""
         for start in reversed(range(0, len(jobs), chunk_size)):
             chunk = jobs[start : start + chunk_size]
@@ -266,12 +276,21 @@ class ParallelCache:
                 self.inner.record(public_key, signature, message, valid)
 
 
+class Started(NamedTuple):
+    """Signature verification handed to helpers: the verifier the merge uses, and the pool
+    and cache behind it (both None when verification stays in this process)."""
+
+    verifier: Verifier
+    executor: ProcessPoolExecutor | None
+    cache: ParallelCache | None
+
+
 def start_verification(
     jobs: Sequence[Triple], *, workers: int, verifier: Verifier | None = None, chunk_size: int = CHUNK_SIZE
-) -> tuple[Verifier, ProcessPoolExecutor | None, ParallelCache | None]:
+) -> Started:
     """Verify ``jobs`` in ``workers - 1`` helper processes; this process is the last worker.
 
-    Returns ``(verifier, executor, cache)``; the caller shuts the executor down
+    Returns :class:`Started`; the caller shuts the executor down
     once the merge is done. The returned verifier answers from the helpers'
     verdicts; a chunk no helper has started when the merge needs it is verified
     here instead (so this process never idles while work is queued). Serial
@@ -282,24 +301,24 @@ def start_verification(
     base = verifier or Verifier()
     backend_name = base.backend.name
     if workers <= 1 or backend_name not in ed25519.available_backends() or not may_start_processes():
-        return base, None, None
+        return Started(base, None, None)
     if base.cache is not None:
         jobs = [t for t in jobs if base.cache.lookup(*t) is None]
     if not jobs:
-        return base, None, None
+        return Started(base, None, None)
     cache = ParallelCache(Verifier(base.backend), base.cache)
     try:
         executor = pool.worker_pool(workers - 1)
     except POOL_ERRORS:  # no processes here: verify in this one
-        return base, None, None
+        return Started(base, None, None)
     try:
         cache.submit(executor, backend_name, jobs, chunk_size)
     except BaseException as exc:  # what was submitted must not run on
         executor.shutdown(wait=False, cancel_futures=True)
         if isinstance(exc, POOL_ERRORS):
-            return base, None, None
+            return Started(base, None, None)
         raise
-    return Verifier(base.backend, cache), executor, cache
+    return Started(Verifier(base.backend, cache), executor, cache)
 
 
 def parallel_verifier(
@@ -310,8 +329,10 @@ def parallel_verifier(
     verifier: Verifier | None = None,
     chunk_size: int = CHUNK_SIZE,
     min_events: int = PARALLEL_MIN_EVENTS,
-) -> tuple[Verifier, ProcessPoolExecutor | None, ParallelCache | None]:
+) -> Started:
     """:func:`start_verification` of the parsed ``events`` (serial below ``min_events`` events)."""
     if workers <= 1 or len(events) < min_events:
-        return verifier or Verifier(), None, None
-    return start_verification(signature_jobs(events, keyring), workers=workers, verifier=verifier, chunk_size=chunk_size)
+        return Started(verifier or Verifier(), None, None)
+    return start_verification(
+        signature_jobs(events, keyring), workers=workers, verifier=verifier, chunk_size=chunk_size
+    )

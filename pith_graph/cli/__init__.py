@@ -49,7 +49,9 @@ def _version() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = _Parser(prog="pith-graph", description="Rebuild and verify Pith open-graph documents (merge-v1).")
+    parser = _Parser(
+        prog="pith-graph", description="Rebuild and verify Pith open-graph documents (merge-v1)."
+    )
     parser.add_argument("--version", action="version", version=f"pith-graph {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     for group in (documents, store, vectors, proof, verify_many):
@@ -118,4 +120,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Reading errors are converted where they arise (into InputError), so what is left
         # is writing the output: a closed pipe, a full disk.
         _quiet_stdout()
-        return _fail(args, InputError(f"<stdout>: cannot write the output: {exc.strerror or exc}", code=codes.E_OUTPUT))
+        return _fail(
+            args, InputError(f"<stdout>: cannot write the output: {exc.strerror or exc}", code=codes.E_OUTPUT)
+        )

@@ -79,7 +79,9 @@ def load_ring(path: str | None) -> KeyRing | None:
             raise InputError(f"cannot read trusted keys: {exc.strerror or exc}", code=codes.E_IO) from exc
         ring = KeyRing.from_json(data)
         if not len(ring):
-            raise InputError("the trusted keys list no key (every event would be unknown_key)", code=codes.E_BAD_KEY)
+            raise InputError(
+                "the trusted keys list no key (every event would be unknown_key)", code=codes.E_BAD_KEY
+            )
     return ring
 
 
@@ -151,7 +153,9 @@ def _worker_count(text: str) -> int:
     try:
         return non_negative_int(text)
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"expected 0 (one per CPU) or a positive count, not {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected 0 (one per CPU) or a positive count, not {text!r}"
+        ) from None
 
 
 def add_workers_option(parser: argparse.ArgumentParser) -> None:

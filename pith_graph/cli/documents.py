@@ -39,7 +39,11 @@ __all__ = ["cmd_inspect", "cmd_state", "cmd_verify", "register"]
 def cmd_state(args: argparse.Namespace) -> int:
     """``state [--workers N] BUNDLE``: print the merged state (compact, byte-identical to the registry's)."""
     ring = load_ring(args.trusted_keys)
-    with naming(args.bundle), Progress(None, sys.stderr, shown=show_progress(args)) as bar, reporting(bar.events):
+    with (
+        naming(args.bundle),
+        Progress(None, sys.stderr, shown=show_progress(args)) as bar,
+        reporting(bar.events),
+    ):
         state = rebuild_state(
             input_source(args.bundle),
             trusted_keys=ring,
@@ -87,7 +91,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     ring = load_ring(args.trusted_keys)
     inputs = list(_named_inputs(args.files))
     paths = [item for item in inputs if isinstance(item, Path)]
-    documents = verify_documents(paths, trusted_keys=ring, trust_bundle_keys=args.trust_bundle_keys, workers=args.workers)
+    documents = verify_documents(
+        paths, trusted_keys=ring, trust_bundle_keys=args.trust_bundle_keys, workers=args.workers
+    )
     reports: list[Report] = []
     with (
         Progress(len(inputs), sys.stderr, shown=show_progress(args)) as bar,
@@ -99,7 +105,12 @@ def cmd_verify(args: argparse.Namespace) -> int:
                 report = next(documents)
             elif isinstance(item, bytes):
                 report = dataclasses.replace(
-                    verify_document(item, trusted_keys=ring, trust_bundle_keys=args.trust_bundle_keys, workers=args.workers),
+                    verify_document(
+                        item,
+                        trusted_keys=ring,
+                        trust_bundle_keys=args.trust_bundle_keys,
+                        workers=args.workers,
+                    ),
                     source="<stdin>",
                 )
             else:
@@ -151,18 +162,33 @@ def _summary(obj: dict[str, Any], kind: str) -> list[tuple[str, Any]]:
             ("event types", ", ".join(f"{k} x{v}" for k, v in sorted(types.items())) or "-"),
             (
                 "public keys listed (not trusted)",
-                ", ".join(str(_member(k, "key_id")) for k in keys if isinstance(k, dict)) if isinstance(keys, list) else "-",
+                ", ".join(str(_member(k, "key_id")) for k in keys if isinstance(k, dict))
+                if isinstance(keys, list)
+                else "-",
             ),
             ("signed", "yes" if obj.get("bundle_signature") else "no"),
-            ("embedded state", _member(obj, "state", "state_sha256") if obj.get("state") is not None else "none"),
+            (
+                "embedded state",
+                _member(obj, "state", "state_sha256") if obj.get("state") is not None else "none",
+            ),
         ]
     if kind == "state":
         return [
             (name, obj.get(name))
-            for name in ("pith_number", "event_count", "valid_event_count", "invalid_event_count", "equivocation_count", "state_sha256")
+            for name in (
+                "pith_number",
+                "event_count",
+                "valid_event_count",
+                "invalid_event_count",
+                "equivocation_count",
+                "state_sha256",
+            )
         ] + [("applied events", _count(obj.get("applied_event_ids")))]
     if kind == "record":
-        return [(name, obj.get(name)) for name in ("pith_number", "short_pith_number", "canonical_sha256", "source")] + [
+        return [
+            (name, obj.get(name))
+            for name in ("pith_number", "short_pith_number", "canonical_sha256", "source")
+        ] + [
             ("receipt key", _member(obj, "receipt", "key_id")),
             ("aliases", _count(obj.get("aliases"))),
         ]
@@ -173,9 +199,9 @@ def _summary(obj: dict[str, Any], kind: str) -> list[tuple[str, Any]]:
             ("claims", _member(obj, "claims", "count")),
             ("builder", obj.get("builder_version")),
         ]
-    return [(name, obj.get(name)) for name in ("subject_pith_number", "target", "signer_id", "prev_event")] + [
-        ("conflicting events", _count(obj.get("events")))
-    ]
+    return [
+        (name, obj.get(name)) for name in ("subject_pith_number", "target", "signer_id", "prev_event")
+    ] + [("conflicting events", _count(obj.get("events")))]
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -183,14 +209,20 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     with naming(args.file):
         document = read_document(input_source(args.file))
         if document.kind is None:
-            raise InputError("not a Pith document (bundle, state, record, graph snapshot or proof)", code=codes.E_NOT_PITH)
+            raise InputError(
+                "not a Pith document (bundle, state, record, graph snapshot or proof)", code=codes.E_NOT_PITH
+            )
     summary = _summary(document.obj, document.kind)
     if args.json:
-        emit(envelope("inspect", EXIT_OK, ok=True, source=args.file, kind=document.kind, summary=dict(summary)))
+        emit(
+            envelope("inspect", EXIT_OK, ok=True, source=args.file, kind=document.kind, summary=dict(summary))
+        )
         return EXIT_OK
     print(f"{args.file}: {document.kind}")
     for name, value in summary:
-        print(f"  {name}: {json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value}")
+        print(
+            f"  {name}: {json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value}"
+        )
     return EXIT_OK
 
 
@@ -210,12 +242,16 @@ def register(subparsers: Any) -> None:
         metavar="DIR_OR_FILES",
         help="documents, directories (every *.json inside, recursive), - for stdin",
     )
-    verify.add_argument("--json", action="store_true", help="print one pith-graph/1 JSON document (docs/cli.md)")
+    verify.add_argument(
+        "--json", action="store_true", help="print one pith-graph/1 JSON document (docs/cli.md)"
+    )
     add_parallel_options(verify)
     add_trust_options(verify, what="a bundle")
     verify.set_defaults(func=cmd_verify)
 
     inspect = subparsers.add_parser("inspect", help="summarise a document without verifying it")
     inspect.add_argument("file", metavar="FILE", help="a JSON document, - for stdin")
-    inspect.add_argument("--json", action="store_true", help="print one pith-graph/1 JSON document (docs/cli.md)")
+    inspect.add_argument(
+        "--json", action="store_true", help="print one pith-graph/1 JSON document (docs/cli.md)"
+    )
     inspect.set_defaults(func=cmd_inspect)

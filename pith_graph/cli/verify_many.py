@@ -29,6 +29,7 @@ __all__ = ["Progress", "add_parallel_options", "cmd_verify_many", "register", "s
 
 _BAR_WIDTH: Final = 30
 
+
 def show_progress(args: argparse.Namespace) -> bool:
     """Whether to draw the progress bar: ``--progress``/``--no-progress``, else if stderr is a terminal."""
     return bool(args.progress) if args.progress is not None else sys.stderr.isatty()
@@ -74,7 +75,9 @@ class Progress:
         if self.total is None:
             self._draw(done, total, f"{done}/{total} events", last=False)
         else:
-            self._draw(self._done, self.total, f"{self._done}/{self.total} ({done}/{total} events)", last=False)
+            self._draw(
+                self._done, self.total, f"{self._done}/{self.total} ({done}/{total} events)", last=False
+            )
 
     def _draw(self, done: int, total: int, counts: str, *, last: bool) -> None:
         if not self.shown:
@@ -113,7 +116,10 @@ def cmd_verify_many(args: argparse.Namespace) -> int:
     """
     paths = bundle_paths(args.paths)
     outcomes = verify_many(
-        paths, trusted_keys=load_ring(args.trusted_keys), trust_bundle_keys=args.trust_bundle_keys, workers=args.workers
+        paths,
+        trusted_keys=load_ring(args.trusted_keys),
+        trust_bundle_keys=args.trust_bundle_keys,
+        workers=args.workers,
     )
     reports: list[dict[str, Any]] = []
     failed = unusable = 0
@@ -128,7 +134,10 @@ def cmd_verify_many(args: argparse.Namespace) -> int:
                 print(outcome.line, flush=True)
             bar.update(done)
     exit_code = EXIT_UNUSABLE if unusable else EXIT_PROBLEMS if failed else EXIT_OK
-    print(f"{len(paths)} bundle(s): {len(paths) - failed} ok, {failed - unusable} with problems, {unusable} unusable", file=sys.stderr)
+    print(
+        f"{len(paths)} bundle(s): {len(paths) - failed} ok, {failed - unusable} with problems, {unusable} unusable",
+        file=sys.stderr,
+    )
     if args.json:
         emit(envelope("verify-many", exit_code, ok=exit_code == EXIT_OK, documents=reports))
     return exit_code
@@ -136,9 +145,15 @@ def cmd_verify_many(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the ``verify-many`` subcommand."""
-    parser = subparsers.add_parser("verify-many", help="verify every bundle in directories or files, in parallel")
-    parser.add_argument("paths", nargs="+", metavar="DIR_OR_FILES", help="bundle files, or directories (*.json, recursive)")
-    parser.add_argument("--json", action="store_true", help="print one pith-graph/1 JSON document (docs/cli.md)")
+    parser = subparsers.add_parser(
+        "verify-many", help="verify every bundle in directories or files, in parallel"
+    )
+    parser.add_argument(
+        "paths", nargs="+", metavar="DIR_OR_FILES", help="bundle files, or directories (*.json, recursive)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one pith-graph/1 JSON document (docs/cli.md)"
+    )
     add_parallel_options(parser)
     add_trust_options(parser, what="each bundle")
     parser.set_defaults(func=cmd_verify_many)
