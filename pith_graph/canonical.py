@@ -239,7 +239,9 @@ def _classify_failure(text: bytes, fallback: Exception) -> InputError:
     except InputError as exc:
         return exc
     except json.JSONDecodeError as exc:
-        return InputError(f"not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", code=codes.E_NOT_JSON)
+        return InputError(
+            f"not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", code=codes.E_NOT_JSON
+        )
     except ValueError as exc:
         return InputError(f"not JSON: {exc}", code=codes.E_NON_FINITE)
     except RecursionError:
@@ -301,7 +303,10 @@ def _duplicate_key_error(data: bytes) -> InputError:
             and _COLON.match(data, token.end())
         ):
             if seen[-1]:
-                return InputError(f"duplicate object key {key!r} at {_where(data, token.start())}", code=codes.E_DUPLICATE_KEY)
+                return InputError(
+                    f"duplicate object key {key!r} at {_where(data, token.start())}",
+                    code=codes.E_DUPLICATE_KEY,
+                )
             seen[-1] = True
     return InputError(f"duplicate object key {key!r}", code=codes.E_DUPLICATE_KEY)  # pragma: no cover
 

@@ -137,7 +137,9 @@ def load_bundle(
     document = source if isinstance(source, Document) else read_document(source, max_bytes=max_bytes)
     if document.kind != "bundle":
         what = "not a Pith document" if document.kind is None else f"a {document.kind}"
-        raise InputError(f"expected a bundle (pith_open_graph_bundle), but this is {what}", code=codes.E_NOT_PITH)
+        raise InputError(
+            f"expected a bundle (pith_open_graph_bundle), but this is {what}", code=codes.E_NOT_PITH
+        )
     bundle = convert(document.obj, Bundle)
     if len(bundle.events) > MAX_EVENTS:
         raise InputError(

@@ -256,7 +256,9 @@ def coerce_ring(trusted_keys: TrustedKeys) -> KeyRing:
     if isinstance(trusted_keys, KeyRing):
         return trusted_keys
     if isinstance(trusted_keys, _KEY_TEXT):
-        return KeyRing.from_json(bytes(trusted_keys) if isinstance(trusted_keys, (bytearray, memoryview)) else trusted_keys)
+        return KeyRing.from_json(
+            bytes(trusted_keys) if isinstance(trusted_keys, (bytearray, memoryview)) else trusted_keys
+        )
     try:
         items = iter(trusted_keys)
     except TypeError as exc:

@@ -125,7 +125,9 @@ def _build_helper_context() -> Any:
     import io
     from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
 
-    if not (hasattr(forkserver, "ForkServer") and hasattr(popen_forkserver.Popen, "_launch")):  # pragma: no cover
+    if not (
+        hasattr(forkserver, "ForkServer") and hasattr(popen_forkserver.Popen, "_launch")
+    ):  # pragma: no cover
         plain = multiprocessing.get_context("forkserver")
         plain.set_forkserver_preload(["pith_graph._parallel._boot"])
         return plain
@@ -187,7 +189,9 @@ def _start_helper() -> None:
     parent = multiprocessing.parent_process()
     sentinel = getattr(parent, "sentinel", None)
     if isinstance(sentinel, int):
-        threading.Thread(target=_exit_with_parent, args=(sentinel,), name="pith-graph-parent-watch", daemon=True).start()
+        threading.Thread(
+            target=_exit_with_parent, args=(sentinel,), name="pith-graph-parent-watch", daemon=True
+        ).start()
 
 
 #: What starting a pool, or handing it a task, raises where no process can be started
