@@ -72,15 +72,14 @@ _F = TypeVar("_F", bound=Callable[..., Report])
 def _reporting(kind: str) -> Callable[[_F], _F]:
     """Make a ``verify_*`` function return a report for any document (see the module docstring).
 
-    The caller's ``trusted_keys`` and ``workers`` are checked first (they raise);
-    after that, an error reading the document becomes an unusable report of ``kind``.
+    The caller's ``trusted_keys`` are checked first (they raise), as are usage errors
+    (a negative ``workers`` for a bundle); any other error reading the document becomes
+    an unusable report of ``kind``.
     """
 
     def decorate(func: _F) -> _F:
         @functools.wraps(func)
         def verify(source: Any, *args: Any, **options: Any) -> Report:
-            if "workers" in options:
-                resolve_workers(options["workers"])
             if "trusted_keys" in options:
                 options["trusted_keys"] = coerce_ring(reusable_keys(options["trusted_keys"]))
             try:
@@ -334,7 +333,7 @@ def _bundle_report(
 
     # Root causes first: an event's own defect (stage 1) before what it causes downstream
     # (stage 2, e.g. prev_event_invalid), in merge-v1's check order; by event id within a reason.
-    for item in sorted(state.invalid_events, key=lambda item: codes.REASONS.index(item["reason"])):
+    for item in sorted(state.invalid_events, key=lambda item: codes.root_cause_rank(item["reason"])):
         problems.append(
             Problem(
                 codes.P_INVALID_EVENT,

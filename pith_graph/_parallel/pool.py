@@ -19,6 +19,7 @@ ends. ``workers=1`` starts nothing.
 from __future__ import annotations
 
 import contextlib
+import io
 import multiprocessing
 import os
 import signal
@@ -110,61 +111,62 @@ def _helper_context() -> Any:
     one, whose preload and children are the caller's business), which preloads
     :mod:`pith_graph._parallel._boot`. This uses multiprocessing internals that are
     the same from Python 3.8 to 3.14 (``ForkServer``, ``popen_forkserver.Popen._launch``);
-    :func:`process_context` falls back to the plain forkserver where they are missing.
+    where they are missing, the plain forkserver is used.
     """
-    global _CONTEXT
-    if _CONTEXT is None:
-        _CONTEXT = _build_helper_context()
-    return _CONTEXT
-
-
-_CONTEXT: Any = None
-
-
-def _build_helper_context() -> Any:
-    import io
-    from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
-
-    if not (
-        hasattr(forkserver, "ForkServer") and hasattr(popen_forkserver.Popen, "_launch")
-    ):  # pragma: no cover
+    if _HelperContext is None:  # pragma: no cover - a multiprocessing without these internals
         plain = multiprocessing.get_context("forkserver")
         plain.set_forkserver_preload(["pith_graph._parallel._boot"])
         return plain
-    server = forkserver.ForkServer()
-    server.set_forkserver_preload(["pith_graph._parallel._boot"])
+    return _HELPER_CONTEXT
 
-    class HelperPopen(popen_forkserver.Popen):
+
+try:
+    from multiprocessing import context as _mp_context
+    from multiprocessing import forkserver as _mp_forkserver
+    from multiprocessing import popen_forkserver as _mp_popen
+    from multiprocessing import reduction as _mp_reduction
+    from multiprocessing import spawn as _mp_spawn
+    from multiprocessing import util as _mp_util
+
+    _SERVER = _mp_forkserver.ForkServer()
+    _SERVER.set_forkserver_preload(["pith_graph._parallel._boot"])
+    if not hasattr(_mp_popen.Popen, "_launch"):
+        raise AttributeError("popen_forkserver.Popen._launch")
+except (ImportError, AttributeError):  # pragma: no cover - no forkserver on this platform
+    _HelperContext: Any = None
+else:
+
+    class _HelperPopen(_mp_popen.Popen):
         def _launch(self, process_obj: Any) -> None:
-            # popen_forkserver.Popen._launch, less the main module, through this server.
-            prep_data = spawn.get_preparation_data(process_obj._name)
+            # popen_forkserver.Popen._launch, less the main module, through _SERVER.
+            prep_data = _mp_spawn.get_preparation_data(process_obj._name)
             prep_data.pop("init_main_from_path", None)
             prep_data.pop("init_main_from_name", None)
             buf = io.BytesIO()
-            context.set_spawning_popen(self)
+            _mp_context.set_spawning_popen(self)
             try:
-                reduction.dump(prep_data, buf)
-                reduction.dump(process_obj, buf)
+                _mp_reduction.dump(prep_data, buf)
+                _mp_reduction.dump(process_obj, buf)
             finally:
-                context.set_spawning_popen(None)
-            self.sentinel, w = server.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
+                _mp_context.set_spawning_popen(None)
+            self.sentinel, w = _SERVER.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
             # The child watches a duplicate of the write end: it sees end of file when this
             # process is gone (multiprocessing.parent_process().sentinel; see _start_helper).
             _parent_w = os.dup(w)
-            self.finalizer = util.Finalize(self, util.close_fds, (_parent_w, self.sentinel))  # type: ignore[attr-defined]
+            self.finalizer = _mp_util.Finalize(self, _mp_util.close_fds, (_parent_w, self.sentinel))  # type: ignore[attr-defined]
             with open(w, "wb", closefd=True) as f:
                 f.write(buf.getbuffer())
-            self.pid = forkserver.read_signed(self.sentinel)
+            self.pid = _mp_forkserver.read_signed(self.sentinel)
 
-    class HelperProcess(context.ForkServerProcess):
+    class _HelperProcess(_mp_context.ForkServerProcess):
         @staticmethod
         def _Popen(process_obj: Any) -> Any:
-            return HelperPopen(process_obj)
+            return _HelperPopen(process_obj)
 
-    class HelperContext(context.ForkServerContext):
-        Process = HelperProcess
+    class _HelperContext(_mp_context.ForkServerContext):  # type: ignore[no-redef]
+        Process = _HelperProcess
 
-    return HelperContext()
+    _HELPER_CONTEXT = _HelperContext()
 
 
 def _exit_with_parent(sentinel: int) -> None:

@@ -31,6 +31,7 @@ from pith_graph.documents import read_document
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.rebuild import rebuild_state
 from pith_graph.report import Report
+from pith_graph.state import State
 from pith_graph.verify import verify_document
 
 __all__ = ["cmd_inspect", "cmd_state", "cmd_verify", "register"]
@@ -50,8 +51,36 @@ def cmd_state(args: argparse.Namespace) -> int:
             trust_bundle_keys=args.trust_bundle_keys,
             workers=args.workers,
         )
+    if args.json:
+        emit(envelope("state", EXIT_OK, ok=True, source=_label(args.bundle), **state_summary(state)))
+        return EXIT_OK
     write_stdout((state.to_pretty_json() if args.pretty else state.to_json()) + b"\n")
     return EXIT_OK
+
+
+def _label(name: str) -> str:
+    return "<stdin>" if name == STDIN else name
+
+
+def state_summary(state: State) -> dict[str, Any]:
+    """The members ``state --json`` prints: counts, ``state_sha256`` and every invalid event
+    with its reason, root causes first (merge-v1's check order)."""
+    invalid = sorted(state.invalid_events, key=lambda item: codes.root_cause_rank(item["reason"]))
+    return {
+        "pith_number": state.pith_number,
+        "state_sha256": state.state_sha256,
+        "event_count": state.event_count,
+        "valid_event_count": state.valid_event_count,
+        "invalid_event_count": state.invalid_event_count,
+        "equivocation_count": state.equivocation_count,
+        "applied_event_count": len(state.applied_event_ids),
+        "invalid_events": [{"event_id": item["event_id"], "reason": item["reason"]} for item in invalid],
+        "equivocations": list(state.equivocations),
+    }
+
+
+def _named(source: str, message: str) -> str:
+    return message if source in message else f"{source}: {message}"
 
 
 def _print_report(report: Report) -> None:
@@ -124,6 +153,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if all(r.ok for r in reports)
         else EXIT_PROBLEMS
     )
+    for report in reports:
+        if not report.usable:  # also on stderr, as every other unusable input is
+            error = report.problems[0]
+            print(f"pith-graph: error[{error.code}]: {_named(report.source, error.message)}", file=sys.stderr)
     if args.json:
         emit(envelope("verify", exit_code, ok=exit_code == EXIT_OK, documents=[r.to_dict() for r in reports]))
     else:
@@ -231,7 +264,13 @@ def register(subparsers: Any) -> None:
     state = subparsers.add_parser("state", help="print the merged state of a bundle")
     state.add_argument("bundle", metavar="BUNDLE", help="bundle JSON file, - for stdin")
     add_trust_options(state)
-    state.add_argument("--pretty", action="store_true", help="indent the output (not byte-comparable)")
+    output = state.add_mutually_exclusive_group()
+    output.add_argument("--pretty", action="store_true", help="indent the output (not byte-comparable)")
+    output.add_argument(
+        "--json",
+        action="store_true",
+        help="print a pith-graph/1 summary (counts, invalid events) instead of the state",
+    )
     add_parallel_options(state, what="events")
     state.set_defaults(func=cmd_state)
 

@@ -19,14 +19,19 @@ from pith_graph import codes
 from pith_graph.cli._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
+    EXIT_UNUSABLE,
+    STDIN,
     add_trust_options,
+    input_source,
     is_store_file,
     load_ring,
+    naming,
     write_stdout,
 )
+from pith_graph.cli._output import emit, envelope, error_member
 from pith_graph.documents import read_json
-from pith_graph.errors import InputError
-from pith_graph.store import SCHEMA_VERSION, AppendResult, EventStore
+from pith_graph.errors import InputError, TrustError
+from pith_graph.store import SCHEMA_VERSION, AppendResult, EventStore, ImportResult
 
 __all__ = ["register"]
 
@@ -55,32 +60,67 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _imported(source: str, result: ImportResult) -> dict[str, Any]:
+    """One bundle's entry in ``store import --json``: counts by status, and every invalid copy."""
+    statuses = (codes.STORE_NEW, codes.STORE_DUPLICATE, codes.STORE_INVALID)
+    invalid = [a for a in result.appends if a.reason is not None]
+    invalid.sort(key=lambda a: codes.root_cause_rank(a.reason))
+    return {
+        "source": source,
+        "ok": not invalid,
+        "subject": result.subject,
+        "counts": {status: result.count(status) for status in statuses},
+        "items_added": result.items_added,
+        "invalid_events": [{"unit_id": a.unit_id, "digest": a.digest, "reason": a.reason} for a in invalid],
+    }
+
+
 def cmd_import(args: argparse.Namespace) -> int:
-    """``store import BUNDLE...``: store the events and items of many bundles (progress on stderr)."""
-    invalid = 0
+    """``store import BUNDLE...``: store the events and items of many bundles.
+
+    Goes on past a bundle it cannot use (one line on stderr each): exit 2 at
+    the end if there was one, else 1 if an event was stored invalid.
+    """
+    entries: list[dict[str, Any]] = []
     total = len(args.bundles)
     trust = _trust(args)
     with _open(args) as store:
-        for done, path in enumerate(args.bundles, 1):
-            result = store.import_bundle(Path(path), **trust)
-            counts = {
-                s: result.count(s) for s in (codes.STORE_NEW, codes.STORE_DUPLICATE, codes.STORE_INVALID)
-            }
-            invalid += counts[codes.STORE_INVALID]
-            summary = " ".join(f"{status}={n}" for status, n in counts.items())
+        for done, name in enumerate(args.bundles, 1):
+            label = "<stdin>" if name == STDIN else name
+            try:
+                with naming(name):
+                    result = store.import_bundle(input_source(name), **trust)
+            except (InputError, TrustError) as exc:
+                print(f"pith-graph: error[{exc.code}]: {exc.message}", file=sys.stderr)
+                entries.append({"source": label, "ok": False, "error": error_member(exc)})
+                continue
+            entry = _imported(label, result)
+            entries.append(entry)
+            summary = " ".join(f"{status}={n}" for status, n in entry["counts"].items())
+            if args.json:
+                continue
             if total > 1:
-                _progress(f"[{done}/{total}] {path}: {result.subject} {summary}")
+                _progress(f"[{done}/{total}] {label}: {result.subject} {summary}")
             else:
-                print(f"{path}: {result.subject} {summary}")
-    if total > 1:
-        print(f"imported {total} bundles into {args.db}")
-    return EXIT_PROBLEMS if invalid else EXIT_OK
+                print(f"{label}: {result.subject} {summary}")
+    exit_code = (
+        EXIT_UNUSABLE
+        if any("error" in e for e in entries)
+        else EXIT_PROBLEMS
+        if any(e["counts"][codes.STORE_INVALID] for e in entries)
+        else EXIT_OK
+    )
+    if args.json:
+        emit(envelope("store import", exit_code, ok=exit_code == EXIT_OK, db=args.db, bundles=entries))
+    elif total > 1:
+        print(f"imported {sum('error' not in e for e in entries)} of {total} bundles into {args.db}")
+    return exit_code
 
 
 def cmd_append(args: argparse.Namespace) -> int:
     """``store append EVENT``: store one event (a JSON file, ``-`` for stdin) and print what happened."""
-    data = sys.stdin.buffer.read() if args.event == "-" else Path(args.event)
-    event = read_json(data)
+    with naming(args.event):
+        event = read_json(input_source(args.event))
     with _open(args) as store:
         result: AppendResult = store.append(
             event, subject=args.subject, trusted_keys=load_ring(args.trusted_keys)
@@ -92,7 +132,7 @@ def cmd_append(args: argparse.Namespace) -> int:
 def cmd_state(args: argparse.Namespace) -> int:
     """``store state SUBJECT``: the merged state of a stored subject (as ``pith-graph state`` prints it)."""
     with _open(args, create=False) as store:
-        state = store.state(args.subject, **_trust(args))
+        state = store.state(store.resolve(args.subject), **_trust(args))
     write_stdout((state.to_pretty_json() if args.pretty else state.to_json()) + b"\n")
     return EXIT_OK
 
@@ -100,7 +140,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """``store export SUBJECT``: a bundle holding everything stored for the subject."""
     with _open(args, create=False) as store:
-        bundle = store.export_bundle(args.subject, **_trust(args))
+        bundle = store.export_bundle(store.resolve(args.subject), **_trust(args))
     data = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
     if args.output is None:
         write_stdout(data)
@@ -116,10 +156,28 @@ def cmd_log(args: argparse.Namespace) -> int:
     """``store log [SUBJECT]``: the stored copies in apply order (without SUBJECT: the subjects)."""
     with _open(args, create=False) as store:
         if args.subject is None:
-            for subject in store.subjects():
-                print(subject)
+            subjects = store.subjects()
+            if args.json:
+                emit(envelope("store log", EXIT_OK, ok=True, db=args.db, subjects=subjects))
+            else:
+                for subject in subjects:
+                    print(subject)
             return EXIT_OK
-        events = store.events(args.subject, **_trust(args))
+        subject = store.resolve(args.subject)
+        events = store.events(subject, **_trust(args))
+    if args.json:
+        rows = [
+            {
+                "unit_id": e.unit_id,
+                "digest": e.digest,
+                "event_type": e.event_type,
+                "applied": e.applied,
+                "reason": e.reason,
+            }
+            for e in events
+        ]
+        emit(envelope("store log", EXIT_OK, ok=True, db=args.db, subject=subject, events=rows))
+        return EXIT_OK
     for event in events:
         verdict = "applied" if event.applied else f"invalid:{event.reason}" if event.reason else "not-applied"
         print(f"{event.unit_id} {event.event_type or '-'} {verdict} copy={event.digest[:16]}")
@@ -128,40 +186,57 @@ def cmd_log(args: argparse.Namespace) -> int:
 
 def cmd_sync(args: argparse.Namespace) -> int:
     """``store sync SOURCE...``: add everything another store (or a bundle file) holds."""
+    entries = []
     with _open(args) as store:
         for source in args.sources:
-            if is_store_file(source):
-                with EventStore(source, create=False) as other:
-                    result = store.sync_from(other)
-            else:
-                result = store.sync_from(Path(source))
-            print(f"{source}: {result.events_added} new event copies, {result.items_added} new items")
+            with naming(source):
+                if source != STDIN and is_store_file(source):
+                    with EventStore(source, create=False) as other:
+                        result = store.sync_from(other)
+                else:
+                    result = store.sync_from(input_source(source))
+            label = "<stdin>" if source == STDIN else source
+            entries.append(
+                {"source": label, "events_added": result.events_added, "items_added": result.items_added}
+            )
+            if not args.json:
+                print(f"{label}: {result.events_added} new event copies, {result.items_added} new items")
+    if args.json:
+        emit(envelope("store sync", EXIT_OK, ok=True, db=args.db, sources=entries))
     return EXIT_OK
+
+
+_SUBJECT_HELP: Final = "a stored subject: its Pith Number, short form (pith:AG3PAJ22), arXiv id or DOI"
+_JSON_HELP: Final = "print one pith-graph/1 JSON document (docs/cli.md)"
 
 
 def _common(parser: argparse.ArgumentParser, *, trust: bool = False) -> None:
     parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
     if trust:
-        add_trust_options(parser, what="the store holds for the subject")
+        add_trust_options(parser, what="the subject's stored bundles")
 
 
 def register(subparsers: Any) -> None:
     """Add the ``store`` subcommand and its sub-subcommands to the main parser."""
     store = subparsers.add_parser("store", help="a durable, append-only event store (SQLite)")
-    sub = store.add_subparsers(dest="store_command", required=True)
+    sub = store.add_subparsers(dest="store_command", required=True, metavar="STORE_COMMAND")
 
-    def command(name: str, help: str, func: Any, *, trust: bool = False) -> argparse.ArgumentParser:
+    def command(
+        name: str, help: str, func: Any, *, trust: bool = False, json: bool = False
+    ) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = sub.add_parser(name, help=help)
         _common(parser, trust=trust)
+        if json:
+            parser.add_argument("--json", action="store_true", help=_JSON_HELP)
         parser.set_defaults(func=func)
         return parser
 
     command("init", "create the store", cmd_init)
-    command("import", "store the events of bundle files", cmd_import, trust=True).add_argument(
-        "bundles", nargs="+", metavar="BUNDLE"
+    command("import", "store the events of bundle files", cmd_import, trust=True, json=True).add_argument(
+        "bundles", nargs="+", metavar="BUNDLE", help="bundle JSON files, - for stdin"
     )
     append = command("append", "store one event (JSON file, - for stdin)", cmd_append)
-    append.add_argument("event", metavar="EVENT")
+    append.add_argument("event", metavar="EVENT", help="one event as a JSON file, - for stdin")
     append.add_argument("--subject", help="the Pith Number it was received for (default: the event's own)")
     append.add_argument(
         "--trusted-keys",
@@ -169,14 +244,23 @@ def register(subparsers: Any) -> None:
         help="JSON array of trusted key entries, for the reported status (default: the registry key)",
     )
     state = command("state", "print the merged state of a subject", cmd_state, trust=True)
-    state.add_argument("subject", metavar="SUBJECT")
+    state.add_argument("subject", metavar="SUBJECT", help=_SUBJECT_HELP)
     state.add_argument("--pretty", action="store_true", help="indent the output (not byte-comparable)")
     export = command("export", "print a bundle of everything stored for a subject", cmd_export, trust=True)
-    export.add_argument("subject", metavar="SUBJECT")
+    export.add_argument("subject", metavar="SUBJECT", help=_SUBJECT_HELP)
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     command(
-        "log", "list a subject's stored copies in apply order (or the subjects)", cmd_log, trust=True
-    ).add_argument("subject", metavar="SUBJECT", nargs="?")
-    command("sync", "add everything from other stores or bundle files", cmd_sync).add_argument(
-        "sources", nargs="+", metavar="SOURCE"
+        "log",
+        "list a subject's stored copies in apply order (or the subjects)",
+        cmd_log,
+        trust=True,
+        json=True,
+    ).add_argument(
+        "subject", metavar="SUBJECT", nargs="?", help=f"{_SUBJECT_HELP} (default: list the subjects)"
+    )
+    command("sync", "add everything from other stores or bundle files", cmd_sync, json=True).add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="pith-graph stores (SQLite files) or bundle JSON files, - for stdin",
     )

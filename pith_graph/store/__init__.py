@@ -47,6 +47,7 @@ from pith_graph.documents import Document, DocumentSource, load_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, StoreError, TrustError
 from pith_graph.events import CheckedEvent, check_keys, inspect_event
+from pith_graph.identifiers import PITH_NUMBER_RE, derived_aliases
 from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring
 from pith_graph.merge import MergeResult, merge_copies
 from pith_graph.state import State
@@ -338,6 +339,48 @@ class EventStore:
     def subjects(self) -> list[str]:
         """Every subject the store holds something for, sorted."""
         return self.backend.subjects()
+
+    def resolve(self, name: str) -> str:
+        """The stored subject ``name`` designates: its Pith Number, the short form
+        (``pith:`` and the first 8, 12 or 16 characters of the code, ``pith:`` optional),
+        or an alias derived from its stored record (arXiv id, with version, DOI).
+
+        Aliases are derived from the stored ``canonical_record`` (never taken from
+        the aliases a bundle lists). Raises :class:`StoreError`
+        (``store_unknown_subject``) when no subject, or more than one, matches.
+        """
+        subjects = self.subjects()
+        if name in subjects:
+            return name
+        wanted = name.strip()
+        code = wanted.upper().removeprefix("PITH:")
+        found = []
+        for subject in subjects:
+            match = PITH_NUMBER_RE.fullmatch(subject)
+            short = match is not None and len(code) in (8, 12, 16) and match.group(2).startswith(code)
+            if short or wanted.lower() in self._derived_names(subject):
+                found.append(subject)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise StoreError(f"the store holds nothing for {name!r}", code=codes.E_STORE_UNKNOWN_SUBJECT)
+        raise StoreError(
+            f"{name!r} names {len(found)} stored subjects ({', '.join(found[:3])}): give the full Pith Number",
+            code=codes.E_STORE_UNKNOWN_SUBJECT,
+        )
+
+    def _derived_names(self, subject: str) -> set[str]:
+        """The arXiv aliases of a stored record, lower case (none when it has no usable record)."""
+        for kind, body in self.backend.items(subject):
+            if kind == "record":
+                try:
+                    aliases = derived_aliases(loads(body))
+                except InputError:
+                    return set()
+                return {
+                    value.lower() for alias_kind, value in aliases if not alias_kind.startswith("pith_short")
+                }
+        return set()
 
     def _ring(
         self, trusted_keys: TrustedKeys, trust_bundle_keys: bool, stored_keys: Iterable[Mapping[str, Any]]
