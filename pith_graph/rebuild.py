@@ -7,6 +7,7 @@ decide which keys are trusted, merge.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -31,7 +32,7 @@ from pith_graph.documents import (
     split_bundle,
 )
 from pith_graph.ed25519 import Verifier
-from pith_graph.errors import PithGraphError, TrustError
+from pith_graph.errors import InputError, PithGraphError, TrustError
 from pith_graph.events import CheckedEvent, inspect_event, unit_id
 from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring, reusable_keys
 from pith_graph.merge import MergeResult, merge_checked, merge_copies
@@ -175,7 +176,12 @@ def rebuild_state(
         return rebuild(
             bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count
         ).result.state
-    return _rebuild_bytes(data, trusted_keys, trust_bundle_keys, count)
+    try:
+        return _rebuild_bytes(data, trusted_keys, trust_bundle_keys, count)
+    except InputError as exc:
+        if isinstance(bundle, (str, os.PathLike)):  # a path (source_bytes read it): name the file
+            exc.naming(os.fspath(bundle))
+        raise
 
 
 class Streamed(NamedTuple):
