@@ -15,6 +15,7 @@ import sys
 from typing import Any, Final, TextIO
 
 from pith_graph._parallel.many import bundle_paths, verify_many
+from pith_graph._progress import reporting
 from pith_graph.cli._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -123,7 +124,11 @@ def cmd_verify_many(args: argparse.Namespace) -> int:
     )
     reports: list[dict[str, Any]] = []
     failed = unusable = 0
-    with Progress(len(paths), sys.stderr, shown=show_progress(args)) as bar, contextlib.closing(outcomes):
+    with (
+        Progress(len(paths), sys.stderr, shown=show_progress(args)) as bar,
+        contextlib.closing(outcomes),
+        reporting(bar.events),
+    ):
         for done, outcome in enumerate(outcomes, start=1):
             failed += not outcome.ok
             unusable += outcome.report is not None and not outcome.report.usable
