@@ -10,12 +10,15 @@ prints as one line (exit 2).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 from pith_graph import codes
+from pith_graph._progress import reporting
 from pith_graph.cli._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -29,6 +32,7 @@ from pith_graph.cli._common import (
     write_stdout,
 )
 from pith_graph.cli._output import emit, envelope, error_member
+from pith_graph.cli.verify_many import Progress, add_progress_option, show_progress
 from pith_graph.documents import read_json
 from pith_graph.errors import InputError, TrustError
 from pith_graph.store import SCHEMA_VERSION, AppendResult, EventStore, ImportResult
@@ -50,6 +54,13 @@ def _trust(args: argparse.Namespace) -> dict[str, Any]:
 
 def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def _events_progress(args: argparse.Namespace) -> Iterator[None]:
+    """The progress bar of the events a replay checks (``--progress``, or on a terminal)."""
+    with Progress(None, sys.stderr, shown=show_progress(args)) as bar, reporting(bar.events):
+        yield
 
 
 def cmd_init(args: argparse.Namespace) -> int:
@@ -131,7 +142,7 @@ def cmd_append(args: argparse.Namespace) -> int:
 
 def cmd_state(args: argparse.Namespace) -> int:
     """``store state SUBJECT``: the merged state of a stored subject (as ``pith-graph state`` prints it)."""
-    with _open(args, create=False) as store:
+    with _open(args, create=False) as store, _events_progress(args):
         state = store.state(store.resolve(args.subject), **_trust(args))
     write_stdout((state.to_pretty_json() if args.pretty else state.to_json()) + b"\n")
     return EXIT_OK
@@ -139,7 +150,7 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``store export SUBJECT``: a bundle holding everything stored for the subject."""
-    with _open(args, create=False) as store:
+    with _open(args, create=False) as store, _events_progress(args):
         bundle = store.export_bundle(store.resolve(args.subject), **_trust(args))
     data = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
     if args.output is None:
@@ -246,9 +257,11 @@ def register(subparsers: Any) -> None:
     state = command("state", "print the merged state of a subject", cmd_state, trust=True)
     state.add_argument("subject", metavar="SUBJECT", help=_SUBJECT_HELP)
     state.add_argument("--pretty", action="store_true", help="indent the output (not byte-comparable)")
+    add_progress_option(state, what="events checked")
     export = command("export", "print a bundle of everything stored for a subject", cmd_export, trust=True)
     export.add_argument("subject", metavar="SUBJECT", help=_SUBJECT_HELP)
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    add_progress_option(export, what="events checked")
     command(
         "log",
         "list a subject's stored copies in apply order (or the subjects)",

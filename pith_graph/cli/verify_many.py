@@ -26,7 +26,14 @@ from pith_graph.cli._common import (
 )
 from pith_graph.cli._output import emit, envelope
 
-__all__ = ["Progress", "add_parallel_options", "cmd_verify_many", "register", "show_progress"]
+__all__ = [
+    "Progress",
+    "add_parallel_options",
+    "add_progress_option",
+    "cmd_verify_many",
+    "register",
+    "show_progress",
+]
 
 _BAR_WIDTH: Final = 30
 
@@ -36,15 +43,20 @@ def show_progress(args: argparse.Namespace) -> bool:
     return bool(args.progress) if args.progress is not None else sys.stderr.isatty()
 
 
-def add_parallel_options(parser: argparse.ArgumentParser, *, what: str = "documents and events") -> None:
-    """``--workers N`` and ``--progress``, shared by ``state``, ``verify`` and ``verify-many``."""
-    add_workers_option(parser)
+def add_progress_option(parser: argparse.ArgumentParser, *, what: str = "documents and events") -> None:
+    """``--progress``/``--no-progress``: the bar of :class:`Progress` on stderr."""
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
         help=f"progress bar of the {what} done, on stderr (default: only when stderr is a terminal)",
     )
+
+
+def add_parallel_options(parser: argparse.ArgumentParser, *, what: str = "documents and events") -> None:
+    """``--workers N`` and ``--progress``, shared by ``state``, ``verify`` and ``verify-many``."""
+    add_workers_option(parser)
+    add_progress_option(parser, what=what)
 
 
 class Progress:

@@ -39,9 +39,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from pith_graph import codes
+from pith_graph._progress import advance
 from pith_graph.canonical import canonical_json_parsed, gc_paused, loads
 from pith_graph.documents import Document, DocumentSource, load_bundle
 from pith_graph.ed25519 import Verifier
@@ -164,6 +165,10 @@ class _Replay(NamedTuple):
     result: MergeResult
     rows: list[CopyRow]
     items: dict[str, list[Any]]
+
+
+#: Events between two progress reports of a replay's key checks (pith_graph._progress).
+_PROGRESS_STEP: Final = 256
 
 
 class EventStore:
@@ -430,12 +435,15 @@ class EventStore:
                     self.cache.prefetch(messages)
                     verifier = self.verifier()
                     verdicts: list[KeyVerdict] = []
-                    for index, _seq in unchecked:
+                    for done, (index, _seq) in enumerate(unchecked):
+                        if not done % _PROGRESS_STEP:
+                            advance(done, len(unchecked))
                         uid, intrinsic = copies[index]
                         checked = check_keys(intrinsic, subject=subject, keyring=ring, verifier=verifier)
                         copies[index] = (uid, checked)
                         verdicts.append(KeyVerdict(uid, rows[index].digest, checked.reason))
                     self.backend.add_key_verdicts(ring_key, subject, verdicts)
+                    advance(len(unchecked), len(unchecked))
                 result = merge_copies(
                     copies,
                     as_is,

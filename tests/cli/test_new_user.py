@@ -233,6 +233,19 @@ def test_7_progress_counts_events() -> None:
     assert run("state", str(BUNDLE)).stderr == b""  # not a terminal: nothing drawn
 
 
+def test_7_store_replays_show_the_events_they_check(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.sqlite")
+    assert run("store", "import", "--db", db, str(BUNDLE)).returncode == 0
+    # Under other keys than at import, every copy's key checks run again: counted.
+    keys = tmp_path / "keys.json"
+    keys.write_text(
+        json.dumps([*json.loads(BUNDLE.read_bytes())["public_keys"], TestKey("ux-other").entry()])
+    )
+    state = run("store", "state", "--db", db, "--progress", "--trusted-keys", str(keys), SUBJECT)
+    assert state.returncode == 0 and b"2/2 events" in state.stderr
+    assert run("store", "export", "--db", db, SUBJECT).stderr == b""
+
+
 # --- 8. --version, stdin, short Pith Numbers, help ------------------------------------------------
 
 
