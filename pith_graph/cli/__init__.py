@@ -22,6 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
 from pith_graph import codes
+from pith_graph._startup import interrupted_while_starting
 from pith_graph.cli import documents, proof, store, vectors, verify_many
 from pith_graph.cli._common import EXIT_UNUSABLE
 from pith_graph.cli._output import emit, envelope, error_member
@@ -64,7 +65,7 @@ def _one_interrupt() -> Iterator[None]:
     """Ctrl-C raises KeyboardInterrupt once; a second one while stopping helpers is ignored,
     so that the clean-up (stopping helper processes) runs to its end."""
     if threading.current_thread() is not threading.main_thread() or (
-        signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+        signal.getsignal(signal.SIGINT) not in (signal.default_int_handler, interrupted_while_starting)
     ):
         yield  # not the main thread's default handling: leave it as the caller set it
         return

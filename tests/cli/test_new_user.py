@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -338,3 +340,34 @@ def test_12_a_file_over_the_limit_is_refused_before_it_is_read(tmp_path: Path) -
     result = subprocess.run([sys.executable, "-c", code, str(huge)], capture_output=True, timeout=120)
     one_error_line(result, "too_large")
     assert int(result.stdout) < 512 * 1024  # KiB: far below the 1 GiB a read would take
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc")
+@pytest.mark.parametrize("entry", [["-m", "pith_graph"], ["-m", "pith_graph.cli"]])
+def test_3_ctrl_c_while_the_command_starts_is_one_line_and_130(tmp_path: Path, entry: list[str]) -> None:
+    """Issue 18 item 3: Ctrl-C 0.1-0.3 s into a command landed in the middle of its imports
+    (a multiprocessing traceback, exit -2). Sent as soon as the package's imports are under
+    way (msgspec's extension is mapped: pith_graph._startup came before it)."""
+    process = subprocess.Popen(
+        [sys.executable, *entry, "verify", "--workers", "2", str(BUNDLE)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        maps = Path(f"/proc/{process.pid}/maps")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if "msgspec" in maps.read_text():
+                    break
+            except OSError:
+                pass
+        assert process.poll() is None, "finished before it could be interrupted"
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert (process.returncode, stderr.decode()) == (130, "pith-graph: interrupted\n")
