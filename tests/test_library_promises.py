@@ -155,3 +155,12 @@ def test_12_a_file_over_the_limit_is_not_read(tmp_path: Path) -> None:
         tracemalloc.stop()
     assert raised.value.code == codes.E_TOO_LARGE and str(huge) in raised.value.message
     assert peak < 1 << 20
+
+
+def test_importing_the_library_leaves_ctrl_c_alone() -> None:
+    """Only the pith-graph command handles SIGINT while it starts (pith_graph._startup)."""
+    import subprocess
+
+    code = "import signal, pith_graph; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.stdout.strip() == "True", result.stderr
