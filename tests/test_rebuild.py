@@ -58,7 +58,7 @@ def varied_events(history: History, alice: TestKey, bob: TestKey) -> list[Any]:
 
 
 def full_path(source: Any, **kwargs: Any) -> bytes:
-    return rebuild(source, workers=1, **kwargs)[0].state.to_json()
+    return rebuild(source, workers=1, **kwargs).result.state.to_json()
 
 
 @pytest.fixture
@@ -212,7 +212,7 @@ def test_keys_given_as_a_one_shot_iterator_are_read_whole(
 
     def state(keys: Any) -> bytes:
         if call == "rebuild":
-            return rebuild(data, trusted_keys=keys, workers=workers)[0].state.to_json()
+            return rebuild(data, trusted_keys=keys, workers=workers).result.state.to_json()
         return rebuild_state(data, trusted_keys=keys, workers=workers).to_json()
 
     expected = state(list(entries))

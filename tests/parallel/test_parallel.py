@@ -563,7 +563,7 @@ def test_stage1_rows_are_check_event_of_each_event(seed: int) -> None:
 def test_streaming_with_stage1_helpers_equals_serial(seed: int) -> None:
     bundle, _ = build_bundle(150, seed)
     data = json.dumps(bundle).encode()
-    serial = rebuild(data, trusted_keys=trusted(), workers=1)[0].state  # the full path: one strict parse
+    serial = rebuild(data, trusted_keys=trusted(), workers=1).result.state  # the full path: one strict parse
     par = rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_events=0, min_bytes=0, chunk_size=8)
     assert par.to_json() == serial.to_json()
     assert rebuild_state(data, trusted_keys=trusted(), workers=1).to_json() == serial.to_json()
@@ -729,7 +729,7 @@ def test_stage1_runs_here_when_no_process_can_be_started(
     assert split_bundle(data) is not None
     assert stage1.spawn_helpers(2, Verifier().backend.name) is None
     par = rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_events=0, min_bytes=0, chunk_size=8)
-    assert par.to_json() == rebuild(data, trusted_keys=trusted(), workers=1)[0].state.to_json()
+    assert par.to_json() == rebuild(data, trusted_keys=trusted(), workers=1).result.state.to_json()
     assert list(tmp_path.iterdir()) == []
 
 
@@ -946,7 +946,7 @@ def test_a_process_that_cannot_start_mid_submission_leaves_the_serial_result(
     """An OSError from the pool while chunks are being submitted (EAGAIN, EMFILE when it starts a
     process) cancels what was submitted and falls back to this process, never escapes."""
     data = json.dumps(build_bundle(200, 1)[0]).encode()
-    serial = rebuild(data, trusted_keys=trusted(), workers=1)[0].state.to_json()
+    serial = rebuild(data, trusted_keys=trusted(), workers=1).result.state.to_json()
     original = stage1.Stage1Helpers.submit
     made: list[stage1.Stage1Helpers] = []
 
