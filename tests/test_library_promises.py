@@ -164,3 +164,29 @@ def test_importing_the_library_leaves_ctrl_c_alone() -> None:
     code = "import signal, pith_graph; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.stdout.strip() == "True", result.stderr
+
+
+# --- 9. a duplicate key is located ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "second"),
+    [
+        (b'{"a": {"b": 1, "a": 2},\n "c": [{"a": 1}], "a": 3}', "a", b'"a": 3'),
+        (b'[{"k": 1}, {"k": 2, "s": "\\"k\\": [{", "k": 3}]', "k", b'"k": 3'),
+        (b'{"x": 1, "\\u0078": 2}', "x", b'"\\u0078"'),
+        (b'{"e": [{"e": {"e": 1}}, {"e": 2}], "f": {"e": 3, "g": [], "e": 4}}', "e", b'"e": 4'),
+    ],
+    ids=["nested", "in-a-string", "escaped", "siblings"],
+)
+def test_9_a_duplicate_key_is_located(text: bytes, key: str, second: bytes) -> None:
+    """The second occurrence within one object, by line, column and byte (found here by its text)."""
+    offset = text.index(second)
+    line, column = text.count(b"\n", 0, offset) + 1, offset - (text.rfind(b"\n", 0, offset) + 1) + 1
+    with pytest.raises(InputError) as raised:
+        loads(text)
+    assert raised.value.code == codes.E_DUPLICATE_KEY
+    assert (
+        raised.value.message
+        == f"duplicate object key {key!r} at line {line}, column {column} (byte {offset})"
+    )
