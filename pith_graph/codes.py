@@ -127,6 +127,31 @@ STORE_NEW: Final = "new"
 STORE_DUPLICATE: Final = "duplicate"
 STORE_INVALID: Final = "stored_invalid"
 
+# --- issue 17: mirrors that pull from and follow each other (pith_graph/mirror/) -------
+#: The peer could not be reached (refused, DNS, reset before an answer).
+E_PEER_UNREACHABLE: Final = "peer_unreachable"
+#: The peer did not answer (connect or read) within the client's timeouts.
+E_PEER_TIMEOUT: Final = "peer_timeout"
+#: The peer answered with an HTTP status other than the one asked for (after retries).
+E_PEER_HTTP: Final = "peer_http_error"
+#: The peer's answer was larger than the client accepts (refused while reading).
+E_PEER_TOO_LARGE: Final = "peer_response_too_large"
+#: The peer closed the connection before the whole body arrived.
+E_PEER_TRUNCATED: Final = "peer_truncated"
+#: The peer's answer is not the JSON document asked for (not JSON, wrong shape).
+E_PEER_BAD_ANSWER: Final = "peer_bad_answer"
+#: The peer answered with a bundle of another subject.
+E_PEER_WRONG_SUBJECT: Final = "peer_wrong_subject"
+#: No mirror served a usable answer (every attempt failed).
+E_NOTHING_USABLE: Final = "nothing_usable"
+#: A change-feed request whose ``after`` or ``limit`` is not valid (HTTP 400).
+E_FEED_BAD_CURSOR: Final = "bad_cursor"
+E_FEED_BAD_LIMIT: Final = "bad_limit"
+#: Why an event received over the network was not stored: it failed stage 1
+#: (its merge-v1 reason is reported beside), or another valid copy of its unit is held.
+NET_REJECTED: Final = "rejected"
+NET_DUPLICATE_UNIT: Final = "duplicate_unit"
+
 # --- what each code means (docs/cli.md is generated from these) ----------------------
 #: One line per code, for docs/cli.md (``python -m pith_graph.cli._doc`` writes it; a
 #: test fails when a code has no line here or the document is out of date).
@@ -199,4 +224,16 @@ MEANINGS: Final[dict[str, str]] = {
     STORE_NEW: "`store append`/`import`: the copy was stored and passes the stage-1 checks",
     STORE_DUPLICATE: "`store append`/`import`: this exact copy was stored already",
     STORE_INVALID: "`store append`/`import`: the copy was stored, but fails a stage-1 check (`reason`)",
+    E_PEER_UNREACHABLE: "a peer mirror could not be reached (refused, DNS, reset before an answer)",
+    E_PEER_TIMEOUT: "a peer mirror did not answer within the client's timeouts",
+    E_PEER_HTTP: "a peer mirror answered with another HTTP status than the one asked for (after retries)",
+    E_PEER_TOO_LARGE: "a peer mirror's answer was larger than the client accepts",
+    E_PEER_TRUNCATED: "a peer mirror closed the connection before the whole body arrived",
+    E_PEER_BAD_ANSWER: "a peer mirror's answer is not the JSON document asked for",
+    E_PEER_WRONG_SUBJECT: "a peer mirror answered with a bundle of another subject",
+    E_NOTHING_USABLE: "no mirror served a usable answer (every attempt failed)",
+    E_FEED_BAD_CURSOR: "a change-feed request whose `after` is not valid (HTTP 400)",
+    E_FEED_BAD_LIMIT: "a change-feed request whose `limit` is not valid (HTTP 400)",
+    NET_REJECTED: "an event received over the network failed stage 1 and was not stored (its reason beside)",
+    NET_DUPLICATE_UNIT: "an event received over the network was not stored: another valid copy of its unit is held",
 }

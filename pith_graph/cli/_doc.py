@@ -25,6 +25,7 @@ CODE_FAMILIES: Final = (
     ("P_", "Problem codes (`problems[].code` in a report)"),
     ("E_", "Error codes (`error[CODE]` on stderr, `error.code` in JSON)"),
     ("STORE_", "Store statuses (`status` of `store append`, `counts` of `store import`)"),
+    ("NET_", "Why an event received over the network was not stored"),
 )
 
 
