@@ -46,7 +46,7 @@ from pith_graph.mirror.page import render_page
 from pith_graph.models import MERGE_VERSION
 from pith_graph.store import EventRow, EventStore, FactsRow
 from pith_graph.store._export import signed
-from pith_graph.store._facts import KeyVerdict, ring_id
+from pith_graph.store._facts import KeyVerdict, ring_row
 from pith_graph.timestamps import parse_timestamp
 
 __all__ = [
@@ -210,7 +210,7 @@ class GroupCommitWriter:
     def __init__(self, db: str, ring: KeyRing) -> None:
         self._db = db
         self._ring = ring
-        self._ring_id = ring_id(ring)
+        self._ring_row = ring_row(ring)
         self._queue: queue.Queue[_Submission | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="pith-mirror-writer", daemon=True)
         self._failure: BaseException | None = None
@@ -329,7 +329,7 @@ class GroupCommitWriter:
                 store.cache.record(*verdict)
         with _relaxed(store):
             for subject, kept in verdicts.items():
-                store.backend.add_key_verdicts(self._ring_id, subject, kept)
+                store.backend.add_key_verdicts(self._ring_row, subject, kept)
             store.cache.flush()
         self.batches += 1
         self.committed += sum(results)
