@@ -12,9 +12,7 @@ read them as a mirror does. ``profile_top`` records where a rebuild's time goes
 
 from __future__ import annotations
 
-import contextlib
 import cProfile
-import io
 import json
 import pstats
 import tempfile
@@ -26,11 +24,12 @@ from typing import Any, Final
 from benchmarks.generate import DATA_DIR, trusted_entries
 from benchmarks.profile import parallel_capacity, verify_all
 from benchmarks.registry_mirror import ensure_mirror, mirror_files
-from pith_graph._parallel.many import verify_many
-from pith_graph.cli import main as cli_main
+from pith_graph import codes
+from pith_graph._parallel.many import verify_many, walk_bundle_paths
 from pith_graph.ed25519 import Verifier
 from pith_graph.keys import KeyRing
 from pith_graph.rebuild import rebuild_state
+from pith_graph.store import IMPORT_BATCH, EventStore
 from pith_graph.verify import verify_bundle
 
 __all__ = ["DEFAULT_COUNT", "TARGETS", "measure_small", "table_lines"]
@@ -41,7 +40,7 @@ DEFAULT_COUNT: Final = 400
 TARGETS: Final = (
     ("rebuild_state / signature bound (small bundles)", "rebuild_bound_ratio", 0.7, ">="),
     ("verify_bundle / signature bound (small bundles)", "verify_bound_ratio", 0.7, ">="),
-    ("store import DIR / signature bound (durable)", "import_bound_ratio", 0.5, ">="),
+    ("store import_bundles DIR / signature bound (durable)", "import_bound_ratio", 0.5, ">="),
     ("verify-many 2 workers / 1 worker (small bundles)", "verify_many_speedup", 1.7, ">="),
 )
 
@@ -101,29 +100,19 @@ def _paired(bound: Callable[[], Any], path: Callable[[], Any], repeat: int) -> t
 
 
 def _import_dir(directory: Path, keys_file: Path, batch: int | None = None) -> None:
-    """``pith-graph store import --db NEW DIR`` in this process (its output dropped)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        argv = [
-            "store",
-            "import",
-            "--db",
-            str(Path(tmp) / "mirror.sqlite"),
-            "--trusted-keys",
-            str(keys_file),
-            str(directory),
-        ]
-        if batch is not None:
-            argv += ["--batch", str(batch)]
-        sink = io.StringIO()
-        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-            code = cli_main(argv)
-        if code != 0:
-            raise RuntimeError(f"store import failed ({code}): {sink.getvalue()[-500:]}")
+    """``EventStore.import_bundles`` of the mirror's files into a new store (durable, one
+    transaction per batch), reading each file as it goes and walking the directory."""
+    ring = KeyRing.from_json(keys_file.read_bytes())
+    with tempfile.TemporaryDirectory() as tmp, EventStore(Path(tmp) / "mirror.sqlite") as store:
+        paths = walk_bundle_paths([str(directory)])
+        for result in store.import_bundles(paths, trusted_keys=ring, batch_size=batch or IMPORT_BATCH):
+            if result.count(codes.STORE_INVALID):
+                raise RuntimeError(f"store import: {result.subject} has invalid events")
 
 
 def _verify_many(paths: list[Path], ring: KeyRing, workers: int) -> None:
     outcomes = list(verify_many(paths, trusted_keys=ring, workers=workers))
-    assert all(ok for _, ok, _ in outcomes)
+    assert all(outcome.ok for outcome in outcomes)
 
 
 def profile_top(fn: Callable[[], Any], limit: int = 15) -> list[dict[str, Any]]:
@@ -224,7 +213,7 @@ def table_lines(r: dict[str, Any]) -> list[str]:
         f" for {r['rebuild_signatures']} signatures; ratio {r['rebuild_bound_ratio']:.2f}",
         f"  verify_bundle {r['verify_ms_per_bundle']:.3f} ms/bundle; bound {r['verify_signature_bound_s'] * 1e3:.0f} ms"
         f" for {r['verify_signatures']} signatures; ratio {r['verify_bound_ratio']:.2f}",
-        f"  store import DIR {r['import_ms_per_bundle']:.3f} ms/bundle (--batch 1: {r['import_batch_1_s'] * 1e3 / r['bundles']:.3f});"
+        f"  store import_bundles DIR {r['import_ms_per_bundle']:.3f} ms/bundle (--batch 1: {r['import_batch_1_s'] * 1e3 / r['bundles']:.3f});"
         f" ratio {r['import_bound_ratio']:.2f}",
         f"  verify-many: 1 worker {m['one_s'] * 1e3:.0f} ms, {m['workers']} workers {m['many_s'] * 1e3:.0f} ms"
         f" ({r['verify_many_speedup']:.2f}x; the machine gave {m['machine_capacity']:.2f}x on pure loops)",

@@ -210,7 +210,7 @@ class GroupCommitWriter:
     def __init__(self, db: str, ring: KeyRing) -> None:
         self._db = db
         self._ring = ring
-        self._ring_row = ring_row(ring)  # the ring id and the entries it is recorded with
+        self._ring_row = ring_row(ring)
         self._queue: queue.Queue[_Submission | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="pith-mirror-writer", daemon=True)
         self._failure: BaseException | None = None
