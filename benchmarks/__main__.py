@@ -7,7 +7,9 @@ memory is measured in fresh subprocesses. Prints a table and writes
 ``benchmarks/results.json`` with the machine's description.
 
 Options: ``--sizes 1000,10000,100000`` (events per bundle), ``--quick`` (1000
-events, one repetition), ``--output FILE``, ``--workers N`` (default 2).
+events, one repetition), ``--output FILE``, ``--workers N`` (default 2),
+``--only small`` (only the rows of a registry-shaped mirror of ``--bundles N``
+small bundles: :mod:`benchmarks.small`) or ``--only large``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from typing import Any, Final
 
 from benchmarks import profile
 from benchmarks.generate import DATA_DIR, ensure_bundle, trusted_entries
+from benchmarks.profile import parallel_capacity
+from benchmarks.small import DEFAULT_COUNT as SMALL_COUNT
+from benchmarks.small import TARGETS as SMALL_TARGETS
+from benchmarks.small import measure_small
+from benchmarks.small import table_lines as small_table_lines
 from pith_graph import canonical, ed25519
 from pith_graph._parallel.signatures import MemorySignatureCache, prepass_jobs, signature_jobs
 from pith_graph.documents import load_bundle
@@ -86,38 +93,6 @@ def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
 def timed(fn: Callable[[], Any], repeat: int) -> float:
     """Best wall time of ``repeat`` runs of ``fn``; its result is dropped."""
     return best(fn, repeat)[0]
-
-
-def _spin(n: int) -> int:
-    total = 0
-    for i in range(n):
-        total += i * i
-    return total
-
-
-def parallel_capacity(workers: int) -> float:
-    """How much faster ``workers`` processes run ``workers`` pure-Python loops than one process.
-
-    The ceiling any parallel figure of this run can reach: on a shared or
-    throttled machine it is well below ``workers``.
-    """
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    methods = multiprocessing.get_all_start_methods()
-    # fork: _spin lives in __main__, which a forkserver child cannot import by name.
-    context = multiprocessing.get_context("fork" if "fork" in methods else None)
-    n = 3_000_000
-    start = time.perf_counter()
-    for _ in range(workers):
-        _spin(n)
-    serial = time.perf_counter() - start
-    with ProcessPoolExecutor(workers, mp_context=context) as executor:
-        list(executor.map(_spin, [10] * workers))
-        start = time.perf_counter()
-        list(executor.map(_spin, [n] * workers))
-        parallel = time.perf_counter() - start
-    return serial / parallel
 
 
 def machine() -> dict[str, Any]:
@@ -486,6 +461,8 @@ def table(results: dict[str, Any]) -> str:
                 f" default (helpers) main process {m['peak_rss_default_main_bytes'] / 1e6:.0f} MB"
                 f" ({m['peak_rss_default_main_bytes'] / r['file_bytes']:.2f}x)"
             )
+    if "small" in results:
+        lines.extend(small_table_lines(results["small"]))
     lines.append("== targets ==")
     for row in results["targets"]:
         status = "n/a" if row["value"] is None else ("MET" if row["met"] else "MISSED")
@@ -531,6 +508,26 @@ def targets(by_size: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def small_targets(small: dict[str, Any]) -> list[dict[str, Any]]:
+    """The small-bundle targets (benchmarks.small.TARGETS), evaluated on the mirror's figures."""
+    rows = []
+    for name, key, threshold, direction in SMALL_TARGETS:
+        value = small.get(key)
+        met = None if value is None else (value >= threshold if direction == ">=" else value <= threshold)
+        rows.append(
+            {
+                "name": name,
+                "size": f"{small['bundles']} bundles",
+                "value": value,
+                "threshold": threshold,
+                "direction": direction,
+                "met": met,
+                "ceiling": None,
+            }
+        )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks, print the table, write the results file."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
@@ -541,16 +538,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where generated bundles are cached")
+    parser.add_argument(
+        "--only",
+        choices=("large", "small"),
+        default=None,
+        help="only the large-bundle rows (--sizes) or only the small-bundle (mirror) rows",
+    )
+    parser.add_argument(
+        "--bundles",
+        type=int,
+        default=None,
+        help=f"bundles in the mirror (default {SMALL_COUNT}; with --quick 40)",
+    )
     args = parser.parse_args(argv)
     sizes = (
         [int(s) for s in args.sizes.split(",")]
         if args.sizes
         else ([1000] if args.quick else list(DEFAULT_SIZES))
     )
+    if args.only == "small":
+        sizes = []
+    bundles = args.bundles or (40 if args.quick else SMALL_COUNT)
     results: dict[str, Any] = {"machine": machine(), "sizes": sizes, "by_size": {}}
     with tempfile.TemporaryDirectory() as tmp:
         keys_file = Path(tmp) / "keys.json"
         keys_file.write_text(json.dumps(trusted_entries()))
+        if args.only != "large":
+            print(f"measuring a mirror of {bundles} small bundles ...", file=sys.stderr, flush=True)
+            results["small"] = measure_small(
+                bundles,
+                repeat=1 if args.quick else 3,
+                workers=args.workers,
+                data_dir=args.data_dir,
+                keys_file=keys_file,
+            )
+        if not sizes:
+            results["targets"] = small_targets(results["small"])
+            print(table(results))
+            _write(args.output, results)
+            return 0
         # Memory first, while this process is still small: a child started later
         # would begin life with the parent's footprint in its rusage.
         largest = max(sizes)
@@ -568,11 +594,29 @@ def main(argv: list[str] | None = None) -> int:
             )
         results["by_size"][str(largest)]["memory"] = mem
         results["by_size"][str(largest)]["rss_over_file"] = mem["rss_over_file"]
-    results["targets"] = targets(results["by_size"])
+    results["targets"] = targets(results["by_size"]) + (
+        small_targets(results["small"]) if "small" in results else []
+    )
     print(table(results))
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.output}", file=sys.stderr)
+    _write(args.output, results)
     return 0
+
+
+def _write(output: Path, results: dict[str, Any]) -> None:
+    """Write the results file; a partial run (``--only``) keeps the other rows of the file as they were."""
+    if results.get("sizes") != list(DEFAULT_SIZES) or "small" not in results:
+        try:
+            previous = json.loads(output.read_text())
+        except (OSError, ValueError):
+            previous = {}
+        if "small" not in results and "small" in previous:
+            results["small"] = previous["small"]
+            results["targets"] += small_targets(previous["small"])
+        if not results["by_size"] and previous.get("by_size"):
+            results["sizes"], results["by_size"] = previous["sizes"], previous["by_size"]
+            results["targets"] = targets(results["by_size"]) + results["targets"]
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {output}", file=sys.stderr)
 
 
 if __name__ == "__main__":

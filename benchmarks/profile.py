@@ -48,7 +48,15 @@ from pith_graph.ed25519 import Verifier
 from pith_graph.events import check_keys, inspect_event, unit_id
 from pith_graph.keys import KeyRing
 
-__all__ = ["SAMPLE_EVENTS", "ceilings", "phases", "pieces", "traced_phases", "verify_all"]
+__all__ = [
+    "SAMPLE_EVENTS",
+    "ceilings",
+    "parallel_capacity",
+    "phases",
+    "pieces",
+    "traced_phases",
+    "verify_all",
+]
 
 #: Events of a bundle that :func:`pieces` times (its first ones).
 SAMPLE_EVENTS: Final = 5000
@@ -73,6 +81,38 @@ def _per_event(fn: Callable[[], Any], count: int, repeat: int = 3) -> float:
 def verify_all(verifier: Verifier, triples: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
     """The signature bound's loop: every signature, verified, nothing else."""
     return [verifier.verify(*triple) for triple in triples]
+
+
+def _spin(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+def parallel_capacity(workers: int) -> float:
+    """How much faster ``workers`` processes run ``workers`` pure-Python loops than one process.
+
+    The ceiling any parallel figure of this run can reach: on a shared or
+    throttled machine it is well below ``workers``.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    methods = multiprocessing.get_all_start_methods()
+    # fork: a child starts at once (the figure is the machine's, not a start method's).
+    context = multiprocessing.get_context("fork" if "fork" in methods else None)
+    n = 3_000_000
+    start = time.perf_counter()
+    for _ in range(workers):
+        _spin(n)
+    serial = time.perf_counter() - start
+    with ProcessPoolExecutor(workers, mp_context=context) as executor:
+        list(executor.map(_spin, [10] * workers))
+        start = time.perf_counter()
+        list(executor.map(_spin, [n] * workers))
+        parallel = time.perf_counter() - start
+    return serial / parallel
 
 
 def pieces(

@@ -53,6 +53,7 @@ __all__ = [
     "compact_json_parsed",
     "gc_paused",
     "loads",
+    "loads_accepted",
     "sha256_hex",
 ]
 
@@ -391,20 +392,20 @@ def _members(obj: Any) -> int:
     return count
 
 
-def _compact_and_shallow(data: bytes, obj: Any, max_depth: int) -> bool:
-    """True when ``data`` provably has no duplicate key and nests at most ``max_depth`` deep.
+def _reencodes(data: bytes, obj: Any) -> bool:
+    """True when re-encoding the decoded tree gives back ``data`` byte for byte.
 
-    Two sufficient conditions, each cheaper than :func:`_structure`:
-
-    * nesting needs one opening bracket per level, so a text with at most
-      ``max_depth`` bytes ``[`` or ``{`` (in strings or not) is shallow enough;
-    * if re-encoding the decoded tree gives back ``data`` byte for byte, the text
-      has exactly the tree's members, and a decoded dict keeps one member per key:
-      no key was repeated. True of compact text such as the registry's; anything
-      else (white space, escapes msgspec writes differently, a float) is decided
-      by the full check.
+    Then the text has exactly the tree's members, and a decoded dict keeps one
+    member per key: no key was repeated. True of compact text such as the
+    registry's; anything else (white space, escapes msgspec writes differently,
+    a float, text over :data:`_FAST_CHECK_MAX` bytes) is decided by the full
+    member count. Together with a count of opening brackets (a text with at most
+    ``max_depth`` bytes ``[`` or ``{``, in strings or not, nests no deeper), it
+    spares a small compact event both :func:`_structure` and :func:`_members`; a
+    compact text with more brackets (a bundle's shell, which embeds a state)
+    still skips :func:`_members` (docs/performance.md, "Many small bundles").
     """
-    if len(data) > _FAST_CHECK_MAX or len(data.translate(None, _NOT_OPENING)) > max_depth:
+    if len(data) > _FAST_CHECK_MAX:
         return False
     try:
         return _ENCODER.encode(obj) == data
@@ -417,10 +418,11 @@ def _check_structure(data: bytes, obj: Any, max_depth: int = MAX_DEPTH) -> None:
 
     Both checks run at C speed over the document reduced to its structural
     characters (:func:`_structure`): its ``:`` count is the number of object
-    members in the text and its brackets give the nesting depth. Compact,
-    shallow text passes a cheaper sufficient test first (:func:`_compact_and_shallow`).
+    members in the text and its brackets give the nesting depth. Compact text
+    passes cheaper sufficient tests first (:func:`_reencodes`).
     """
-    if _compact_and_shallow(data, obj, max_depth):
+    compact = _reencodes(data, obj)
+    if compact and len(data.translate(None, _NOT_OPENING)) <= max_depth:
         return
     structure = _structure(data)
     # One bracket type is enough for depth (the text is valid JSON); each pass
@@ -433,12 +435,20 @@ def _check_structure(data: bytes, obj: Any, max_depth: int = MAX_DEPTH) -> None:
         brackets = brackets.replace(b"[]", b"")
     if brackets:
         raise InputError(f"document nests deeper than {max_depth} levels", code=codes.E_TOO_DEEP)
+    if compact:
+        return  # the tree re-encodes to the text: no object repeated a key (see _reencodes)
     # A decoded dict keeps one value per key: if the text has more members than
     # the decoded tree, some object repeated a key.
     members_in_text = structure.count(b":")
     if members_in_text != _members(obj):
         # Slow path only to name the key and its place in the error message.
         raise _duplicate_key_error(data)
+
+
+def loads_accepted(data: bytes) -> Any:
+    """Parse text that :func:`loads` has accepted before: the same values, without
+    repeating the checks it passed (for a second pass over a bundle's events)."""
+    return _DECODER.decode(data)
 
 
 def loads(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: int = MAX_DEPTH) -> Any:

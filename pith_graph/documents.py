@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, NamedTuple
@@ -187,6 +187,8 @@ def event_texts(array: Any) -> list[msgspec.Raw]:
 
 #: Places where an array could start that :func:`_array_span` tries before giving up.
 _SPAN_CANDIDATES: Final = 8
+_JSON_WHITE: Final = frozenset(b" \t\n\r")
+_OPEN_BRACKET: Final = ord("[")
 
 
 def _array_span(data: bytes, items: list[msgspec.Raw]) -> tuple[int, int, list[int]] | None:
@@ -200,10 +202,10 @@ def _array_span(data: bytes, items: list[msgspec.Raw]) -> tuple[int, int, list[i
     where ``[`` and the first item's text occur are tried (a short first item,
     such as ``1``, may also occur earlier); None if none of them tiles.
     """
-    opening = re.compile(rb"\[[ \t\n\r]*" + re.escape(bytes(items[0])))
-    for candidate, _ in zip(opening.finditer(data), range(_SPAN_CANDIDATES), strict=False):
-        position = candidate.end()
-        starts = [position - len(items[0])]
+    first = bytes(items[0])
+    for opening in _openings(data, first):
+        position = opening[1] + len(first)
+        starts = [opening[1]]
         for item in items[1:]:
             separator = _SEPARATOR.match(data, position)
             if separator is None:
@@ -216,8 +218,32 @@ def _array_span(data: bytes, items: list[msgspec.Raw]) -> tuple[int, int, list[i
         else:
             end = _WHITE.match(data, position).end()  # type: ignore[union-attr]  # matches the empty string
             if data[end : end + 1] == b"]":
-                return candidate.start(), end + 1, starts
+                return opening[0], end + 1, starts
     return None
+
+
+def _openings(data: bytes, first: bytes) -> Iterator[tuple[int, int]]:
+    """The first few places where ``[``, JSON white space and ``first`` occur in ``data``:
+    (where the bracket is, where ``first`` starts).
+
+    A search for the text itself, then a look back: no pattern is built from
+    ``first`` (escaping and compiling a 2 KB event text per bundle cost more than
+    the rest of the split of a small bundle).
+    """
+    found = 0
+    start = data.find(first)
+    # Bounded: a short first item (``1``) may occur everywhere; past the bound the
+    # split gives up and the caller takes the full parse.
+    for _ in range(_SPAN_CANDIDATES * 64):
+        if start < 0 or found == _SPAN_CANDIDATES:
+            return
+        bracket = start - 1
+        while bracket >= 0 and data[bracket] in _JSON_WHITE:
+            bracket -= 1
+        if bracket >= 0 and data[bracket] == _OPEN_BRACKET:
+            found += 1
+            yield bracket, start
+        start = data.find(first, start + 1)
 
 
 def split_bundle(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SplitBundle | None:

@@ -22,7 +22,7 @@ from typing import Any, Final
 
 import msgspec
 
-from pith_graph.canonical import loads
+from pith_graph.canonical import gc_paused, loads
 from pith_graph.models import MERGE_VERSION, STATE_TYPE
 
 __all__ = ["COLLECTION_ORDER", "Entry", "State"]
@@ -148,9 +148,13 @@ class State:
 
     def to_json(self) -> bytes:
         """The state as the registry serves it: compact, registry key order, byte-exact."""
-        body = self._body()
-        body["state_sha256"] = self.state_sha256
-        return _ORDERED.encode(body)
+        # The body is built once for both encodings, with the collector paused: its
+        # dicts are acyclic, and beside a large heap (a caller holding a parsed bundle)
+        # each collection walks all of it (docs/performance.md, "Many small bundles").
+        with gc_paused():
+            body = self._body()
+            body["state_sha256"] = hashlib.sha256(_SORTED.encode(body)).hexdigest()
+            return _ORDERED.encode(body)
 
     def to_pretty_json(self) -> bytes:
         """The same document indented for reading (not byte-comparable)."""

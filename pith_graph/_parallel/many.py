@@ -12,9 +12,13 @@ memory) the documents it left are verified here, one at a time.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Generator, Iterable
+import itertools
+import os
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 from pith_graph import codes
 from pith_graph._parallel import pool
@@ -24,9 +28,20 @@ from pith_graph.keys import KeyRing
 from pith_graph.report import Report
 from pith_graph.verify import verify_bundle, verify_document
 
-__all__ = ["BundleOutcome", "bundle_paths", "verify_documents", "verify_many"]
+__all__ = [
+    "BundleOutcome",
+    "bundle_paths",
+    "verify_documents",
+    "verify_many",
+    "walk_bundle_paths",
+]
 
 _T = TypeVar("_T")
+
+#: Documents per task given to a helper process by :func:`_in_order`, and tasks in
+#: flight per process (docs/performance.md, "Many small bundles").
+MANY_CHUNK: Final = 16
+_CHUNKS_IN_FLIGHT: Final = 3
 
 
 class BundleOutcome(NamedTuple):
@@ -39,6 +54,43 @@ class BundleOutcome(NamedTuple):
     report: Report | None = None
 
 
+def walk_bundle_paths(arguments: Iterable[str]) -> Iterator[Path]:
+    """:func:`bundle_paths`, one path at a time: the files named, and each named directory
+    walked in sorted order (the same order), never listing the whole tree at once.
+
+    A mirror's directory holds millions of bundles; only one directory's entries
+    are held at a time. Raises as :func:`bundle_paths` does, when it is reached.
+    """
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = False
+            for inside in _walk(path):
+                found = True
+                yield inside
+            if not found:
+                raise InputError(
+                    f"{argument}: no *.json documents in this directory", code=codes.E_NO_DOCUMENTS
+                )
+        elif path.exists():
+            yield path
+        else:
+            raise InputError(f"{argument}: no such file or directory", code=codes.E_IO)
+
+
+def _walk(directory: Path) -> Iterator[Path]:
+    """Every ``*.json`` file under ``directory``, in the order ``sorted(rglob("*.json"))`` gives."""
+    try:
+        entries = sorted(os.scandir(directory), key=lambda entry: entry.name)
+    except OSError as exc:
+        raise InputError(f"{directory}: {exc.strerror or exc}", code=codes.E_IO) from exc
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):  # as rglob: a linked directory is not entered (no loops)
+            yield from _walk(Path(entry.path))
+        elif entry.name.endswith(".json") and entry.is_file():
+            yield Path(entry.path)
+
+
 def bundle_paths(arguments: Iterable[str]) -> list[Path]:
     """Files named directly, plus every ``*.json`` under named directories (sorted, recursive).
 
@@ -46,21 +98,7 @@ def bundle_paths(arguments: Iterable[str]) -> list[Path]:
     does not exist, ``no_documents`` for a directory without any ``*.json`` file
     (a mistyped directory must not pass as one whose documents are all good).
     """
-    found: list[Path] = []
-    for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            inside = sorted(p for p in path.rglob("*.json") if p.is_file())
-            if not inside:
-                raise InputError(
-                    f"{argument}: no *.json documents in this directory", code=codes.E_NO_DOCUMENTS
-                )
-            found.extend(inside)
-        elif path.exists():
-            found.append(path)
-        else:
-            raise InputError(f"{argument}: no such file or directory", code=codes.E_IO)
-    return found
+    return list(walk_bundle_paths(arguments))
 
 
 def _in_order(task: Callable[..., _T], names: list[str], count: int, *args: Any) -> Generator[_T, None, None]:
@@ -81,12 +119,23 @@ def _in_order(task: Callable[..., _T], names: list[str], count: int, *args: Any)
             yield task(name, *args, 1)
         return
     done = 0
+    # Chunks of names, a bounded number in flight: one task per small bundle would cost
+    # more in messages than its verification, and a million futures at once is not flat memory.
+    # Few names: one per task, so that each result comes back as soon as it is done.
+    size = max(1, min(MANY_CHUNK, len(names) // (count * _CHUNKS_IN_FLIGHT * 4)))
+    chunks = (names[start : start + size] for start in range(0, len(names), size))
     try:
-        futures = [executor.submit(task, name, *args, 1) for name in names]
-        for future in futures:
-            outcome = future.result()
-            yield outcome
-            done += 1
+        in_flight: deque[Future[list[_T]]] = deque()
+        for chunk in itertools.islice(chunks, count * _CHUNKS_IN_FLIGHT):
+            in_flight.append(executor.submit(_run_chunk, task, chunk, *args))
+        while in_flight:
+            outcomes = in_flight.popleft().result()
+            following = next(chunks, None)
+            if following is not None:
+                in_flight.append(executor.submit(_run_chunk, task, following, *args))
+            for outcome in outcomes:
+                yield outcome
+                done += 1
     except POOL_ERRORS:  # BrokenProcessPool included
         # A worker (or the forkserver) died: the pool is unusable, and nothing named may be
         # lost. The documents not yet given are verified here.
@@ -97,12 +146,16 @@ def _in_order(task: Callable[..., _T], names: list[str], count: int, *args: Any)
         stop_pool(executor)
 
 
+def _run_chunk(task: Callable[..., _T], names: list[str], *args: Any) -> list[_T]:
+    """``task(name, *args, 1)`` for each of ``names``, in a helper process."""
+    return [task(name, *args, 1) for name in names]
+
+
 def _verify_document(
-    path: str, ring_entries: list[dict[str, Any]] | None, trust_bundle_keys: bool, workers: int
+    path: str, ring: KeyRing | None, trust_bundle_keys: bool, workers: int
 ) -> Report | PithGraphError:
     """A document's report, or its error (returned, not raised: the caller decides when to raise it)."""
     try:
-        ring = None if ring_entries is None else KeyRing.from_entries(ring_entries)
         return verify_document(
             Path(path), trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers
         )
@@ -122,9 +175,10 @@ def verify_documents(
     A document that cannot be read gives an unusable report (see
     :mod:`pith_graph.verify`); only the caller's own errors (trusted keys) raise.
     """
-    entries = None if trusted_keys is None else trusted_keys.to_entries()
     names = [str(p) for p in paths]
-    outcomes = _in_order(_verify_document, names, resolve_workers(workers), entries, trust_bundle_keys)
+    # The ring goes to helpers as it is (pickled once per chunk): building it from entries
+    # costs more than verifying a small bundle.
+    outcomes = _in_order(_verify_document, names, resolve_workers(workers), trusted_keys, trust_bundle_keys)
     with contextlib.closing(outcomes):  # an error stops the other documents' processes now
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, Report):
@@ -133,12 +187,9 @@ def verify_documents(
             raise outcome.naming(name)
 
 
-def _verify_one(
-    path: str, ring_entries: list[dict[str, Any]] | None, trust_bundle_keys: bool, workers: int
-) -> BundleOutcome:
+def _verify_one(path: str, ring: KeyRing | None, trust_bundle_keys: bool, workers: int) -> BundleOutcome:
     """Verify one bundle; unusable input becomes a failed outcome, never an exception."""
     try:
-        ring = None if ring_entries is None else KeyRing.from_entries(ring_entries)
         # workers > 1: helpers verify this bundle's signatures (rebuild's parallel path).
         report = verify_bundle(
             Path(path), trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers
@@ -166,7 +217,6 @@ def verify_many(
     workers: int | None = None,
 ) -> Generator[BundleOutcome, None, None]:
     """Verify ``paths``, yielding outcomes in the order given."""
-    entries = None if trusted_keys is None else trusted_keys.to_entries()
     yield from _in_order(
-        _verify_one, [str(p) for p in paths], resolve_workers(workers), entries, trust_bundle_keys
+        _verify_one, [str(p) for p in paths], resolve_workers(workers), trusted_keys, trust_bundle_keys
     )

@@ -39,17 +39,19 @@ signature cache kept through it), ``_schema`` and ``_sqlite`` (SQLite),
 
 from __future__ import annotations
 
+import json
 import os
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, NamedTuple
+from typing import Any, BinaryIO, Final, NamedTuple
 
 from pith_graph import codes
 from pith_graph._progress import advance
 from pith_graph.canonical import canonical_json_parsed, gc_paused, loads
 from pith_graph.documents import Document, DocumentSource, load_bundle
 from pith_graph.ed25519 import Verifier
-from pith_graph.errors import InputError, StoreError, TrustError
+from pith_graph.errors import InputError, PithGraphError, StoreError, TrustError
 from pith_graph.events import MAX_EVENT_BYTES, CheckedEvent, check_keys, inspect_event
 from pith_graph.identifiers import PITH_NUMBER_RE, derived_aliases
 from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring
@@ -95,6 +97,7 @@ from pith_graph.store._sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteBackend
 __all__ = [
     "DEFAULT_BUSY_TIMEOUT",
     "FACTS_RULE",
+    "IMPORT_BATCH",
     "ITEM_KINDS",
     "SCHEMA_VERSION",
     "AppendResult",
@@ -189,6 +192,17 @@ class StoredEvent:
     def event(self) -> Any:
         """The stored copy, parsed."""
         return loads(self.body)
+
+
+#: Bundles per transaction of :meth:`EventStore.import_bundles` (one durable commit each):
+#: large enough that the commit's fsyncs are a small share of a batch of small bundles,
+#: small enough that a crash loses little (docs/performance.md, "Many small bundles").
+IMPORT_BATCH: Final = 256
+
+
+def _dumps(value: Any) -> bytes:
+    """Compact JSON as ``pith-graph store export`` prints a bundle."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 class _Replay(NamedTuple):
@@ -481,6 +495,99 @@ class EventStore:
         before = self._item_count(subject)
         appends = self._store_copies(subject, raw["events"], ring, keep_invalid=keep_invalid, items=items)
         return ImportResult(subject, tuple(appends), self._item_count(subject) - before)
+
+    def import_bundles(
+        self,
+        bundles: Iterable[DocumentSource | Document],
+        *,
+        trusted_keys: TrustedKeys = None,
+        trust_bundle_keys: bool = False,
+        keep_invalid: bool = True,
+        batch_size: int = IMPORT_BATCH,
+    ) -> Iterator[ImportResult]:
+        """Import many bundles, one transaction per ``batch_size`` of them, reading one at a time.
+
+        Yields each bundle's :class:`ImportResult` once the transaction holding it
+        is committed: whatever was yielded survives a crash, and a crash loses at
+        most the bundles read since the last result (one batch). Each bundle is
+        all or nothing (a savepoint of the batch). A bundle that cannot be read
+        raises its error after the bundles before it are committed and yielded.
+        The trusted keys are resolved once for all bundles; as for
+        :meth:`import_bundle` otherwise.
+        """
+        if batch_size < 1:
+            raise InputError(f"batch_size must be positive, not {batch_size}", code=codes.E_USAGE)
+        ring = coerce_ring(trusted_keys)
+        remaining = iter(bundles)
+        while True:
+            batch: list[ImportResult] = []
+            failed: PithGraphError | None = None
+            with self.backend.transaction():
+                for bundle in remaining:
+                    try:
+                        with self.backend.transaction():  # a savepoint: this bundle, all or nothing
+                            batch.append(
+                                self._import(
+                                    bundle,
+                                    trusted_keys=ring,
+                                    trust_bundle_keys=trust_bundle_keys,
+                                    keep_invalid=keep_invalid,
+                                )
+                            )
+                    except StoreError:
+                        raise  # the transaction itself is in doubt: roll the batch back
+                    except PithGraphError as exc:
+                        failed = exc  # this bundle is unusable: keep the ones before it
+                        break
+                    if len(batch) == batch_size:
+                        break
+                self.cache.flush()  # the batch's signature verdicts, in its transaction
+            yield from batch
+            if failed is not None:
+                raise failed
+            if len(batch) < batch_size:
+                return
+
+    def write_bundle(
+        self,
+        subject: str,
+        out: BinaryIO,
+        *,
+        trusted_keys: TrustedKeys = None,
+        trust_bundle_keys: bool = False,
+        built_at: str | None = None,
+    ) -> None:
+        """Write :meth:`export_bundle` of ``subject`` to ``out`` as compact JSON (UTF-8, key
+        order kept: ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))``), without
+        building its tree.
+
+        The stored copies are written as their stored canonical bytes and the state as
+        :meth:`State.to_json`, which are exactly what the dump of their parsed trees
+        gives (tests/store/test_store_export_stream.py compares both): the export holds
+        the copies' bytes once, not every event's tree and the whole text beside it.
+        """
+        result, copy_rows, _, items = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
+        rows = self._event_rows(copy_rows)
+        order = self._ordered(result, rows)
+        # Placeholders that no stored item can hold by chance, replaced by the bytes.
+        token = f"\x00pith-graph-export-{uuid.uuid4().hex}"
+        shell = bundle_document(
+            subject,
+            result.state,
+            token + "e",
+            items,
+            sign_with=None,
+            built_at=built_at,
+            embedded_state=token + "s",
+        )
+        head, rest = _dumps(shell).split(_dumps(token + "e"))
+        middle, tail = rest.split(_dumps(token + "s"))
+        out.write(head + b"[")
+        for index, row in enumerate(order):
+            out.write(b"," + rows[row].body if index else rows[row].body)
+        out.write(b"]" + middle)
+        out.write(result.state.to_json())
+        out.write(tail)
 
     def _item_count(self, subject: str) -> int:
         return len(self.backend.items(subject))

@@ -10,6 +10,7 @@ database is one more class with these methods, run by the same contract tests.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from typing import Any, Final, NamedTuple, Protocol
 
 from pith_graph.store._facts import CheckedRow, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict, Ring
@@ -89,12 +90,24 @@ class SignatureVerdict(NamedTuple):
 class Backend(Protocol):
     """What :class:`~pith_graph.store.EventStore` needs from storage: sets of rows, append-only.
 
-    Every method is atomic (one transaction) and raises only
+    Every method is atomic (one transaction, or part of the enclosing
+    :meth:`transaction`) and raises only
     :class:`~pith_graph.errors.StoreError` for storage failures. ``read_only``: the
     database was opened read-only; the store then calls no method that writes.
     """
 
     read_only: bool
+
+    def transaction(self) -> AbstractContextManager[None]:
+        """Run the calls made inside as one durable transaction, committed on a normal exit.
+
+        Every method called inside joins it instead of committing on its own, and
+        reads inside see the writes made before them; an exception (or a crash)
+        loses everything written inside, nothing written before. Nested use is a
+        savepoint of the outer transaction: an exception inside undoes only what
+        was written inside it. For batches: one commit for many bundles, each
+        bundle all or nothing.
+        """
 
     def add(
         self, events: Sequence[EventRow], items: Sequence[ItemRow], facts: Sequence[FactsRow] | None = None

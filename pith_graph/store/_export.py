@@ -72,13 +72,19 @@ def canonical_record(subject: str, state: State, stored: Sequence[Any]) -> dict[
 def bundle_document(
     subject: str,
     state: State,
-    events: list[Any],
+    events: list[Any] | str,
     items: Mapping[str, list[Any]],
     *,
     sign_with: BundleSigner | None,
     built_at: str | None,
+    embedded_state: Any = None,
 ) -> dict[str, Any]:
-    """The bundle of ``subject``: its ``events`` (parsed, in export order), stored ``items`` and merged ``state``."""
+    """The bundle of ``subject``: its ``events`` (parsed, in export order), stored ``items`` and merged ``state``.
+
+    ``embedded_state``: the value to embed instead of ``state.to_dict()``; it and a
+    string for ``events`` are placeholders of :meth:`EventStore.write_bundle`, which
+    writes the bytes in their place.
+    """
     record = canonical_record(subject, state, items["record"])
     when = built_at or utc_now()
     bundle: dict[str, Any] = {
@@ -105,7 +111,7 @@ def bundle_document(
             ),
             "merge_version": MERGE_VERSION,
             "built_at": when,
-            "state": state.to_dict(),
+            "state": state.to_dict() if embedded_state is None else embedded_state,
         }
     )
     return signed(bundle, sign_with, when) if sign_with is not None else bundle

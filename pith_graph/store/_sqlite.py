@@ -188,6 +188,7 @@ class SQLiteBackend:
     ) -> None:
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
+        self._depth = 0  # nesting of transaction(): inside it, methods join instead of committing
         what = f"opening {self.path}"
         if not create and self.path != ":memory:" and not os.path.exists(self.path):
             raise StoreError(
@@ -290,6 +291,10 @@ class SQLiteBackend:
         sqlite3's busy timeout already waits inside each call; retries cover the
         cases where SQLite returns BUSY at once (e.g. a WAL snapshot that went stale).
         """
+        if self._depth:
+            # Inside transaction(): the write lock is held, so no retry; one error loses the whole batch.
+            with _converted(what):
+                return fn(self.conn)
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.005
         while True:
@@ -312,12 +317,55 @@ class SQLiteBackend:
             time.sleep(delay * (1 + random.random()))
             delay = min(delay * 2, 0.2)
 
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """See :meth:`Backend.transaction` (``BEGIN IMMEDIATE``, taken with the busy retries)."""
+        if self._depth:
+            # Nested: a savepoint, so that an error inside undoes only what was written inside.
+            name = f"pith_{self._depth}"
+            with _converted("starting a savepoint"):
+                self.conn.execute(f"SAVEPOINT {name}")
+            self._depth += 1
+            try:
+                yield
+            except BaseException:
+                with _converted("rolling back to a savepoint"):
+                    self.conn.execute(f"ROLLBACK TO {name}")
+                    self.conn.execute(f"RELEASE {name}")
+                raise
+            finally:
+                self._depth -= 1
+            with _converted("releasing a savepoint"):
+                self.conn.execute(f"RELEASE {name}")
+            return
+        self._retry(lambda conn: conn.execute("BEGIN IMMEDIATE"), "starting a transaction", transaction=False)
+        self._depth = 1
+        try:
+            yield
+        except BaseException:
+            self._depth = 0
+            with _converted("rolling back"):
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+            raise
+        self._depth = 0
+        with _converted("committing to the store"):
+            try:
+                self.conn.execute("COMMIT")
+            except BaseException:
+                if self.conn.in_transaction:
+                    self.conn.execute("ROLLBACK")
+                raise
+
     def write(self, fn: Callable[[sqlite3.Connection], _T], what: str = "writing to the store") -> _T:
         """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction (committed before returning)."""
         return self._retry(fn, what, transaction=True)
 
     def read(self, fn: Callable[[sqlite3.Connection], _T], what: str = "reading the store") -> _T:
         """Run ``fn`` against one consistent snapshot (a read transaction)."""
+
+        if self._depth:
+            return self._retry(fn, what, transaction=False)  # inside transaction(): sees its writes
 
         def snapshot(conn: sqlite3.Connection) -> _T:
             conn.execute("BEGIN")

@@ -45,7 +45,7 @@ def test_harness_runs_on_a_tiny_bundle(tmp_path: Path) -> None:
         figures["split"]
     )
     assert figures["memory"]["peak_rss_bytes"] > 0 and figures["memory"]["tracemalloc_peak_bytes"] > 0
-    assert len({t["name"] for t in results["targets"]}) == len(results["targets"]) == 7
+    assert len({t["name"] for t in results["targets"]}) == len(results["targets"]) == 11  # 7 large, 4 small
     assert figures["memory"]["peak_rss_default_main_bytes"] > 0
     # One process and two alternate, twice each even with --quick.
     pairs = figures["parallel"]
