@@ -1,7 +1,8 @@
 """``pith-graph store ...``: the event store from the command line.
 
 Sub-subcommands ``init|import|append|state|export|log|sync``, all operating on
-``--db PATH`` (default ``./pith-graph.sqlite``). Exit codes follow the main CLI:
+``--db DB``: an SQLite file (default ``./pith-graph.sqlite``) or a
+``postgresql://`` URL (:func:`pith_graph.store.open_backend`). Exit codes follow the main CLI:
 0 ok, 1 problems found (an event stored but invalid), and unusable input raises a
 :class:`~pith_graph.errors.PithGraphError` that :func:`pith_graph.cli.main`
 prints as one line (exit 2).
@@ -26,7 +27,7 @@ from pith_graph.cli._common import (
 )
 from pith_graph.documents import read_json
 from pith_graph.errors import InputError
-from pith_graph.store import SCHEMA_VERSION, AppendResult, EventStore
+from pith_graph.store import AppendResult, EventStore, is_postgres_url, redacted_url
 
 __all__ = ["register"]
 
@@ -51,7 +52,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     """``store init``: create the store (or check an existing one)."""
     with _open(args) as store:
         store.check()
-    print(f"{args.db}: pith-graph store, schema version {SCHEMA_VERSION}")
+        version = store.backend.schema_version
+    print(f"{redacted_url(args.db)}: pith-graph store, schema version {version}")
     return EXIT_OK
 
 
@@ -71,7 +73,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             else:
                 print(f"{path}: {result.subject} {summary}")
     if total > 1:
-        print(f"imported {total} bundles into {args.db}")
+        print(f"imported {total} bundles into {redacted_url(args.db)}")
     return EXIT_PROBLEMS if invalid else EXIT_OK
 
 
@@ -126,24 +128,26 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """``store sync SOURCE...``: add everything another store (or a bundle file) holds."""
     with _open(args) as store:
         for source in args.sources:
-            if is_store_file(source):
+            if is_postgres_url(source) or is_store_file(source):
                 with EventStore(source, create=False) as other:
                     result = store.sync_from(other)
             else:
                 result = store.sync_from(Path(source))
-            print(f"{source}: {result.events_added} new event copies, {result.items_added} new items")
+            print(f"{redacted_url(source)}: {result.events_added} new event copies, {result.items_added} new items")
     return EXIT_OK
 
 
 def _common(parser: argparse.ArgumentParser, *, trust: bool = False) -> None:
-    parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
+    parser.add_argument(
+        "--db", default=DEFAULT_DB, metavar="DB", help=f"SQLite file or postgresql:// URL (default {DEFAULT_DB})"
+    )
     if trust:
         add_trust_options(parser, what="the store holds for the subject")
 
 
 def register(subparsers: Any) -> None:
     """Add the ``store`` subcommand and its sub-subcommands to the main parser."""
-    store = subparsers.add_parser("store", help="a durable, append-only event store (SQLite)")
+    store = subparsers.add_parser("store", help="a durable, append-only event store (SQLite or PostgreSQL)")
     sub = store.add_subparsers(dest="store_command", required=True)
 
     def command(name: str, help: str, func: Any, *, trust: bool = False) -> argparse.ArgumentParser:
@@ -170,6 +174,6 @@ def register(subparsers: Any) -> None:
     command("log", "list a subject's stored copies in apply order (or the subjects)", cmd_log, trust=True).add_argument(
         "subject", metavar="SUBJECT", nargs="?"
     )
-    command("sync", "add everything from other stores or bundle files", cmd_sync).add_argument(
+    command("sync", "add everything from other stores (files or URLs) or bundle files", cmd_sync).add_argument(
         "sources", nargs="+", metavar="SOURCE"
     )

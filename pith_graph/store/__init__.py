@@ -13,8 +13,10 @@ and must never lose or rewrite one. :class:`EventStore` is that store:
   signatures go through the content-addressed signature cache
   (docs/store.md, "Warm replay");
 * storage sits behind the :class:`~pith_graph.store._backend.Backend` interface,
-  given to :class:`EventStore` as ``backend=``; :class:`SQLiteBackend`
-  (standard library ``sqlite3``, WAL, ``synchronous=FULL``) is the default.
+  selected by the store's name (:func:`open_backend`) or given as ``backend=``:
+  :class:`SQLiteBackend` (standard library ``sqlite3``, WAL, ``synchronous=FULL``)
+  for a path, :class:`~pith_graph.store._postgres.PostgresBackend` (psycopg 3)
+  for a ``postgresql://`` URL.
 
 Guarantees (docs/store.md):
 
@@ -30,7 +32,8 @@ Guarantees (docs/store.md):
   replay takes its trusted keys from the caller (default: the registry key).
 
 Layout: ``_facts`` (rows and stage-1 facts), ``_backend`` (the interface and the
-signature cache kept through it), ``_schema`` and ``_sqlite`` (SQLite),
+signature cache kept through it), ``_open`` (a name to a backend), ``_schema``
+and ``_sqlite`` (SQLite), ``_postgres_schema`` and ``_postgres`` (PostgreSQL),
 ``_export`` (the exported bundle).
 """
 
@@ -50,7 +53,7 @@ from pith_graph.events import CheckedEvent, check_keys, inspect_event
 from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring
 from pith_graph.merge import MergeResult, merge_copies
 from pith_graph.state import State
-from pith_graph.store._backend import Backend, StoredSignatureCache
+from pith_graph.store._backend import Backend, StoreChanges, StoredSignatureCache
 from pith_graph.store._export import BundleSigner, bundle_document
 from pith_graph.store._facts import (
     FACTS_RULE,
@@ -66,6 +69,7 @@ from pith_graph.store._facts import (
     ring_id,
     stored_checked,
 )
+from pith_graph.store._open import is_postgres_url, open_backend, redacted_url
 from pith_graph.store._schema import SCHEMA_VERSION
 from pith_graph.store._sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteBackend
 
@@ -82,9 +86,13 @@ __all__ = [
     "FactsRow",
     "ImportResult",
     "SQLiteBackend",
+    "StoreChanges",
     "StoredEvent",
     "StoredSignatureCache",
     "SyncResult",
+    "is_postgres_url",
+    "open_backend",
+    "redacted_url",
 ]
 
 
@@ -164,10 +172,10 @@ class _Replay(NamedTuple):
 class EventStore:
     """The event store: append-only sets of event copies per subject, merged on demand.
 
-    Open with a path to an SQLite file (created on first use unless ``create=False``)
-    or ``":memory:"``, or pass any other storage as ``backend=`` (then ``path``,
-    ``busy_timeout`` and ``create`` are not used); use as a context manager or call
-    :meth:`close`. Raises :class:`~pith_graph.errors.StoreError` (``store_corrupt``,
+    Open with a path to an SQLite file (created on first use unless ``create=False``),
+    ``":memory:"``, or a ``postgresql://`` URL (:func:`open_backend`), or pass any
+    other storage as ``backend=`` (then ``path``, ``busy_timeout`` and ``create`` are
+    not used); use as a context manager or call :meth:`close`. Raises :class:`~pith_graph.errors.StoreError` (``store_corrupt``,
     ``store_schema_mismatch``, ``store_busy``, ``io_error``) for an unusable database.
     """
 
@@ -180,7 +188,7 @@ class EventStore:
         create: bool = True,
     ) -> None:
         self.backend: Backend = (
-            backend if backend is not None else SQLiteBackend(path, busy_timeout=busy_timeout, create=create)
+            backend if backend is not None else open_backend(path, busy_timeout=busy_timeout, create=create)
         )
         self.cache = StoredSignatureCache(self.backend)
 

@@ -14,7 +14,7 @@ from typing import NamedTuple, Protocol
 
 from pith_graph.store._facts import CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict
 
-__all__ = ["Backend", "SignatureVerdict", "StoredSignatureCache", "Triple"]
+__all__ = ["Backend", "SignatureVerdict", "StoreChanges", "StoredSignatureCache", "Triple"]
 
 #: (public key, signature, message): what an Ed25519 verdict is a pure function of.
 Triple = tuple[bytes, bytes, bytes]
@@ -29,12 +29,34 @@ class SignatureVerdict(NamedTuple):
     valid: bool
 
 
+class StoreChanges(NamedTuple):
+    """What was committed past a point of the store sequence (:meth:`Backend.changes`).
+
+    ``events`` and ``items``: per subject with new rows, its largest new seq;
+    ``records``: the new ``record`` items (subject, canonical body), in seq order.
+    """
+
+    events: list[tuple[str, int]]
+    items: list[tuple[str, int]]
+    records: list[tuple[str, bytes]]
+
+
 class Backend(Protocol):
     """What :class:`~pith_graph.store.EventStore` needs from storage: sets of rows, append-only.
 
     Every method is atomic (one transaction) and raises only
     :class:`~pith_graph.errors.StoreError` for storage failures.
+
+    Writers of events and items commit one at a time, and ``events.seq`` and
+    ``items.seq`` grow in commit order: the pair of largest seqs is the **store
+    sequence**, a change counter that any process sharing the database reads to
+    learn that something was committed (:meth:`store_sequence`) and what
+    (:meth:`changes`). A mirror's caches are invalidated by it across processes
+    and machines (docs/store.md, "Several servers, one database").
     """
+
+    #: The version of the backend's own schema (each backend numbers its own).
+    schema_version: int
 
     def add(self, events: Sequence[EventRow], items: Sequence[ItemRow], facts: Sequence[FactsRow] | None = None) -> list[bool]:
         """Store event rows, their facts and items atomically; per event row, whether it was new.
@@ -71,6 +93,12 @@ class Backend(Protocol):
 
     def add_signature_verdicts(self, verdicts: Sequence[SignatureVerdict]) -> None:
         """Keep signature verdicts; a triple already kept is left as it is."""
+
+    def store_sequence(self) -> tuple[int, int]:
+        """(largest ``events.seq``, largest ``items.seq``): grows with every commit that stored something, by anyone."""
+
+    def changes(self, events_after: int, items_after: int) -> StoreChanges:
+        """In one snapshot, what was stored after the given store sequence."""
 
     def integrity_check(self) -> list[str]:
         """The database's own consistency check: ``["ok"]`` when sound, else what it found."""

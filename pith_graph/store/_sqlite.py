@@ -17,7 +17,7 @@ from typing import Any, Final, NoReturn, TypeVar
 from pith_graph import codes
 from pith_graph.canonical import sha256_hex
 from pith_graph.errors import StoreError
-from pith_graph.store._backend import SignatureVerdict
+from pith_graph.store._backend import SignatureVerdict, StoreChanges
 from pith_graph.store._facts import FACTS_RULE, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict
 from pith_graph.store._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION
 
@@ -81,6 +81,8 @@ _INSERT_FACTS: Final = (
 
 class SQLiteBackend:
     """:class:`~pith_graph.store._backend.Backend` on one SQLite database (file or ``:memory:``)."""
+
+    schema_version: Final = SCHEMA_VERSION
 
     def __init__(
         self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, create: bool = True
@@ -341,6 +343,29 @@ class SQLiteBackend:
             ),
             "writing the signature cache",
         )
+
+    def store_sequence(self) -> tuple[int, int]:
+        """See :meth:`Backend.store_sequence` (SQLite commits one writer at a time; seq is AUTOINCREMENT)."""
+        query = "SELECT (SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM items)"
+        events, items = self.read(lambda conn: conn.execute(query).fetchone())
+        return int(events), int(items)
+
+    def changes(self, events_after: int, items_after: int) -> StoreChanges:
+        """See :meth:`Backend.changes` (one read transaction, range scans on the rowid)."""
+
+        def run(conn: sqlite3.Connection) -> StoreChanges:
+            events = conn.execute(
+                "SELECT subject, max(seq) FROM events WHERE seq > ? GROUP BY subject ORDER BY subject", (events_after,)
+            ).fetchall()
+            items = conn.execute(
+                "SELECT subject, max(seq) FROM items WHERE seq > ? GROUP BY subject ORDER BY subject", (items_after,)
+            ).fetchall()
+            records = conn.execute(
+                "SELECT subject, body FROM items WHERE seq > ? AND kind = 'record' ORDER BY seq", (items_after,)
+            ).fetchall()
+            return StoreChanges(events, items, [(subject, bytes(body)) for subject, body in records])
+
+        return self.read(run, "reading the store's changes")
 
     def integrity_check(self) -> list[str]:
         """``PRAGMA integrity_check`` (``["ok"]`` for a sound file)."""

@@ -1,0 +1,564 @@
+"""The PostgreSQL backend of the event store (psycopg 3; ``psycopg_pool`` for servers).
+
+Selected by a URL wherever a store is named (``--db postgresql://user@host:port/db``,
+:func:`pith_graph.store.open_backend`). The same rows as the SQLite backend, so the
+same states, bundles and logs byte for byte (schema: :mod:`._postgres_schema`).
+
+Concurrency (docs/store.md, "Several servers, one database"):
+
+* every transaction that adds events or items first takes the store's write lock
+  (a transaction-level advisory lock), so writers commit one at a time, as in
+  SQLite: ``events.seq`` and ``items.seq`` then grow in commit order, and
+  :meth:`PostgresBackend.store_sequence` is a change counter any process may
+  read to learn that something was committed, and what (:meth:`changes`);
+* reads run in ``REPEATABLE READ READ ONLY`` transactions: one snapshot, never
+  waiting for a writer;
+* cache writes (facts, key verdicts, signature verdicts) take no lock: they are
+  ``INSERT ... ON CONFLICT DO NOTHING`` of values that are functions of what
+  they key, so racing writers insert the same row and the first one stays.
+
+Every psycopg exception becomes :class:`~pith_graph.errors.StoreError` in one
+place, :func:`_converted`.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, Final, Literal, TypeVar
+
+import psycopg
+import psycopg_pool
+from psycopg import pq
+
+from pith_graph import codes
+from pith_graph.canonical import sha256_hex
+from pith_graph.errors import StoreError
+from pith_graph.store._backend import SignatureVerdict, StoreChanges
+from pith_graph.store._facts import FACTS_RULE, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict
+from pith_graph.store._open import redacted_url
+from pith_graph.store._sqlite import DEFAULT_BUSY_TIMEOUT
+from pith_graph.store._postgres_schema import (
+    APPEND_ONLY_TABLES,
+    APPLICATION,
+    MIGRATIONS,
+    SCHEMA_V1,
+    SCHEMA_VERSION,
+)
+
+__all__ = ["PostgresBackend", "postgres_pool"]
+
+#: Seconds to wait for the server to answer a connection.
+CONNECT_TIMEOUT: Final = 10
+#: First key of the store's advisory locks ("PITH"); the second is the store's schema.
+_LOCK_CLASS: Final = 0x50495448
+#: Rows per INSERT ... SELECT FROM unnest(...) statement, and messages per cache query.
+_CHUNK: Final = 5000
+
+_T = TypeVar("_T")
+_Mode = Literal["read", "write", "plain"]
+
+# SQLSTATE classes and codes by error code (docs: PostgreSQL appendix A).
+_BUSY_STATES: Final = frozenset({"40001", "40P01", "55P03", "57014"})
+_IO_CLASSES: Final = ("08", "53", "57P", "58", "3D", "28", "42501")
+_CORRUPT_STATES: Final = frozenset({"XX001", "XX002"})
+
+
+@contextmanager
+def _converted(what: str) -> Iterator[None]:
+    """The one place where psycopg exceptions become :class:`StoreError`."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        state = exc.sqlstate or ""
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if isinstance(exc, psycopg_pool.PoolTimeout) or state in _BUSY_STATES:
+            code, message = codes.E_STORE_BUSY, f"{what}: the store stayed locked by other writers ({detail})"
+        elif state in _CORRUPT_STATES:
+            code, message = codes.E_STORE_CORRUPT, f"{what}: the database reports corruption ({detail})"
+        elif not state or state.startswith(_IO_CLASSES):
+            # No SQLSTATE: the server could not be reached or the connection broke.
+            code, message = codes.E_IO, f"{what}: {detail}"
+        else:
+            code, message = codes.E_STORE, f"{what}: {detail}"
+        raise StoreError(message, code=code) from exc
+
+
+def _configure(conn: psycopg.Connection[Any], busy_timeout: float) -> None:
+    """Session settings of every connection: bounded lock waits (then ``store_busy``, retried)."""
+    conn.execute(f"SET lock_timeout = {max(1, int(busy_timeout * 1000))}")
+
+
+def postgres_pool(url: str, *, max_size: int = 8, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> psycopg_pool.ConnectionPool:
+    """A connection pool for :class:`PostgresBackend` objects shared by a server's threads.
+
+    Connections are in autocommit mode (the backend issues BEGIN/COMMIT itself)
+    and wait at most ``busy_timeout`` seconds for a lock.
+    """
+    with _converted(f"connecting to {redacted_url(url)}"):
+        pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT},
+            configure=lambda conn: _configure(conn, busy_timeout),
+            open=False,
+        )
+        pool.open(wait=True, timeout=busy_timeout)
+    return pool
+
+
+def _text(value: str | None) -> bytes | None:
+    return None if value is None else value.encode("utf-8")
+
+
+def _str(value: bytes | None) -> str | None:
+    return None if value is None else bytes(value).decode("utf-8")
+
+
+_INSERT_EVENTS: Final = (
+    "INSERT INTO events (subject, unit_id, digest, body, event_type, target, signer_id, prev_event, created_at)"
+    " SELECT s, u, d, b, et, t, si, pe, ca FROM unnest(%s::text[], %s::text[], %s::text[], %b::bytea[],"
+    " %b::bytea[], %b::bytea[], %b::bytea[], %b::bytea[], %b::bytea[])"
+    " WITH ORDINALITY AS r (s, u, d, b, et, t, si, pe, ca, n) ORDER BY n"
+    " ON CONFLICT ON CONSTRAINT events_by_subject DO NOTHING RETURNING seq, subject, unit_id, digest"
+)
+_INSERT_FACTS: Final = (
+    "INSERT INTO event_facts (seq, rule, reason, facts, signer_at, signer_len, signer_json,"
+    " payload_at, payload_len, payload_json)"
+    " SELECT seq, %s, reason, facts, sa, sl, sj, pa, pl, pj FROM unnest(%s::bigint[], %s::text[], %b::bytea[],"
+    " %s::int[], %s::int[], %b::bytea[], %s::int[], %s::int[], %b::bytea[])"
+    " AS r (seq, reason, facts, sa, sl, sj, pa, pl, pj)"
+    " ON CONFLICT DO NOTHING"
+)
+_INSERT_ITEMS: Final = (
+    "INSERT INTO items (subject, kind, digest, body)"
+    " SELECT s, k, d, b FROM unnest(%s::text[], %s::text[], %s::text[], %b::bytea[])"
+    " WITH ORDINALITY AS r (s, k, d, b, n) ORDER BY n"
+    " ON CONFLICT ON CONSTRAINT items_by_subject DO NOTHING"
+)
+#: A stored copy as a replay reads it: see :data:`pith_graph.store._sqlite._COPY_COLUMNS`
+#: (substring on bytea counts bytes from 1, as SQLite's substr on a BLOB).
+_COPY_COLUMNS: Final = (
+    "e.seq, e.unit_id, e.digest, f.reason, f.facts,"
+    " CASE WHEN f.signer_at IS NULL THEN f.signer_json"
+    " ELSE substring(e.body FROM f.signer_at + 1 FOR f.signer_len) END,"
+    " CASE WHEN f.payload_at IS NULL THEN f.payload_json"
+    " ELSE substring(e.body FROM f.payload_at + 1 FOR f.payload_len) END,"
+    " CASE WHEN f.rule IS NULL THEN e.body END"
+)
+_COPIES_FROM: Final = (
+    " FROM events e LEFT JOIN event_facts f ON f.seq = e.seq AND f.rule = %s"
+    " WHERE e.subject = %s ORDER BY e.unit_id, e.digest"
+)
+_ROW_COLUMNS: Final = "subject, unit_id, digest, body, event_type, target, signer_id, prev_event, created_at"
+
+
+def _event_row(row: Sequence[Any]) -> EventRow:
+    """An :class:`EventRow` from its nine columns as read (the copied-out fields are UTF-8 bytea)."""
+    subject, uid, digest, body, *fields = row
+    return EventRow(subject, uid, digest, bytes(body), *map(_str, fields))
+
+
+def _chunks(count: int) -> Iterator[range]:
+    for start in range(0, count, _CHUNK):
+        yield range(start, min(start + _CHUNK, count))
+
+
+class PostgresBackend:
+    """:class:`~pith_graph.store._backend.Backend` on one PostgreSQL database (the URL's, in its first schema).
+
+    With ``pool`` (see :func:`postgres_pool`), each call borrows a connection from
+    it, so one backend may serve many threads; otherwise it holds one connection
+    and, like an sqlite3 connection, serves one thread at a time.
+    """
+
+    schema_version: Final = SCHEMA_VERSION
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        create: bool = True,
+        pool: psycopg_pool.ConnectionPool | None = None,
+    ) -> None:
+        self.url = url
+        self.where = redacted_url(url)
+        self.busy_timeout = busy_timeout
+        self._pool = pool
+        self._conn: psycopg.Connection[Any] | None = None
+        what = f"opening {self.where}"
+        if pool is None:
+            with _converted(what):
+                self._conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+                _configure(self._conn, busy_timeout)
+        try:
+            if self._run(self._outdated, what, "read"):
+                if not create:
+                    raise StoreError(
+                        f"{what}: no store there (create one with `pith-graph store init --db URL`)", code=codes.E_IO
+                    )
+                self._run(self._migrate, what, "write")
+        except BaseException:
+            self.close()
+            raise
+
+    # --- transactions ---------------------------------------------------------------
+
+    @contextmanager
+    def _session(self) -> Iterator[psycopg.Connection[Any]]:
+        if self._pool is not None:
+            with self._pool.connection(timeout=self.busy_timeout) as conn:
+                yield conn
+        else:
+            assert self._conn is not None
+            yield self._conn
+
+    def _run(self, fn: Callable[[psycopg.Connection[Any]], _T], what: str, mode: _Mode) -> _T:
+        """Run ``fn`` in a read snapshot, a write transaction holding the store's write lock, or as is.
+
+        Retried while the lock or a conflict keeps it from finishing (``store_busy``),
+        for at most ``busy_timeout`` seconds.
+        """
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                with _converted(what), self._session() as conn:
+                    return self._transaction(conn, fn, mode)
+            except StoreError as exc:
+                if exc.code != codes.E_STORE_BUSY or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.2)
+
+    @staticmethod
+    def _transaction(conn: psycopg.Connection[Any], fn: Callable[[psycopg.Connection[Any]], _T], mode: _Mode) -> _T:
+        if mode == "plain":
+            return fn(conn)
+        if mode == "read":
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        else:
+            # READ COMMITTED: each statement sees what committed before it, so an
+            # INSERT ... ON CONFLICT after the lock sees every earlier writer's rows.
+            conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        try:
+            if mode == "write":
+                conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,))
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.info.transaction_status != pq.TransactionStatus.IDLE and not conn.closed:
+                try:
+                    conn.execute("ROLLBACK")
+                except psycopg.Error:
+                    pass  # the connection is gone: the server rolls back
+            raise
+        return result
+
+    def read(self, fn: Callable[[psycopg.Connection[Any]], _T], what: str = "reading the store") -> _T:
+        """Run ``fn`` against one consistent snapshot (``REPEATABLE READ READ ONLY``)."""
+        return self._run(fn, what, "read")
+
+    def write(self, fn: Callable[[psycopg.Connection[Any]], _T], what: str = "writing to the store") -> _T:
+        """Run ``fn`` in one transaction holding the store's write lock (committed before returning)."""
+        return self._run(fn, what, "write")
+
+    def _cache_write(self, query: str, params: Sequence[Any], what: str) -> None:
+        """One cache INSERT ... ON CONFLICT DO NOTHING, without the write lock (see the module's notes)."""
+
+        def run(conn: psycopg.Connection[Any]) -> None:
+            conn.execute("BEGIN")
+            try:
+                conn.execute(query, params)
+                conn.execute("COMMIT")
+            except BaseException:
+                if not conn.closed:
+                    conn.execute("ROLLBACK")
+                raise
+
+        self._run(run, what, "plain")
+
+    # --- schema -----------------------------------------------------------------------
+
+    def _tables(self, conn: psycopg.Connection[Any]) -> dict[str, str]:
+        """The relations of the store's schema by name, with their kind (``r`` for a table)."""
+        (schema,) = conn.execute("SELECT current_schema()").fetchone() or (None,)
+        if schema is None:
+            raise StoreError(
+                f"{self.where}: the search_path names no existing schema to keep the store in", code=codes.E_IO
+            )
+        found = conn.execute(
+            "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+        ).fetchall()
+        return {str(name): str(kind) for name, kind in found}
+
+    def _version(self, conn: psycopg.Connection[Any], tables: dict[str, str]) -> int:
+        """The version of an existing store; ``store_schema_mismatch`` for anything else."""
+        foreign = f"{self.where} holds tables that are not a pith-graph store"
+        if tables.get("pith_schema") != "r":
+            raise StoreError(foreign, code=codes.E_STORE_SCHEMA)
+        rows = conn.execute("SELECT application, version FROM pith_schema").fetchall()
+        if not rows or any(application != APPLICATION for application, _ in rows):
+            raise StoreError(foreign, code=codes.E_STORE_SCHEMA)
+        version = max(int(v) for _, v in rows)
+        if version != SCHEMA_VERSION and version not in MIGRATIONS:
+            raise StoreError(
+                f"{self.where}: schema version {version} is not supported (this pith_graph reads {SCHEMA_VERSION})",
+                code=codes.E_STORE_SCHEMA,
+            )
+        missing = [t for t in APPEND_ONLY_TABLES if tables.get(t) != "r"]
+        if version == SCHEMA_VERSION and missing:
+            raise StoreError(f"{self.where}: not a table: {', '.join(missing)}", code=codes.E_STORE_SCHEMA)
+        return version
+
+    def _outdated(self, conn: psycopg.Connection[Any]) -> bool:
+        """Whether the schema must be created or migrated (checked without the write lock)."""
+        tables = self._tables(conn)
+        return not tables or self._version(conn, tables) != SCHEMA_VERSION
+
+    def _migrate(self, conn: psycopg.Connection[Any]) -> None:
+        """Create the schema in an empty schema, or run the migrations an existing store lacks.
+
+        Under the write lock, so processes opening a new store at once create it once.
+        """
+        tables = self._tables(conn)
+        if not tables:
+            for statement in SCHEMA_V1:
+                conn.execute(statement)
+            tables = self._tables(conn)
+        version = self._version(conn, tables)
+        while version in MIGRATIONS:
+            for statement in MIGRATIONS[version]:
+                conn.execute(statement)
+            version += 1
+
+    # --- writing -----------------------------------------------------------------------
+
+    def add(
+        self,
+        events: Sequence[EventRow],
+        items: Sequence[ItemRow],
+        facts: Sequence[FactsRow] | None = None,
+    ) -> list[bool]:
+        """See :meth:`Backend.add`: INSERT ... ON CONFLICT DO NOTHING on the unique keys, under the write lock.
+
+        A new copy's facts are written in the same transaction as the copy.
+        """
+        first: dict[tuple[str, str, str], int] = {}
+        for i, row in enumerate(events):
+            first.setdefault((row.subject, row.unit_id, row.digest), i)
+
+        def run(conn: psycopg.Connection[Any]) -> list[bool]:
+            seqs: list[int | None] = [None] * len(events)
+            for chunk in _chunks(len(events)):
+                rows = [events[i] for i in chunk]
+                inserted = conn.execute(
+                    _INSERT_EVENTS,
+                    (
+                        [r.subject for r in rows],
+                        [r.unit_id for r in rows],
+                        [r.digest for r in rows],
+                        [r.body for r in rows],
+                        [_text(r.event_type) for r in rows],
+                        [_text(r.target) for r in rows],
+                        [_text(r.signer_id) for r in rows],
+                        [_text(r.prev_event) for r in rows],
+                        [_text(r.created_at) for r in rows],
+                    ),
+                ).fetchall()
+                for seq, subject, uid, digest in inserted:
+                    seqs[first[(subject, uid, digest)]] = seq
+            new = [(seq, i) for i, seq in enumerate(seqs) if seq is not None]
+            found = [
+                (seq, facts[i] if facts is not None else FactsRow.inspected(events[i].subject, events[i]))
+                for seq, i in new
+            ]
+            self._insert_facts(conn, found)
+            for chunk in _chunks(len(items)):
+                rows_ = [items[i] for i in chunk]
+                conn.execute(
+                    _INSERT_ITEMS,
+                    (
+                        [r.subject for r in rows_],
+                        [r.kind for r in rows_],
+                        [sha256_hex(r.body) for r in rows_],
+                        [r.body for r in rows_],
+                    ),
+                )
+            return [seq is not None for seq in seqs]
+
+        return self.write(run, "appending to the store")
+
+    @staticmethod
+    def _facts_params(found: Sequence[tuple[int, FactsRow]]) -> tuple[Any, ...]:
+        columns = list(zip(*(row for _, row in found), strict=True)) if found else [[]] * 8
+        return (FACTS_RULE, [seq for seq, _ in found], *map(list, columns))
+
+    def _insert_facts(self, conn: psycopg.Connection[Any], found: Sequence[tuple[int, FactsRow]]) -> None:
+        for chunk in _chunks(len(found)):
+            conn.execute(_INSERT_FACTS, self._facts_params([found[i] for i in chunk]))
+
+    def add_facts(self, facts: Sequence[tuple[int, FactsRow]]) -> None:
+        """See :meth:`Backend.add_facts` (concurrent replays may race to fill a row: the first stays)."""
+        if facts:
+            self._cache_write(_INSERT_FACTS, self._facts_params(facts), "writing event facts")
+
+    def add_key_verdicts(self, ring: str, subject: str, verdicts: Sequence[KeyVerdict]) -> None:
+        """See :meth:`Backend.add_key_verdicts`."""
+        if not verdicts:
+            return
+        query = (
+            "INSERT INTO key_verdicts (ring, seq, reason)"
+            " SELECT %s, e.seq, v.reason FROM unnest(%s::text[], %s::text[], %s::text[]) AS v (unit_id, digest, reason)"
+            " JOIN events e ON e.subject = %s AND e.unit_id = v.unit_id AND e.digest = v.digest"
+            " ON CONFLICT DO NOTHING"
+        )
+        uids, digests, reasons = (list(c) for c in zip(*verdicts, strict=True))
+        self._cache_write(query, (ring, uids, digests, reasons, subject), "writing key verdicts")
+
+    def add_signature_verdicts(self, verdicts: Sequence[SignatureVerdict]) -> None:
+        """See :meth:`Backend.add_signature_verdicts`."""
+        if not verdicts:
+            return
+        query = (
+            "INSERT INTO signature_cache (public_key, signature, message, valid)"
+            " SELECT * FROM unnest(%b::bytea[], %b::bytea[], %b::bytea[], %s::boolean[]) ON CONFLICT DO NOTHING"
+        )
+        keys, signatures, messages, valid = (list(c) for c in zip(*verdicts, strict=True))
+        self._cache_write(query, (keys, signatures, messages, valid), "writing the signature cache")
+
+    # --- reading -----------------------------------------------------------------------
+
+    def copies(self, subject: str, *, with_body: bool = False) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
+        """See :meth:`Backend.copies` (one snapshot)."""
+
+        def run(conn: psycopg.Connection[Any]) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
+            if with_body:
+                query = f"SELECT {_COPY_COLUMNS}, e.body, e.event_type, e.target, e.signer_id, e.prev_event, e.created_at{_COPIES_FROM}"
+                found = conn.execute(query, (FACTS_RULE, subject), binary=True).fetchall()
+                rows = [CopyRow._make((*r[:8], _event_row((subject, r[1], r[2], *r[8:])))) for r in found]
+            else:
+                query = f"SELECT {_COPY_COLUMNS}, NULL::bytea{_COPIES_FROM}"
+                rows = [CopyRow._make(r) for r in conn.execute(query, (FACTS_RULE, subject), binary=True)]
+            return rows, self._items(conn, subject)
+
+        return self.read(run)
+
+    def key_verdicts(self, ring: str, subject: str) -> dict[int, str | None]:
+        """See :meth:`Backend.key_verdicts`."""
+        query = "SELECT k.seq, k.reason FROM key_verdicts k JOIN events e ON e.seq = k.seq WHERE k.ring = %s AND e.subject = %s"
+        return self.read(lambda conn: dict(conn.execute(query, (ring, subject), binary=True).fetchall()))
+
+    def _select_rows(self, where: str, params: tuple[Any, ...]) -> list[EventRow]:
+        query = f"SELECT {_ROW_COLUMNS} FROM events {where}"
+        return self.read(lambda conn: [_event_row(row) for row in conn.execute(query, params, binary=True)])
+
+    def event_rows(self, subject: str) -> list[EventRow]:
+        """See :meth:`Backend.event_rows`."""
+        return self._select_rows("WHERE subject = %s ORDER BY unit_id, digest", (subject,))
+
+    def stream_rows(self, subject: str, target: str, signer_id: str) -> list[EventRow]:
+        """The copies of one stream (target, signer_id) of ``subject`` (uses ``events_by_stream``)."""
+        return self._select_rows(
+            "WHERE subject = %s AND target = %s AND signer_id = %s ORDER BY unit_id, digest",
+            (subject, _text(target), _text(signer_id)),
+        )
+
+    def naming_rows(self, prev_event: str) -> list[EventRow]:
+        """The copies whose ``prev_event`` is ``prev_event`` (uses ``events_by_prev``)."""
+        return self._select_rows("WHERE prev_event = %s ORDER BY subject, unit_id, digest", (_text(prev_event),))
+
+    def items(self, subject: str) -> list[tuple[str, bytes]]:
+        """See :meth:`Backend.items`."""
+        return self.read(lambda conn: self._items(conn, subject))
+
+    @staticmethod
+    def _items(conn: psycopg.Connection[Any], subject: str) -> list[tuple[str, bytes]]:
+        query = "SELECT kind, body FROM items WHERE subject = %s ORDER BY kind, body"
+        return [(kind, bytes(body)) for kind, body in conn.execute(query, (subject,), binary=True)]
+
+    def subjects(self) -> list[str]:
+        """See :meth:`Backend.subjects`."""
+        query = "SELECT subject FROM events UNION SELECT subject FROM items ORDER BY 1"
+        return self.read(lambda conn: [row[0] for row in conn.execute(query)])
+
+    def signature_verdicts(self, messages: Sequence[bytes]) -> list[SignatureVerdict]:
+        """See :meth:`Backend.signature_verdicts` (one snapshot, a query per chunk of messages)."""
+        query = "SELECT public_key, signature, message, valid FROM signature_cache WHERE message = ANY(%b::bytea[])"
+
+        def run(conn: psycopg.Connection[Any]) -> list[SignatureVerdict]:
+            rows: list[SignatureVerdict] = []
+            for chunk in _chunks(len(messages)):
+                found = conn.execute(query, (list(messages[chunk.start : chunk.stop]),), binary=True)
+                rows.extend(SignatureVerdict(bytes(k), bytes(s), bytes(m), bool(v)) for k, s, m, v in found)
+            return rows
+
+        return self.read(run)
+
+    def signature_verdict(self, public_key: bytes, signature: bytes, message: bytes) -> bool | None:
+        """See :meth:`Backend.signature_verdict` (one indexed read, outside a transaction)."""
+        query = "SELECT valid FROM signature_cache WHERE public_key = %b AND signature = %b AND message = %b"
+        row = self._run(
+            lambda conn: conn.execute(query, (public_key, signature, message)).fetchone(),
+            "reading the signature cache",
+            "plain",
+        )
+        return None if row is None else bool(row[0])
+
+    def store_sequence(self) -> tuple[int, int]:
+        """See :meth:`Backend.store_sequence` (two index-only lookups of the largest seq)."""
+        query = "SELECT (SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM items)"
+        row = self._run(lambda conn: conn.execute(query).fetchone(), "reading the store sequence", "plain")
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    def changes(self, events_after: int, items_after: int) -> StoreChanges:
+        """See :meth:`Backend.changes` (one snapshot)."""
+
+        def run(conn: psycopg.Connection[Any]) -> StoreChanges:
+            events = conn.execute(
+                "SELECT subject, max(seq) FROM events WHERE seq > %s GROUP BY subject ORDER BY subject", (events_after,)
+            ).fetchall()
+            items = conn.execute(
+                "SELECT subject, max(seq) FROM items WHERE seq > %s GROUP BY subject ORDER BY subject", (items_after,)
+            ).fetchall()
+            records = conn.execute(
+                "SELECT subject, body FROM items WHERE seq > %s AND kind = 'record' ORDER BY seq",
+                (items_after,),
+                binary=True,
+            ).fetchall()
+            return StoreChanges(
+                [(s, int(q)) for s, q in events], [(s, int(q)) for s, q in items], [(s, bytes(b)) for s, b in records]
+            )
+
+        return self.read(run, "reading the store's changes")
+
+    def integrity_check(self) -> list[str]:
+        """What keeps the store append-only: every table's two refusing triggers, present and enabled.
+
+        PostgreSQL checks its own pages as it reads them (a damaged page is an
+        error, ``store_corrupt``); what it cannot know is whether someone with
+        the owner's rights dropped or disabled a trigger.
+        """
+        query = (
+            "SELECT t.name || '_' || k.suffix FROM unnest(%s::text[]) AS t (name)"
+            " CROSS JOIN (VALUES ('append_only'), ('no_truncate')) AS k (suffix)"
+            " WHERE NOT EXISTS (SELECT 1 FROM pg_trigger g JOIN pg_class c ON c.oid = g.tgrelid"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relname = t.name"
+            " AND g.tgname = t.name || '_' || k.suffix AND g.tgenabled IN ('O', 'A'))"
+            " ORDER BY 1"
+        )
+        missing = self.read(lambda conn: [row[0] for row in conn.execute(query, (list(APPEND_ONLY_TABLES),))])
+        return [f"trigger {name} is missing or disabled" for name in missing] or ["ok"]
+
+    def close(self) -> None:
+        """Close the connection (a pool given by the caller stays open)."""
+        if self._conn is not None:
+            with _converted(f"closing {self.where}"):
+                self._conn.close()
