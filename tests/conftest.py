@@ -160,7 +160,12 @@ def postgres_database() -> Iterator[str]:
         pytest.skip(f"{reason}; set {POSTGRES_ENV} to run these tests")
     name = f"pith_graph_test_{os.getpid()}_{secrets.token_hex(4)}"
     try:
-        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            # A collation other than byte order (ICU English, where "a" < "B" < "b"), so
+            # that the store's COLLATE "C" columns are what keeps results equal to SQLite's.
+            admin.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")
+        except psycopg.Error:  # a server built without ICU
+            admin.execute(f'CREATE DATABASE "{name}"')
         try:
             yield _with_database(server, name)
         finally:

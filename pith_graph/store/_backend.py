@@ -55,8 +55,9 @@ class Backend(Protocol):
     and machines (docs/store.md, "Several servers, one database").
     """
 
-    #: The version of the backend's own schema (each backend numbers its own).
-    schema_version: int
+    @property
+    def schema_version(self) -> int:
+        """The version of the backend's own schema (each backend numbers its own)."""
 
     def add(self, events: Sequence[EventRow], items: Sequence[ItemRow], facts: Sequence[FactsRow] | None = None) -> list[bool]:
         """Store event rows, their facts and items atomically; per event row, whether it was new.

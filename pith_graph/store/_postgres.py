@@ -23,6 +23,7 @@ place, :func:`_converted`.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -39,7 +40,6 @@ from pith_graph.errors import StoreError
 from pith_graph.store._backend import SignatureVerdict, StoreChanges
 from pith_graph.store._facts import FACTS_RULE, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict
 from pith_graph.store._open import redacted_url
-from pith_graph.store._sqlite import DEFAULT_BUSY_TIMEOUT
 from pith_graph.store._postgres_schema import (
     APPEND_ONLY_TABLES,
     APPLICATION,
@@ -47,6 +47,7 @@ from pith_graph.store._postgres_schema import (
     SCHEMA_V1,
     SCHEMA_VERSION,
 )
+from pith_graph.store._sqlite import DEFAULT_BUSY_TIMEOUT
 
 __all__ = ["PostgresBackend", "postgres_pool"]
 
@@ -252,10 +253,8 @@ class PostgresBackend:
             conn.execute("COMMIT")
         except BaseException:
             if conn.info.transaction_status != pq.TransactionStatus.IDLE and not conn.closed:
-                try:
+                with contextlib.suppress(psycopg.Error):  # the connection is gone: the server rolls back
                     conn.execute("ROLLBACK")
-                except psycopg.Error:
-                    pass  # the connection is gone: the server rolls back
             raise
         return result
 
@@ -396,8 +395,8 @@ class PostgresBackend:
 
     @staticmethod
     def _facts_params(found: Sequence[tuple[int, FactsRow]]) -> tuple[Any, ...]:
-        columns = list(zip(*(row for _, row in found), strict=True)) if found else [[]] * 8
-        return (FACTS_RULE, [seq for seq, _ in found], *map(list, columns))
+        columns: list[list[Any]] = [list(c) for c in zip(*(row for _, row in found), strict=True)]
+        return (FACTS_RULE, [seq for seq, _ in found], *(columns or [[]] * len(FactsRow._fields)))
 
     def _insert_facts(self, conn: psycopg.Connection[Any], found: Sequence[tuple[int, FactsRow]]) -> None:
         for chunk in _chunks(len(found)):

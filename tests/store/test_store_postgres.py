@@ -1,0 +1,170 @@
+"""What only the PostgreSQL backend has: its errors, its schema checks, byte order, pooled use (issue 20).
+
+Real server (conftest.py: a database per session, a schema per test), real psycopg;
+expected values come from SQLite, the standard library or the registry's documents.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+from conftest import FIXTURES
+
+from pith_graph import codes
+from pith_graph.errors import StoreError
+from pith_graph.store import EventStore, open_backend
+from pith_graph.store._postgres import PostgresBackend, postgres_pool
+from pith_graph.testing import History, TestKey
+
+BUNDLE = FIXTURES / "bundle-AG3PAJ22.json"
+#: Nothing listens on port 1 of the loopback address.
+UNREACHABLE = "postgresql://pith:s3cret-word@127.0.0.1:1/nothing"
+
+
+def raw(url: str, *statements: str) -> None:
+    """Run SQL through a connection of our own (another program, or someone with the owner's rights)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for statement in statements:
+            conn.execute(statement)
+
+
+def opening_fails(url: str, code: str) -> StoreError:
+    with pytest.raises(StoreError) as caught:
+        EventStore(url)
+    assert caught.value.code == code
+    return caught.value
+
+
+def test_a_url_selects_postgresql_and_a_path_sqlite(postgres_url: str, tmp_path: Path) -> None:
+    pg = open_backend(postgres_url, busy_timeout=5)
+    lite = open_backend(str(tmp_path / "s.sqlite"), busy_timeout=5)
+    try:
+        assert type(pg).__name__ == "PostgresBackend"
+        assert type(lite).__name__ == "SQLiteBackend"
+    finally:
+        pg.close()
+        lite.close()
+
+
+def test_an_unreachable_server_is_io_error_without_the_password() -> None:
+    error = opening_fails(UNREACHABLE, codes.E_IO)
+    assert "s3cret-word" not in error.message
+    assert "pith:***@127.0.0.1:1" in error.message
+
+
+def test_the_cli_says_so_in_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "pith_graph", "store", "state", "--db", UNREACHABLE, "pith:2026:X"],
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.decode().splitlines()
+    assert len(lines) == 1 and "io_error" in lines[0], lines
+    assert b"s3cret-word" not in done.stderr
+
+
+def test_foreign_tables_are_not_a_store(postgres_url: str) -> None:
+    raw(postgres_url, "CREATE TABLE events (x int)")
+    opening_fails(postgres_url, codes.E_STORE_SCHEMA)
+
+
+def test_a_table_replaced_by_a_view_is_not_a_store(postgres_url: str) -> None:
+    EventStore(postgres_url).close()
+    # The owner may drop a table (DROP is not UPDATE or DELETE); the store then refuses to open.
+    raw(postgres_url, "DROP TABLE signature_cache", "CREATE VIEW signature_cache AS SELECT 1 AS valid")
+    assert "signature_cache" in opening_fails(postgres_url, codes.E_STORE_SCHEMA).message
+
+
+def test_an_unknown_schema_version_is_refused(postgres_url: str) -> None:
+    EventStore(postgres_url).close()
+    raw(postgres_url, "INSERT INTO pith_schema (application, version) VALUES ('pith-graph', 99)")
+    assert "99" in opening_fails(postgres_url, codes.E_STORE_SCHEMA).message
+
+
+def test_a_disabled_trigger_fails_the_check(postgres_url: str) -> None:
+    with EventStore(postgres_url) as store:
+        store.check()
+    raw(postgres_url, "ALTER TABLE events DISABLE TRIGGER events_append_only")
+    with EventStore(postgres_url) as store, pytest.raises(StoreError) as caught:
+        store.check()
+    assert caught.value.code == codes.E_STORE_CORRUPT
+    assert "events_append_only" in caught.value.message
+
+
+def test_a_search_path_without_a_schema_is_io_error(postgres_database: str) -> None:
+    url = postgres_database + "?options=-csearch_path%3Dno_such_schema"
+    assert "search_path" in opening_fails(url, codes.E_IO).message
+
+
+def test_byte_order_and_nul_characters_as_in_sqlite(postgres_url: str, tmp_path: Path, history: History) -> None:
+    # The session database collates with ICU English ("a" < "B" < "b"); SQLite
+    # compares bytes. Subjects, and fields PostgreSQL text cannot hold (U+0000).
+    subjects = ["pith:b", "pith:B", "pith:a", "pith:_x", "pith:\u00e9", "pith:Z"]
+    with psycopg.connect(postgres_url) as conn:
+        row = conn.execute("SELECT 'a' < 'B'").fetchone()
+    assert row == (True,), "the session database should not collate by bytes (ICU missing?)"
+    odd = {**history.event("correction", payload={"n": 1}), "event_type": "cor\u0000rection", "target": "t\u0000"}
+    with EventStore(postgres_url) as pg, EventStore(tmp_path / "s.sqlite") as lite:
+        for store in (pg, lite):
+            for subject in subjects:
+                store.append(history.record_created, subject=subject)
+            store.append(odd, subject=subjects[0])
+        assert pg.subjects() == lite.subjects() == sorted(subjects, key=lambda s: s.encode())
+        for subject in subjects:
+            assert [(e.unit_id, e.digest, e.body, e.event_type, e.reason) for e in pg.events(subject)] == [
+                (e.unit_id, e.digest, e.body, e.event_type, e.reason) for e in lite.events(subject)
+            ]
+            assert pg.state(subject).to_json() == lite.state(subject).to_json()
+        assert pg.backend.event_rows(subjects[0]) == lite.backend.event_rows(subjects[0])
+        assert "cor\u0000rection" in {e.event_type for e in pg.events(subjects[0])}
+
+
+def test_a_pooled_backend_serves_many_threads(postgres_url: str, history: History) -> None:
+    EventStore(postgres_url).close()
+    pool = postgres_pool(postgres_url, max_size=3)
+    keys = [TestKey(f"thread{n}") for n in range(4)]
+    errors: list[BaseException] = []
+
+    def work(key: TestKey) -> None:
+        try:
+            with EventStore(backend=PostgresBackend(postgres_url, pool=pool)) as store:
+                store.append(history.record_created)
+                for i in range(5):
+                    store.append(history.event("mirror_hint", key=key, payload={"i": i}))
+                store.state(history.subject)
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=work, args=(key,)) for key in keys]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=120)
+        assert errors == []
+        with EventStore(backend=PostgresBackend(postgres_url, pool=pool)) as store:
+            assert len(store.events(history.subject)) == 1 + 4 * 5
+    finally:
+        pool.close()
+
+
+def test_writes_wait_for_the_write_lock_then_say_busy(postgres_url: str, history: History) -> None:
+    EventStore(postgres_url).close()
+    with psycopg.connect(postgres_url) as holder:
+        # Another writer holding the store's write lock for longer than we wait.
+        holder.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (0x50495448,))
+        with EventStore(postgres_url, busy_timeout=0.5) as store, pytest.raises(StoreError) as caught:
+            store.append(history.record_created)
+        assert caught.value.code == codes.E_STORE_BUSY
+        # Readers never wait for a writer.
+        with EventStore(postgres_url, busy_timeout=0.5) as store:
+            assert store.subjects() == []
+        holder.rollback()
+    with EventStore(postgres_url) as store:
+        assert store.append(history.record_created).status == codes.STORE_INVALID
