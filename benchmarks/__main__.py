@@ -7,7 +7,9 @@ memory is measured in fresh subprocesses. Prints a table and writes
 ``benchmarks/results.json`` with the machine's description.
 
 Options: ``--sizes 1000,10000,100000`` (events per bundle), ``--quick`` (1000
-events, one repetition), ``--output FILE``, ``--workers N`` (default 2).
+events, one repetition), ``--output FILE``, ``--workers N`` (default 2). The
+store rows on PostgreSQL against SQLite come from :mod:`benchmarks.backends`
+(``make bench-store`` runs only those).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
-from benchmarks import profile
+from benchmarks import backends, profile
 from benchmarks.generate import DATA_DIR, ensure_bundle, trusted_entries
 from pith_graph import canonical, ed25519
 from pith_graph._parallel.signatures import MemorySignatureCache, prepass_jobs, signature_jobs
@@ -216,7 +218,15 @@ def warm(path: Path, keys: list[dict[str, Any]], subject: str, repeat: int) -> d
     return {"import_s": imported, "state_first_s": first, "state_warm_s": second, "state_sha256": state2.state_sha256}
 
 
-def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> dict[str, Any]:
+def measure(
+    n: int,
+    *,
+    repeat: int,
+    workers: int,
+    data_dir: Path = DATA_DIR,
+    postgres: str | None = None,
+    small: int = backends.DEFAULT_SMALL,
+) -> dict[str, Any]:
     """Every figure for the bundle of ``n`` events.
 
     Rebuilds are timed first, while this process holds nothing else large: a
@@ -356,6 +366,12 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
     raw = events = None  # the store's import below reads the file itself
     data = b""
 
+    # The store on PostgreSQL against SQLite (issue 20), up to benchmarks.backends.MAX_EVENTS.
+    if n <= backends.MAX_EVENTS:
+        out["store_backends"] = backends.compare(
+            path, model.pith_number, postgres, repeat=min(repeat, 2), small=small
+        )
+
     # Warm replay from the store.
     stored = warm(path, keys, model.pith_number, repeat)
     if stored is not None:
@@ -442,6 +458,8 @@ def table(results: dict[str, Any]) -> str:
             )
         else:
             lines.append("  store: not available (pith_graph.store missing)")
+        if "store_backends" in r:
+            lines.extend(backends.table_lines(r["store_backends"]))
         if "memory" in r:
             m = r["memory"]
             lines.append(
@@ -499,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([1000] if args.quick else list(DEFAULT_SIZES))
     results: dict[str, Any] = {"machine": machine(), "sizes": sizes, "by_size": {}}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, backends.postgres_database() as postgres:
         keys_file = Path(tmp) / "keys.json"
         keys_file.write_text(json.dumps(trusted_entries()))
         # Memory first, while this process is still small: a child started later
@@ -514,7 +532,14 @@ def main(argv: list[str] | None = None) -> int:
         for n in sizes:
             repeat = 1 if args.quick or n >= 100_000 else 3
             print(f"measuring {n} events ...", file=sys.stderr, flush=True)
-            results["by_size"][str(n)] = measure(n, repeat=repeat, workers=args.workers, data_dir=args.data_dir)
+            results["by_size"][str(n)] = measure(
+                n,
+                repeat=repeat,
+                workers=args.workers,
+                data_dir=args.data_dir,
+                postgres=postgres,
+                small=20 if args.quick else backends.DEFAULT_SMALL,
+            )
         results["by_size"][str(largest)]["memory"] = mem
         results["by_size"][str(largest)]["rss_over_file"] = mem["rss_over_file"]
     results["targets"] = targets(results["by_size"])

@@ -277,6 +277,8 @@ class EventStore:
         fresh = self.backend.add(rows, items, [facts for _, facts in inspected])
         ring = self._ring(trusted_keys, trust_bundle_keys, [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
                           if trust_bundle_keys else ())
+        # One query for every kept verdict about these events, not one per signature.
+        self.cache.prefetch(checked.facts.message for checked, _ in inspected if checked.facts is not None)
         verifier = self.verifier()
         try:
             appends = tuple(
@@ -284,6 +286,7 @@ class EventStore:
                 for row, (checked, _), new in zip(rows, inspected, fresh, strict=True)
             )
         finally:
+            self.cache.forget()
             self.cache.flush()
         self._keep_verdicts(ring, subject, [(a, c) for a, (c, _) in zip(appends, inspected, strict=True)])
         return ImportResult(subject, appends, self._item_count(subject) - before)

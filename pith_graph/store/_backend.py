@@ -121,18 +121,23 @@ class StoredSignatureCache:
         self._backend = backend
         self._pending: dict[Triple, bool] = {}
         self._prefetched: dict[Triple, bool] = {}
+        #: Messages whose every kept verdict is in _prefetched: a miss there needs no query.
+        self._complete: set[bytes] = set()
         self.hits = 0
         self.misses = 0
 
     def prefetch(self, messages: Iterable[bytes]) -> None:
         """Load every stored verdict about these messages at once (kept until :meth:`forget`)."""
         # In key order: consecutive lookups share index pages.
-        found = self._backend.signature_verdicts(sorted(set(messages)))
+        wanted = sorted(set(messages))
+        found = self._backend.signature_verdicts(wanted)
         self._prefetched.update(((k, s, m), v) for k, s, m, v in found)
+        self._complete.update(wanted)
 
     def forget(self) -> None:
         """Drop prefetched verdicts (they stay in the database)."""
         self._prefetched.clear()
+        self._complete.clear()
 
     def lookup(self, public_key: bytes, signature: bytes, message: bytes) -> bool | None:
         """The remembered verdict, or None."""
@@ -140,7 +145,9 @@ class StoredSignatureCache:
         known = self._prefetched.get(key)
         if known is None:
             known = self._pending.get(key)
-        if known is None:
+        # A message prefetched without this triple has no kept verdict for it (a verdict
+        # kept since by another process is only a lost saving: verifying is pure).
+        if known is None and message not in self._complete:
             known = self._backend.signature_verdict(public_key, signature, message)
         if known is None:
             self.misses += 1
