@@ -85,7 +85,7 @@ def _fresh(backend: str, database: str, tmp: Path, label: str) -> str:
         return str(tmp / f"{label}.sqlite")
     import psycopg
 
-    schema = f"bench_{label}"
+    schema = f"bench_{label}_{secrets.token_hex(4)}"
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
     query = urllib.parse.urlencode({"options": f"-csearch_path={schema}"})

@@ -6,9 +6,11 @@ expected values come from SQLite, the standard library or the registry's documen
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
+import urllib.parse
 from pathlib import Path
 
 import psycopg
@@ -168,3 +170,36 @@ def test_writes_wait_for_the_write_lock_then_say_busy(postgres_url: str, history
         holder.rollback()
     with EventStore(postgres_url) as store:
         assert store.append(history.record_created).status == codes.STORE_INVALID
+
+
+@pytest.mark.skipif(shutil.which("pg_dump") is None or shutil.which("pg_restore") is None, reason="no pg_dump here")
+def test_pg_dump_and_pg_restore_keep_the_store(postgres_url: str, history: History) -> None:
+    """docs/store.md, "Backup and restore": a dump restores into an empty database as a working store."""
+    trusted = history.trusted()
+    with EventStore(postgres_url) as store:
+        store.import_bundle(BUNDLE)
+        store.import_bundle(history.bundle([history.event("correction", payload={"n": 1})]), trusted_keys=trusted)
+        expected = {s: store.state(s, trusted_keys=trusted).to_json() for s in store.subjects()}
+    parts = urllib.parse.urlsplit(postgres_url)
+    schema = dict(urllib.parse.parse_qsl(parts.query))["options"].split("=", 1)[1]
+    plain = urllib.parse.urlunsplit(parts._replace(query=""))
+    restored_db = f"{parts.path[1:]}_restored"
+    dump = subprocess.run(
+        ["pg_dump", "--format=custom", f"--schema={schema}", plain], capture_output=True, timeout=120
+    )
+    assert dump.returncode == 0, dump.stderr
+    raw(plain, f'CREATE DATABASE "{restored_db}"')
+    try:
+        target = urllib.parse.urlunsplit(parts._replace(path=f"/{restored_db}", query=""))
+        restore = subprocess.run(
+            ["pg_restore", "--exit-on-error", f"--dbname={target}"], input=dump.stdout, capture_output=True, timeout=120
+        )
+        assert restore.returncode == 0, restore.stderr
+        url = urllib.parse.urlunsplit(parts._replace(path=f"/{restored_db}"))
+        with EventStore(url, create=False) as store:
+            store.check()  # the triggers came back with the rows
+            assert {s: store.state(s, trusted_keys=trusted).to_json() for s in store.subjects()} == expected
+        with psycopg.connect(url) as conn, pytest.raises(psycopg.Error, match="append-only"):
+            conn.execute("DELETE FROM events")
+    finally:
+        raw(plain, f'DROP DATABASE IF EXISTS "{restored_db}" WITH (FORCE)')
