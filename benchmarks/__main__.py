@@ -183,7 +183,10 @@ def memory(path: Path, keys_file: Path) -> dict[str, Any]:
     for trace, workers in (("0", "1"), ("1", "1"), ("0", "default")):
         run = subprocess.run(
             [sys.executable, "-c", _MEMORY_PROBE, str(path), str(keys_file), trace, workers],
-            capture_output=True, text=True, check=True, cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=ROOT,
         )
         probe = json.loads(run.stdout)
         if workers == "default":
@@ -215,7 +218,12 @@ def warm(path: Path, keys: list[dict[str, Any]], subject: str, repeat: int) -> d
         finally:
             store.close()
     assert state1.to_json() == state2.to_json()
-    return {"import_s": imported, "state_first_s": first, "state_warm_s": second, "state_sha256": state2.state_sha256}
+    return {
+        "import_s": imported,
+        "state_first_s": first,
+        "state_warm_s": second,
+        "state_sha256": state2.state_sha256,
+    }
 
 
 def measure(
@@ -308,7 +316,9 @@ def measure(
         out["phases"] = profile.phases(path, ring, workers)
 
     # The pieces of stage 1, one at a time, and the ceilings they and the phases allow.
-    out["pieces"] = profile.pieces(path.read_bytes(), ring, triples=triples)  # the pre-pass above, not a second one
+    out["pieces"] = profile.pieces(
+        path.read_bytes(), ring, triples=triples
+    )  # the pre-pass above, not a second one
     out["ceilings"] = profile.ceilings(out, default)
 
     # Parse: strict loads (+ typed view) vs the stdlib. Each result is dropped before the
@@ -317,6 +327,7 @@ def measure(
     # rest needs is parsed last.
     data = path.read_bytes()
     t_loads = timed(lambda: canonical.loads(data), repeat)
+
     # The same decode loads runs, with the collector paused as loads pauses it: the
     # difference is then the structure checks alone (at 100k the collector's walks
     # of the growing heap would otherwise cost more than the checks).
@@ -340,7 +351,15 @@ def measure(
 
     # Canonical encoding: fast path vs the json.dumps reference, plus hashing.
     t_fast, _ = best(lambda: [content_bytes(e) for e in events], repeat)
-    t_ref, _ = best(lambda: [canonical.canonical_json({k: v for k, v in e.items() if k not in ("event_id", "content_sha256", "signature")}) for e in events], repeat)
+    t_ref, _ = best(
+        lambda: [
+            canonical.canonical_json(
+                {k: v for k, v in e.items() if k not in ("event_id", "content_sha256", "signature")}
+            )
+            for e in events
+        ],
+        repeat,
+    )
     t_hash, _ = best(lambda: [hashlib.sha256(content_bytes(e)).hexdigest() for e in events], repeat)
     out["canonical"] = {"fast_s": t_fast, "json_dumps_s": t_ref, "speedup": t_ref / t_fast, "hash_s": t_hash}
 
@@ -352,8 +371,12 @@ def measure(
     for triple in triples:
         cache.record(*triple, True)
     merge_args = {"subject": model.pith_number, "aliases": raw["source_aliases"], "trusted_keys": ring}
-    t_merge_cached, _ = best(lambda: merge_checked(events, verifier=Verifier(cache=cache), **merge_args), repeat)
-    t_serialise, _ = best(lambda: merge_checked(events, verifier=Verifier(cache=cache), **merge_args).state.to_json(), 1)
+    t_merge_cached, _ = best(
+        lambda: merge_checked(events, verifier=Verifier(cache=cache), **merge_args), repeat
+    )
+    t_serialise, _ = best(
+        lambda: merge_checked(events, verifier=Verifier(cache=cache), **merge_args).state.to_json(), 1
+    )
     parts = {
         "parse_s": t_parse,
         "canonical_hashing_s": t_hash,
@@ -361,8 +384,14 @@ def measure(
         "checks_ordering_projection_s": max(0.0, t_merge_cached - t_hash),
         "serialisation_s": max(0.0, t_serialise - t_merge_cached),
     }
-    rebuild_parts = sum(value for name, value in parts.items() if name != "serialisation_s")  # to_json is not the rebuild
-    out["split"] = {**parts, "rebuild_parts_total_s": rebuild_parts, "streaming_rebuild_s": figures["cold_rebuild_s"]}
+    rebuild_parts = sum(
+        value for name, value in parts.items() if name != "serialisation_s"
+    )  # to_json is not the rebuild
+    out["split"] = {
+        **parts,
+        "rebuild_parts_total_s": rebuild_parts,
+        "streaming_rebuild_s": figures["cold_rebuild_s"],
+    }
     raw = events = None  # the store's import below reads the file itself
     data = b""
 
@@ -405,14 +434,19 @@ def table(results: dict[str, Any]) -> str:
             f" default {r['default_vs_cryptography_default']:.2f}x"
         )
         split = r["split"]
-        lines.append("  split of the full-tree serial path: " + ", ".join(f"{k[:-2]} {v * 1000:.0f} ms" for k, v in split.items()))
+        lines.append(
+            "  split of the full-tree serial path: "
+            + ", ".join(f"{k[:-2]} {v * 1000:.0f} ms" for k, v in split.items())
+        )
         p = r["parse"]
         lines.append(
             f"  parse: strict loads {_ms(p['strict_loads_s'])} (structure checks {_ms(p['structure_checks_s'])}),"
             f" json.loads {_ms(p['json_loads_s'])}, load_bundle {_ms(p['load_bundle_s'])}"
         )
         c = r["canonical"]
-        lines.append(f"  canonical: fast {_ms(c['fast_s'])} vs json.dumps {_ms(c['json_dumps_s'])} ({c['speedup']:.1f}x)")
+        lines.append(
+            f"  canonical: fast {_ms(c['fast_s'])} vs json.dumps {_ms(c['json_dumps_s'])} ({c['speedup']:.1f}x)"
+        )
         if "parallel" in r:
             q = r["parallel"]
             lines.append(
@@ -475,7 +509,9 @@ def table(results: dict[str, Any]) -> str:
         status = "n/a" if row["value"] is None else ("MET" if row["met"] else "MISSED")
         value = "-" if row["value"] is None else f"{row['value']:.2f}"
         bound = "" if row.get("ceiling") is None else f"  ceiling {row['ceiling']:.2f}"
-        lines.append(f"  {row['name']:48} {value:>7} (target {row['direction']} {row['threshold']})  {status}  [{row['size']}]{bound}")
+        lines.append(
+            f"  {row['name']:48} {value:>7} (target {row['direction']} {row['threshold']})  {status}  [{row['size']}]{bound}"
+        )
     return "\n".join(lines)
 
 
@@ -500,8 +536,15 @@ def targets(by_size: dict[str, Any]) -> list[dict[str, Any]]:
             section, field = _CEILINGS[key]
             ceiling = by_size[size].get("ceilings", {}).get(section, {}).get(field)
         rows.append(
-            {"name": name, "size": size, "value": value, "threshold": threshold, "direction": direction, "met": met,
-             "ceiling": ceiling}
+            {
+                "name": name,
+                "size": size,
+                "value": value,
+                "threshold": threshold,
+                "direction": direction,
+                "met": met,
+                "ceiling": ceiling,
+            }
         )
     return rows
 
@@ -509,13 +552,19 @@ def targets(by_size: dict[str, Any]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmarks, print the table, write the results file."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default=None, help="comma-separated event counts (default 1000,10000,100000)")
+    parser.add_argument(
+        "--sizes", default=None, help="comma-separated event counts (default 1000,10000,100000)"
+    )
     parser.add_argument("--quick", action="store_true", help="1000 events, one repetition")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where generated bundles are cached")
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else ([1000] if args.quick else list(DEFAULT_SIZES))
+    sizes = (
+        [int(s) for s in args.sizes.split(",")]
+        if args.sizes
+        else ([1000] if args.quick else list(DEFAULT_SIZES))
+    )
     results: dict[str, Any] = {"machine": machine(), "sizes": sizes, "by_size": {}}
     with tempfile.TemporaryDirectory() as tmp, backends.postgres_database() as postgres:
         keys_file = Path(tmp) / "keys.json"

@@ -135,7 +135,10 @@ def compare(path: Path, subject: str, database: str | None, *, repeat: int, smal
                 with EventStore(_fresh(backend, database, Path(tmp), f"{backend}_{round_}_small")) as many:
                     t_small, _ = _seconds(partial(_import_each, many, bundles, small_keys))
                 for key, value in (
-                    ("import_s", t_import), ("state_first_s", t_first), ("state_warm_s", t_warm), ("small_s", t_small)
+                    ("import_s", t_import),
+                    ("state_first_s", t_first),
+                    ("state_warm_s", t_warm),
+                    ("small_s", t_small),
                 ):
                     figures[backend][key] = min(figures[backend].get(key, value), value)
     if states["sqlite"] != states["postgresql"]:
@@ -152,7 +155,12 @@ def compare(path: Path, subject: str, database: str | None, *, repeat: int, smal
     lite, pg = out["sqlite"], out["postgresql"]
     out["ratios"] = {
         name: pg[name] / lite[name] if lite[name] else 0.0
-        for name in ("import_events_per_s", "state_first_events_per_s", "state_warm_events_per_s", "small_bundles_per_s")
+        for name in (
+            "import_events_per_s",
+            "state_first_events_per_s",
+            "state_warm_events_per_s",
+            "small_bundles_per_s",
+        )
     }
     return out
 
@@ -176,9 +184,15 @@ def table_lines(figures: dict[str, Any]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Run only the store-backend rows (``make bench-store``)."""
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.backends", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000", help="comma-separated event counts (default 1000,10000)")
-    parser.add_argument("--small", type=int, default=DEFAULT_SMALL, help="small bundles imported one at a time")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.backends", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--sizes", default="1000,10000", help="comma-separated event counts (default 1000,10000)"
+    )
+    parser.add_argument(
+        "--small", type=int, default=DEFAULT_SMALL, help="small bundles imported one at a time"
+    )
     parser.add_argument("--repeat", type=int, default=2, help="rounds per backend (the best is kept)")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where generated bundles are cached")

@@ -40,7 +40,41 @@ _STREAM_TYPES: Final = (
     ("replication_record", "replication"),
     ("mirror_hint", "mirror"),
 )
-_WORDS: Final = ["expert", "replication", "load", "imbalance", "mixture", "token", "routing", "serving", "latency", "throughput", "cache", "graph", "citation", "claim", "evidence", "theorem", "proof", "dataset", "benchmark", "model", "parameter", "gradient", "attention", "sparse", "dense", "kernel", "device", "memory", "bandwidth", "schedule", "partition", "shard", "replica"]
+_WORDS: Final = [
+    "expert",
+    "replication",
+    "load",
+    "imbalance",
+    "mixture",
+    "token",
+    "routing",
+    "serving",
+    "latency",
+    "throughput",
+    "cache",
+    "graph",
+    "citation",
+    "claim",
+    "evidence",
+    "theorem",
+    "proof",
+    "dataset",
+    "benchmark",
+    "model",
+    "parameter",
+    "gradient",
+    "attention",
+    "sparse",
+    "dense",
+    "kernel",
+    "device",
+    "memory",
+    "bandwidth",
+    "schedule",
+    "partition",
+    "shard",
+    "replica",
+]
 
 
 def registry_key() -> TestKey:
@@ -73,7 +107,8 @@ def _payload(rng: random.Random, event_type: str, index: int) -> dict[str, Any]:
         "sequence": index,
         "summary": _text(rng, 40),
         "contexts": [
-            {"section": f"s{rng.randrange(1, 12)}", "text": _text(rng, 30), "sha256": _hex(rng)} for _ in range(6)
+            {"section": f"s{rng.randrange(1, 12)}", "text": _text(rng, 30), "sha256": _hex(rng)}
+            for _ in range(6)
         ],
         "evidence": {
             "count": 8,

@@ -117,7 +117,8 @@ def pieces(
             lambda: [inspect_event(value, subject=subject, uid=unit_id(value)) for value in values], count
         ),
         "key_checks_us": _per_event(
-            lambda: [check_keys(c, subject=subject, keyring=keyring, verifier=cached) for c in inspected], count
+            lambda: [check_keys(c, subject=subject, keyring=keyring, verifier=cached) for c in inspected],
+            count,
         ),
         "signature_us": {
             name: _per_event(partial(verify_all, Verifier(name), triples), len(triples))
@@ -125,7 +126,9 @@ def pieces(
         },
     }
     out["floor_us"] = out["decode_us"] + out["sha256_us"]
-    out["stage1_other_us"] = out["strict_parse_us"] + out["copy_text_us"] + out["inspect_event_us"] + out["key_checks_us"]
+    out["stage1_other_us"] = (
+        out["strict_parse_us"] + out["copy_text_us"] + out["inspect_event_us"] + out["key_checks_us"]
+    )
     return out
 
 
@@ -137,7 +140,9 @@ def traced_phases(marks: dict[str, float]) -> Iterator[None]:
     starting helpers, the stream of stage-1 copies), restoring them on exit.
     """
     start = time.perf_counter()
-    saved = {name: getattr(_rebuild, name) for name in ("source_bytes", "split_bundle", "start_stage1", "_copies")}
+    saved = {
+        name: getattr(_rebuild, name) for name in ("source_bytes", "split_bundle", "start_stage1", "_copies")
+    }
 
     def mark(name: str) -> None:
         marks.setdefault(name, time.perf_counter() - start)
@@ -207,7 +212,11 @@ def ceilings(figures: dict[str, Any], default: str, *, ratio: float = 1.8) -> di
     if piece is not None and default != "cryptography" and {default, "cryptography"} <= measured:
         fast, slow = piece["signature_us"][default], piece["signature_us"]["cryptography"]
         backends = figures["backends"]
-        other = (backends[default]["cold_rebuild_s"] - backends[default]["signature_bound_s"]) / figures["events"] * 1e6
+        other = (
+            (backends[default]["cold_rebuild_s"] - backends[default]["signature_bound_s"])
+            / figures["events"]
+            * 1e6
+        )
         out["backend_ratio"] = {
             "target": ratio,
             "other_work_measured_us": other,
@@ -219,7 +228,11 @@ def ceilings(figures: dict[str, Any], default: str, *, ratio: float = 1.8) -> di
     phase, parallel = figures.get("phases"), figures.get("parallel")
     # Only where helpers took part: below PARALLEL_MIN_EVENTS a rebuild is serial and has no share to spread.
     if phase is not None and parallel is not None and phase["events_from_helpers"] > 0:
-        one, serial_part, capacity = parallel["one_s"], phase["this_process_only_s"], parallel["machine_capacity"]
+        one, serial_part, capacity = (
+            parallel["one_s"],
+            phase["this_process_only_s"],
+            parallel["machine_capacity"],
+        )
         out["parallel_speedup"] = {
             "this_process_only_s": serial_part,
             "machine_capacity": capacity,

@@ -33,7 +33,9 @@ def main() -> None:
     embedded = json.loads(raw)["state"]
     registry_bytes = json.dumps(embedded, separators=(",", ":"), ensure_ascii=False).encode()
     print(f"pith number      {state.pith_number}")
-    print(f"events           {state.event_count} (valid {state.valid_event_count}, invalid {state.invalid_event_count})")
+    print(
+        f"events           {state.event_count} (valid {state.valid_event_count}, invalid {state.invalid_event_count})"
+    )
     print(f"rebuilt   sha256 {state.state_sha256}")
     print(f"registry  sha256 {embedded['state_sha256']}")
     identical = state.to_json() == registry_bytes
@@ -57,16 +59,26 @@ def main() -> None:
     title("4. A signer forks its stream (two events after the same predecessor)")
     registry, alice = TestKey("demo-registry"), TestKey("demo-alice")
     history = History.new(registry, arxiv_id="2611.01234")
-    first = history.event("citation_signature", key=alice, target="citations", payload={"cites": "pith:AG3PAJ22"})
-    left = history.event("citation_signature", key=alice, target="citations", prev_event=first["event_id"], payload={"n": 1})
-    right = history.event("citation_signature", key=alice, target="citations", prev_event=first["event_id"], payload={"n": 2})
+    first = history.event(
+        "citation_signature", key=alice, target="citations", payload={"cites": "pith:AG3PAJ22"}
+    )
+    left = history.event(
+        "citation_signature", key=alice, target="citations", prev_event=first["event_id"], payload={"n": 1}
+    )
+    right = history.event(
+        "citation_signature", key=alice, target="citations", prev_event=first["event_id"], payload={"n": 2}
+    )
     forked = history.bundle([first, left, right])
     state = pith_graph.rebuild_state(forked, trusted_keys=history.trusted())
     for fork in state.to_dict()["equivocations"]:
-        print(f"equivocation: signer {fork['signer_id']} target {fork['target']} after {fork['prev_event'][:19]}...")
+        print(
+            f"equivocation: signer {fork['signer_id']} target {fork['target']} after {fork['prev_event'][:19]}..."
+        )
         for event_id in fork["event_ids"]:
             print(f"  conflicting {event_id[:23]}...  applied: {event_id in state.applied_event_ids}")
-    print(f"applied: {len(state.applied_event_ids)} of {state.valid_event_count} valid events (stream frozen at the fork)")
+    print(
+        f"applied: {len(state.applied_event_ids)} of {state.valid_event_count} valid events (stream frozen at the fork)"
+    )
     assert state.equivocation_count == 1
 
     title("5. A bundle cannot vouch for its own keys")
@@ -74,8 +86,10 @@ def main() -> None:
     fake = History.new(mallory, arxiv_id="2611.04321")
     self_signed = fake.bundle([fake.event("graph_snapshot", payload={"graph_snapshot": {}})])
     default = pith_graph.rebuild_state(copy.deepcopy(self_signed))
-    print(f"default trust (registry key only): valid {default.valid_event_count}, "
-          f"invalid {default.invalid_event_count} -> {sorted({e['reason'] for e in default.invalid_events})}")
+    print(
+        f"default trust (registry key only): valid {default.valid_event_count}, "
+        f"invalid {default.invalid_event_count} -> {sorted({e['reason'] for e in default.invalid_events})}"
+    )
     opted_in = pith_graph.rebuild_state(self_signed, trust_bundle_keys=True)
     print(f"with trust_bundle_keys=True (caller's explicit choice): valid {opted_in.valid_event_count}")
     assert default.valid_event_count == 0

@@ -27,8 +27,11 @@ def main() -> int:
     # Trust comes from the caller: the pinned registry key plus the mirror key, explicitly.
     trusted = KeyRing.registry().union(KeyRing.from_entries([mirror.entry()]))
 
-    with tempfile.TemporaryDirectory() as tmp, EventStore(Path(tmp) / "a.sqlite") as a, \
-            EventStore(Path(tmp) / "b.sqlite") as b:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        EventStore(Path(tmp) / "a.sqlite") as a,
+        EventStore(Path(tmp) / "b.sqlite") as b,
+    ):
         # 1. Import the registry's bundle into replica A.
         imported = a.import_bundle(BUNDLE)
         subject = imported.subject
@@ -53,20 +56,26 @@ def main() -> int:
         b.sync_from(a)
         state_a, state_b = a.state(subject, trusted_keys=trusted), b.state(subject, trusted_keys=trusted)
         assert state_a.to_json() == state_b.to_json()
-        print(f"3. synced: both replicas apply {len(state_a.applied_event_ids)} events, "
-              f"state_sha256 {state_a.state_sha256}")
+        print(
+            f"3. synced: both replicas apply {len(state_a.applied_event_ids)} events, "
+            f"state_sha256 {state_a.state_sha256}"
+        )
 
         # 4. Export a bundle signed by the mirror key, and rebuild it from scratch.
         exported = a.export_bundle(subject, trusted_keys=trusted, sign_with=mirror)
         rebuilt = rebuild_state(exported, trusted_keys=trusted)
         assert rebuilt.to_json() == state_a.to_json()
-        print(f"4. exported {len(exported['events'])} events, signed by {exported['bundle_signature']['key_id']}; "
-              "rebuilds to the same state")
+        print(
+            f"4. exported {len(exported['events'])} events, signed by {exported['bundle_signature']['key_id']}; "
+            "rebuilds to the same state"
+        )
 
         # 5. Trusting only the registry key, the mirror's event does not count.
         registry_only = rebuild_state(exported)
-        print(f"5. registry key only: {registry_only.valid_event_count} valid, "
-              f"{registry_only.invalid_event_count} invalid ({registry_only.invalid_events[0]['reason']})")
+        print(
+            f"5. registry key only: {registry_only.valid_event_count} valid, "
+            f"{registry_only.invalid_event_count} invalid ({registry_only.invalid_events[0]['reason']})"
+        )
     print("OK")
     return 0
 

@@ -128,9 +128,7 @@ def canonical_json(obj: Any) -> bytes:
     conforming parser would read back.
     """
     try:
-        text = json.dumps(
-            obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except ValueError as exc:
         raise InputError(f"value is not canonical JSON: {exc}", code=codes.E_NON_FINITE) from exc
     except TypeError as exc:
@@ -192,9 +190,7 @@ def _classify_failure(text: bytes, fallback: Exception) -> InputError:
     try:
         decoded = text.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return InputError(
-            f"document is not valid UTF-8 (byte {exc.start})", code=codes.E_INVALID_UTF8
-        )
+        return InputError(f"document is not valid UTF-8 (byte {exc.start})", code=codes.E_INVALID_UTF8)
     try:
         json.loads(decoded, parse_constant=reject_constant, parse_float=reject_inf)
     except InputError as exc:
@@ -333,9 +329,7 @@ def loads(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: i
         try:
             data = data.encode("utf-8")
         except UnicodeEncodeError as exc:
-            raise InputError(
-                "document contains a lone surrogate", code=codes.E_LONE_SURROGATE
-            ) from exc
+            raise InputError("document contains a lone surrogate", code=codes.E_LONE_SURROGATE) from exc
     if len(data) > max_bytes:
         raise InputError(
             f"document is {len(data)} bytes, over the limit of {max_bytes}", code=codes.E_TOO_LARGE
@@ -348,9 +342,7 @@ def loads(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: i
     try:
         obj = _DECODER.decode(data)
     except RecursionError as exc:
-        raise InputError(
-            f"document nests deeper than {MAX_DEPTH} levels", code=codes.E_TOO_DEEP
-        ) from exc
+        raise InputError(f"document nests deeper than {MAX_DEPTH} levels", code=codes.E_TOO_DEEP) from exc
     except (msgspec.DecodeError, UnicodeDecodeError, ValueError) as exc:
         raise _classify_failure(data, exc) from exc
     finally:

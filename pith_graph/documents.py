@@ -104,7 +104,9 @@ def read_document(source: DocumentSource, *, max_bytes: int = DEFAULT_MAX_BYTES)
     return Document(obj, detect_kind(obj))
 
 
-def load_bundle(source: DocumentSource | Document, *, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[dict[str, Any], Bundle]:
+def load_bundle(
+    source: DocumentSource | Document, *, max_bytes: int = DEFAULT_MAX_BYTES
+) -> tuple[dict[str, Any], Bundle]:
     """Read a bundle: the raw parsed object (hashed as is) and its typed view.
 
     Bundle-level defects raise :class:`InputError`; defects inside an event are
@@ -116,7 +118,9 @@ def load_bundle(source: DocumentSource | Document, *, max_bytes: int = DEFAULT_M
         raise InputError(f"expected a pith_open_graph_bundle, got {what}", code=codes.E_NOT_PITH)
     bundle = convert(document.obj, Bundle)
     if len(bundle.events) > MAX_EVENTS:
-        raise InputError(f"bundle has {len(bundle.events)} events, over the limit of {MAX_EVENTS}", code=codes.E_TOO_LARGE)
+        raise InputError(
+            f"bundle has {len(bundle.events)} events, over the limit of {MAX_EVENTS}", code=codes.E_TOO_LARGE
+        )
     return document.obj, bundle
 
 

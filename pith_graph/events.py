@@ -214,7 +214,14 @@ class CheckedEvent(msgspec.Struct, frozen=True):
         """This copy with the verdict of a later check (None: every check passed)."""
         progress = _PASSED_ALL if reason is None else _PROGRESS[reason]
         return CheckedEvent(
-            self.unit_id, self.raw, reason, progress, self.facts, self.signer_json, self.payload_json, self.digest
+            self.unit_id,
+            self.raw,
+            reason,
+            progress,
+            self.facts,
+            self.signer_json,
+            self.payload_json,
+            self.digest,
         )
 
 
@@ -251,7 +258,11 @@ def _facts(raw: Any) -> tuple[EventFacts, bytes, bytes, bytes] | None:
         return None
     sig, signer = event.signature, event.signer
     # (signed_at usually repeats created_at, which has just been parsed.)
-    if sig.signed_at is not None and sig.signed_at != event.created_at and parse_timestamp(sig.signed_at) is None:
+    if (
+        sig.signed_at is not None
+        and sig.signed_at != event.created_at
+        and parse_timestamp(sig.signed_at) is None
+    ):
         return None
     if not (EVENT_ID_RE.fullmatch(event.event_id) and _HEX64_RE.fullmatch(event.content_sha256)):
         return None
@@ -302,7 +313,9 @@ def inspect_event(raw: Any, *, subject: str, uid: str | None = None) -> CheckedE
     copy = _Copy(raw, facts, content, subject)
     for progress, fails in _INTRINSIC_ORDER:
         if fails(copy):
-            return CheckedEvent(uid, raw, codes.EVENT_REASONS[progress], progress, facts, signer_json, payload_json)
+            return CheckedEvent(
+                uid, raw, codes.EVENT_REASONS[progress], progress, facts, signer_json, payload_json
+            )
     return CheckedEvent(uid, raw, None, INTRINSIC_CHECKS, facts, signer_json, payload_json)
 
 
@@ -318,7 +331,9 @@ def check_keys(checked: CheckedEvent, *, subject: str, keyring: KeyRing, verifie
     return checked.with_reason(None)
 
 
-def _creates_record(payload: Any, facts: EventFacts, subject: str, keyring: KeyRing, verifier: Verifier) -> bool:
+def _creates_record(
+    payload: Any, facts: EventFacts, subject: str, keyring: KeyRing, verifier: Verifier
+) -> bool:
     """merge-v1 §6 check 10 (``bad_record``) for a signed record_created payload."""
     problems = check_record(
         payload.get("canonical_record"),
@@ -372,19 +387,31 @@ def _key_mismatch(s: _Signed) -> bool:
 
 def _bad_signature(s: _Signed) -> bool:
     signature = s.facts.signature
-    return s.key is None or signature is None or not s.verifier.verify(s.key.public_key, signature, s.facts.message)
+    return (
+        s.key is None
+        or signature is None
+        or not s.verifier.verify(s.key.public_key, signature, s.facts.message)
+    )
 
 
 #: merge-v1 §6: when each stage-1 check after ``malformed`` fails, by its reason. The
 #: order they run in is not here but in :data:`pith_graph.codes.EVENT_REASONS`.
 _FAILS_INTRINSIC: Final[dict[str, Callable[[_Copy], bool]]] = {
     codes.REASON_EVENT_ID_MISMATCH: lambda c: c.facts.event_id != "sha256:" + c.facts.content_sha256,
-    codes.REASON_CONTENT_HASH_MISMATCH: lambda c: hashlib.sha256(c.content).hexdigest() != c.facts.content_sha256,
+    codes.REASON_CONTENT_HASH_MISMATCH: lambda c: (
+        hashlib.sha256(c.content).hexdigest() != c.facts.content_sha256
+    ),
     codes.REASON_SUBJECT_MISMATCH: lambda c: c.raw["subject_pith_number"] != c.subject,
     codes.REASON_UNKNOWN_EVENT_TYPE: lambda c: c.facts.event_type not in EVENT_TYPES,
-    codes.REASON_TARGET_MISMATCH: lambda c: REQUIRED_TARGETS.get(c.facts.event_type, c.facts.target) != c.facts.target,
+    codes.REASON_TARGET_MISMATCH: lambda c: (
+        REQUIRED_TARGETS.get(c.facts.event_type, c.facts.target) != c.facts.target
+    ),
     codes.REASON_UNSUPPORTED_SIGNATURE: lambda c: (
-        (c.raw["signature"]["algorithm"], c.raw["signature"]["signature_status"], c.raw["signature"]["signed_message"])
+        (
+            c.raw["signature"]["algorithm"],
+            c.raw["signature"]["signature_status"],
+            c.raw["signature"]["signed_message"],
+        )
         != SIGNATURE_V1
     ),
 }
@@ -400,7 +427,9 @@ _FAILS_KEYS: Final[dict[str, Callable[[_Signed], bool]]] = {
 }
 #: The two tables in check order: (checks passed before it, when it fails).
 _INTRINSIC_ORDER: Final = tuple(
-    (progress, _FAILS_INTRINSIC[reason]) for progress, reason in enumerate(codes.EVENT_REASONS) if 0 < progress < INTRINSIC_CHECKS
+    (progress, _FAILS_INTRINSIC[reason])
+    for progress, reason in enumerate(codes.EVENT_REASONS)
+    if 0 < progress < INTRINSIC_CHECKS
 )
 _KEY_ORDER: Final = tuple((reason, _FAILS_KEYS[reason]) for reason in codes.EVENT_REASONS[INTRINSIC_CHECKS:])
 
@@ -409,4 +438,6 @@ def check_event(
     raw: Any, *, subject: str, keyring: KeyRing, verifier: Verifier, uid: str | None = None
 ) -> CheckedEvent:
     """Run the stage-1 checks of merge-v1 on one copy of an event (``uid``: its unit id, if known)."""
-    return check_keys(inspect_event(raw, subject=subject, uid=uid), subject=subject, keyring=keyring, verifier=verifier)
+    return check_keys(
+        inspect_event(raw, subject=subject, uid=uid), subject=subject, keyring=keyring, verifier=verifier
+    )

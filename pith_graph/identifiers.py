@@ -85,7 +85,9 @@ def derived_aliases(canonical_record: Mapping[str, Any]) -> list[tuple[str, str]
         raise InputError("canonical_record.source is missing", code=codes.E_SHAPE)
     source_id, version = source.get("id"), source.get("version")
     if not isinstance(source_id, str) or isinstance(version, bool) or not isinstance(version, int):
-        raise InputError("canonical_record.source needs a string id and an integer version", code=codes.E_SHAPE)
+        raise InputError(
+            "canonical_record.source needs a string id and an integer version", code=codes.E_SHAPE
+        )
     code = pith_code(canonical_record)
     return sorted(
         [

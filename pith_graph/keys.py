@@ -164,7 +164,13 @@ class KeyRing:
     @classmethod
     def registry(cls) -> KeyRing:
         """The default ring: only the pinned registry key ``pith-v1-2026-05``, bound to ``pith.science``."""
-        return cls([TrustedKey(REGISTRY_KEY_ID, bytes.fromhex(REGISTRY_PUBLIC_KEY_HEX), signer_id=REGISTRY_SIGNER_ID)])
+        return cls(
+            [
+                TrustedKey(
+                    REGISTRY_KEY_ID, bytes.fromhex(REGISTRY_PUBLIC_KEY_HEX), signer_id=REGISTRY_SIGNER_ID
+                )
+            ]
+        )
 
     @classmethod
     def from_entries(cls, entries: Iterable[Mapping[str, Any]]) -> KeyRing:
@@ -266,4 +272,3 @@ def reusable_keys(trusted_keys: TrustedKeys) -> TrustedKeys:
     except TypeError:
         return trusted_keys  # not iterable: coerce_ring says so
     return tuple(items)  # what the caller's own iterator raises is the caller's to see
-

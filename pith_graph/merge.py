@@ -34,6 +34,7 @@ _C = TypeVar("_C")
 
 __all__ = ["MergeResult", "merge", "merge_checked", "merge_copies"]
 
+
 @dataclass(frozen=True, slots=True)
 class MergeResult:
     """A state plus the per-unit verdicts that produced it (for reports and the store)."""
@@ -171,7 +172,11 @@ def _resolve_history(units: dict[str, CheckedEvent], order: Iterable[str] | None
     # merge-v1: a unit on a cycle (or behind one) is invalid with the reason of its first
     # check naming an undecided event; all are judged before any counts as decided.
     cyclic = {uid: checked.facts for uid, checked in units.items() if uid not in done}
-    found = {uid: _history_reason(facts, units, reasons, done) for uid, facts in cyclic.items() if facts is not None}
+    found = {
+        uid: _history_reason(facts, units, reasons, done)
+        for uid, facts in cyclic.items()
+        if facts is not None
+    }
     for uid, reason in found.items():
         assert reason is not None  # each names an undecided unit
         reasons[uid] = reason
@@ -200,8 +205,10 @@ def _history_reason(
         # merge-v1: a stream is (target, signer_id); prev_event stays in its stream.
         # Only an authenticated (stage-1 valid) predecessor has a stream to compare.
         named_facts = named.facts
-        if named.valid and named_facts is not None and (
-            named_facts.target != facts.target or named_facts.signer_id != facts.signer_id
+        if (
+            named.valid
+            and named_facts is not None
+            and (named_facts.target != facts.target or named_facts.signer_id != facts.signer_id)
         ):
             return codes.REASON_PREV_EVENT_STREAM_MISMATCH
         if prev in reasons or prev not in done:
@@ -241,7 +248,12 @@ def _equivocations(valid: dict[str, EventFacts]) -> tuple[list[dict[str, Any]], 
     for uids in forks.values():
         facts = valid[uids[0]]
         records.append(
-            {"event_ids": sorted(uids), "prev_event": facts.prev_event, "signer_id": facts.signer_id, "target": facts.target}
+            {
+                "event_ids": sorted(uids),
+                "prev_event": facts.prev_event,
+                "signer_id": facts.signer_id,
+                "target": facts.target,
+            }
         )
         frozen.update(uids)
     records.sort(key=lambda r: (r["target"], r["signer_id"], r["prev_event"] or ""))
@@ -378,7 +390,9 @@ def merge_copies(
         invalid_events=[{"event_id": uid, "reason": reasons[uid]} for uid in sorted(reasons)],
         equivocations=equivocations,
         applied_event_ids=order,
-        canonical_record=None if creator is None else canonical_json_parsed(creator.payload()["canonical_record"]),
+        canonical_record=None
+        if creator is None
+        else canonical_json_parsed(creator.payload()["canonical_record"]),
         source_aliases=_aliases(aliases),
         collections={name: list(entries.values()) for name, entries in collections.items()},
         record_created=record_created,
@@ -427,4 +441,6 @@ def merge(
     ``trusted_keys``: a :class:`~pith_graph.keys.KeyRing` or key entries (default:
     the registry key alone), as for :func:`pith_graph.rebuild_state`.
     """
-    return merge_checked(events, subject=subject, aliases=aliases, trusted_keys=trusted_keys, verifier=verifier).state
+    return merge_checked(
+        events, subject=subject, aliases=aliases, trusted_keys=trusted_keys, verifier=verifier
+    ).state

@@ -83,7 +83,9 @@ def make_proofs(
     Trust works as in :func:`pith_graph.rebuild.rebuild_state`: a fork is only
     a fork between events valid under the caller's keys.
     """
-    result, _, _, ring = rebuild(bundle_source, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys)
+    result, _, _, ring = rebuild(
+        bundle_source, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys
+    )
     return proofs_from_result(result, ring)
 
 
@@ -124,15 +126,21 @@ def verify_proof(obj: Any, *, verifier: Verifier | None = None) -> list[Problem]
         # The signature is checked before bad_record (merge-v1 section 6, checks 9 and 10): a
         # record_created whose receipt names another key is still signed by the enclosed key.
         if checked.reason not in (None, codes.REASON_BAD_RECORD) or checked.facts is None:
-            problems.append(_problem(f"event fails merge-v1 check {checked.reason!r} under the enclosed key", where))
+            problems.append(
+                _problem(f"event fails merge-v1 check {checked.reason!r} under the enclosed key", where)
+            )
             continue
         event = checked.facts
         if event.stream != (proof.target, proof.signer_id):
             problems.append(
-                _problem(f"event is in stream ({event.target!r}, {event.signer_id!r}), not the proof's", where)
+                _problem(
+                    f"event is in stream ({event.target!r}, {event.signer_id!r}), not the proof's", where
+                )
             )
         if event.prev_event != proof.prev_event:
-            problems.append(_problem(f"event names prev_event {event.prev_event!r}, not {proof.prev_event!r}", where))
+            problems.append(
+                _problem(f"event names prev_event {event.prev_event!r}, not {proof.prev_event!r}", where)
+            )
         if checked.unit_id in seen:
             problems.append(_problem(f"event {checked.unit_id} is listed twice", where))
         seen.add(checked.unit_id)

@@ -39,6 +39,7 @@ from pith_graph.state import State
 
 __all__ = ["rebuild", "rebuild_state", "resolve_keyring"]
 
+
 def resolve_keyring(trusted_keys: TrustedKeys, trust_bundle_keys: bool, bundle: Bundle) -> KeyRing:
     """The keys a rebuild trusts: the caller's (default: the registry key), plus the
     bundle's own keys only when the caller opts in with ``trust_bundle_keys``.
@@ -106,7 +107,11 @@ def rebuild(
 
 
 def _start_helpers(
-    data: bytes, trusted_keys: TrustedKeys, trust_bundle_keys: bool, count: int, verifier: Verifier | None = None
+    data: bytes,
+    trusted_keys: TrustedKeys,
+    trust_bundle_keys: bool,
+    count: int,
+    verifier: Verifier | None = None,
 ) -> tuple[Verifier, ProcessPoolExecutor | None, ParallelCache | None] | None:
     """Helpers verifying the signatures of the unparsed bundle (None: serial, or too small,
     or left to the path after the strict parse).
@@ -157,7 +162,9 @@ def rebuild_state(
     trusted_keys = reusable_keys(trusted_keys)  # the full path reads them again after the streaming one
     data = None if isinstance(bundle, Document) else source_bytes(bundle)
     if data is None:
-        return rebuild(bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count)[0].state
+        return rebuild(bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count)[
+            0
+        ].state
     return _rebuild_bytes(data, trusted_keys, trust_bundle_keys, count)
 
 
@@ -182,11 +189,19 @@ def _rebuild_bytes(
 ) -> State:
     """rebuild_state of a bundle's bytes with ``count`` processes: streaming, else the full path."""
     streamed = stream_rebuild(
-        data, trusted_keys, trust_bundle_keys, count, min_events=min_events, min_bytes=min_bytes, chunk_size=chunk_size
+        data,
+        trusted_keys,
+        trust_bundle_keys,
+        count,
+        min_events=min_events,
+        min_bytes=min_bytes,
+        chunk_size=chunk_size,
     )
     if streamed is not None:
         return streamed.state
-    return rebuild(data, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count)[0].state
+    return rebuild(data, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count)[
+        0
+    ].state
 
 
 def stream_rebuild(
@@ -222,8 +237,14 @@ def stream_rebuild(
             if split is not None:
                 try:
                     state, ring = _rebuild_streaming(
-                        split, trusted_keys, trust_bundle_keys, verifier, scratch=scratch, executor=executor,
-                        min_events=min_events, chunk_size=chunk_size,
+                        split,
+                        trusted_keys,
+                        trust_bundle_keys,
+                        verifier,
+                        scratch=scratch,
+                        executor=executor,
+                        min_events=min_events,
+                        chunk_size=chunk_size,
                     )
                     return Streamed(state, split, ring)
                 except PithGraphError:
@@ -251,7 +272,13 @@ def _rebuild_streaming(
     ring = resolve_keyring(trusted_keys, trust_bundle_keys, split.model)
     subject = split.model.pith_number
     helpers = start_stage1(
-        split, scratch, executor, keyring=ring, backend_name=verifier.backend.name, chunk_size=chunk_size, min_events=min_events
+        split,
+        scratch,
+        executor,
+        keyring=ring,
+        backend_name=verifier.backend.name,
+        chunk_size=chunk_size,
+        min_events=min_events,
     )
     # Each chunk's unit ids, by chunk: helpers' chunks arrive out of the bundle's order.
     slots: list[list[str]] | None = None if helpers is None else []
@@ -318,5 +345,11 @@ def _inspect_copy(subject: str, uid: str, copy: _Copy) -> CheckedEvent:
     text, value = copy
     checked = inspect_event(value, subject=subject, uid=uid)
     return CheckedEvent(
-        checked.unit_id, text, checked.reason, checked.progress, checked.facts, checked.signer_json, checked.payload_json
+        checked.unit_id,
+        text,
+        checked.reason,
+        checked.progress,
+        checked.facts,
+        checked.signer_json,
+        checked.payload_json,
     )

@@ -67,7 +67,9 @@ def check_receipt(
     if key is None:
         return [RecordProblem(codes.P_RECEIPT_UNKNOWN_KEY, f"receipt key {receipt.key_id!r} is not trusted")]
     if receipt.public_key_fingerprint != key.fingerprint_hex:
-        return [RecordProblem(codes.P_RECEIPT_KEY_MISMATCH, "receipt fingerprint does not match the trusted key")]
+        return [
+            RecordProblem(codes.P_RECEIPT_KEY_MISMATCH, "receipt fingerprint does not match the trusted key")
+        ]
     signature = decode_signature(receipt.signature_b64)
     try:
         message = bytes.fromhex(canonical_sha256)
@@ -110,7 +112,9 @@ def check_record(
     problems: list[RecordProblem] = []
     if claimed_pith_number != expected_number or not PITH_NUMBER_RE.fullmatch(claimed_pith_number):
         problems.append(
-            RecordProblem(codes.P_PITH_NUMBER, f"Pith Number should be {expected_number}, not {claimed_pith_number}")
+            RecordProblem(
+                codes.P_PITH_NUMBER, f"Pith Number should be {expected_number}, not {claimed_pith_number}"
+            )
         )
     if require_receipt:
         problems += check_receipt(receipt, digest.hex(), keyring, verifier)
@@ -121,6 +125,8 @@ def check_record(
             mine, theirs = record_source.get(name), source_fields.get(name)
             # Strict: version 2 and version 2.0 (or True) are different claims.
             if type(mine) is not type(theirs) or mine != theirs:
-                problems.append(RecordProblem(codes.P_SOURCE, f"source {name} disagrees with the canonical record"))
+                problems.append(
+                    RecordProblem(codes.P_SOURCE, f"source {name} disagrees with the canonical record")
+                )
                 break
     return problems

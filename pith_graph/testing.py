@@ -142,7 +142,10 @@ def resign(event: Mapping[str, Any], key: TestKey, *, update_signer: bool = True
     """Re-seal a (possibly edited) event and sign it with ``key``."""
     edited = copy.deepcopy(dict(event))
     if update_signer:
-        edited["signer"] = {**edited.get("signer", {}), **{k: v for k, v in key.signer().items() if k != "signer_type"}}
+        edited["signer"] = {
+            **edited.get("signer", {}),
+            **{k: v for k, v in key.signer().items() if k != "signer_type"},
+        }
     return seal(edited, key)
 
 
@@ -175,7 +178,9 @@ def make_event(
     return seal(event, key)
 
 
-def record_created_payload(canonical_record: Mapping[str, Any], key: TestKey, *, signed_at: str = DEFAULT_TIME) -> dict[str, Any]:
+def record_created_payload(
+    canonical_record: Mapping[str, Any], key: TestKey, *, signed_at: str = DEFAULT_TIME
+) -> dict[str, Any]:
     """The payload of a record_created event, with a receipt signed by ``key``."""
     digest = hashlib.sha256(canonical_json(canonical_record)).hexdigest()
     source = canonical_record["source"]
@@ -274,7 +279,9 @@ class History:
     keys: dict[str, TestKey] = field(default_factory=dict)
 
     @classmethod
-    def new(cls, registry: TestKey, *, arxiv_id: str = "2601.00001", created_at: str = DEFAULT_TIME, **record: Any) -> History:
+    def new(
+        cls, registry: TestKey, *, arxiv_id: str = "2601.00001", created_at: str = DEFAULT_TIME, **record: Any
+    ) -> History:
         """Start a history: a canonical record and a valid record_created signed by ``registry``."""
         canonical_record = make_canonical_record(arxiv_id, **record)
         subject = pith_number(canonical_record)
@@ -302,9 +309,13 @@ class History:
         fields.setdefault("created_at", self.tick())
         return make_event(signer, subject=self.subject, event_type=event_type, **fields)
 
-    def bundle(self, events: Iterable[Any] = (), *, include_record: bool = True, **options: Any) -> dict[str, Any]:
+    def bundle(
+        self, events: Iterable[Any] = (), *, include_record: bool = True, **options: Any
+    ) -> dict[str, Any]:
         """A bundle of this subject holding ``events`` (record_created first unless excluded)."""
-        listed = ([self.record_created] if include_record else []) + [dict(e) if isinstance(e, Mapping) else e for e in events]
+        listed = ([self.record_created] if include_record else []) + [
+            dict(e) if isinstance(e, Mapping) else e for e in events
+        ]
         options.setdefault("public_keys", list(self.keys.values()))
         return make_bundle(self.canonical_record, listed, **options)
 

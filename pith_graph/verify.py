@@ -98,7 +98,9 @@ def _short_problems(short: str | None, number: str) -> list[Problem]:
     except InputError:
         return []  # the Pith Number problem is reported already
     if short != expected:
-        return [Problem(codes.P_SHORT_PITH_NUMBER, f"short_pith_number should be {expected}", "short_pith_number")]
+        return [
+            Problem(codes.P_SHORT_PITH_NUMBER, f"short_pith_number should be {expected}", "short_pith_number")
+        ]
     return []
 
 
@@ -115,14 +117,20 @@ def _check_key_entries(entries: list[dict[str, Any]], ring: KeyRing) -> list[Pro
         trusted = ring.get(key.key_id)
         if trusted is not None and trusted.public_key != key.public_key:
             problems.append(
-                Problem(codes.P_KEY_ENTRY, f"lists key {key.key_id!r} with material other than the trusted key", where)
+                Problem(
+                    codes.P_KEY_ENTRY,
+                    f"lists key {key.key_id!r} with material other than the trusted key",
+                    where,
+                )
             )
     return problems
 
 
 def _bundle_digest(raw: dict[str, Any]) -> str:
     """``bundle_sha256``: sha256 of the canonical JSON of the bundle without ``bundle_signature``."""
-    return hashlib.sha256(canonical_json_parsed({k: v for k, v in raw.items() if k != "bundle_signature"})).hexdigest()
+    return hashlib.sha256(
+        canonical_json_parsed({k: v for k, v in raw.items() if k != "bundle_signature"})
+    ).hexdigest()
 
 
 def _split_bundle_digest(split: SplitBundle) -> str:
@@ -163,12 +171,18 @@ def _bundle_signature_problems(
     if signature.bundle_sha256 != digest:
         return [Problem(codes.P_BUNDLE_HASH, f"bundle_sha256 should be {digest}", where)]
     if (signature.algorithm, signature.signature_status, signature.signed_message) != BUNDLE_SIGNATURE_V1:
-        return [Problem(codes.P_BUNDLE_SIGNATURE_UNSUPPORTED, "not a signed_v1 ed25519 bundle signature", where)]
+        return [
+            Problem(codes.P_BUNDLE_SIGNATURE_UNSUPPORTED, "not a signed_v1 ed25519 bundle signature", where)
+        ]
     key = ring.get(signature.key_id)
     if key is None:
-        return [Problem(codes.P_BUNDLE_UNKNOWN_KEY, f"bundle signed by untrusted key {signature.key_id!r}", where)]
+        return [
+            Problem(codes.P_BUNDLE_UNKNOWN_KEY, f"bundle signed by untrusted key {signature.key_id!r}", where)
+        ]
     if signature.public_key_fingerprint != key.fingerprint_hex:
-        return [Problem(codes.P_BUNDLE_KEY_MISMATCH, "bundle signature fingerprint does not match the key", where)]
+        return [
+            Problem(codes.P_BUNDLE_KEY_MISMATCH, "bundle signature fingerprint does not match the key", where)
+        ]
     raw_signature = decode_signature(signature.signature_b64)
     if raw_signature is None or not verifier.verify(key.public_key, raw_signature, bytes.fromhex(digest)):
         return [Problem(codes.P_BUNDLE_SIGNATURE, "bundle signature does not verify", where)]
@@ -245,7 +259,9 @@ def _verify_streamed(
     if streamed is None:
         return None
     split = streamed.split
-    return _bundle_report(name, split.model, streamed.state, streamed.keyring, verifier, partial(_split_bundle_digest, split))
+    return _bundle_report(
+        name, split.model, streamed.state, streamed.keyring, verifier, partial(_split_bundle_digest, split)
+    )
 
 
 def _bundle_report(
@@ -269,12 +285,16 @@ def _bundle_report(
     problems += _short_problems(bundle.short_pith_number, bundle.pith_number)
     problems += _alias_problems(bundle.source_aliases, bundle.canonical_record)
     if bundle.merge_version != MERGE_VERSION:
-        problems.append(Problem(codes.P_MERGE_VERSION, f"merge_version {bundle.merge_version!r} is not {MERGE_VERSION}"))
+        problems.append(
+            Problem(codes.P_MERGE_VERSION, f"merge_version {bundle.merge_version!r} is not {MERGE_VERSION}")
+        )
     problems += _check_key_entries(bundle.public_keys, ring)
     problems += _bundle_signature_problems(digest_of, bundle, ring, verifier)
 
     for item in state.invalid_events:
-        problems.append(Problem(codes.P_INVALID_EVENT, f"event is invalid: {item['reason']}", item["event_id"]))
+        problems.append(
+            Problem(codes.P_INVALID_EVENT, f"event is invalid: {item['reason']}", item["event_id"])
+        )
     for fork in state.equivocations:
         problems.append(
             Problem(
@@ -337,7 +357,11 @@ def verify_record(
         "record",
         _name(source),
         tuple(problems),
-        {"pith_number": record.pith_number, "canonical_sha256": record.canonical_sha256, "receipt_key": record.receipt.key_id},
+        {
+            "pith_number": record.pith_number,
+            "canonical_sha256": record.canonical_sha256,
+            "receipt_key": record.receipt.key_id,
+        },
     )
 
 
@@ -351,14 +375,28 @@ def verify_state(source: DocumentSource | Document) -> Report:
     if digest != state.state_sha256:
         problems.append(Problem(codes.P_STATE_HASH, f"state_sha256 should be {digest}", "state_sha256"))
     checks = [
-        (state.event_count == state.valid_event_count + state.invalid_event_count, "event_count != valid + invalid"),
-        (state.invalid_event_count == len(state.invalid_events), "invalid_event_count != len(invalid_events)"),
+        (
+            state.event_count == state.valid_event_count + state.invalid_event_count,
+            "event_count != valid + invalid",
+        ),
+        (
+            state.invalid_event_count == len(state.invalid_events),
+            "invalid_event_count != len(invalid_events)",
+        ),
         (state.equivocation_count == len(state.equivocations), "equivocation_count != len(equivocations)"),
         (len(state.applied_event_ids) <= state.valid_event_count, "more applied events than valid events"),
-        (len(set(state.applied_event_ids)) == len(state.applied_event_ids), "applied_event_ids repeats an id"),
-        ([e.event_id for e in state.invalid_events] == sorted({e.event_id for e in state.invalid_events}),
-         "invalid_events are not sorted by unique event_id"),
-        (all(e.reason in codes.REASONS for e in state.invalid_events), "invalid_events holds an unknown reason"),
+        (
+            len(set(state.applied_event_ids)) == len(state.applied_event_ids),
+            "applied_event_ids repeats an id",
+        ),
+        (
+            [e.event_id for e in state.invalid_events] == sorted({e.event_id for e in state.invalid_events}),
+            "invalid_events are not sorted by unique event_id",
+        ),
+        (
+            all(e.reason in codes.REASONS for e in state.invalid_events),
+            "invalid_events holds an unknown reason",
+        ),
         (state.merge_version == MERGE_VERSION, f"merge_version is not {MERGE_VERSION}"),
     ]
     problems += [Problem(codes.P_STATE_COUNTS, message, "state") for ok, message in checks if not ok]
@@ -378,15 +416,26 @@ def verify_graph_snapshot(source: DocumentSource | Document) -> Report:
     items = snapshot.claims.get("items")
     count = snapshot.claims.get("count")
     if isinstance(items, list) and isinstance(count, int) and count != len(items):
-        problems.append(Problem(codes.P_SNAPSHOT_SHAPE, f"claims.count is {count} but {len(items)} items are listed", "claims"))
+        problems.append(
+            Problem(
+                codes.P_SNAPSHOT_SHAPE, f"claims.count is {count} but {len(items)} items are listed", "claims"
+            )
+        )
     for section_name in ("claims", "integrity", "references", "formal_canon", "author_claims"):
         section = getattr(snapshot, section_name)
         if isinstance(section, dict) and "snapshot_sha256" in section:
             value = section["snapshot_sha256"]
             if not (isinstance(value, str) and _HEX64.fullmatch(value)):
-                problems.append(Problem(codes.P_SNAPSHOT_SHAPE, "snapshot_sha256 is not 64 lowercase hex", section_name))
+                problems.append(
+                    Problem(codes.P_SNAPSHOT_SHAPE, "snapshot_sha256 is not 64 lowercase hex", section_name)
+                )
     source_id = snapshot.source.get("id")
-    return Report("graph_snapshot", _name(source), tuple(problems), {"source": source_id, "builder": snapshot.builder_version})
+    return Report(
+        "graph_snapshot",
+        _name(source),
+        tuple(problems),
+        {"source": source_id, "builder": snapshot.builder_version},
+    )
 
 
 def _usable_workers(workers: int | None) -> bool:
@@ -427,7 +476,11 @@ def verify_document(
     document = _document(source if data is None else data)
     if document.kind == "bundle":
         report = verify_bundle(
-            document, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, verifier=verifier, workers=workers
+            document,
+            trusted_keys=trusted_keys,
+            trust_bundle_keys=trust_bundle_keys,
+            verifier=verifier,
+            workers=workers,
         )
     elif document.kind == "record":
         report = verify_record(document, trusted_keys=trusted_keys, verifier=verifier)
@@ -440,7 +493,8 @@ def verify_document(
 
         report = Report("equivocation_proof", name, tuple(verify_proof(document.obj)))
     else:
-        raise InputError(f"{name} is not a Pith document (bundle, state, record, graph snapshot or proof)", code=codes.E_NOT_PITH)
+        raise InputError(
+            f"{name} is not a Pith document (bundle, state, record, graph snapshot or proof)",
+            code=codes.E_NOT_PITH,
+        )
     return Report(report.kind, name, report.problems, report.facts)
-
-

@@ -26,6 +26,8 @@ def streams_by_id(events: Sequence[Any]) -> dict[str, tuple[str, str]]:
     return found
 
 
-def applied_outside(state: State, streams: dict[str, tuple[str, str]], excluded: frozenset[tuple[str, str]]) -> list[str]:
+def applied_outside(
+    state: State, streams: dict[str, tuple[str, str]], excluded: frozenset[tuple[str, str]]
+) -> list[str]:
     """The applied ids, in apply order, of every stream not in ``excluded``."""
     return [uid for uid in state.applied_event_ids if streams.get(uid) not in excluded]

@@ -82,8 +82,10 @@ def _render(node: Any, spaced: bool, ascii_only: bool) -> str:
     """JSON text of a node: ("obj", [(key, node)...]) keeps repeated keys, ("arr", [...]) an array."""
     comma, colon = (", ", ": ") if spaced else (",", ":")
     if isinstance(node, tuple) and node[0] == "obj":
-        members = (json.dumps(key, ensure_ascii=ascii_only) + colon + _render(value, spaced, ascii_only)
-                   for key, value in node[1])
+        members = (
+            json.dumps(key, ensure_ascii=ascii_only) + colon + _render(value, spaced, ascii_only)
+            for key, value in node[1]
+        )
         return "{" + comma.join(members) + "}"
     if isinstance(node, tuple) and node[0] == "arr":
         return "[" + comma.join(_render(item, spaced, ascii_only) for item in node[1]) + "]"
@@ -101,8 +103,10 @@ _tricky_scalars = (
 )
 _nodes = st.recursive(
     _tricky_scalars,
-    lambda inner: st.tuples(st.just("arr"), st.lists(inner, max_size=3))
-    | st.tuples(st.just("obj"), st.lists(st.tuples(_keys, inner), max_size=3)),
+    lambda inner: (
+        st.tuples(st.just("arr"), st.lists(inner, max_size=3))
+        | st.tuples(st.just("obj"), st.lists(st.tuples(_keys, inner), max_size=3))
+    ),
     max_leaves=10,
 )
 

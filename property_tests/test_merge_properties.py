@@ -14,7 +14,9 @@ from property_tests.strategies import mutated, scenarios
 
 
 @given(data=st.data(), scenario_and_mutation=mutated())
-def test_order_and_duplicates_never_change_the_state(data: st.DataObject, scenario_and_mutation: tuple) -> None:
+def test_order_and_duplicates_never_change_the_state(
+    data: st.DataObject, scenario_and_mutation: tuple
+) -> None:
     scenario, _, outcome = scenario_and_mutation
     events = outcome.events
     copies = data.draw(st.lists(st.sampled_from(events), max_size=len(events)))
@@ -25,7 +27,9 @@ def test_order_and_duplicates_never_change_the_state(data: st.DataObject, scenar
 
 
 @given(data=st.data(), scenario_and_mutation=mutated())
-def test_union_is_commutative_associative_idempotent(data: st.DataObject, scenario_and_mutation: tuple) -> None:
+def test_union_is_commutative_associative_idempotent(
+    data: st.DataObject, scenario_and_mutation: tuple
+) -> None:
     scenario, _, outcome = scenario_and_mutation
     pool = outcome.events
     a, b, c = (data.draw(st.lists(st.sampled_from(pool), max_size=len(pool))) for _ in range(3))
@@ -39,14 +43,20 @@ def test_union_is_commutative_associative_idempotent(data: st.DataObject, scenar
 
 
 @given(data=st.data(), scenario_and_mutation=mutated())
-def test_a_valid_non_forking_event_never_unapplies_another_stream(data: st.DataObject, scenario_and_mutation: tuple) -> None:
+def test_a_valid_non_forking_event_never_unapplies_another_stream(
+    data: st.DataObject, scenario_and_mutation: tuple
+) -> None:
     scenario, _, outcome = scenario_and_mutation
     before = rebuild(scenario, outcome.events)
     key = data.draw(st.sampled_from(SIGNERS))
     # A fresh stream of that signer (no predecessor): it cannot fork another stream.
     added = make_event(
-        key, subject=scenario.subject, event_type="mirror_hint", target="monotone",
-        payload={"url": data.draw(st.text(max_size=8))}, created_at=timestamp(data.draw(st.integers(0, 9))),
+        key,
+        subject=scenario.subject,
+        event_type="mirror_hint",
+        target="monotone",
+        payload={"url": data.draw(st.text(max_size=8))},
+        created_at=timestamp(data.draw(st.integers(0, 9))),
     )
     after = rebuild(scenario, [*outcome.events, added])
     assert set(before.applied_event_ids) <= set(after.applied_event_ids)
@@ -63,7 +73,9 @@ def test_each_mutation_yields_exactly_its_reason_or_equivocation(scenario_and_mu
     assert state.equivocations == outcome.equivocations, name
     # Every stream the mutation did not touch keeps its applied events, in order.
     streams = streams_by_id(scenario.events)
-    assert applied_outside(state, streams, outcome.touched) == applied_outside(baseline, streams, outcome.touched), name
+    assert applied_outside(state, streams, outcome.touched) == applied_outside(
+        baseline, streams, outcome.touched
+    ), name
 
 
 @given(scenario=scenarios())

@@ -31,5 +31,7 @@ def test_helpers_give_the_serial_state(data: st.DataObject, scenario_and_mutatio
     text = json.dumps(scenario.bundle(list(shuffled))).encode()
     serial = rebuild(text, trusted_keys=scenario.trusted(), workers=1)[0].state
     assert split_bundle(text) is not None  # so the helpers' path, not the full one, is under test
-    helped = _rebuild._rebuild_bytes(text, scenario.trusted(), False, 2, min_events=0, min_bytes=0, chunk_size=2)
+    helped = _rebuild._rebuild_bytes(
+        text, scenario.trusted(), False, 2, min_events=0, min_bytes=0, chunk_size=2
+    )
     assert helped.to_json() == serial.to_json()

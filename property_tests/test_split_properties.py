@@ -33,7 +33,12 @@ class Pairs(list[tuple[str, Any]]):
 
 _white = st.sampled_from(["", " ", "\n", "\t", "\r\n  "])
 _keys = st.sampled_from(["a", "b", "events", "\u00e9", 'q"', "x\\", "]", "[", ",", ":"])
-_scalars = st.none() | st.booleans() | st.integers(-5, 5) | st.sampled_from(["", "[1,2]", '{"a":1}', "\\", '"', "\u2028"])
+_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 5)
+    | st.sampled_from(["", "[1,2]", '{"a":1}', "\\", '"', "\u2028"])
+)
 _values = st.recursive(
     _scalars,
     lambda inner: st.lists(inner, max_size=3) | st.lists(st.tuples(_keys, inner), max_size=3).map(Pairs),
@@ -56,7 +61,9 @@ def _write(value: Any, white: list[str]) -> str:
         return white[0]
 
     if isinstance(value, Pairs):
-        members = f"{gap()},{gap()}".join(f"{json.dumps(k)}{gap()}:{gap()}{_write(v, white)}" for k, v in value)
+        members = f"{gap()},{gap()}".join(
+            f"{json.dumps(k)}{gap()}:{gap()}{_write(v, white)}" for k, v in value
+        )
         return "{" + gap() + members + gap() + "}"
     if isinstance(value, list):
         return "[" + gap() + f"{gap()},{gap()}".join(_write(v, white) for v in value) + gap() + "]"
@@ -96,7 +103,9 @@ def test_the_split_accepts_exactly_what_the_strict_parse_accepts(text: str) -> N
     data = text.encode()
     whole = _outcome(lambda: loads(data))
     split = split_bundle(data)
-    event(f"split: {'refused' if split is None else 'cut'}; whole: {whole[0] if whole[0] == 'ok' else whole[1]}")
+    event(
+        f"split: {'refused' if split is None else 'cut'}; whole: {whole[0] if whole[0] == 'ok' else whole[1]}"
+    )
     if split is None:
         return  # rebuild_state then takes the full path: the strict parse itself
     # Helpers read each event at its start in a copy of the bytes: the same text.
@@ -104,7 +113,9 @@ def test_the_split_accepts_exactly_what_the_strict_parse_accepts(text: str) -> N
         bytes(t) for t in split.events
     ]
     # The shell parsed strictly; so the document fails exactly when some event does.
-    parts = _outcome(lambda: [loads(bytes(t), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET) for t in split.events])
+    parts = _outcome(
+        lambda: [loads(bytes(t), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET) for t in split.events]
+    )
     assert parts[0] == whole[0], (whole, parts)
     if whole[0] == "ok":
         assert whole[1] == {**split.shell, "events": parts[1]}

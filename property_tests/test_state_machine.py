@@ -49,9 +49,14 @@ class ArrivingEvents(RuleBasedStateMachine):
     def _new_event(self, signer: int, target: str, prev: str | None, supersedes: list[str]) -> dict[str, Any]:
         self.counter += 1
         return make_event(
-            SIGNERS[signer], subject=SCENARIO.subject, event_type="correction" if target != "graph" else "graph_snapshot",
-            target=target, payload={"n": self.counter, "text": "ärger"}, created_at=timestamp(self.counter % 7),
-            prev_event=prev, supersedes=supersedes,
+            SIGNERS[signer],
+            subject=SCENARIO.subject,
+            event_type="correction" if target != "graph" else "graph_snapshot",
+            target=target,
+            payload={"n": self.counter, "text": "ärger"},
+            created_at=timestamp(self.counter % 7),
+            prev_event=prev,
+            supersedes=supersedes,
         )
 
     def _tip(self, stream: tuple[str, str]) -> str | None:
@@ -108,7 +113,9 @@ class ArrivingEvents(RuleBasedStateMachine):
 
         assert set(state.applied_event_ids) == {uid for uid in self.valid if applicable(uid)}
         assert {uid for e in state.equivocations for uid in e["event_ids"]} == forked
-        assert {e["event_id"]: e["reason"] for e in state.invalid_events} == dict.fromkeys(self.junk, "malformed")
+        assert {e["event_id"]: e["reason"] for e in state.invalid_events} == dict.fromkeys(
+            self.junk, "malformed"
+        )
         assert state.valid_event_count == len(self.valid)
         position = {uid: i for i, uid in enumerate(state.applied_event_ids)}
         for uid in state.applied_event_ids:

@@ -38,9 +38,19 @@ def test_to_json_reparses_to_to_dict(scenario_and_mutation: tuple) -> None:
     state = rebuild(scenario, outcome.events)
     assert json.loads(state.to_json()) == state.to_dict()
     assert list(state.to_dict()) == [
-        "state_type", "state_version", "pith_number", "merge_version", "event_count", "valid_event_count",
-        "invalid_event_count", "equivocation_count", "current", "equivocations", "invalid_events",
-        "applied_event_ids", "state_sha256",
+        "state_type",
+        "state_version",
+        "pith_number",
+        "merge_version",
+        "event_count",
+        "valid_event_count",
+        "invalid_event_count",
+        "equivocation_count",
+        "current",
+        "equivocations",
+        "invalid_events",
+        "applied_event_ids",
+        "state_sha256",
     ]
 
 
@@ -58,7 +68,9 @@ def test_fast_canonical_encoder_equals_the_reference_rule(value: Any) -> None:
     parsed = loads(json.dumps(value))
     assert canonical_json_parsed(parsed) == canonical_json(value) == reference(value)
     # And the registry's serialisation (key order kept), which verification compares states by.
-    assert compact_json_parsed(parsed) == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    assert compact_json_parsed(parsed) == json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode(
+        "utf-8"
+    )
 
 
 @given(value=st.floats(allow_nan=False, allow_infinity=False) | st.integers())

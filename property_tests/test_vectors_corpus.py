@@ -42,8 +42,16 @@ def test_every_reason_code_and_required_rule_is_covered() -> None:
     reasons = {r for case in index["cases"] for r in case["reasons"]}
     assert reasons == set(codes.REASONS)
     flags = {f for case in index["cases"] for f in case["flags"]}
-    for required in ("equivocation", "record_created_fork", "supersedes", "duplicates", "large", "non_ascii",
-                     "registry", "ed25519_edge"):
+    for required in (
+        "equivocation",
+        "record_created_fork",
+        "supersedes",
+        "duplicates",
+        "large",
+        "non_ascii",
+        "registry",
+        "ed25519_edge",
+    ):
         assert required in flags
 
 
@@ -67,4 +75,6 @@ def test_the_registry_case_is_the_registry_bundle_byte_for_byte() -> None:
     copied = CORPUS / "registry-bundle-AG3PAJ22" / "bundle.json"
     assert hashlib.sha256(copied.read_bytes()).digest() == hashlib.sha256(fixture.read_bytes()).digest()
     expected = json.loads((copied.parent / "expected.json").read_text(encoding="utf-8"))
-    assert expected["state_sha256"] == json.loads(fixture.read_text(encoding="utf-8"))["state"]["state_sha256"]
+    assert (
+        expected["state_sha256"] == json.loads(fixture.read_text(encoding="utf-8"))["state"]["state_sha256"]
+    )

@@ -61,7 +61,9 @@ def ref_state_sha256(state: Mapping[str, Any]) -> str:
 
 def ref_content_sha256(event: Mapping[str, Any]) -> str:
     """An event's content hash recomputed with the reference rule."""
-    return ref_sha256({k: v for k, v in event.items() if k not in ("event_id", "content_sha256", "signature")})
+    return ref_sha256(
+        {k: v for k, v in event.items() if k not in ("event_id", "content_sha256", "signature")}
+    )
 
 
 def bundle_of(history: History, events: Iterable[Any], *, include_record: bool = True) -> dict[str, Any]:
@@ -76,7 +78,9 @@ def rebuild(history: History, events: Iterable[Any], **options: Any) -> State:
     """Rebuild a bundle of ``history`` holding ``events`` (record_created first), trusting its keys."""
     include_record = options.pop("include_record", True)
     trusted = options.pop("trusted_keys", history.trusted())
-    return rebuild_state(bundle_of(history, events, include_record=include_record), trusted_keys=trusted, **options)
+    return rebuild_state(
+        bundle_of(history, events, include_record=include_record), trusted_keys=trusted, **options
+    )
 
 
 def invalid(state: State) -> dict[str, str]:
@@ -163,7 +167,9 @@ def postgres_database() -> Iterator[str]:
         try:
             # A collation other than byte order (ICU English, where "a" < "B" < "b"), so
             # that the store's COLLATE "C" columns are what keeps results equal to SQLite's.
-            admin.execute(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'")
+            admin.execute(
+                f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'"
+            )
         except psycopg.Error:  # a server built without ICU
             admin.execute(f'CREATE DATABASE "{name}"')
         try:
@@ -182,4 +188,6 @@ def postgres_url(postgres_database: str) -> str:
     schema = f"store_{secrets.token_hex(6)}"
     with psycopg.connect(postgres_database, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    return _with_database(postgres_database, urllib.parse.urlsplit(postgres_database).path[1:], search_path=schema)
+    return _with_database(
+        postgres_database, urllib.parse.urlsplit(postgres_database).path[1:], search_path=schema
+    )

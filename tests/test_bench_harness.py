@@ -16,7 +16,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_harness_runs_on_a_tiny_bundle(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--sizes", "40", "--output", str(output), "--data-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--quick",
+            "--sizes",
+            "40",
+            "--output",
+            str(output),
+            "--data-dir",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -31,7 +42,9 @@ def test_harness_runs_on_a_tiny_bundle(tmp_path: Path) -> None:
     assert figures["file_bytes"] == (tmp_path / "bundle-v1-40-0.json").stat().st_size
     # Every backend rebuilt the same state, and the parallel path agreed (asserted inside the harness).
     assert len({b["state_sha256"] for b in figures["backends"].values()}) == 1
-    assert {"parse_s", "canonical_hashing_s", "signature_checks_s", "serialisation_s"} <= set(figures["split"])
+    assert {"parse_s", "canonical_hashing_s", "signature_checks_s", "serialisation_s"} <= set(
+        figures["split"]
+    )
     assert figures["memory"]["peak_rss_bytes"] > 0 and figures["memory"]["tracemalloc_peak_bytes"] > 0
     assert len({t["name"] for t in results["targets"]}) == len(results["targets"]) == 7
     assert figures["memory"]["peak_rss_default_main_bytes"] > 0
@@ -43,7 +56,9 @@ def test_harness_runs_on_a_tiny_bundle(tmp_path: Path) -> None:
     pieces = figures["pieces"]
     assert pieces["events"] == 40 and set(pieces["signature_us"]) == set(figures["backends"])
     assert pieces["floor_us"] == pytest.approx(pieces["decode_us"] + pieces["sha256_us"])
-    assert figures["phases"]["workers"] == 2 and figures["phases"]["events_from_helpers"] == 0  # 40 events: serial
+    assert (
+        figures["phases"]["workers"] == 2 and figures["phases"]["events_from_helpers"] == 0
+    )  # 40 events: serial
     rows = {t["name"]: t for t in results["targets"]}
     ceiling = rows["default backend / cryptography-only (10k, serial)"]["ceiling"]
     if len(figures["backends"]) > 1:
@@ -54,7 +69,10 @@ def test_harness_runs_on_a_tiny_bundle(tmp_path: Path) -> None:
     if "skipped" not in store_rows:
         assert store_rows["events"] == 40 and store_rows["small_bundles"] == 20
         assert set(store_rows["ratios"]) == {
-            "import_events_per_s", "state_first_events_per_s", "state_warm_events_per_s", "small_bundles_per_s"
+            "import_events_per_s",
+            "state_first_events_per_s",
+            "state_warm_events_per_s",
+            "small_bundles_per_s",
         }
         assert "PostgreSQL/SQLite" in run.stdout
 
@@ -87,8 +105,21 @@ def test_store_rows_run_alone(tmp_path: Path) -> None:
     """``make bench-store``: only the PostgreSQL/SQLite rows, in a file of their own."""
     output = tmp_path / "store.json"
     run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.backends", "--sizes", "30", "--small", "3", "--repeat", "1",
-         "--output", str(output), "--data-dir", str(tmp_path)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.backends",
+            "--sizes",
+            "30",
+            "--small",
+            "3",
+            "--repeat",
+            "1",
+            "--output",
+            str(output),
+            "--data-dir",
+            str(tmp_path),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -151,7 +151,11 @@ HOSTILE: list[tuple[str, bytes, str]] = [
     ("duplicate key, nested", b'{"x":{"y":{"a":1,"b":2,"a":3}}}', codes.E_DUPLICATE_KEY),
     ("duplicate key, inside an array", b'[{"a":1},{"b":1,"b":2}]', codes.E_DUPLICATE_KEY),
     ("duplicate key, equal after escapes", b'{"a":1,"\\u0061":2}', codes.E_DUPLICATE_KEY),
-    ("duplicate key, astral escape vs raw", '{"\U0001f600":1,"\\ud83d\\ude00":2}'.encode(), codes.E_DUPLICATE_KEY),
+    (
+        "duplicate key, astral escape vs raw",
+        '{"\U0001f600":1,"\\ud83d\\ude00":2}'.encode(),
+        codes.E_DUPLICATE_KEY,
+    ),
     ("duplicate key, escaped quote in key", b'{"a\\"b":1,"a\\u0022b":2}', codes.E_DUPLICATE_KEY),
     ("duplicate empty key", b'{"":1,"":2}', codes.E_DUPLICATE_KEY),
     # Past the size the compact fast path is tried on (canonical._FAST_CHECK_MAX).
@@ -249,8 +253,16 @@ def test_loads_accepts_nesting_up_to_the_limit(data: bytes) -> None:
         # '":' in the text would take them for members).
         b'{"a":{"b":{":":null,"c":":x",":d":[":"]}}}',
     ],
-    ids=["case differs", "same key at different depths", "same key in sibling objects", "colons in strings",
-         "escaped quote in key", "backslash keys", "unnormalised unicode", "strings starting with a colon, deep"],
+    ids=[
+        "case differs",
+        "same key at different depths",
+        "same key in sibling objects",
+        "colons in strings",
+        "escaped quote in key",
+        "backslash keys",
+        "unnormalised unicode",
+        "strings starting with a colon, deep",
+    ],
 )
 def test_loads_accepts_keys_that_only_look_alike(data: bytes) -> None:
     assert loads(data) == json.loads(data)

@@ -21,7 +21,9 @@ SEEDS = sorted(p for p in FIXTURES.glob("*.json") if "speccheck" not in p.name)
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "pith_graph", *args], capture_output=True, timeout=120, cwd=cwd)
+    return subprocess.run(
+        [sys.executable, "-m", "pith_graph", *args], capture_output=True, timeout=120, cwd=cwd
+    )
 
 
 def embedded_state_bytes() -> bytes:
@@ -208,7 +210,9 @@ def test_trusted_keys_file_and_trust_bundle_keys(tmp_path: Path) -> None:
     key = TestKey("cli-signer")
     history = History.new(key)
     bundle = tmp_path / "b.json"
-    bundle.write_text(json.dumps(history.bundle([history.event("mirror_hint", payload={"url": "https://m.example"})])))
+    bundle.write_text(
+        json.dumps(history.bundle([history.event("mirror_hint", payload={"url": "https://m.example"})]))
+    )
     keys = tmp_path / "keys.json"
     keys.write_text(json.dumps(history.trusted()))
 
@@ -247,7 +251,9 @@ def test_inspect_summarises(tmp_path: Path) -> None:
         (b"{}", ["state", "--workers", "-4"], "usage"),
     ],
 )
-def test_unusable_input_is_one_line_and_exit_2(tmp_path: Path, content: bytes | None, args: list[str], code: str) -> None:
+def test_unusable_input_is_one_line_and_exit_2(
+    tmp_path: Path, content: bytes | None, args: list[str], code: str
+) -> None:
     if content is not None:
         path = tmp_path / "input.json"
         path.write_bytes(content)

@@ -38,7 +38,10 @@ def test_a_signature_ignoring_implementation_fails_with_a_readable_difference() 
     results = {r.case_id: r for r in run_vectors(CORPUS, BROKEN, only=signature_cases)}
     expected = json.loads((CORPUS / "reason-bad-signature" / "expected.json").read_text(encoding="utf-8"))
     bad = expected["invalid_events"][0]["event_id"]
-    assert results["reason-bad-signature"].difference == f"event {bad[:19]}…: expected invalid (bad_signature), got valid (applied)"
+    assert (
+        results["reason-bad-signature"].difference
+        == f"event {bad[:19]}…: expected invalid (bad_signature), got valid (applied)"
+    )
     assert "expected invalid (bad_signature)" in (results["ed25519-speccheck-0"].difference or "")
     assert "expected invalid (bad_record)" in (results["reason-bad-record"].difference or "")
     assert results["valid-history"].passed  # the bug is invisible where every signature is good
@@ -47,7 +50,9 @@ def test_a_signature_ignoring_implementation_fails_with_a_readable_difference() 
 
 
 def test_the_cli_runs_vectors_and_exits_1_on_failures(capsys: pytest.CaptureFixture[str]) -> None:
-    args = _parse(["vectors", "run", str(CORPUS), "--impl", " ".join(BROKEN), "--case", "reason-bad-signature"])
+    args = _parse(
+        ["vectors", "run", str(CORPUS), "--impl", " ".join(BROKEN), "--case", "reason-bad-signature"]
+    )
     assert args.func(args) == 1
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("FAIL reason-bad-signature: event sha256:")
@@ -70,12 +75,21 @@ def test_first_difference_names_counts_order_and_hash() -> None:
     expected = json.loads((CORPUS / "fork-stream-start" / "expected.json").read_text(encoding="utf-8"))
     assert first_difference(expected, dict(expected)) is None
     assert first_difference(expected, [1]) == "output is a JSON list, not a state object"
-    assert (first_difference(expected, {**expected, "equivocations": []}) or "").startswith("missing equivocation")
-    assert first_difference(expected, {**expected, "event_count": 99}) == f"event_count: expected {expected['event_count']}, got 99"
+    assert (first_difference(expected, {**expected, "equivocations": []}) or "").startswith(
+        "missing equivocation"
+    )
+    assert (
+        first_difference(expected, {**expected, "event_count": 99})
+        == f"event_count: expected {expected['event_count']}, got 99"
+    )
     order = expected["applied_event_ids"]
     swapped = [order[1], order[0], *order[2:]]
-    assert (first_difference(expected, {**expected, "applied_event_ids": swapped}) or "").startswith("apply order differs at position 0")
-    assert (first_difference(expected, {**expected, "state_sha256": "0" * 64}) or "").startswith("state_sha256: expected")
+    assert (first_difference(expected, {**expected, "applied_event_ids": swapped}) or "").startswith(
+        "apply order differs at position 0"
+    )
+    assert (first_difference(expected, {**expected, "state_sha256": "0" * 64}) or "").startswith(
+        "state_sha256: expected"
+    )
 
 
 def test_unusable_corpus_and_unknown_case_raise(tmp_path: Path) -> None:
@@ -86,6 +100,10 @@ def test_unusable_corpus_and_unknown_case_raise(tmp_path: Path) -> None:
 
 
 def test_vectors_write_through_the_real_cli_is_current(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "pith_graph", "vectors", "write", str(tmp_path)], capture_output=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "pith_graph", "vectors", "write", str(tmp_path)],
+        capture_output=True,
+        check=False,
+    )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "index.json").read_bytes() == (CORPUS / "index.json").read_bytes()

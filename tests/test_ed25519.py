@@ -92,15 +92,28 @@ def test_the_fast_small_order_lookup_matches_the_arithmetic_definition() -> None
             if value < 2**255:
                 expected |= {encode_y(value, 0), encode_y(value, 1)}
     assert expected == ed25519.SMALL_ORDER_ENCODINGS
-    neighbours = [encode_y((y + d) % 2**255, sign) for y in ed25519.SMALL_ORDER_Y for d in (-1, 1) for sign in (0, 1)]
+    neighbours = [
+        encode_y((y + d) % 2**255, sign) for y in ed25519.SMALL_ORDER_Y for d in (-1, 1) for sign in (0, 1)
+    ]
     for encoding in [*expected, *neighbours, encode_y(BASE[1] if BASE else 9)]:
         assert (encoding in ed25519.SMALL_ORDER_ENCODINGS) == ed25519.is_small_order(encoding)
 
 
 @pytest.mark.parametrize(
     ("s", "accepted"),
-    [(0, True), (1, True), (L - 1, True), (L, False), (L + 1, False), (2**252, True), (2**252 - 1, True),
-     (2**253, False), (2**256 - 1, False), (0x10 << 248, True), ((0x11 << 248) - 1, False)],
+    [
+        (0, True),
+        (1, True),
+        (L - 1, True),
+        (L, False),
+        (L + 1, False),
+        (2**252, True),
+        (2**252 - 1, True),
+        (2**253, False),
+        (2**256 - 1, False),
+        (0x10 << 248, True),
+        ((0x11 << 248) - 1, False),
+    ],
 )
 def test_canonical_s_boundary(s: int, accepted: bool) -> None:
     # rule 4 is decided by the top byte except when it equals L's (0x10): both paths.
@@ -157,11 +170,17 @@ EDGE_CASES = sorted(p.name for p in CORPUS.iterdir() if p.name.startswith("ed255
 def edge_signature(case: str) -> tuple[bytes, bytes, bytes]:
     """(public key, signature, message) of the edge event of a corpus case, as shipped."""
     bundle = json.loads((CORPUS / case / "bundle.json").read_bytes())
-    [entry] = [k for k in json.loads((CORPUS / case / "trusted_keys.json").read_bytes()) if k["key_id"] == case or
-               k["key_id"].startswith("speccheck-")]
+    [entry] = [
+        k
+        for k in json.loads((CORPUS / case / "trusted_keys.json").read_bytes())
+        if k["key_id"] == case or k["key_id"].startswith("speccheck-")
+    ]
     [event] = [e for e in bundle["events"] if e["signer"]["key_id"] == entry["key_id"]]
-    return (bytes.fromhex(entry["public_key_hex"]), base64.b64decode(event["signature"]["signature_b64"]),
-            bytes.fromhex(event["content_sha256"]))
+    return (
+        bytes.fromhex(entry["public_key_hex"]),
+        base64.b64decode(event["signature"]["signature_b64"]),
+        bytes.fromhex(event["content_sha256"]),
+    )
 
 
 def raw_verdict(backend_name: str, public_key: bytes, signature: bytes, message: bytes) -> bool:
@@ -226,7 +245,11 @@ def _sizes_only(value: bytes, size: int) -> bool:
 
 def _prime_order_key(public_key: bytes) -> bool:
     point = decode(public_key)
-    return point is not None and not ed25519.is_small_order(public_key) and point_equal(point_mul(L, point), IDENTITY)
+    return (
+        point is not None
+        and not ed25519.is_small_order(public_key)
+        and point_equal(point_mul(L, point), IDENTITY)
+    )
 
 
 # Each wrong rule (prechecks replaced, backend) and the corpus cases it must fail.
@@ -242,8 +265,11 @@ WRONG_RULES: dict[str, tuple[dict[str, Any], ed25519.Backend, set[str]]] = {
         _ReducesS(),
         {"ed25519-crafted-s-plus-l"},
     ),
-    "prime-order keys only": ({"_key_passes": _prime_order_key}, ed25519.CryptographyBackend(),
-                              {"ed25519-crafted-mixed-order-key"}),
+    "prime-order keys only": (
+        {"_key_passes": _prime_order_key},
+        ed25519.CryptographyBackend(),
+        {"ed25519-crafted-mixed-order-key"},
+    ),
 }
 
 
@@ -257,7 +283,9 @@ def test_the_corpus_fails_each_wrong_rule(monkeypatch: pytest.MonkeyPatch, rule:
     for case in EDGE_CASES:
         raw, _model = load_bundle((CORPUS / case / "bundle.json").read_bytes())
         state = merge(
-            raw["events"], subject=raw["pith_number"], aliases=raw.get("source_aliases") or (),
+            raw["events"],
+            subject=raw["pith_number"],
+            aliases=raw.get("source_aliases") or (),
             trusted_keys=KeyRing.from_entries(json.loads((CORPUS / case / "trusted_keys.json").read_bytes())),
             verifier=ed25519.Verifier(backend),
         )
@@ -366,7 +394,11 @@ def test_without_pynacl_the_default_is_cryptography_and_nacl_is_refused(tmp_path
     """The fallback the ``fast`` extra leaves, in a real interpreter where PyNaCl cannot be imported."""
     bundle = Path(__file__).parent / "fixtures" / "bundle-AG3PAJ22.json"  # the registry's own bundle
     run = subprocess.run(
-        [sys.executable, "-c", _WITHOUT_NACL, str(bundle)], capture_output=True, text=True, timeout=120, check=True
+        [sys.executable, "-c", _WITHOUT_NACL, str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
     )
     got = json.loads(run.stdout)
     assert got == {

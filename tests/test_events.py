@@ -127,8 +127,17 @@ MALFORMED: list[tuple[str, Callable[[Event, TestKey], Any]]] = [
     *[
         (f"missing {name}", _without(name))
         for name in (
-            "event_type", "subject_pith_number", "target", "payload", "signer", "created_at",
-            "supersedes", "prev_event", "signature", "content_sha256", "event_id",
+            "event_type",
+            "subject_pith_number",
+            "target",
+            "payload",
+            "signer",
+            "created_at",
+            "supersedes",
+            "prev_event",
+            "signature",
+            "content_sha256",
+            "event_id",
         )
     ],
     ("missing signer.signer_id", lambda e, k: reseal({**e, "signer": {**e["signer"], "signer_id": None}}, k)),
@@ -164,7 +173,10 @@ MALFORMED: list[tuple[str, Callable[[Event, TestKey], Any]]] = [
     ("fullwidth digits", _created_at("\uff12\uff10\uff12\uff16-06-03T00:00:00Z")),
     ("leading space", _created_at(" 2026-06-03T00:00:00Z")),
     ("bad signed_at", _set("signature.signed_at", "yesterday", sealed=False)),
-    ("uppercase hex event_id", lambda e, k: {**e, "event_id": e["event_id"].upper().replace("SHA256", "sha256")}),
+    (
+        "uppercase hex event_id",
+        lambda e, k: {**e, "event_id": e["event_id"].upper().replace("SHA256", "sha256")},
+    ),
     ("event_id without prefix", lambda e, k: {**e, "event_id": e["content_sha256"]}),
     ("event_id short", lambda e, k: {**e, "event_id": e["event_id"][:-1]}),
     ("uppercase hex content_sha256", lambda e, k: {**e, "content_sha256": e["content_sha256"].upper()}),
@@ -184,7 +196,12 @@ def test_malformed(history: History, name: str, edit: Callable[[Event, TestKey],
 
 @pytest.mark.parametrize(
     "created_at",
-    ["2024-02-29T00:00:00Z", "2000-02-29T23:59:59.999999999Z", "1969-12-31T23:59:59.5Z", "2026-06-03T00:00:00.000Z"],
+    [
+        "2024-02-29T00:00:00Z",
+        "2000-02-29T23:59:59.999999999Z",
+        "1969-12-31T23:59:59.5Z",
+        "2026-06-03T00:00:00.000Z",
+    ],
 )
 def test_well_formed_timestamps(history: History, created_at: str) -> None:
     event = snapshot(history, created_at=created_at)
@@ -242,7 +259,9 @@ def test_unknown_event_type(history: History, event_type: str) -> None:
     check_one(history, bad, codes.REASON_UNKNOWN_EVENT_TYPE)
 
 
-@pytest.mark.parametrize(("event_type", "target"), [("graph_snapshot", "record"), ("record_created", "graph")])
+@pytest.mark.parametrize(
+    ("event_type", "target"), [("graph_snapshot", "record"), ("record_created", "graph")]
+)
 def test_target_mismatch(history: History, event_type: str, target: str) -> None:
     payload = history.record_created["payload"] if event_type == "record_created" else SNAPSHOT
     bad = history.event(event_type, payload=payload, target=target)
@@ -331,7 +350,9 @@ def _signed_by(other: TestKey) -> Callable[[Event], None]:
         lambda e: e["signature"].__setitem__("signature_b64", base64.b64encode(b"\x00" * 63).decode()),
         lambda e: e["signature"].__setitem__("signature_b64", ""),
         # signed over the hex text instead of the 32 raw bytes
-        lambda e: e["signature"].__setitem__("signature_b64", TestKey("registry").sign_b64(e["content_sha256"].encode())),
+        lambda e: e["signature"].__setitem__(
+            "signature_b64", TestKey("registry").sign_b64(e["content_sha256"].encode())
+        ),
     ],
     ids=["flipped bit", "other key", "not base64", "63 bytes", "empty", "hex text signed"],
 )
@@ -351,8 +372,14 @@ BAD_RECORDS: list[tuple[str, Callable[[dict[str, Any]], None]]] = [
     ("canonical_sha256 wrong", lambda p: p.__setitem__("canonical_sha256", "0" * 64)),
     ("record edited after hashing", lambda p: p["canonical_record"].__setitem__("schema_version", "2.0")),
     # a consistent record (hash, receipt, source) that is simply not the subject's
-    ("record is not the subject's", lambda p: p.update(record_created_payload(make_canonical_record("2601.00002"), REGISTRY_TEST_KEY))),
-    ("receipt signature flipped", lambda p: p["receipt"].__setitem__("signature_b64", flip_bit(p["receipt"]["signature_b64"]))),
+    (
+        "record is not the subject's",
+        lambda p: p.update(record_created_payload(make_canonical_record("2601.00002"), REGISTRY_TEST_KEY)),
+    ),
+    (
+        "receipt signature flipped",
+        lambda p: p["receipt"].__setitem__("signature_b64", flip_bit(p["receipt"]["signature_b64"])),
+    ),
     ("receipt by an untrusted key", lambda p: p["receipt"].__setitem__("key_id", "nobody")),
     ("receipt unsupported", lambda p: p["receipt"].__setitem__("signed_message", "canonical_sha256_hex")),
     ("receipt names another hash", lambda p: p["receipt"].__setitem__("canonical_sha256", "1" * 64)),
@@ -425,7 +452,9 @@ def test_prev_event_invalid_after_a_malformed_predecessor(history: History) -> N
     first = reseal({**snapshot(history), "created_at": "2026-13-01T00:00:00Z"}, history.registry)
     second = snapshot(history, prev_event=first["event_id"])
     state = rebuild(history, [first, second])
-    assert_only_invalid(state, {first["event_id"]: "malformed", second["event_id"]: "prev_event_invalid"}, total=3)
+    assert_only_invalid(
+        state, {first["event_id"]: "malformed", second["event_id"]: "prev_event_invalid"}, total=3
+    )
 
 
 def test_bad_supersedes(history: History) -> None:
@@ -464,7 +493,10 @@ def test_invalid_copies_report_the_copy_that_got_furthest(history: History, orde
     malformed = {**event, "created_at": "not a time"}  # fails the first check
     tampered = copy.deepcopy(event)
     tampered["payload"]["verdict_id"] = "x"  # content_hash_mismatch
-    bad_sig = {**event, "signature": {**event["signature"], "signature_b64": flip_bit(event["signature"]["signature_b64"])}}
+    bad_sig = {
+        **event,
+        "signature": {**event["signature"], "signature_b64": flip_bit(event["signature"]["signature_b64"])},
+    }
     copies = [malformed, tampered, bad_sig]
     if order:
         copies.reverse()

@@ -62,12 +62,40 @@ BUNDLE_DEFECTS: list[tuple[str, Callable[[Bundle], Any], str]] = [
     ("alias without kind", _set("source_aliases", [{"alias_value": "x"}]), codes.E_SHAPE),
     ("alias kind a number", _set("source_aliases", [{"alias_kind": 1, "alias_value": "x"}]), codes.E_SHAPE),
     ("duplicate top-level key", _as_text(lambda t: t[:-1] + ',"events":[]}'), codes.E_DUPLICATE_KEY),
-    ("duplicate key inside an event", _as_text(lambda t: t.replace('"target":', '"target":"x","target":', 1)), codes.E_DUPLICATE_KEY),
-    ("NaN inside an event", _as_text(lambda t: t.replace('"payload":{', '"payload":{"n":NaN,', 1)), codes.E_NON_FINITE),
-    ("1e400 inside an event", _as_text(lambda t: t.replace('"payload":{', '"payload":{"n":1e400,', 1)), codes.E_NON_FINITE),
-    ("lone surrogate inside an event", _as_text(lambda t: t.replace('"payload":{', '"payload":{"s":"\\udead",', 1)), codes.E_LONE_SURROGATE),
-    ("invalid UTF-8", lambda b: json.dumps(b, separators=(",", ":")).encode().replace(b'"payload":{', b'"payload":{"s":"\xc3\x28",', 1), codes.E_INVALID_UTF8),
-    ("too deep inside an event", _as_text(lambda t: t.replace('"payload":{', '"payload":{"d":' + "[" * 70 + "]" * 70 + ",", 1)), codes.E_TOO_DEEP),
+    (
+        "duplicate key inside an event",
+        _as_text(lambda t: t.replace('"target":', '"target":"x","target":', 1)),
+        codes.E_DUPLICATE_KEY,
+    ),
+    (
+        "NaN inside an event",
+        _as_text(lambda t: t.replace('"payload":{', '"payload":{"n":NaN,', 1)),
+        codes.E_NON_FINITE,
+    ),
+    (
+        "1e400 inside an event",
+        _as_text(lambda t: t.replace('"payload":{', '"payload":{"n":1e400,', 1)),
+        codes.E_NON_FINITE,
+    ),
+    (
+        "lone surrogate inside an event",
+        _as_text(lambda t: t.replace('"payload":{', '"payload":{"s":"\\udead",', 1)),
+        codes.E_LONE_SURROGATE,
+    ),
+    (
+        "invalid UTF-8",
+        lambda b: (
+            json.dumps(b, separators=(",", ":"))
+            .encode()
+            .replace(b'"payload":{', b'"payload":{"s":"\xc3\x28",', 1)
+        ),
+        codes.E_INVALID_UTF8,
+    ),
+    (
+        "too deep inside an event",
+        _as_text(lambda t: t.replace('"payload":{', '"payload":{"d":' + "[" * 70 + "]" * 70 + ",", 1)),
+        codes.E_TOO_DEEP,
+    ),
     ("100000 levels", lambda b: b"[" * 100_000 + b"]" * 100_000, codes.E_TOO_DEEP),
     ("NaN in a parsed mapping", lambda b: {**b, "events": [{"n": math.nan}]}, codes.E_NON_FINITE),
     ("lone surrogate in a parsed mapping", lambda b: {**b, "events": ["\ud800"]}, codes.E_LONE_SURROGATE),
@@ -77,7 +105,9 @@ BUNDLE_DEFECTS: list[tuple[str, Callable[[Bundle], Any], str]] = [
 
 
 @pytest.mark.parametrize(("name", "edit", "code"), BUNDLE_DEFECTS, ids=[d[0] for d in BUNDLE_DEFECTS])
-def test_bundle_level_defects_raise_input_error(history: History, name: str, edit: Callable[[Bundle], Any], code: str) -> None:
+def test_bundle_level_defects_raise_input_error(
+    history: History, name: str, edit: Callable[[Bundle], Any], code: str
+) -> None:
     source = edit(bundle_of(history, [history.event("graph_snapshot", payload={})]))
     with pytest.raises(InputError) as caught:
         rebuild_state(source, trusted_keys=history.trusted())
@@ -133,13 +163,26 @@ def test_event_level_defect_is_malformed_and_the_rest_rebuilds(
     else:
         uid = "sha256:" + hashlib.sha256(ref_canonical(bad)).hexdigest()
     assert invalid(state) == {uid: codes.REASON_MALFORMED}
-    assert state.to_dict()["applied_event_ids"] == [history.record_created["event_id"], good["event_id"], other["event_id"]]
+    assert state.to_dict()["applied_event_ids"] == [
+        history.record_created["event_id"],
+        good["event_id"],
+        other["event_id"],
+    ]
     assert state.event_count == 4 and state.valid_event_count == 3
 
 
 def test_many_hostile_events_together(history: History) -> None:
     good = history.event("graph_snapshot", payload={})
-    hostile: list[Any] = [None, [], {}, "x", 0, True, {"event_id": good["event_id"]}, {"event_id": "sha256:" + "A" * 64}]
+    hostile: list[Any] = [
+        None,
+        [],
+        {},
+        "x",
+        0,
+        True,
+        {"event_id": good["event_id"]},
+        {"event_id": "sha256:" + "A" * 64},
+    ]
     state = rebuild(history, [*hostile, good, *hostile])
     reasons = invalid(state)
     assert set(reasons.values()) == {codes.REASON_MALFORMED}

@@ -40,7 +40,9 @@ RECORDS = [
 ]
 
 
-@pytest.mark.parametrize("record", RECORDS, ids=["plain", "old-style id", "december", "unicode", "extra fields"])
+@pytest.mark.parametrize(
+    "record", RECORDS, ids=["plain", "old-style id", "december", "unicode", "extra fields"]
+)
 def test_pith_number(record: dict[str, Any]) -> None:
     number = expected_number(record)
     assert pith_number(record) == number
@@ -72,7 +74,14 @@ def test_doi_is_lower_case() -> None:
 
 @pytest.mark.parametrize(
     "number",
-    ["pith:2026:ABC", "pith:26:AG3PAJ22332P5QMVIKKH75CXNK", "pith:2026:ag3paj22332p5qmvikkh75cxnk", "AG3PAJ22", "", "pith:2026:AG3PAJ22332P5QMVIKKH75CXN1"],
+    [
+        "pith:2026:ABC",
+        "pith:26:AG3PAJ22332P5QMVIKKH75CXNK",
+        "pith:2026:ag3paj22332p5qmvikkh75cxnk",
+        "AG3PAJ22",
+        "",
+        "pith:2026:AG3PAJ22332P5QMVIKKH75CXN1",
+    ],
 )
 def test_short_form_rejects_non_pith_numbers(number: str) -> None:
     with pytest.raises(InputError) as caught:
@@ -98,7 +107,14 @@ def test_pith_number_needs_a_submission_date(record: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     "source",
-    [None, "2601.00001", {"id": 1, "version": 1}, {"id": "x", "version": "1"}, {"id": "x", "version": True}, {"id": "x"}],
+    [
+        None,
+        "2601.00001",
+        {"id": 1, "version": 1},
+        {"id": "x", "version": "1"},
+        {"id": "x", "version": True},
+        {"id": "x"},
+    ],
     ids=["missing", "string", "id a number", "version a string", "version a bool", "no version"],
 )
 def test_aliases_need_a_source(source: Any) -> None:

@@ -78,7 +78,10 @@ BAD_ENTRIES: list[tuple[str, Any]] = [
     ("b64 and hex disagree", _edit(public_key_hex=OTHER.public_key.hex())),
     ("hex 31 bytes", _edit(public_key_b64=..., public_key_hex=KEY.public_key.hex()[:-2])),
     ("hex 33 bytes", _edit(public_key_b64=..., public_key_hex=KEY.public_key.hex() + "00")),
-    ("b64 31 bytes", _edit(public_key_hex=..., public_key_b64=base64.b64encode(KEY.public_key[:31]).decode())),
+    (
+        "b64 31 bytes",
+        _edit(public_key_hex=..., public_key_b64=base64.b64encode(KEY.public_key[:31]).decode()),
+    ),
     ("b64 64 bytes", _edit(public_key_hex=..., public_key_b64=base64.b64encode(KEY.public_key * 2).decode())),
     ("hex not hex", _edit(public_key_b64=..., public_key_hex="zz" * 32)),
     ("b64 not base64", _edit(public_key_hex=..., public_key_b64="!!!!" * 11)),
@@ -86,10 +89,17 @@ BAD_ENTRIES: list[tuple[str, Any]] = [
     ("no key material", _edit(public_key_b64=..., public_key_hex=...)),
     ("wrong fingerprint hex", _edit(fingerprint_sha256_hex=OTHER.fingerprint)),
     ("uppercase fingerprint hex", _edit(fingerprint_sha256_hex=KEY.fingerprint.upper())),
-    ("wrong fingerprint b32", _edit(fingerprint_sha256_b32_first128bits=OTHER.entry()["fingerprint_sha256_b32_first128bits"])),
+    (
+        "wrong fingerprint b32",
+        _edit(fingerprint_sha256_b32_first128bits=OTHER.entry()["fingerprint_sha256_b32_first128bits"]),
+    ),
     (
         "b32 fingerprint of only 16 bytes",
-        _edit(fingerprint_sha256_b32_first128bits=base64.b32encode(hashlib.sha256(KEY.public_key).digest()[:16]).decode().rstrip("=")),
+        _edit(
+            fingerprint_sha256_b32_first128bits=base64.b32encode(hashlib.sha256(KEY.public_key).digest()[:16])
+            .decode()
+            .rstrip("=")
+        ),
     ),
     ("rotates_at not a time", _edit(rotates_at="soon")),
     ("rotates_at with offset", _edit(rotates_at="2027-01-01T00:00:00+00:00")),

@@ -59,15 +59,25 @@ def build_bundle(n: int, seed: int) -> tuple[dict[str, Any], list[dict[str, Any]
         prev = heads.get((target, key.signer_id))
         supersedes = [prev] if prev is not None and rng.random() < 0.1 else []
         event = history.event(
-            "citation_signature", key=key, target=target, prev_event=prev, supersedes=supersedes, payload={"i": i}
+            "citation_signature",
+            key=key,
+            target=target,
+            prev_event=prev,
+            supersedes=supersedes,
+            payload={"i": i},
         )
         heads[(target, key.signer_id)] = event["event_id"]
         kind = rng.random()
         if kind < 0.05:  # a fork: a second event after the same predecessor
-            events.append(history.event("citation_signature", key=key, target=target, prev_event=prev, payload={"f": i}))
+            events.append(
+                history.event("citation_signature", key=key, target=target, prev_event=prev, payload={"f": i})
+            )
         elif kind < 0.10:  # bad signature: another event's signature
             other = history.event("citation_signature", key=key, payload={"x": i})
-            event = {**event, "signature": {**event["signature"], "signature_b64": other["signature"]["signature_b64"]}}
+            event = {
+                **event,
+                "signature": {**event["signature"], "signature_b64": other["signature"]["signature_b64"]},
+            }
         elif kind < 0.13:  # a copy signed by an untrusted key
             events.append(resign({**event, "payload": {"stranger": i}}, STRANGER))
         elif kind < 0.16:  # content hash mismatch
@@ -88,7 +98,11 @@ def trusted() -> list[dict[str, Any]]:
 
 def merge_with(raw: dict[str, Any], ring: KeyRing, verifier: Verifier) -> MergeResult:
     return merge_checked(
-        raw["events"], subject=raw["pith_number"], aliases=raw["source_aliases"], trusted_keys=ring, verifier=verifier
+        raw["events"],
+        subject=raw["pith_number"],
+        aliases=raw["source_aliases"],
+        trusted_keys=ring,
+        verifier=verifier,
     )
 
 
@@ -102,7 +116,9 @@ def test_parallel_merge_equals_serial(seed: int) -> None:
     raw, _model = load_bundle(bundle)
     ring = KeyRing.from_entries(trusted())
     serial = merge_with(raw, ring, Verifier())
-    verifier, executor, cache = signatures.parallel_verifier(raw["events"], ring, workers=2, min_events=0, chunk_size=16)
+    verifier, executor, cache = signatures.parallel_verifier(
+        raw["events"], ring, workers=2, min_events=0, chunk_size=16
+    )
     assert executor is not None and cache is not None
     try:
         par = merge_with(raw, ring, verifier)
@@ -130,7 +146,9 @@ def test_rebuild_state_with_workers_equals_serial_on_a_large_bundle() -> None:
     assert par.invalid_event_count > 0 and par.equivocation_count > 0
     # Through rebuild(): the caller's cache (the store's warm path) learns every worker verdict.
     inner = signatures.MemorySignatureCache()
-    result, _model, raw, ring = rebuild(bundle, trusted_keys=trusted(), verifier=Verifier(cache=inner), workers=2)
+    result, _model, raw, ring = rebuild(
+        bundle, trusted_keys=trusted(), verifier=Verifier(cache=inner), workers=2
+    )
     assert result.state.to_json() == serial.to_json()
     assert len(inner) >= len(signatures.signature_jobs(raw["events"], ring))
 
@@ -194,7 +212,11 @@ def test_signature_jobs_skip_unreadable_and_untrusted_events() -> None:
     ]
     jobs = signatures.signature_jobs([good, good, untrusted, *garbage], ring)
     assert jobs == [
-        (key.public_key, base64.b64decode(good["signature"]["signature_b64"]), bytes.fromhex(good["content_sha256"]))
+        (
+            key.public_key,
+            base64.b64decode(good["signature"]["signature_b64"]),
+            bytes.fromhex(good["content_sha256"]),
+        )
     ]
 
 
@@ -219,7 +241,9 @@ def _two_cpus_at_least(monkeypatch: pytest.MonkeyPatch) -> None:
         (8, 99999, 8),
     ],
 )
-def test_resolve_workers(monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int | None, expected: int) -> None:
+def test_resolve_workers(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, workers: int | None, expected: int
+) -> None:
     monkeypatch.setattr(pooling, "usable_cpus", lambda: cpus)
     assert pooling.resolve_workers(workers) == expected
 
@@ -315,7 +339,9 @@ def test_verify_many_cli_over_a_directory(tmp_path: Path) -> None:
     """The real CLI in a real subprocess: one line per bundle, exit 1 when one has problems."""
     history = History.new(REGISTRY, arxiv_id="2601.00011")
     first = history.event("citation_signature", key=SIGNERS[0], payload={"n": 1})
-    good = history.bundle([first, history.event("citation_signature", key=SIGNERS[0], prev_event=first["event_id"])])
+    good = history.bundle(
+        [first, history.event("citation_signature", key=SIGNERS[0], prev_event=first["event_id"])]
+    )
     forked, _ = build_bundle(30, 12)  # has invalid events and forks: problems
     (tmp_path / "nested").mkdir()
     (tmp_path / "a.json").write_text(json.dumps(good))
@@ -323,15 +349,21 @@ def test_verify_many_cli_over_a_directory(tmp_path: Path) -> None:
     keys = tmp_path / "keys.txt"
     keys.write_text(json.dumps(trusted()))
     command = [sys.executable, "-m", "pith_graph", "verify-many", "--trusted-keys", str(keys)]
-    run = subprocess.run([*command, "--workers", "2", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    run = subprocess.run(
+        [*command, "--workers", "2", str(tmp_path)], capture_output=True, text=True, timeout=120
+    )
     assert run.returncode == 1, run.stderr
     lines = run.stdout.splitlines()
     assert len(lines) == 2
-    assert lines[0].startswith(f"{tmp_path / 'a.json'}: ") and lines[1].startswith(f"{tmp_path / 'nested' / 'b.json'}: ")
+    assert lines[0].startswith(f"{tmp_path / 'a.json'}: ") and lines[1].startswith(
+        f"{tmp_path / 'nested' / 'b.json'}: "
+    )
     assert ": FAILED" in lines[1] and "invalid_event" in lines[1]
     serial = subprocess.run([*command, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert serial.stdout == run.stdout
-    only_good = subprocess.run([*command, "--progress", str(tmp_path / "a.json")], capture_output=True, text=True, timeout=120)
+    only_good = subprocess.run(
+        [*command, "--progress", str(tmp_path / "a.json")], capture_output=True, text=True, timeout=120
+    )
     assert only_good.returncode == 0, only_good.stdout
     assert "1/1" in only_good.stderr
 
@@ -353,7 +385,15 @@ def test_prepass_reads_the_same_jobs_as_the_parsed_events() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"not json", b"[1, 2]", b'{"events": 5}', b'{"events": [1, 2]}', b"[" * 100_000, b'{"events": [' + b'{"x": [' * 5000 + b"]}"],
+    [
+        b"",
+        b"not json",
+        b"[1, 2]",
+        b'{"events": 5}',
+        b'{"events": [1, 2]}',
+        b"[" * 100_000,
+        b'{"events": [' + b'{"x": [' * 5000 + b"]}",
+    ],
 )
 def test_prepass_gives_up_quietly_on_what_it_cannot_read(data: bytes) -> None:
     assert signatures.prepass_jobs(data, KeyRing.from_entries(trusted()), min_events=0) in (None, [])
@@ -402,7 +442,9 @@ def _in_last_payload(text: str, inserted: str) -> str:
         "not a bundle",
     ],
 )
-def test_helpers_never_change_the_error_of_a_bad_bundle(large_text: str, edit: Any, code: str, tmp_path: Path) -> None:
+def test_helpers_never_change_the_error_of_a_bad_bundle(
+    large_text: str, edit: Any, code: str, tmp_path: Path
+) -> None:
     """Helpers start before the strict parse of every event (the pre-pass, or stage 1 on chunks
     from the back): the error is still the serial one, wherever the defect is."""
     text = edit(large_text)
@@ -423,7 +465,9 @@ def test_prepass_never_changes_the_outcome_of_a_hostile_bundle() -> None:
     bundle, _ = build_bundle(pooling.PARALLEL_MIN_EVENTS, 11)
     text = json.dumps(bundle)
     first = text.index('"signature": {')
-    hostile = (text[:first] + '"signature": {"key_id": "x", "signature_b64": "AA=="}, ' + text[first:]).encode()
+    hostile = (
+        text[:first] + '"signature": {"key_id": "x", "signature_b64": "AA=="}, ' + text[first:]
+    ).encode()
     errors = []
     for workers in (1, 2):
         with pytest.raises(InputError) as caught:
@@ -438,7 +482,9 @@ def test_chunks_no_worker_ran_are_verified_in_process() -> None:
     raw, _model = load_bundle(bundle)
     ring = KeyRing.from_entries(trusted())
     serial = merge_with(raw, ring, Verifier())
-    verifier, executor, cache = signatures.parallel_verifier(raw["events"], ring, workers=2, min_events=0, chunk_size=8)
+    verifier, executor, cache = signatures.parallel_verifier(
+        raw["events"], ring, workers=2, min_events=0, chunk_size=8
+    )
     assert executor is not None and cache is not None
     executor.shutdown(wait=True, cancel_futures=True)
     assert outcome(merge_with(raw, ring, verifier)) == outcome(serial)
@@ -459,7 +505,9 @@ def _copy(data: bytes) -> scratching.ScratchCopy:
     return scratch
 
 
-def _stage1(split: SplitBundle, scratch: scratching.ScratchCopy, chunk_size: int = 16) -> stage1.Stage1Helpers:
+def _stage1(
+    split: SplitBundle, scratch: scratching.ScratchCopy, chunk_size: int = 16
+) -> stage1.Stage1Helpers:
     name = Verifier().backend.name
     helpers = stage1.start_stage1(
         split,
@@ -493,7 +541,14 @@ def test_stage1_rows_are_check_event_of_each_event(seed: int) -> None:
         for text in split.events:
             checked = check_event(loads(bytes(text)), subject=subject, keyring=ring, verifier=verifier)
             expected.append(
-                (checked.unit_id, checked.reason, checked.progress, checked.facts, checked.signer_json, checked.payload_json)
+                (
+                    checked.unit_id,
+                    checked.reason,
+                    checked.progress,
+                    checked.facts,
+                    checked.signer_json,
+                    checked.payload_json,
+                )
             )
         assert got == expected
         assert {row[1] for row in got} >= {None, "bad_signature", "unknown_key", "malformed"}
@@ -553,9 +608,15 @@ def test_stage1_stays_serial_when_it_should() -> None:
     executor = stage1.spawn_helpers(2, name)
     assert executor is not None
     with _copy(data) as scratch:
-        assert stage1.start_stage1(split, None, executor, keyring=ring, backend_name=name, min_events=0) is None
-        assert stage1.start_stage1(split, scratch, None, keyring=ring, backend_name=name, min_events=0) is None
-        assert stage1.start_stage1(split, scratch, executor, keyring=ring, backend_name=name) is None  # 40 events
+        assert (
+            stage1.start_stage1(split, None, executor, keyring=ring, backend_name=name, min_events=0) is None
+        )
+        assert (
+            stage1.start_stage1(split, scratch, None, keyring=ring, backend_name=name, min_events=0) is None
+        )
+        assert (
+            stage1.start_stage1(split, scratch, executor, keyring=ring, backend_name=name) is None
+        )  # 40 events
     executor.shutdown(wait=True)
     assert not Path(scratch.directory).exists()
 
@@ -588,7 +649,14 @@ def test_an_error_cancels_every_chunk_no_helper_started(monkeypatch: pytest.Monk
     executor = stage1.spawn_helpers(2, Verifier().backend.name)
     with _copy(data) as scratch, pytest.raises(InputError) as caught:
         rebuild_module._rebuild_streaming(
-            split, trusted(), False, Verifier(), scratch=scratch, executor=executor, min_events=0, chunk_size=1
+            split,
+            trusted(),
+            False,
+            Verifier(),
+            scratch=scratch,
+            executor=executor,
+            min_events=0,
+            chunk_size=1,
         )
     assert caught.value.code == "duplicate_key"
     [(helpers, queued)] = closed
@@ -600,7 +668,9 @@ def test_an_error_cancels_every_chunk_no_helper_started(monkeypatch: pytest.Monk
 
 def test_scratch_directories_of_dead_processes_are_swept(tmp_path: Path) -> None:
     """A rebuild killed by a signal skips its clean-up; the next one removes what it left."""
-    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
     dead = int(finished.stdout)
     left = tmp_path / f"pith-graph-{dead}-abc"
     (left / "sub").mkdir(parents=True)
@@ -614,7 +684,9 @@ def test_scratch_directories_of_dead_processes_are_swept(tmp_path: Path) -> None
     assert alive.exists() and other.exists()
 
 
-def test_an_error_in_rebuild_cancels_the_signature_chunks(monkeypatch: pytest.MonkeyPatch, large_text: str) -> None:
+def test_an_error_in_rebuild_cancels_the_signature_chunks(
+    monkeypatch: pytest.MonkeyPatch, large_text: str
+) -> None:
     """rebuild(): helpers start on the pre-pass, then the strict parse fails; no queued chunk runs on."""
     started: list[Any] = []
     original = rebuild_module._start_helpers
@@ -626,7 +698,9 @@ def test_an_error_in_rebuild_cancels_the_signature_chunks(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(rebuild_module, "_start_helpers", spy)
     monkeypatch.setattr(signatures, "CHUNK_SIZE", 4)
-    monkeypatch.setattr(rebuild_module, "start_verification", partial(signatures.start_verification, chunk_size=4))
+    monkeypatch.setattr(
+        rebuild_module, "start_verification", partial(signatures.start_verification, chunk_size=4)
+    )
     data = large_text.replace('"payload": {', '"payload": {"i": 0, "i": 1, ', 1).encode()
     with pytest.raises(InputError) as caught:
         rebuild(data, trusted_keys=trusted(), workers=2)
@@ -640,7 +714,9 @@ def test_an_error_in_rebuild_cancels_the_signature_chunks(monkeypatch: pytest.Mo
     assert sum(f.cancelled() for f in futures) > len(futures) // 2
 
 
-def test_stage1_runs_here_when_no_process_can_be_started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_stage1_runs_here_when_no_process_can_be_started(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """A sandbox without processes: no helper starts, the rebuild is serial and leaves no scratch behind."""
 
     def no_processes(*args: Any, **kwargs: Any) -> Any:
@@ -682,7 +758,10 @@ def test_a_pool_worker_rebuilds_serially(large_text: str, tmp_path: Path) -> Non
     script = tmp_path / "in_a_pool.py"
     script.write_text(_IN_A_POOL_WORKER)
     run = subprocess.run(
-        [sys.executable, str(script), str(path), json.dumps(trusted())], capture_output=True, text=True, timeout=300
+        [sys.executable, str(script), str(path), json.dumps(trusted())],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert run.returncode == 0, run.stderr
     assert run.stdout.strip() == rebuild_state(path, trusted_keys=trusted(), workers=1).state_sha256
@@ -730,7 +809,15 @@ def test_finished_helper_chunks_are_taken_as_they_finish() -> None:
 
 @pytest.mark.parametrize(
     ("count", "size"),
-    [(5_000, 128), (10_000, 128), (25_600, 128), (50_000, 250), (100_000, 500), (204_800, 1024), (10**6, 1024)],
+    [
+        (5_000, 128),
+        (10_000, 128),
+        (25_600, 128),
+        (50_000, 250),
+        (100_000, 500),
+        (204_800, 1024),
+        (10**6, 1024),
+    ],
 )
 def test_large_bundles_get_fewer_larger_stage1_tasks(count: int, size: int) -> None:
     """About 200 tasks (each costs about 0.5 ms of pool round trip and files), 128 to 1024 events each."""
@@ -747,8 +834,13 @@ def test_stage1_tasks_are_sized_for_the_bundle_unless_told(monkeypatch: pytest.M
     with _copy(data) as scratch:
         for asked, expected in [(None, 11), (7, 7)]:
             helpers = stage1.start_stage1(
-                split, scratch, stage1.spawn_helpers(2, name), keyring=KeyRing.from_entries(trusted()),
-                backend_name=name, chunk_size=asked, min_events=0,
+                split,
+                scratch,
+                stage1.spawn_helpers(2, name),
+                keyring=KeyRing.from_entries(trusted()),
+                backend_name=name,
+                chunk_size=asked,
+                min_events=0,
             )
             assert helpers is not None
             helpers.close()
@@ -810,7 +902,9 @@ def test_a_chunk_a_helper_holds_but_has_not_started_is_run_here(tmp_path: Path) 
     assert helpers._abandoned == [] and helpers._futures == {}
 
 
-def test_helpers_start_only_for_a_bundle_with_the_events_to_pay_for_them(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_helpers_start_only_for_a_bundle_with_the_events_to_pay_for_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The scratch copy starts before the split; the helper processes only once the split has
     counted PARALLEL_MIN_EVENTS events (the first pool of a process costs about 100 ms)."""
     spawned: list[int] = []
@@ -825,11 +919,16 @@ def test_helpers_start_only_for_a_bundle_with_the_events_to_pay_for_them(monkeyp
     serial = rebuild_state(data, trusted_keys=trusted(), workers=1).to_json()
     assert rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_bytes=0).to_json() == serial
     assert spawned == []
-    assert rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_bytes=0, min_events=0).to_json() == serial
+    assert (
+        rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_bytes=0, min_events=0).to_json()
+        == serial
+    )
     assert spawned == [2]
 
 
-def test_a_process_that_cannot_start_mid_submission_leaves_the_serial_result(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_process_that_cannot_start_mid_submission_leaves_the_serial_result(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """An OSError from the pool while chunks are being submitted (EAGAIN, EMFILE when it starts a
     process) cancels what was submitted and falls back to this process, never escapes."""
     data = json.dumps(build_bundle(200, 1)[0]).encode()
@@ -870,7 +969,9 @@ class _FailingSecondSubmit(ProcessPoolExecutor):
 
 
 @pytest.mark.parametrize("error", [OSError(24, "Too many open files"), EOFError()])
-def test_helpers_that_cannot_all_start_are_shut_down(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+def test_helpers_that_cannot_all_start_are_shut_down(
+    monkeypatch: pytest.MonkeyPatch, error: BaseException
+) -> None:
     """Also when the forkserver has died: it then answers a new process's request with end of file."""
     monkeypatch.setattr(_FailingSecondSubmit, "error", error)
     monkeypatch.setattr(pooling, "worker_pool", lambda processes: _FailingSecondSubmit(max_workers=processes))
@@ -882,7 +983,12 @@ def test_helpers_that_cannot_all_start_are_shut_down(monkeypatch: pytest.MonkeyP
     bundle, _ = build_bundle(60, 9)
     raw, _model = load_bundle(bundle)
     ring = KeyRing.from_entries(trusted())
-    assert signatures.start_verification(signatures.signature_jobs(raw["events"], ring), workers=3, chunk_size=4)[1] is None
+    assert (
+        signatures.start_verification(
+            signatures.signature_jobs(raw["events"], ring), workers=3, chunk_size=4
+        )[1]
+        is None
+    )
     [executor] = _FailingSecondSubmit.made
     assert executor._shutdown_thread
 
@@ -901,7 +1007,9 @@ def test_a_copy_that_failed_in_any_way_is_never_used(tmp_path: Path) -> None:
         assert scratch.ready() and Path(scratch.path).read_bytes() == b"[1]"
 
 
-def test_no_scratch_directory_is_left_when_no_thread_can_start(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_no_scratch_directory_is_left_when_no_thread_can_start(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(scratching, "_scratch_root", lambda size: str(tmp_path))
 
     def no_threads(self: threading.Thread) -> None:

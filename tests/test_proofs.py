@@ -21,13 +21,22 @@ from pith_graph.proofs import make_proofs, verify_proof
 from pith_graph.store import EventStore
 from pith_graph.testing import TestKey
 
-SCENARIO = build_scenario([
-    StreamSpec(1, "graph_snapshot", "graph", [{"graph_snapshot": {"v": 1, "ratio": 0.1, "big": 1e16}}, {"graph_snapshot": {"v": 2}}]),
-    StreamSpec(2, "author_attestation", "author:1", [{"statement": "Ich bin Autorin"}]),
-])
+SCENARIO = build_scenario(
+    [
+        StreamSpec(
+            1,
+            "graph_snapshot",
+            "graph",
+            [{"graph_snapshot": {"v": 1, "ratio": 0.1, "big": 1e16}}, {"graph_snapshot": {"v": 2}}],
+        ),
+        StreamSpec(2, "author_attestation", "author:1", [{"statement": "Ich bin Autorin"}]),
+    ]
+)
 ALICE = SIGNERS[1]
 GRAPH = SCENARIO.chains[("graph", ALICE.signer_id)]
-FORKED = fork(SCENARIO, sorted(i for s, c in SCENARIO.chains.items() if s[0] != "record" for i in c).index(GRAPH[0]))
+FORKED = fork(
+    SCENARIO, sorted(i for s, c in SCENARIO.chains.items() if s[0] != "record" for i in c).index(GRAPH[0])
+)
 
 
 def _proofs(outcome_events: list[Any]) -> list[dict[str, Any]]:
@@ -93,7 +102,10 @@ def _other_key(proof: dict[str, Any]) -> None:
         (lambda p: p.__setitem__("prev_event", "sha256:" + "1" * 64), "names prev_event"),
         (lambda p: p.__setitem__("target", "claims"), "not the proof's"),
         (lambda p: p.__setitem__("signer_id", "bob.example"), "not the proof's"),
-        (lambda p: p.__setitem__("subject_pith_number", "pith:2026:AAAAAAAAAAAAAAAAAAAAAAAAAA"), "subject_mismatch"),
+        (
+            lambda p: p.__setitem__("subject_pith_number", "pith:2026:AAAAAAAAAAAAAAAAAAAAAAAAAA"),
+            "subject_mismatch",
+        ),
         (lambda p: p.__setitem__("proof_version", "2.0"), "unsupported proof_version"),
         (_other_key, "key_mismatch"),
         (lambda p: p["public_key"].__setitem__("public_key_hex", "00"), "unusable public_key"),
@@ -124,8 +136,12 @@ def test_proof_command_then_verify_command_with_real_processes(tmp_path: Path) -
     bundle, keys = _files(tmp_path)
     out = tmp_path / "proofs"
     cli = [sys.executable, "-m", "pith_graph"]
-    made = subprocess.run([*cli, "proof", str(bundle), "--out", str(out), "--trusted-keys", str(keys)],
-                          capture_output=True, text=True, check=False)
+    made = subprocess.run(
+        [*cli, "proof", str(bundle), "--out", str(out), "--trusted-keys", str(keys)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert made.returncode == 0, made.stderr
     [written] = sorted(out.iterdir())
     assert subprocess.run([*cli, "verify", str(written)], capture_output=True, check=False).returncode == 0

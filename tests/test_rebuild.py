@@ -28,17 +28,32 @@ def varied_events(history: History, alice: TestKey, bob: TestKey) -> list[Any]:
     a2 = history.event("graph_snapshot", key=alice, payload={"n": 2}, prev_event=a1["event_id"])
     fork = history.event("graph_snapshot", key=alice, payload={"n": 3}, prev_event=a1["event_id"])
     c1 = history.event("correction", payload={"fix": "first"})
-    c2 = history.event("correction", payload={"fix": "second"}, prev_event=c1["event_id"], supersedes=[c1["event_id"]])
-    floats = history.event("author_attestation", key=alice, target="author", payload={"score": 1e16, "tiny": 1e-07})
+    c2 = history.event(
+        "correction", payload={"fix": "second"}, prev_event=c1["event_id"], supersedes=[c1["event_id"]]
+    )
+    floats = history.event(
+        "author_attestation", key=alice, target="author", payload={"score": 1e16, "tiny": 1e-07}
+    )
     forged = copy.deepcopy(a2)
     forged["signature"]["signature_b64"] = TestKey("forger").sign_b64(bytes.fromhex(a2["content_sha256"]))
     return [
-        a1, a2, fork, c1, c2, floats, dict(a1), forged,
+        a1,
+        a2,
+        fork,
+        c1,
+        c2,
+        floats,
+        dict(a1),
+        forged,
         {**c1, "payload": {"fix": "edited"}},  # same unit as c1, content_hash_mismatch
-        {**c2, "payload": {"fix": "edited"}}, {**c2, "payload": {"fix": "other edit"}},  # two bad copies: tie by digest
+        {**c2, "payload": {"fix": "edited"}},
+        {**c2, "payload": {"fix": "other edit"}},  # two bad copies: tie by digest
         resign({**a1, "target": "figure"}, alice),
         history.event("mirror_hint", key=bob, payload={"url": "https://bob.example", "text": "é\u2028😀"}),
-        ["not", "an", "event"], 42, None, {"event_id": "garbage"},
+        ["not", "an", "event"],
+        42,
+        None,
+        {"event_id": "garbage"},
     ]
 
 
@@ -67,7 +82,11 @@ def test_streaming_equals_the_full_path(
     path = tmp_path / "bundle.json"
     path.write_text(json.dumps(bundle, ensure_ascii=False, indent=1))  # whitespace between events too
     data = json.dumps(bundle, separators=(",", ":")).encode()
-    for keys in ({"trusted_keys": [history.registry.entry(), alice.entry()]}, {}, {"trust_bundle_keys": True}):
+    for keys in (
+        {"trusted_keys": [history.registry.entry(), alice.entry()]},
+        {},
+        {"trust_bundle_keys": True},
+    ):
         for source in (data, path, str(path)):
             assert rebuild_state(source, workers=1, **keys).to_json() == full_path(source, **keys)
     assert len(streamed) == 9
@@ -75,7 +94,9 @@ def test_streaming_equals_the_full_path(
     assert state["equivocation_count"] == 1 and state["invalid_event_count"] >= 6  # it tests what it claims
 
 
-def test_events_text_repeated_elsewhere_is_not_mistaken_for_the_events(history: History, alice: TestKey) -> None:
+def test_events_text_repeated_elsewhere_is_not_mistaken_for_the_events(
+    history: History, alice: TestKey
+) -> None:
     """The events array's text, found first inside another member, must not be cut from there."""
     events = [history.event("graph_snapshot", key=alice, payload={"n": 1})]
     bundle = history.bundle(events)
@@ -131,7 +152,9 @@ def test_a_short_first_event_that_also_occurs_earlier_is_still_cut(history: Hist
 )
 def test_events_arrays_the_split_refuses(history: History, events_text: bytes) -> None:
     """Nothing irregular is cut: the full path then parses (and reports) the whole document."""
-    data = json.dumps({**history.bundle([]), "events": "@EVENTS@"}).encode().replace(b'"@EVENTS@"', events_text)
+    data = (
+        json.dumps({**history.bundle([]), "events": "@EVENTS@"}).encode().replace(b'"@EVENTS@"', events_text)
+    )
     assert split_bundle(data) is None
 
 
@@ -143,7 +166,9 @@ def _nested(depth: int) -> Any:
 
 
 @pytest.mark.parametrize("extra", [MAX_DEPTH - 4, MAX_DEPTH - 3])
-def test_depth_limit_counts_the_levels_above_an_event(history: History, extra: int, streamed: list[int]) -> None:
+def test_depth_limit_counts_the_levels_above_an_event(
+    history: History, extra: int, streamed: list[int]
+) -> None:
     """bundle (1) > events (2) > event (3) > payload (4) > extra levels: 64 in all is the limit."""
     event = history.event("graph_snapshot", payload={"d": _nested(extra)})
     data = json.dumps(history.bundle([event])).encode()
@@ -158,7 +183,9 @@ def test_depth_limit_counts_the_levels_above_an_event(history: History, extra: i
             assert caught.value.code == "too_deep"
 
 
-def test_a_second_events_member_is_a_duplicate_key_not_a_hiding_place(history: History, alice: TestKey) -> None:
+def test_a_second_events_member_is_a_duplicate_key_not_a_hiding_place(
+    history: History, alice: TestKey
+) -> None:
     """The same events text twice under "events": the cut must leave the other one for the strict parse."""
     bundle = history.bundle([history.event("graph_snapshot", key=alice, payload={"n": 1})])
     text = json.dumps(bundle, separators=(",", ":"))
@@ -173,7 +200,9 @@ def test_a_second_events_member_is_a_duplicate_key_not_a_hiding_place(history: H
 
 @pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("call", ["rebuild", "rebuild_state"])
-def test_keys_given_as_a_one_shot_iterator_are_read_whole(history: History, alice: TestKey, call: str, workers: int) -> None:
+def test_keys_given_as_a_one_shot_iterator_are_read_whole(
+    history: History, alice: TestKey, call: str, workers: int
+) -> None:
     """A rebuild reads the caller's keys twice (the helpers' pre-pass, then the strict
     path; or the streaming path, then the full one): a spent iterator the second time
     trusted no key, and a bad entry in it went unreported."""

@@ -86,8 +86,10 @@ def test_embedded_state_hash_follows_the_rule() -> None:
 
 def test_state_document_hash_follows_the_rule() -> None:
     state = seed("state-SGRHL77B.json")
-    assert ref_state_sha256(state) == state["state_sha256"] == (
-        "7bf03a5554840b4f7fd0ccfb4d99f03bc65426aa2332c5211a2e09964f6b83c0"
+    assert (
+        ref_state_sha256(state)
+        == state["state_sha256"]
+        == ("7bf03a5554840b4f7fd0ccfb4d99f03bc65426aa2332c5211a2e09964f6b83c0")
     )
 
 
@@ -127,7 +129,9 @@ RECORDS = _records()
 
 
 @pytest.mark.parametrize(("name", "record", "number", "digest"), RECORDS, ids=[r[0] for r in RECORDS])
-def test_canonical_sha256_and_pith_number(name: str, record: dict[str, Any], number: str, digest: str) -> None:
+def test_canonical_sha256_and_pith_number(
+    name: str, record: dict[str, Any], number: str, digest: str
+) -> None:
     expected_digest = hashlib.sha256(ref_canonical(record)).digest()
     assert digest == expected_digest.hex()
     assert canonical_sha256(record) == digest
@@ -155,9 +159,7 @@ def expected_aliases(record: dict[str, Any], code: str) -> list[tuple[str, str]]
     )
 
 
-@pytest.mark.parametrize(
-    "name", ["record-GFHD7S67.json", "record-NE7W423I.json", BUNDLE], ids=lambda n: n
-)
+@pytest.mark.parametrize("name", ["record-GFHD7S67.json", "record-NE7W423I.json", BUNDLE], ids=lambda n: n)
 def test_short_forms_and_aliases(name: str) -> None:
     document = seed(name)
     number, record = document["pith_number"], document["canonical_record"]
@@ -183,7 +185,10 @@ def test_state_aliases_are_the_six_derived_ones(state: dict[str, Any]) -> None:
 
 
 def test_old_style_arxiv_ids_keep_the_slash_in_the_doi() -> None:
-    record = {**seed(BUNDLE)["canonical_record"], "source": {"id": "hep-th/9801199", "kind": "arxiv", "version": 1}}
+    record = {
+        **seed(BUNDLE)["canonical_record"],
+        "source": {"id": "hep-th/9801199", "kind": "arxiv", "version": 1},
+    }
     assert ("doi", "10.48550/arxiv.hep-th/9801199") in derived_aliases(record)
     assert ("arxiv_version", "hep-th/9801199v1") in derived_aliases(record)
 
@@ -278,7 +283,9 @@ def test_registry_key_fingerprints() -> None:
     digest = hashlib.sha256(raw).digest()
     assert entry["public_key_hex"] == REGISTRY_KEY_HEX
     assert base64.b64decode(entry["public_key_b64"]) == raw
-    assert entry["fingerprint_sha256_hex"] == digest.hex()[:32] == REGISTRY_FINGERPRINT == fingerprint_hex(raw)
+    assert (
+        entry["fingerprint_sha256_hex"] == digest.hex()[:32] == REGISTRY_FINGERPRINT == fingerprint_hex(raw)
+    )
     full = base64.b32encode(digest).decode()[:26]
     assert entry["fingerprint_sha256_b32_first128bits"] == full == fingerprint_b32(raw)
     # Encoding only the first 16 bytes gives a different last character.
@@ -297,7 +304,9 @@ def test_default_ring_is_the_registry_key() -> None:
 # --- the merged state's order facts ----------------------------------------------
 
 
-@pytest.mark.parametrize("state", [seed(BUNDLE)["state"], seed("state-SGRHL77B.json")], ids=["bundle", "state"])
+@pytest.mark.parametrize(
+    "state", [seed(BUNDLE)["state"], seed("state-SGRHL77B.json")], ids=["bundle", "state"]
+)
 def test_applied_event_ids_start_with_record_created(state: dict[str, Any]) -> None:
     current = state["current"]
     assert state["applied_event_ids"][0] == current["record_created"]["event_id"]

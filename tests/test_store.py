@@ -77,7 +77,9 @@ class StoreContract:
 
     # --- append -------------------------------------------------------------------
 
-    def test_append_new_duplicate_and_invalid(self, store: EventStore, history: History, alice: TestKey) -> None:
+    def test_append_new_duplicate_and_invalid(
+        self, store: EventStore, history: History, alice: TestKey
+    ) -> None:
         trusted = [*history.trusted(), alice.entry()]
         first = store.append(history.record_created, trusted_keys=trusted)
         assert (first.status, first.reason) == (codes.STORE_NEW, None)
@@ -92,7 +94,8 @@ class StoreContract:
         untrusted = store.append(json.dumps(snap).encode())
         assert (untrusted.status, untrusted.reason) == (codes.STORE_INVALID, codes.REASON_UNKNOWN_KEY)
         assert [e.unit_id for e in store.events(history.subject, trusted_keys=trusted)] == [
-            history.record_created["event_id"], snap["event_id"]
+            history.record_created["event_id"],
+            snap["event_id"],
         ]
 
     def test_distinct_copies_under_one_id_are_all_kept(self, store: EventStore, history: History) -> None:
@@ -102,7 +105,9 @@ class StoreContract:
         store.append(history.record_created, trusted_keys=trusted)
         assert store.append(forged, trusted_keys=trusted).status == codes.STORE_INVALID
         assert store.append(snap, trusted_keys=trusted).status == codes.STORE_NEW
-        copies = [e for e in store.events(history.subject, trusted_keys=trusted) if e.unit_id == snap["event_id"]]
+        copies = [
+            e for e in store.events(history.subject, trusted_keys=trusted) if e.unit_id == snap["event_id"]
+        ]
         assert len(copies) == 2
         # The valid copy represents the unit (listed first); the forged one stays as evidence.
         assert copies[0].digest == ref_sha256(snap)
@@ -110,9 +115,10 @@ class StoreContract:
         state = store.state(history.subject, trusted_keys=trusted)
         assert state.applied_event_ids == [history.record_created["event_id"], snap["event_id"]]
         # Appends carry no bundle-level aliases.
-        assert state.to_json() == rebuild_state(
-            history.bundle([snap, forged], aliases=[]), trusted_keys=trusted
-        ).to_json()
+        assert (
+            state.to_json()
+            == rebuild_state(history.bundle([snap, forged], aliases=[]), trusted_keys=trusted).to_json()
+        )
 
     def test_invalid_events_are_stored_not_dropped(self, store: EventStore, history: History) -> None:
         trusted = history.trusted()
@@ -136,7 +142,9 @@ class StoreContract:
         junk = store.append(["not", "an", "event"], subject=history.subject)
         assert (junk.status, junk.reason) == (codes.STORE_INVALID, codes.REASON_MALFORMED)
         # An explicit subject wins: the copy is evidence of a subject mismatch there.
-        moved = store.append(history.record_created, subject="pith:2026:OTHER", trusted_keys=history.trusted())
+        moved = store.append(
+            history.record_created, subject="pith:2026:OTHER", trusted_keys=history.trusted()
+        )
         assert (moved.subject, moved.reason) == ("pith:2026:OTHER", codes.REASON_SUBJECT_MISMATCH)
         assert store.subjects() == sorted([history.subject, "pith:2026:OTHER"])
 
@@ -147,13 +155,17 @@ class StoreContract:
         assert store.append(as_text, trusted_keys=trusted).status == codes.STORE_NEW
         # A caller-built dict with plain floats is the same copy.
         assert store.append(snap, trusted_keys=trusted).status == codes.STORE_DUPLICATE
-        (stored,) = [e for e in store.events(history.subject, trusted_keys=trusted) if e.unit_id == snap["event_id"]]
+        (stored,) = [
+            e for e in store.events(history.subject, trusted_keys=trusted) if e.unit_id == snap["event_id"]
+        ]
         assert stored.body == ref_canonical(snap)
         assert b"1e+16" in stored.body
 
     # --- trust --------------------------------------------------------------------
 
-    def test_stored_keys_are_never_trusted_by_default(self, store: EventStore, history: History, alice: TestKey) -> None:
+    def test_stored_keys_are_never_trusted_by_default(
+        self, store: EventStore, history: History, alice: TestKey
+    ) -> None:
         snap = history.event("graph_snapshot", key=alice, payload={"n": 2})
         bundle = history.bundle([snap])  # lists the registry test key and alice
         store.import_bundle(bundle)
@@ -164,9 +176,10 @@ class StoreContract:
         opted_in = store.state(history.subject, trust_bundle_keys=True)
         assert explicit.valid_event_count == opted_in.valid_event_count == 2
         for kwargs in ({}, {"trusted_keys": history.trusted()}, {"trust_bundle_keys": True}):
-            assert store.state(history.subject, **kwargs).to_json() == rebuild_state(
-                store.export_bundle(history.subject, **kwargs), **kwargs
-            ).to_json()
+            assert (
+                store.state(history.subject, **kwargs).to_json()
+                == rebuild_state(store.export_bundle(history.subject, **kwargs), **kwargs).to_json()
+            )
 
     # --- signature cache ----------------------------------------------------------
 
@@ -226,13 +239,19 @@ class StoreContract:
 
     # --- sync ---------------------------------------------------------------------
 
-    def test_sync_is_a_union_independent_of_order(self, store: EventStore, history: History, alice: TestKey) -> None:
+    def test_sync_is_a_union_independent_of_order(
+        self, store: EventStore, history: History, alice: TestKey
+    ) -> None:
         trusted = [*history.trusted(), alice.entry()]
         a1 = history.event("graph_snapshot", key=alice, payload={"n": 1})
         a2 = history.event("graph_snapshot", key=alice, payload={"n": 2}, prev_event=a1["event_id"])
         fork = history.event("graph_snapshot", key=alice, payload={"n": 3}, prev_event=a1["event_id"])
         hint = history.event("mirror_hint", payload={"url": "https://m.example"})
-        parts = [history.bundle([a1]), history.bundle([a2, hint]), history.bundle([fork], include_record=False)]
+        parts = [
+            history.bundle([a1]),
+            history.bundle([a2, hint]),
+            history.bundle([fork], include_record=False),
+        ]
         expected = rebuild_state(history.bundle([a1, a2, hint, fork]), trusted_keys=trusted).to_json()
 
         def replica(i: int) -> EventStore:
@@ -422,9 +441,9 @@ def test_file_and_memory_stores_agree(tmp_path: Path, history: History, alice: T
     with EventStore(tmp_path / "a.sqlite") as on_disk, EventStore(":memory:") as in_memory:
         on_disk.import_bundle(bundle)
         in_memory.import_bundle(bundle)
-        assert on_disk.export_bundle(history.subject, trusted_keys=trusted, built_at="t") == in_memory.export_bundle(
+        assert on_disk.export_bundle(
             history.subject, trusted_keys=trusted, built_at="t"
-        )
+        ) == in_memory.export_bundle(history.subject, trusted_keys=trusted, built_at="t")
 
 
 def test_registry_fixture_is_untouched(tmp_path: Path) -> None:

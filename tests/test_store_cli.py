@@ -51,7 +51,9 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(tmp_path / "store.sqlite")
 
 
-def test_import_then_state_prints_the_registry_bytes(db: str, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+def test_import_then_state_prints_the_registry_bytes(
+    db: str, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
     assert call("init", "--db", db) == 0
     assert call("import", "--db", db, str(BUNDLE)) == 0
     capsysbinary.readouterr()
@@ -59,8 +61,9 @@ def test_import_then_state_prints_the_registry_bytes(db: str, capsysbinary: pyte
     assert capsysbinary.readouterr().out == embedded_state_bytes() + b"\n"
 
 
-def test_import_many_shows_progress(db: str, tmp_path: Path, history: History,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_import_many_shows_progress(
+    db: str, tmp_path: Path, history: History, capsys: pytest.CaptureFixture[str]
+) -> None:
     other = tmp_path / "other.json"
     other.write_text(json.dumps(history.bundle([history.event("correction", payload={})])))
     # The other bundle's events are signed by keys the caller does not trust: problems found.
@@ -72,11 +75,12 @@ def test_import_many_shows_progress(db: str, tmp_path: Path, history: History,
     trusted.write_text(json.dumps(history.trusted()))
     assert call("import", "--db", db, str(other), "--trusted-keys", str(trusted)) == 0
     assert call("log", "--db", db) == 0
-    assert capsys.readouterr().out.split() [-2:] == sorted([SUBJECT, history.subject])
+    assert capsys.readouterr().out.split()[-2:] == sorted([SUBJECT, history.subject])
 
 
-def test_append_statuses_and_exit_codes(db: str, tmp_path: Path, history: History,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
+def test_append_statuses_and_exit_codes(
+    db: str, tmp_path: Path, history: History, capsys: pytest.CaptureFixture[str]
+) -> None:
     event = tmp_path / "event.json"
     event.write_text(json.dumps(history.record_created))
     trusted = tmp_path / "trusted.json"
@@ -90,18 +94,23 @@ def test_append_statuses_and_exit_codes(db: str, tmp_path: Path, history: Histor
     assert capsys.readouterr().out.startswith(f"{history.record_created['event_id']} record_created applied")
 
 
-def test_export_rebuilds_to_the_same_state(db: str, tmp_path: Path, history: History,
-                                           capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+def test_export_rebuilds_to_the_same_state(
+    db: str, tmp_path: Path, history: History, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
     call("import", "--db", db, str(BUNDLE))
     out = tmp_path / "exported.json"
     assert call("export", "--db", db, SUBJECT, "-o", str(out)) == 0
     exported = json.loads(out.read_bytes())
     assert exported["state"] == seed("bundle-AG3PAJ22.json")["state"]
-    rebuilt = subprocess.run([sys.executable, "-m", "pith_graph", "state", str(out)], capture_output=True, timeout=120)
+    rebuilt = subprocess.run(
+        [sys.executable, "-m", "pith_graph", "state", str(out)], capture_output=True, timeout=120
+    )
     assert rebuilt.stdout == embedded_state_bytes() + b"\n"
 
 
-def test_sync_from_stores_and_bundles(tmp_path: Path, history: History, capsys: pytest.CaptureFixture[str]) -> None:
+def test_sync_from_stores_and_bundles(
+    tmp_path: Path, history: History, capsys: pytest.CaptureFixture[str]
+) -> None:
     first, second = str(tmp_path / "a.sqlite"), str(tmp_path / "b.sqlite")
     other = tmp_path / "other.json"
     other.write_text(json.dumps(history.bundle()))
@@ -144,8 +153,17 @@ def test_subprocess_round_trip(db: str, tmp_path: Path) -> None:
     trusted = tmp_path / "trusted.json"
     trusted.write_text(json.dumps([mirror.entry(), *history.trusted()]))
     event = history.event("mirror_hint", key=mirror, payload={"url": "https://m.example"})
-    appended = run("append", "--db", db, "-", "--subject", history.subject, "--trusted-keys", str(trusted),
-                   stdin=json.dumps(event).encode())
+    appended = run(
+        "append",
+        "--db",
+        db,
+        "-",
+        "--subject",
+        history.subject,
+        "--trusted-keys",
+        str(trusted),
+        stdin=json.dumps(event).encode(),
+    )
     assert appended.returncode == 0, appended.stderr
     assert json.loads(appended.stdout)["status"] == codes.STORE_NEW
 
@@ -153,12 +171,17 @@ def test_subprocess_round_trip(db: str, tmp_path: Path) -> None:
 def test_subprocess_errors_are_one_line(tmp_path: Path) -> None:
     bogus = tmp_path / "bogus.sqlite"
     bogus.write_bytes(b"\x00garbage" * 512)
-    for argv in (("state", "--db", str(bogus), SUBJECT), ("state", "--db", str(tmp_path / "none.sqlite"), SUBJECT),
-                 ("frobnicate",)):
+    for argv in (
+        ("state", "--db", str(bogus), SUBJECT),
+        ("state", "--db", str(tmp_path / "none.sqlite"), SUBJECT),
+        ("frobnicate",),
+    ):
         result = run(*argv)
         assert result.returncode == 2
         assert result.stdout == b""
-        assert result.stderr.count(b"\n") == 1 and result.stderr.startswith(b"pith-graph: error["), result.stderr
+        assert result.stderr.count(b"\n") == 1 and result.stderr.startswith(b"pith-graph: error["), (
+            result.stderr
+        )
 
 
 def test_store_example_runs() -> None:

@@ -85,14 +85,25 @@ def mixed_events(history: History, alice: TestKey, bob: TestKey, other: History)
     a2 = history.event("graph_snapshot", key=alice, payload={"n": 2}, prev_event=a1["event_id"])
     fork = history.event("graph_snapshot", key=alice, payload={"n": 3}, prev_event=a1["event_id"])
     c1 = history.event("correction", payload={"fix": "first"})
-    c2 = history.event("correction", payload={"fix": "second"}, prev_event=c1["event_id"], supersedes=[c1["event_id"]])
-    floats = history.event("author_attestation", key=alice, target="author", payload={"score": 1e16, "tiny": 1e-07, "x": 0.5})
+    c2 = history.event(
+        "correction", payload={"fix": "second"}, prev_event=c1["event_id"], supersedes=[c1["event_id"]]
+    )
+    floats = history.event(
+        "author_attestation", key=alice, target="author", payload={"score": 1e16, "tiny": 1e-07, "x": 0.5}
+    )
     return [
-        a1, a2, fork, c1, c2, floats,
+        a1,
+        a2,
+        fork,
+        c1,
+        c2,
+        floats,
         dict(a1),  # the same copy twice: one row
         tampered_signature(a2),  # a forged copy beside the genuine one
         {**c1, "payload": {"fix": "edited"}},  # edited without resealing: content_hash_mismatch, same unit
-        resign({**a1, "target": "figure", "payload": {"n": 99}}, alice),  # re-signed edit: a new event, own stream
+        resign(
+            {**a1, "target": "figure", "payload": {"n": 99}}, alice
+        ),  # re-signed edit: a new event, own stream
         history.event("mirror_hint", key=bob, payload={"url": "https://bob.example"}),  # untrusted key
         history.event("correction", payload={"n": 2}, prev_event="sha256:" + "0" * 64),  # missing prev
         history.event("no_such_type", payload={}),  # unknown_event_type
@@ -184,13 +195,19 @@ def test_warm_replay_equals_cold_rebuild(
             cold = rebuild_state(bundle, **kwargs)
             assert store.state(history.subject, **kwargs).to_json() == cold.to_json()
             assert store.state(history.subject, **kwargs).to_json() == cold.to_json()  # warm twice
-            assert rebuild_state(store.export_bundle(history.subject, **kwargs), **kwargs).to_json() == cold.to_json()
+            assert (
+                rebuild_state(store.export_bundle(history.subject, **kwargs), **kwargs).to_json()
+                == cold.to_json()
+            )
     # The bundle exercises what it claims to.
     state = json.loads(rebuild_state(bundle, **trusts[0]).to_json())
     reasons = {e["reason"] for e in state["invalid_events"]}
     assert {
-        codes.REASON_MALFORMED, codes.REASON_UNKNOWN_KEY, codes.REASON_MISSING_PREV_EVENT,
-        codes.REASON_UNKNOWN_EVENT_TYPE, codes.REASON_SUBJECT_MISMATCH,
+        codes.REASON_MALFORMED,
+        codes.REASON_UNKNOWN_KEY,
+        codes.REASON_MISSING_PREV_EVENT,
+        codes.REASON_UNKNOWN_EVENT_TYPE,
+        codes.REASON_SUBJECT_MISMATCH,
     } <= reasons
     assert state["equivocation_count"] == 1
     assert state["current"]["record_created"]["event_id"] == history.record_created["event_id"]
@@ -221,9 +238,10 @@ def test_sync_writes_facts_for_the_copies_it_adds(tmp_path: Path, history: Histo
         a.import_bundle(bundle)
         b.sync_from(a)
         trusted = trusted_keys(history, alice)
-        assert b.state(history.subject, trusted_keys=trusted).to_json() == rebuild_state(
-            bundle, trusted_keys=trusted
-        ).to_json()
+        assert (
+            b.state(history.subject, trusted_keys=trusted).to_json()
+            == rebuild_state(bundle, trusted_keys=trusted).to_json()
+        )
     assert_facts_are_inspect_event(target, 3)
 
 
@@ -259,7 +277,8 @@ def test_facts_and_schema_versions_are_append_only(tmp_path: Path, history: Hist
 def stored_key_verdicts(path: Path) -> dict[str, list[tuple[str, str, bytes, str | None]]]:
     """ring -> [(subject, unit_id, body, reason)], through a connection of our own."""
     rows = query(
-        path, "SELECT k.ring, e.subject, e.unit_id, e.body, k.reason FROM key_verdicts k JOIN events e ON e.seq = k.seq"
+        path,
+        "SELECT k.ring, e.subject, e.unit_id, e.body, k.reason FROM key_verdicts k JOIN events e ON e.seq = k.seq",
     )
     by_ring: dict[str, list[tuple[str, str, bytes, str | None]]] = {}
     for ring, subject, uid, body, reason in rows:
@@ -279,9 +298,10 @@ def test_key_verdicts_are_kept_per_set_of_keys_and_are_check_event(
         store.import_bundle(bundle, trusted_keys=rings["registry only"])
         for keys in rings.values():
             for _ in range(2):  # the second replay reads the verdicts the first kept
-                assert store.state(history.subject, trusted_keys=keys).to_json() == rebuild_state(
-                    bundle, trusted_keys=keys
-                ).to_json()
+                assert (
+                    store.state(history.subject, trusted_keys=keys).to_json()
+                    == rebuild_state(bundle, trusted_keys=keys).to_json()
+                )
     kept = stored_key_verdicts(path)
     assert len(kept) == 2
     expected_by_ring = {}
@@ -289,7 +309,13 @@ def test_key_verdicts_are_kept_per_set_of_keys_and_are_check_event(
         ring = KeyRing.from_entries(keys)
         expected_by_ring[name] = sorted(
             (
-                (uid, check_event(loads(body), subject=subject, keyring=ring, verifier=Verifier(), uid=uid).reason or "")
+                (
+                    uid,
+                    check_event(
+                        loads(body), subject=subject, keyring=ring, verifier=Verifier(), uid=uid
+                    ).reason
+                    or "",
+                )
                 for subject, uid, body, _ in next(iter(kept.values()))
             ),
         )
@@ -303,7 +329,9 @@ def test_key_verdicts_are_append_only_and_checked_when_read(tmp_path: Path, hist
     path = tmp_path / "s.sqlite"
     trusted = history.trusted()
     with EventStore(path) as store:
-        store.import_bundle(history.bundle([history.event("mirror_hint", payload={"i": 1})]), trusted_keys=trusted)
+        store.import_bundle(
+            history.bundle([history.event("mirror_hint", payload={"i": 1})]), trusted_keys=trusted
+        )
     raw = sqlite3.connect(path)
     try:
         assert count(path, "key_verdicts") == 2  # the record_created and the hint
@@ -314,7 +342,9 @@ def test_key_verdicts_are_append_only_and_checked_when_read(tmp_path: Path, hist
         # other code) is refused when read, not believed.
         other_keys = [*trusted, TestKey("unrelated").entry()]
         ring = _ring_id(KeyRing.from_entries(other_keys))
-        raw.execute("INSERT INTO key_verdicts (ring, seq, reason) SELECT ?, seq, 'malformed' FROM events", (ring,))
+        raw.execute(
+            "INSERT INTO key_verdicts (ring, seq, reason) SELECT ?, seq, 'malformed' FROM events", (ring,)
+        )
         raw.commit()
     finally:
         raw.close()
@@ -340,14 +370,26 @@ def v1_store(path: Path, subject: str, events: list[Any], aliases: list[Any]) ->
         for event in events:
             body = ref_canonical(event)
             claimed = text(event, "event_id")
-            uid = claimed if claimed and claimed.startswith("sha256:") and len(claimed) == 71 else "sha256:" + ref_sha256(event)
+            uid = (
+                claimed
+                if claimed and claimed.startswith("sha256:") and len(claimed) == 71
+                else "sha256:" + ref_sha256(event)
+            )
             signer = event.get("signer") if isinstance(event, dict) else None
             raw.execute(
                 "INSERT OR IGNORE INTO events (subject, unit_id, digest, body, event_type, target, signer_id,"
                 " prev_event, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (subject, uid, ref_sha256(event), body, text(event, "event_type"), text(event, "target"),
-                 text(signer, "signer_id") if isinstance(signer, dict) else None,
-                 text(event, "prev_event"), text(event, "created_at")),
+                (
+                    subject,
+                    uid,
+                    ref_sha256(event),
+                    body,
+                    text(event, "event_type"),
+                    text(event, "target"),
+                    text(signer, "signer_id") if isinstance(signer, dict) else None,
+                    text(event, "prev_event"),
+                    text(event, "created_at"),
+                ),
             )
         for alias in aliases:
             raw.execute(
@@ -398,10 +440,17 @@ def test_concurrent_lazy_fills_keep_the_first_row(tmp_path: Path, history: Histo
         rows_a, _ = a.backend.copies(history.subject)
         rows_b, _ = b.backend.copies(history.subject)
         assert all(row.missing_body is not None for row in rows_a + rows_b)  # bodies: the facts are missing
-        expected = rebuild_state(history.bundle(events[1:], aliases=[]), trusted_keys=history.trusted()).to_json()
+        expected = rebuild_state(
+            history.bundle(events[1:], aliases=[]), trusted_keys=history.trusted()
+        ).to_json()
         assert a.state(history.subject, trusted_keys=history.trusted()).to_json() == expected
         late = [
-            (row.seq, FactsRow.inspected(history.subject, EventRow(history.subject, row.unit_id, row.digest, row.missing_body)))
+            (
+                row.seq,
+                FactsRow.inspected(
+                    history.subject, EventRow(history.subject, row.unit_id, row.digest, row.missing_body)
+                ),
+            )
             for row in rows_b
         ]
         b.backend.add_facts(late)  # the slower writer: ignored, no error
@@ -416,10 +465,16 @@ def test_facts_of_another_rule_are_ignored(tmp_path: Path, history: History) -> 
     with EventStore(path):
         pass  # migrate
     # Rows a future (or past) inspect rule wrote: this code must not read them.
-    execute(path, "INSERT INTO event_facts (seq, rule, reason, facts) SELECT seq, 'another-rule', 'malformed', NULL FROM events")
+    execute(
+        path,
+        "INSERT INTO event_facts (seq, rule, reason, facts) SELECT seq, 'another-rule', 'malformed', NULL FROM events",
+    )
     with EventStore(path) as store:
         state = store.state(history.subject, trusted_keys=history.trusted())
-    assert state.to_json() == rebuild_state(history.bundle(events[1:], aliases=[]), trusted_keys=history.trusted()).to_json()
+    assert (
+        state.to_json()
+        == rebuild_state(history.bundle(events[1:], aliases=[]), trusted_keys=history.trusted()).to_json()
+    )
     assert state.valid_event_count == 2
 
 
@@ -428,7 +483,11 @@ def test_an_unreadable_facts_row_is_corruption(tmp_path: Path, history: History)
     v1_store(path, history.subject, [history.record_created], [])
     with EventStore(path):
         pass  # migrate
-    execute(path, "INSERT INTO event_facts (seq, rule, reason, facts) SELECT seq, ?, 'no_such_reason', NULL FROM events", (FACTS_RULE,))
+    execute(
+        path,
+        "INSERT INTO event_facts (seq, rule, reason, facts) SELECT seq, ?, 'no_such_reason', NULL FROM events",
+        (FACTS_RULE,),
+    )
     with EventStore(path) as store, pytest.raises(StoreError) as caught:
         store.state(history.subject, trusted_keys=history.trusted())
     assert caught.value.code == codes.E_STORE_CORRUPT

@@ -13,7 +13,9 @@ from pith_graph.timestamps import parse_timestamp
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-@given(st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)), st.integers(0, 9))
+@given(
+    st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31, 23, 59, 59)), st.integers(0, 9)
+)
 def test_instant_matches_datetime(moment: datetime, digits: int) -> None:
     moment = moment.replace(tzinfo=UTC)
     fraction = f"{moment.microsecond:06d}000"[:digits]

@@ -66,7 +66,10 @@ def test_only_the_receipt_key_may_create_the_record() -> None:
     # Mallory re-issues the registry's record (valid receipt by the registry) under its own signature, later.
     payload = record_created_payload(history.canonical_record, REGISTRY)
     reissued = make_event(
-        MALLORY, subject=history.subject, event_type="record_created", payload=copy.deepcopy(payload),
+        MALLORY,
+        subject=history.subject,
+        event_type="record_created",
+        payload=copy.deepcopy(payload),
         created_at=history.tick(),
     )
     state = rebuild_state(history.bundle([reissued]), trusted_keys=[bound(REGISTRY), bound(MALLORY)])

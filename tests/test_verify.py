@@ -76,15 +76,31 @@ def _record_edit(path: list[str], value: Any) -> Callable[[dict[str, Any]], None
 
 
 RECORD_CASES = [
-    ("canonical record edited", _record_edit(["canonical_record", "metadata", "primary_cat"], "cs.XX"), codes.P_CANONICAL_HASH),
-    ("pith number", _record_edit(["pith_number"], "pith:2025:GFHD7S67HAJVTWHOC6ZXCMWPHZ"), codes.P_PITH_NUMBER),
+    (
+        "canonical record edited",
+        _record_edit(["canonical_record", "metadata", "primary_cat"], "cs.XX"),
+        codes.P_CANONICAL_HASH,
+    ),
+    (
+        "pith number",
+        _record_edit(["pith_number"], "pith:2025:GFHD7S67HAJVTWHOC6ZXCMWPHZ"),
+        codes.P_PITH_NUMBER,
+    ),
     ("short pith number", _record_edit(["short_pith_number"], "pith:GFHD7S68"), codes.P_SHORT_PITH_NUMBER),
     ("alias value", lambda d: d["aliases"][2].update(alias_value="10.48550/arxiv.2606.29983"), codes.P_ALIAS),
     ("source", _record_edit(["source", "version"], 2), codes.P_SOURCE),
     ("receipt signature", _record_edit(["receipt", "signature_b64"], flip_b64), codes.P_RECEIPT_SIGNATURE),
     ("receipt key", _record_edit(["receipt", "key_id"], "someone-else"), codes.P_RECEIPT_UNKNOWN_KEY),
-    ("receipt fingerprint", _record_edit(["receipt", "public_key_fingerprint"], "0" * 32), codes.P_RECEIPT_KEY_MISMATCH),
-    ("receipt message", _record_edit(["receipt", "signed_message"], "something_else"), codes.P_RECEIPT_UNSUPPORTED),
+    (
+        "receipt fingerprint",
+        _record_edit(["receipt", "public_key_fingerprint"], "0" * 32),
+        codes.P_RECEIPT_KEY_MISMATCH,
+    ),
+    (
+        "receipt message",
+        _record_edit(["receipt", "signed_message"], "something_else"),
+        codes.P_RECEIPT_UNSUPPORTED,
+    ),
     ("receipt digest", _record_edit(["receipt", "canonical_sha256"], "0" * 64), codes.P_CANONICAL_HASH),
     ("snapshot claims", _record_edit(["graph_snapshot", "claims", "count"], 3), codes.P_SNAPSHOT_SHAPE),
 ]
@@ -130,19 +146,50 @@ def _bundle_with(edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
 
 BUNDLE_CASES: list[tuple[str, Callable[[dict[str, Any]], None], list[str], bool]] = [
     ("unsigned is a warning", lambda d: d.pop("bundle_signature"), [codes.P_BUNDLE_SIGNATURE_MISSING], True),
-    ("no embedded state is a warning",
-     lambda d: d.pop("state"), [codes.P_BUNDLE_HASH], False),
-    ("bundle hash", lambda d: d["bundle_signature"].update(bundle_sha256="0" * 64), [codes.P_BUNDLE_HASH], False),
-    ("bundle key", lambda d: d["bundle_signature"].update(key_id="other"), [codes.P_BUNDLE_UNKNOWN_KEY], False),
-    ("bundle signature", lambda d: d["bundle_signature"].update(signature_b64=flip_b64(d["bundle_signature"]["signature_b64"])),
-     [codes.P_BUNDLE_SIGNATURE], False),
-    ("merge version", lambda d: d.update(merge_version="merge-v9"), [codes.P_MERGE_VERSION, codes.P_BUNDLE_HASH], False),
-    ("listed key contradicts the trusted one",
-     lambda d: d["public_keys"][0].update(public_key_hex="00" * 32, public_key_b64=base64.b64encode(bytes(32)).decode(),
-                                          fingerprint_sha256_hex=None, fingerprint_sha256_b32_first128bits=None),
-     [codes.P_KEY_ENTRY, codes.P_BUNDLE_HASH], False),
-    ("embedded state edited",
-     lambda d: d["state"]["current"]["graph_snapshots"].clear(), [codes.P_STATE_HASH, codes.P_STATE_MISMATCH, codes.P_BUNDLE_HASH], False),
+    ("no embedded state is a warning", lambda d: d.pop("state"), [codes.P_BUNDLE_HASH], False),
+    (
+        "bundle hash",
+        lambda d: d["bundle_signature"].update(bundle_sha256="0" * 64),
+        [codes.P_BUNDLE_HASH],
+        False,
+    ),
+    (
+        "bundle key",
+        lambda d: d["bundle_signature"].update(key_id="other"),
+        [codes.P_BUNDLE_UNKNOWN_KEY],
+        False,
+    ),
+    (
+        "bundle signature",
+        lambda d: d["bundle_signature"].update(
+            signature_b64=flip_b64(d["bundle_signature"]["signature_b64"])
+        ),
+        [codes.P_BUNDLE_SIGNATURE],
+        False,
+    ),
+    (
+        "merge version",
+        lambda d: d.update(merge_version="merge-v9"),
+        [codes.P_MERGE_VERSION, codes.P_BUNDLE_HASH],
+        False,
+    ),
+    (
+        "listed key contradicts the trusted one",
+        lambda d: d["public_keys"][0].update(
+            public_key_hex="00" * 32,
+            public_key_b64=base64.b64encode(bytes(32)).decode(),
+            fingerprint_sha256_hex=None,
+            fingerprint_sha256_b32_first128bits=None,
+        ),
+        [codes.P_KEY_ENTRY, codes.P_BUNDLE_HASH],
+        False,
+    ),
+    (
+        "embedded state edited",
+        lambda d: d["state"]["current"]["graph_snapshots"].clear(),
+        [codes.P_STATE_HASH, codes.P_STATE_MISMATCH, codes.P_BUNDLE_HASH],
+        False,
+    ),
 ]
 
 
@@ -178,13 +225,20 @@ def streamed(monkeypatch: pytest.MonkeyPatch) -> list[bool]:
 @pytest.mark.parametrize("form", list(BUNDLE_FORMS))
 @pytest.mark.parametrize(("label", "edit", "expected", "ok"), BUNDLE_CASES, ids=[c[0] for c in BUNDLE_CASES])
 def test_bundle_problems(
-    label: str, edit: Callable[[dict[str, Any]], None], expected: list[str], ok: bool, form: str, tmp_path: Path,
+    label: str,
+    edit: Callable[[dict[str, Any]], None],
+    expected: list[str],
+    ok: bool,
+    form: str,
+    tmp_path: Path,
     streamed: list[bool],
 ) -> None:
     report = verify_bundle(BUNDLE_FORMS[form](_bundle_with(edit), tmp_path))
     assert streamed == ([] if form == "mapping" else [True])  # each form took the path it names
     found = [p.code for p in report.problems]
-    assert sorted(found) == sorted(expected + ([codes.P_STATE_MISSING] if label.startswith("no embedded") else []))
+    assert sorted(found) == sorted(
+        expected + ([codes.P_STATE_MISSING] if label.startswith("no embedded") else [])
+    )
     assert report.ok is ok
 
 
@@ -203,8 +257,12 @@ def test_forked_bundle_reports_equivocation_and_invalid_events() -> None:
     registry, alice = TestKey("v-registry"), TestKey("v-alice")
     history = History.new(registry)
     first = history.event("correction", key=alice, target="notes", payload={"n": 0})
-    left = history.event("correction", key=alice, target="notes", prev_event=first["event_id"], payload={"n": 1})
-    right = history.event("correction", key=alice, target="notes", prev_event=first["event_id"], payload={"n": 2})
+    left = history.event(
+        "correction", key=alice, target="notes", prev_event=first["event_id"], payload={"n": 1}
+    )
+    right = history.event(
+        "correction", key=alice, target="notes", prev_event=first["event_id"], payload={"n": 2}
+    )
     orphan = history.event("correction", key=alice, target="other", prev_event="sha256:" + "e" * 64)
     report = verify_bundle(history.bundle([first, left, right, orphan]), trusted_keys=history.trusted())
     found = sorted(p.code for p in report.errors)
@@ -216,7 +274,11 @@ def test_forked_bundle_reports_equivocation_and_invalid_events() -> None:
 
 @pytest.mark.parametrize(
     ("document", "code"),
-    [({"hello": 1}, codes.E_NOT_PITH), ({"state_type": "pith_open_graph_state"}, codes.E_SHAPE), ([1, 2], codes.E_NOT_PITH)],
+    [
+        ({"hello": 1}, codes.E_NOT_PITH),
+        ({"state_type": "pith_open_graph_state"}, codes.E_SHAPE),
+        ([1, 2], codes.E_NOT_PITH),
+    ],
 )
 def test_not_a_document(document: Any, code: str) -> None:
     with pytest.raises(InputError) as raised:
@@ -227,7 +289,9 @@ def test_not_a_document(document: Any, code: str) -> None:
 def _reference_digest(document: dict[str, Any]) -> str:
     """bundle_sha256 by the reference rule, with the standard library only."""
     body = {k: v for k, v in document.items() if k != "bundle_signature"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    ).hexdigest()
 
 
 @pytest.mark.parametrize(
@@ -236,18 +300,31 @@ def _reference_digest(document: dict[str, Any]) -> str:
         {},  # events alone
         {"bundle_type": "b", "canonical_sha256": "c"},  # members before events only
         {"links": {}, "state": None, "source_aliases": []},  # after only
-        {"event": 1, "eventz": 2, "events0": 3, "Z": [], "é": "x", "bundle_signature": {"k": 1}},  # near "events" in the sort
+        {
+            "event": 1,
+            "eventz": 2,
+            "events0": 3,
+            "Z": [],
+            "é": "x",
+            "bundle_signature": {"k": 1},
+        },  # near "events" in the sort
         {"a": {"events": []}, "z": [{"events": [1]}], "bundle_signature": None},  # "events" nested too
     ],
     ids=["events alone", "before only", "after only", "keys around events", "nested events keys"],
 )
 def test_split_digest_is_the_whole_documents(shell: dict[str, Any]) -> None:
-    events = [{"b": 1, "a": [1.5, 0.1, -2, "é\u2028\\\""]}, {"z": {"y": None, "x": True}}, []]
+    events = [{"b": 1, "a": [1.5, 0.1, -2, 'é\u2028\\"']}, {"z": {"y": None, "x": True}}, []]
     for ordered in (True, False):  # members in the sort's order, or not
-        document = {**shell, "events": events} if ordered else {"events": events, **dict(reversed(list(shell.items())))}
+        document = (
+            {**shell, "events": events}
+            if ordered
+            else {"events": events, **dict(reversed(list(shell.items())))}
+        )
         data = json.dumps(document, ensure_ascii=False).encode()
         texts = [json.dumps(e, ensure_ascii=False, indent=1).encode() for e in events]
-        split = SplitBundle({**document, "events": []}, None, [msgspec.Raw(t) for t in texts], memoryview(data), [])  # type: ignore[arg-type]
+        split = SplitBundle(
+            {**document, "events": []}, None, [msgspec.Raw(t) for t in texts], memoryview(data), []
+        )  # type: ignore[arg-type]
         assert verify_module._split_bundle_digest(split) == _reference_digest(document)
 
 
@@ -261,7 +338,9 @@ def test_a_verifier_with_a_cache_takes_the_full_path(streamed: list[bool]) -> No
     assert (cached.problems, cached.facts) == (plain.problems, plain.facts) and plain.ok
 
 
-def test_verify_document_streams_a_bundle_and_reads_the_rest_whole(tmp_path: Path, streamed: list[bool]) -> None:
+def test_verify_document_streams_a_bundle_and_reads_the_rest_whole(
+    tmp_path: Path, streamed: list[bool]
+) -> None:
     whole = verify_document(seed("bundle-AG3PAJ22.json"))
     path = tmp_path / "bundle.json"
     path.write_bytes((FIXTURES / "bundle-AG3PAJ22.json").read_bytes())
@@ -276,21 +355,31 @@ def test_verify_document_streams_a_bundle_and_reads_the_rest_whole(tmp_path: Pat
 
 def test_irregular_bundles_fail_as_on_the_full_path(streamed: list[bool]) -> None:
     text = (FIXTURES / "bundle-AG3PAJ22.json").read_text()
-    duplicated = text.replace('"event_type":', '"event_type":"x","event_type":', 1)  # a duplicate key inside an event
-    deep = text.replace('"payload":{', '"payload":{"deep":' + "[" * 70 + "]" * 70 + ",", 1)  # too deep, inside an event
+    duplicated = text.replace(
+        '"event_type":', '"event_type":"x","event_type":', 1
+    )  # a duplicate key inside an event
+    deep = text.replace(
+        '"payload":{', '"payload":{"deep":' + "[" * 70 + "]" * 70 + ",", 1
+    )  # too deep, inside an event
     for data in (duplicated.encode(), deep.encode()):
         with pytest.raises(InputError) as streaming:
             verify_bundle(data)
         with pytest.raises(InputError) as whole:
             load_bundle(data)
-        assert streaming.value.code == whole.value.code and streaming.value.code in (codes.E_DUPLICATE_KEY, codes.E_TOO_DEEP)
+        assert streaming.value.code == whole.value.code and streaming.value.code in (
+            codes.E_DUPLICATE_KEY,
+            codes.E_TOO_DEEP,
+        )
     assert streamed == [False, False]
 
 
 def test_workers_concern_bundles_only(streamed: list[bool]) -> None:
     """An unusable worker count is a usage error for a bundle, and ignored for other documents (found in review)."""
     record = (FIXTURES / "record-GFHD7S67.json").read_bytes()
-    assert verify_document(record, workers=-1).ok and verify_document(FIXTURES / "state-SGRHL77B.json", workers=-1).ok
+    assert (
+        verify_document(record, workers=-1).ok
+        and verify_document(FIXTURES / "state-SGRHL77B.json", workers=-1).ok
+    )
     assert streamed == []  # an unusable count is not tried on the streaming path
     bundle = (FIXTURES / "bundle-AG3PAJ22.json").read_bytes()
     for call in (verify_document, verify_bundle):

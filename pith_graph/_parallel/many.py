@@ -50,7 +50,9 @@ def bundle_paths(arguments: Iterable[str]) -> list[Path]:
         if path.is_dir():
             inside = sorted(p for p in path.rglob("*.json") if p.is_file())
             if not inside:
-                raise InputError(f"{argument}: no *.json documents in this directory", code=codes.E_NO_DOCUMENTS)
+                raise InputError(
+                    f"{argument}: no *.json documents in this directory", code=codes.E_NO_DOCUMENTS
+                )
             found.extend(inside)
         elif path.exists():
             found.append(path)
@@ -99,7 +101,9 @@ def _verify_document(
     """A document's report, or its error (returned, not raised: the caller decides when to raise it)."""
     try:
         ring = None if ring_entries is None else KeyRing.from_entries(ring_entries)
-        return verify_document(Path(path), trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers)
+        return verify_document(
+            Path(path), trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers
+        )
     except PithGraphError as exc:
         return exc
 
@@ -130,12 +134,16 @@ def verify_documents(
             raise outcome
 
 
-def _verify_one(path: str, ring_entries: list[dict[str, Any]] | None, trust_bundle_keys: bool, workers: int) -> BundleOutcome:
+def _verify_one(
+    path: str, ring_entries: list[dict[str, Any]] | None, trust_bundle_keys: bool, workers: int
+) -> BundleOutcome:
     """Verify one bundle; unusable input becomes a failed outcome, never an exception."""
     try:
         ring = None if ring_entries is None else KeyRing.from_entries(ring_entries)
         # workers > 1: helpers verify this bundle's signatures (rebuild's parallel path).
-        report = verify_bundle(Path(path), trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers)
+        report = verify_bundle(
+            Path(path), trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers
+        )
     except PithGraphError as exc:
         return BundleOutcome(path, False, f"{path}: ERROR [{exc.code}] {exc.message}")
     facts = report.facts
@@ -143,7 +151,9 @@ def _verify_one(path: str, ring_entries: list[dict[str, Any]] | None, trust_bund
     if report.ok:
         return BundleOutcome(path, True, f"{path}: OK ({counts})")
     first = report.errors[0]
-    return BundleOutcome(path, False, f"{path}: FAILED ({len(report.errors)} problem(s); {counts}); first: {first}")
+    return BundleOutcome(
+        path, False, f"{path}: FAILED ({len(report.errors)} problem(s); {counts}); first: {first}"
+    )
 
 
 def verify_many(
@@ -155,4 +165,6 @@ def verify_many(
 ) -> Generator[BundleOutcome, None, None]:
     """Verify ``paths``, yielding outcomes in the order given."""
     entries = None if trusted_keys is None else trusted_keys.to_entries()
-    yield from _in_order(_verify_one, [str(p) for p in paths], resolve_workers(workers), entries, trust_bundle_keys)
+    yield from _in_order(
+        _verify_one, [str(p) for p in paths], resolve_workers(workers), entries, trust_bundle_keys
+    )

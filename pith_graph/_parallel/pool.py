@@ -137,7 +137,6 @@ if sys.version_info < (3, 12):
                         del self.pending_work_items[work_id]
                 super().terminate_broken(*args)
 
-
     class _Pool(ProcessPoolExecutor):
         """A ProcessPoolExecutor whose manager thread is :class:`_ManagerThread`."""
 

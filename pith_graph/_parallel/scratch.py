@@ -82,7 +82,9 @@ class ScratchCopy:
         self.path = os.path.join(directory, "bundle.json")
         self._error: BaseException | None = None
         self._writing = threading.Event()
-        self._thread = threading.Thread(target=self._write, args=(data,), name="pith-graph-scratch", daemon=True)
+        self._thread = threading.Thread(
+            target=self._write, args=(data,), name="pith-graph-scratch", daemon=True
+        )
         self._thread.start()
         # Wait until the thread is about to write, which releases the GIL: otherwise it
         # might only get the GIL back after the split's long decode, which never yields it.
@@ -93,7 +95,9 @@ class ScratchCopy:
             with open(self.path, "wb") as handle:
                 self._writing.set()
                 handle.write(data)
-        except BaseException as exc:  # no room after all (or anything else): stage 1 runs in the calling process
+        except (
+            BaseException
+        ) as exc:  # no room after all (or anything else): stage 1 runs in the calling process
             self._error = exc  # never a partial copy taken for a whole one
         finally:
             self._writing.set()

@@ -82,7 +82,12 @@ def _triples(claims: Iterable[tuple[Any, Any, Any]], keyring: KeyRing) -> list[T
     seen: set[Triple] = set()
     jobs: list[Triple] = []
     for digest, key_id, signature_b64 in claims:
-        if not (isinstance(digest, str) and len(digest) == 64 and isinstance(key_id, str) and isinstance(signature_b64, str)):
+        if not (
+            isinstance(digest, str)
+            and len(digest) == 64
+            and isinstance(key_id, str)
+            and isinstance(signature_b64, str)
+        ):
             continue
         key = keyring.get(key_id)
         signature = decode_signature(signature_b64)
@@ -126,7 +131,9 @@ class _EventView(msgspec.Struct):
 class _BundleView(msgspec.Struct):
     # Any JSON value is accepted where an event should be, so one odd event cannot
     # switch the pre-pass off (only objects are read).
-    events: list[_EventView | bool | int | float | str | list[Any] | None] = msgspec.field(default_factory=list)
+    events: list[_EventView | bool | int | float | str | list[Any] | None] = msgspec.field(
+        default_factory=list
+    )
     public_keys: Any = None
 
 
@@ -209,7 +216,9 @@ class ParallelCache:
         self._chunks: dict[int, Sequence[Triple]] = {}
         self.stolen = 0  # chunks verified in this process rather than by a worker
 
-    def submit(self, executor: ProcessPoolExecutor, backend_name: str, jobs: Sequence[Triple], chunk_size: int) -> None:
+    def submit(
+        self, executor: ProcessPoolExecutor, backend_name: str, jobs: Sequence[Triple], chunk_size: int
+    ) -> None:
         """Send ``jobs`` to ``executor`` in chunks, the last chunk first (see the class docstring)."""
         for start in reversed(range(0, len(jobs), chunk_size)):
             chunk = jobs[start : start + chunk_size]
@@ -314,4 +323,6 @@ def parallel_verifier(
     """:func:`start_verification` of the parsed ``events`` (serial below ``min_events`` events)."""
     if workers <= 1 or len(events) < min_events:
         return verifier or Verifier(), None, None
-    return start_verification(signature_jobs(events, keyring), workers=workers, verifier=verifier, chunk_size=chunk_size)
+    return start_verification(
+        signature_jobs(events, keyring), workers=workers, verifier=verifier, chunk_size=chunk_size
+    )

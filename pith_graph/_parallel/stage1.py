@@ -67,6 +67,7 @@ def stage1_chunk_size(count: int) -> int:
     from :data:`STAGE1_CHUNK` to :data:`STAGE1_MAX_CHUNK` events each."""
     return max(STAGE1_CHUNK, min(STAGE1_MAX_CHUNK, count // STAGE1_TASKS))
 
+
 _Row = tuple[str, str | None, int, EventFacts | None, bytes, bytes]
 #: A chunk's events, as (offset, length) of each event's text in the bundle file.
 _Spans = list[tuple[int, int]]
@@ -110,7 +111,14 @@ def _stage1_chunk(
                 value = loads(view[offset : offset + length], max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)
                 checked = check_event(value, subject=subject, keyring=keyring, verifier=verifier)
                 rows.append(
-                    (checked.unit_id, checked.reason, checked.progress, checked.facts, checked.signer_json, checked.payload_json)
+                    (
+                        checked.unit_id,
+                        checked.reason,
+                        checked.progress,
+                        checked.facts,
+                        checked.signer_json,
+                        checked.payload_json,
+                    )
                 )
         handle.write(_ROWS_ENCODER.encode(rows))
     return out
@@ -298,7 +306,9 @@ def start_stage1(
     try:
         for index in reversed(range((count + chunk_size - 1) // chunk_size)):
             first, stop = index * chunk_size, min(count, (index + 1) * chunk_size)
-            spans = [(start, len(text)) for start, text in zip(starts[first:stop], events[first:stop], strict=True)]
+            spans = [
+                (start, len(text)) for start, text in zip(starts[first:stop], events[first:stop], strict=True)
+            ]
             helpers.submit(index, scratch.path, spans, subject, keyring, backend_name, helpers._out(index))
     except BaseException as exc:
         helpers.close()  # cancels what was submitted, on every way out (an interrupt too)

@@ -31,7 +31,9 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
-    parser = _Parser(prog="pith-graph", description="Rebuild and verify Pith open-graph documents (merge-v1).")
+    parser = _Parser(
+        prog="pith-graph", description="Rebuild and verify Pith open-graph documents (merge-v1)."
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for group in (documents, store, vectors, proof, verify_many):
         group.register(sub)

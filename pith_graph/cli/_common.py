@@ -60,7 +60,9 @@ def add_trust_options(parser: argparse.ArgumentParser, *, what: str = "the bundl
     parser.add_argument(
         "--trusted-keys", metavar="FILE", help="JSON array of trusted key entries (default: the registry key)"
     )
-    parser.add_argument("--trust-bundle-keys", action="store_true", help=f"also trust the keys {what} lists (unsafe)")
+    parser.add_argument(
+        "--trust-bundle-keys", action="store_true", help=f"also trust the keys {what} lists (unsafe)"
+    )
 
 
 def _worker_count(text: str) -> int:

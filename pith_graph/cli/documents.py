@@ -58,7 +58,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     paths = bundle_paths(args.files)
     reports: list[Report] = []
     documents = verify_documents(
-        paths, trusted_keys=load_ring(args.trusted_keys), trust_bundle_keys=args.trust_bundle_keys, workers=args.workers
+        paths,
+        trusted_keys=load_ring(args.trusted_keys),
+        trust_bundle_keys=args.trust_bundle_keys,
+        workers=args.workers,
     )
     shown = show_progress(args)
     with Progress(len(paths), sys.stderr, shown=shown) as bar, contextlib.closing(documents):
@@ -66,7 +69,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
             reports.append(report)
             bar.update(done)
     if args.json:
-        write_stdout(json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False).encode() + b"\n")
+        write_stdout(
+            json.dumps([r.to_dict() for r in reports], indent=2, ensure_ascii=False).encode() + b"\n"
+        )
     else:
         for report in reports:
             _print_report(report)
@@ -85,17 +90,31 @@ def _summary(obj: dict[str, Any], kind: str) -> list[tuple[str, Any]]:
             ("source", obj.get("source")),
             ("events", len(events)),
             ("event types", ", ".join(f"{k} x{v}" for k, v in sorted(types.items())) or "-"),
-            ("public keys listed (not trusted)", ", ".join(str(k.get("key_id")) for k in obj.get("public_keys") or [] if isinstance(k, dict)) or "-"),
+            (
+                "public keys listed (not trusted)",
+                ", ".join(str(k.get("key_id")) for k in obj.get("public_keys") or [] if isinstance(k, dict))
+                or "-",
+            ),
             ("signed", "yes" if obj.get("bundle_signature") else "no"),
             ("embedded state", (obj.get("state") or {}).get("state_sha256", "none")),
         ]
     if kind == "state":
         return [
             (name, obj.get(name))
-            for name in ("pith_number", "event_count", "valid_event_count", "invalid_event_count", "equivocation_count", "state_sha256")
+            for name in (
+                "pith_number",
+                "event_count",
+                "valid_event_count",
+                "invalid_event_count",
+                "equivocation_count",
+                "state_sha256",
+            )
         ] + [("applied events", len(obj.get("applied_event_ids") or []))]
     if kind == "record":
-        return [(name, obj.get(name)) for name in ("pith_number", "short_pith_number", "canonical_sha256", "source")] + [
+        return [
+            (name, obj.get(name))
+            for name in ("pith_number", "short_pith_number", "canonical_sha256", "source")
+        ] + [
             ("receipt key", (obj.get("receipt") or {}).get("key_id")),
             ("aliases", len(obj.get("aliases") or [])),
         ]
@@ -107,9 +126,9 @@ def _summary(obj: dict[str, Any], kind: str) -> list[tuple[str, Any]]:
             ("claims", (obj.get("claims") or {}).get("count")),
             ("builder", obj.get("builder_version")),
         ]
-    return [(name, obj.get(name)) for name in ("subject_pith_number", "target", "signer_id", "prev_event")] + [
-        ("conflicting events", len(obj.get("events") or []))
-    ]
+    return [
+        (name, obj.get(name)) for name in ("subject_pith_number", "target", "signer_id", "prev_event")
+    ] + [("conflicting events", len(obj.get("events") or []))]
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
@@ -119,7 +138,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         raise InputError(f"{args.file} is not a Pith document", code=codes.E_NOT_PITH)
     print(f"{args.file}: {document.kind}")
     for name, value in _summary(document.obj, document.kind):
-        print(f"  {name}: {json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value}")
+        print(
+            f"  {name}: {json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value}"
+        )
     return EXIT_OK
 
 

@@ -32,7 +32,8 @@ def _store_bundle(args: argparse.Namespace, ring: KeyRing | None) -> dict[str, A
             subjects = store.subjects()
             if len(subjects) != 1:
                 raise InputError(
-                    f"{args.source} holds {len(subjects)} subjects: name one with --subject", code=codes.E_USAGE
+                    f"{args.source} holds {len(subjects)} subjects: name one with --subject",
+                    code=codes.E_USAGE,
                 )
             subject = subjects[0]
         return store.export_bundle(subject, trusted_keys=ring, trust_bundle_keys=args.trust_bundle_keys)
@@ -64,9 +65,17 @@ def cmd_proof(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add ``proof`` to the CLI."""
-    proof = subparsers.add_parser("proof", help="write an equivocation proof for every fork of a bundle or store")
-    proof.add_argument("source", metavar="BUNDLE_OR_STORE", help="a bundle JSON file or a pith-graph SQLite store")
-    proof.add_argument("--out", metavar="DIR", help="write one file per proof here (default: one JSON line each on stdout)")
-    proof.add_argument("--subject", metavar="PITH_NUMBER", help="with a store: the subject (default: its only one)")
+    proof = subparsers.add_parser(
+        "proof", help="write an equivocation proof for every fork of a bundle or store"
+    )
+    proof.add_argument(
+        "source", metavar="BUNDLE_OR_STORE", help="a bundle JSON file or a pith-graph SQLite store"
+    )
+    proof.add_argument(
+        "--out", metavar="DIR", help="write one file per proof here (default: one JSON line each on stdout)"
+    )
+    proof.add_argument(
+        "--subject", metavar="PITH_NUMBER", help="with a store: the subject (default: its only one)"
+    )
     add_trust_options(proof)
     proof.set_defaults(func=cmd_proof)

@@ -65,7 +65,9 @@ def cmd_import(args: argparse.Namespace) -> int:
     with _open(args) as store:
         for done, path in enumerate(args.bundles, 1):
             result = store.import_bundle(Path(path), **trust)
-            counts = {s: result.count(s) for s in (codes.STORE_NEW, codes.STORE_DUPLICATE, codes.STORE_INVALID)}
+            counts = {
+                s: result.count(s) for s in (codes.STORE_NEW, codes.STORE_DUPLICATE, codes.STORE_INVALID)
+            }
             invalid += counts[codes.STORE_INVALID]
             summary = " ".join(f"{status}={n}" for status, n in counts.items())
             if total > 1:
@@ -82,7 +84,9 @@ def cmd_append(args: argparse.Namespace) -> int:
     data = sys.stdin.buffer.read() if args.event == "-" else Path(args.event)
     event = read_json(data)
     with _open(args) as store:
-        result: AppendResult = store.append(event, subject=args.subject, trusted_keys=load_ring(args.trusted_keys))
+        result: AppendResult = store.append(
+            event, subject=args.subject, trusted_keys=load_ring(args.trusted_keys)
+        )
     print(json.dumps(result.to_dict(), ensure_ascii=False))
     return EXIT_PROBLEMS if result.status == codes.STORE_INVALID else EXIT_OK
 
@@ -133,13 +137,18 @@ def cmd_sync(args: argparse.Namespace) -> int:
                     result = store.sync_from(other)
             else:
                 result = store.sync_from(Path(source))
-            print(f"{redacted_url(source)}: {result.events_added} new event copies, {result.items_added} new items")
+            print(
+                f"{redacted_url(source)}: {result.events_added} new event copies, {result.items_added} new items"
+            )
     return EXIT_OK
 
 
 def _common(parser: argparse.ArgumentParser, *, trust: bool = False) -> None:
     parser.add_argument(
-        "--db", default=DEFAULT_DB, metavar="DB", help=f"SQLite file or postgresql:// URL (default {DEFAULT_DB})"
+        "--db",
+        default=DEFAULT_DB,
+        metavar="DB",
+        help=f"SQLite file or postgresql:// URL (default {DEFAULT_DB})",
     )
     if trust:
         add_trust_options(parser, what="the store holds for the subject")
@@ -163,17 +172,20 @@ def register(subparsers: Any) -> None:
     append = command("append", "store one event (JSON file, - for stdin)", cmd_append)
     append.add_argument("event", metavar="EVENT")
     append.add_argument("--subject", help="the Pith Number it was received for (default: the event's own)")
-    append.add_argument("--trusted-keys", metavar="FILE",
-                        help="JSON array of trusted key entries, for the reported status (default: the registry key)")
+    append.add_argument(
+        "--trusted-keys",
+        metavar="FILE",
+        help="JSON array of trusted key entries, for the reported status (default: the registry key)",
+    )
     state = command("state", "print the merged state of a subject", cmd_state, trust=True)
     state.add_argument("subject", metavar="SUBJECT")
     state.add_argument("--pretty", action="store_true", help="indent the output (not byte-comparable)")
     export = command("export", "print a bundle of everything stored for a subject", cmd_export, trust=True)
     export.add_argument("subject", metavar="SUBJECT")
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
-    command("log", "list a subject's stored copies in apply order (or the subjects)", cmd_log, trust=True).add_argument(
-        "subject", metavar="SUBJECT", nargs="?"
-    )
-    command("sync", "add everything from other stores (files or URLs) or bundle files", cmd_sync).add_argument(
-        "sources", nargs="+", metavar="SOURCE"
-    )
+    command(
+        "log", "list a subject's stored copies in apply order (or the subjects)", cmd_log, trust=True
+    ).add_argument("subject", metavar="SUBJECT", nargs="?")
+    command(
+        "sync", "add everything from other stores (files or URLs) or bundle files", cmd_sync
+    ).add_argument("sources", nargs="+", metavar="SOURCE")

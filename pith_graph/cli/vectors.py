@@ -30,7 +30,9 @@ def cmd_vectors_run(args: argparse.Namespace) -> int:
     """``vectors run DIR --impl 'COMMAND'``: run an implementation on every case."""
     from pith_graph.conformance.runner import format_results, run_vectors
 
-    results = run_vectors(Path(args.dir), args.impl, timeout=args.timeout, only=args.case or None, jobs=args.jobs)
+    results = run_vectors(
+        Path(args.dir), args.impl, timeout=args.timeout, only=args.case or None, jobs=args.jobs
+    )
     lines = format_results(results)
     shown = lines if args.verbose else [line for line in lines if not line.startswith("PASS ")]
     print("\n".join(shown))
@@ -43,12 +45,20 @@ def register(subparsers: Any) -> None:
     vsub = vectors.add_subparsers(dest="vectors_command", required=True)
     write = vsub.add_parser("write", help="generate the corpus into DIR (byte-deterministic)")
     write.add_argument("dir", metavar="DIR")
-    write.add_argument("--fixtures", metavar="DIR", help="where the registry bundle and speccheck cases are (default: the copies shipped in pith_graph/conformance/inputs)")
+    write.add_argument(
+        "--fixtures",
+        metavar="DIR",
+        help="where the registry bundle and speccheck cases are (default: the copies shipped in pith_graph/conformance/inputs)",
+    )
     write.set_defaults(func=cmd_vectors_write)
     run = vsub.add_parser("run", help="run an implementation on every case of the corpus in DIR")
     run.add_argument("dir", metavar="DIR")
-    run.add_argument("--impl", required=True, metavar="COMMAND",
-                     help="command to run; TRUSTED_KEYS_PATH and BUNDLE_PATH are appended, the state JSON is read from stdout")
+    run.add_argument(
+        "--impl",
+        required=True,
+        metavar="COMMAND",
+        help="command to run; TRUSTED_KEYS_PATH and BUNDLE_PATH are appended, the state JSON is read from stdout",
+    )
     run.add_argument("--timeout", type=float, default=60.0, metavar="SECONDS", help="per case (default 60)")
     run.add_argument("--case", action="append", metavar="ID", help="run only this case (repeatable)")
     run.add_argument("--jobs", type=int, metavar="N", help="cases run at once (default: CPU count)")

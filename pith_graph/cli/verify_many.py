@@ -21,6 +21,7 @@ __all__ = ["Progress", "add_parallel_options", "cmd_verify_many", "register", "s
 
 _BAR_WIDTH: Final = 30
 
+
 def show_progress(args: argparse.Namespace) -> bool:
     """Whether to draw the progress bar: ``--progress``/``--no-progress``, else if stderr is a terminal."""
     return bool(args.progress) if args.progress is not None else sys.stderr.isatty()
@@ -30,7 +31,10 @@ def add_parallel_options(parser: argparse.ArgumentParser) -> None:
     """``--workers N`` and ``--progress``, shared by ``verify`` and ``verify-many``."""
     add_workers_option(parser)
     parser.add_argument(
-        "--progress", action=argparse.BooleanOptionalAction, default=None, help="progress bar on stderr (default: if a terminal)"
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: if a terminal)",
     )
 
 
@@ -80,7 +84,10 @@ def cmd_verify_many(args: argparse.Namespace) -> int:
     paths = bundle_paths(args.paths)
     failed = 0
     outcomes = verify_many(
-        paths, trusted_keys=load_ring(args.trusted_keys), trust_bundle_keys=args.trust_bundle_keys, workers=args.workers
+        paths,
+        trusted_keys=load_ring(args.trusted_keys),
+        trust_bundle_keys=args.trust_bundle_keys,
+        workers=args.workers,
     )
     with Progress(len(paths), sys.stderr, shown=show_progress(args)) as bar, contextlib.closing(outcomes):
         for done, (_path, ok, line) in enumerate(outcomes, start=1):
@@ -94,8 +101,12 @@ def cmd_verify_many(args: argparse.Namespace) -> int:
 
 def register(subparsers: Any) -> None:
     """Add the ``verify-many`` subcommand."""
-    parser = subparsers.add_parser("verify-many", help="verify every bundle in directories or files, in parallel")
-    parser.add_argument("paths", nargs="+", metavar="DIR_OR_FILES", help="bundle files, or directories (*.json, recursive)")
+    parser = subparsers.add_parser(
+        "verify-many", help="verify every bundle in directories or files, in parallel"
+    )
+    parser.add_argument(
+        "paths", nargs="+", metavar="DIR_OR_FILES", help="bundle files, or directories (*.json, recursive)"
+    )
     add_parallel_options(parser)
     add_trust_options(parser, what="each bundle")
     parser.set_defaults(func=cmd_verify_many)

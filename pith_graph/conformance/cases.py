@@ -43,6 +43,7 @@ from pith_graph.testing import make_event, resign, seal
 
 __all__ = ["FLAGS", "Case", "crafted_cases", "generated_cases", "speccheck_cases"]
 
+
 @dataclass(frozen=True)
 class Case:
     """One conformance case: a bundle, the keys to trust, and what merge-v1 must say.
@@ -66,7 +67,10 @@ class Case:
 
 #: Every flag a case may carry, and what it exercises (written into index.json).
 FLAGS: Final = {
-    **{reason: f"an event is invalid with reason {reason!r} (docs/merge-v1.md sections 6-7)" for reason in codes.REASONS},
+    **{
+        reason: f"an event is invalid with reason {reason!r} (docs/merge-v1.md sections 6-7)"
+        for reason in codes.REASONS
+    },
     "valid": "every event is valid and applied",
     "equivocation": "a stream forks: the conflicting events stay valid, none is applied (section 8)",
     "record_created_fork": "two valid record_created events: the record stream itself forks",
@@ -95,24 +99,41 @@ def _base() -> Scenario:
     return build_scenario(
         [
             StreamSpec(
-                1, "graph_snapshot", "graph",
+                1,
+                "graph_snapshot",
+                "graph",
                 [{"graph_snapshot": {"claims": {"count": n}, "builder_version": f"0.{n}"}} for n in range(3)],
                 supersede=(False, True, True),
             ),
             StreamSpec(2, "author_attestation", "author:1", [{"statement": "I am an author of this paper"}]),
-            StreamSpec(3, "citation_signature", "citation:2601.00002", [{"cites": "pith:2026:X"}, {"cites": "pith:2026:Y"}]),
+            StreamSpec(
+                3,
+                "citation_signature",
+                "citation:2601.00002",
+                [{"cites": "pith:2026:X"}, {"cites": "pith:2026:Y"}],
+            ),
             StreamSpec(0, "mirror_hint", "mirror", [{"url": "https://mirror.example/p"}]),
         ],
     )
 
 
 def _case(
-    case_id: str, flags: Sequence[str], scenario: Scenario, outcome: Outcome, *, description: str | None = None,
+    case_id: str,
+    flags: Sequence[str],
+    scenario: Scenario,
+    outcome: Outcome,
+    *,
+    description: str | None = None,
     trusted: Sequence[Mapping[str, Any]] | None = None,
 ) -> Case:
     return Case(
-        case_id, description or outcome.description, tuple(flags), scenario.bundle(outcome.events),
-        trusted if trusted is not None else scenario.trusted(), outcome.reasons, outcome.equivocations,
+        case_id,
+        description or outcome.description,
+        tuple(flags),
+        scenario.bundle(outcome.events),
+        trusted if trusted is not None else scenario.trusted(),
+        outcome.reasons,
+        outcome.equivocations,
     )
 
 
@@ -150,21 +171,37 @@ def _malformed_cases() -> list[Case]:
     cases = []
     junk = "not an event"
     uid = "sha256:" + hashlib.sha256(canonical_json(junk)).hexdigest()
-    outcome = Outcome([*base.events, junk], {uid: "malformed"}, description="an event that is a JSON string (malformed)")
+    outcome = Outcome(
+        [*base.events, junk], {uid: "malformed"}, description="an event that is a JSON string (malformed)"
+    )
     cases.append(_case("malformed-not-an-object", ["malformed"], base, outcome))
     tip = base.by_id()[base.tips()[0]]
-    offset = resign({**tip, "created_at": "2026-06-03T00:00:01+00:00"}, key_for(tip["signer"]["signer_id"]), update_signer=False)
+    offset = resign(
+        {**tip, "created_at": "2026-06-03T00:00:01+00:00"},
+        key_for(tip["signer"]["signer_id"]),
+        update_signer=False,
+    )
     outcome = Outcome(
-        [*without(base, tip["event_id"]), offset], {offset["event_id"]: "malformed"},
+        [*without(base, tip["event_id"]), offset],
+        {offset["event_id"]: "malformed"},
         description="created_at with +00:00 instead of Z (malformed: UTC is spelt Z)",
     )
     cases.append(_case("malformed-offset-timestamp", ["malformed"], base, outcome))
     chain = base.chains[("graph", SIGNERS[1].signer_id)]
     repeated = make_event(
-        SIGNERS[1], subject=base.subject, event_type="correction", target="claim:9", payload={"fix": 1},
-        created_at=timestamp(50), supersedes=[chain[0], chain[0]],
+        SIGNERS[1],
+        subject=base.subject,
+        event_type="correction",
+        target="claim:9",
+        payload={"fix": 1},
+        created_at=timestamp(50),
+        supersedes=[chain[0], chain[0]],
     )
-    outcome = Outcome([*base.events, repeated], {repeated["event_id"]: "malformed"}, description="supersedes repeats an id (malformed)")
+    outcome = Outcome(
+        [*base.events, repeated],
+        {repeated["event_id"]: "malformed"},
+        description="supersedes repeats an id (malformed)",
+    )
     cases.append(_case("malformed-repeated-supersedes", ["malformed"], base, outcome))
     return cases
 
@@ -173,112 +210,277 @@ def _history_cases() -> list[Case]:
     """Forks, supersedes, duplicates, copies, order, rotation, aliases."""
     base = _base()
     graph = base.chains[("graph", SIGNERS[1].signer_id)]
-    cases = [Case("valid-history", "a valid history of five streams, all applied", ("valid",), base.bundle(), base.trusted(), {})]
+    cases = [
+        Case(
+            "valid-history",
+            "a valid history of five streams, all applied",
+            ("valid",),
+            base.bundle(),
+            base.trusted(),
+            {},
+        )
+    ]
     # Forks.
-    outcome = fork(base, sorted(i for s, c in base.chains.items() if s != stream_of(base.record_created) for i in c).index(graph[0]))
-    cases.append(_case("fork-stream-start", ["equivocation", "frozen_descendants"], base, outcome,
-                       description="a graph stream forks at its first event: the fork and everything after it is not applied"))
+    outcome = fork(
+        base,
+        sorted(i for s, c in base.chains.items() if s != stream_of(base.record_created) for i in c).index(
+            graph[0]
+        ),
+    )
+    cases.append(
+        _case(
+            "fork-stream-start",
+            ["equivocation", "frozen_descendants"],
+            base,
+            outcome,
+            description="a graph stream forks at its first event: the fork and everything after it is not applied",
+        )
+    )
     outcome = fork_record_created(base, 7)
     cases.append(_case("fork-record-created", ["equivocation", "record_created_fork"], base, outcome))
     tip = base.by_id()[graph[-1]]
     twins = [
-        make_event(SIGNERS[1], subject=base.subject, event_type="graph_snapshot", payload={"graph_snapshot": {"twin": n}},
-                   created_at=tip["created_at"], prev_event=tip["prev_event"])
+        make_event(
+            SIGNERS[1],
+            subject=base.subject,
+            event_type="graph_snapshot",
+            payload={"graph_snapshot": {"twin": n}},
+            created_at=tip["created_at"],
+            prev_event=tip["prev_event"],
+        )
         for n in (1, 2)
     ]
-    equivocation = {"event_ids": sorted([tip["event_id"], *(t["event_id"] for t in twins)]), "prev_event": tip["prev_event"],
-                    "signer_id": SIGNERS[1].signer_id, "target": "graph"}
-    outcome = Outcome([*base.events, *twins], {}, [equivocation], description="a three-way fork at a stream tip")
+    equivocation = {
+        "event_ids": sorted([tip["event_id"], *(t["event_id"] for t in twins)]),
+        "prev_event": tip["prev_event"],
+        "signer_id": SIGNERS[1].signer_id,
+        "target": "graph",
+    }
+    outcome = Outcome(
+        [*base.events, *twins], {}, [equivocation], description="a three-way fork at a stream tip"
+    )
     cases.append(_case("fork-three-way", ["equivocation"], base, outcome))
     # Supersedes.
     chain = build_scenario(
-        [StreamSpec(1, "graph_snapshot", "graph", [{"graph_snapshot": {"version": n}} for n in range(5)], supersede=(True,) * 5)]
+        [
+            StreamSpec(
+                1,
+                "graph_snapshot",
+                "graph",
+                [{"graph_snapshot": {"version": n}} for n in range(5)],
+                supersede=(True,) * 5,
+            )
+        ]
     )
-    cases.append(Case("supersedes-chain", "five snapshots, each superseding the previous: only the last is current",
-                      ("supersedes", "valid"), chain.bundle(), chain.trusted(), {}))
+    cases.append(
+        Case(
+            "supersedes-chain",
+            "five snapshots, each superseding the previous: only the last is current",
+            ("supersedes", "valid"),
+            chain.bundle(),
+            chain.trusted(),
+            {},
+        )
+    )
     record_id = base.record_created["event_id"]
     for case_id, named, what in (
         ("supersedes-record-created", record_id, "an event superseding the record_created (bad_supersedes)"),
         ("supersedes-missing", id_of("nothing"), "an event superseding an id no event has (bad_supersedes)"),
     ):
-        event = make_event(REGISTRY, subject=base.subject, event_type="correction", target="claim:1",
-                           payload={"fix": what}, created_at=timestamp(60), supersedes=[named])
+        event = make_event(
+            REGISTRY,
+            subject=base.subject,
+            event_type="correction",
+            target="claim:1",
+            payload={"fix": what},
+            created_at=timestamp(60),
+            supersedes=[named],
+        )
         outcome = Outcome([*base.events, event], {event["event_id"]: "bad_supersedes"}, description=what)
         cases.append(_case(case_id, ["bad_supersedes", "supersedes"], base, outcome))
     # Duplicates and copies.
     cases.append(_case("duplicates", ["duplicates", "valid"], base, duplicate(base, 3)))
     tampered = copy.deepcopy(tip)
     tampered["payload"] = {"graph_snapshot": {"tampered": True}}
-    outcome = Outcome([tampered, *base.events], description="a tampered copy next to a valid copy: the unit is valid")
+    outcome = Outcome(
+        [tampered, *base.events], description="a tampered copy next to a valid copy: the unit is valid"
+    )
     cases.append(_case("copies-one-valid", ["copies_disagree", "duplicates", "valid"], base, outcome))
     broken = break_signature(base, base.tips().index(graph[-1])).events[-1]
-    outcome = Outcome([*without(base, graph[-1]), tampered, broken], {graph[-1]: "bad_signature"},
-                      description="two bad copies: the one failing later (bad_signature) names the reason")
-    cases.append(_case("copies-best-reason", ["copies_disagree", "duplicates", "bad_signature"], base, outcome))
+    outcome = Outcome(
+        [*without(base, graph[-1]), tampered, broken],
+        {graph[-1]: "bad_signature"},
+        description="two bad copies: the one failing later (bad_signature) names the reason",
+    )
+    cases.append(
+        _case("copies-best-reason", ["copies_disagree", "duplicates", "bad_signature"], base, outcome)
+    )
     # Order.
     cases.append(_case("order-shuffled", ["order", "valid"], base, shuffle(base, 11)))
-    ties = build_scenario([
-        StreamSpec(n, kind, target, [{"n": n}], ticks=(1,), time_style=n)
-        for n, (kind, target) in enumerate((("mirror_hint", "mirror"), ("graph_snapshot", "graph"),
-                                            ("correction", "claim:1"), ("storage_attestation", "storage")))
-    ])
-    cases.append(Case("order-created-at-ties", "four events at one instant spelt three ways: applied by event_id",
-                      ("order", "valid"), ties.bundle(), ties.trusted(), {}))
+    ties = build_scenario(
+        [
+            StreamSpec(n, kind, target, [{"n": n}], ticks=(1,), time_style=n)
+            for n, (kind, target) in enumerate(
+                (
+                    ("mirror_hint", "mirror"),
+                    ("graph_snapshot", "graph"),
+                    ("correction", "claim:1"),
+                    ("storage_attestation", "storage"),
+                )
+            )
+        ]
+    )
+    cases.append(
+        Case(
+            "order-created-at-ties",
+            "four events at one instant spelt three ways: applied by event_id",
+            ("order", "valid"),
+            ties.bundle(),
+            ties.trusted(),
+            {},
+        )
+    )
     # Key rotation: alice's key rotates between her two snapshots.
-    rotated = [{**entry, "rotates_at": timestamp(3)} if entry["key_id"] == SIGNERS[1].key_id else entry for entry in base.trusted()]
+    rotated = [
+        {**entry, "rotates_at": timestamp(3)} if entry["key_id"] == SIGNERS[1].key_id else entry
+        for entry in base.trusted()
+    ]
     timed = build_scenario([StreamSpec(1, "graph_snapshot", "graph", [{"v": 1}, {"v": 2}], ticks=(1, 5))])
     second = timed.chains[("graph", SIGNERS[1].signer_id)][1]
-    cases.append(Case("key-rotated", "an event created after its key's rotates_at (unknown_key)", ("key_rotation", "unknown_key"),
-                      timed.bundle(), rotated, {second: "unknown_key"}))
+    cases.append(
+        Case(
+            "key-rotated",
+            "an event created after its key's rotates_at (unknown_key)",
+            ("key_rotation", "unknown_key"),
+            timed.bundle(),
+            rotated,
+            {second: "unknown_key"},
+        )
+    )
     # A bound key signing as another signer (it would write into that signer's stream).
-    cases.append(_case("key-bound-to-another-signer", ["key_binding", "key_mismatch"], base, impersonate(base, 1)))
+    cases.append(
+        _case("key-bound-to-another-signer", ["key_binding", "key_mismatch"], base, impersonate(base, 1))
+    )
     # Aliases: duplicated and unsorted in the bundle.
     aliased = dict(base.bundle())
     aliased["source_aliases"] = list(reversed(aliased["source_aliases"])) + aliased["source_aliases"][:2]
-    cases.append(Case("aliases-duplicated-unsorted", "bundle aliases repeated and out of order: the state lists each once, sorted",
-                      ("aliases", "valid"), aliased, base.trusted(), {}))
+    cases.append(
+        Case(
+            "aliases-duplicated-unsorted",
+            "bundle aliases repeated and out of order: the state lists each once, sorted",
+            ("aliases", "valid"),
+            aliased,
+            base.trusted(),
+            {},
+        )
+    )
     return cases
 
 
 def _text_cases() -> list[Case]:
     """Non-ASCII text and numbers whose canonical form trips encoders."""
-    texts = ["Größe", "证明与反驳", "🧪 emoji", "e\u0301 combining", "עברית", "\u2028 line separator", "quote \" and \\ backslash"]
+    texts = [
+        "Größe",
+        "证明与反驳",
+        "🧪 emoji",
+        "e\u0301 combining",
+        "עברית",
+        "\u2028 line separator",
+        'quote " and \\ backslash',
+    ]
     scenario = build_scenario(
         [
-            StreamSpec(2, "author_attestation", "author:Łukasz", [{"statement": t, "name": t[:3]} for t in texts[:3]]),
+            StreamSpec(
+                2, "author_attestation", "author:Łukasz", [{"statement": t, "name": t[:3]} for t in texts[:3]]
+            ),
             StreamSpec(3, "correction", "claim:证明", [{"text": t} for t in texts[3:]]),
         ],
-        arxiv_id="2601.00099", title="Über die Vollständigkeit — 完全性",
+        arxiv_id="2601.00099",
+        title="Über die Vollständigkeit — 完全性",
     )
     numbers = build_scenario(
-        [StreamSpec(1, "graph_snapshot", "graph", [
-            {"graph_snapshot": {"big": 1e16, "small": 1e-07, "neg_zero": -0.0, "tenth": 0.1, "huge": 1.5e300}},
-            {"graph_snapshot": {"int64_max": 2**63 - 1, "beyond_uint64": 2**64 + 1, "negative": -(2**63), "float_int": 3.0}},
-        ])],
+        [
+            StreamSpec(
+                1,
+                "graph_snapshot",
+                "graph",
+                [
+                    {
+                        "graph_snapshot": {
+                            "big": 1e16,
+                            "small": 1e-07,
+                            "neg_zero": -0.0,
+                            "tenth": 0.1,
+                            "huge": 1.5e300,
+                        }
+                    },
+                    {
+                        "graph_snapshot": {
+                            "int64_max": 2**63 - 1,
+                            "beyond_uint64": 2**64 + 1,
+                            "negative": -(2**63),
+                            "float_int": 3.0,
+                        }
+                    },
+                ],
+            )
+        ],
         arxiv_id="2601.00100",
     )
     return [
-        Case("text-non-ascii", "non-ASCII payloads, targets and title (canonical JSON is raw UTF-8)", ("non_ascii", "valid"),
-             scenario.bundle(), scenario.trusted(), {}),
-        Case("text-numbers", "floats (1e+16, 1e-07, -0.0) and integers beyond 64 bits in payloads", ("numbers", "valid"),
-             numbers.bundle(), numbers.trusted(), {}),
+        Case(
+            "text-non-ascii",
+            "non-ASCII payloads, targets and title (canonical JSON is raw UTF-8)",
+            ("non_ascii", "valid"),
+            scenario.bundle(),
+            scenario.trusted(),
+            {},
+        ),
+        Case(
+            "text-numbers",
+            "floats (1e+16, 1e-07, -0.0) and integers beyond 64 bits in payloads",
+            ("numbers", "valid"),
+            numbers.bundle(),
+            numbers.trusted(),
+            {},
+        ),
     ]
 
 
 def _large_case() -> Case:
     """A 1,000-event history: the record_created and nine streams of 111 events."""
-    kinds = ("graph_snapshot", "author_attestation", "citation_signature", "correction", "mirror_hint",
-             "timestamp_anchor", "storage_attestation", "replication_record", "correction")
+    kinds = (
+        "graph_snapshot",
+        "author_attestation",
+        "citation_signature",
+        "correction",
+        "mirror_hint",
+        "timestamp_anchor",
+        "storage_attestation",
+        "replication_record",
+        "correction",
+    )
     specs = [
-        StreamSpec(n % len(SIGNERS), kind, "graph" if kind == "graph_snapshot" else f"t{n}",
-                   [{"i": i} for i in range(111)], ticks=[(i * 7 + n) % 997 for i in range(111)],
-                   supersede=[i % 3 == 0 for i in range(111)])
+        StreamSpec(
+            n % len(SIGNERS),
+            kind,
+            "graph" if kind == "graph_snapshot" else f"t{n}",
+            [{"i": i} for i in range(111)],
+            ticks=[(i * 7 + n) % 997 for i in range(111)],
+            supersede=[i % 3 == 0 for i in range(111)],
+        )
         for n, kind in enumerate(kinds)
     ]
     scenario = build_scenario(specs, arxiv_id="2601.01000")
     assert len(scenario.events) == 1000
-    return Case("large-1000-events", "a history of 1,000 valid events in nine chained streams", ("large", "valid", "supersedes"),
-                scenario.bundle(), scenario.trusted(), {})
+    return Case(
+        "large-1000-events",
+        "a history of 1,000 valid events in nine chained streams",
+        ("large", "valid", "supersedes"),
+        scenario.bundle(),
+        scenario.trusted(),
+        {},
+    )
 
 
 #: ed25519-speccheck cases 0-9 (tests/test_ed25519.py): what each exercises.
@@ -299,44 +501,80 @@ _EDGE_SIGNER: Final = "speccheck.example"
 
 def _edge_entry(key_id: str, public_key: bytes) -> dict[str, Any]:
     """A trusted-key entry for an edge-case key (small-order, mixed-order, non-canonical keys load too)."""
-    return {"key_id": key_id, "algorithm": "ed25519", "format": "raw", "public_key_hex": public_key.hex(),
-            "fingerprint_sha256_hex": fingerprint_hex(public_key), "rotates_at": None, "signer_id": _EDGE_SIGNER}
+    return {
+        "key_id": key_id,
+        "algorithm": "ed25519",
+        "format": "raw",
+        "public_key_hex": public_key.hex(),
+        "fingerprint_sha256_hex": fingerprint_hex(public_key),
+        "rotates_at": None,
+        "signer_id": _EDGE_SIGNER,
+    }
 
 
 def _edge_event(
-    scenario: Scenario, key_id: str, public_key: bytes, payload: Mapping[str, Any], wanted: Callable[[bytes], bool]
+    scenario: Scenario,
+    key_id: str,
+    public_key: bytes,
+    payload: Mapping[str, Any],
+    wanted: Callable[[bytes], bool],
 ) -> dict[str, Any]:
     """An honest unsigned mirror_hint by ``key_id``, its content ground (a ``grind`` counter in
     the payload) until ``wanted(message)`` holds for its signed message, the 32 content-hash bytes."""
     fingerprint = fingerprint_hex(public_key)
     grind = 0
     while True:
-        event = seal({
-            "event_type": "mirror_hint", "subject_pith_number": scenario.subject, "target": "mirror",
-            "payload": {**payload, "grind": grind},
-            "signer": {"signer_id": _EDGE_SIGNER, "signer_type": "test_signer", "key_id": key_id,
-                       "public_key_fingerprint": fingerprint},
-            "created_at": timestamp(1), "supersedes": [], "prev_event": None, "schema_version": "1.0",
-        }, None)
+        event = seal(
+            {
+                "event_type": "mirror_hint",
+                "subject_pith_number": scenario.subject,
+                "target": "mirror",
+                "payload": {**payload, "grind": grind},
+                "signer": {
+                    "signer_id": _EDGE_SIGNER,
+                    "signer_type": "test_signer",
+                    "key_id": key_id,
+                    "public_key_fingerprint": fingerprint,
+                },
+                "created_at": timestamp(1),
+                "supersedes": [],
+                "prev_event": None,
+                "schema_version": "1.0",
+            },
+            None,
+        )
         if wanted(bytes.fromhex(event["content_sha256"])):
             return event
         grind += 1
 
 
 def _edge_case(
-    scenario: Scenario, case_id: str, description: str, key_id: str, public_key: bytes, event: dict[str, Any],
-    signature: bytes, reason: str | None,
+    scenario: Scenario,
+    case_id: str,
+    description: str,
+    key_id: str,
+    public_key: bytes,
+    event: dict[str, Any],
+    signature: bytes,
+    reason: str | None,
 ) -> Case:
     """The case of ``event`` signed with ``signature``: ``reason`` None means it must be valid."""
     event["signature"] = {
-        "signature_status": "signed_v1", "algorithm": "ed25519", "key_id": key_id,
+        "signature_status": "signed_v1",
+        "algorithm": "ed25519",
+        "key_id": key_id,
         "public_key_fingerprint": fingerprint_hex(public_key),
         "signature_b64": base64.b64encode(signature).decode("ascii"),
-        "signed_message": "open_graph_event_sha256_bytes", "signed_at": timestamp(1),
+        "signed_message": "open_graph_event_sha256_bytes",
+        "signed_at": timestamp(1),
     }
     return Case(
-        case_id, description, ("ed25519_edge", reason or "valid"), scenario.bundle([*scenario.events, event]),
-        [*scenario.trusted(), _edge_entry(key_id, public_key)], {} if reason is None else {event["event_id"]: reason},
+        case_id,
+        description,
+        ("ed25519_edge", reason or "valid"),
+        scenario.bundle([*scenario.events, event]),
+        [*scenario.trusted(), _edge_entry(key_id, public_key)],
+        {} if reason is None else {event["event_id"]: reason},
     )
 
 
@@ -362,27 +600,44 @@ def speccheck_cases(vectors: Sequence[Mapping[str, str]]) -> list[Case]:
         signature = bytes.fromhex(vector["signature"])
         key_id = f"speccheck-{index}"
 
-        def wanted(message: bytes, index: int = index, public_key: bytes = public_key, signature: bytes = signature) -> bool:
+        def wanted(
+            message: bytes, index: int = index, public_key: bytes = public_key, signature: bytes = signature
+        ) -> bool:
             return index != 0 or _edwards.challenge(signature[:32], public_key, message) % 8 == 1
 
-        event = _edge_event(scenario, key_id, public_key, {"speccheck_case": index, "note": SPECCHECK_NOTES[index]}, wanted)
-        cases.append(_edge_case(
-            scenario, f"ed25519-speccheck-{index}",
-            f"ed25519-speccheck case {index} ({SPECCHECK_NOTES[index]}) as an event: bad_signature"
-            + (" (OpenSSL alone accepts this event; the pinned rule must not)" if index == 0 else ""),
-            key_id, public_key, event, signature, codes.REASON_BAD_SIGNATURE,
-        ))
+        event = _edge_event(
+            scenario, key_id, public_key, {"speccheck_case": index, "note": SPECCHECK_NOTES[index]}, wanted
+        )
+        cases.append(
+            _edge_case(
+                scenario,
+                f"ed25519-speccheck-{index}",
+                f"ed25519-speccheck case {index} ({SPECCHECK_NOTES[index]}) as an event: bad_signature"
+                + (" (OpenSSL alone accepts this event; the pinned rule must not)" if index == 0 else ""),
+                key_id,
+                public_key,
+                event,
+                signature,
+                codes.REASON_BAD_SIGNATURE,
+            )
+        )
     return cases
 
 
 def _scalar(label: str) -> int:
     """A fixed secret scalar for the crafted cases (reproducible from its label)."""
-    return int.from_bytes(hashlib.sha512(f"pith_graph corpus: {label}".encode()).digest(), "little") % _edwards.L
+    return (
+        int.from_bytes(hashlib.sha512(f"pith_graph corpus: {label}".encode()).digest(), "little") % _edwards.L
+    )
 
 
 def _crafted(
-    case_id: str, description: str, public_key: bytes, sign: Callable[[bytes], bytes],
-    wanted: Callable[[bytes], bool] = lambda message: True, reason: str | None = codes.REASON_BAD_SIGNATURE,
+    case_id: str,
+    description: str,
+    public_key: bytes,
+    sign: Callable[[bytes], bytes],
+    wanted: Callable[[bytes], bool] = lambda message: True,
+    reason: str | None = codes.REASON_BAD_SIGNATURE,
 ) -> Case:
     scenario = build_scenario([])
     key_id = case_id
@@ -410,7 +665,9 @@ def crafted_cases() -> list[Case]:
         """Sign as RFC 8032 does, with R = [r]B, S = r + k*secret (mod L)."""
         r = _scalar(nonce)
         r_point = ed.encode(ed.point_mul(r, base))
-        return lambda message: signature(r_point, (r + ed.challenge(r_point, public_key, message) * secret) % ed.L)
+        return lambda message: signature(
+            r_point, (r + ed.challenge(r_point, public_key, message) * secret) % ed.L
+        )
 
     # R = the identity (small order), S = k*a: [S]B = [k]A = R + [k]A for every message.
     identity = ed.encode(ed.IDENTITY)
@@ -418,7 +675,8 @@ def crafted_cases() -> list[Case]:
         "ed25519-crafted-identity-r",
         "an honest key, R = the identity point (small order), S = k*a: the cofactorless equation holds for "
         "this message, so OpenSSL alone accepts it; the pinned rule (3) must not: bad_signature",
-        honest_key, lambda message: signature(identity, ed.challenge(identity, honest_key, message) * honest % ed.L),
+        honest_key,
+        lambda message: signature(identity, ed.challenge(identity, honest_key, message) * honest % ed.L),
     )
     # A = [a]B + T (T of order 8): [S]B = R + [k]A exactly when [k]T = 0, i.e. k = 0 mod 8.
     mixed_secret = _scalar("mixed-order key")
@@ -429,7 +687,9 @@ def crafted_cases() -> list[Case]:
         "a mixed-order key (a prime-order point plus one of order 8) whose signature passes the cofactorless "
         "equation (the content is ground until k = 0 mod 8): the pinned rule accepts it, as OpenSSL and "
         "libsodium do; an implementation that demands a prime-order key must not reject it: valid",
-        mixed_key, mixed_sign, lambda message: ed.challenge(mixed_sign(message)[:32], mixed_key, message) % 8 == 0,
+        mixed_key,
+        mixed_sign,
+        lambda message: ed.challenge(mixed_sign(message)[:32], mixed_key, message) % 8 == 0,
         reason=None,
     )
     # R = [r]B + T: R + [k]A is off by T from [S]B, and [8]T = 0.
@@ -439,7 +699,10 @@ def crafted_cases() -> list[Case]:
         "ed25519-crafted-cofactored-only",
         "an honest key and R = [r]B + T (T of order 8), S = r + k*a: only the cofactored equation "
         "[8][S]B = [8](R + [k]A) holds; the pinned rule (5) is cofactorless: bad_signature",
-        honest_key, lambda message: signature(shifted_r, (r + ed.challenge(shifted_r, honest_key, message) * honest) % ed.L),
+        honest_key,
+        lambda message: signature(
+            shifted_r, (r + ed.challenge(shifted_r, honest_key, message) * honest) % ed.L
+        ),
     )
     honest_sign = standard(honest, honest_key, "honest nonce")
 
@@ -451,7 +714,8 @@ def crafted_cases() -> list[Case]:
         "ed25519-crafted-s-plus-l",
         "a valid signature by an honest key with S replaced by S + L: the equation holds for S mod L, "
         "but the pinned rule (4) requires S < L: bad_signature",
-        honest_key, plus_l,
+        honest_key,
+        plus_l,
     )
     # A spelled y = p + 1: the identity, non-canonically. R = [s]B, S = s: [S]B = R + [k]O.
     s = _scalar("non-canonical key")
@@ -461,7 +725,8 @@ def crafted_cases() -> list[Case]:
         "the key y = p + 1 (the identity point, spelled non-canonically), R = [s]B and S = s, so "
         "[S]B = R + [k]A for a reader that reduces y mod p; the pinned rule (2) refuses the "
         "encoding: bad_signature",
-        spelled, lambda message: signature(ed.encode(ed.point_mul(s, base)), s),
+        spelled,
+        lambda message: signature(ed.encode(ed.point_mul(s, base)), s),
     )
     return [small_r, mixed, cofactored, unreduced, non_canonical]
 

@@ -75,8 +75,14 @@ def _registry_case(fixtures: Path) -> Case:
     data = _read(fixtures / REGISTRY_BUNDLE)
     embedded = read_json(data).get("state") or {}
     return Case(
-        "registry-bundle-AG3PAJ22", "the registry's published bundle (2 events), trusting only the pinned registry key",
-        ("registry", "valid"), {}, KeyRing.registry().to_entries(), None, (), embedded.get("state_sha256"),
+        "registry-bundle-AG3PAJ22",
+        "the registry's published bundle (2 events), trusting only the pinned registry key",
+        ("registry", "valid"),
+        {},
+        KeyRing.registry().to_entries(),
+        None,
+        (),
+        embedded.get("state_sha256"),
     )
 
 
@@ -102,7 +108,9 @@ def build_corpus(fixtures: Path | None = None) -> list[Case]:
 def _json_bytes(value: Any, *, indent: int | None = None) -> bytes:
     """Deterministic file bytes: keys in the order built, raw UTF-8, newline at the end."""
     separators = (",", ":") if indent is None else (",", ": ")
-    return (json.dumps(value, ensure_ascii=False, indent=indent, separators=separators) + "\n").encode("utf-8")
+    return (json.dumps(value, ensure_ascii=False, indent=indent, separators=separators) + "\n").encode(
+        "utf-8"
+    )
 
 
 def _expected(state: State) -> dict[str, Any]:
@@ -151,15 +159,17 @@ def write_corpus(directory: str | os.PathLike[str], *, fixtures: Path | None = N
             "description": (case.description + "\n").encode("utf-8"),
         }
         _write_files(root / case.id, files)
-        entries.append({
-            "id": case.id,
-            "path": case.id,
-            "description": case.description,
-            "flags": sorted(case.flags),
-            "result": _result(expected),
-            "reasons": sorted({e["reason"] for e in expected["invalid_events"]}),
-            "state_sha256": expected["state_sha256"],
-        })
+        entries.append(
+            {
+                "id": case.id,
+                "path": case.id,
+                "description": case.description,
+                "flags": sorted(case.flags),
+                "result": _result(expected),
+                "reasons": sorted({e["reason"] for e in expected["invalid_events"]}),
+                "state_sha256": expected["state_sha256"],
+            }
+        )
     index = {
         "corpus": CORPUS_NAME,
         "corpus_version": CORPUS_VERSION,

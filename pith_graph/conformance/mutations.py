@@ -57,7 +57,6 @@ __all__ = [
 ]
 
 
-
 @dataclass(frozen=True)
 class Outcome:
     """A mutated event list and what merge-v1 must report for it.
@@ -86,7 +85,13 @@ def _edited(scenario: Scenario, event_id: str) -> dict[str, Any]:
     return copy.deepcopy(scenario.by_id()[event_id])
 
 
-def _replace(scenario: Scenario, event_id: str, edit: Callable[[dict[str, Any]], dict[str, Any]], reason: str, what: str) -> Outcome:
+def _replace(
+    scenario: Scenario,
+    event_id: str,
+    edit: Callable[[dict[str, Any]], dict[str, Any]],
+    reason: str,
+    what: str,
+) -> Outcome:
     """Replace one tip by an edited copy; the copy's unit gets ``reason``."""
     event = _edited(scenario, event_id)
     changed = edit(event)
@@ -109,7 +114,9 @@ def tamper_payload(scenario: Scenario, pick: int) -> Outcome:
         event["payload"] = {**event["payload"], "tampered": True}
         return event
 
-    return _replace(scenario, _pick(scenario.tips(), pick), edit, "content_hash_mismatch", "payload edited after signing")
+    return _replace(
+        scenario, _pick(scenario.tips(), pick), edit, "content_hash_mismatch", "payload edited after signing"
+    )
 
 
 def tamper_id(scenario: Scenario, pick: int) -> Outcome:
@@ -125,7 +132,11 @@ def tamper_id(scenario: Scenario, pick: int) -> Outcome:
 def untrusted_key(scenario: Scenario, pick: int) -> Outcome:
     """Re-sign a tip with a key nobody trusts: ``unknown_key``."""
     return _replace(
-        scenario, _pick(scenario.tips(), pick), lambda e: resign(e, UNTRUSTED), "unknown_key", "re-signed by an untrusted key"
+        scenario,
+        _pick(scenario.tips(), pick),
+        lambda e: resign(e, UNTRUSTED),
+        "unknown_key",
+        "re-signed by an untrusted key",
     )
 
 
@@ -158,7 +169,9 @@ def impersonate(scenario: Scenario, pick: int) -> Outcome:
         event["signer"] = {**event["signer"], "signer_id": other.signer_id}
         return resign(event, key, update_signer=False)
 
-    return _replace(scenario, _pick(scenario.tips(), pick), edit, "key_mismatch", "signed as another signer_id")
+    return _replace(
+        scenario, _pick(scenario.tips(), pick), edit, "key_mismatch", "signed as another signer_id"
+    )
 
 
 def change_subject(scenario: Scenario, pick: int) -> Outcome:
@@ -191,7 +204,13 @@ def target_mismatch(scenario: Scenario, pick: int) -> Outcome:
         event["event_type"] = "graph_snapshot"
         event["target"] = "graph-elsewhere"
 
-    return _replace(scenario, _pick(scenario.tips(), pick), _resigned(edit), "target_mismatch", "graph_snapshot off target")
+    return _replace(
+        scenario,
+        _pick(scenario.tips(), pick),
+        _resigned(edit),
+        "target_mismatch",
+        "graph_snapshot off target",
+    )
 
 
 def unsupported_signature(scenario: Scenario, pick: int) -> Outcome:
@@ -201,7 +220,13 @@ def unsupported_signature(scenario: Scenario, pick: int) -> Outcome:
         event["signature"]["algorithm"] = "ecdsa-p256"
         return event
 
-    return _replace(scenario, _pick(scenario.tips(), pick), edit, "unsupported_signature", "signature algorithm not ed25519")
+    return _replace(
+        scenario,
+        _pick(scenario.tips(), pick),
+        edit,
+        "unsupported_signature",
+        "signature algorithm not ed25519",
+    )
 
 
 def key_mismatch(scenario: Scenario, pick: int) -> Outcome:
@@ -223,7 +248,13 @@ def bad_record(scenario: Scenario, pick: int) -> Outcome:
         raw[40 + pick % 20] ^= 1
         receipt["signature_b64"] = base64.b64encode(bytes(raw)).decode("ascii")
 
-    return _replace(scenario, scenario.record_created["event_id"], _resigned(edit), "bad_record", "receipt signature broken")
+    return _replace(
+        scenario,
+        scenario.record_created["event_id"],
+        _resigned(edit),
+        "bad_record",
+        "receipt signature broken",
+    )
 
 
 def drop_predecessor(scenario: Scenario, pick: int) -> Outcome:
@@ -260,11 +291,18 @@ def cross_stream_prev(scenario: Scenario, pick: int) -> Outcome:
     named = scenario.by_id()[_pick([e["event_id"] for e in scenario.events], pick)]
     key = SIGNERS[(pick + 1) % len(SIGNERS)]
     event = make_event(
-        key, subject=scenario.subject, event_type="correction", target="cross-stream",
-        payload={"correction": "points into another stream"}, created_at=timestamp(9000), prev_event=named["event_id"],
+        key,
+        subject=scenario.subject,
+        event_type="correction",
+        target="cross-stream",
+        payload={"correction": "points into another stream"},
+        created_at=timestamp(9000),
+        prev_event=named["event_id"],
     )
     return Outcome(
-        [*scenario.events, event], {event["event_id"]: "prev_event_stream_mismatch"}, description="prev_event in another stream"
+        [*scenario.events, event],
+        {event["event_id"]: "prev_event_stream_mismatch"},
+        description="prev_event in another stream",
     )
 
 
@@ -273,11 +311,18 @@ def foreign_supersedes(scenario: Scenario, pick: int) -> Outcome:
     named = scenario.by_id()[_pick([e["event_id"] for e in scenario.events], pick)]
     key = next(k for k in SIGNERS[1:] if k.signer_id != named["signer"]["signer_id"])
     event = make_event(
-        key, subject=scenario.subject, event_type="correction", target="foreign-supersedes",
-        payload={"correction": "supersedes what it may not"}, created_at=timestamp(9001), supersedes=[named["event_id"]],
+        key,
+        subject=scenario.subject,
+        event_type="correction",
+        target="foreign-supersedes",
+        payload={"correction": "supersedes what it may not"},
+        created_at=timestamp(9001),
+        supersedes=[named["event_id"]],
     )
     return Outcome(
-        [*scenario.events, event], {event["event_id"]: "bad_supersedes"}, description="supersedes another signer's event"
+        [*scenario.events, event],
+        {event["event_id"]: "bad_supersedes"},
+        description="supersedes another signer's event",
     )
 
 
@@ -285,7 +330,9 @@ def malformed(scenario: Scenario, pick: int) -> Outcome:
     """Add an object that is no event (no event_id): ``malformed`` under the hash of its canonical JSON."""
     raw = {"event_type": "graph_snapshot", "malformed": pick, "text": "not an event, ünïcödé"}
     uid = "sha256:" + hashlib.sha256(canonical_json(raw)).hexdigest()
-    return Outcome([*scenario.events, raw], {uid: "malformed"}, description="an object that is not an event (malformed)")
+    return Outcome(
+        [*scenario.events, raw], {uid: "malformed"}, description="an object that is not an event (malformed)"
+    )
 
 
 def fork(scenario: Scenario, pick: int) -> Outcome:
@@ -298,9 +345,14 @@ def fork(scenario: Scenario, pick: int) -> Outcome:
     original = scenario.by_id()[_pick(candidates, pick)]
     key = key_for(original["signer"]["signer_id"])
     twin = make_event(
-        key, subject=scenario.subject, event_type=original["event_type"], target=original["target"],
-        payload={**original["payload"], "fork": pick}, created_at=original["created_at"],
-        prev_event=original["prev_event"], supersedes=original["supersedes"],
+        key,
+        subject=scenario.subject,
+        event_type=original["event_type"],
+        target=original["target"],
+        payload={**original["payload"], "fork": pick},
+        created_at=original["created_at"],
+        prev_event=original["prev_event"],
+        supersedes=original["supersedes"],
     )
     return _forked(scenario, original, twin, "stream forked")
 
@@ -309,9 +361,14 @@ def fork_record_created(scenario: Scenario, pick: int) -> Outcome:
     """A second valid record_created (same record, another time): the record stream forks."""
     original = scenario.record_created
     twin = make_event(
-        REGISTRY, subject=scenario.subject, event_type="record_created",
-        payload=record_created_payload(scenario.history.canonical_record, REGISTRY, signed_at=timestamp(pick % 50 + 1)),
-        created_at=timestamp(pick % 50 + 1), signer_type="pith_registry",
+        REGISTRY,
+        subject=scenario.subject,
+        event_type="record_created",
+        payload=record_created_payload(
+            scenario.history.canonical_record, REGISTRY, signed_at=timestamp(pick % 50 + 1)
+        ),
+        created_at=timestamp(pick % 50 + 1),
+        signer_type="pith_registry",
     )
     return _forked(scenario, original, twin, "record_created forked")
 
@@ -324,13 +381,21 @@ def _forked(scenario: Scenario, original: Mapping[str, Any], twin: dict[str, Any
         "signer_id": signer_id,
         "target": target,
     }
-    return Outcome([*scenario.events, twin], {}, [equivocation], frozenset({(target, signer_id)}), what + " (equivocation)")
+    return Outcome(
+        [*scenario.events, twin],
+        {},
+        [equivocation],
+        frozenset({(target, signer_id)}),
+        what + " (equivocation)",
+    )
 
 
 def duplicate(scenario: Scenario, pick: int) -> Outcome:
     """Add copies of some events: nothing changes."""
     rng = random.Random(pick)
-    copies = [copy.deepcopy(e) for e in scenario.events if rng.random() < 0.5] or [copy.deepcopy(scenario.events[-1])]
+    copies = [copy.deepcopy(e) for e in scenario.events if rng.random() < 0.5] or [
+        copy.deepcopy(scenario.events[-1])
+    ]
     return Outcome([*scenario.events, *copies], description="duplicate copies (no change)")
 
 

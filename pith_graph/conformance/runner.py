@@ -75,8 +75,10 @@ def first_difference(expected: Mapping[str, Any], got: Any) -> str | None:
             wanted = f"invalid ({want[uid]})" if uid in want else "valid"
             applied = got.get("applied_event_ids")
             found = (
-                f"invalid ({have[uid]})" if uid in have
-                else "valid (applied)" if isinstance(applied, list) and uid in applied
+                f"invalid ({have[uid]})"
+                if uid in have
+                else "valid (applied)"
+                if isinstance(applied, list) and uid in applied
                 else "valid or absent"
             )
             return f"event {_short(uid)}: expected {wanted}, got {found}"
@@ -147,7 +149,9 @@ def run_vectors(
     root = Path(directory)
     index = read_json(root / "index.json")
     cases = index.get("cases") if isinstance(index, dict) else None
-    if not isinstance(cases, list) or not all(isinstance(c, dict) and isinstance(c.get("id"), str) for c in cases):
+    if not isinstance(cases, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("id"), str) for c in cases
+    ):
         raise InputError(f"{root / 'index.json'} is not a conformance index", code=codes.E_SHAPE)
     command = shlex.split(impl_command) if isinstance(impl_command, str) else list(impl_command)
     if not command:
@@ -158,7 +162,8 @@ def run_vectors(
         raise InputError(f"no such case: {', '.join(unknown)}", code=codes.E_USAGE)
     with ThreadPoolExecutor(max_workers=jobs or os.cpu_count() or 1) as pool:
         futures = [
-            pool.submit(_run_case, root / str(c.get("path", c["id"])), c["id"], command, timeout) for c in chosen
+            pool.submit(_run_case, root / str(c.get("path", c["id"])), c["id"], command, timeout)
+            for c in chosen
         ]
         return [f.result() for f in futures]
 

@@ -114,8 +114,13 @@ class AppendResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The result as plain JSON values."""
-        return {"status": self.status, "subject": self.subject, "unit_id": self.unit_id,
-                "digest": self.digest, "reason": self.reason}
+        return {
+            "status": self.status,
+            "subject": self.subject,
+            "unit_id": self.unit_id,
+            "digest": self.digest,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +163,6 @@ class StoredEvent:
     def event(self) -> Any:
         """The stored copy, parsed."""
         return loads(self.body)
-
 
 
 class _Replay(NamedTuple):
@@ -223,9 +227,13 @@ class EventStore:
         checked = inspect_event(tree, subject=row.subject, uid=row.unit_id)
         return checked, FactsRow.of(row.body, checked)
 
-    def _status(self, row: EventRow, checked: CheckedEvent, fresh: bool, ring: KeyRing, verifier: Verifier) -> AppendResult:
+    def _status(
+        self, row: EventRow, checked: CheckedEvent, fresh: bool, ring: KeyRing, verifier: Verifier
+    ) -> AppendResult:
         reason = check_keys(checked, subject=row.subject, keyring=ring, verifier=verifier).reason
-        status = codes.STORE_DUPLICATE if not fresh else codes.STORE_NEW if reason is None else codes.STORE_INVALID
+        status = (
+            codes.STORE_DUPLICATE if not fresh else codes.STORE_NEW if reason is None else codes.STORE_INVALID
+        )
         return AppendResult(status, row.subject, row.unit_id, row.digest, reason)
 
     def append(
@@ -256,7 +264,11 @@ class EventStore:
             self.cache.flush()
 
     def import_bundle(
-        self, bundle: DocumentSource | Document, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
+        self,
+        bundle: DocumentSource | Document,
+        *,
+        trusted_keys: TrustedKeys = None,
+        trust_bundle_keys: bool = False,
     ) -> ImportResult:
         """Store a bundle's events and bundle-level items (record, aliases, keys, hints, proofs).
 
@@ -275,8 +287,13 @@ class EventStore:
             items.extend(ItemRow(subject, kind, canonical_json_parsed(v)) for v in values if v is not None)
         before = self._item_count(subject)
         fresh = self.backend.add(rows, items, [facts for _, facts in inspected])
-        ring = self._ring(trusted_keys, trust_bundle_keys, [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
-                          if trust_bundle_keys else ())
+        ring = self._ring(
+            trusted_keys,
+            trust_bundle_keys,
+            [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
+            if trust_bundle_keys
+            else (),
+        )
         # One query for every kept verdict about these events, not one per signature.
         self.cache.prefetch(checked.facts.message for checked, _ in inspected if checked.facts is not None)
         verifier = self.verifier()
@@ -291,10 +308,14 @@ class EventStore:
         self._keep_verdicts(ring, subject, [(a, c) for a, (c, _) in zip(appends, inspected, strict=True)])
         return ImportResult(subject, appends, self._item_count(subject) - before)
 
-    def _keep_verdicts(self, ring: KeyRing, subject: str, outcomes: Sequence[tuple[AppendResult, CheckedEvent]]) -> None:
+    def _keep_verdicts(
+        self, ring: KeyRing, subject: str, outcomes: Sequence[tuple[AppendResult, CheckedEvent]]
+    ) -> None:
         """Keep the key verdicts an append or import just reached, so the next replay under
         the same keys starts warm (only for copies that passed the intrinsic checks)."""
-        verdicts = [KeyVerdict(a.unit_id, a.digest, a.reason) for a, inspected in outcomes if inspected.reason is None]
+        verdicts = [
+            KeyVerdict(a.unit_id, a.digest, a.reason) for a, inspected in outcomes if inspected.reason is None
+        ]
         if verdicts:
             self.backend.add_key_verdicts(ring_id(ring), subject, verdicts)
 
@@ -310,7 +331,9 @@ class EventStore:
         """
         if not isinstance(other, EventStore):
             result = self.import_bundle(other)
-            return SyncResult(result.count(codes.STORE_NEW) + result.count(codes.STORE_INVALID), result.items_added)
+            return SyncResult(
+                result.count(codes.STORE_NEW) + result.count(codes.STORE_INVALID), result.items_added
+            )
         rows: list[EventRow] = []
         items: list[ItemRow] = []
         before = sum(len(self.backend.items(s)) for s in self.backend.subjects())
@@ -327,7 +350,9 @@ class EventStore:
         """Every subject the store holds something for, sorted."""
         return self.backend.subjects()
 
-    def _ring(self, trusted_keys: TrustedKeys, trust_bundle_keys: bool, stored_keys: Iterable[Mapping[str, Any]]) -> KeyRing:
+    def _ring(
+        self, trusted_keys: TrustedKeys, trust_bundle_keys: bool, stored_keys: Iterable[Mapping[str, Any]]
+    ) -> KeyRing:
         """The caller's keys (default: the registry key), plus the stored ones only on request.
 
         merge-v1: a bundle never vouches for itself, and neither does a store.
@@ -380,14 +405,21 @@ class EventStore:
                         verdicts.append(KeyVerdict(uid, rows[index].digest, checked.reason))
                     self.backend.add_key_verdicts(ring_key, subject, verdicts)
                 result = merge_copies(
-                    copies, as_is, subject=subject, aliases=items["alias"], trusted_keys=ring, verifier=self.verifier()
+                    copies,
+                    as_is,
+                    subject=subject,
+                    aliases=items["alias"],
+                    trusted_keys=ring,
+                    verifier=self.verifier(),
                 )
         finally:
             self.cache.forget()
             self.cache.flush()
         return _Replay(result, rows, items)
 
-    def replay(self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False) -> MergeResult:
+    def replay(
+        self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
+    ) -> MergeResult:
         """Merge every stored copy of ``subject`` (merge-v1), reusing the signature cache.
 
         The warm path: no copy is parsed (stage-1 facts come from ``event_facts``),
@@ -406,7 +438,9 @@ class EventStore:
             raise StoreError("copy rows were read without their bodies", code=codes.E_INTERNAL)
         return whole
 
-    def state(self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False) -> State:
+    def state(
+        self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
+    ) -> State:
         """The merged state of ``subject``: byte for byte ``rebuild_state`` of :meth:`export_bundle`."""
         # The replay's per-copy objects die inside the pause, so the collection that
         # follows it only walks what the state keeps (see canonical.gc_paused).
@@ -432,15 +466,21 @@ class EventStore:
 
         return sorted(range(len(rows)), key=key)
 
-    def events(self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False) -> list[StoredEvent]:
+    def events(
+        self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
+    ) -> list[StoredEvent]:
         """Every stored copy of ``subject``: applied units in apply order, then the rest by unit id."""
         result, copy_rows, _ = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
         rows = self._event_rows(copy_rows)
         applied = set(result.state.applied_event_ids)
         return [
             StoredEvent(
-                rows[i].unit_id, rows[i].digest, rows[i].body, rows[i].event_type,
-                result.reasons.get(rows[i].unit_id), rows[i].unit_id in applied,
+                rows[i].unit_id,
+                rows[i].digest,
+                rows[i].body,
+                rows[i].event_type,
+                result.reasons.get(rows[i].unit_id),
+                rows[i].unit_id in applied,
             )
             for i in self._ordered(result, rows)
         ]

@@ -59,13 +59,17 @@ class Backend(Protocol):
     def schema_version(self) -> int:
         """The version of the backend's own schema (each backend numbers its own)."""
 
-    def add(self, events: Sequence[EventRow], items: Sequence[ItemRow], facts: Sequence[FactsRow] | None = None) -> list[bool]:
+    def add(
+        self, events: Sequence[EventRow], items: Sequence[ItemRow], facts: Sequence[FactsRow] | None = None
+    ) -> list[bool]:
         """Store event rows, their facts and items atomically; per event row, whether it was new.
 
         ``facts[i]`` is :meth:`FactsRow.of` the ``i``-th row (computed from the body when not given).
         """
 
-    def copies(self, subject: str, *, with_body: bool = False) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
+    def copies(
+        self, subject: str, *, with_body: bool = False
+    ) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
         """One snapshot of ``subject``: its copies joined with their facts (sorted by unit id, digest), and its items."""
 
     def add_facts(self, facts: Sequence[tuple[int, FactsRow]]) -> None:
@@ -163,5 +167,7 @@ class StoredSignatureCache:
         """Write the buffered verdicts in one transaction."""
         if not self._pending:
             return
-        self._backend.add_signature_verdicts([SignatureVerdict(*key, valid) for key, valid in self._pending.items()])
+        self._backend.add_signature_verdicts(
+            [SignatureVerdict(*key, valid) for key, valid in self._pending.items()]
+        )
         self._pending.clear()

@@ -51,7 +51,6 @@ def signed(bundle: dict[str, Any], signer: BundleSigner, signed_at: str) -> dict
     }
 
 
-
 def canonical_record(subject: str, state: State, stored: Sequence[Any]) -> dict[str, Any]:
     """The subject's canonical record: the applied record_created's, else a stored one naming the subject."""
     if state.canonical_record is not None:
@@ -95,12 +94,15 @@ def bundle_document(
             "canonical_sha256": sha256_hex(canonical_json(record)),
             "source": record.get("source"),
             "source_aliases": sorted(
-                items["alias"], key=lambda a: (str(a.get("alias_kind")), str(a.get("alias_value")), canonical_json(a))
+                items["alias"],
+                key=lambda a: (str(a.get("alias_kind")), str(a.get("alias_value")), canonical_json(a)),
             ),
             "events": events,
             "timestamp_proofs": items["timestamp_proof"],
             "mirror_hints": items["mirror_hint"],
-            "public_keys": sorted(items["public_key"], key=lambda k: (str(k.get("key_id")), canonical_json(k))),
+            "public_keys": sorted(
+                items["public_key"], key=lambda k: (str(k.get("key_id")), canonical_json(k))
+            ),
             "merge_version": MERGE_VERSION,
             "built_at": when,
             "state": state.to_dict(),

@@ -65,7 +65,12 @@ def _facts_rule() -> str:
     :data:`pith_graph.events.INSPECT_REVISION`, bumped when
     :func:`pith_graph.events.inspect_event` changes otherwise.
     """
-    described = [MERGE_VERSION, INSPECT_REVISION, codes.EVENT_REASONS[:INTRINSIC_CHECKS], EventFacts.__struct_fields__]
+    described = [
+        MERGE_VERSION,
+        INSPECT_REVISION,
+        codes.EVENT_REASONS[:INTRINSIC_CHECKS],
+        EventFacts.__struct_fields__,
+    ]
     return hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
 
 
@@ -169,9 +174,15 @@ class FactsRow(NamedTuple):
         # the canonical body, so a slice equal to them is stored instead of a copy.
         signer_at = body.find(checked.signer_json)
         payload_at = body.find(checked.payload_json)
-        signer = (signer_at, len(checked.signer_json), None) if signer_at >= 0 else (None, None, checked.signer_json)
+        signer = (
+            (signer_at, len(checked.signer_json), None)
+            if signer_at >= 0
+            else (None, None, checked.signer_json)
+        )
         payload = (
-            (payload_at, len(checked.payload_json), None) if payload_at >= 0 else (None, None, checked.payload_json)
+            (payload_at, len(checked.payload_json), None)
+            if payload_at >= 0
+            else (None, None, checked.payload_json)
         )
         return cls(checked.reason, _FACTS_ENCODER.encode(checked.facts), *signer, *payload)
 
@@ -180,7 +191,6 @@ class FactsRow(NamedTuple):
         """The row for a stored copy: :func:`~pith_graph.events.inspect_event` of its tree (parsed from the body if None)."""
         checked = inspect_event(loads(row.body) if tree is None else tree, subject=subject, uid=row.unit_id)
         return cls.of(row.body, checked)
-
 
 
 class CopyRow(NamedTuple):
@@ -221,9 +231,7 @@ def parse_event(event: Any) -> Any:
     return loads(canonical_json(event))
 
 
-def stored_checked(
-    subject: str, rows: Sequence[CopyRow], known: Mapping[int, str | None]
-) -> StoredChecks:
+def stored_checked(subject: str, rows: Sequence[CopyRow], known: Mapping[int, str | None]) -> StoredChecks:
     """The stage-1 outcome of every stored copy, from its facts row (never parsing the copy).
 
     Returns (unit id, outcome) pairs for :func:`~pith_graph.merge.merge_copies`:
@@ -239,7 +247,12 @@ def stored_checked(
     missing: list[tuple[int, FactsRow]] = []
     unchecked: list[tuple[int, int]] = []
     key_verdict_reasons = _KEY_VERDICTS
-    add_copy, add_message, decode, progress_of = copies.append, messages.append, _FACTS_DECODER.decode, _PROGRESS
+    add_copy, add_message, decode, progress_of = (
+        copies.append,
+        messages.append,
+        _FACTS_DECODER.decode,
+        _PROGRESS,
+    )
     malformed = codes.REASON_MALFORMED
     for seq, uid, digest, reason, blob, signer, payload, body, _row in rows:
         if body is None:
@@ -247,7 +260,9 @@ def stored_checked(
                 progress = progress_of[reason]
                 facts = None if blob is None else decode(blob)
             except (KeyError, msgspec.DecodeError) as exc:
-                raise StoreError(f"event_facts row {seq} is unreadable ({exc!r})", code=codes.E_STORE_CORRUPT) from exc
+                raise StoreError(
+                    f"event_facts row {seq} is unreadable ({exc!r})", code=codes.E_STORE_CORRUPT
+                ) from exc
             if (facts is None) != (reason == malformed):
                 raise StoreError(f"event_facts row {seq} contradicts itself", code=codes.E_STORE_CORRUPT)
             checked = CheckedEvent(uid, None, reason, progress, facts, signer or b"", payload or b"", digest)
@@ -256,14 +271,23 @@ def stored_checked(
             missing.append((seq, FactsRow.of(body, inspected)))
             reason, facts = inspected.reason, inspected.facts
             checked = CheckedEvent(
-                uid, None, reason, inspected.progress, facts, inspected.signer_json, inspected.payload_json, digest
+                uid,
+                None,
+                reason,
+                inspected.progress,
+                facts,
+                inspected.signer_json,
+                inspected.payload_json,
+                digest,
             )
         if reason is None:
             assert facts is not None  # a copy passing the intrinsic checks is well formed
             if seq in known:
                 verdict = known[seq]
                 if verdict not in key_verdict_reasons:
-                    raise StoreError(f"key verdict of row {seq} is unreadable ({verdict!r})", code=codes.E_STORE_CORRUPT)
+                    raise StoreError(
+                        f"key verdict of row {seq} is unreadable ({verdict!r})", code=codes.E_STORE_CORRUPT
+                    )
                 checked = checked.with_reason(verdict)
             else:
                 unchecked.append((len(copies), seq))
@@ -280,4 +304,3 @@ def as_is(uid: str, checked: CheckedEvent) -> CheckedEvent:
 def join_bodies(bodies: Iterable[bytes]) -> Any:
     """Parse many canonical bodies with one strict parse (a JSON array)."""
     return loads(b"[" + b",".join(bodies) + b"]")
-

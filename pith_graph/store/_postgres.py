@@ -92,7 +92,9 @@ def _configure(conn: psycopg.Connection[Any], busy_timeout: float) -> None:
     conn.execute(f"SET lock_timeout = {max(1, int(busy_timeout * 1000))}")
 
 
-def postgres_pool(url: str, *, max_size: int = 8, busy_timeout: float = DEFAULT_BUSY_TIMEOUT) -> psycopg_pool.ConnectionPool:
+def postgres_pool(
+    url: str, *, max_size: int = 8, busy_timeout: float = DEFAULT_BUSY_TIMEOUT
+) -> psycopg_pool.ConnectionPool:
     """A connection pool for :class:`PostgresBackend` objects shared by a server's threads.
 
     Connections are in autocommit mode (the backend issues BEGIN/COMMIT itself)
@@ -200,7 +202,8 @@ class PostgresBackend:
             if self._run(self._outdated, what, "read"):
                 if not create:
                     raise StoreError(
-                        f"{what}: no store there (create one with `pith-graph store init --db URL`)", code=codes.E_IO
+                        f"{what}: no store there (create one with `pith-graph store init --db URL`)",
+                        code=codes.E_IO,
                     )
                 self._run(self._migrate, what, "write")
         except BaseException:
@@ -237,7 +240,9 @@ class PostgresBackend:
             delay = min(delay * 2, 0.2)
 
     @staticmethod
-    def _transaction(conn: psycopg.Connection[Any], fn: Callable[[psycopg.Connection[Any]], _T], mode: _Mode) -> _T:
+    def _transaction(
+        conn: psycopg.Connection[Any], fn: Callable[[psycopg.Connection[Any]], _T], mode: _Mode
+    ) -> _T:
         if mode == "plain":
             return fn(conn)
         if mode == "read":
@@ -291,7 +296,8 @@ class PostgresBackend:
         (schema,) = conn.execute("SELECT current_schema()").fetchone() or (None,)
         if schema is None:
             raise StoreError(
-                f"{self.where}: the search_path names no existing schema to keep the store in", code=codes.E_IO
+                f"{self.where}: the search_path names no existing schema to keep the store in",
+                code=codes.E_IO,
             )
         found = conn.execute(
             "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
@@ -436,7 +442,9 @@ class PostgresBackend:
 
     # --- reading -----------------------------------------------------------------------
 
-    def copies(self, subject: str, *, with_body: bool = False) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
+    def copies(
+        self, subject: str, *, with_body: bool = False
+    ) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
         """See :meth:`Backend.copies` (one snapshot)."""
 
         def run(conn: psycopg.Connection[Any]) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
@@ -473,7 +481,9 @@ class PostgresBackend:
 
     def naming_rows(self, prev_event: str) -> list[EventRow]:
         """The copies whose ``prev_event`` is ``prev_event`` (uses ``events_by_prev``)."""
-        return self._select_rows("WHERE prev_event = %s ORDER BY subject, unit_id, digest", (_text(prev_event),))
+        return self._select_rows(
+            "WHERE prev_event = %s ORDER BY subject, unit_id, digest", (_text(prev_event),)
+        )
 
     def items(self, subject: str) -> list[tuple[str, bytes]]:
         """See :meth:`Backend.items`."""
@@ -524,10 +534,12 @@ class PostgresBackend:
 
         def run(conn: psycopg.Connection[Any]) -> StoreChanges:
             events = conn.execute(
-                "SELECT subject, max(seq) FROM events WHERE seq > %s GROUP BY subject ORDER BY subject", (events_after,)
+                "SELECT subject, max(seq) FROM events WHERE seq > %s GROUP BY subject ORDER BY subject",
+                (events_after,),
             ).fetchall()
             items = conn.execute(
-                "SELECT subject, max(seq) FROM items WHERE seq > %s GROUP BY subject ORDER BY subject", (items_after,)
+                "SELECT subject, max(seq) FROM items WHERE seq > %s GROUP BY subject ORDER BY subject",
+                (items_after,),
             ).fetchall()
             records = conn.execute(
                 "SELECT subject, body FROM items WHERE seq > %s AND kind = 'record' ORDER BY seq",
@@ -535,7 +547,9 @@ class PostgresBackend:
                 binary=True,
             ).fetchall()
             return StoreChanges(
-                [(s, int(q)) for s, q in events], [(s, int(q)) for s, q in items], [(s, bytes(b)) for s, b in records]
+                [(s, int(q)) for s, q in events],
+                [(s, int(q)) for s, q in items],
+                [(s, bytes(b)) for s, b in records],
             )
 
         return self.read(run, "reading the store's changes")

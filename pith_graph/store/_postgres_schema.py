@@ -28,7 +28,14 @@ SCHEMA_VERSION: Final = 1
 #: ``pith_schema.application`` of a pith-graph store: what tells it from a foreign database.
 APPLICATION: Final = "pith-graph"
 #: Every table of the schema: each refuses UPDATE, DELETE and TRUNCATE.
-APPEND_ONLY_TABLES: Final = ("pith_schema", "events", "items", "event_facts", "key_verdicts", "signature_cache")
+APPEND_ONLY_TABLES: Final = (
+    "pith_schema",
+    "events",
+    "items",
+    "event_facts",
+    "key_verdicts",
+    "signature_cache",
+)
 
 
 def _refusing(table: str) -> tuple[str, str]:

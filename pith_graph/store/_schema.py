@@ -109,4 +109,3 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         "INSERT INTO pith_schema (version) VALUES (2)",
     ),
 }
-

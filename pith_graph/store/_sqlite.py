@@ -56,6 +56,7 @@ def _converted(what: str) -> Iterator[None]:
             message = f"{what}: {exc}"
         raise StoreError(message, code=code) from exc
 
+
 #: Columns of one stored copy as a replay reads it: :class:`CopyRow` without its
 #: ``row`` (the canonical fragments sliced out of the body by SQLite; the body only
 #: for a copy that lacks its facts), then with ``with_body`` the EventRow columns from body on.
@@ -70,9 +71,7 @@ _COPIES_FROM: Final = (
     " WHERE e.subject = ? ORDER BY e.unit_id, e.digest"
 )
 _COPIES_QUERY: Final = f"SELECT {_COPY_COLUMNS}, NULL{_COPIES_FROM}"
-_COPIES_WITH_BODY_QUERY: Final = (
-    f"SELECT {_COPY_COLUMNS}, e.body, e.event_type, e.target, e.signer_id, e.prev_event, e.created_at{_COPIES_FROM}"
-)
+_COPIES_WITH_BODY_QUERY: Final = f"SELECT {_COPY_COLUMNS}, e.body, e.event_type, e.target, e.signer_id, e.prev_event, e.created_at{_COPIES_FROM}"
 _INSERT_FACTS: Final = (
     "INSERT OR IGNORE INTO event_facts (seq, rule, reason, facts, signer_at, signer_len, signer_json,"
     " payload_at, payload_len, payload_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
@@ -91,7 +90,9 @@ class SQLiteBackend:
         self.busy_timeout = busy_timeout
         what = f"opening {self.path}"
         if not create and self.path != ":memory:" and not os.path.exists(self.path):
-            raise StoreError(f"{what}: no store there (create one with `pith-graph store init`)", code=codes.E_IO)
+            raise StoreError(
+                f"{what}: no store there (create one with `pith-graph store init`)", code=codes.E_IO
+            )
         with _converted(what):
             # isolation_level=None: this class issues BEGIN/COMMIT itself.
             self.conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
@@ -125,7 +126,9 @@ class SQLiteBackend:
         """Check the version of an existing store and run the migrations it lacks (same transaction)."""
         (app_id,) = conn.execute("PRAGMA application_id").fetchone()
         versions = (
-            [row[0] for row in conn.execute("SELECT version FROM pith_schema")] if "pith_schema" in tables else []
+            [row[0] for row in conn.execute("SELECT version FROM pith_schema")]
+            if "pith_schema" in tables
+            else []
         )
         if "pith_schema" not in tables or app_id != APPLICATION_ID or not versions:
             self._raise_mismatch(conn, f"{self.path} is an SQLite database but not a pith-graph store")
@@ -150,7 +153,9 @@ class SQLiteBackend:
         # Scrambled pages can read as a foreign schema; only this error path pays for the check.
         found = [row[0] for row in conn.execute("PRAGMA quick_check")]
         if found != ["ok"]:
-            raise StoreError(f"{self.path}: the database is corrupted ({found[0]})", code=codes.E_STORE_CORRUPT)
+            raise StoreError(
+                f"{self.path}: the database is corrupted ({found[0]})", code=codes.E_STORE_CORRUPT
+            )
         raise StoreError(message, code=codes.E_STORE_SCHEMA)
 
     def _retry(self, fn: Callable[[sqlite3.Connection], _T], what: str, *, transaction: bool) -> _T:
@@ -219,8 +224,17 @@ class SQLiteBackend:
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO events (subject, unit_id, digest, body, event_type, target, signer_id,"
                     " prev_event, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (row.subject, row.unit_id, row.digest, row.body, row.event_type, row.target,
-                     row.signer_id, row.prev_event, row.created_at),
+                    (
+                        row.subject,
+                        row.unit_id,
+                        row.digest,
+                        row.body,
+                        row.event_type,
+                        row.target,
+                        row.signer_id,
+                        row.prev_event,
+                        row.created_at,
+                    ),
                 )
                 fresh.append(cursor.rowcount == 1)
                 if cursor.rowcount == 1:
@@ -234,7 +248,9 @@ class SQLiteBackend:
 
         return self.write(run, "appending to the store")
 
-    def copies(self, subject: str, *, with_body: bool = False) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
+    def copies(
+        self, subject: str, *, with_body: bool = False
+    ) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
         """See :meth:`Backend.copies` (one read transaction, ``events_by_subject`` order)."""
 
         def run(conn: sqlite3.Connection) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
@@ -280,7 +296,8 @@ class SQLiteBackend:
     def stream_rows(self, subject: str, target: str, signer_id: str) -> list[EventRow]:
         """The copies of one stream (target, signer_id) of ``subject`` (uses ``events_by_stream``)."""
         return self._select_rows(
-            "WHERE subject = ? AND target = ? AND signer_id = ? ORDER BY unit_id, digest", (subject, target, signer_id)
+            "WHERE subject = ? AND target = ? AND signer_id = ? ORDER BY unit_id, digest",
+            (subject, target, signer_id),
         )
 
     def naming_rows(self, prev_event: str) -> list[EventRow]:
@@ -295,7 +312,9 @@ class SQLiteBackend:
     def _items(conn: sqlite3.Connection, subject: str) -> list[tuple[str, bytes]]:
         return [
             (kind, bytes(body))
-            for kind, body in conn.execute("SELECT kind, body FROM items WHERE subject = ? ORDER BY kind, body", (subject,))
+            for kind, body in conn.execute(
+                "SELECT kind, body FROM items WHERE subject = ? ORDER BY kind, body", (subject,)
+            )
         ]
 
     def subjects(self) -> list[str]:
@@ -303,7 +322,9 @@ class SQLiteBackend:
         return self.read(
             lambda conn: [
                 row[0]
-                for row in conn.execute("SELECT subject FROM events UNION SELECT subject FROM items ORDER BY 1")
+                for row in conn.execute(
+                    "SELECT subject FROM events UNION SELECT subject FROM items ORDER BY 1"
+                )
             ]
         )
 
@@ -355,13 +376,16 @@ class SQLiteBackend:
 
         def run(conn: sqlite3.Connection) -> StoreChanges:
             events = conn.execute(
-                "SELECT subject, max(seq) FROM events WHERE seq > ? GROUP BY subject ORDER BY subject", (events_after,)
+                "SELECT subject, max(seq) FROM events WHERE seq > ? GROUP BY subject ORDER BY subject",
+                (events_after,),
             ).fetchall()
             items = conn.execute(
-                "SELECT subject, max(seq) FROM items WHERE seq > ? GROUP BY subject ORDER BY subject", (items_after,)
+                "SELECT subject, max(seq) FROM items WHERE seq > ? GROUP BY subject ORDER BY subject",
+                (items_after,),
             ).fetchall()
             records = conn.execute(
-                "SELECT subject, body FROM items WHERE seq > ? AND kind = 'record' ORDER BY seq", (items_after,)
+                "SELECT subject, body FROM items WHERE seq > ? AND kind = 'record' ORDER BY seq",
+                (items_after,),
             ).fetchall()
             return StoreChanges(events, items, [(subject, bytes(body)) for subject, body in records])
 
@@ -375,5 +399,3 @@ class SQLiteBackend:
         """Close the connection (the last one out checkpoints the WAL)."""
         with _converted(f"closing {self.path}"):
             self.conn.close()
-
-

@@ -95,7 +95,9 @@ def cli(*argv: str) -> subprocess.CompletedProcess[bytes]:
 class Raw:
     """A connection of the database's own driver (what another program or a forger uses), no pith_graph code."""
 
-    def __init__(self, execute: Callable[[str], list[Any]], close: Callable[[], None], tables: list[str]) -> None:
+    def __init__(
+        self, execute: Callable[[str], list[Any]], close: Callable[[], None], tables: list[str]
+    ) -> None:
         self.execute = execute
         self.close = close
         self.tables = tables
@@ -109,7 +111,9 @@ def sqlite_raw(path: str) -> Raw:
 
     tables = [
         row[0]
-        for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
     ]
     return Raw(execute, conn.close, tables)
 
@@ -153,8 +157,12 @@ class SharedStoreContract:
     def test_every_table_refuses_update_and_delete(self, db: str, history: History) -> None:
         trusted = history.trusted()
         with EventStore(db) as store:
-            store.import_bundle(history.bundle([history.event("correction", payload={"n": 1})]), trusted_keys=trusted)
-            store.state(history.subject, trusted_keys=[*trusted, TestKey("other").entry()])  # fills every cache
+            store.import_bundle(
+                history.bundle([history.event("correction", payload={"n": 1})]), trusted_keys=trusted
+            )
+            store.state(
+                history.subject, trusted_keys=[*trusted, TestKey("other").entry()]
+            )  # fills every cache
         raw = self.raw(db)
         try:
             assert sorted(raw.tables) == sorted(TABLES)
@@ -272,10 +280,12 @@ class SharedStoreContract:
             for store in (here, there):
                 assert store.subjects() == sorted([history.subject, SUBJECT])
                 assert store.state(history.subject, trusted_keys=trusted).to_json() == expected
-                assert store.state(SUBJECT).state_sha256 == seed("bundle-AG3PAJ22.json")["state"]["state_sha256"]
-            assert here.export_bundle(history.subject, trusted_keys=trusted, built_at="t") == there.export_bundle(
+                assert (
+                    store.state(SUBJECT).state_sha256 == seed("bundle-AG3PAJ22.json")["state"]["state_sha256"]
+                )
+            assert here.export_bundle(
                 history.subject, trusted_keys=trusted, built_at="t"
-            )
+            ) == there.export_bundle(history.subject, trusted_keys=trusted, built_at="t")
             assert [(e.unit_id, e.digest, e.body, e.reason) for e in here.events(history.subject)] == [
                 (e.unit_id, e.digest, e.body, e.reason) for e in there.events(history.subject)
             ]

@@ -104,14 +104,20 @@ def test_a_search_path_without_a_schema_is_io_error(postgres_database: str) -> N
     assert "search_path" in opening_fails(url, codes.E_IO).message
 
 
-def test_byte_order_and_nul_characters_as_in_sqlite(postgres_url: str, tmp_path: Path, history: History) -> None:
+def test_byte_order_and_nul_characters_as_in_sqlite(
+    postgres_url: str, tmp_path: Path, history: History
+) -> None:
     # The session database collates with ICU English ("a" < "B" < "b"); SQLite
     # compares bytes. Subjects, and fields PostgreSQL text cannot hold (U+0000).
     subjects = ["pith:b", "pith:B", "pith:a", "pith:_x", "pith:\u00e9", "pith:Z"]
     with psycopg.connect(postgres_url) as conn:
         row = conn.execute("SELECT 'a' < 'B'").fetchone()
     assert row == (True,), "the session database should not collate by bytes (ICU missing?)"
-    odd = {**history.event("correction", payload={"n": 1}), "event_type": "cor\u0000rection", "target": "t\u0000"}
+    odd = {
+        **history.event("correction", payload={"n": 1}),
+        "event_type": "cor\u0000rection",
+        "target": "t\u0000",
+    }
     with EventStore(postgres_url) as pg, EventStore(tmp_path / "s.sqlite") as lite:
         for store in (pg, lite):
             for subject in subjects:
@@ -172,13 +178,17 @@ def test_writes_wait_for_the_write_lock_then_say_busy(postgres_url: str, history
         assert store.append(history.record_created).status == codes.STORE_INVALID
 
 
-@pytest.mark.skipif(shutil.which("pg_dump") is None or shutil.which("pg_restore") is None, reason="no pg_dump here")
+@pytest.mark.skipif(
+    shutil.which("pg_dump") is None or shutil.which("pg_restore") is None, reason="no pg_dump here"
+)
 def test_pg_dump_and_pg_restore_keep_the_store(postgres_url: str, history: History) -> None:
     """docs/store.md, "Backup and restore": a dump restores into an empty database as a working store."""
     trusted = history.trusted()
     with EventStore(postgres_url) as store:
         store.import_bundle(BUNDLE)
-        store.import_bundle(history.bundle([history.event("correction", payload={"n": 1})]), trusted_keys=trusted)
+        store.import_bundle(
+            history.bundle([history.event("correction", payload={"n": 1})]), trusted_keys=trusted
+        )
         expected = {s: store.state(s, trusted_keys=trusted).to_json() for s in store.subjects()}
     parts = urllib.parse.urlsplit(postgres_url)
     schema = dict(urllib.parse.parse_qsl(parts.query))["options"].split("=", 1)[1]
@@ -192,7 +202,10 @@ def test_pg_dump_and_pg_restore_keep_the_store(postgres_url: str, history: Histo
     try:
         target = urllib.parse.urlunsplit(parts._replace(path=f"/{restored_db}", query=""))
         restore = subprocess.run(
-            ["pg_restore", "--exit-on-error", f"--dbname={target}"], input=dump.stdout, capture_output=True, timeout=120
+            ["pg_restore", "--exit-on-error", f"--dbname={target}"],
+            input=dump.stdout,
+            capture_output=True,
+            timeout=120,
         )
         assert restore.returncode == 0, restore.stderr
         url = urllib.parse.urlunsplit(parts._replace(path=f"/{restored_db}"))
