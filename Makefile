@@ -28,6 +28,7 @@ test-deep: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check pith_graph tests property_tests benchmarks examples
+	$(PY) -m ruff format --check pith_graph tests property_tests
 	$(PY) -m mypy
 
 bench: $(STAMP)

@@ -248,7 +248,7 @@ def measure(
     out: dict[str, Any] = {"events": n, "file_bytes": path.stat().st_size}
 
     # Signature bound and cold rebuilds, per backend. The triples are the ones the
-    # merge verifies (the pre-pass reads exactly those: tests/test_parallel.py).
+    # merge verifies (the pre-pass reads exactly those: tests/parallel/test_parallel.py).
     triples = prepass_jobs(path.read_bytes(), ring, min_events=0)
     assert triples is not None
     out["signatures"] = len(triples)

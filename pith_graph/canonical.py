@@ -76,7 +76,7 @@ class JsonFloat(float):
 def _finite_float(text: str) -> JsonFloat:
     value = JsonFloat(text)
     if not math.isfinite(value):
-        # merge-v1 / canonical: no NaN or infinity, even spelled as 1e400.
+        # merge-v1 §1: no NaN or infinity, even spelled as 1e400.
         raise ValueError(f"number {text!r} is out of range")
     return value
 
@@ -100,7 +100,7 @@ def gc_paused() -> Iterator[None]:
 
     Decoding a 100,000-event bundle creates millions of containers; each
     allocation burst triggers collections that walk the ever-growing heap
-    (measured: ``loads`` 4.7 s with the collector, 2.0 s without). Decoded JSON
+    (docs/performance.md, "The strict parser"). Decoded JSON
     and the merge's records hold no reference cycles, so nothing is left for
     the collector to find. A collector the caller had disabled stays disabled.
     """
@@ -164,8 +164,8 @@ def compact_json_parsed(obj: Any) -> bytes:
     key order kept.
 
     msgspec encodes the float-free trees (byte-identical there, as for
-    :func:`canonical_json_parsed`; about ten times faster on a 100k bundle's
-    state); a :class:`JsonFloat` makes msgspec refuse and the reference rule is used.
+    :func:`canonical_json_parsed`, and much faster than the reference rule); a
+    :class:`JsonFloat` makes msgspec refuse and the reference rule is used.
     """
     try:
         return _ENCODER.encode(obj)
@@ -248,8 +248,8 @@ def _members(obj: Any) -> int:
     """The number of object members in a decoded tree (plain dicts and lists only).
 
     An iterative walk: faster than re-encoding the tree and counting its
-    structure (about 6 against 8.4 us per 4 KB event), never holds a second
-    copy of a large document, and cannot recurse too deep.
+    structure, never holds a second copy of a large document, and cannot
+    recurse too deep.
     """
     count = 0
     stack = [obj]
@@ -267,8 +267,7 @@ def _members(obj: Any) -> int:
 def _compact_and_shallow(data: bytes, obj: Any, max_depth: int) -> bool:
     """True when ``data`` provably has no duplicate key and nests at most ``max_depth`` deep.
 
-    Two sufficient conditions, each cheaper than :func:`_structure` (about 5 against
-    11 us per 4 KB event):
+    Two sufficient conditions, each cheaper than :func:`_structure`:
 
     * nesting needs one opening bracket per level, so a text with at most
       ``max_depth`` bytes ``[`` or ``{`` (in strings or not) is shallow enough;
@@ -334,8 +333,8 @@ def loads(data: bytes | str, *, max_bytes: int = DEFAULT_MAX_BYTES, max_depth: i
         raise InputError(
             f"document is {len(data)} bytes, over the limit of {max_bytes}", code=codes.E_TOO_LARGE
         )
-    # gc_paused inlined: a generator-based context manager costs about 0.8 us,
-    # which is noticeable per event (see gc_paused for why the collector is paused).
+    # gc_paused inlined: a generator-based context manager costs a noticeable
+    # fraction of a small event (see gc_paused for why the collector is paused).
     collecting = gc.isenabled()
     if collecting:
         gc.disable()

@@ -3,7 +3,7 @@
 Ed25519 libraries disagree on edge cases (ed25519-speccheck: OpenSSL accepts
 signatures with small-order keys or R points that libsodium rejects). Mirrors
 must agree on which events are valid, so merge-v1 pins one rule, checked here
-*before* any backend runs (docs/merge-v1.md, "Signatures"):
+*before* any backend runs (merge-v1 §3):
 
 1. the public key is 32 bytes and the signature 64 bytes;
 2. the public key A is a canonical encoding (its y coordinate is below p);

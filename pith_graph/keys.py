@@ -65,9 +65,9 @@ class TrustedKey:
     """One trusted Ed25519 public key.
 
     ``rotates_at`` (RFC 3339 UTC, or None): the key signs nothing created at or
-    after that instant (merge-v1: such an event is ``unknown_key``).
+    after that instant (merge-v1 §4: such an event is ``unknown_key``).
     ``signer_id`` (or None): the only ``signer.signer_id`` the key may sign as
-    (merge-v1: otherwise ``key_mismatch``). Streams are named by signer_id, so an
+    (merge-v1 §4: otherwise ``key_mismatch``). Streams are named by signer_id, so an
     unbound key can write into any signer's stream; bind every key you trust
     alongside others.
     """

@@ -45,7 +45,7 @@ class MergeResult:
 
 
 def _best_copy(copies: list[CheckedEvent]) -> CheckedEvent:
-    """merge-v1 "Units and copies": a valid copy if any, else the one that got furthest.
+    """merge-v1 §5: a valid copy if any, else the one that got furthest.
 
     Copies failing at the same check share the reason; the tie is broken by the
     canonical bytes of the copy so that the representative never depends on input order.
@@ -95,7 +95,7 @@ def _visiting(units: dict[str, CheckedEvent], order: Iterable[str]) -> Iterator[
 
 
 def _resolve_history(units: dict[str, CheckedEvent], order: Iterable[str] | None = None) -> dict[str, str]:
-    """Stage 2 (docs/merge-v1.md "History checks"): the final reason of every invalid unit.
+    """merge-v1 §7 (stage 2): the final reason of every invalid unit.
 
     Every named event is decided before its namer, whatever the order of
     ``units``: a unit whose named events are all decided is decided at once,
@@ -106,8 +106,7 @@ def _resolve_history(units: dict[str, CheckedEvent], order: Iterable[str] | None
     ``order`` (unit ids) is visited first when given: a hint, never a change of
     result. Visited in the bundle's order, a stream's events are decided as they
     come; out of order, most of them wait for their predecessor first, which
-    costs about twice as much (the 100k benchmark bundle: about 110 ms in its
-    order, 220-250 ms in the order the helpers' chunks arrive).
+    costs more (docs/performance.md, "Figures behind the code").
     """
     reasons: dict[str, str] = {uid: c.reason for uid, c in units.items() if c.reason is not None}
     done: set[str] = set(reasons)
@@ -169,7 +168,7 @@ def _resolve_history(units: dict[str, CheckedEvent], order: Iterable[str] | None
         if uid in follower or uid in waiters:
             release(uid)
 
-    # merge-v1: a unit on a cycle (or behind one) is invalid with the reason of its first
+    # merge-v1 §7: a unit on a cycle (or behind one) is invalid with the reason of its first
     # check naming an undecided event; all are judged before any counts as decided.
     cyclic = {uid: checked.facts for uid, checked in units.items() if uid not in done}
     found = {
@@ -202,7 +201,7 @@ def _history_reason(
         named = units.get(prev)
         if named is None:
             return codes.REASON_MISSING_PREV_EVENT
-        # merge-v1: a stream is (target, signer_id); prev_event stays in its stream.
+        # merge-v1 §7: a stream is (target, signer_id); prev_event stays in its stream.
         # Only an authenticated (stage-1 valid) predecessor has a stream to compare.
         named_facts = named.facts
         if (
@@ -228,7 +227,7 @@ def _history_reason(
 
 
 def _equivocations(valid: dict[str, EventFacts]) -> tuple[list[dict[str, Any]], set[str]]:
-    """merge-v1 "Equivocation": valid events of one stream naming one predecessor.
+    """merge-v1 §8: valid events of one stream naming one predecessor.
 
     Grouped by ``prev_event`` alone (roots by their stream): after stage 2 a valid
     event's predecessor is valid and of its own stream, so events naming one
@@ -265,7 +264,7 @@ _ApplyKey = tuple[int, int, int, str]
 
 
 def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
-    """merge-v1 "Apply order": topological over prev_event and supersedes edges.
+    """merge-v1 §9: topological over prev_event and supersedes edges.
 
     Ready events leave in (record_created first, created_at as an instant,
     event_id) order. An event is ready once every event it names is applied, so
@@ -327,7 +326,7 @@ def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
 
 
 def _aliases(aliases: Iterable[Mapping[str, Any]]) -> list[bytes]:
-    """merge-v1 "Aliases": de-duplicated, sorted by (alias_kind, alias_value), keys sorted."""
+    """merge-v1 §10: de-duplicated, sorted by (alias_kind, alias_value), keys sorted."""
     unique: dict[bytes, tuple[str, str]] = {}
     for alias in aliases:
         if not (
@@ -374,7 +373,7 @@ def merge_copies(
         facts = checked.facts
         assert facts is not None  # valid[uid], without a second lookup
         for superseded in facts.supersedes:
-            # merge-v1: supersedes removes the named events from current (they stay applied).
+            # merge-v1 §9: supersedes removes the named events from current (they stay applied).
             for collection in collections.values():
                 collection.pop(superseded, None)
         entry = Entry(uid, facts.target, facts.created_at, checked.signer_json, checked.payload_json)

@@ -1,6 +1,6 @@
 """Equivocation proofs: a fork as self-contained evidence anyone can check offline.
 
-merge-v1 section 8: two or more valid events of one stream (``target``,
+merge-v1 §8: two or more valid events of one stream (``target``,
 ``signer_id``) naming the same ``prev_event`` are an equivocation. A proof
 holds those signed events exactly as received and the public key that signed
 them::
@@ -123,7 +123,7 @@ def verify_proof(obj: Any, *, verifier: Verifier | None = None) -> list[Problem]
     for index, raw in enumerate(proof.events):
         where = f"events[{index}]"
         checked = check_event(raw, subject=proof.subject_pith_number, keyring=ring, verifier=verifier)
-        # The signature is checked before bad_record (merge-v1 section 6, checks 9 and 10): a
+        # The signature is checked before bad_record (merge-v1 §6, checks 9 and 10): a
         # record_created whose receipt names another key is still signed by the enclosed key.
         if checked.reason not in (None, codes.REASON_BAD_RECORD) or checked.facts is None:
             problems.append(

@@ -17,7 +17,7 @@ import msgspec
 
 from pith_graph._parallel.pool import PARALLEL_MIN_EVENTS, resolve_workers
 from pith_graph._parallel.scratch import SCRATCH_MIN_BYTES, ScratchCopy, scratch_copy
-from pith_graph._parallel.signatures import ParallelCache, parallel_verifier, prepass_jobs, start_verification
+from pith_graph._parallel.signatures import Started, parallel_verifier, prepass_jobs, start_verification
 from pith_graph._parallel.stage1 import STAGE1_CHUNK, Stage1Helpers, spawn_helpers, start_stage1
 from pith_graph.canonical import MAX_DEPTH, gc_paused, loads
 from pith_graph.documents import (
@@ -37,7 +37,7 @@ from pith_graph.merge import MergeResult, merge_checked, merge_copies
 from pith_graph.models import Bundle
 from pith_graph.state import State
 
-__all__ = ["rebuild", "rebuild_state", "resolve_keyring"]
+__all__ = ["Rebuilt", "rebuild", "rebuild_state", "resolve_keyring"]
 
 
 def resolve_keyring(trusted_keys: TrustedKeys, trust_bundle_keys: bool, bundle: Bundle) -> KeyRing:
@@ -55,6 +55,15 @@ def resolve_keyring(trusted_keys: TrustedKeys, trust_bundle_keys: bool, bundle: 
     return ring
 
 
+class Rebuilt(NamedTuple):
+    """What :func:`rebuild` learnt: the merge result, the bundle's typed view and parsed tree, the keys trusted."""
+
+    result: MergeResult
+    bundle: Bundle
+    raw: dict[str, Any]
+    ring: KeyRing
+
+
 def rebuild(
     bundle: DocumentSource | Document,
     *,
@@ -62,8 +71,8 @@ def rebuild(
     trust_bundle_keys: bool = False,
     verifier: Verifier | None = None,
     workers: int | None = None,
-) -> tuple[MergeResult, Bundle, dict[str, Any], KeyRing]:
-    """Rebuild and return everything learnt on the way (used by verification and the store).
+) -> Rebuilt:
+    """Rebuild and return everything learnt on the way (used by verification and proofs).
 
     ``workers``: processes that verify signatures, this one included (1:
     serial; 0: one per CPU; None: one per CPU up to
@@ -78,14 +87,14 @@ def rebuild(
     trusted_keys = reusable_keys(trusted_keys)  # read by the helpers' pre-pass, then by the merge
     data = source_bytes(bundle) if count > 1 and not isinstance(bundle, Document) else None
     started = None if data is None else _start_helpers(data, trusted_keys, trust_bundle_keys, count, verifier)
-    executor = None if started is None else started[1]
+    executor = None if started is None else started.executor
     try:
         raw, model = load_bundle(bundle if data is None else data)
         data = None  # the bytes read from a path are not needed past the parse (peak memory)
         ring = resolve_keyring(trusted_keys, trust_bundle_keys, model)
         if started is None:
             started = parallel_verifier(raw["events"], ring, workers=count, verifier=verifier)
-            executor = started[1]
+            executor = started.executor
         verifier, _, cache = started
         with gc_paused():  # the merge builds a large acyclic structure (see gc_paused)
             result = merge_checked(
@@ -99,11 +108,11 @@ def rebuild(
             cache.drain()  # hand every worker verdict to the caller's cache (the store's warm path)
     finally:
         if executor is not None:
-            if started is not None and started[2] is not None:
-                started[2].cancel()  # the chunks no worker has started (after an error: all the rest)
+            if started is not None and started.cache is not None:
+                started.cache.cancel()  # the chunks no worker has started (after an error: all the rest)
             # Not waiting: a chunk still in a worker holds nothing the merge needs any more.
             executor.shutdown(wait=False, cancel_futures=True)
-    return result, model, raw, ring
+    return Rebuilt(result, model, raw, ring)
 
 
 def _start_helpers(
@@ -112,7 +121,7 @@ def _start_helpers(
     trust_bundle_keys: bool,
     count: int,
     verifier: Verifier | None = None,
-) -> tuple[Verifier, ProcessPoolExecutor | None, ParallelCache | None] | None:
+) -> Started | None:
     """Helpers verifying the signatures of the unparsed bundle (None: serial, or too small,
     or left to the path after the strict parse).
 
@@ -162,9 +171,9 @@ def rebuild_state(
     trusted_keys = reusable_keys(trusted_keys)  # the full path reads them again after the streaming one
     data = None if isinstance(bundle, Document) else source_bytes(bundle)
     if data is None:
-        return rebuild(bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count)[
-            0
-        ].state
+        return rebuild(
+            bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count
+        ).result.state
     return _rebuild_bytes(data, trusted_keys, trust_bundle_keys, count)
 
 
@@ -199,9 +208,9 @@ def _rebuild_bytes(
     )
     if streamed is not None:
         return streamed.state
-    return rebuild(data, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count)[
-        0
-    ].state
+    return rebuild(
+        data, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count
+    ).result.state
 
 
 def stream_rebuild(
@@ -228,8 +237,8 @@ def stream_rebuild(
     # A thread copies the bytes for helpers while this process splits them.
     with scratch_copy(data, count, min_bytes=min_bytes) or contextlib.nullcontext() as scratch:
         split = split_bundle(data)
-        # Helpers only for a bundle that has the events to pay for them (the first pool
-        # of a process costs about 100 ms here).
+        # Helpers only for a bundle that has the events to pay for them (starting a
+        # pool costs time: docs/performance.md, "Figures behind the code").
         wanted = scratch is not None and split is not None and len(split.events) >= min_events
         executor = None
         try:
@@ -295,7 +304,7 @@ def _rebuild_streaming(
             )
             state = result.state
             # The per-unit records are not returned: freed while the collector is still
-            # paused, they are not walked by its first pass after the pause (100k: 20 ms).
+            # paused, they are not walked by its first pass after the pause.
             del result, slots
     finally:
         if helpers is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,7 +16,7 @@ from property_tests.strategies import mutated, scenarios
 
 @given(data=st.data(), scenario_and_mutation=mutated())
 def test_order_and_duplicates_never_change_the_state(
-    data: st.DataObject, scenario_and_mutation: tuple
+    data: st.DataObject, scenario_and_mutation: tuple[Any, ...]
 ) -> None:
     scenario, _, outcome = scenario_and_mutation
     events = outcome.events
@@ -28,13 +29,13 @@ def test_order_and_duplicates_never_change_the_state(
 
 @given(data=st.data(), scenario_and_mutation=mutated())
 def test_union_is_commutative_associative_idempotent(
-    data: st.DataObject, scenario_and_mutation: tuple
+    data: st.DataObject, scenario_and_mutation: tuple[Any, ...]
 ) -> None:
     scenario, _, outcome = scenario_and_mutation
     pool = outcome.events
     a, b, c = (data.draw(st.lists(st.sampled_from(pool), max_size=len(pool))) for _ in range(3))
 
-    def sha(*parts: list) -> str:
+    def sha(*parts: list[Any]) -> str:
         return rebuild(scenario, [e for part in parts for e in part]).state_sha256
 
     assert sha(a, b) == sha(b, a)
@@ -44,7 +45,7 @@ def test_union_is_commutative_associative_idempotent(
 
 @given(data=st.data(), scenario_and_mutation=mutated())
 def test_a_valid_non_forking_event_never_unapplies_another_stream(
-    data: st.DataObject, scenario_and_mutation: tuple
+    data: st.DataObject, scenario_and_mutation: tuple[Any, ...]
 ) -> None:
     scenario, _, outcome = scenario_and_mutation
     before = rebuild(scenario, outcome.events)
@@ -64,7 +65,9 @@ def test_a_valid_non_forking_event_never_unapplies_another_stream(
 
 
 @given(scenario_and_mutation=mutated())
-def test_each_mutation_yields_exactly_its_reason_or_equivocation(scenario_and_mutation: tuple) -> None:
+def test_each_mutation_yields_exactly_its_reason_or_equivocation(
+    scenario_and_mutation: tuple[Any, ...],
+) -> None:
     scenario, name, outcome = scenario_and_mutation
     baseline = rebuild(scenario, scenario.events)
     assert baseline.invalid_events == [] and baseline.equivocations == []

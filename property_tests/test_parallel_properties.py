@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import importlib
 import json
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -23,7 +24,7 @@ _rebuild = importlib.import_module("pith_graph.rebuild")  # the package exports 
 
 
 @given(data=st.data(), scenario_and_mutation=mutated())
-def test_helpers_give_the_serial_state(data: st.DataObject, scenario_and_mutation: tuple) -> None:
+def test_helpers_give_the_serial_state(data: st.DataObject, scenario_and_mutation: tuple[Any, ...]) -> None:
     scenario, _, outcome = scenario_and_mutation
     events = outcome.events
     copies = data.draw(st.lists(st.sampled_from(events), max_size=4))

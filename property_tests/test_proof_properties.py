@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from hypothesis import given
 
@@ -11,7 +12,7 @@ from property_tests.strategies import mutated
 
 
 @given(scenario_and_mutation=mutated(names=["fork", "fork_record_created", "duplicate", "tamper_payload"]))
-def test_each_fork_becomes_a_verifying_proof(scenario_and_mutation: tuple) -> None:
+def test_each_fork_becomes_a_verifying_proof(scenario_and_mutation: tuple[Any, ...]) -> None:
     scenario, _, outcome = scenario_and_mutation
     proofs = make_proofs(scenario.bundle(outcome.events), trusted_keys=scenario.trusted())
     assert [(p["target"], p["signer_id"], p["prev_event"]) for p in proofs] == [

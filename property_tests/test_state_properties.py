@@ -20,7 +20,7 @@ def reference(value: Any) -> bytes:
 
 
 @given(scenario_and_mutation=mutated())
-def test_state_sha256_is_the_hash_of_the_canonical_state(scenario_and_mutation: tuple) -> None:
+def test_state_sha256_is_the_hash_of_the_canonical_state(scenario_and_mutation: tuple[Any, ...]) -> None:
     scenario, _, outcome = scenario_and_mutation
     state = rebuild(scenario, outcome.events)
     document = json.loads(state.to_json())
@@ -33,7 +33,7 @@ def test_state_sha256_is_the_hash_of_the_canonical_state(scenario_and_mutation: 
 
 
 @given(scenario_and_mutation=mutated())
-def test_to_json_reparses_to_to_dict(scenario_and_mutation: tuple) -> None:
+def test_to_json_reparses_to_to_dict(scenario_and_mutation: tuple[Any, ...]) -> None:
     scenario, _, outcome = scenario_and_mutation
     state = rebuild(scenario, outcome.events)
     assert json.loads(state.to_json()) == state.to_dict()

@@ -1,96 +1,17 @@
-"""Shared helpers for the core test suite (issue 2).
-
-Expected values are always computed here with the standard library (``json``,
-``hashlib``, ``base64``) or ``cryptography`` directly, never with the code under
-test. Signed events come from :mod:`pith_graph.testing` (real Ed25519 keys).
-"""
+"""Fixtures shared by the core test suite; plain helpers live in :mod:`tests.helpers`."""
 
 from __future__ import annotations
 
-import copy
-import hashlib
-import json
 import os
 import secrets
 import urllib.parse
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from pith_graph.rebuild import rebuild_state
-from pith_graph.state import State
 from pith_graph.testing import History, TestKey
-
-FIXTURES = Path(__file__).parent / "fixtures"
-
-#: The registry key, as FORMAT-FACTS states it (not read from pith_graph).
-REGISTRY_KEY_ID = "pith-v1-2026-05"
-REGISTRY_KEY_HEX = "b2d552b68890857171a78b36a5dccf368a953413288c353f7c9d9d6f94b709b3"
-REGISTRY_FINGERPRINT = "8d4b5ee74e4693bcd1df2446408b0d54"
-
-#: The test registry key: signs record_created events and receipts in generated histories.
-REGISTRY_TEST_KEY = TestKey("registry", key_id="test-registry", signer_id="registry.example")
-
-
-def seed_bytes(name: str) -> bytes:
-    """The registry document ``name`` exactly as served."""
-    return (FIXTURES / name).read_bytes()
-
-
-def seed(name: str) -> Any:
-    """The registry document ``name``, parsed with the standard library."""
-    return json.loads(seed_bytes(name))
-
-
-def ref_canonical(value: Any) -> bytes:
-    """The registry's canonical rule, spelled out with the standard library (FORMAT-FACTS)."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def ref_sha256(value: Any) -> str:
-    """sha256 hex of the reference canonical bytes of ``value``."""
-    return hashlib.sha256(ref_canonical(value)).hexdigest()
-
-
-def ref_state_sha256(state: Mapping[str, Any]) -> str:
-    """state_sha256 recomputed with the reference rule."""
-    return ref_sha256({k: v for k, v in state.items() if k != "state_sha256"})
-
-
-def ref_content_sha256(event: Mapping[str, Any]) -> str:
-    """An event's content hash recomputed with the reference rule."""
-    return ref_sha256(
-        {k: v for k, v in event.items() if k not in ("event_id", "content_sha256", "signature")}
-    )
-
-
-def bundle_of(history: History, events: Iterable[Any], *, include_record: bool = True) -> dict[str, Any]:
-    """A bundle of ``history`` holding ``events`` as given (non-objects included), record_created first."""
-    bundle = history.bundle([], include_record=include_record)
-    # History.bundle() copies events with dict(); hostile non-object events go in as they are.
-    bundle["events"].extend(copy.deepcopy(list(events)))
-    return bundle
-
-
-def rebuild(history: History, events: Iterable[Any], **options: Any) -> State:
-    """Rebuild a bundle of ``history`` holding ``events`` (record_created first), trusting its keys."""
-    include_record = options.pop("include_record", True)
-    trusted = options.pop("trusted_keys", history.trusted())
-    return rebuild_state(
-        bundle_of(history, events, include_record=include_record), trusted_keys=trusted, **options
-    )
-
-
-def invalid(state: State) -> dict[str, str]:
-    """``invalid_events`` of a state as {event_id: reason}."""
-    return {entry["event_id"]: entry["reason"] for entry in state.to_dict()["invalid_events"]}
-
-
-def current_ids(state: State, collection: str) -> list[str]:
-    """The event ids in one ``current`` collection."""
-    return [entry["event_id"] for entry in state.to_dict()["current"][collection]]
+from tests.helpers import REGISTRY_TEST_KEY
 
 
 @pytest.fixture(scope="session")

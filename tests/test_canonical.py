@@ -12,7 +12,6 @@ import math
 from typing import Any
 
 import pytest
-from conftest import ref_canonical
 
 from pith_graph import codes
 from pith_graph.canonical import (
@@ -25,6 +24,7 @@ from pith_graph.canonical import (
     loads,
 )
 from pith_graph.errors import InputError, PithGraphError
+from tests.helpers import ref_canonical
 
 # (id, value): values a caller may build; each must encode exactly as the reference does.
 TRICKY_VALUES: list[tuple[str, Any]] = [

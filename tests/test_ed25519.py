@@ -29,6 +29,7 @@ from pith_graph.errors import InputError, PithGraphError
 from pith_graph.keys import KeyRing
 from pith_graph.merge import merge
 from pith_graph.testing import TestKey
+from tests.helpers import FIXTURES
 
 FIXTURE = default_fixtures() / "ed25519-speccheck-cases.json"  # an input of the conformance corpus
 CASES = json.loads(FIXTURE.read_text())
@@ -392,7 +393,7 @@ print(json.dumps({
 
 def test_without_pynacl_the_default_is_cryptography_and_nacl_is_refused(tmp_path: Path) -> None:
     """The fallback the ``fast`` extra leaves, in a real interpreter where PyNaCl cannot be imported."""
-    bundle = Path(__file__).parent / "fixtures" / "bundle-AG3PAJ22.json"  # the registry's own bundle
+    bundle = FIXTURES / "bundle-AG3PAJ22.json"  # the registry's own bundle
     run = subprocess.run(
         [sys.executable, "-c", _WITHOUT_NACL, str(bundle)],
         capture_output=True,

@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import REGISTRY_TEST_KEY, rebuild, ref_canonical, ref_content_sha256
 
 from pith_graph import codes
 from pith_graph import events as events_module
@@ -30,6 +29,7 @@ from pith_graph.testing import (
     resign,
     seal,
 )
+from tests.helpers import REGISTRY_TEST_KEY, rebuild, ref_canonical, ref_content_sha256
 
 Event = dict[str, Any]
 SNAPSHOT = {"graph_snapshot": {"claims": {"count": 0, "items": []}}, "verdict_id": None}

@@ -12,13 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import bundle_of, invalid, rebuild, ref_canonical, seed_bytes
 
 from pith_graph import codes, rebuild_state
 from pith_graph.documents import load_bundle
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.events import MAX_EVENT_BYTES
 from pith_graph.testing import History
+from tests.helpers import bundle_of, invalid, rebuild, ref_canonical, seed_bytes
 
 Bundle = dict[str, Any]
 

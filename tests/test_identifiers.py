@@ -10,7 +10,6 @@ import hashlib
 from typing import Any
 
 import pytest
-from conftest import ref_canonical
 
 from pith_graph import codes
 from pith_graph.errors import InputError
@@ -24,6 +23,7 @@ from pith_graph.identifiers import (
     short_pith_number,
 )
 from pith_graph.testing import TestKey, make_canonical_record
+from tests.helpers import ref_canonical
 
 
 def expected_number(record: dict[str, Any]) -> str:

@@ -7,7 +7,12 @@ import hashlib
 from typing import Any
 
 import pytest
-from conftest import (
+
+from pith_graph import codes, rebuild_state
+from pith_graph.errors import PithGraphError, TrustError
+from pith_graph.keys import KeyRing, TrustedKey, coerce_ring
+from pith_graph.testing import History, TestKey, seal
+from tests.helpers import (
     REGISTRY_FINGERPRINT,
     REGISTRY_KEY_HEX,
     REGISTRY_KEY_ID,
@@ -16,11 +21,6 @@ from conftest import (
     seed,
     seed_bytes,
 )
-
-from pith_graph import codes, rebuild_state
-from pith_graph.errors import PithGraphError, TrustError
-from pith_graph.keys import KeyRing, TrustedKey, coerce_ring
-from pith_graph.testing import History, TestKey, seal
 
 BUNDLE = "bundle-AG3PAJ22.json"
 KEY = TestKey("trusted-key")

@@ -10,12 +10,12 @@ import random
 from typing import Any
 
 import pytest
-from conftest import bundle_of, current_ids, invalid, rebuild, ref_canonical, ref_state_sha256
 
 from pith_graph import codes, rebuild_state
 from pith_graph.events import CheckedEvent, EventFacts
 from pith_graph.state import State
 from pith_graph.testing import History, TestKey
+from tests.helpers import bundle_of, current_ids, invalid, rebuild, ref_canonical, ref_state_sha256
 
 Event = dict[str, Any]
 merge_module = importlib.import_module("pith_graph.merge")  # the package exports a function of that name

@@ -58,7 +58,7 @@ def varied_events(history: History, alice: TestKey, bob: TestKey) -> list[Any]:
 
 
 def full_path(source: Any, **kwargs: Any) -> bytes:
-    return rebuild(source, workers=1, **kwargs)[0].state.to_json()
+    return rebuild(source, workers=1, **kwargs).result.state.to_json()
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def test_the_events_are_cut_exactly_whatever_the_white_space(
     assert split is not None
     assert [bytes(t) for t in event_texts(split.events_text)] == [bytes(t) for t in split.events]
     assert [json.loads(bytes(t)) for t in split.events] == json.loads(data)["events"]
-    keys = {"trusted_keys": [history.registry.entry(), alice.entry()]}
+    keys: dict[str, Any] = {"trusted_keys": [history.registry.entry(), alice.entry()]}
     assert rebuild_state(data, workers=1, **keys).to_json() == full_path(data, **keys)
 
 
@@ -141,7 +141,7 @@ def test_a_short_first_event_that_also_occurs_earlier_is_still_cut(history: Hist
     split = split_bundle(data)
     assert split is not None
     assert bytes(split.events[0]) == b"1"
-    keys = {"trusted_keys": [history.registry.entry(), alice.entry()]}
+    keys: dict[str, Any] = {"trusted_keys": [history.registry.entry(), alice.entry()]}
     assert rebuild_state(data, workers=1, **keys).to_json() == full_path(data, **keys)
 
 
@@ -212,7 +212,7 @@ def test_keys_given_as_a_one_shot_iterator_are_read_whole(
 
     def state(keys: Any) -> bytes:
         if call == "rebuild":
-            return rebuild(data, trusted_keys=keys, workers=workers)[0].state.to_json()
+            return rebuild(data, trusted_keys=keys, workers=workers).result.state.to_json()
         return rebuild_state(data, trusted_keys=keys, workers=workers).to_json()
 
     expected = state(list(entries))

@@ -12,7 +12,14 @@ import json
 from typing import Any
 
 import pytest
-from conftest import (
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from pith_graph import canonical_json, canonical_sha256, pith_number, rebuild_state, short_pith_number
+from pith_graph.canonical import canonical_json_parsed, loads
+from pith_graph.identifiers import derived_aliases, fingerprint_b32, fingerprint_hex, pith_code
+from pith_graph.keys import KeyRing
+from tests.helpers import (
     FIXTURES,
     REGISTRY_FINGERPRINT,
     REGISTRY_KEY_HEX,
@@ -23,13 +30,6 @@ from conftest import (
     seed,
     seed_bytes,
 )
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-from pith_graph import canonical_json, canonical_sha256, pith_number, rebuild_state, short_pith_number
-from pith_graph.canonical import canonical_json_parsed, loads
-from pith_graph.identifiers import derived_aliases, fingerprint_b32, fingerprint_hex, pith_code
-from pith_graph.keys import KeyRing
 
 BUNDLE = "bundle-AG3PAJ22.json"
 REGISTRY_PUBLIC = Ed25519PublicKey.from_public_bytes(bytes.fromhex(REGISTRY_KEY_HEX))

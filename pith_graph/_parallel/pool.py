@@ -32,13 +32,9 @@ __all__ = [
     "worker_pool",
 ]
 
-#: Below this many events a bundle is rebuilt serially. Measured here with stage
-#: 1 in helpers (``python -m benchmarks.break_even``, 2 CPUs): one helper saves
-#: 13 us per event at 1k events and 29 us at 5k (434 -> 287 ms); the first pool
-#: of a process costs about 100 ms more (the forkserver starts and imports
-#: pith_graph once), later ones a few ms. Break-even is therefore under 1,000
-#: events for a process that has run a pool, and about 3,500 for the first;
-#: 5,000 keeps every first pool a win (docs/performance.md).
+#: Below this many events a bundle is rebuilt serially: with fewer, the first pool
+#: of a process costs more than its helpers save (``python -m benchmarks.break_even``;
+#: docs/performance.md, "Figures behind the code").
 PARALLEL_MIN_EVENTS: Final = 5000
 #: Most processes ``workers=None`` (the default) uses: past a few, the merge in this
 #: process, not the curve, bounds the rebuild.
@@ -82,10 +78,9 @@ def resolve_workers(workers: int | None) -> int:
 def process_context() -> Any:
     """The multiprocessing context for worker pools: forkserver where it exists.
 
-    Not fork: a worker forked from a process holding a parsed 100,000-event
-    bundle shares its pages copy-on-write, and every reference count the merge
-    then touches copies a page (measured: the merge ran 1.8x slower beside one
-    forked worker, 1.15x beside a forkserver one).
+    Not fork: a worker forked from a process holding a large parsed bundle
+    shares its pages copy-on-write, and every reference count the merge then
+    touches copies a page, slowing the merge (docs/performance.md).
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -41,6 +41,7 @@ __all__ = [
     "CHUNK_SIZE",
     "MemorySignatureCache",
     "ParallelCache",
+    "Started",
     "Triple",
     "parallel_verifier",
     "prepass_jobs",
@@ -275,12 +276,21 @@ class ParallelCache:
                 self.inner.record(public_key, signature, message, valid)
 
 
+class Started(NamedTuple):
+    """Signature verification handed to helpers: the verifier the merge uses, and the pool
+    and cache behind it (both None when verification stays in this process)."""
+
+    verifier: Verifier
+    executor: ProcessPoolExecutor | None
+    cache: ParallelCache | None
+
+
 def start_verification(
     jobs: Sequence[Triple], *, workers: int, verifier: Verifier | None = None, chunk_size: int = CHUNK_SIZE
-) -> tuple[Verifier, ProcessPoolExecutor | None, ParallelCache | None]:
+) -> Started:
     """Verify ``jobs`` in ``workers - 1`` helper processes; this process is the last worker.
 
-    Returns ``(verifier, executor, cache)``; the caller shuts the executor down
+    Returns :class:`Started`; the caller shuts the executor down
     once the merge is done. The returned verifier answers from the helpers'
     verdicts; a chunk no helper has started when the merge needs it is verified
     here instead (so this process never idles while work is queued). Serial
@@ -291,24 +301,24 @@ def start_verification(
     base = verifier or Verifier()
     backend_name = base.backend.name
     if workers <= 1 or backend_name not in ed25519.available_backends() or not may_start_processes():
-        return base, None, None
+        return Started(base, None, None)
     if base.cache is not None:
         jobs = [t for t in jobs if base.cache.lookup(*t) is None]
     if not jobs:
-        return base, None, None
+        return Started(base, None, None)
     cache = ParallelCache(Verifier(base.backend), base.cache)
     try:
         executor = pool.worker_pool(workers - 1)
     except POOL_ERRORS:  # no processes here: verify in this one
-        return base, None, None
+        return Started(base, None, None)
     try:
         cache.submit(executor, backend_name, jobs, chunk_size)
     except BaseException as exc:  # what was submitted must not run on
         executor.shutdown(wait=False, cancel_futures=True)
         if isinstance(exc, POOL_ERRORS):
-            return base, None, None
+            return Started(base, None, None)
         raise
-    return Verifier(base.backend, cache), executor, cache
+    return Started(Verifier(base.backend, cache), executor, cache)
 
 
 def parallel_verifier(
@@ -319,10 +329,10 @@ def parallel_verifier(
     verifier: Verifier | None = None,
     chunk_size: int = CHUNK_SIZE,
     min_events: int = PARALLEL_MIN_EVENTS,
-) -> tuple[Verifier, ProcessPoolExecutor | None, ParallelCache | None]:
+) -> Started:
     """:func:`start_verification` of the parsed ``events`` (serial below ``min_events`` events)."""
     if workers <= 1 or len(events) < min_events:
-        return verifier or Verifier(), None, None
+        return Started(verifier or Verifier(), None, None)
     return start_verification(
         signature_jobs(events, keyring), workers=workers, verifier=verifier, chunk_size=chunk_size
     )

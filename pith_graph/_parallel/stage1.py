@@ -17,7 +17,7 @@ import os
 import queue
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -36,6 +36,7 @@ __all__ = [
     "STAGE1_MAX_CHUNK",
     "STAGE1_TASKS",
     "Stage1Helpers",
+    "Stage1Row",
     "spawn_helpers",
     "stage1_chunk_size",
     "start_stage1",
@@ -56,9 +57,8 @@ __all__ = [
 STAGE1_CHUNK: Final = 128
 #: Most events per stage-1 task.
 STAGE1_MAX_CHUNK: Final = 1024
-#: Tasks a large bundle is cut into. Each task costs the two processes together about
-#: 0.5 ms (a pool round trip, a file each way): 782 tasks of 128 events cost a 100k
-#: rebuild about 0.4 s of their time (0.2 s of wall time, 3-4%); 200 tasks about 0.1 s.
+#: Tasks a large bundle is cut into: each costs a pool round trip and a file each
+#: way, so fewer, larger tasks, down to what keeps the meeting point's wait short.
 STAGE1_TASKS: Final = 200
 
 
@@ -68,11 +68,21 @@ def stage1_chunk_size(count: int) -> int:
     return max(STAGE1_CHUNK, min(STAGE1_MAX_CHUNK, count // STAGE1_TASKS))
 
 
-_Row = tuple[str, str | None, int, EventFacts | None, bytes, bytes]
+class Stage1Row(NamedTuple):
+    """A helper's stage-1 outcome of one event (the fields of its :class:`~pith_graph.events.CheckedEvent` the merge needs)."""
+
+    unit_id: str
+    reason: str | None
+    progress: int
+    facts: EventFacts | None
+    signer_json: bytes
+    payload_json: bytes
+
+
 #: A chunk's events, as (offset, length) of each event's text in the bundle file.
 _Spans = list[tuple[int, int]]
 _ROWS_ENCODER: Final = msgspec.msgpack.Encoder()
-_ROWS_DECODER: Final = msgspec.msgpack.Decoder(list[_Row])
+_ROWS_DECODER: Final = msgspec.msgpack.Decoder(list[Stage1Row])
 # A worker's view of the bundle file of the rebuild it serves (one at a time).
 _WORKER_VIEWS: dict[str, Any] = {}
 
@@ -105,13 +115,13 @@ def _stage1_chunk(
     with open(out, "wb") as handle:
         view = _worker_view(path)
         verifier = worker_verifier(backend_name)
-        rows: list[_Row] = []
+        rows: list[Stage1Row] = []
         with gc_paused():  # acyclic values only (see gc_paused)
             for offset, length in spans:
                 value = loads(view[offset : offset + length], max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)
                 checked = check_event(value, subject=subject, keyring=keyring, verifier=verifier)
                 rows.append(
-                    (
+                    Stage1Row(
                         checked.unit_id,
                         checked.reason,
                         checked.progress,
@@ -128,9 +138,8 @@ def spawn_helpers(workers: int, backend_name: str) -> ProcessPoolExecutor | None
     """Start ``workers - 1`` helper processes now, each loading ``backend_name``.
 
     A pool otherwise starts its processes on the first task, and the first
-    chunk would start about 20 ms after :func:`start_stage1` submits it (4 ms
-    once they are warm). None when they cannot be started; shut the pool down
-    once done.
+    chunk would wait for a process to start. None when they cannot be started;
+    shut the pool down once done.
     """
     if workers <= 1 or backend_name not in ed25519.available_backends() or not may_start_processes():
         return None
@@ -180,7 +189,7 @@ class Stage1Helpers:
     def _out(self, index: int) -> str:
         return os.path.join(self.directory, f"{index}.msgpack")
 
-    def chunks(self, count: int) -> Iterator[tuple[int, list[_Row] | None]]:
+    def chunks(self, count: int) -> Iterator[tuple[int, list[Stage1Row] | None]]:
         """Each of the ``count`` chunks once, as (index, its rows) or (index, None): run it yourself.
 
         Finished helper chunks come first: taking their rows while the helpers
@@ -233,16 +242,16 @@ class Stage1Helpers:
                 return index
             # Otherwise stale: a chunk taken already (cancelled, run here, or its rows read).
 
-    def rows(self, index: int) -> list[_Row] | None:
+    def rows(self, index: int) -> list[Stage1Row] | None:
         """The stage-1 rows of chunk ``index``, which a helper holds (waiting for it), or
         None when that helper failed: run it yourself. (:meth:`chunks` withdraws the
         chunks no helper holds before this is asked.)"""
         future = self._futures[index]
-        rows: list[_Row] | None
+        rows: list[Stage1Row] | None
         try:
             out = future.result()
-            # Decoded straight from the page cache: reading the file first copied 2 MB
-            # per 500 rows once more (100k: 60-120 ms of this process's time).
+            # Decoded straight from the page cache: reading the file first would copy
+            # every row once more in this process.
             with open(out, "rb") as handle, mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as view:
                 rows = _ROWS_DECODER.decode(view)
             os.unlink(out)
@@ -272,7 +281,7 @@ class Stage1Helpers:
         for future in left:
             future.cancel()
         # After a complete rebuild nothing is left running, and joining the idle
-        # helpers would only cost time (about 6 ms).
+        # helpers would only cost time.
         self.executor.shutdown(wait=any(not future.done() for future in left))
 
 

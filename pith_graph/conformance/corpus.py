@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from pith_graph import codes
-from pith_graph.conformance.cases import FLAGS, Case, crafted_cases, generated_cases, speccheck_cases
+from pith_graph.conformance.cases import FLAGS, Case, generated_cases
+from pith_graph.conformance.ed25519_cases import crafted_cases, speccheck_cases
 from pith_graph.documents import read_json
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.keys import KeyRing

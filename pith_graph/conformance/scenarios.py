@@ -42,7 +42,7 @@ Stream = tuple[str, str]
 
 
 def stream_of(event: Mapping[str, Any]) -> Stream:
-    """merge-v1 section 7: an event's stream is (target, signer.signer_id)."""
+    """merge-v1 §7: an event's stream is (target, signer.signer_id)."""
     return (event["target"], event["signer"]["signer_id"])
 
 
@@ -100,7 +100,7 @@ class Scenario:
     def trusted(self) -> list[dict[str, Any]]:
         """The trusted key entries: the registry and every signer (never the untrusted key).
 
-        Each is bound to its signer_id (merge-v1 section 4): with several keys
+        Each is bound to its signer_id (merge-v1 §4): with several keys
         trusted, an unbound key could write into another signer's streams.
         """
         return [key.entry(signer_id=key.signer_id) for key in SIGNERS]

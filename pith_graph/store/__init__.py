@@ -355,7 +355,7 @@ class EventStore:
     ) -> KeyRing:
         """The caller's keys (default: the registry key), plus the stored ones only on request.
 
-        merge-v1: a bundle never vouches for itself, and neither does a store.
+        merge-v1 §4: a bundle never vouches for itself, and neither does a store.
         """
         ring = coerce_ring(trusted_keys)
         if not trust_bundle_keys:

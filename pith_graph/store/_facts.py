@@ -291,7 +291,7 @@ def stored_checked(subject: str, rows: Sequence[CopyRow], known: Mapping[int, st
                 checked = checked.with_reason(verdict)
             else:
                 unchecked.append((len(copies), seq))
-                add_message(facts.message)  # merge-v1: the 32 raw bytes of content_sha256
+                add_message(facts.message)  # merge-v1 §3: the 32 raw bytes of content_sha256
         add_copy((uid, checked))
     return StoredChecks(copies, messages, missing, unchecked)
 

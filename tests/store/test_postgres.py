@@ -15,13 +15,13 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from conftest import FIXTURES
 
 from pith_graph import codes
 from pith_graph.errors import StoreError
 from pith_graph.store import EventStore, open_backend
 from pith_graph.store._postgres import PostgresBackend, postgres_pool
 from pith_graph.testing import History, TestKey
+from tests.helpers import FIXTURES
 
 BUNDLE = FIXTURES / "bundle-AG3PAJ22.json"
 #: Nothing listens on port 1 of the loopback address.

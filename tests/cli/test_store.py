@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import FIXTURES, seed
 
 from pith_graph import codes
 from pith_graph.cli.store import register
 from pith_graph.errors import PithGraphError
 from pith_graph.testing import History, TestKey
+from tests.helpers import FIXTURES, seed
 
 BUNDLE = FIXTURES / "bundle-AG3PAJ22.json"
 SUBJECT = "pith:2026:AG3PAJ22332P5QMVIKKH75CXNK"
@@ -185,7 +185,7 @@ def test_subprocess_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_store_example_runs() -> None:
-    example = Path(__file__).parent.parent / "examples" / "store_example.py"
+    example = Path(__file__).resolve().parents[2] / "examples" / "store_example.py"
     result = subprocess.run([sys.executable, str(example)], capture_output=True, timeout=120)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.decode().splitlines()

@@ -14,10 +14,10 @@ import pytest
 
 from pith_graph._parallel import many
 from pith_graph.testing import History, TestKey, process_running
+from tests.helpers import FIXTURES
 
-FIXTURES = Path(__file__).parent / "fixtures"
 BUNDLE = FIXTURES / "bundle-AG3PAJ22.json"
-SEEDS = sorted(p for p in FIXTURES.glob("*.json") if "speccheck" not in p.name)
+SEEDS = sorted(FIXTURES.glob("*.json"))
 
 
 def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[bytes]:

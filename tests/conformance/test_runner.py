@@ -14,7 +14,7 @@ from pith_graph.cli.vectors import register
 from pith_graph.conformance import corpus_path, first_difference, format_results, run_vectors
 from pith_graph.errors import InputError
 
-ROOT = Path(__file__).parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CORPUS = corpus_path()
 OUR_CLI = [sys.executable, "-m", "pith_graph", "state", "--trusted-keys"]
 BROKEN = [sys.executable, str(ROOT / "property_tests" / "broken_impl.py")]

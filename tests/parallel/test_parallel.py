@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from pith_graph import codes
+from pith_graph import codes, ed25519
 from pith_graph._parallel import pool as pooling
 from pith_graph._parallel import scratch as scratching
 from pith_graph._parallel import signatures, stage1
@@ -158,7 +158,7 @@ def test_both_backends_in_workers_agree() -> None:
     raw, _model = load_bundle(bundle)
     ring = KeyRing.from_entries(trusted())
     expected = outcome(merge_with(raw, ring, Verifier("cryptography")))
-    for name in stage1.ed25519.available_backends():
+    for name in ed25519.available_backends():
         verifier, executor, _cache = signatures.parallel_verifier(
             raw["events"], ring, workers=2, min_events=0, verifier=Verifier(name)
         )
@@ -278,7 +278,7 @@ def test_a_dead_worker_stops_the_others_even_after_tasks_were_taken_back(
         while not all(f.running() for f in running) and time.monotonic() < deadline:
             time.sleep(0.01)
         assert queued[-1].cancel()  # taken back, as Stage1Helpers.chunks() takes chunks back
-        workers = list(pool._processes or {})  # type: ignore[attr-defined]
+        workers = list(pool._processes or {})
         assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)
         if during:
@@ -563,7 +563,7 @@ def test_stage1_rows_are_check_event_of_each_event(seed: int) -> None:
 def test_streaming_with_stage1_helpers_equals_serial(seed: int) -> None:
     bundle, _ = build_bundle(150, seed)
     data = json.dumps(bundle).encode()
-    serial = rebuild(data, trusted_keys=trusted(), workers=1)[0].state  # the full path: one strict parse
+    serial = rebuild(data, trusted_keys=trusted(), workers=1).result.state  # the full path: one strict parse
     par = rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_events=0, min_bytes=0, chunk_size=8)
     assert par.to_json() == serial.to_json()
     assert rebuild_state(data, trusted_keys=trusted(), workers=1).to_json() == serial.to_json()
@@ -729,7 +729,7 @@ def test_stage1_runs_here_when_no_process_can_be_started(
     assert split_bundle(data) is not None
     assert stage1.spawn_helpers(2, Verifier().backend.name) is None
     par = rebuild_module._rebuild_bytes(data, trusted(), False, 2, min_events=0, min_bytes=0, chunk_size=8)
-    assert par.to_json() == rebuild(data, trusted_keys=trusted(), workers=1)[0].state.to_json()
+    assert par.to_json() == rebuild(data, trusted_keys=trusted(), workers=1).result.state.to_json()
     assert list(tmp_path.iterdir()) == []
 
 
@@ -830,7 +830,12 @@ def test_stage1_tasks_are_sized_for_the_bundle_unless_told(monkeypatch: pytest.M
     assert split is not None
     name = Verifier().backend.name
     sized: list[int] = []
-    monkeypatch.setattr(stage1, "stage1_chunk_size", lambda count: sized.append(count) or 11)
+
+    def chunk_size(count: int) -> int:
+        sized.append(count)
+        return 11
+
+    monkeypatch.setattr(stage1, "stage1_chunk_size", chunk_size)
     with _copy(data) as scratch:
         for asked, expected in [(None, 11), (7, 7)]:
             helpers = stage1.start_stage1(
@@ -868,6 +873,10 @@ def test_copies_record_each_chunk_at_its_place_in_the_bundle() -> None:
     assert [uid for slot in slots for uid in slot] == expected
 
 
+def _put_finished(helpers: stage1.Stage1Helpers, index: int, _future: Future[str]) -> None:
+    helpers._finished.put(index)
+
+
 def test_a_chunk_a_helper_holds_but_has_not_started_is_run_here(tmp_path: Path) -> None:
     """At the meeting point: a chunk in the pool's queue behind a running one is run here
     (close() still waits for it); a chunk a helper is running (its file exists) is waited for."""
@@ -877,12 +886,17 @@ def test_a_chunk_a_helper_holds_but_has_not_started_is_run_here(tmp_path: Path) 
     helpers._futures[0] = queued
     helpers._futures[1] = running
     for index, future in ((0, queued), (1, running)):
-        future.add_done_callback(lambda _, index=index: helpers._finished.put(index))
+        future.add_done_callback(partial(_put_finished, helpers, index))
     out = helpers._out(1)
     Path(out).write_bytes(b"")  # the helper created its file: it has started chunk 1
     chunks = helpers.chunks(2)
+
     # (Should chunks() wait for the queued chunk instead, this ends the wait, and the test fails below.)
-    safety = threading.Timer(5, lambda: queued.done() or queued.set_result("unused"))
+    def end_the_wait() -> None:
+        if not queued.done():
+            queued.set_result("unused")
+
+    safety = threading.Timer(5, end_the_wait)
     safety.daemon = True
     safety.start()
     assert next(chunks) == (0, None)
@@ -932,7 +946,7 @@ def test_a_process_that_cannot_start_mid_submission_leaves_the_serial_result(
     """An OSError from the pool while chunks are being submitted (EAGAIN, EMFILE when it starts a
     process) cancels what was submitted and falls back to this process, never escapes."""
     data = json.dumps(build_bundle(200, 1)[0]).encode()
-    serial = rebuild(data, trusted_keys=trusted(), workers=1)[0].state.to_json()
+    serial = rebuild(data, trusted_keys=trusted(), workers=1).result.state.to_json()
     original = stage1.Stage1Helpers.submit
     made: list[stage1.Stage1Helpers] = []
 

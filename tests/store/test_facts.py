@@ -3,7 +3,7 @@
 Real SQLite files, real Ed25519 signatures (pith_graph.testing). Expected states
 come from ``rebuild_state`` of the same bundle (the cold path, which parses every
 event); expected facts from :func:`pith_graph.events.inspect_event` of the
-stored body and from the reference canonical rule in conftest.
+stored body and from the reference canonical rule in tests.helpers.
 """
 
 from __future__ import annotations
@@ -12,11 +12,10 @@ import json
 import sqlite3
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import pytest
-from conftest import ref_canonical, ref_sha256
 
 from pith_graph import codes
 from pith_graph.canonical import loads
@@ -28,6 +27,7 @@ from pith_graph.rebuild import rebuild_state
 from pith_graph.store import FACTS_RULE, EventRow, EventStore, FactsRow
 from pith_graph.store._facts import ring_id as _ring_id
 from pith_graph.testing import History, TestKey, resign
+from tests.helpers import ref_canonical, ref_sha256
 
 #: The schema a v1 store was created with (pith_graph before event_facts), kept
 #: verbatim here so that the migration is tested against what v1 really wrote.
@@ -448,7 +448,8 @@ def test_concurrent_lazy_fills_keep_the_first_row(tmp_path: Path, history: Histo
             (
                 row.seq,
                 FactsRow.inspected(
-                    history.subject, EventRow(history.subject, row.unit_id, row.digest, row.missing_body)
+                    history.subject,
+                    EventRow(history.subject, row.unit_id, row.digest, cast(bytes, row.missing_body)),
                 ),
             )
             for row in rows_b

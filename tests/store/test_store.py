@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, REGISTRY_KEY_HEX, ref_canonical, ref_sha256, seed
 
 from pith_graph import codes
 from pith_graph.errors import InputError, StoreError
 from pith_graph.events import content_bytes
 from pith_graph.rebuild import rebuild_state
-from pith_graph.store import EventStore
+from pith_graph.store import EventStore, SQLiteBackend
 from pith_graph.testing import History, TestKey, resign
 from pith_graph.verify import verify_bundle
+from tests.helpers import FIXTURES, REGISTRY_KEY_HEX, ref_canonical, ref_sha256, seed
 
 BUNDLE = FIXTURES / "bundle-AG3PAJ22.json"
 SUBJECT = "pith:2026:AG3PAJ22332P5QMVIKKH75CXNK"
@@ -338,6 +338,7 @@ def test_reopened_store_keeps_everything(tmp_path: Path, history: History) -> No
     with EventStore(path) as store:
         assert sorted(e.unit_id for e in store.events(history.subject)) == sorted(ids)
         store.check()
+        assert isinstance(store.backend, SQLiteBackend)
         conn = store.backend.conn
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL

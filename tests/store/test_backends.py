@@ -1,6 +1,6 @@
 """The store contract on every backend, and what only a shared store can show (issue 20).
 
-``StoreContract`` (tests/test_store.py) runs here on PostgreSQL; ``SharedStoreContract``
+``StoreContract`` (tests/store/test_store.py) runs here on PostgreSQL; ``SharedStoreContract``
 is the part that needs a store other processes and other connections reach: crash
 safety (a writer killed with SIGKILL), concurrent writers in several processes,
 append-only enforcement by the database itself (its own driver, not pith_graph),
@@ -26,14 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIXTURES, seed
-from test_store import StoreContract
 
 from pith_graph import codes
 from pith_graph.errors import StoreError
 from pith_graph.rebuild import rebuild_state
 from pith_graph.store import EventStore
 from pith_graph.testing import History, TestKey
+from tests.helpers import FIXTURES, seed
+from tests.store.test_store import StoreContract
 
 BUNDLE = FIXTURES / "bundle-AG3PAJ22.json"
 SUBJECT = "pith:2026:AG3PAJ22332P5QMVIKKH75CXNK"
@@ -375,7 +375,7 @@ class TestPostgresSharedStore(SharedStoreContract):
 
 
 class TestPostgresStore(StoreContract):
-    """The store contract (tests/test_store.py) on PostgreSQL."""
+    """The store contract (tests/store/test_store.py) on PostgreSQL."""
 
     @pytest.fixture
     def store(self, postgres_url: str) -> Iterator[EventStore]:
