@@ -522,6 +522,22 @@ class PostgresBackend:
         )
         return None if row is None else bool(row[0])
 
+    def unit_bodies(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[bytes]]:
+        """See :meth:`Backend.unit_bodies` (one snapshot, one query over ``events_by_subject``)."""
+        query = (
+            "SELECT e.subject, e.unit_id, e.body FROM unnest(%s::text[], %s::text[]) AS k (subject, unit_id)"
+            " JOIN events e ON e.subject = k.subject AND e.unit_id = k.unit_id ORDER BY 1, 2, e.digest"
+        )
+
+        def run(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], list[bytes]]:
+            found: dict[tuple[str, str], list[bytes]] = {}
+            params = ([s for s, _ in keys], [u for _, u in keys])
+            for subject, uid, body in conn.execute(query, params, binary=True):
+                found.setdefault((subject, uid), []).append(bytes(body))
+            return found
+
+        return self.read(run) if keys else {}
+
     def store_sequence(self) -> tuple[int, int]:
         """See :meth:`Backend.store_sequence` (two index-only lookups of the largest seq)."""
         query = "SELECT (SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM items)"

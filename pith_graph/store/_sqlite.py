@@ -365,6 +365,16 @@ class SQLiteBackend:
             "writing the signature cache",
         )
 
+    def unit_bodies(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[bytes]]:
+        """See :meth:`Backend.unit_bodies` (one read transaction, ``events_by_subject`` lookups)."""
+        query = "SELECT body FROM events WHERE subject = ? AND unit_id = ? ORDER BY digest"
+
+        def run(conn: sqlite3.Connection) -> dict[tuple[str, str], list[bytes]]:
+            found = {key: [bytes(row[0]) for row in conn.execute(query, key)] for key in keys}
+            return {key: bodies for key, bodies in found.items() if bodies}
+
+        return self.read(run)
+
     def store_sequence(self) -> tuple[int, int]:
         """See :meth:`Backend.store_sequence` (SQLite commits one writer at a time; seq is AUTOINCREMENT)."""
         query = "SELECT (SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM items)"
