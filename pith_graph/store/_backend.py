@@ -9,12 +9,13 @@ database is one more class with these methods, run by the same contract tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from pith_graph.store._facts import CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict
+from pith_graph.store._queries import CHANGED_EVENTS, CHANGED_ITEMS, NEW_RECORDS
 
-__all__ = ["Backend", "SignatureVerdict", "StoreChanges", "StoredSignatureCache", "Triple"]
+__all__ = ["Backend", "SignatureVerdict", "StoreChanges", "StoredSignatureCache", "Triple", "changes_in"]
 
 #: (public key, signature, message): what an Ed25519 verdict is a pure function of.
 Triple = tuple[bytes, bytes, bytes]
@@ -39,6 +40,16 @@ class StoreChanges(NamedTuple):
     events: list[tuple[str, int]]
     items: list[tuple[str, int]]
     records: list[tuple[str, bytes]]
+
+
+def changes_in(
+    execute: Callable[[str, tuple[int]], Iterable[Sequence[Any]]], events_after: int, items_after: int
+) -> StoreChanges:
+    """:meth:`Backend.changes` through one snapshot's ``execute(sql, params)`` (``?`` placeholders)."""
+    events = [(str(s), int(q)) for s, q in execute(CHANGED_EVENTS, (events_after,))]
+    items = [(str(s), int(q)) for s, q in execute(CHANGED_ITEMS, (items_after,))]
+    records = [(str(s), bytes(b)) for s, b in execute(NEW_RECORDS, (items_after,))]
+    return StoreChanges(events, items, records)
 
 
 class Backend(Protocol):

@@ -28,6 +28,7 @@ import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, Final, Literal, TypeVar
 
 import psycopg
@@ -37,7 +38,7 @@ from psycopg import pq
 from pith_graph import codes
 from pith_graph.canonical import sha256_hex
 from pith_graph.errors import StoreError
-from pith_graph.store._backend import SignatureVerdict, StoreChanges
+from pith_graph.store._backend import SignatureVerdict, StoreChanges, changes_in
 from pith_graph.store._facts import FACTS_RULE, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict
 from pith_graph.store._open import redacted_url
 from pith_graph.store._postgres_schema import (
@@ -47,6 +48,7 @@ from pith_graph.store._postgres_schema import (
     SCHEMA_V1,
     SCHEMA_VERSION,
 )
+from pith_graph.store._queries import STORE_SEQUENCE, UNIT_BODIES
 from pith_graph.store._sqlite import DEFAULT_BUSY_TIMEOUT
 
 __all__ = ["PostgresBackend", "postgres_pool"]
@@ -163,6 +165,11 @@ def _event_row(row: Sequence[Any]) -> EventRow:
     """An :class:`EventRow` from its nine columns as read (the copied-out fields are UTF-8 bytea)."""
     subject, uid, digest, body, *fields = row
     return EventRow(subject, uid, digest, bytes(body), *map(_str, fields))
+
+
+def _execute(conn: psycopg.Connection[Any], query: str, params: Sequence[Any]) -> list[Any]:
+    """Every row of a query written for both backends (``?`` placeholders, :mod:`._queries`), in binary."""
+    return conn.execute(query.replace("?", "%s"), params, binary=True).fetchall()
 
 
 def _chunks(count: int) -> Iterator[range]:
@@ -523,52 +530,28 @@ class PostgresBackend:
         return None if row is None else bool(row[0])
 
     def unit_bodies(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[bytes]]:
-        """See :meth:`Backend.unit_bodies` (one snapshot, one query over ``events_by_subject``)."""
-        query = (
-            "SELECT e.subject, e.unit_id, e.body FROM unnest(%s::text[], %s::text[]) AS k (subject, unit_id)"
-            " JOIN events e ON e.subject = k.subject AND e.unit_id = k.unit_id ORDER BY 1, 2, e.digest"
-        )
+        """See :meth:`Backend.unit_bodies` (one snapshot, one indexed lookup per pair)."""
 
         def run(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], list[bytes]]:
-            found: dict[tuple[str, str], list[bytes]] = {}
-            params = ([s for s, _ in keys], [u for _, u in keys])
-            for subject, uid, body in conn.execute(query, params, binary=True):
-                found.setdefault((subject, uid), []).append(bytes(body))
-            return found
+            found = {key: [bytes(row[0]) for row in _execute(conn, UNIT_BODIES, key)] for key in keys}
+            return {key: bodies for key, bodies in found.items() if bodies}
 
-        return self.read(run) if keys else {}
+        return self.read(run)
 
     def store_sequence(self) -> tuple[int, int]:
-        """See :meth:`Backend.store_sequence` (two index-only lookups of the largest seq)."""
-        query = "SELECT (SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM items)"
-        row = self._run(lambda conn: conn.execute(query).fetchone(), "reading the store sequence", "plain")
+        """See :meth:`Backend.store_sequence` (two index-only lookups of the largest seq, no transaction)."""
+        row = self._run(
+            lambda conn: conn.execute(STORE_SEQUENCE).fetchone(), "reading the store sequence", "plain"
+        )
         assert row is not None
         return int(row[0]), int(row[1])
 
     def changes(self, events_after: int, items_after: int) -> StoreChanges:
         """See :meth:`Backend.changes` (one snapshot)."""
-
-        def run(conn: psycopg.Connection[Any]) -> StoreChanges:
-            events = conn.execute(
-                "SELECT subject, max(seq) FROM events WHERE seq > %s GROUP BY subject ORDER BY subject",
-                (events_after,),
-            ).fetchall()
-            items = conn.execute(
-                "SELECT subject, max(seq) FROM items WHERE seq > %s GROUP BY subject ORDER BY subject",
-                (items_after,),
-            ).fetchall()
-            records = conn.execute(
-                "SELECT subject, body FROM items WHERE seq > %s AND kind = 'record' ORDER BY seq",
-                (items_after,),
-                binary=True,
-            ).fetchall()
-            return StoreChanges(
-                [(s, int(q)) for s, q in events],
-                [(s, int(q)) for s, q in items],
-                [(s, bytes(b)) for s, b in records],
-            )
-
-        return self.read(run, "reading the store's changes")
+        return self.read(
+            lambda conn: changes_in(partial(_execute, conn), events_after, items_after),
+            "reading the store's changes",
+        )
 
     def integrity_check(self) -> list[str]:
         """What keeps the store append-only: every table's two refusing triggers, present and enabled.

@@ -17,8 +17,9 @@ from typing import Any, Final, NoReturn, TypeVar
 from pith_graph import codes
 from pith_graph.canonical import sha256_hex
 from pith_graph.errors import StoreError
-from pith_graph.store._backend import SignatureVerdict, StoreChanges
+from pith_graph.store._backend import SignatureVerdict, StoreChanges, changes_in
 from pith_graph.store._facts import FACTS_RULE, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict
+from pith_graph.store._queries import STORE_SEQUENCE, UNIT_BODIES
 from pith_graph.store._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SQLiteBackend"]
@@ -367,39 +368,23 @@ class SQLiteBackend:
 
     def unit_bodies(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[bytes]]:
         """See :meth:`Backend.unit_bodies` (one read transaction, ``events_by_subject`` lookups)."""
-        query = "SELECT body FROM events WHERE subject = ? AND unit_id = ? ORDER BY digest"
 
         def run(conn: sqlite3.Connection) -> dict[tuple[str, str], list[bytes]]:
-            found = {key: [bytes(row[0]) for row in conn.execute(query, key)] for key in keys}
+            found = {key: [bytes(row[0]) for row in conn.execute(UNIT_BODIES, key)] for key in keys}
             return {key: bodies for key, bodies in found.items() if bodies}
 
         return self.read(run)
 
     def store_sequence(self) -> tuple[int, int]:
         """See :meth:`Backend.store_sequence` (SQLite commits one writer at a time; seq is AUTOINCREMENT)."""
-        query = "SELECT (SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(seq), 0) FROM items)"
-        events, items = self.read(lambda conn: conn.execute(query).fetchone())
+        events, items = self.read(lambda conn: conn.execute(STORE_SEQUENCE).fetchone())
         return int(events), int(items)
 
     def changes(self, events_after: int, items_after: int) -> StoreChanges:
         """See :meth:`Backend.changes` (one read transaction, range scans on the rowid)."""
-
-        def run(conn: sqlite3.Connection) -> StoreChanges:
-            events = conn.execute(
-                "SELECT subject, max(seq) FROM events WHERE seq > ? GROUP BY subject ORDER BY subject",
-                (events_after,),
-            ).fetchall()
-            items = conn.execute(
-                "SELECT subject, max(seq) FROM items WHERE seq > ? GROUP BY subject ORDER BY subject",
-                (items_after,),
-            ).fetchall()
-            records = conn.execute(
-                "SELECT subject, body FROM items WHERE seq > ? AND kind = 'record' ORDER BY seq",
-                (items_after,),
-            ).fetchall()
-            return StoreChanges(events, items, [(subject, bytes(body)) for subject, body in records])
-
-        return self.read(run, "reading the store's changes")
+        return self.read(
+            lambda conn: changes_in(conn.execute, events_after, items_after), "reading the store's changes"
+        )
 
     def integrity_check(self) -> list[str]:
         """``PRAGMA integrity_check`` (``["ok"]`` for a sound file)."""
