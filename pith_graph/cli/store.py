@@ -27,7 +27,7 @@ from pith_graph.cli._common import (
 )
 from pith_graph.documents import read_json
 from pith_graph.errors import InputError
-from pith_graph.store import AppendResult, EventStore, is_postgres_url, redacted_url
+from pith_graph.store import AppendResult, EventStore, redacted_url
 
 __all__ = ["register"]
 
@@ -132,7 +132,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     """``store sync SOURCE...``: add everything another store (or a bundle file) holds."""
     with _open(args) as store:
         for source in args.sources:
-            if is_postgres_url(source) or is_store_file(source):
+            if is_store_file(source):
                 with EventStore(source, create=False) as other:
                     result = store.sync_from(other)
             else:
