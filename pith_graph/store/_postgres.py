@@ -61,7 +61,8 @@ _LOCK_CLASS: Final = 0x50495448
 _CHUNK: Final = 5000
 
 _T = TypeVar("_T")
-_Mode = Literal["read", "write", "plain"]
+#: read: a snapshot; write: holding the write lock; cache: a cache INSERT; plain: no transaction.
+_Mode = Literal["read", "write", "cache", "plain"]
 
 # SQLSTATE classes and codes by error code (docs: PostgreSQL appendix A).
 _BUSY_STATES: Final = frozenset({"40001", "40P01", "55P03", "57014"})
@@ -87,6 +88,12 @@ def _converted(what: str) -> Iterator[None]:
         else:
             code, message = codes.E_STORE, f"{what}: {detail}"
         raise StoreError(message, code=code) from exc
+
+
+def _connection_lost(exc: psycopg.OperationalError) -> bool:
+    """Whether ``exc`` says the connection itself is gone (server restart, terminated, network)."""
+    state = exc.sqlstate
+    return state is None or state.startswith(("08", "57P"))
 
 
 def _configure(conn: psycopg.Connection[Any], busy_timeout: float) -> None:
@@ -203,8 +210,7 @@ class PostgresBackend:
         what = f"opening {self.where}"
         if pool is None:
             with _converted(what):
-                self._conn = psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
-                _configure(self._conn, busy_timeout)
+                self._conn = self._connect()
         try:
             if self._run(self._outdated, what, "read"):
                 if not create:
@@ -219,14 +225,26 @@ class PostgresBackend:
 
     # --- transactions ---------------------------------------------------------------
 
+    def _connect(self) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT)
+        try:
+            _configure(conn, self.busy_timeout)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     @contextmanager
     def _session(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for one call: the pool's, or this backend's own (opened again if it was lost)."""
         if self._pool is not None:
             with self._pool.connection(timeout=self.busy_timeout) as conn:
                 yield conn
-        else:
-            assert self._conn is not None
-            yield self._conn
+            return
+        if self._conn is None or self._conn.broken or self._conn.closed:
+            # A server restart or a dropped connection: a long-running server carries on.
+            self._conn = self._connect()
+        yield self._conn
 
     def _run(self, fn: Callable[[psycopg.Connection[Any]], _T], what: str, mode: _Mode) -> _T:
         """Run ``fn`` in a read snapshot, a write transaction holding the store's write lock, or as is.
@@ -236,10 +254,21 @@ class PostgresBackend:
         """
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.005
+        reconnected = False
         while True:
+            committing: list[bool] = []
             try:
-                with _converted(what), self._session() as conn:
-                    return self._transaction(conn, fn, mode)
+                with _converted(what):
+                    try:
+                        with self._session() as conn:
+                            return self._transaction(conn, fn, mode, committing)
+                    except psycopg.OperationalError as exc:
+                        # A connection lost before COMMIT was sent changed nothing: run it
+                        # once more on a new one. Lost during COMMIT, the outcome is unknown.
+                        if reconnected or committing or not _connection_lost(exc):
+                            raise
+                reconnected = True
+                continue
             except StoreError as exc:
                 if exc.code != codes.E_STORE_BUSY or time.monotonic() > deadline:
                     raise
@@ -248,7 +277,10 @@ class PostgresBackend:
 
     @staticmethod
     def _transaction(
-        conn: psycopg.Connection[Any], fn: Callable[[psycopg.Connection[Any]], _T], mode: _Mode
+        conn: psycopg.Connection[Any],
+        fn: Callable[[psycopg.Connection[Any]], _T],
+        mode: _Mode,
+        committing: list[bool],
     ) -> _T:
         if mode == "plain":
             return fn(conn)
@@ -258,10 +290,15 @@ class PostgresBackend:
             # READ COMMITTED: each statement sees what committed before it, so an
             # INSERT ... ON CONFLICT after the lock sees every earlier writer's rows.
             conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+        if mode == "cache":
+            # A cache row is derived from stored rows: one lost in a crash is computed
+            # again, so its commit need not wait for the WAL flush.
+            conn.execute("SET LOCAL synchronous_commit = off")
         try:
             if mode == "write":
                 conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,))
             result = fn(conn)
+            committing.append(True)
             conn.execute("COMMIT")
         except BaseException:
             if conn.info.transaction_status != pq.TransactionStatus.IDLE and not conn.closed:
@@ -280,21 +317,7 @@ class PostgresBackend:
 
     def _cache_write(self, query: str, params: Sequence[Any], what: str) -> None:
         """One cache INSERT ... ON CONFLICT DO NOTHING, without the write lock (see the module's notes)."""
-
-        def run(conn: psycopg.Connection[Any]) -> None:
-            conn.execute("BEGIN")
-            try:
-                # A cache row is derived from stored rows: one lost in a crash is computed
-                # again, so its commit need not wait for the WAL flush.
-                conn.execute("SET LOCAL synchronous_commit = off")
-                conn.execute(query, params)
-                conn.execute("COMMIT")
-            except BaseException:
-                if not conn.closed:
-                    conn.execute("ROLLBACK")
-                raise
-
-        self._run(run, what, "plain")
+        self._run(lambda conn: conn.execute(query, params), what, "cache")
 
     # --- schema -----------------------------------------------------------------------
 

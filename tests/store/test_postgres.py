@@ -216,3 +216,23 @@ def test_pg_dump_and_pg_restore_keep_the_store(postgres_url: str, history: Histo
             conn.execute("DELETE FROM events")
     finally:
         raw(plain, f'DROP DATABASE IF EXISTS "{restored_db}" WITH (FORCE)')
+
+
+def test_a_lost_connection_is_opened_again(postgres_url: str, history: History) -> None:
+    """A server restart, or an administrator ending the session: the next call carries on."""
+    with EventStore(postgres_url) as store:
+        store.append(history.record_created)
+        backend = store.backend
+        assert isinstance(backend, PostgresBackend)
+
+        def session() -> int:
+            row = backend.read(lambda conn: conn.execute("SELECT pg_backend_pid()").fetchone())
+            assert row is not None
+            return int(row[0])
+
+        for call in (store.subjects, lambda: store.append(history.event("correction", payload={"n": 1}))):
+            pid = session()
+            raw(postgres_url, f"SELECT pg_terminate_backend({pid})")
+            call()
+            assert session() != pid
+        assert len(store.events(history.subject)) == 2
