@@ -82,8 +82,8 @@ def _converted(what: str) -> Iterator[None]:
             code, message = codes.E_STORE_BUSY, f"{what}: the store stayed locked by other writers ({detail})"
         elif state in _CORRUPT_STATES:
             code, message = codes.E_STORE_CORRUPT, f"{what}: the database reports corruption ({detail})"
-        elif not state or state.startswith(_IO_CLASSES):
-            # No SQLSTATE: the server could not be reached or the connection broke.
+        elif state.startswith(_IO_CLASSES) or (not state and isinstance(exc, psycopg.OperationalError)):
+            # An operational error without SQLSTATE: the server could not be reached or the connection broke.
             code, message = codes.E_IO, f"{what}: {detail}"
         else:
             code, message = codes.E_STORE, f"{what}: {detail}"

@@ -236,3 +236,13 @@ def test_a_lost_connection_is_opened_again(postgres_url: str, history: History) 
             call()
             assert session() != pid
         assert len(store.events(history.subject)) == 2
+
+
+def test_what_postgresql_cannot_hold_is_a_store_error_not_io(postgres_url: str, history: History) -> None:
+    # A subject with U+0000 (SQLite keeps it; PostgreSQL text cannot): refused, said so, nothing stored.
+    with EventStore(postgres_url) as store:
+        with pytest.raises(StoreError) as caught:
+            store.append(history.record_created, subject="pith:a\u0000b")
+        assert caught.value.code == codes.E_STORE
+        assert "NUL" in caught.value.message
+        assert store.subjects() == []
