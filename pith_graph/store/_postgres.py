@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -207,6 +208,8 @@ class PostgresBackend:
         self.busy_timeout = busy_timeout
         self._pool = pool
         self._conn: psycopg.Connection[Any] | None = None
+        # transaction(): per thread (a pooled backend serves many), the connection held and the nesting.
+        self._joined = threading.local()
         what = f"opening {self.where}"
         if pool is None:
             with _converted(what):
@@ -252,6 +255,12 @@ class PostgresBackend:
         Retried while the lock or a conflict keeps it from finishing (``store_busy``),
         for at most ``busy_timeout`` seconds.
         """
+        joined: psycopg.Connection[Any] | None = getattr(self._joined, "conn", None)
+        if joined is not None:
+            # Inside transaction(): the write lock is held and every call joins it (no retry:
+            # one error loses the whole batch, as on SQLite).
+            with _converted(what):
+                return fn(joined)
         deadline = time.monotonic() + self.busy_timeout
         delay = 0.005
         reconnected = False
@@ -306,6 +315,61 @@ class PostgresBackend:
                     conn.execute("ROLLBACK")
             raise
         return result
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Run the calls made inside as one transaction holding the write lock, committed on a normal exit.
+
+        Calls inside join it (reads see its writes); an exception loses everything
+        written inside; nested use joins the outer one. For batches: one commit for
+        many bundles.
+        """
+        if getattr(self._joined, "conn", None) is not None:
+            self._joined.depth += 1
+            try:
+                yield
+            finally:
+                self._joined.depth -= 1
+            return
+        with contextlib.ExitStack() as stack:
+            conn = self._begin_locked(stack)
+            self._joined.conn, self._joined.depth = conn, 1
+            try:
+                yield
+            except BaseException:
+                self._joined.conn = None
+                if not conn.closed:
+                    with contextlib.suppress(psycopg.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            self._joined.conn = None
+            with _converted("committing to the store"):
+                conn.execute("COMMIT")
+
+    def _begin_locked(self, stack: contextlib.ExitStack) -> psycopg.Connection[Any]:
+        """A connection (kept by ``stack``) in a transaction holding the write lock, waiting as writes do."""
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                with _converted("starting a transaction"):
+                    conn = stack.enter_context(self._session())
+                    conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                    try:
+                        conn.execute(
+                            "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,)
+                        )
+                    except BaseException:
+                        if not conn.closed:
+                            with contextlib.suppress(psycopg.Error):
+                                conn.execute("ROLLBACK")
+                        raise
+                    return conn
+            except StoreError as exc:
+                if exc.code != codes.E_STORE_BUSY or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay * (1 + random.random()))
+            delay = min(delay * 2, 0.2)
 
     def read(self, fn: Callable[[psycopg.Connection[Any]], _T], what: str = "reading the store") -> _T:
         """Run ``fn`` against one consistent snapshot (``REPEATABLE READ READ ONLY``)."""

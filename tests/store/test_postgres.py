@@ -18,7 +18,7 @@ import pytest
 
 from pith_graph import codes
 from pith_graph.errors import StoreError
-from pith_graph.store import EventStore, open_backend
+from pith_graph.store import EventRow, EventStore, open_backend
 from pith_graph.store._postgres import PostgresBackend, postgres_pool
 from pith_graph.testing import History, TestKey
 from tests.helpers import FIXTURES
@@ -107,9 +107,9 @@ def test_a_search_path_without_a_schema_is_io_error(postgres_database: str) -> N
 def test_byte_order_and_nul_characters_as_in_sqlite(
     postgres_url: str, tmp_path: Path, history: History
 ) -> None:
-    # The session database collates with ICU English ("a" < "B" < "b"); SQLite
-    # compares bytes. Subjects, and fields PostgreSQL text cannot hold (U+0000).
-    subjects = ["pith:b", "pith:B", "pith:a", "pith:_x", "pith:\u00e9", "pith:Z"]
+    # The session database collates with ICU English ("a" < "B" < "b"); SQLite compares
+    # bytes. Keys compared at the backend (whatever subjects the store above accepts),
+    # and event fields PostgreSQL text cannot hold (U+0000), read back through the store.
     with psycopg.connect(postgres_url) as conn:
         row = conn.execute("SELECT 'a' < 'B'").fetchone()
     assert row == (True,), "the session database should not collate by bytes (ICU missing?)"
@@ -118,19 +118,23 @@ def test_byte_order_and_nul_characters_as_in_sqlite(
         "event_type": "cor\u0000rection",
         "target": "t\u0000",
     }
+    keys = ["pith:b", "pith:B", "pith:a", "pith:_x", "pith:\u00e9", "pith:Z"]
+    rows = [EventRow.of(key, history.record_created) for key in keys]
+    rows += [EventRow.of(keys[0], {**history.record_created, "event_id": f"sha256:{c * 64}"}) for c in "fA0"]
     with EventStore(postgres_url) as pg, EventStore(tmp_path / "s.sqlite") as lite:
         for store in (pg, lite):
-            for subject in subjects:
-                store.append(history.record_created, subject=subject)
-            store.append(odd, subject=subjects[0])
-        assert pg.subjects() == lite.subjects() == sorted(subjects, key=lambda s: s.encode())
-        for subject in subjects:
-            assert [(e.unit_id, e.digest, e.body, e.event_type, e.reason) for e in pg.events(subject)] == [
-                (e.unit_id, e.digest, e.body, e.event_type, e.reason) for e in lite.events(subject)
-            ]
-            assert pg.state(subject).to_json() == lite.state(subject).to_json()
-        assert pg.backend.event_rows(subjects[0]) == lite.backend.event_rows(subjects[0])
-        assert "cor\u0000rection" in {e.event_type for e in pg.events(subjects[0])}
+            store.backend.add(rows, [])
+            store.backend.add(
+                [EventRow.of(history.subject, odd), EventRow.of(history.subject, history.record_created)], []
+            )
+        assert pg.subjects() == lite.subjects() == sorted([*keys, history.subject], key=lambda s: s.encode())
+        for key in (keys[0], history.subject):
+            assert pg.backend.event_rows(key) == lite.backend.event_rows(key)
+        assert [
+            (e.unit_id, e.digest, e.body, e.event_type, e.reason) for e in pg.events(history.subject)
+        ] == [(e.unit_id, e.digest, e.body, e.event_type, e.reason) for e in lite.events(history.subject)]
+        assert pg.state(history.subject).to_json() == lite.state(history.subject).to_json()
+        assert "cor\u0000rection" in {e.event_type for e in pg.events(history.subject)}
 
 
 def test_a_pooled_backend_serves_many_threads(postgres_url: str, history: History) -> None:
@@ -239,10 +243,35 @@ def test_a_lost_connection_is_opened_again(postgres_url: str, history: History) 
 
 
 def test_what_postgresql_cannot_hold_is_a_store_error_not_io(postgres_url: str, history: History) -> None:
-    # A subject with U+0000 (SQLite keeps it; PostgreSQL text cannot): refused, said so, nothing stored.
+    # A key with U+0000 (SQLite keeps it; PostgreSQL text cannot): refused, said so, nothing stored.
     with EventStore(postgres_url) as store:
         with pytest.raises(StoreError) as caught:
-            store.append(history.record_created, subject="pith:a\u0000b")
+            store.backend.add([EventRow.of("pith:a\u0000b", history.record_created)], [])
         assert caught.value.code == codes.E_STORE
         assert "NUL" in caught.value.message
         assert store.subjects() == []
+
+
+def test_a_transaction_commits_many_calls_at_once_or_nothing(postgres_url: str, history: History) -> None:
+    """``PostgresBackend.transaction``: the batch path (one commit for many bundles) on PostgreSQL."""
+    first, second, third = (history.event("correction", target=f"t{i}", payload={"i": i}) for i in range(3))
+    with EventStore(postgres_url) as store, EventStore(postgres_url) as other:
+        backend = store.backend
+        assert isinstance(backend, PostgresBackend)
+        with backend.transaction():
+            backend.add([EventRow.of(history.subject, history.record_created)], [])
+            with backend.transaction():  # nested: joins the outer one
+                backend.add([EventRow.of(history.subject, first)], [])
+            assert len(backend.event_rows(history.subject)) == 2  # its own writes, seen inside
+            assert other.backend.event_rows(history.subject) == []  # nobody else's yet
+            with pytest.raises(StoreError) as caught:  # another writer waits for the lock, then gives up
+                EventStore(postgres_url, busy_timeout=0.3).backend.add(
+                    [EventRow.of(history.subject, third)], []
+                )
+            assert caught.value.code == codes.E_STORE_BUSY
+        assert len(other.backend.event_rows(history.subject)) == 2
+        with pytest.raises(RuntimeError), backend.transaction():
+            backend.add([EventRow.of(history.subject, second)], [])
+            raise RuntimeError("a bundle fails halfway")
+        assert len(other.backend.event_rows(history.subject)) == 2
+        assert store.append(second).status == codes.STORE_INVALID  # the store carries on
