@@ -115,3 +115,28 @@ E_STORE_UNKNOWN_SUBJECT: Final = "store_unknown_subject"
 STORE_NEW: Final = "new"
 STORE_DUPLICATE: Final = "duplicate"
 STORE_INVALID: Final = "stored_invalid"
+
+# --- issue 17: mirrors that pull from and follow each other (pith_graph/mirror/) -------
+#: The peer could not be reached (refused, DNS, reset before an answer).
+E_PEER_UNREACHABLE: Final = "peer_unreachable"
+#: The peer did not answer (connect or read) within the client's timeouts.
+E_PEER_TIMEOUT: Final = "peer_timeout"
+#: The peer answered with an HTTP status other than the one asked for (after retries).
+E_PEER_HTTP: Final = "peer_http_error"
+#: The peer's answer was larger than the client accepts (refused while reading).
+E_PEER_TOO_LARGE: Final = "peer_response_too_large"
+#: The peer closed the connection before the whole body arrived.
+E_PEER_TRUNCATED: Final = "peer_truncated"
+#: The peer's answer is not the JSON document asked for (not JSON, wrong shape).
+E_PEER_BAD_ANSWER: Final = "peer_bad_answer"
+#: The peer answered with a bundle of another subject.
+E_PEER_WRONG_SUBJECT: Final = "peer_wrong_subject"
+#: No mirror served a usable answer (every attempt failed).
+E_NOTHING_USABLE: Final = "nothing_usable"
+#: A change-feed request whose ``after`` or ``limit`` is not valid (HTTP 400).
+E_FEED_BAD_CURSOR: Final = "bad_cursor"
+E_FEED_BAD_LIMIT: Final = "bad_limit"
+#: Why an event received over the network was not stored: it failed stage 1
+#: (its merge-v1 reason is reported beside), or another valid copy of its unit is held.
+NET_REJECTED: Final = "rejected"
+NET_DUPLICATE_UNIT: Final = "duplicate_unit"

@@ -14,6 +14,7 @@ Groups:
 * :class:`VerificationError` -- a document was read but failed verification;
   carries the full report.
 * :class:`StoreError` -- the event store could not do what was asked.
+* :class:`PeerError` -- a mirror peer gave no usable answer (issue 17).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 __all__ = [
     "InputError",
+    "PeerError",
     "PithGraphError",
     "StoreError",
     "TrustError",
@@ -93,3 +95,20 @@ class StoreError(PithGraphError):
     """The event store could not complete an operation."""
 
     default_code = codes.E_STORE
+
+
+class PeerError(PithGraphError):
+    """A mirror peer did not give a usable answer (unreachable, slow, oversized, garbage).
+
+    ``transient`` is True for what a later attempt may cure (connection errors,
+    timeouts, ``5xx``, ``429``); ``url`` names what was asked for.
+    """
+
+    default_code = codes.E_PEER_HTTP
+
+    def __init__(
+        self, message: str, *, code: str | None = None, url: str = "", transient: bool = False
+    ) -> None:
+        super().__init__(message, code=code)
+        self.url = url
+        self.transient = transient

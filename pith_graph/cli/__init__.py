@@ -37,6 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for group in (documents, store, vectors, proof, verify_many):
         group.register(sub)
+    # issue 17: `mirror pull|sync|peers` (pith_graph/mirror/_sync_cli.py); the network
+    # stack is only imported by those commands.
+    from pith_graph.mirror import _sync_cli
+
+    _sync_cli.register(sub)
     return parser
 
 
