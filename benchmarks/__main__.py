@@ -504,6 +504,8 @@ def table(results: dict[str, Any]) -> str:
                 f" default (helpers) main process {m['peak_rss_default_main_bytes'] / 1e6:.0f} MB"
                 f" ({m['peak_rss_default_main_bytes'] / r['file_bytes']:.2f}x)"
             )
+    if "store_posts" in results:
+        lines.extend(backends.post_lines(results["store_posts"]))
     lines.append("== targets ==")
     for row in results["targets"]:
         status = "n/a" if row["value"] is None else ("MET" if row["met"] else "MISSED")
@@ -589,6 +591,10 @@ def main(argv: list[str] | None = None) -> int:
                 postgres=postgres,
                 small=20 if args.quick else backends.DEFAULT_SMALL,
             )
+        # Two mirror servers on one PostgreSQL store against one on SQLite (issue 20).
+        results["store_posts"] = backends.two_server_posts(
+            postgres, count=40 if args.quick else backends.DEFAULT_POSTS
+        )
         results["by_size"][str(largest)]["memory"] = mem
         results["by_size"][str(largest)]["rss_over_file"] = mem["rss_over_file"]
     results["targets"] = targets(results["by_size"])

@@ -25,11 +25,13 @@ runs them for its sizes up to :data:`MAX_EVENTS` inside ``results.json``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import secrets
 import sys
 import tempfile
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -50,6 +52,8 @@ DEFAULT_SERVER: Final = "postgresql://postgres@127.0.0.1:5432/postgres"
 RESULTS: Final = Path(__file__).resolve().parent / "results-store.json"
 #: Largest bundle ``make bench`` compares the backends on (the import of 100k events takes minutes on each).
 MAX_EVENTS: Final = 10_000
+#: Events POSTed to the mirror servers.
+DEFAULT_POSTS: Final = 400
 #: Small bundles imported one at a time.
 DEFAULT_SMALL: Final = 200
 _BACKENDS: Final = ("sqlite", "postgresql")
@@ -182,6 +186,18 @@ def table_lines(figures: dict[str, Any]) -> list[str]:
     ]
 
 
+def post_lines(figures: dict[str, Any]) -> list[str]:
+    """The POST row for the benchmark table."""
+    if "skipped" in figures:
+        return [f"  POST, two servers on PostgreSQL: skipped ({figures['skipped']})"]
+    lite, pg = figures["sqlite_one_server"], figures["postgresql_two_servers"]
+    return [
+        f"  POST {figures['events']} events, {figures['clients']} clients: one server on SQLite"
+        f" {lite['events_per_s']:7.0f} ev/s, two servers on PostgreSQL {pg['events_per_s']:7.0f} ev/s;"
+        f" ratio {figures['ratio']:.2f}"
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run only the store-backend rows (``make bench-store``)."""
     parser = argparse.ArgumentParser(
@@ -194,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
         "--small", type=int, default=DEFAULT_SMALL, help="small bundles imported one at a time"
     )
     parser.add_argument("--repeat", type=int, default=2, help="rounds per backend (the best is kept)")
+    parser.add_argument(
+        "--posts", type=int, default=DEFAULT_POSTS, help="events POSTed to the servers (0: no POST row)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR, help="where generated bundles are cached")
     args = parser.parse_args(argv)
@@ -207,9 +226,92 @@ def main(argv: list[str] | None = None) -> int:
             results["by_size"][str(n)] = figures
             print(f"== {n} events ==")
             print("\n".join(table_lines(figures)))
+        if args.posts:
+            print(
+                "measuring POSTs to two servers on PostgreSQL, one on SQLite ...", file=sys.stderr, flush=True
+            )
+            results["posts"] = posts = two_server_posts(database, count=args.posts)
+            print("\n".join(post_lines(posts)))
     args.output.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.output}", file=sys.stderr)
     return 0
+
+
+# --- several servers, one database (issue 20, item 4) -----------------------------------------
+
+#: The key that signs the POST workload's subject and events (trusted by the servers).
+_POST_REGISTRY: Final = TestKey("bench-post-registry", key_id="bench-post-registry", signer_id="pith.science")
+_POST_AUTHOR: Final = TestKey("bench-post-author", key_id="bench-post-author", signer_id="author.example")
+
+
+def _post_all(
+    urls: list[str], subject: str, events: list[dict[str, Any]], clients: int
+) -> tuple[float, list[int]]:
+    """POST every event, ``clients`` at a time, client ``i`` to server ``i % len(urls)``; seconds and statuses."""
+    import httpx
+
+    code = subject.rsplit(":", 1)[1]
+    statuses: list[int] = [0] * len(events)
+
+    def send(client_index: int) -> None:
+        url = urls[client_index % len(urls)]
+        with httpx.Client(base_url=url, timeout=httpx.Timeout(60.0)) as client:
+            for i in range(client_index, len(events), clients):
+                answer = client.post(
+                    f"/pith/{code}/events",
+                    content=json.dumps(events[i]).encode(),
+                    headers={"content-type": "application/json"},
+                )
+                statuses[i] = answer.status_code
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=600)
+    return time.perf_counter() - start, statuses
+
+
+def two_server_posts(database: str | None, *, count: int, clients: int = 8) -> dict[str, Any]:
+    """POST throughput of two ``serve`` processes on one PostgreSQL store against one on an SQLite file.
+
+    The same ``count`` signed events (one subject, independent streams) go to a fresh
+    store of each kind; every answer must be 201 and every event stored.
+    """
+    try:
+        # The server (issue 16) may be missing from a tree this module is run in.
+        start_serve: Any = importlib.import_module("pith_graph.mirror._process").start_serve
+    except ImportError:
+        return {"skipped": "no mirror server (pith_graph.mirror) in this tree"}
+    if database is None:
+        return {"skipped": f"no PostgreSQL server ({SERVER_ENV})"}
+    history = History.new(_POST_REGISTRY, arxiv_id="2601.09999")
+    events = [
+        history.event("author_attestation", key=_POST_AUTHOR, target=f"bench-{i}", payload={"i": i})
+        for i in range(count)
+    ]
+    out: dict[str, Any] = {"events": count, "clients": clients}
+    with tempfile.TemporaryDirectory() as tmp:
+        keys = Path(tmp) / "keys.json"
+        keys.write_text(json.dumps([_POST_REGISTRY.entry(signer_id="pith.science"), _POST_AUTHOR.entry()]))
+        for label, servers in (("sqlite_one_server", 1), ("postgresql_two_servers", 2)):
+            db = _fresh("sqlite" if servers == 1 else "postgresql", database, Path(tmp), f"posts_{servers}")
+            with EventStore(db) as store:
+                store.import_bundle(history.bundle([]), trusted_keys=[_POST_REGISTRY.entry()])
+            started = [start_serve(db, "--trusted-keys", str(keys)) for _ in range(servers)]
+            try:
+                seconds, statuses = _post_all([s.url for s in started], history.subject, events, clients)
+            finally:
+                for served in started:
+                    served.stop()
+            with EventStore(db, create=False) as store:
+                stored = {e.unit_id for e in store.events(history.subject)}
+            if statuses != [201] * count or not {e["event_id"] for e in events} <= stored:
+                raise AssertionError(f"{label}: not every POST was stored ({sorted(set(statuses))})")
+            out[label] = {"seconds": seconds, "events_per_s": count / seconds}
+    out["ratio"] = out["postgresql_two_servers"]["events_per_s"] / out["sqlite_one_server"]["events_per_s"]
+    return out
 
 
 if __name__ == "__main__":
