@@ -299,11 +299,11 @@ class PostgresBackend:
             # READ COMMITTED: each statement sees what committed before it, so an
             # INSERT ... ON CONFLICT after the lock sees every earlier writer's rows.
             conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-        if mode == "cache":
-            # A cache row is derived from stored rows: one lost in a crash is computed
-            # again, so its commit need not wait for the WAL flush.
-            conn.execute("SET LOCAL synchronous_commit = off")
         try:
+            if mode == "cache":
+                # A cache row is derived from stored rows: one lost in a crash is computed
+                # again, so its commit need not wait for the WAL flush.
+                conn.execute("SET LOCAL synchronous_commit = off")
             if mode == "write":
                 conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,))
             result = fn(conn)
