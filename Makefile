@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-deep lint bench bench-store clean
+.PHONY: install demo test test-deep lint bench bench-store serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+	$(PY) -m benchmarks.mirror
+
+# A mirror of the registry's documents on http://127.0.0.1:$(PORT) (docs/mirror.md).
+PORT ?= 8080
+MIRROR_DB ?= mirror.sqlite
+serve: $(STAMP)
+	$(VENV)/bin/pith-graph store import --db $(MIRROR_DB) examples/registry/bundle-AG3PAJ22.json
+	$(VENV)/bin/pith-graph serve --db $(MIRROR_DB) --port $(PORT)
 
 # Only the event store on PostgreSQL against SQLite (benchmarks/backends.py).
 bench-store: $(STAMP)

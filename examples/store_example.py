@@ -52,8 +52,8 @@ def main() -> int:
         print(f"2. appended {appended.unit_id[:23]}... to B: {appended.status}")
 
         # 3. Sync both ways: each replica ends with the union, whatever the order.
-        a.sync_from(b)
-        b.sync_from(a)
+        a.sync_from(b, trusted_keys=trusted)  # only copies valid under these keys cross over
+        b.sync_from(a, trusted_keys=trusted)
         state_a, state_b = a.state(subject, trusted_keys=trusted), b.state(subject, trusted_keys=trusted)
         assert state_a.to_json() == state_b.to_json()
         print(

@@ -31,14 +31,28 @@ AUTHOR = TestKey("example-author")
 
 
 def pith_graph(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pith_graph", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "pith_graph", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def serve(db: Path, keys: Path) -> tuple[subprocess.Popen[bytes], str]:
     """Start ``pith-graph serve`` on a free loopback port; its first line names its URL."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "pith_graph", "serve", "--db", str(db), "--port", "0", "--trusted-keys", str(keys)],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "pith_graph",
+            "serve",
+            "--db",
+            str(db),
+            "--port",
+            "0",
+            "--trusted-keys",
+            str(keys),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     assert process.stdout is not None
     ready, _, _ = select.select([process.stdout], [], [], 60)
@@ -58,7 +72,10 @@ def serve(db: Path, keys: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 def state_sha256(url: str, code: str) -> str:
     body = httpx.get(f"{url}/pith/{code}/state.json", timeout=30).content
-    return str(json.loads(body)["state_sha256"]) + f"  (sha256 of the bytes served: {hashlib.sha256(body).hexdigest()[:16]}...)"
+    return (
+        str(json.loads(body)["state_sha256"])
+        + f"  (sha256 of the bytes served: {hashlib.sha256(body).hexdigest()[:16]}...)"
+    )
 
 
 def main() -> int:
@@ -78,9 +95,15 @@ def main() -> int:
         servers = [serve(db, keys) for db in dbs]
         try:
             (_, first), (_, second) = servers
-            event = history.event("author_attestation", key=AUTHOR, target="author", payload={"note": "hello"})
-            posted = httpx.post(f"{first}/pith/{code}/events", content=json.dumps(event),
-                                headers={"Content-Type": "application/json"}, timeout=30)
+            event = history.event(
+                "author_attestation", key=AUTHOR, target="author", payload={"note": "hello"}
+            )
+            posted = httpx.post(
+                f"{first}/pith/{code}/events",
+                content=json.dumps(event),
+                headers={"Content-Type": "application/json"},
+                timeout=30,
+            )
             print(f"POST {first}/pith/{code}/events -> {posted.status_code} {posted.json().get('status')}")
             print(f"before sync: first  {state_sha256(first, code)}")
             print(f"             second {state_sha256(second, code)}")

@@ -83,6 +83,8 @@ P_EQUIVOCATION: Final = "equivocation"
 P_SNAPSHOT_SHAPE: Final = "snapshot_shape"
 P_KEY_ENTRY: Final = "key_entry_mismatch"
 P_PROOF: Final = "proof_invalid"
+#: An equivocation proof encloses a key the caller does not trust (issue 15).
+P_PROOF_UNTRUSTED_KEY: Final = "proof_untrusted_key"
 
 # --- error codes (exceptions) --------------------------------------------------------
 E_INTERNAL: Final = "internal_error"
@@ -115,6 +117,10 @@ E_STORE_UNKNOWN_SUBJECT: Final = "store_unknown_subject"
 STORE_NEW: Final = "new"
 STORE_DUPLICATE: Final = "duplicate"
 STORE_INVALID: Final = "stored_invalid"
+#: Not stored: the copy fails stage 1 and arrived by sync (network input keeps no evidence; issue 15).
+STORE_REFUSED: Final = "refused"
+#: A subject that is not a Pith Number (nor the short form of a stored one).
+E_BAD_SUBJECT: Final = "bad_subject"
 
 # --- issue 17: mirrors that pull from and follow each other (pith_graph/mirror/) -------
 #: The peer could not be reached (refused, DNS, reset before an answer).
@@ -140,3 +146,22 @@ E_FEED_BAD_LIMIT: Final = "bad_limit"
 #: (its merge-v1 reason is reported beside), or another valid copy of its unit is held.
 NET_REJECTED: Final = "rejected"
 NET_DUPLICATE_UNIT: Final = "duplicate_unit"
+
+# --- issue 16: mirror server (pith_graph/mirror) -------------------------------------
+# HTTP error codes (the ``error`` member of a JSON error body). Bodies that are not
+# JSON reuse E_NOT_JSON / E_DUPLICATE_KEY / E_TOO_DEEP ..., an unknown subject
+# E_STORE_UNKNOWN_SUBJECT, a body over the limit E_TOO_LARGE, a locked store
+# E_STORE_BUSY; a stage-1 failure is the merge-v1 reason code itself.
+E_NOT_FOUND: Final = "not_found"
+E_METHOD_NOT_ALLOWED: Final = "method_not_allowed"
+E_UNSUPPORTED_MEDIA_TYPE: Final = "unsupported_media_type"
+E_REQUEST_TIMEOUT: Final = "request_timeout"
+E_BAD_QUERY: Final = "bad_query"
+E_AMBIGUOUS: Final = "ambiguous_alias"
+E_NO_MIRROR_KEY: Final = "no_mirror_key"
+#: What ``POST /pith/{code}/events`` reports of an event it holds (``status``).
+MIRROR_APPLIED: Final = "applied"
+MIRROR_PENDING: Final = "pending"
+MIRROR_FORKED: Final = "forked"
+MIRROR_NOT_APPLIED: Final = "not_applied"
+MIRROR_INVALID: Final = "invalid"

@@ -59,7 +59,7 @@ EVENT_ID_RE: Final = re.compile(r"sha256:[0-9a-f]{64}")
 _HEX64_RE: Final = re.compile(r"[0-9a-f]{64}")
 #: Keys left out of the content hash: the hash itself and what signs it.
 EXCLUDED_FROM_CONTENT: Final = frozenset({"event_id", "content_sha256", "signature"})
-#: Largest accepted event, as canonical content bytes.
+#: Largest accepted event: canonical bytes of the whole event, signature included.
 MAX_EVENT_BYTES: Final = 1 << 20
 
 #: v1 event types and the ``current`` collection each is applied to
@@ -109,10 +109,10 @@ def unit_id(raw: Any) -> str:
 
 #: Bumped whenever what :func:`inspect_event` returns for some copy changes (its
 #: checks, or the :class:`EventFacts` it reads): stores drop facts kept under another revision.
-INSPECT_REVISION: Final = 2
+INSPECT_REVISION: Final = 3
 #: Bumped whenever what :func:`check_keys` decides for some copy and keys changes
 #: (stores drop key verdicts kept under another revision).
-KEY_CHECK_REVISION: Final = 1
+KEY_CHECK_REVISION: Final = 2
 
 
 class EventFacts(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
@@ -276,7 +276,11 @@ def _facts(raw: Any) -> tuple[EventFacts, bytes, bytes, bytes] | None:
     if not (event.target and signer.signer_id and event.event_type):
         return None
     signer_json, payload_json, content = _fragments(raw)
-    if len(content) > MAX_EVENT_BYTES:
+    # merge-v1 §6 check 0 (decided): the whole event, signature included, is at most
+    # 1 MiB. The hashed content is a sorted object, so adding the excluded members
+    # adds their own canonical object's length less one byte ("}{" becomes ",").
+    excluded = canonical_json_parsed({k: raw[k] for k in EXCLUDED_FROM_CONTENT})
+    if len(content) + len(excluded) - 1 > MAX_EVENT_BYTES:
         return None
     facts = EventFacts(
         event_id=event.event_id,
@@ -349,10 +353,12 @@ def _creates_record(
         verifier=verifier,
     )
     receipt = payload.get("receipt")
-    # merge-v1 §6: only the holder of the receipt's key may create the record, so no
-    # other trusted key can re-issue it and become current.record_created.
+    # merge-v1 §6 check 10: only the holder of the receipt's key may create the record,
+    # and only a key the caller lets sign as the registry (pith.science) may hold it, so
+    # no other trusted key can re-issue the record and become current.record_created.
     receipt_key = receipt.get("key_id") if isinstance(receipt, dict) else None
-    return not problems and receipt_key == facts.key_id
+    key = keyring.get(facts.key_id)
+    return not problems and receipt_key == facts.key_id and key is not None and key.creates_records
 
 
 class _Copy(NamedTuple):

@@ -76,6 +76,9 @@ class TrustedKey:
     public_key: bytes
     rotates_at: str | None = None
     signer_id: str | None = None
+    #: Trusted only because a bundle (or a store) lists it (``trust_bundle_keys``):
+    #: such a key never creates records (merge-v1 §6 check 10).
+    listed: bool = False
     fingerprint_hex: str = field(init=False)
     fingerprint_b32: str = field(init=False)
     rotates_at_instant: Instant | None = field(init=False, compare=False)
@@ -92,8 +95,18 @@ class TrustedKey:
         object.__setattr__(self, "fingerprint_hex", fingerprint_hex(self.public_key))
         object.__setattr__(self, "fingerprint_b32", fingerprint_b32(self.public_key))
 
+    @property
+    def creates_records(self) -> bool:
+        """merge-v1 §6 check 10: whether the key may sign a record_created and its receipt.
+
+        Only a key the caller trusts (never one a bundle lists) that may sign as the
+        registry's signer id: bound to ``pith.science``, or unbound (section 4: an
+        unbound key signs as anyone, by the caller's choice).
+        """
+        return not self.listed and self.signs_as(REGISTRY_SIGNER_ID)
+
     @classmethod
-    def from_entry(cls, entry: Mapping[str, Any]) -> TrustedKey:
+    def from_entry(cls, entry: Mapping[str, Any], *, listed: bool = False) -> TrustedKey:
         """Build a key from a bundle-style ``public_keys`` item.
 
         Accepts ``public_key_b64`` and/or ``public_key_hex`` (which must agree);
@@ -110,7 +123,7 @@ class TrustedKey:
         signer_id = entry.get("signer_id")
         if signer_id is not None and (not isinstance(signer_id, str) or not signer_id):
             raise TrustError(f"key {key_id!r}: signer_id must be a non-empty string or null")
-        key = cls(key_id, _decode_key_material(entry, key_id), entry.get("rotates_at"), signer_id)
+        key = cls(key_id, _decode_key_material(entry, key_id), entry.get("rotates_at"), signer_id, listed)
         for name, expected in (
             ("fingerprint_sha256_hex", key.fingerprint_hex),
             ("fingerprint_sha256_b32_first128bits", key.fingerprint_b32),
@@ -173,9 +186,14 @@ class KeyRing:
         )
 
     @classmethod
-    def from_entries(cls, entries: Iterable[Mapping[str, Any]]) -> KeyRing:
-        """A ring from bundle-style ``public_keys`` items."""
-        return cls(TrustedKey.from_entry(entry) for entry in entries)
+    def from_entries(cls, entries: Iterable[Mapping[str, Any]], *, listed: bool = False) -> KeyRing:
+        """A ring from bundle-style ``public_keys`` items (``listed``: keys a bundle or store
+        lists, trusted only because the caller passed ``trust_bundle_keys``)."""
+        return cls(TrustedKey.from_entry(entry, listed=listed) for entry in entries)
+
+    def describe(self) -> list[Any]:
+        """Everything a stage-1 verdict reads from the ring: each key's entry and whether it is listed."""
+        return [[key.to_entry(), key.listed] for key in self]
 
     @classmethod
     def from_json(cls, data: bytes | str) -> KeyRing:

@@ -65,8 +65,12 @@ class Signer(_Doc, frozen=True, kw_only=True):
     signer_type: str | None = None
 
 
-class EventSignature(_Doc, frozen=True, kw_only=True):
-    """``event.signature``: Ed25519 over the 32 raw bytes of ``content_sha256``."""
+class EventSignature(_Doc, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``event.signature``: Ed25519 over the 32 raw bytes of ``content_sha256``.
+
+    Exactly these members (merge-v1 §6 check 0, decided): the content hash does not
+    cover the signature, so a member it allowed would let anyone mint new valid copies.
+    """
 
     signature_status: str
     algorithm: str

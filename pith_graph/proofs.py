@@ -9,9 +9,12 @@ them::
      "subject_pith_number": ..., "target": ..., "signer_id": ..., "prev_event": ...,
      "events": [...], "public_key": {key entry}}
 
-:func:`verify_proof` needs nothing else: every event must pass the stage-1
-checks of merge-v1 (ids, content hashes, subject, the pinned Ed25519 rule) under
-the enclosed key, and all must share the stream and predecessor with distinct ids.
+:func:`verify_proof` needs nothing else but the caller's trusted keys: the
+enclosed key must be one of them (a proof never vouches for its own key, as a
+bundle never does: otherwise ``proof_untrusted_key``), every event must pass the
+stage-1 checks of merge-v1 (ids, content hashes, subject, the pinned Ed25519
+rule) under the caller's entry for that key, and all must share the stream and
+predecessor with distinct ids.
 """
 
 from __future__ import annotations
@@ -27,13 +30,13 @@ from pith_graph.documents import Document, DocumentSource, read_json
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, TrustError
 from pith_graph.events import check_event
-from pith_graph.keys import KeyRing, TrustedKey, TrustedKeys
+from pith_graph.keys import KeyRing, TrustedKey, TrustedKeys, coerce_ring
 from pith_graph.merge import MergeResult
 from pith_graph.models import PROOF_TYPE, EquivocationProof
 from pith_graph.rebuild import rebuild
-from pith_graph.report import Problem
+from pith_graph.report import Problem, Report
 
-__all__ = ["PROOF_VERSION", "make_proofs", "proofs_from_result", "verify_proof"]
+__all__ = ["PROOF_VERSION", "make_proofs", "proof_report", "proofs_from_result", "verify_proof"]
 
 PROOF_VERSION: Final = "1.0"
 
@@ -93,12 +96,33 @@ def _problem(message: str, where: str | None = None) -> Problem:
     return Problem(codes.P_PROOF, message, where)
 
 
-def verify_proof(obj: Any, *, verifier: Verifier | None = None) -> list[Problem]:
+def proof_report(
+    obj: Any, source: str, *, trusted_keys: TrustedKeys = None, verifier: Verifier | None = None
+) -> Report:
+    """:func:`verify_proof` as a report naming the enclosed key (``key_id``, ``fingerprint``)."""
+    problems = verify_proof(obj, trusted_keys=trusted_keys, verifier=verifier)
+    entry = obj.get("public_key") if isinstance(obj, Mapping) else None
+    facts: dict[str, Any] = {}
+    if isinstance(entry, Mapping):
+        try:
+            key = TrustedKey.from_entry(entry)
+            facts = {"key_id": key.key_id, "fingerprint": key.fingerprint_hex}
+        except TrustError:
+            facts = {"key_id": str(entry.get("key_id"))}
+    return Report("equivocation_proof", source, tuple(problems), facts)
+
+
+def verify_proof(
+    obj: Any, *, trusted_keys: TrustedKeys = None, verifier: Verifier | None = None
+) -> list[Problem]:
     """Check an equivocation proof offline; an empty list means it proves a fork.
 
     ``obj`` is the parsed proof; a mapping built in Python is first normalised
     like any document (:func:`pith_graph.documents.read_json`), so hashes never
-    depend on how it was built.
+    depend on how it was built. ``trusted_keys``: the caller's keys (default: the
+    registry key); the enclosed key must be one of them, same key id and material
+    (``proof_untrusted_key``), and the events are checked under the caller's entry
+    (its binding and rotation), never under the enclosed one.
     """
     try:
         obj = read_json(obj) if isinstance(obj, Mapping) else obj
@@ -112,9 +136,21 @@ def verify_proof(obj: Any, *, verifier: Verifier | None = None) -> list[Problem]
     if proof.proof_version != PROOF_VERSION:
         problems.append(_problem(f"unsupported proof_version {proof.proof_version!r}", "proof_version"))
     try:
-        key = TrustedKey.from_entry(proof.public_key)
+        enclosed = TrustedKey.from_entry(proof.public_key)
     except TrustError as exc:
         return [*problems, _problem(f"unusable public_key: {exc.message}", "public_key")]
+    key = coerce_ring(trusted_keys).get(enclosed.key_id)
+    if key is None or key.public_key != enclosed.public_key:
+        why = "is not among the trusted keys" if key is None else "is not the trusted key of that id"
+        return [
+            *problems,
+            Problem(
+                codes.P_PROOF_UNTRUSTED_KEY,
+                f"the enclosed key {enclosed.key_id!r} (fingerprint {enclosed.fingerprint_hex}) {why}: "
+                "a proof never vouches for its own key",
+                "public_key",
+            ),
+        ]
     if len(proof.events) < 2:
         problems.append(_problem(f"a fork needs at least 2 events, got {len(proof.events)}", "events"))
     ring = KeyRing([key])

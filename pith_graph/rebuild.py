@@ -49,7 +49,7 @@ def resolve_keyring(trusted_keys: TrustedKeys, trust_bundle_keys: bool, bundle: 
     ring = coerce_ring(trusted_keys)
     if trust_bundle_keys:
         try:
-            ring = ring.union(KeyRing.from_entries(bundle.public_keys))
+            ring = ring.union(KeyRing.from_entries(bundle.public_keys, listed=True))
         except TrustError as exc:
             raise TrustError(f"bundle public_keys: {exc.message}", code=exc.code) from exc
     return ring

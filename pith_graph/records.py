@@ -38,12 +38,18 @@ class RecordProblem:
 
 
 def decode_signature(signature_b64: str) -> bytes | None:
-    """The 64 signature bytes of a base64 field, or None if it is not that."""
+    """The 64 signature bytes of a base64 field, or None if it is not their canonical base64 text.
+
+    merge-v1 §3 (decided): only the one canonical spelling (padding, zero unused bits)
+    is accepted, so a signature cannot be re-spelt into a new copy of its event.
+    """
     try:
         raw = base64.b64decode(signature_b64, validate=True)
     except (binascii.Error, ValueError):
         return None
-    return raw if len(raw) == 64 else None
+    if len(raw) != 64 or base64.b64encode(raw).decode("ascii") != signature_b64:
+        return None
+    return raw
 
 
 def check_receipt(

@@ -489,9 +489,10 @@ def verify_document(
     elif document.kind == "graph_snapshot":
         report = verify_graph_snapshot(document)
     elif document.kind == "equivocation_proof":
-        from pith_graph.proofs import verify_proof  # written alongside the conformance suite
+        from pith_graph.proofs import proof_report  # written alongside the conformance suite
 
-        report = Report("equivocation_proof", name, tuple(verify_proof(document.obj)))
+        # The caller's keys only: a proof never vouches for its own key (trust_bundle_keys does not apply).
+        report = proof_report(document.obj, name, trusted_keys=trusted_keys, verifier=verifier)
     else:
         raise InputError(
             f"{name} is not a Pith document (bundle, state, record, graph snapshot or proof)",

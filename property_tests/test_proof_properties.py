@@ -19,4 +19,4 @@ def test_each_fork_becomes_a_verifying_proof(scenario_and_mutation: tuple[Any, .
         (e["target"], e["signer_id"], e["prev_event"]) for e in outcome.equivocations
     ]
     for proof in proofs:
-        assert verify_proof(json.loads(json.dumps(proof))) == []
+        assert verify_proof(json.loads(json.dumps(proof)), trusted_keys=scenario.trusted()) == []

@@ -9,7 +9,7 @@ from pith_graph.keys import REGISTRY_KEY_ID, REGISTRY_SIGNER_ID, KeyRing, Truste
 from pith_graph.rebuild import rebuild_state
 from pith_graph.testing import History, TestKey, make_event, record_created_payload
 
-REGISTRY = TestKey("bind-registry", signer_id="registry.example")
+REGISTRY = TestKey("bind-registry", signer_id="pith.science")
 MALLORY = TestKey("bind-mallory")
 
 
@@ -76,3 +76,39 @@ def test_only_the_receipt_key_may_create_the_record() -> None:
     assert state.invalid_events == [{"event_id": reissued["event_id"], "reason": codes.REASON_BAD_RECORD}]
     record_created = state.to_dict()["current"]["record_created"]
     assert record_created["event_id"] == history.record_created["event_id"]
+
+
+def test_a_second_trusted_key_cannot_create_the_record() -> None:
+    """Issue 15 hole 5: a key bound to alice.example signs a record_created with her own receipt."""
+    history = History.new(REGISTRY)
+    alice = TestKey("bind-alice", signer_id="alice.example")
+    created = make_event(
+        alice,
+        subject=history.subject,
+        event_type="record_created",
+        payload=record_created_payload(history.canonical_record, alice),
+        created_at=history.tick(),
+    )
+    state = rebuild_state(history.bundle([created]), trusted_keys=[bound(REGISTRY), bound(alice)])
+    assert state.invalid_events == [{"event_id": created["event_id"], "reason": codes.REASON_BAD_RECORD}]
+    assert state.to_dict()["current"]["record_created"]["event_id"] == history.record_created["event_id"]
+
+
+def test_a_key_a_bundle_lists_never_creates_the_record_even_bound_to_the_registry() -> None:
+    """With trust_bundle_keys, a listed key (even one naming itself pith.science) signs events but
+    never a record_created (merge-v1 §6 check 10)."""
+    listed = TestKey("bind-listed", signer_id="pith.science")
+    history = History.new(listed)
+    hint = history.event("mirror_hint", payload={"url": "https://m.example"})
+    bundle = history.bundle([hint])
+    bundle["public_keys"] = [listed.entry(signer_id="pith.science")]
+    state = rebuild_state(bundle, trust_bundle_keys=True)
+    assert state.invalid_events == [
+        {"event_id": history.record_created["event_id"], "reason": codes.REASON_BAD_RECORD}
+    ]
+    assert hint["event_id"] in state.applied_event_ids
+    key = KeyRing.from_entries(bundle["public_keys"], listed=True).get(listed.key_id)
+    assert key is not None and key.signs_as("pith.science") and not key.creates_records
+    # The caller listing the same key itself lets it create the record.
+    trusted = rebuild_state(bundle, trusted_keys=[listed.entry(signer_id="pith.science")])
+    assert trusted.invalid_events == []

@@ -162,7 +162,7 @@ def prepass_jobs(
     if trust_bundle_keys:
         # The strict path reports unusable bundle keys; here they are just not pre-verified.
         with contextlib.suppress(PithGraphError, TypeError, AttributeError):
-            keyring = keyring.union(KeyRing.from_entries(view.public_keys or ()))
+            keyring = keyring.union(KeyRing.from_entries(view.public_keys or (), listed=True))
     return _triples(
         (
             (event.content_sha256, event.signature.get("key_id"), event.signature.get("signature_b64"))

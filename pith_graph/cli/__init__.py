@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     from pith_graph.mirror import _sync_cli
 
     _sync_cli.register(sub)
+    # issue 16: `serve` and `keygen` (pith_graph/mirror/_cli.py), imported here for the same reason.
+    from pith_graph.mirror import _cli as _serve_cli
+
+    _serve_cli.register(sub)
     return parser
 
 

@@ -26,7 +26,7 @@ def _store_bundle(args: argparse.Namespace, ring: KeyRing | None) -> dict[str, A
     """The stored copies of one subject, as a bundle (``--subject``, or the store's only subject)."""
     from pith_graph.store import EventStore, redacted_url
 
-    with EventStore(args.source, create=False) as store:
+    with EventStore(args.source, create=False, read_only=None) as store:
         subject = args.subject
         if subject is None:
             subjects = store.subjects()

@@ -1,6 +1,6 @@
 """``pith-graph store ...``: the event store from the command line.
 
-Sub-subcommands ``init|import|append|state|export|log|sync``, all operating on
+Sub-subcommands ``init|import|append|state|export|log|sync|check``, all operating on
 ``--db DB``: an SQLite file (default ``./pith-graph.sqlite``) or a
 ``postgresql://`` URL (:func:`pith_graph.store.open_backend`). Exit codes follow the main CLI:
 0 ok, 1 problems found (an event stored but invalid), and unusable input raises a
@@ -27,7 +27,7 @@ from pith_graph.cli._common import (
 )
 from pith_graph.documents import read_json
 from pith_graph.errors import InputError
-from pith_graph.store import AppendResult, EventStore, redacted_url
+from pith_graph.store import AppendResult, EventStore, SourceFile, is_postgres_url, redacted_url
 
 __all__ = ["register"]
 
@@ -36,8 +36,9 @@ DEFAULT_DB: Final = "./pith-graph.sqlite"
 
 
 def _open(args: argparse.Namespace, *, create: bool = True) -> EventStore:
-    # Commands that only read never create a store where a typo pointed.
-    return EventStore(args.db, create=create)
+    # Commands that only read never create a store where a typo pointed, and open a
+    # store this process cannot write read-only (reads never write: docs/store.md).
+    return EventStore(args.db, create=create, read_only=None if not create else False)
 
 
 def _trust(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,23 +125,49 @@ def cmd_log(args: argparse.Namespace) -> int:
         events = store.events(args.subject, **_trust(args))
     for event in events:
         verdict = "applied" if event.applied else f"invalid:{event.reason}" if event.reason else "not-applied"
-        print(f"{event.unit_id} {event.event_type or '-'} {verdict} copy={event.digest[:16]}")
+        # Each copy's own stage-1 verdict beside its unit's: a forged copy of a valid unit shows as what it is.
+        own = "valid" if event.copy_reason is None else f"invalid:{event.copy_reason}"
+        print(
+            f"{event.unit_id} {event.event_type or '-'} {verdict} copy={event.digest[:16]} copy-verdict={own}"
+        )
     return EXIT_OK
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
-    """``store sync SOURCE...``: add everything another store (or a bundle file) holds."""
+    """``store sync SOURCE...``: add what other stores (or bundle files) hold that passes stage 1.
+
+    A source is untrusted input: opened read-only, every row re-derived from its body,
+    only copies valid under ``--trusted-keys`` stored; a bad source stores nothing (exit 2).
+    """
+    ring = load_ring(args.trusted_keys)
     with _open(args) as store:
         for source in args.sources:
             if is_store_file(source):
-                with EventStore(source, create=False) as other:
-                    result = store.sync_from(other)
+                with SourceFile(source) as other:
+                    result = store.sync_from(other, trusted_keys=ring)
             else:
-                result = store.sync_from(Path(source))
+                result = store.sync_from(Path(source), trusted_keys=ring)
             print(
-                f"{redacted_url(source)}: {result.events_added} new event copies, {result.items_added} new items"
+                f"{redacted_url(source)}: {result.events_added} new event copies, {result.items_added} new items, "
+                f"{result.events_refused} refused (fail stage 1)"
             )
     return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``store check``: re-derive every cached verdict from the stored bodies (exit 1 on a mismatch)."""
+    with _open(args, create=False) as store:
+        store.check()
+        report = store.fsck()
+    for mismatch in report.mismatches:
+        print(f"mismatch: {mismatch}")
+    checked = ", ".join(f"{n} {table}" for table, n in report.checked.items())
+    ignored = ", ".join(f"{n} {table}" for table, n in report.ignored.items() if n)
+    print(
+        f"{args.db}: {'ok' if report.ok else f'{len(report.mismatches)} mismatch(es)'}; checked {checked}"
+        + (f"; never read, not checked: {ignored}" if ignored else "")
+    )
+    return EXIT_OK if report.ok else EXIT_PROBLEMS
 
 
 def _common(parser: argparse.ArgumentParser, *, trust: bool = False) -> None:
@@ -186,6 +213,13 @@ def register(subparsers: Any) -> None:
     command(
         "log", "list a subject's stored copies in apply order (or the subjects)", cmd_log, trust=True
     ).add_argument("subject", metavar="SUBJECT", nargs="?")
+    sync = command("sync", "add what other stores (files or URLs) or bundle files hold that passes stage 1", cmd_sync)
+    sync.add_argument("sources", nargs="+", metavar="SOURCE")
+    sync.add_argument(
+        "--trusted-keys",
+        metavar="FILE",
+        help="JSON array of trusted key entries: only copies valid under them are stored (default: the registry key)",
+    )
     command(
-        "sync", "add everything from other stores (files or URLs) or bundle files", cmd_sync
-    ).add_argument("sources", nargs="+", metavar="SOURCE")
+        "check", "re-derive every cached verdict from the stored bodies (exit 1 on a mismatch)", cmd_check
+    )

@@ -7,6 +7,7 @@ edge cases are in :mod:`pith_graph.conformance.ed25519_cases`.
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ from pith_graph.conformance.mutations import (
 from pith_graph.conformance.scenarios import (
     REGISTRY,
     SIGNERS,
+    UNTRUSTED,
     Scenario,
     StreamSpec,
     build_scenario,
@@ -37,7 +39,8 @@ from pith_graph.conformance.scenarios import (
     stream_of,
     timestamp,
 )
-from pith_graph.testing import make_event, resign
+from pith_graph.events import MAX_EVENT_BYTES
+from pith_graph.testing import make_event, record_created_payload, resign
 
 __all__ = ["FLAGS", "Case", "generated_cases"]
 
@@ -84,6 +87,9 @@ FLAGS: Final = {
     "key_rotation": "a trusted key signs nothing created at or after its rotates_at (section 4)",
     "key_binding": "a key bound to a signer_id signs only as that signer (section 4)",
     "registry": "the registry's own published bundle, trusting only the registry key",
+    "listed_key": "the bundle lists a key the trusted keys do not: its events are unknown_key (a bundle never vouches for itself, section 4)",
+    "signature_shape": "a copy that differs only where the content hash does not reach: the signature object has exactly the v1 members, the whole event is at most 1 MiB, signature_b64 is canonical base64 (sections 3 and 6)",
+    "record_creation": "only a key that may sign as the registry (pith.science) creates the record (section 6, check 10)",
     "ed25519_edge": "an edge-case key or signature under the pinned rule (section 3): ed25519-speccheck, or crafted",
 }
 
@@ -481,6 +487,135 @@ def _large_case() -> Case:
     )
 
 
+def _listed_key_cases() -> list[Case]:
+    """A bundle listing a key its trusted keys do not: an implementation that trusts the
+    bundle's own keys (section 4) gets these wrong."""
+    base = _base()
+    listed = base.bundle()
+    listed["public_keys"] = [*listed["public_keys"], UNTRUSTED.entry(signer_id=UNTRUSTED.signer_id)]
+    hint = make_event(
+        UNTRUSTED,
+        subject=base.subject,
+        event_type="mirror_hint",
+        target="mirror",
+        payload={"url": "https://mallory.example/p"},
+        created_at=timestamp(40),
+    )
+    record = make_event(
+        UNTRUSTED,
+        subject=base.subject,
+        event_type="record_created",
+        payload=record_created_payload(base.history.canonical_record, UNTRUSTED),
+        created_at=timestamp(41),
+    )
+    cases = []
+    for case_id, events, what in (
+        (
+            "listed-key-signs-event",
+            [hint],
+            "an event signed by a key the bundle lists but the trusted keys do not (unknown_key)",
+        ),
+        (
+            "listed-key-creates-record",
+            [record, hint],
+            "a second record_created and an event, both signed by a key only the bundle lists (unknown_key)",
+        ),
+    ):
+        bundle = dict(listed)
+        bundle["events"] = [*base.events, *events]
+        cases.append(
+            Case(
+                case_id,
+                what,
+                ("listed_key", "unknown_key"),
+                bundle,
+                base.trusted(),
+                {e["event_id"]: "unknown_key" for e in events},
+            )
+        )
+    return cases
+
+
+def _signature_shape_cases() -> list[Case]:
+    """Copies that differ only in the signature object, which the content hash does not cover."""
+    base = _base()
+    tip = base.by_id()[base.tips()[0]]
+    cases = []
+    # The last base64 character before "==" carries 4 unused bits: set one (same 64 bytes).
+    text = tip["signature"]["signature_b64"]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    respelt = text[:-3] + alphabet[alphabet.index(text[-3]) | 1] + text[-2:]
+    assert respelt != text and base64.b64decode(respelt) == base64.b64decode(text)
+    loose = copy.deepcopy(tip)
+    loose["signature"]["signature_b64"] = respelt
+    outcome = Outcome(
+        [*without(base, tip["event_id"]), loose],
+        {tip["event_id"]: "bad_signature"},
+        description="signature_b64 with a unused bit set: the same 64 bytes, not their canonical base64 (bad_signature)",
+    )
+    cases.append(_case("signature-non-canonical-base64", ["signature_shape", "bad_signature"], base, outcome))
+    padded = copy.deepcopy(tip)
+    padded["signature"]["pad"] = "x" * 64
+    outcome = Outcome(
+        [*without(base, tip["event_id"]), padded],
+        {tip["event_id"]: "malformed"},
+        description="a signature object with a member v1 does not have (malformed)",
+    )
+    cases.append(_case("signature-extra-member", ["signature_shape", "malformed"], base, outcome))
+    huge = copy.deepcopy(tip)
+    huge["signature"]["signature_b64"] = "A" * MAX_EVENT_BYTES
+    outcome = Outcome(
+        [*without(base, tip["event_id"]), huge],
+        {tip["event_id"]: "malformed"},
+        description="a signature member so large that the whole event exceeds 1 MiB (malformed)",
+    )
+    cases.append(_case("signature-oversized-member", ["signature_shape", "malformed"], base, outcome))
+    kept = copy.deepcopy(tip)
+    kept["signature"]["pad"] = "x" * 64
+    outcome = Outcome(
+        [*base.events, kept, loose],
+        {},
+        description="a valid copy beside a padded and a re-spelt copy: the unit is valid",
+    )
+    cases.append(
+        _case(
+            "signature-copies-one-valid",
+            ["signature_shape", "duplicates", "copies_disagree", "valid"],
+            base,
+            outcome,
+        )
+    )
+    return cases
+
+
+def _record_creation_cases() -> list[Case]:
+    """A second trusted key, bound to its own signer, creating the record with its own receipt."""
+    base = _base()
+    alice = SIGNERS[1]
+    record = make_event(
+        alice,
+        subject=base.subject,
+        event_type="record_created",
+        payload=record_created_payload(base.history.canonical_record, alice),
+        created_at=timestamp(42),
+    )
+    outcome = Outcome(
+        [*base.events, record],
+        {record["event_id"]: "bad_record"},
+        description="a record_created and its receipt signed by a trusted key bound to alice.example, not the registry (bad_record)",
+    )
+    return [_case("record-created-by-second-trusted-key", ["record_creation", "bad_record"], base, outcome)]
+
+
 def generated_cases() -> list[Case]:
     """The cases built from scenarios and mutations, in index order (before the registry's bundle)."""
-    return [*_reason_cases(), *_malformed_cases(), *_history_cases(), *_text_cases(), _large_case()]
+    return [
+        *_reason_cases(),
+        *_malformed_cases(),
+        *_history_cases(),
+        *_text_cases(),
+        _large_case(),
+        *_listed_key_cases(),
+        *_signature_shape_cases(),
+        *_record_creation_cases(),
+    ]

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 #: Deterministic test keys (private key = sha256(seed)); created once at import.
-REGISTRY: Final = TestKey("conformance-registry", key_id="test-registry", signer_id="registry.example")
+REGISTRY: Final = TestKey("conformance-registry", key_id="test-registry", signer_id="pith.science")
 SIGNERS: Final = (
     REGISTRY,
     TestKey("conformance-alice", key_id="test-alice", signer_id="alice.example"),

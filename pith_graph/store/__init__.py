@@ -21,10 +21,13 @@ and must never lose or rewrite one. :class:`EventStore` is that store:
 Guarantees (docs/store.md):
 
 * each copy is stored as the canonical JSON bytes of the event as received, keyed
-  by (subject, unit id, sha256 of those bytes): the same copy twice is one row,
-  distinct copies under one claimed id are all kept (evidence);
-* invalid events are stored, never dropped;
-* the database itself refuses UPDATE and DELETE of stored rows (triggers);
+  by (subject, unit id, sha256 of those bytes): the same copy twice is one row;
+* a unit is stored once: a copy valid under the caller's keys is not stored when
+  a valid copy of its unit already is (docs/merge-v1.md, "A unit is stored once");
+* invalid copies a local user imports or appends are stored, never dropped
+  (evidence); a sync stores nothing that fails stage 1;
+* the database itself refuses UPDATE and DELETE of every table, caches included
+  (triggers); :meth:`EventStore.fsck` re-derives every cached verdict;
 * an append that returned is committed (``synchronous=FULL``), so a crash after
   it loses nothing; concurrent writers in other processes wait (busy timeout)
   and retry, and lose nothing;
@@ -40,24 +43,37 @@ and ``_sqlite`` (SQLite), ``_postgres_schema`` and ``_postgres`` (PostgreSQL),
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 from pith_graph import codes
 from pith_graph.canonical import canonical_json_parsed, gc_paused, loads
 from pith_graph.documents import Document, DocumentSource, load_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, StoreError, TrustError
-from pith_graph.events import CheckedEvent, check_keys, inspect_event
+from pith_graph.events import MAX_EVENT_BYTES, CheckedEvent, check_keys, inspect_event
+from pith_graph.identifiers import PITH_NUMBER_RE, short_pith_number
 from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring
 from pith_graph.merge import MergeResult, merge_copies
+from pith_graph.models import detect_kind
 from pith_graph.state import State
-from pith_graph.store._backend import Backend, StoreChanges, StoredSignatureCache
+from pith_graph.store._backend import (
+    PRESENT,
+    REFUSED,
+    UNIT_STORED,
+    UNSETTLED,
+    Backend,
+    StoreChanges,
+    StoredSignatureCache,
+)
+from pith_graph.store._check import CheckReport, Mismatch, check_store
 from pith_graph.store._export import BundleSigner, bundle_document
 from pith_graph.store._facts import (
     FACTS_RULE,
     ITEM_KINDS,
+    CheckedRow,
     CopyRow,
     EventRow,
     FactsRow,
@@ -66,11 +82,19 @@ from pith_graph.store._facts import (
     as_is,
     join_bodies,
     parse_event,
-    ring_id,
+    ring_row,
     stored_checked,
 )
 from pith_graph.store._open import is_postgres_url, open_backend, redacted_url
 from pith_graph.store._schema import SCHEMA_VERSION
+from pith_graph.store._source import (
+    SourceError,
+    SourceEvent,
+    SourceFile,
+    SourceItem,
+    check_item,
+    check_subject,
+)
 from pith_graph.store._sqlite import DEFAULT_BUSY_TIMEOUT, SQLiteBackend
 
 __all__ = [
@@ -81,11 +105,15 @@ __all__ = [
     "AppendResult",
     "Backend",
     "BundleSigner",
+    "CheckReport",
     "EventRow",
     "EventStore",
     "FactsRow",
     "ImportResult",
+    "Mismatch",
     "SQLiteBackend",
+    "SourceError",
+    "SourceFile",
     "StoreChanges",
     "StoredEvent",
     "StoredSignatureCache",
@@ -101,9 +129,11 @@ class AppendResult:
     """What :meth:`EventStore.append` did with one copy.
 
     ``status``: ``new`` (stored, passes the stage-1 checks), ``stored_invalid``
-    (stored, fails them: ``reason`` names the first failing check) or
-    ``duplicate`` (this exact copy was already stored; ``reason`` as for a new one).
-    Stage-2 (history) reasons depend on other events and appear only in states.
+    (stored, fails them: ``reason`` names the first failing check), ``duplicate``
+    (not stored: this exact copy already was, or it is valid and a valid copy of its
+    unit already is; ``reason`` as for a new one) or ``refused`` (not stored: it fails
+    stage 1 and arrived by sync). Stage-2 (history) reasons depend on other events
+    and appear only in states.
     """
 
     status: str
@@ -138,10 +168,12 @@ class ImportResult:
 
 @dataclass(frozen=True, slots=True)
 class SyncResult:
-    """What :meth:`EventStore.sync_from` added: new event copies and new bundle-level items."""
+    """What :meth:`EventStore.sync_from` did: event copies added, bundle-level items added,
+    and copies refused (they fail stage 1 under this store's trusted keys: never stored)."""
 
     events_added: int
     items_added: int
+    events_refused: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +181,9 @@ class StoredEvent:
     """A stored copy as :meth:`EventStore.events` lists it.
 
     ``reason`` is the unit's merge-v1 reason under the trust of that call (None:
-    valid); ``applied`` whether the unit is in ``applied_event_ids``.
+    valid); ``applied`` whether the unit is in ``applied_event_ids``;
+    ``copy_reason`` this copy's own stage-1 reason (None: this copy passes stage 1),
+    so a forged copy of a valid unit never reads as valid.
     """
 
     unit_id: str
@@ -158,6 +192,7 @@ class StoredEvent:
     event_type: str | None
     reason: str | None
     applied: bool
+    copy_reason: str | None = None
 
     @property
     def event(self) -> Any:
@@ -166,11 +201,65 @@ class StoredEvent:
 
 
 class _Replay(NamedTuple):
-    """A replay's outcome: the merge result, the copy rows it read, and the subject's parsed items by kind."""
+    """A replay's outcome: the merge result, the copy rows it read, each copy's stage-1
+    outcome (same order), and the subject's parsed items by kind."""
 
     result: MergeResult
     rows: list[CopyRow]
+    checks: list[tuple[str, CheckedEvent]]
     items: dict[str, list[Any]]
+
+
+#: :meth:`Backend.add_checked` outcomes as the statuses an append reports (ADDED depends on the verdict).
+_NOT_STORED: Final = {
+    PRESENT: codes.STORE_DUPLICATE,
+    UNIT_STORED: codes.STORE_DUPLICATE,
+    REFUSED: codes.STORE_REFUSED,
+}
+#: Times an append retries rows whose unit had copies not yet checked under its keys.
+_SETTLE_ROUNDS: Final = 3
+#: ``pith:`` + the first 8 characters of a code: a short Pith Number.
+_SHORT_RE: Final = re.compile(r"pith:[A-Z2-7]{8}")
+#: Event copies (and items) a sync stores per transaction.
+_SYNC_BATCH: Final = 2000
+
+
+def _source_rows(
+    other: EventStore | SourceFile,
+) -> tuple[Callable[[], Iterator[SourceEvent]], Callable[[], Iterator[SourceItem]]]:
+    """How to read a sync source's event and item rows (each call reads them again, in batches)."""
+    if isinstance(other, SourceFile):
+        return other.events, other.items
+
+    def events() -> Iterator[SourceEvent]:
+        for subject in other.subjects():  # one subject at a time, never the whole store
+            check_subject(subject, "sync source")
+            for row in other.backend.event_rows(subject):
+                yield SourceEvent(
+                    subject,
+                    row.body if len(row.body) <= MAX_EVENT_BYTES else None,
+                    f"sync source: an event of {subject}",
+                )
+
+    def items() -> Iterator[SourceItem]:
+        for subject in other.subjects():
+            for kind, body in other.backend.items(subject):
+                yield check_item(subject, kind, body, f"sync source: {subject} item")
+
+    return events, items
+
+
+def _source_tree(found: SourceEvent) -> Any:
+    """The parsed body of a source's event row (None: too large to be valid); a body that is
+    not strict JSON makes the whole source bad (:class:`SourceError`)."""
+    if found.body is None:
+        return None
+    try:
+        return loads(found.body)
+    except InputError as exc:
+        raise SourceError(
+            f"{found.where}: body is not JSON ({exc.message})", code=codes.E_STORE_CORRUPT
+        ) from exc
 
 
 class EventStore:
@@ -190,9 +279,12 @@ class EventStore:
         backend: Backend | None = None,
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         create: bool = True,
+        read_only: bool | None = False,
     ) -> None:
         self.backend: Backend = (
-            backend if backend is not None else open_backend(path, busy_timeout=busy_timeout, create=create)
+            backend
+            if backend is not None
+            else open_backend(path, busy_timeout=busy_timeout, create=create, read_only=read_only)
         )
         self.cache = StoredSignatureCache(self.backend)
 
@@ -209,11 +301,24 @@ class EventStore:
         finally:
             self.backend.close()
 
+    @property
+    def read_only(self) -> bool:
+        """Whether the store was opened read-only: reads work, caching is skipped, writes fail."""
+        return self.backend.read_only
+
     def check(self) -> None:
         """Run the database's integrity check; raise ``store_corrupt`` unless it says ok."""
         found = self.backend.integrity_check()
         if found != ["ok"]:
             raise StoreError(f"integrity check failed: {'; '.join(found[:3])}", code=codes.E_STORE_CORRUPT)
+
+    def fsck(self) -> CheckReport:
+        """Re-derive every cached verdict and indexed column from the stored bodies, ignoring
+        the caches, and return each disagreement (empty: the caches say what the bodies do).
+
+        What someone who can write the file could forge and this finds: docs/store.md, "Tampering".
+        """
+        return check_store(self.backend)
 
     def verifier(self) -> Verifier:
         """A :class:`Verifier` backed by this store's signature cache."""
@@ -221,47 +326,127 @@ class EventStore:
 
     # --- writing ------------------------------------------------------------------
 
-    @staticmethod
-    def _inspected(row: EventRow, tree: Any) -> tuple[CheckedEvent, FactsRow]:
-        """The intrinsic stage-1 outcome of a received copy, and the facts row stored with it."""
-        checked = inspect_event(tree, subject=row.subject, uid=row.unit_id)
-        return checked, FactsRow.of(row.body, checked)
-
-    def _status(
-        self, row: EventRow, checked: CheckedEvent, fresh: bool, ring: KeyRing, verifier: Verifier
-    ) -> AppendResult:
-        reason = check_keys(checked, subject=row.subject, keyring=ring, verifier=verifier).reason
-        status = (
-            codes.STORE_DUPLICATE if not fresh else codes.STORE_NEW if reason is None else codes.STORE_INVALID
+    def resolve_subject(self, subject: str) -> str:
+        """The full Pith Number ``subject`` names: itself, or the one stored number a short
+        form (``pith:`` + 8 characters) abbreviates. Anything else is ``bad_subject``."""
+        if not isinstance(subject, str):
+            raise InputError(
+                f"a subject must be a Pith Number, not {type(subject).__name__}", code=codes.E_BAD_SUBJECT
+            )
+        if PITH_NUMBER_RE.fullmatch(subject):
+            return subject
+        if _SHORT_RE.fullmatch(subject):
+            matches = [
+                s for s in self.subjects() if PITH_NUMBER_RE.fullmatch(s) and short_pith_number(s) == subject
+            ]
+            if len(matches) == 1:
+                return matches[0]
+            found = "no stored subject" if not matches else f"{len(matches)} stored subjects"
+            raise InputError(
+                f"short Pith Number {subject} names {found}: give the full number", code=codes.E_BAD_SUBJECT
+            )
+        raise InputError(
+            f"subject {subject!r} is not a Pith Number (pith:YEAR:26 base32 characters, or pith: + 8 of a stored one)",
+            code=codes.E_BAD_SUBJECT,
         )
-        return AppendResult(status, row.subject, row.unit_id, row.digest, reason)
+
+    def _store_copies(
+        self,
+        subject: str,
+        trees: Sequence[Any],
+        ring: KeyRing,
+        *,
+        keep_invalid: bool,
+        items: Sequence[ItemRow] = (),
+    ) -> list[AppendResult]:
+        """Run stage 1 on received copies under ``ring`` and store them (docs/merge-v1.md, "A unit is stored once").
+
+        A valid copy is stored unless its unit already has a stored copy valid under
+        ``ring``; an invalid one only with ``keep_invalid`` (a local user's evidence).
+        Stored copies of a unit never checked under ``ring`` are checked first (their
+        verdicts kept), so the rule holds whatever keys stored them.
+        """
+        rows = [EventRow.of(subject, tree) for tree in trees]
+        verifier = self.verifier()
+        checked: list[CheckedRow] = []
+        try:
+            for row, tree in zip(rows, trees, strict=True):
+                inspected = inspect_event(tree, subject=subject, uid=row.unit_id)
+                final = check_keys(inspected, subject=subject, keyring=ring, verifier=verifier)
+                checked.append(
+                    CheckedRow(FactsRow.of(row.body, inspected), final.reason, inspected.reason is None)
+                )
+            ring_key = ring_row(ring)
+            outcomes = self.backend.add_checked(rows, items, checked, ring_key, keep_invalid=keep_invalid)
+            for _ in range(_SETTLE_ROUNDS):
+                again = [i for i, outcome in enumerate(outcomes) if outcome == UNSETTLED]
+                if not again:
+                    break
+                self._settle(subject, ring)
+                retried = self.backend.add_checked(
+                    [rows[i] for i in again],
+                    [],
+                    [checked[i] for i in again],
+                    ring_key,
+                    keep_invalid=keep_invalid,
+                )
+                for i, outcome in zip(again, retried, strict=True):
+                    outcomes[i] = outcome
+            if UNSETTLED in outcomes:
+                raise StoreError(
+                    f"stored copies of {subject} stay unchecked under these keys", code=codes.E_INTERNAL
+                )
+        finally:
+            self.cache.flush()
+        return [
+            AppendResult(
+                _NOT_STORED.get(outcome)
+                or (codes.STORE_NEW if check.reason is None else codes.STORE_INVALID),
+                subject,
+                row.unit_id,
+                row.digest,
+                check.reason,
+            )
+            for row, check, outcome in zip(rows, checked, outcomes, strict=True)
+        ]
 
     def append(
-        self, event: Any, *, subject: str | None = None, trusted_keys: TrustedKeys = None
+        self,
+        event: Any,
+        *,
+        subject: str | None = None,
+        trusted_keys: TrustedKeys = None,
+        keep_invalid: bool = True,
     ) -> AppendResult:
         """Store one copy of an event exactly as received and say what happened.
 
-        ``event``: raw bytes/text of one event, or a parsed value. ``subject``: the
-        record it was received for; by default the event's ``subject_pith_number``
-        (required when that is not a string). An explicit subject wins, so a copy
-        claiming another subject is kept as evidence (``subject_mismatch``).
-        ``trusted_keys`` only decides the reported status (stage-1 checks); what
-        is stored never depends on it. Committed before returning.
+        ``event``: raw bytes/text of one event, or a parsed value (never a bundle: see
+        :meth:`import_bundle`). ``subject``: the Pith Number it was received for (a
+        short form resolves to the stored full number); by default the event's
+        ``subject_pith_number``. Anything but a Pith Number is ``bad_subject`` and
+        nothing is stored. An explicit subject wins, so a copy claiming another
+        subject is kept as evidence (``subject_mismatch``). ``trusted_keys`` decide
+        the stage-1 verdict, and with it whether a valid copy is a ``duplicate`` of
+        a stored valid copy of its unit (not stored). ``keep_invalid=False`` (input
+        from the network: a mirror's clients and peers) stores a copy that fails
+        stage 1 nowhere and reports it ``refused``. Committed before returning.
         """
         tree = parse_event(event)
+        kind = detect_kind(tree)
+        if kind == "bundle":
+            raise InputError(
+                "this is a bundle, not an event: store it with `store import`", code=codes.E_USAGE
+            )
+        if kind is not None:
+            raise InputError(f"this is a {kind.replace('_', ' ')} document, not an event", code=codes.E_USAGE)
         if subject is None:
             claimed = tree.get("subject_pith_number") if isinstance(tree, dict) else None
             if not isinstance(claimed, str):
                 raise InputError("the event names no subject_pith_number: pass subject=", code=codes.E_USAGE)
             subject = claimed
-        row = EventRow.of(subject, tree)
-        checked, facts = self._inspected(row, tree)
-        (fresh,) = self.backend.add([row], [], [facts])
-        verifier = self.verifier()
-        try:
-            return self._status(row, checked, fresh, coerce_ring(trusted_keys), verifier)
-        finally:
-            self.cache.flush()
+        subject = self.resolve_subject(subject)
+        [result] = self._store_copies(subject, [tree], coerce_ring(trusted_keys), keep_invalid=keep_invalid)
+        return result
 
     def import_bundle(
         self,
@@ -269,80 +454,109 @@ class EventStore:
         *,
         trusted_keys: TrustedKeys = None,
         trust_bundle_keys: bool = False,
+        keep_invalid: bool = True,
     ) -> ImportResult:
         """Store a bundle's events and bundle-level items (record, aliases, keys, hints, proofs).
 
         One transaction. Public keys are stored as data and never trusted by
-        being stored; ``trusted_keys``/``trust_bundle_keys`` only decide the
-        reported statuses, as for :meth:`append`.
+        being stored; ``trusted_keys``/``trust_bundle_keys`` decide the stage-1
+        verdicts, as for :meth:`append`. Invalid copies are kept (evidence) unless
+        ``keep_invalid=False`` (network input: then they are ``refused``).
         """
+        return self._import(
+            bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, keep_invalid=keep_invalid
+        )
+
+    def _import(
+        self,
+        bundle: DocumentSource | Document,
+        *,
+        trusted_keys: TrustedKeys,
+        trust_bundle_keys: bool,
+        keep_invalid: bool,
+    ) -> ImportResult:
         raw, model = load_bundle(bundle)
         subject = model.pith_number
-        rows = [EventRow.of(subject, tree) for tree in raw["events"]]
-        inspected = [self._inspected(row, tree) for row, tree in zip(rows, raw["events"], strict=True)]
+        if not PITH_NUMBER_RE.fullmatch(subject):
+            raise InputError(
+                f"the bundle's pith_number {subject!r} is not a Pith Number", code=codes.E_BAD_SUBJECT
+            )
         items: list[ItemRow] = []
         for kind, key in ITEM_KINDS.items():
             value = raw.get(key)
             values = [value] if kind == "record" else (value or [])
             items.extend(ItemRow(subject, kind, canonical_json_parsed(v)) for v in values if v is not None)
-        before = self._item_count(subject)
-        fresh = self.backend.add(rows, items, [facts for _, facts in inspected])
-        ring = self._ring(
-            trusted_keys,
-            trust_bundle_keys,
+        listed = (
             [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
+            + list(raw.get("public_keys") or [])
             if trust_bundle_keys
-            else (),
+            else []
         )
-        # One query for every kept verdict about these events, not one per signature.
-        self.cache.prefetch(checked.facts.message for checked, _ in inspected if checked.facts is not None)
-        verifier = self.verifier()
-        try:
-            appends = tuple(
-                self._status(row, checked, new, ring, verifier)
-                for row, (checked, _), new in zip(rows, inspected, fresh, strict=True)
-            )
-        finally:
-            self.cache.forget()
-            self.cache.flush()
-        self._keep_verdicts(ring, subject, [(a, c) for a, (c, _) in zip(appends, inspected, strict=True)])
-        return ImportResult(subject, appends, self._item_count(subject) - before)
-
-    def _keep_verdicts(
-        self, ring: KeyRing, subject: str, outcomes: Sequence[tuple[AppendResult, CheckedEvent]]
-    ) -> None:
-        """Keep the key verdicts an append or import just reached, so the next replay under
-        the same keys starts warm (only for copies that passed the intrinsic checks)."""
-        verdicts = [
-            KeyVerdict(a.unit_id, a.digest, a.reason) for a, inspected in outcomes if inspected.reason is None
-        ]
-        if verdicts:
-            self.backend.add_key_verdicts(ring_id(ring), subject, verdicts)
+        ring = self._ring(trusted_keys, trust_bundle_keys, listed)
+        before = self._item_count(subject)
+        appends = self._store_copies(subject, raw["events"], ring, keep_invalid=keep_invalid, items=items)
+        return ImportResult(subject, tuple(appends), self._item_count(subject) - before)
 
     def _item_count(self, subject: str) -> int:
         return len(self.backend.items(subject))
 
-    def sync_from(self, other: EventStore | DocumentSource | Document) -> SyncResult:
-        """Add every event copy and item of another store (or of a bundle) to this one.
+    def sync_from(
+        self, other: EventStore | SourceFile | DocumentSource | Document, *, trusted_keys: TrustedKeys = None
+    ) -> SyncResult:
+        """Add what another store (a :class:`SourceFile` or an open :class:`EventStore`), or a bundle, holds.
 
-        A union of sets: syncing replicas in any order, any number of times, gives
-        the same stored sets and therefore the same states. Signature-cache
-        verdicts are not copied: this store re-verifies what it did not check itself.
+        Everything from there is untrusted input (docs/store.md, "Sync"): unit ids and
+        digests are recomputed from each body, every body and item is checked, and only
+        copies that pass stage 1 under ``trusted_keys`` (default: the registry key) are
+        stored, once per unit; the rest are counted as refused. The whole source is
+        checked before anything is stored: a bad one raises
+        :class:`~pith_graph.store.SourceError` and nothing of it is kept. Read in
+        batches, never whole. Signature-cache verdicts are not copied.
         """
-        if not isinstance(other, EventStore):
-            result = self.import_bundle(other)
+        ring = coerce_ring(trusted_keys)
+        if not isinstance(other, (EventStore, SourceFile)):
+            result = self._import(other, trusted_keys=ring, trust_bundle_keys=False, keep_invalid=False)
             return SyncResult(
-                result.count(codes.STORE_NEW) + result.count(codes.STORE_INVALID), result.items_added
+                result.count(codes.STORE_NEW), result.items_added, result.count(codes.STORE_REFUSED)
             )
-        rows: list[EventRow] = []
-        items: list[ItemRow] = []
-        before = sum(len(self.backend.items(s)) for s in self.backend.subjects())
-        for subject in other.subjects():
-            rows.extend(other.backend.event_rows(subject))
-            items.extend(ItemRow(subject, kind, body) for kind, body in other.backend.items(subject))
-        fresh = self.backend.add(rows, items)
-        after = sum(len(self.backend.items(s)) for s in self.backend.subjects())
-        return SyncResult(sum(fresh), after - before)
+        events, items = _source_rows(other)
+        # First pass: the whole source is checked before anything of it is stored.
+        for found in events():
+            _source_tree(found)
+        subjects = {item.subject for item in items()}
+        added = refused = 0
+        batch: dict[str, list[Any]] = {}
+        pending = 0
+
+        def flush() -> None:
+            nonlocal added, refused, pending
+            for subject, trees in batch.items():
+                for result in self._store_copies(subject, trees, ring, keep_invalid=False):
+                    added += result.status == codes.STORE_NEW
+                    refused += result.status == codes.STORE_REFUSED
+            batch.clear()
+            pending = 0
+
+        for found in events():
+            tree = _source_tree(found)
+            if tree is None:
+                refused += 1
+                continue
+            batch.setdefault(found.subject, []).append(tree)
+            pending += 1
+            if pending >= _SYNC_BATCH:
+                flush()
+        flush()
+        before = sum(self._item_count(s) for s in subjects)
+        chunk: list[ItemRow] = []
+        for item in items():
+            chunk.append(ItemRow(*item))
+            if len(chunk) >= _SYNC_BATCH:
+                self.backend.add([], chunk)
+                chunk = []
+        if chunk:
+            self.backend.add([], chunk)
+        return SyncResult(added, sum(self._item_count(s) for s in subjects) - before, refused)
 
     # --- reading ------------------------------------------------------------------
 
@@ -355,15 +569,51 @@ class EventStore:
     ) -> KeyRing:
         """The caller's keys (default: the registry key), plus the stored ones only on request.
 
-        merge-v1 §4: a bundle never vouches for itself, and neither does a store.
+        merge-v1 §4: a bundle never vouches for itself, and neither does a store; a stored
+        key trusted on request is ``listed`` (it never creates records).
         """
         ring = coerce_ring(trusted_keys)
         if not trust_bundle_keys:
             return ring
         try:
-            return ring.union(KeyRing.from_entries(stored_keys))
+            return ring.union(KeyRing.from_entries(stored_keys, listed=True))
         except TrustError as exc:
             raise TrustError(f"stored public_keys: {exc.message}", code=exc.code) from exc
+
+    def _stage1(self, subject: str, rows: list[CopyRow], ring: KeyRing) -> list[tuple[str, CheckedEvent]]:
+        """The stage-1 outcome of every stored copy under ``ring``, from stored facts and kept
+        verdicts; the key checks of copies never checked under ``ring`` run here and their
+        verdicts are kept (unless the store is read-only: reads never write)."""
+        ring_key = ring_row(ring)
+        copies, messages, missing, unchecked = stored_checked(
+            subject, rows, self.backend.key_verdicts(ring_key.id, subject)
+        )
+        if missing and not self.read_only:
+            self.backend.add_facts(missing)
+        if unchecked:
+            # The key checks of copies never replayed under these keys; their
+            # verdicts are kept for the next replay.
+            self.cache.prefetch(messages)
+            verifier = self.verifier()
+            verdicts: list[KeyVerdict] = []
+            for index, _seq in unchecked:
+                uid, intrinsic = copies[index]
+                checked = check_keys(intrinsic, subject=subject, keyring=ring, verifier=verifier)
+                copies[index] = (uid, checked)
+                verdicts.append(KeyVerdict(uid, rows[index].digest, checked.reason))
+            if not self.read_only:
+                self.backend.add_key_verdicts(ring_key, subject, verdicts)
+        return copies
+
+    def _settle(self, subject: str, ring: KeyRing) -> None:
+        """Keep the key verdicts under ``ring`` of every stored copy of ``subject``."""
+        rows, _ = self.backend.copies(subject)
+        try:
+            with gc_paused():
+                self._stage1(subject, rows, ring)
+        finally:
+            self.cache.forget()
+            self.cache.flush()
 
     def _replay(
         self, subject: str, trusted_keys: TrustedKeys, trust_bundle_keys: bool, *, with_body: bool = False
@@ -374,7 +624,7 @@ class EventStore:
         ``event_facts`` (computed once, from the immutable body, when the copy was
         stored); the key checks run here against the caller's trusted keys, and
         signatures go through the content-addressed signature cache. Returns the
-        result, the copy rows and the parsed items.
+        result, the copy rows, their outcomes and the parsed items.
         """
         rows, item_rows = self.backend.copies(subject, with_body=with_body)
         grouped: dict[str, list[bytes]] = {kind: [] for kind in ITEM_KINDS}
@@ -384,28 +634,11 @@ class EventStore:
             raise StoreError(f"the store holds nothing for {subject!r}", code=codes.E_STORE_UNKNOWN_SUBJECT)
         items = {kind: join_bodies(bodies) for kind, bodies in grouped.items()}
         ring = self._ring(trusted_keys, trust_bundle_keys, items["public_key"])
-        ring_key = ring_id(ring)
         try:
             with gc_paused():  # thousands of small acyclic objects (see canonical.gc_paused)
-                copies, messages, missing, unchecked = stored_checked(
-                    subject, rows, self.backend.key_verdicts(ring_key, subject)
-                )
-                if missing:
-                    self.backend.add_facts(missing)
-                if unchecked:
-                    # The key checks of copies never replayed under these keys; their
-                    # verdicts are kept for the next replay.
-                    self.cache.prefetch(messages)
-                    verifier = self.verifier()
-                    verdicts: list[KeyVerdict] = []
-                    for index, _seq in unchecked:
-                        uid, intrinsic = copies[index]
-                        checked = check_keys(intrinsic, subject=subject, keyring=ring, verifier=verifier)
-                        copies[index] = (uid, checked)
-                        verdicts.append(KeyVerdict(uid, rows[index].digest, checked.reason))
-                    self.backend.add_key_verdicts(ring_key, subject, verdicts)
+                copies = self._stage1(subject, rows, ring)
                 result = merge_copies(
-                    copies,
+                    list(copies),
                     as_is,
                     subject=subject,
                     aliases=items["alias"],
@@ -415,7 +648,7 @@ class EventStore:
         finally:
             self.cache.forget()
             self.cache.flush()
-        return _Replay(result, rows, items)
+        return _Replay(result, rows, copies, items)
 
     def replay(
         self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
@@ -470,7 +703,7 @@ class EventStore:
         self, subject: str, *, trusted_keys: TrustedKeys = None, trust_bundle_keys: bool = False
     ) -> list[StoredEvent]:
         """Every stored copy of ``subject``: applied units in apply order, then the rest by unit id."""
-        result, copy_rows, _ = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
+        result, copy_rows, checks, _ = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
         rows = self._event_rows(copy_rows)
         applied = set(result.state.applied_event_ids)
         return [
@@ -481,6 +714,7 @@ class EventStore:
                 rows[i].event_type,
                 result.reasons.get(rows[i].unit_id),
                 rows[i].unit_id in applied,
+                checks[i][1].reason,
             )
             for i in self._ordered(result, rows)
         ]
@@ -500,7 +734,7 @@ class EventStore:
         ``sign_with`` (a mirror key), a ``bundle_signature`` over ``bundle_sha256``
         is added; listing that key does not make anyone trust it.
         """
-        result, copy_rows, items = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
+        result, copy_rows, _, items = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
         rows = self._event_rows(copy_rows)
         trees = join_bodies(row.body for row in rows)  # export needs the trees; a state never does
         events = [trees[i] for i in self._ordered(result, rows)]

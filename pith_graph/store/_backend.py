@@ -9,13 +9,71 @@ database is one more class with these methods, run by the same contract tests.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Any, Final, NamedTuple, Protocol
 
-from pith_graph.store._facts import CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict
+from pith_graph.store._facts import CheckedRow, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict, Ring
 from pith_graph.store._queries import CHANGED_EVENTS, CHANGED_ITEMS, NEW_RECORDS
+__all__ = [
+    "ADDED",
+    "AUDIT_TABLES",
+    "PRESENT",
+    "REFUSED",
+    "UNIT_STORED",
+    "UNSETTLED",
+    "Backend",
+    "SignatureVerdict",
+    "StoreChanges",
+    "StoredSignatureCache",
+    "Triple",
+    "changes_in",
+]
 
-__all__ = ["Backend", "SignatureVerdict", "StoreChanges", "StoredSignatureCache", "Triple", "changes_in"]
+# What :meth:`Backend.add_checked` did with each event row.
+#: Stored.
+ADDED: Final = "added"
+#: Not stored: this exact copy (same bytes) already is.
+PRESENT: Final = "present"
+#: Not stored: a copy valid under the ring, and the unit already has a stored copy valid under it
+#: (docs/merge-v1.md, "A unit is stored once").
+UNIT_STORED: Final = "unit_stored"
+#: Not stored: a copy valid under the ring whose unit has stored copies never checked under it;
+#: the caller checks them (keeping their verdicts) and tries again.
+UNSETTLED: Final = "unsettled"
+#: Not stored: it fails stage 1 and the caller keeps no evidence (network and sync input).
+REFUSED: Final = "refused"
+
+#: Tables :meth:`Backend.audit` reads, with the columns of each row it yields.
+AUDIT_TABLES: Final = {
+    "events": (
+        "seq",
+        "subject",
+        "unit_id",
+        "digest",
+        "body",
+        "event_type",
+        "target",
+        "signer_id",
+        "prev_event",
+        "created_at",
+    ),
+    "items": ("seq", "subject", "kind", "digest", "body"),
+    "event_facts": (
+        "seq",
+        "rule",
+        "reason",
+        "facts",
+        "signer_at",
+        "signer_len",
+        "signer_json",
+        "payload_at",
+        "payload_len",
+        "payload_json",
+    ),
+    "key_verdicts": ("ring", "seq", "reason"),
+    "key_rings": ("ring", "entries"),
+    "signature_cache": ("public_key", "signature", "message", "valid"),
+}
 
 #: (public key, signature, message): what an Ed25519 verdict is a pure function of.
 Triple = tuple[bytes, bytes, bytes]
@@ -56,7 +114,8 @@ class Backend(Protocol):
     """What :class:`~pith_graph.store.EventStore` needs from storage: sets of rows, append-only.
 
     Every method is atomic (one transaction) and raises only
-    :class:`~pith_graph.errors.StoreError` for storage failures.
+    :class:`~pith_graph.errors.StoreError` for storage failures. ``read_only``: the
+    database was opened read-only; the store then calls no method that writes.
 
     Writers of events and items commit one at a time, and ``events.seq`` and
     ``items.seq`` grow in commit order: the pair of largest seqs is the **store
@@ -65,6 +124,8 @@ class Backend(Protocol):
     (:meth:`changes`). A mirror's caches are invalidated by it across processes
     and machines (docs/store.md, "Several servers, one database").
     """
+
+    read_only: bool
 
     @property
     def schema_version(self) -> int:
@@ -78,6 +139,27 @@ class Backend(Protocol):
         ``facts[i]`` is :meth:`FactsRow.of` the ``i``-th row (computed from the body when not given).
         """
 
+    def add_checked(
+        self,
+        events: Sequence[EventRow],
+        items: Sequence[ItemRow],
+        checked: Sequence[CheckedRow],
+        ring: Ring,
+        *,
+        keep_invalid: bool,
+    ) -> list[str]:
+        """Store event rows checked under ``ring``, with their facts, key verdicts and items, atomically.
+
+        Per event row, in order (so a row sees the rows before it): a row valid under
+        the ring (``reason`` None) is :data:`UNIT_STORED` when a stored copy of its
+        (subject, unit id) has a kept verdict None under the ring, :data:`UNSETTLED`
+        when one passed the intrinsic checks (or lacks facts) but has no verdict kept
+        under the ring, else stored; an invalid row is stored only with ``keep_invalid``
+        (else :data:`REFUSED`). A stored row is :data:`ADDED` (:data:`PRESENT` when the
+        same bytes were there). The ring is recorded, and the key verdict of every
+        ``keyed`` row added or present is kept under it.
+        """
+
     def copies(
         self, subject: str, *, with_body: bool = False
     ) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
@@ -87,10 +169,11 @@ class Backend(Protocol):
         """Store facts computed for copies that lacked them (by ``seq``); a row already there is kept."""
 
     def key_verdicts(self, ring: str, subject: str) -> dict[int, str | None]:
-        """The stored key verdicts of ``subject``'s copies under ``ring``, by ``seq``."""
+        """The stored key verdicts of ``subject``'s copies under ``ring``, by ``seq``
+        (none unless the ring is recorded: a verdict no one can re-derive is never read)."""
 
-    def add_key_verdicts(self, ring: str, subject: str, verdicts: Sequence[KeyVerdict]) -> None:
-        """Store key verdicts of ``subject``'s copies under ``ring``; a row already there is kept."""
+    def add_key_verdicts(self, ring: Ring, subject: str, verdicts: Sequence[KeyVerdict]) -> None:
+        """Record ``ring`` and store key verdicts of ``subject``'s copies under it; a row already there is kept."""
 
     def event_rows(self, subject: str) -> list[EventRow]:
         """Every stored copy for ``subject``, sorted by (unit id, digest)."""
@@ -118,6 +201,8 @@ class Backend(Protocol):
 
     def changes(self, events_after: int, items_after: int) -> StoreChanges:
         """In one snapshot, what was stored after the given store sequence."""
+    def audit(self, table: str) -> Iterator[tuple[Any, ...]]:
+        """Every row of one of the :data:`AUDIT_TABLES`, with its columns (for ``store check``)."""
 
     def integrity_check(self) -> list[str]:
         """The database's own consistency check: ``["ok"]`` when sound, else what it found."""
@@ -178,8 +263,11 @@ class StoredSignatureCache:
         self._pending[(public_key, signature, message)] = valid
 
     def flush(self) -> None:
-        """Write the buffered verdicts in one transaction."""
+        """Write the buffered verdicts in one transaction (on a read-only store: drop them)."""
         if not self._pending:
+            return
+        if self._backend.read_only:  # docs/store.md: reads never write; caching is skipped
+            self._pending.clear()
             return
         self._backend.add_signature_verdicts(
             [SignatureVerdict(*key, valid) for key, valid in self._pending.items()]

@@ -28,22 +28,26 @@ from pith_graph.events import (
     inspect_event,
     unit_id,
 )
-from pith_graph.keys import KeyRing
+from pith_graph.keys import KeyRing, TrustedKey
 from pith_graph.models import MERGE_VERSION
 
 __all__ = [
     "FACTS_RULE",
     "ITEM_KINDS",
+    "CheckedRow",
     "CopyRow",
     "EventRow",
     "FactsRow",
     "ItemRow",
     "KeyVerdict",
+    "Ring",
     "StoredChecks",
     "as_is",
     "join_bodies",
     "parse_event",
+    "ring_from_entries",
     "ring_id",
+    "ring_row",
     "stored_checked",
 ]
 
@@ -82,9 +86,27 @@ _FACTS_DECODER: Final = msgspec.msgpack.Decoder(EventFacts)
 
 def ring_id(ring: KeyRing) -> str:
     """What a key verdict depends on besides the copy: the trusted keys (material, key id,
-    rotates_at, signer binding) and the rules that read them."""
-    described = [FACTS_RULE, KEY_CHECK_REVISION, ring.to_entries()]
+    rotates_at, signer binding, listed or not) and the rules that read them."""
+    described = [FACTS_RULE, KEY_CHECK_REVISION, ring.describe()]
     return hashlib.sha256(canonical_json(described)).hexdigest()[:32]
+
+
+class Ring(NamedTuple):
+    """A trusted-key ring as the store records it beside the key verdicts kept under it:
+    its :func:`ring_id` and the canonical JSON of :meth:`KeyRing.describe`."""
+
+    id: str
+    entries: bytes
+
+
+def ring_row(ring: KeyRing) -> Ring:
+    """The :class:`Ring` row of ``ring``."""
+    return Ring(ring_id(ring), canonical_json(ring.describe()))
+
+
+def ring_from_entries(entries: bytes) -> KeyRing:
+    """The ring a :class:`Ring` row records (``store check`` re-derives its verdicts with it)."""
+    return KeyRing(TrustedKey.from_entry(entry, listed=listed) for entry, listed in loads(entries))
 
 
 #: What a kept key verdict may say: a key-check reason, or None (every check passed).
@@ -191,6 +213,16 @@ class FactsRow(NamedTuple):
         """The row for a stored copy: :func:`~pith_graph.events.inspect_event` of its tree (parsed from the body if None)."""
         checked = inspect_event(loads(row.body) if tree is None else tree, subject=subject, uid=row.unit_id)
         return cls.of(row.body, checked)
+
+
+class CheckedRow(NamedTuple):
+    """What :meth:`Backend.add_checked` is told of one event row: its facts row and its
+    stage-1 verdict under the caller's ring (``reason`` None: valid). ``keyed``: the copy
+    passed the intrinsic checks, so ``reason`` is a key verdict, kept under the ring."""
+
+    facts: FactsRow
+    reason: str | None
+    keyed: bool
 
 
 class CopyRow(NamedTuple):

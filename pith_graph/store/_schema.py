@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_V1", "SCHEMA_VERSION"]
+__all__ = ["APPLICATION_ID", "MIGRATIONS", "SCHEMA_V1", "SCHEMA_VERSION", "TRIGGERS"]
 
 #: Version of the SQLite schema this module writes (``pith_schema.version``).
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 #: ``PRAGMA application_id`` of a pith-graph store ("PITH").
 APPLICATION_ID: Final = 0x50495448
 
@@ -108,4 +108,30 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         " BEGIN SELECT RAISE(ABORT, 'key verdicts are append-only'); END",
         "INSERT INTO pith_schema (version) VALUES (2)",
     ),
+    # v3 (issue 15): every table refuses UPDATE and DELETE, caches included, and the
+    # trusted keys behind each kept key verdict are recorded, so `store check` can
+    # re-derive every cached verdict. A replay reads key verdicts only under a
+    # recorded ring; verdicts kept under v2 are under rule ids this code never reads.
+    2: (
+        "CREATE TRIGGER signature_cache_no_update BEFORE UPDATE ON signature_cache"
+        " BEGIN SELECT RAISE(ABORT, 'the signature cache is append-only'); END",
+        "CREATE TRIGGER signature_cache_no_delete BEFORE DELETE ON signature_cache"
+        " BEGIN SELECT RAISE(ABORT, 'the signature cache is append-only'); END",
+        """CREATE TABLE key_rings (
+            ring TEXT PRIMARY KEY,
+            -- canonical JSON of KeyRing.describe(): the keys a verdict under this ring read.
+            entries BLOB NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE TRIGGER key_rings_no_update BEFORE UPDATE ON key_rings"
+        " BEGIN SELECT RAISE(ABORT, 'key rings are append-only'); END",
+        "CREATE TRIGGER key_rings_no_delete BEFORE DELETE ON key_rings"
+        " BEGIN SELECT RAISE(ABORT, 'key rings are append-only'); END",
+        "INSERT INTO pith_schema (version) VALUES (3)",
+    ),
 }
+#: Names of the triggers a pith-graph store carries (a sync source with any other trigger is refused).
+TRIGGERS: Final = frozenset(
+    statement.split()[2]
+    for statement in (*SCHEMA_V1, *(s for steps in MIGRATIONS.values() for s in steps))
+    if statement.startswith("CREATE TRIGGER")
+)

@@ -10,6 +10,7 @@ import os
 import random
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Final, NoReturn, TypeVar
@@ -17,12 +18,31 @@ from typing import Any, Final, NoReturn, TypeVar
 from pith_graph import codes
 from pith_graph.canonical import sha256_hex
 from pith_graph.errors import StoreError
-from pith_graph.store._backend import SignatureVerdict, StoreChanges, changes_in
-from pith_graph.store._facts import FACTS_RULE, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict
+from pith_graph.store._backend import (
+    ADDED,
+    AUDIT_TABLES,
+    PRESENT,
+    REFUSED,
+    UNIT_STORED,
+    UNSETTLED,
+    SignatureVerdict,
+    StoreChanges,
+    changes_in,
+)
+from pith_graph.store._facts import (
+    FACTS_RULE,
+    CheckedRow,
+    CopyRow,
+    EventRow,
+    FactsRow,
+    ItemRow,
+    KeyVerdict,
+    Ring,
+)
 from pith_graph.store._queries import STORE_SEQUENCE, UNIT_BODIES
 from pith_graph.store._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION
 
-__all__ = ["DEFAULT_BUSY_TIMEOUT", "SQLiteBackend"]
+__all__ = ["DEFAULT_BUSY_TIMEOUT", "SQLiteBackend", "is_writable", "read_only_uri"]
 
 #: Seconds a writer waits for another process's lock before giving up.
 DEFAULT_BUSY_TIMEOUT: Final = 30.0
@@ -73,19 +93,103 @@ _COPIES_FROM: Final = (
 )
 _COPIES_QUERY: Final = f"SELECT {_COPY_COLUMNS}, NULL{_COPIES_FROM}"
 _COPIES_WITH_BODY_QUERY: Final = f"SELECT {_COPY_COLUMNS}, e.body, e.event_type, e.target, e.signer_id, e.prev_event, e.created_at{_COPIES_FROM}"
+_INSERT_EVENT: Final = (
+    "INSERT OR IGNORE INTO events (subject, unit_id, digest, body, event_type, target, signer_id,"
+    " prev_event, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_ITEMS: Final = "INSERT OR IGNORE INTO items (subject, kind, digest, body) VALUES (?, ?, ?, ?)"
+#: Of a unit's stored copies: whether one has a kept verdict None under a ring, and whether
+#: one could be valid (it passed the intrinsic checks, or lacks facts) but has no verdict under it.
+_UNIT_UNDER_RING: Final = (
+    "SELECT coalesce(max(k.seq IS NOT NULL AND k.reason IS NULL), 0),"
+    " coalesce(max(k.seq IS NULL AND (f.seq IS NULL OR f.reason IS NULL)), 0)"
+    " FROM events e LEFT JOIN event_facts f ON f.seq = e.seq AND f.rule = ?"
+    " LEFT JOIN key_verdicts k ON k.seq = e.seq AND k.ring = ?"
+    " WHERE e.subject = ? AND e.unit_id = ?"
+)
+_INSERT_KEY_VERDICT: Final = (
+    "INSERT OR IGNORE INTO key_verdicts (ring, seq, reason)"
+    " SELECT ?, seq, ? FROM events WHERE subject = ? AND unit_id = ? AND digest = ?"
+)
+_INSERT_RING: Final = "INSERT OR IGNORE INTO key_rings (ring, entries) VALUES (?, ?)"
+
+
+def _record_ring(conn: sqlite3.Connection, ring: Ring) -> None:
+    """Record ``ring`` before keeping verdicts under it (in the same transaction).
+
+    This code records a ring before its first verdict, so verdicts already under a ring
+    seen for the first time were planted by someone who wrote the file: refused.
+    """
+    if (
+        conn.execute(_INSERT_RING, ring).rowcount == 1
+        and conn.execute("SELECT 1 FROM key_verdicts WHERE ring = ? LIMIT 1", (ring.id,)).fetchone()
+    ):
+        raise StoreError(
+            f"key verdicts under ring {ring.id} were kept before the ring was recorded: the file was "
+            "written by other code (run `pith-graph store check`)",
+            code=codes.E_STORE_CORRUPT,
+        )
+
+
 _INSERT_FACTS: Final = (
     "INSERT OR IGNORE INTO event_facts (seq, rule, reason, facts, signer_at, signer_len, signer_json,"
     " payload_at, payload_len, payload_json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
+def is_writable(path: str | os.PathLike[str]) -> bool:
+    """Whether this process may write the store file at ``path`` and create files beside it
+    (SQLite's WAL and shared-memory files)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    return os.access(path, os.W_OK) and os.access(directory, os.W_OK)
+
+
+def read_only_uri(path: str, *, immutable: bool = False) -> str:
+    """The ``file:`` URI that opens ``path`` read-only (``immutable``: without locks or WAL files)."""
+    quoted = urllib.parse.quote(os.path.abspath(path))
+    return f"file:{quoted}?{'immutable=1' if immutable else 'mode=ro'}"
+
+
+def connect_read_only(path: str, timeout: float) -> sqlite3.Connection:
+    """Open ``path`` read-only, never writing to it or beside it where that can be avoided.
+
+    ``mode=ro`` still needs the shared-memory file of a WAL database, which a read-only
+    directory cannot hold; a file with no WAL beside it (closed cleanly) is then opened
+    ``immutable``. The schema is never trusted (``trusted_schema=OFF``) and nothing is written
+    (``query_only``).
+    """
+    wal = path + "-wal"
+    immutable = not is_writable(path) and not (os.path.exists(wal) and os.path.getsize(wal) > 0)
+    conn = sqlite3.connect(
+        read_only_uri(path, immutable=immutable), uri=True, timeout=timeout, isolation_level=None
+    )
+    try:
+        conn.execute("PRAGMA trusted_schema = OFF")
+        conn.execute("PRAGMA query_only = ON")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
 class SQLiteBackend:
-    """:class:`~pith_graph.store._backend.Backend` on one SQLite database (file or ``:memory:``)."""
+    """:class:`~pith_graph.store._backend.Backend` on one SQLite database (file or ``:memory:``).
+
+    ``read_only``: open the file read-only and never write (docs/store.md, "Reads never
+    write"); None: read-only exactly when this process cannot write the file or its directory.
+    A read-only store must already have the current schema (it cannot be migrated).
+    """
 
     schema_version: Final = SCHEMA_VERSION
 
     def __init__(
-        self, path: str | os.PathLike[str], *, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, create: bool = True
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+        create: bool = True,
+        read_only: bool | None = False,
     ) -> None:
         self.path = os.fspath(path)
         self.busy_timeout = busy_timeout
@@ -94,15 +198,37 @@ class SQLiteBackend:
             raise StoreError(
                 f"{what}: no store there (create one with `pith-graph store init`)", code=codes.E_IO
             )
+        if read_only is None:
+            read_only = self.path != ":memory:" and os.path.exists(self.path) and not is_writable(self.path)
+        self.read_only = read_only and self.path != ":memory:"
         with _converted(what):
-            # isolation_level=None: this class issues BEGIN/COMMIT itself.
-            self.conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
+            if self.read_only:
+                self.conn = connect_read_only(self.path, busy_timeout)
+            else:
+                # isolation_level=None: this class issues BEGIN/COMMIT itself.
+                self.conn = sqlite3.connect(self.path, timeout=busy_timeout, isolation_level=None)
         try:
-            self._configure(what)
-            self.write(self._migrate, what)
+            if self.read_only:
+                self.read(self._check_version, what)
+            else:
+                self._configure(what)
+                self.write(self._migrate, what)
         except BaseException:
             self.conn.close()
             raise
+
+    def _check_version(self, conn: sqlite3.Connection) -> None:
+        """A read-only store is read as it is: it must already have this code's schema."""
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if not tables:
+            self._raise_mismatch(conn, f"{self.path} is an empty database, not a pith-graph store")
+        version = self._version(conn, tables)
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: schema version {version} and the file is read-only; open it once where it can be "
+                f"written to upgrade it to version {SCHEMA_VERSION}",
+                code=codes.E_STORE_SCHEMA,
+            )
 
     def _configure(self, what: str) -> None:
         def run(conn: sqlite3.Connection) -> None:
@@ -125,18 +251,7 @@ class SQLiteBackend:
 
     def _upgrade(self, conn: sqlite3.Connection, tables: set[str]) -> None:
         """Check the version of an existing store and run the migrations it lacks (same transaction)."""
-        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
-        versions = (
-            [row[0] for row in conn.execute("SELECT version FROM pith_schema")]
-            if "pith_schema" in tables
-            else []
-        )
-        if "pith_schema" not in tables or app_id != APPLICATION_ID or not versions:
-            self._raise_mismatch(conn, f"{self.path} is an SQLite database but not a pith-graph store")
-        if not all(isinstance(v, int) for v in versions):
-            self._raise_mismatch(conn, f"{self.path}: unreadable schema version {versions!r}")
-        # Versions are only ever added (the table refuses UPDATE and, from v2, DELETE).
-        version = max(versions)
+        version = self._version(conn, tables)
         if version == SCHEMA_VERSION:
             return
         if version not in MIGRATIONS:
@@ -148,6 +263,21 @@ class SQLiteBackend:
             for statement in MIGRATIONS[version]:
                 conn.execute(statement)
             version += 1
+
+    def _version(self, conn: sqlite3.Connection, tables: set[str]) -> int:
+        """The schema version of a pith-graph store (``store_schema_mismatch`` for any other database)."""
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        versions = (
+            [row[0] for row in conn.execute("SELECT version FROM pith_schema")]
+            if "pith_schema" in tables
+            else []
+        )
+        if "pith_schema" not in tables or app_id != APPLICATION_ID or not versions:
+            self._raise_mismatch(conn, f"{self.path} is an SQLite database but not a pith-graph store")
+        if not all(isinstance(v, int) for v in versions):
+            self._raise_mismatch(conn, f"{self.path}: unreadable schema version {versions!r}")
+        # Versions are only ever added (the table refuses UPDATE and, from v2, DELETE).
+        return int(max(versions))
 
     def _raise_mismatch(self, conn: sqlite3.Connection, message: str) -> NoReturn:
         """Raise ``store_schema_mismatch``, unless the real trouble is a damaged file."""
@@ -222,30 +352,53 @@ class SQLiteBackend:
         def run(conn: sqlite3.Connection) -> list[bool]:
             fresh: list[bool] = []
             for i, row in enumerate(events):
-                cursor = conn.execute(
-                    "INSERT OR IGNORE INTO events (subject, unit_id, digest, body, event_type, target, signer_id,"
-                    " prev_event, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        row.subject,
-                        row.unit_id,
-                        row.digest,
-                        row.body,
-                        row.event_type,
-                        row.target,
-                        row.signer_id,
-                        row.prev_event,
-                        row.created_at,
-                    ),
-                )
+                cursor = conn.execute(_INSERT_EVENT, _event_values(row))
                 fresh.append(cursor.rowcount == 1)
                 if cursor.rowcount == 1:
                     found = facts[i] if facts is not None else FactsRow.inspected(row.subject, row)
                     conn.execute(_INSERT_FACTS, (cursor.lastrowid, FACTS_RULE, *found))
-            conn.executemany(
-                "INSERT OR IGNORE INTO items (subject, kind, digest, body) VALUES (?, ?, ?, ?)",
-                [(subject, kind, sha256_hex(body), body) for subject, kind, body in items],
-            )
+            _add_items(conn, items)
             return fresh
+
+        return self.write(run, "appending to the store")
+
+    def add_checked(
+        self,
+        events: Sequence[EventRow],
+        items: Sequence[ItemRow],
+        checked: Sequence[CheckedRow],
+        ring: Ring,
+        *,
+        keep_invalid: bool,
+    ) -> list[str]:
+        """See :meth:`Backend.add_checked`: one ``BEGIN IMMEDIATE`` transaction, so concurrent
+        writers each see the copies the other stored (a unit is stored once)."""
+
+        def run(conn: sqlite3.Connection) -> list[str]:
+            _record_ring(conn, ring)
+            outcomes: list[str] = []
+            verdicts: list[tuple[str, str | None, str, str, str]] = []
+            for row, (facts, reason, keyed) in zip(events, checked, strict=True):
+                if reason is None:
+                    valid, unsettled = conn.execute(
+                        _UNIT_UNDER_RING, (FACTS_RULE, ring.id, row.subject, row.unit_id)
+                    ).fetchone()
+                    if valid or unsettled:
+                        outcomes.append(UNIT_STORED if valid else UNSETTLED)
+                        continue
+                elif not keep_invalid:
+                    outcomes.append(REFUSED)
+                    continue
+                cursor = conn.execute(_INSERT_EVENT, _event_values(row))
+                if cursor.rowcount == 1:
+                    conn.execute(_INSERT_FACTS, (cursor.lastrowid, FACTS_RULE, *facts))
+                outcomes.append(ADDED if cursor.rowcount == 1 else PRESENT)
+                if keyed:
+                    verdicts.append((ring.id, reason, row.subject, row.unit_id, row.digest))
+                    # Kept at once: the next row of the same unit must see this verdict.
+                    conn.execute(_INSERT_KEY_VERDICT, verdicts[-1])
+            _add_items(conn, items)
+            return outcomes
 
         return self.write(run, "appending to the store")
 
@@ -265,18 +418,22 @@ class SQLiteBackend:
         return self.read(run)
 
     def key_verdicts(self, ring: str, subject: str) -> dict[int, str | None]:
-        """See :meth:`Backend.key_verdicts`."""
-        query = "SELECT k.seq, k.reason FROM key_verdicts k JOIN events e ON e.seq = k.seq WHERE k.ring = ? AND e.subject = ?"
+        """See :meth:`Backend.key_verdicts` (only under a ring recorded in ``key_rings``)."""
+        query = (
+            "SELECT k.seq, k.reason FROM key_verdicts k JOIN events e ON e.seq = k.seq"
+            " WHERE k.ring = ? AND e.subject = ? AND EXISTS (SELECT 1 FROM key_rings r WHERE r.ring = k.ring)"
+        )
         return self.read(lambda conn: dict(conn.execute(query, (ring, subject)).fetchall()))
 
-    def add_key_verdicts(self, ring: str, subject: str, verdicts: Sequence[KeyVerdict]) -> None:
+    def add_key_verdicts(self, ring: Ring, subject: str, verdicts: Sequence[KeyVerdict]) -> None:
         """See :meth:`Backend.add_key_verdicts` (INSERT OR IGNORE, as for facts)."""
-        rows = [(ring, reason, subject, uid, digest) for uid, digest, reason in verdicts]
-        insert = (
-            "INSERT OR IGNORE INTO key_verdicts (ring, seq, reason)"
-            " SELECT ?, seq, ? FROM events WHERE subject = ? AND unit_id = ? AND digest = ?"
-        )
-        self.write(lambda conn: conn.executemany(insert, rows), "writing key verdicts")
+        rows = [(ring.id, reason, subject, uid, digest) for uid, digest, reason in verdicts]
+
+        def run(conn: sqlite3.Connection) -> None:
+            _record_ring(conn, ring)
+            conn.executemany(_INSERT_KEY_VERDICT, rows)
+
+        self.write(run, "writing key verdicts")
 
     def add_facts(self, facts: Sequence[tuple[int, FactsRow]]) -> None:
         """See :meth:`Backend.add_facts` (INSERT OR IGNORE: concurrent replays may race to fill a row)."""
@@ -385,6 +542,17 @@ class SQLiteBackend:
         return self.read(
             lambda conn: changes_in(conn.execute, events_after, items_after), "reading the store's changes"
         )
+    def audit(self, table: str) -> Iterator[tuple[Any, ...]]:
+        """See :meth:`Backend.audit`: one statement, read lazily (its own read snapshot)."""
+        columns = AUDIT_TABLES[table]  # a KeyError for any other name: never SQL from outside
+        with _converted(f"reading {table}"):
+            cursor = self.conn.execute(f"SELECT {', '.join(columns)} FROM {table}")
+        while True:
+            with _converted(f"reading {table}"):
+                batch = cursor.fetchmany(1000)
+            if not batch:
+                return
+            yield from batch
 
     def integrity_check(self) -> list[str]:
         """``PRAGMA integrity_check`` (``["ok"]`` for a sound file)."""
@@ -394,3 +562,23 @@ class SQLiteBackend:
         """Close the connection (the last one out checkpoints the WAL)."""
         with _converted(f"closing {self.path}"):
             self.conn.close()
+
+
+def _event_values(row: EventRow) -> tuple[Any, ...]:
+    return (
+        row.subject,
+        row.unit_id,
+        row.digest,
+        row.body,
+        row.event_type,
+        row.target,
+        row.signer_id,
+        row.prev_event,
+        row.created_at,
+    )
+
+
+def _add_items(conn: sqlite3.Connection, items: Sequence[ItemRow]) -> None:
+    conn.executemany(
+        _INSERT_ITEMS, [(subject, kind, sha256_hex(body), body) for subject, kind, body in items]
+    )

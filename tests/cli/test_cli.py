@@ -222,7 +222,8 @@ def test_trusted_keys_file_and_trust_bundle_keys(tmp_path: Path) -> None:
     trusted = run("state", str(bundle), "--trusted-keys", str(keys))
     opted_in = run("state", str(bundle), "--trust-bundle-keys")
     assert json.loads(trusted.stdout)["valid_event_count"] == 2
-    assert trusted.stdout == opted_in.stdout
+    # Only the caller's keys create records (merge-v1 §6 check 10): the listed key's record_created is bad_record.
+    assert {e["reason"] for e in json.loads(opted_in.stdout)["invalid_events"]} == {"bad_record"}
 
 
 def test_inspect_summarises(tmp_path: Path) -> None:

@@ -118,7 +118,7 @@ def test_sync_from_stores_and_bundles(
     assert call("sync", "--db", second, first, str(other)) == 0
     assert call("sync", "--db", second, first) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[-1] == f"{first}: 0 new event copies, 0 new items"
+    assert lines[-1] == f"{first}: 0 new event copies, 0 new items, 0 refused (fail stage 1)"
     assert call("log", "--db", second) == 0
     assert capsys.readouterr().out.split() == sorted([SUBJECT, history.subject])
 

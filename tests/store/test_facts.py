@@ -18,7 +18,7 @@ import msgspec
 import pytest
 
 from pith_graph import codes
-from pith_graph.canonical import loads
+from pith_graph.canonical import canonical_json, loads
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import StoreError
 from pith_graph.events import EventFacts, check_event, inspect_event
@@ -236,13 +236,13 @@ def test_sync_writes_facts_for_the_copies_it_adds(tmp_path: Path, history: Histo
     source, target = tmp_path / "a.sqlite", tmp_path / "b.sqlite"
     with EventStore(source) as a, EventStore(target) as b:
         a.import_bundle(bundle)
-        b.sync_from(a)
         trusted = trusted_keys(history, alice)
+        b.sync_from(a, trusted_keys=trusted)
         assert (
             b.state(history.subject, trusted_keys=trusted).to_json()
             == rebuild_state(bundle, trusted_keys=trusted).to_json()
         )
-    assert_facts_are_inspect_event(target, 3)
+    assert_facts_are_inspect_event(target, 2)  # the tampered copy fails stage 1: never synced
 
 
 # --- append-only --------------------------------------------------------------------------
@@ -338,14 +338,30 @@ def test_key_verdicts_are_append_only_and_checked_when_read(tmp_path: Path, hist
         for forged in ("UPDATE key_verdicts SET reason = 'bad_signature'", "DELETE FROM key_verdicts"):
             with pytest.raises(sqlite3.IntegrityError, match="append-only"):
                 raw.execute(forged)
-        # A verdict that is no key-check reason (here: under another ring id, as if written by
-        # other code) is refused when read, not believed.
+        # A verdict under a ring no one recorded (as if written by other code) is never read.
         other_keys = [*trusted, TestKey("unrelated").entry()]
-        ring = _ring_id(KeyRing.from_entries(other_keys))
+        other_ring = KeyRing.from_entries(other_keys)
+        ring = _ring_id(other_ring)
         raw.execute(
             "INSERT INTO key_verdicts (ring, seq, reason) SELECT ?, seq, 'malformed' FROM events", (ring,)
         )
         raw.commit()
+        with EventStore(path) as store:
+            assert store.state(history.subject, trusted_keys=trusted).valid_event_count == 2
+            report = store.fsck()
+            assert report.ok and report.ignored["key_verdicts"] == 2
+            # Once someone uses that ring, the planted verdicts are found, not believed.
+            with pytest.raises(StoreError) as planted:
+                store.state(history.subject, trusted_keys=other_keys)
+            assert planted.value.code == codes.E_STORE_CORRUPT
+        # Recorded, a verdict that is no key-check reason is refused when read, not believed.
+        other = sqlite3.connect(path)
+        other.execute(
+            "INSERT INTO key_rings (ring, entries) VALUES (?, ?)",
+            (ring, canonical_json(other_ring.describe())),
+        )
+        other.commit()
+        other.close()
     finally:
         raw.close()
     with EventStore(path) as store, pytest.raises(StoreError) as caught:
@@ -416,7 +432,7 @@ def test_a_v1_store_migrates_and_replays_to_the_same_state(
     trusted = trusted_keys(history, alice)
     cold = rebuild_state(bundle, trusted_keys=trusted).to_json()
     with EventStore(path) as first, EventStore(path) as second:
-        assert versions(path) == [1, 2]  # migrated once, by the first to open it
+        assert versions(path) == [1, 2, 3]  # migrated once, by the first to open it
         assert count(path, "event_facts") == 0  # facts come lazily
         assert first.state(history.subject, trusted_keys=trusted).to_json() == cold
         filled = count(path, "event_facts")
@@ -427,7 +443,7 @@ def test_a_v1_store_migrates_and_replays_to_the_same_state(
         assert count(path, "event_facts") == filled
     with EventStore(path) as again:
         assert again.state(history.subject, trusted_keys=trusted).to_json() == cold
-    assert versions(path) == [1, 2]
+    assert versions(path) == [1, 2, 3]
     assert_facts_are_inspect_event(path, len(events) - 1)
 
 
@@ -498,7 +514,7 @@ def test_a_newer_schema_version_is_refused(tmp_path: Path, history: History) -> 
     path = tmp_path / "s.sqlite"
     with EventStore(path) as store:
         store.append(history.record_created)
-    execute(path, "INSERT INTO pith_schema (version) VALUES (3)")
+    execute(path, "INSERT INTO pith_schema (version) VALUES (4)")
     with pytest.raises(StoreError) as caught:
         EventStore(path)
     assert caught.value.code == codes.E_STORE_SCHEMA

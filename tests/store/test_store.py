@@ -142,11 +142,10 @@ class StoreContract:
         junk = store.append(["not", "an", "event"], subject=history.subject)
         assert (junk.status, junk.reason) == (codes.STORE_INVALID, codes.REASON_MALFORMED)
         # An explicit subject wins: the copy is evidence of a subject mismatch there.
-        moved = store.append(
-            history.record_created, subject="pith:2026:OTHER", trusted_keys=history.trusted()
-        )
-        assert (moved.subject, moved.reason) == ("pith:2026:OTHER", codes.REASON_SUBJECT_MISMATCH)
-        assert store.subjects() == sorted([history.subject, "pith:2026:OTHER"])
+        other = "pith:2026:" + "A" * 26
+        moved = store.append(history.record_created, subject=other, trusted_keys=history.trusted())
+        assert (moved.subject, moved.reason) == (other, codes.REASON_SUBJECT_MISMATCH)
+        assert store.subjects() == sorted([history.subject, other])
 
     def test_floats_are_stored_with_the_canonical_rule(self, store: EventStore, history: History) -> None:
         trusted = history.trusted()
@@ -174,7 +173,9 @@ class StoreContract:
         assert set(invalid_by_id(default).values()) == {codes.REASON_UNKNOWN_KEY}
         explicit = store.state(history.subject, trusted_keys=history.trusted())
         opted_in = store.state(history.subject, trust_bundle_keys=True)
-        assert explicit.valid_event_count == opted_in.valid_event_count == 2
+        assert explicit.valid_event_count == 2
+        # merge-v1 §6 check 10: a stored (listed) key never creates the record.
+        assert invalid_by_id(opted_in) == {history.record_created["event_id"]: codes.REASON_BAD_RECORD}
         for kwargs in ({}, {"trusted_keys": history.trusted()}, {"trust_bundle_keys": True}):
             assert (
                 store.state(history.subject, **kwargs).to_json()
@@ -263,12 +264,12 @@ class StoreContract:
         for order in ((0, 1, 2), (2, 1, 0), (1, 0, 2)):
             target = EventStore(":memory:")
             for i in order:
-                target.sync_from(replica(i))
-            target.sync_from(replica(order[0]))  # syncing again adds nothing
+                target.sync_from(replica(i), trusted_keys=trusted)
+            target.sync_from(replica(order[0]), trusted_keys=trusted)  # syncing again adds nothing
             states.append(target.state(history.subject, trusted_keys=trusted).to_json())
         # And the fixture store, synced from bundles directly.
         for part in reversed(parts):
-            store.sync_from(part)
+            store.sync_from(part, trusted_keys=trusted)
         states.append(store.state(history.subject, trusted_keys=trusted).to_json())
         assert states == [expected] * 4
         assert json.loads(expected)["equivocation_count"] == 1
@@ -276,10 +277,13 @@ class StoreContract:
     def test_sync_reports_what_it_added(self, store: EventStore, history: History) -> None:
         other = EventStore(":memory:")
         other.import_bundle(history.bundle([history.event("correction", payload={})]))
-        first = store.sync_from(other)
-        assert first.events_added == 2
+        first = store.sync_from(other, trusted_keys=history.trusted())
+        assert (first.events_added, first.events_refused) == (2, 0)
         assert first.items_added > 0
-        assert store.sync_from(other).events_added == 0
+        assert store.sync_from(other, trusted_keys=history.trusted()).events_added == 0
+        # Under the default keys (the registry's only) the same copies fail stage 1: refused, never stored.
+        fresh = EventStore(":memory:")
+        assert (fresh.sync_from(other).events_added, fresh.sync_from(other).events_refused) == (0, 2)
 
     # --- events order -------------------------------------------------------------
 
