@@ -142,7 +142,10 @@ def cmd_sync(args: argparse.Namespace) -> int:
     ring = load_ring(args.trusted_keys)
     with _open(args) as store:
         for source in args.sources:
-            if is_store_file(source):
+            if is_postgres_url(source):
+                with EventStore(source, create=False, read_only=True) as other:
+                    result = store.sync_from(other, trusted_keys=ring)
+            elif is_store_file(source):
                 with SourceFile(source) as other:
                     result = store.sync_from(other, trusted_keys=ring)
             else:
@@ -213,7 +216,9 @@ def register(subparsers: Any) -> None:
     command(
         "log", "list a subject's stored copies in apply order (or the subjects)", cmd_log, trust=True
     ).add_argument("subject", metavar="SUBJECT", nargs="?")
-    sync = command("sync", "add what other stores (files or URLs) or bundle files hold that passes stage 1", cmd_sync)
+    sync = command(
+        "sync", "add what other stores (files or URLs) or bundle files hold that passes stage 1", cmd_sync
+    )
     sync.add_argument("sources", nargs="+", metavar="SOURCE")
     sync.add_argument(
         "--trusted-keys",

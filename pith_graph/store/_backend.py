@@ -14,6 +14,7 @@ from typing import Any, Final, NamedTuple, Protocol
 
 from pith_graph.store._facts import CheckedRow, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict, Ring
 from pith_graph.store._queries import CHANGED_EVENTS, CHANGED_ITEMS, NEW_RECORDS
+
 __all__ = [
     "ADDED",
     "AUDIT_TABLES",
@@ -201,6 +202,7 @@ class Backend(Protocol):
 
     def changes(self, events_after: int, items_after: int) -> StoreChanges:
         """In one snapshot, what was stored after the given store sequence."""
+
     def audit(self, table: str) -> Iterator[tuple[Any, ...]]:
         """Every row of one of the :data:`AUDIT_TABLES`, with its columns (for ``store check``)."""
 

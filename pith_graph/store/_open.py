@@ -37,8 +37,13 @@ def redacted_url(url: str) -> str:
     return urllib.parse.urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
-def open_backend(db: str | os.PathLike[str], *, busy_timeout: float, create: bool = True) -> Backend:
-    """The backend a store's name selects: PostgreSQL for a ``postgresql://`` URL, else an SQLite file (or ``:memory:``)."""
+def open_backend(
+    db: str | os.PathLike[str], *, busy_timeout: float, create: bool = True, read_only: bool | None = False
+) -> Backend:
+    """The backend a store's name selects: PostgreSQL for a ``postgresql://`` URL, else an SQLite file (or ``:memory:``).
+
+    ``read_only``: never write (None: exactly when this process may not write the store).
+    """
     if is_postgres_url(db):
         assert isinstance(db, str)
         try:
@@ -48,7 +53,7 @@ def open_backend(db: str | os.PathLike[str], *, busy_timeout: float, create: boo
                 f"{redacted_url(db)}: PostgreSQL stores need psycopg (pip install 'pith_graph[postgres]')",
                 code=codes.E_USAGE,
             ) from exc
-        return PostgresBackend(db, busy_timeout=busy_timeout, create=create)
+        return PostgresBackend(db, busy_timeout=busy_timeout, create=create, read_only=read_only)
     from pith_graph.store._sqlite import SQLiteBackend
 
-    return SQLiteBackend(db, busy_timeout=busy_timeout, create=create)
+    return SQLiteBackend(db, busy_timeout=busy_timeout, create=create, read_only=read_only)

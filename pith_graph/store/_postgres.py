@@ -39,8 +39,27 @@ from psycopg import pq
 from pith_graph import codes
 from pith_graph.canonical import sha256_hex
 from pith_graph.errors import StoreError
-from pith_graph.store._backend import SignatureVerdict, StoreChanges, changes_in
-from pith_graph.store._facts import FACTS_RULE, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict
+from pith_graph.store._backend import (
+    ADDED,
+    AUDIT_TABLES,
+    PRESENT,
+    REFUSED,
+    UNIT_STORED,
+    UNSETTLED,
+    SignatureVerdict,
+    StoreChanges,
+    changes_in,
+)
+from pith_graph.store._facts import (
+    FACTS_RULE,
+    CheckedRow,
+    CopyRow,
+    EventRow,
+    FactsRow,
+    ItemRow,
+    KeyVerdict,
+    Ring,
+)
 from pith_graph.store._open import redacted_url
 from pith_graph.store._postgres_schema import (
     APPEND_ONLY_TABLES,
@@ -180,6 +199,69 @@ def _execute(conn: psycopg.Connection[Any], query: str, params: Sequence[Any]) -
     return conn.execute(query.replace("?", "%s"), params, binary=True).fetchall()
 
 
+_INSERT_RING: Final = "INSERT INTO key_rings (ring, entries) VALUES (%s, %b) ON CONFLICT DO NOTHING"
+_INSERT_KEY_VERDICTS: Final = (
+    "INSERT INTO key_verdicts (ring, seq, reason)"
+    " SELECT %s, e.seq, v.reason FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+    " AS v (subject, unit_id, digest, reason)"
+    " JOIN events e ON e.subject = v.subject AND e.unit_id = v.unit_id AND e.digest = v.digest"
+    " ON CONFLICT DO NOTHING"
+)
+#: Per unit: whether a stored copy has a kept verdict None under a ring, and whether one
+#: could be valid (passed the intrinsic checks, or lacks facts) but has no verdict under it.
+_UNITS_UNDER_RING: Final = (
+    "SELECT e.subject, e.unit_id, coalesce(bool_or(k.seq IS NOT NULL AND k.reason IS NULL), false),"
+    " coalesce(bool_or(k.seq IS NULL AND (f.seq IS NULL OR f.reason IS NULL)), false)"
+    " FROM unnest(%s::text[], %s::text[]) AS u (subject, unit_id)"
+    " JOIN events e ON e.subject = u.subject AND e.unit_id = u.unit_id"
+    " LEFT JOIN event_facts f ON f.seq = e.seq AND f.rule = %s"
+    " LEFT JOIN key_verdicts k ON k.seq = e.seq AND k.ring = %s"
+    " GROUP BY e.subject, e.unit_id"
+)
+
+
+def _record_ring(conn: psycopg.Connection[Any], ring: Ring) -> None:
+    """Record ``ring`` before keeping verdicts under it (same transaction), as the SQLite backend does.
+
+    This code records a ring before its first verdict, so verdicts already under a ring
+    seen for the first time were planted by someone who wrote the tables: refused.
+    """
+    if (
+        conn.execute(_INSERT_RING, (ring.id, ring.entries)).rowcount == 1
+        and conn.execute("SELECT 1 FROM key_verdicts WHERE ring = %s LIMIT 1", (ring.id,)).fetchone()
+    ):
+        raise StoreError(
+            f"key verdicts under ring {ring.id} were kept before the ring was recorded: the tables were "
+            "written by other code (run `pith-graph store check`)",
+            code=codes.E_STORE_CORRUPT,
+        )
+
+
+def _insert_key_verdicts(
+    conn: psycopg.Connection[Any], ring: str, rows: Sequence[tuple[str, str, str, str | None]]
+) -> None:
+    """Keep (subject, unit id, digest, reason) verdicts under ``ring`` (a row already there is kept)."""
+    if rows:
+        columns = [list(c) for c in zip(*rows, strict=True)]
+        conn.execute(_INSERT_KEY_VERDICTS, (ring, *columns))
+
+
+def _units_under_ring(
+    conn: psycopg.Connection[Any], ring: str, units: Sequence[tuple[str, str]]
+) -> dict[tuple[str, str], tuple[bool, bool]]:
+    """(valid, unsettled) of each unit's stored copies under ``ring`` (units with no copy left out)."""
+    if not units:
+        return {}
+    params = ([s for s, _ in units], [u for _, u in units], FACTS_RULE, ring)
+    return {(s, u): (bool(v), bool(n)) for s, u, v, n in conn.execute(_UNITS_UNDER_RING, params)}
+
+
+def _event_audit_row(row: Sequence[Any]) -> tuple[Any, ...]:
+    """An ``events`` row of :meth:`PostgresBackend.audit` with the copied-out fields as text."""
+    seq, subject, uid, digest, body, *fields = row
+    return (seq, subject, uid, digest, bytes(body), *map(_str, fields))
+
+
 def _chunks(count: int) -> Iterator[range]:
     for start in range(0, count, _CHUNK):
         yield range(start, min(start + _CHUNK, count))
@@ -202,8 +284,10 @@ class PostgresBackend:
         busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
         create: bool = True,
         pool: psycopg_pool.ConnectionPool | None = None,
+        read_only: bool | None = False,
     ) -> None:
         self.url = url
+        self.read_only = False
         self.where = redacted_url(url)
         self.busy_timeout = busy_timeout
         self._pool = pool
@@ -215,7 +299,16 @@ class PostgresBackend:
             with _converted(what):
                 self._conn = self._connect()
         try:
-            if self._run(self._outdated, what, "read"):
+            if read_only is None:
+                read_only = not self._run(self._may_write, what, "plain")
+            outdated = self._run(self._outdated, what, "read")
+            self.read_only = bool(read_only)
+            if outdated and self.read_only:
+                raise StoreError(
+                    f"{what}: the store is missing or older than this pith_graph and cannot be written here",
+                    code=codes.E_STORE_SCHEMA,
+                )
+            if outdated:
                 if not create:
                     raise StoreError(
                         f"{what}: no store there (create one with `pith-graph store init --db URL`)",
@@ -255,6 +348,8 @@ class PostgresBackend:
         Retried while the lock or a conflict keeps it from finishing (``store_busy``),
         for at most ``busy_timeout`` seconds.
         """
+        if self.read_only and mode in ("write", "cache"):
+            mode = "read"  # docs/store.md, "Reads never write": the server refuses what would
         joined: psycopg.Connection[Any] | None = getattr(self._joined, "conn", None)
         if joined is not None:
             # Inside transaction(): the write lock is held and every call joins it (no retry:
@@ -418,6 +513,16 @@ class PostgresBackend:
             raise StoreError(f"{self.where}: not a table: {', '.join(missing)}", code=codes.E_STORE_SCHEMA)
         return version
 
+    @staticmethod
+    def _may_write(conn: psycopg.Connection[Any]) -> bool:
+        """Whether this role may write the store here (not a hot standby; INSERT on it, or CREATE for a new one)."""
+        row = conn.execute(
+            "SELECT NOT pg_is_in_recovery() AND CASE WHEN to_regclass('events') IS NULL"
+            " THEN has_schema_privilege(current_schema(), 'CREATE')"
+            " ELSE has_table_privilege('events', 'INSERT') END"
+        ).fetchone()
+        return bool(row and row[0])
+
     def _outdated(self, conn: psycopg.Connection[Any]) -> bool:
         """Whether the schema must be created or migrated (checked without the write lock)."""
         tables = self._tables(conn)
@@ -451,48 +556,119 @@ class PostgresBackend:
 
         A new copy's facts are written in the same transaction as the copy.
         """
+
+        def run(conn: psycopg.Connection[Any]) -> list[bool]:
+            fresh = self._insert_events(conn, events, facts)
+            self._insert_items(conn, items)
+            return fresh
+
+        return self.write(run, "appending to the store")
+
+    def _insert_events(
+        self, conn: psycopg.Connection[Any], events: Sequence[EventRow], facts: Sequence[FactsRow] | None
+    ) -> list[bool]:
+        """Insert event rows and the facts of the new ones; per row, whether it was new (a repeat in ``events`` is not)."""
         first: dict[tuple[str, str, str], int] = {}
         for i, row in enumerate(events):
             first.setdefault((row.subject, row.unit_id, row.digest), i)
+        seqs: list[int | None] = [None] * len(events)
+        for chunk in _chunks(len(events)):
+            rows = [events[i] for i in chunk]
+            inserted = conn.execute(
+                _INSERT_EVENTS,
+                (
+                    [r.subject for r in rows],
+                    [r.unit_id for r in rows],
+                    [r.digest for r in rows],
+                    [r.body for r in rows],
+                    [_text(r.event_type) for r in rows],
+                    [_text(r.target) for r in rows],
+                    [_text(r.signer_id) for r in rows],
+                    [_text(r.prev_event) for r in rows],
+                    [_text(r.created_at) for r in rows],
+                ),
+            ).fetchall()
+            for seq, subject, uid, digest in inserted:
+                seqs[first[(subject, uid, digest)]] = seq
+        found = [
+            (seq, facts[i] if facts is not None else FactsRow.inspected(events[i].subject, events[i]))
+            for i, seq in enumerate(seqs)
+            if seq is not None
+        ]
+        self._insert_facts(conn, found)
+        return [seq is not None for seq in seqs]
 
-        def run(conn: psycopg.Connection[Any]) -> list[bool]:
-            seqs: list[int | None] = [None] * len(events)
-            for chunk in _chunks(len(events)):
-                rows = [events[i] for i in chunk]
-                inserted = conn.execute(
-                    _INSERT_EVENTS,
-                    (
-                        [r.subject for r in rows],
-                        [r.unit_id for r in rows],
-                        [r.digest for r in rows],
-                        [r.body for r in rows],
-                        [_text(r.event_type) for r in rows],
-                        [_text(r.target) for r in rows],
-                        [_text(r.signer_id) for r in rows],
-                        [_text(r.prev_event) for r in rows],
-                        [_text(r.created_at) for r in rows],
-                    ),
-                ).fetchall()
-                for seq, subject, uid, digest in inserted:
-                    seqs[first[(subject, uid, digest)]] = seq
-            new = [(seq, i) for i, seq in enumerate(seqs) if seq is not None]
-            found = [
-                (seq, facts[i] if facts is not None else FactsRow.inspected(events[i].subject, events[i]))
-                for seq, i in new
-            ]
-            self._insert_facts(conn, found)
-            for chunk in _chunks(len(items)):
-                rows_ = [items[i] for i in chunk]
-                conn.execute(
-                    _INSERT_ITEMS,
-                    (
-                        [r.subject for r in rows_],
-                        [r.kind for r in rows_],
-                        [sha256_hex(r.body) for r in rows_],
-                        [r.body for r in rows_],
-                    ),
-                )
-            return [seq is not None for seq in seqs]
+    @staticmethod
+    def _insert_items(conn: psycopg.Connection[Any], items: Sequence[ItemRow]) -> None:
+        for chunk in _chunks(len(items)):
+            rows = [items[i] for i in chunk]
+            conn.execute(
+                _INSERT_ITEMS,
+                (
+                    [r.subject for r in rows],
+                    [r.kind for r in rows],
+                    [sha256_hex(r.body) for r in rows],
+                    [r.body for r in rows],
+                ),
+            )
+
+    def add_checked(
+        self,
+        events: Sequence[EventRow],
+        items: Sequence[ItemRow],
+        checked: Sequence[CheckedRow],
+        ring: Ring,
+        *,
+        keep_invalid: bool,
+    ) -> list[str]:
+        """See :meth:`Backend.add_checked`: one transaction under the write lock, so writers on
+        other machines each see the copies the others stored (a unit is stored once).
+
+        The units' stored copies are read once, in bulk; the rows are then decided in
+        order (a valid copy stored by this call counts for the rows after it) and
+        stored with one statement per table.
+        """
+
+        def run(conn: psycopg.Connection[Any]) -> list[str]:
+            _record_ring(conn, ring)
+            wanted = sorted(
+                {
+                    (row.subject, row.unit_id)
+                    for row, c in zip(events, checked, strict=True)
+                    if c.reason is None
+                }
+            )
+            held = _units_under_ring(conn, ring.id, wanted)
+            outcomes: list[str | None] = []
+            storing: list[int] = []
+            for i, (row, (_, reason, _)) in enumerate(zip(events, checked, strict=True)):
+                unit = (row.subject, row.unit_id)
+                if reason is None:
+                    valid, unsettled = held.get(unit, (False, False))
+                    if valid or unsettled:
+                        outcomes.append(UNIT_STORED if valid else UNSETTLED)
+                        continue
+                    held[unit] = (True, False)  # this copy's verdict None is kept below
+                elif not keep_invalid:
+                    outcomes.append(REFUSED)
+                    continue
+                outcomes.append(None)
+                storing.append(i)
+            rows = [events[i] for i in storing]
+            fresh = self._insert_events(conn, rows, [checked[i].facts for i in storing])
+            for i, new in zip(storing, fresh, strict=True):
+                outcomes[i] = ADDED if new else PRESENT
+            _insert_key_verdicts(
+                conn,
+                ring.id,
+                [
+                    (events[i].subject, events[i].unit_id, events[i].digest, checked[i].reason)
+                    for i in storing
+                    if checked[i].keyed
+                ],
+            )
+            self._insert_items(conn, items)
+            return [outcome or PRESENT for outcome in outcomes]
 
         return self.write(run, "appending to the store")
 
@@ -510,18 +686,15 @@ class PostgresBackend:
         if facts:
             self._cache_write(_INSERT_FACTS, self._facts_params(facts), "writing event facts")
 
-    def add_key_verdicts(self, ring: str, subject: str, verdicts: Sequence[KeyVerdict]) -> None:
-        """See :meth:`Backend.add_key_verdicts`."""
-        if not verdicts:
-            return
-        query = (
-            "INSERT INTO key_verdicts (ring, seq, reason)"
-            " SELECT %s, e.seq, v.reason FROM unnest(%s::text[], %s::text[], %s::text[]) AS v (unit_id, digest, reason)"
-            " JOIN events e ON e.subject = %s AND e.unit_id = v.unit_id AND e.digest = v.digest"
-            " ON CONFLICT DO NOTHING"
-        )
-        uids, digests, reasons = (list(c) for c in zip(*verdicts, strict=True))
-        self._cache_write(query, (ring, uids, digests, reasons, subject), "writing key verdicts")
+    def add_key_verdicts(self, ring: Ring, subject: str, verdicts: Sequence[KeyVerdict]) -> None:
+        """See :meth:`Backend.add_key_verdicts` (the ring recorded first, in the same transaction)."""
+        rows = [(subject, uid, digest, reason) for uid, digest, reason in verdicts]
+
+        def run(conn: psycopg.Connection[Any]) -> None:
+            _record_ring(conn, ring)
+            _insert_key_verdicts(conn, ring.id, rows)
+
+        self._run(run, "writing key verdicts", "cache")
 
     def add_signature_verdicts(self, verdicts: Sequence[SignatureVerdict]) -> None:
         """See :meth:`Backend.add_signature_verdicts`."""
@@ -554,8 +727,11 @@ class PostgresBackend:
         return self.read(run)
 
     def key_verdicts(self, ring: str, subject: str) -> dict[int, str | None]:
-        """See :meth:`Backend.key_verdicts`."""
-        query = "SELECT k.seq, k.reason FROM key_verdicts k JOIN events e ON e.seq = k.seq WHERE k.ring = %s AND e.subject = %s"
+        """See :meth:`Backend.key_verdicts` (only under a ring recorded in ``key_rings``)."""
+        query = (
+            "SELECT k.seq, k.reason FROM key_verdicts k JOIN events e ON e.seq = k.seq"
+            " WHERE k.ring = %s AND e.subject = %s AND EXISTS (SELECT 1 FROM key_rings r WHERE r.ring = k.ring)"
+        )
         return self.read(lambda conn: dict(conn.execute(query, (ring, subject), binary=True).fetchall()))
 
     def _select_rows(self, where: str, params: tuple[Any, ...]) -> list[EventRow]:
@@ -639,6 +815,25 @@ class PostgresBackend:
             lambda conn: changes_in(partial(_execute, conn), events_after, items_after),
             "reading the store's changes",
         )
+
+    def audit(self, table: str) -> Iterator[tuple[Any, ...]]:
+        """See :meth:`Backend.audit`: one snapshot, read through a server-side cursor in batches.
+
+        Rows come as the SQLite backend gives them: the copied-out event fields as text.
+        """
+        columns = AUDIT_TABLES[table]  # a KeyError for any other name: never SQL from outside
+        what = f"reading {table}"
+        with _converted(what), self._session() as conn:
+            conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            try:
+                with conn.cursor(name="pith_graph_audit", binary=True) as cursor:
+                    cursor.execute(f"SELECT {', '.join(columns)} FROM {table}")
+                    while batch := cursor.fetchmany(1000):
+                        for row in batch:
+                            yield _event_audit_row(row) if table == "events" else tuple(row)
+            finally:
+                if not conn.closed:
+                    conn.execute("ROLLBACK")
 
     def integrity_check(self) -> list[str]:
         """What keeps the store append-only: every table's two refusing triggers, present and enabled.

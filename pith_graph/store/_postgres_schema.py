@@ -1,6 +1,6 @@
 """The PostgreSQL schema of a pith-graph store and its migrations (docs/store.md, "PostgreSQL").
 
-The same tables as the SQLite schema (:mod:`pith_graph.store._schema`, version 2),
+The same tables as the SQLite schema (:mod:`pith_graph.store._schema`, version 3),
 with three differences that keep results byte for byte equal:
 
 * text columns that are sorted or compared (subject, unit id, digest, kind, rule,
@@ -34,6 +34,7 @@ APPEND_ONLY_TABLES: Final = (
     "items",
     "event_facts",
     "key_verdicts",
+    "key_rings",
     "signature_cache",
 )
 
@@ -112,6 +113,13 @@ SCHEMA_V1: Final = (
         seq bigint NOT NULL REFERENCES events (seq),
         reason text COLLATE "C",
         PRIMARY KEY (ring, seq)
+    )""",
+    # The trusted keys behind the key verdicts kept under each ring (SQLite schema v3):
+    # a verdict is read only under a recorded ring, and `store check` re-derives it.
+    """CREATE TABLE key_rings (
+        ring text COLLATE "C" PRIMARY KEY,
+        -- canonical JSON of KeyRing.describe(): the keys a verdict under this ring read.
+        entries bytea NOT NULL
     )""",
     # Verdicts of the pinned Ed25519 rule: content-addressed, so safe to reuse.
     """CREATE TABLE signature_cache (

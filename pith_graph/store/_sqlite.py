@@ -542,6 +542,7 @@ class SQLiteBackend:
         return self.read(
             lambda conn: changes_in(conn.execute, events_after, items_after), "reading the store's changes"
         )
+
     def audit(self, table: str) -> Iterator[tuple[Any, ...]]:
         """See :meth:`Backend.audit`: one statement, read lazily (its own read snapshot)."""
         columns = AUDIT_TABLES[table]  # a KeyError for any other name: never SQL from outside
