@@ -6,6 +6,7 @@ expected values come from SQLite, the standard library or the registry's documen
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -275,3 +276,58 @@ def test_a_transaction_commits_many_calls_at_once_or_nothing(postgres_url: str, 
             raise RuntimeError("a bundle fails halfway")
         assert len(other.backend.event_rows(history.subject)) == 2
         assert store.append(second).status == codes.STORE_INVALID  # the store carries on
+
+
+def test_store_check_finds_what_was_planted_through_sql(postgres_url: str, history: History) -> None:
+    """Issue 15's fsck on PostgreSQL: a cache row INSERTed behind the store's back is a mismatch."""
+    with EventStore(postgres_url) as store:
+        store.import_bundle(BUNDLE)
+        assert store.fsck().ok
+    raw(postgres_url, "INSERT INTO signature_cache VALUES ('\\x00', '\\x00', '\\x00', true)")
+    with EventStore(postgres_url) as store:
+        report = store.fsck()
+    assert [m.table for m in report.mismatches] == ["signature_cache"]
+
+
+UNIT_WRITER = """
+import json, os, sys, time
+from pith_graph.store import EventStore
+from pith_graph.testing import History, TestKey
+
+db, go, signed_at = sys.argv[1], sys.argv[2], sys.argv[3]
+history = History.new(TestKey("registry", key_id="test-registry", signer_id="registry.example"))
+event = history.event("correction", payload={"n": 1})
+copy = {**event, "signature": {**event["signature"], "signed_at": signed_at}}
+while not os.path.exists(go):
+    time.sleep(0.005)
+with EventStore(db) as store:
+    print(json.dumps(store.append(copy, trusted_keys=history.trusted()).to_dict()), flush=True)
+"""
+
+
+def test_two_processes_with_two_valid_copies_of_a_unit_store_one(postgres_url: str, tmp_path: Path) -> None:
+    """A unit is stored once (issue 15) across connections: the check and the insert hold the write lock."""
+    history = History.new(TestKey("registry", key_id="test-registry", signer_id="registry.example"))
+    with EventStore(postgres_url) as store:
+        store.append(history.record_created, trusted_keys=history.trusted())
+    go = tmp_path / "go"
+    writers = [
+        subprocess.Popen(
+            [sys.executable, "-c", UNIT_WRITER, postgres_url, str(go), f"2026-06-0{n}T00:00:00Z"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for n in (1, 2)
+    ]
+    go.touch()
+    results = []
+    for writer in writers:
+        out, err = writer.communicate(timeout=120)
+        assert writer.returncode == 0, err
+        results.append(json.loads(out))
+    assert sorted(r["status"] for r in results) == [codes.STORE_DUPLICATE, codes.STORE_NEW]
+    assert len({r["digest"] for r in results}) == 2  # two different copies were offered
+    with EventStore(postgres_url) as store:
+        stored = [e for e in store.events(history.subject) if e.unit_id == results[0]["unit_id"]]
+    assert len(stored) == 1
