@@ -75,6 +75,20 @@ def test_an_event_posted_to_one_server_is_served_by_the_other_at_once(
         second.stop()
 
 
+def send(
+    start: threading.Barrier,
+    answers: list[dict[str, Any]],
+    index: int,
+    client: httpx.Client,
+    history: History,
+    event: dict[str, Any],
+) -> None:
+    """POST ``event`` once every sender is ready; its answer goes to ``answers[index]``."""
+    start.wait()
+    response = post(client, history, event)
+    answers[index] = {"status_code": response.status_code, **response.json()}
+
+
 def test_conflicting_posts_to_two_servers_at_once_keep_both_and_apply_neither(
     postgres_url: str, tmp_path: Path
 ) -> None:
@@ -92,14 +106,9 @@ def test_conflicting_posts_to_two_servers_at_once_keep_both_and_apply_neither(
                 answers: list[dict[str, Any]] = [{}, {}]
                 start = threading.Barrier(2, timeout=30)
 
-                def send(index: int, client: httpx.Client, event: dict[str, Any]) -> None:
-                    start.wait()
-                    response = post(client, history, event)
-                    answers[index] = {"status_code": response.status_code, **response.json()}
-
                 threads = [
-                    threading.Thread(target=send, args=(0, a, left)),
-                    threading.Thread(target=send, args=(1, b, right)),
+                    threading.Thread(target=send, args=(start, answers, 0, a, history, left)),
+                    threading.Thread(target=send, args=(start, answers, 1, b, history, right)),
                 ]
                 for thread in threads:
                     thread.start()
