@@ -17,6 +17,7 @@ normative rules are in docs/merge-v1.md; each section names the function
 that implements it.
 """
 
+import pith_graph._startup  # noqa: F401  # first: Ctrl-C while the command starts (see there)
 from pith_graph.canonical import canonical_json, canonical_sha256, loads
 from pith_graph.errors import InputError, PithGraphError, StoreError, TrustError, VerificationError
 from pith_graph.identifiers import (

@@ -31,6 +31,7 @@ __all__ = [
     "DocumentSource",
     "SplitBundle",
     "event_texts",
+    "is_json_text",
     "load_bundle",
     "read_document",
     "read_json",
@@ -52,28 +53,40 @@ class Document:
     kind: DocumentKind | None
 
 
+def _too_large(path: os.PathLike[str] | str, max_bytes: int) -> InputError:
+    return InputError(f"{os.fspath(path)} is larger than {max_bytes} bytes", code=codes.E_TOO_LARGE)
+
+
 def _read_path(path: os.PathLike[str] | str, max_bytes: int) -> bytes:
     try:
         with open(path, "rb") as handle:
-            # read(n) reserves n bytes up front: ask for what the file holds (+1 detects the limit).
+            # The size of a regular file is known before reading it: one over the limit is
+            # refused without reading a byte. read(n) reserves n bytes up front, so ask for
+            # what the file holds (+1 detects a file that grew; a pipe says 0).
             size = os.fstat(handle.fileno()).st_size
-            data = handle.read(min(size, max_bytes) + 1 if size else max_bytes + 1)
+            if size > max_bytes:
+                raise _too_large(path, max_bytes)
+            data = handle.read(size + 1 if size else max_bytes + 1)
     except OSError as exc:
         raise InputError(f"cannot read {os.fspath(path)}: {exc.strerror or exc}", code=codes.E_IO) from exc
     if len(data) > max_bytes:
-        raise InputError(f"{os.fspath(path)} is larger than {max_bytes} bytes", code=codes.E_TOO_LARGE)
+        raise _too_large(path, max_bytes)
     return data
+
+
+def is_json_text(source: object) -> bool:
+    """Whether a ``str`` source is JSON text rather than a path (see :func:`read_json`)."""
+    return isinstance(source, str) and source.lstrip()[:1] in ("{", "[")
 
 
 def source_bytes(source: object, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes | None:
     """The unparsed bytes of a source given as bytes or a path; None for JSON text or parsed values.
 
-    A ``str`` is JSON text when it starts (after white space) with ``{`` or
-    ``[``; otherwise it is a path.
+    The rule of :func:`read_json` decides what a ``str`` is.
     """
     if isinstance(source, (bytes, bytearray, memoryview)):
         return bytes(source)
-    if isinstance(source, str) and source.lstrip()[:1] in ("{", "["):
+    if is_json_text(source):
         return None
     if isinstance(source, (str, os.PathLike)):
         return _read_path(source, max_bytes)
@@ -83,19 +96,28 @@ def source_bytes(source: object, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes
 def read_json(source: DocumentSource, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
     """Strictly parse a document given as bytes, JSON text, a path, or a parsed mapping.
 
-    A ``str`` is JSON text when it starts (after white space) with ``{`` or
-    ``[``; otherwise it is a path.
+    The one rule for every function of pith_graph that reads a document, a key
+    list or an event: ``bytes`` (also ``bytearray``, ``memoryview``) are JSON
+    text; an ``os.PathLike`` is a path; a ``str`` is a path, unless its first
+    non-blank character is ``{`` or ``[`` (then it is JSON text: no Pith document
+    is anything but an object or an array); a mapping is an already parsed
+    document. Errors about a file name the file.
     """
     if isinstance(source, Mapping):
         canonical_json(source)  # rejects NaN, lone surrogates and non-JSON values with clear codes
         # Re-read without sorting: key order is part of how a document was served.
         return loads(json.dumps(source, ensure_ascii=False), max_bytes=max_bytes)
-    if isinstance(source, str) and source.lstrip()[:1] in ("{", "["):
-        return loads(source, max_bytes=max_bytes)
+    if is_json_text(source):
+        return loads(source, max_bytes=max_bytes)  # type: ignore[arg-type]  # a str (is_json_text)
     data = source_bytes(source, max_bytes=max_bytes)
     if data is None:
         raise InputError(f"cannot read a document from a {type(source).__name__}", code=codes.E_USAGE)
-    return loads(data, max_bytes=max_bytes)
+    try:
+        return loads(data, max_bytes=max_bytes)
+    except InputError as exc:
+        if isinstance(source, (str, os.PathLike)):
+            exc.naming(os.fspath(source))
+        raise
 
 
 def read_document(source: DocumentSource, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Document:
@@ -114,8 +136,10 @@ def load_bundle(
     """
     document = source if isinstance(source, Document) else read_document(source, max_bytes=max_bytes)
     if document.kind != "bundle":
-        what = "not a Pith document" if document.kind is None else f"a {document.kind}, not a bundle"
-        raise InputError(f"expected a pith_open_graph_bundle, got {what}", code=codes.E_NOT_PITH)
+        what = "not a Pith document" if document.kind is None else f"a {document.kind}"
+        raise InputError(
+            f"expected a bundle (pith_open_graph_bundle), but this is {what}", code=codes.E_NOT_PITH
+        )
     bundle = convert(document.obj, Bundle)
     if len(bundle.events) > MAX_EVENTS:
         raise InputError(

@@ -53,6 +53,13 @@ class PithGraphError(Exception):
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
 
+    def naming(self, source: str) -> PithGraphError:
+        """This error, its message starting with ``source`` (a file name) unless it names it already."""
+        if source not in self.message:
+            self.message = f"{source}: {self.message}"
+            self.args = (self.message,)
+        return self
+
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled by state, not by constructor arguments (subclasses take other ones),
         # so helper processes send the error itself.

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from pith_graph import codes, ed25519
-from pith_graph.canonical import loads
+from pith_graph.documents import read_json
 from pith_graph.errors import InputError, TrustError
 from pith_graph.identifiers import fingerprint_b32, fingerprint_hex
 from pith_graph.timestamps import Instant, parse_timestamp
@@ -196,10 +197,14 @@ class KeyRing:
         return [[key.to_entry(), key.listed] for key in self]
 
     @classmethod
-    def from_json(cls, data: bytes | str) -> KeyRing:
-        """A ring from a JSON array of key entries (the CLI's ``--trusted-keys`` file)."""
+    def from_json(cls, source: bytes | str | os.PathLike[str]) -> KeyRing:
+        """A ring from a JSON array of key entries (the CLI's ``--trusted-keys`` file).
+
+        ``source`` is read by the rule of :func:`pith_graph.documents.read_json`:
+        bytes are JSON text, a path is a file (a ``str`` starting with ``[`` is JSON text).
+        """
         try:
-            entries = loads(data)
+            entries = read_json(source)
         except InputError as exc:
             raise TrustError(f"trusted keys: {exc.message}", code=exc.code) from exc
         if not isinstance(entries, list):
@@ -251,8 +256,11 @@ class KeyRing:
 
 
 #: What every ``trusted_keys=`` argument accepts: a ring, key entries (JSON objects or
-#: :class:`TrustedKey`), or None for the registry key alone.
-TrustedKeys = KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | None
+#: :class:`TrustedKey`), a key file or its JSON text (:meth:`KeyRing.from_json`: bytes
+#: are JSON text, a path is a file), or None for the registry key alone.
+TrustedKeys = KeyRing | Iterable[Mapping[str, Any] | TrustedKey] | bytes | str | os.PathLike[str] | None
+
+_KEY_TEXT: Final = (bytes, bytearray, memoryview, str, os.PathLike)
 
 
 def coerce_ring(trusted_keys: TrustedKeys) -> KeyRing:
@@ -265,6 +273,10 @@ def coerce_ring(trusted_keys: TrustedKeys) -> KeyRing:
         return KeyRing.registry()
     if isinstance(trusted_keys, KeyRing):
         return trusted_keys
+    if isinstance(trusted_keys, _KEY_TEXT):
+        return KeyRing.from_json(
+            bytes(trusted_keys) if isinstance(trusted_keys, (bytearray, memoryview)) else trusted_keys
+        )
     try:
         items = iter(trusted_keys)
     except TypeError as exc:
@@ -283,7 +295,7 @@ def reusable_keys(trusted_keys: TrustedKeys) -> TrustedKeys:
     strict path; or the streaming path, then the full one): read a second time, a
     spent iterator would trust no key at all.
     """
-    if trusted_keys is None or isinstance(trusted_keys, (KeyRing, list, tuple)):
+    if trusted_keys is None or isinstance(trusted_keys, (KeyRing, list, tuple, *_KEY_TEXT)):
         return trusted_keys
     try:
         items = iter(trusted_keys)

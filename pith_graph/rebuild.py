@@ -7,6 +7,7 @@ decide which keys are trusted, merge.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
@@ -19,6 +20,7 @@ from pith_graph._parallel.pool import PARALLEL_MIN_EVENTS, resolve_workers
 from pith_graph._parallel.scratch import SCRATCH_MIN_BYTES, ScratchCopy, scratch_copy
 from pith_graph._parallel.signatures import Started, parallel_verifier, prepass_jobs, start_verification
 from pith_graph._parallel.stage1 import STAGE1_CHUNK, Stage1Helpers, spawn_helpers, start_stage1
+from pith_graph._progress import advance
 from pith_graph.canonical import MAX_DEPTH, gc_paused, loads
 from pith_graph.documents import (
     EVENT_DEPTH_OFFSET,
@@ -30,7 +32,7 @@ from pith_graph.documents import (
     split_bundle,
 )
 from pith_graph.ed25519 import Verifier
-from pith_graph.errors import PithGraphError, TrustError
+from pith_graph.errors import InputError, PithGraphError, TrustError
 from pith_graph.events import CheckedEvent, inspect_event, unit_id
 from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring, reusable_keys
 from pith_graph.merge import MergeResult, merge_checked, merge_copies
@@ -174,7 +176,12 @@ def rebuild_state(
         return rebuild(
             bundle, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys, workers=count
         ).result.state
-    return _rebuild_bytes(data, trusted_keys, trust_bundle_keys, count)
+    try:
+        return _rebuild_bytes(data, trusted_keys, trust_bundle_keys, count)
+    except InputError as exc:
+        if isinstance(bundle, (str, os.PathLike)):  # a path (source_bytes read it): name the file
+            exc.naming(os.fspath(bundle))
+        raise
 
 
 class Streamed(NamedTuple):
@@ -331,7 +338,8 @@ def _copies(
     if slots is not None:
         slots[:] = [[] for _ in range(count)]
     chunks = ((index, None) for index in range(count)) if helpers is None else helpers.chunks(count)
-    for index, rows in chunks:
+    for done, (index, rows) in enumerate(chunks):
+        advance(min(done * step, len(events)), len(events))
         texts = events[index * step : (index + 1) * step]
         uids = [] if slots is None else slots[index]
         if rows is None or len(rows) != len(texts):
@@ -344,6 +352,7 @@ def _copies(
         for text, (uid, reason, progress, facts, signer_json, payload_json) in zip(texts, rows, strict=True):
             uids.append(uid)
             yield uid, CheckedEvent(uid, text, reason, progress, facts, signer_json, payload_json)
+    advance(len(events), len(events))
 
 
 def _inspect_copy(subject: str, uid: str, copy: _Copy) -> CheckedEvent:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pith_graph.errors import VerificationError
+from pith_graph.errors import PithGraphError, VerificationError
 
 __all__ = ["Problem", "Report", "Severity"]
 
@@ -24,10 +24,18 @@ class Problem:
     message: str
     where: str | None = None
     severity: Severity = "error"
+    #: For an ``invalid_event`` problem: the merge-v1 reason code (:data:`pith_graph.codes.REASONS`).
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
-        return {"code": self.code, "message": self.message, "where": self.where, "severity": self.severity}
+        """JSON-ready form (docs/cli.md, "problem")."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "where": self.where,
+            "severity": self.severity,
+            "reason": self.reason,
+        }
 
     def __str__(self) -> str:
         place = f" [{self.where}]" if self.where else ""
@@ -41,12 +49,21 @@ class Report:
     ``ok`` is True when no problem has severity ``error`` (warnings, such as an
     unsigned bundle, do not fail verification). ``facts`` holds what was
     established on the way (Pith Number, counts, hashes), for display.
+    ``usable`` is False when the document could not be read as the kind it was
+    verified as (unreadable, not JSON, too large, wrong shape): the only problem
+    then carries the error code (an ``E_*`` code of :mod:`pith_graph.codes`).
     """
 
     kind: str
     source: str
     problems: tuple[Problem, ...] = ()
     facts: dict[str, Any] = field(default_factory=dict)
+    usable: bool = True
+
+    @classmethod
+    def unusable(cls, kind: str, source: str, error: PithGraphError) -> Report:
+        """The report of a document that could not be read: one problem carrying ``error``'s code."""
+        return cls(kind, source, (Problem(error.code, error.message),), {}, usable=False)
 
     @property
     def ok(self) -> bool:
@@ -65,11 +82,12 @@ class Report:
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form."""
+        """JSON-ready form (docs/cli.md, "report")."""
         return {
             "kind": self.kind,
             "source": self.source,
             "ok": self.ok,
+            "usable": self.usable,
             "problems": [p.to_dict() for p in self.problems],
             "facts": self.facts,
         }

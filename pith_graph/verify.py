@@ -1,19 +1,30 @@
 """Verification of every registry document: bundles, records, states, graph snapshots.
 
-Each ``verify_*`` function returns a :class:`~pith_graph.report.Report` (call
-``.raise_for_problems()`` to turn a failed one into a
-:class:`~pith_graph.errors.VerificationError`). Unusable input -- not JSON, not
-the expected document -- still raises :class:`~pith_graph.errors.InputError`.
+Each ``verify_*`` function returns a :class:`~pith_graph.report.Report` for
+any document (call ``.raise_for_problems()`` to turn a failed one into a
+:class:`~pith_graph.errors.VerificationError`). A document that cannot be read
+as the kind asked for -- unreadable, too large, not JSON, hostile JSON, not a
+Pith document, wrong shape -- gives a report with ``usable=False`` whose one
+problem carries the error's code. Only the caller's own mistakes raise, before
+anything is read: unusable ``trusted_keys`` (:class:`~pith_graph.errors.TrustError`),
+a negative ``workers`` or a source of an unsupported type
+(:class:`~pith_graph.errors.InputError`, code ``usage``).
+
+A source is read by the rule of :func:`pith_graph.documents.read_json`: bytes
+are JSON text, a ``str`` or ``os.PathLike`` is a path (a ``str`` whose first
+non-blank character is ``{`` or ``[`` is JSON text), a mapping is a parsed document.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
 from functools import partial
-from typing import Any, Final
+from typing import Any, Final, TypeVar, cast
 
 from pith_graph import codes
 from pith_graph._parallel.pool import resolve_workers
@@ -27,7 +38,7 @@ from pith_graph.documents import (
     source_bytes,
 )
 from pith_graph.ed25519 import Verifier
-from pith_graph.errors import InputError, TrustError
+from pith_graph.errors import InputError, PithGraphError, TrustError
 from pith_graph.identifiers import derived_aliases, short_pith_number
 from pith_graph.keys import KeyRing, TrustedKey, TrustedKeys, coerce_ring, reusable_keys
 from pith_graph.models import (
@@ -53,6 +64,34 @@ __all__ = [
 
 _HEX64: Final = re.compile(r"[0-9a-f]{64}")
 BUNDLE_SIGNATURE_V1: Final = ("ed25519", "signed_v1", "bundle_sha256_bytes")
+
+
+_F = TypeVar("_F", bound=Callable[..., Report])
+
+
+def _reporting(kind: str) -> Callable[[_F], _F]:
+    """Make a ``verify_*`` function return a report for any document (see the module docstring).
+
+    The caller's ``trusted_keys`` are checked first (they raise), as are usage errors
+    (a negative ``workers`` for a bundle); any other error reading the document becomes
+    an unusable report of ``kind``.
+    """
+
+    def decorate(func: _F) -> _F:
+        @functools.wraps(func)
+        def verify(source: Any, *args: Any, **options: Any) -> Report:
+            if "trusted_keys" in options:
+                options["trusted_keys"] = coerce_ring(reusable_keys(options["trusted_keys"]))
+            try:
+                return func(source, *args, **options)
+            except PithGraphError as exc:
+                if exc.code == codes.E_USAGE:
+                    raise
+                return Report.unusable(kind, _name(source), exc)
+
+        return cast(_F, verify)
+
+    return decorate
 
 
 def _problems(found: list[RecordProblem], where: str | None = None) -> list[Problem]:
@@ -212,6 +251,7 @@ def _first_difference(expected: Any, actual: Any, path: str = "state") -> str:
     return f"{path}: same values, different bytes (serialisation differs)"
 
 
+@_reporting("bundle")
 def verify_bundle(
     source: DocumentSource | Document,
     *,
@@ -291,9 +331,16 @@ def _bundle_report(
     problems += _check_key_entries(bundle.public_keys, ring)
     problems += _bundle_signature_problems(digest_of, bundle, ring, verifier)
 
-    for item in state.invalid_events:
+    # Root causes first: an event's own defect (stage 1) before what it causes downstream
+    # (stage 2, e.g. prev_event_invalid), in merge-v1's check order; by event id within a reason.
+    for item in sorted(state.invalid_events, key=lambda item: codes.root_cause_rank(item["reason"])):
         problems.append(
-            Problem(codes.P_INVALID_EVENT, f"event is invalid: {item['reason']}", item["event_id"])
+            Problem(
+                codes.P_INVALID_EVENT,
+                f"event is invalid: {item['reason']}",
+                item["event_id"],
+                reason=item["reason"],
+            )
         )
     for fork in state.equivocations:
         problems.append(
@@ -308,7 +355,13 @@ def _bundle_report(
     if bundle.state is None:
         problems.append(Problem(codes.P_STATE_MISSING, "the bundle embeds no state", "state", "warning"))
     else:
-        problems += verify_state(Document(bundle.state, "state")).problems
+        embedded = verify_state(Document(bundle.state, "state"))
+        if embedded.usable:
+            problems += embedded.problems
+        else:
+            problems.append(
+                Problem(codes.P_SHAPE, f"embedded state: {embedded.problems[0].message}", "state")
+            )
         if compact_json_parsed(bundle.state) != rebuilt:
             problems.append(
                 Problem(codes.P_STATE_MISMATCH, _first_difference(state.to_dict(), bundle.state), "state")
@@ -330,6 +383,7 @@ def _bundle_report(
     )
 
 
+@_reporting("record")
 def verify_record(
     source: DocumentSource | Document, *, trusted_keys: TrustedKeys = None, verifier: Verifier | None = None
 ) -> Report:
@@ -365,6 +419,7 @@ def verify_record(
     )
 
 
+@_reporting("state")
 def verify_state(source: DocumentSource | Document) -> Report:
     """Verify a state on its own: its ``state_sha256`` and the consistency of its counts."""
     document = _document(source)
@@ -408,6 +463,7 @@ def verify_state(source: DocumentSource | Document) -> Report:
     )
 
 
+@_reporting("graph_snapshot")
 def verify_graph_snapshot(source: DocumentSource | Document) -> Report:
     """Check a graph snapshot's shape (its ``snapshot_sha256`` values are opaque)."""
     document = _document(source)
@@ -446,6 +502,7 @@ def _usable_workers(workers: int | None) -> bool:
     return True
 
 
+@_reporting("unknown")
 def verify_document(
     source: DocumentSource | Document,
     *,
@@ -456,8 +513,9 @@ def verify_document(
 ) -> Report:
     """Detect the kind of a document and verify it accordingly.
 
-    ``workers``: for a bundle, as for :func:`verify_bundle`. Raises
-    :class:`InputError` (code ``not_a_pith_document``) when it is none of them.
+    ``workers``: for a bundle, as for :func:`verify_bundle`. A document that is
+    none of them gives an unusable report of kind ``unknown`` (code
+    ``not_a_pith_document``).
     """
     name = _name(source)
     data = None if isinstance(source, Document) else source_bytes(source)
@@ -498,4 +556,4 @@ def verify_document(
             f"{name} is not a Pith document (bundle, state, record, graph snapshot or proof)",
             code=codes.E_NOT_PITH,
         )
-    return Report(report.kind, name, report.problems, report.facts)
+    return dataclasses.replace(report, source=name)

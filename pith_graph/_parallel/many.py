@@ -35,6 +35,8 @@ class BundleOutcome(NamedTuple):
     path: str
     ok: bool
     line: str
+    #: The bundle's report (an unusable one for a file that is no bundle).
+    report: Report | None = None
 
 
 def bundle_paths(arguments: Iterable[str]) -> list[Path]:
@@ -117,8 +119,8 @@ def verify_documents(
 ) -> Generator[Report, None, None]:
     """Verify ``paths`` (any Pith documents), yielding reports in the order given.
 
-    Raises the error of the first document that cannot be verified, when it is
-    reached, its message naming the document.
+    A document that cannot be read gives an unusable report (see
+    :mod:`pith_graph.verify`); only the caller's own errors (trusted keys) raise.
     """
     entries = None if trusted_keys is None else trusted_keys.to_entries()
     names = [str(p) for p in paths]
@@ -128,10 +130,7 @@ def verify_documents(
             if isinstance(outcome, Report):
                 yield outcome
                 continue
-            if name not in outcome.message:
-                outcome.message = f"{name}: {outcome.message}"
-                outcome.args = (outcome.message,)
-            raise outcome
+            raise outcome.naming(name)
 
 
 def _verify_one(
@@ -145,14 +144,17 @@ def _verify_one(
             Path(path), trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers
         )
     except PithGraphError as exc:
-        return BundleOutcome(path, False, f"{path}: ERROR [{exc.code}] {exc.message}")
+        report = Report.unusable("bundle", path, exc)
+    if not report.usable:
+        error = report.problems[0]
+        return BundleOutcome(path, False, f"{path}: ERROR [{error.code}] {error.message}", report)
     facts = report.facts
     counts = f"{facts.get('events')} events, {facts.get('invalid_events')} invalid, {facts.get('equivocations')} forks"
     if report.ok:
-        return BundleOutcome(path, True, f"{path}: OK ({counts})")
+        return BundleOutcome(path, True, f"{path}: OK ({counts})", report)
     first = report.errors[0]
     return BundleOutcome(
-        path, False, f"{path}: FAILED ({len(report.errors)} problem(s); {counts}); first: {first}"
+        path, False, f"{path}: FAILED ({len(report.errors)} problem(s); {counts}); first: {first}", report
     )
 
 

@@ -1,18 +1,30 @@
 """Process-pool plumbing shared by every use of helper processes: how many, which start method, how to stop them.
 
-Every use of CPython's private ``concurrent.futures`` internals is here, each
-behind a version guard: the manager-thread fix for gh-107219 (Python < 3.12,
-where ``terminate_broken`` fails on a cancelled task) and the handles
-:func:`stop_pool` needs before Python 3.14's ``terminate_workers``.
+Every use of CPython's private ``concurrent.futures`` and ``multiprocessing``
+internals is here: the manager-thread fix for gh-107219 (Python < 3.12, where
+``terminate_broken`` fails on a cancelled task), the handles :func:`stop_pool`
+needs before Python 3.14's ``terminate_workers``, and the helpers' own
+forkserver (:func:`process_context`), which starts helpers without the caller's
+``__main__``.
+
+What a library call starts: ``rebuild_state``, ``verify_*`` and
+``EventStore`` replays of a bundle of at least :data:`PARALLEL_MIN_EVENTS`
+events (``workers`` not 1) start helper processes, and a forkserver that forks
+them, the first time; the helpers stay for the call only. They ignore SIGINT
+(the caller's Ctrl-C stops them), run only pith_graph's code (never the
+caller's ``__main__``), and end when the calling process ends, however it
+ends. ``workers=1`` starts nothing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import multiprocessing
 import os
 import signal
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures import process as _futures_process
 from typing import Any, Final
@@ -76,7 +88,8 @@ def resolve_workers(workers: int | None) -> int:
 
 
 def process_context() -> Any:
-    """The multiprocessing context for worker pools: forkserver where it exists.
+    """The multiprocessing context for worker pools: pith_graph's own forkserver where
+    the platform has one (:class:`_HelperContext`), else the platform's default.
 
     Not fork: a worker forked from a process holding a large parsed bundle
     shares its pages copy-on-write, and every reference count the merge then
@@ -84,20 +97,103 @@ def process_context() -> Any:
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context()
-    context = multiprocessing.get_context("forkserver")
-    # Imported once by the server, so each worker it forks starts ready.
-    context.set_forkserver_preload(["pith_graph._parallel.stage1"])
-    return context
+    return _helper_context()
 
 
-def _ignore_interrupts() -> None:
-    """Pool initializer: workers leave SIGINT to the process that started them.
+def _helper_context() -> Any:
+    """The forkserver context whose helpers never run the caller's ``__main__``.
+
+    multiprocessing's forkserver and spawn children import the parent's main
+    module (as ``__mp_main__``) before they run anything: a user's script without
+    an ``if __name__ == "__main__":`` guard ran a second time inside each helper.
+    Helpers run only pith_graph's own functions, so they are started without
+    it. They come from a forkserver of pith_graph's own (not the process-wide
+    one, whose preload and children are the caller's business), which preloads
+    :mod:`pith_graph._parallel._boot`. This uses multiprocessing internals that are
+    the same from Python 3.8 to 3.14 (``ForkServer``, ``popen_forkserver.Popen._launch``);
+    where they are missing, the plain forkserver is used.
+    """
+    if _HelperContext is None:  # pragma: no cover - a multiprocessing without these internals
+        plain = multiprocessing.get_context("forkserver")
+        plain.set_forkserver_preload(["pith_graph._parallel._boot"])
+        return plain
+    return _HELPER_CONTEXT
+
+
+try:
+    from multiprocessing import context as _mp_context
+    from multiprocessing import forkserver as _mp_forkserver
+    from multiprocessing import popen_forkserver as _mp_popen
+    from multiprocessing import reduction as _mp_reduction
+    from multiprocessing import spawn as _mp_spawn
+    from multiprocessing import util as _mp_util
+
+    _SERVER = _mp_forkserver.ForkServer()
+    _SERVER.set_forkserver_preload(["pith_graph._parallel._boot"])
+    if not hasattr(_mp_popen.Popen, "_launch"):
+        raise AttributeError("popen_forkserver.Popen._launch")
+except (ImportError, AttributeError):  # pragma: no cover - no forkserver on this platform
+    _HelperContext: Any = None
+else:
+
+    class _HelperPopen(_mp_popen.Popen):
+        def _launch(self, process_obj: Any) -> None:
+            # popen_forkserver.Popen._launch, less the main module, through _SERVER.
+            prep_data = _mp_spawn.get_preparation_data(process_obj._name)
+            prep_data.pop("init_main_from_path", None)
+            prep_data.pop("init_main_from_name", None)
+            buf = io.BytesIO()
+            _mp_context.set_spawning_popen(self)
+            try:
+                _mp_reduction.dump(prep_data, buf)
+                _mp_reduction.dump(process_obj, buf)
+            finally:
+                _mp_context.set_spawning_popen(None)
+            self.sentinel, w = _SERVER.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
+            # The child watches a duplicate of the write end: it sees end of file when this
+            # process is gone (multiprocessing.parent_process().sentinel; see _start_helper).
+            _parent_w = os.dup(w)
+            self.finalizer = _mp_util.Finalize(self, _mp_util.close_fds, (_parent_w, self.sentinel))  # type: ignore[attr-defined]
+            with open(w, "wb", closefd=True) as f:
+                f.write(buf.getbuffer())
+            self.pid = _mp_forkserver.read_signed(self.sentinel)
+
+    class _HelperProcess(_mp_context.ForkServerProcess):
+        @staticmethod
+        def _Popen(process_obj: Any) -> Any:
+            return _HelperPopen(process_obj)
+
+    class _HelperContext(_mp_context.ForkServerContext):  # type: ignore[no-redef]
+        Process = _HelperProcess
+
+    _HELPER_CONTEXT = _HelperContext()
+
+
+def _exit_with_parent(sentinel: int) -> None:
+    """Wait until the process that started this helper is gone, then end this one at once."""
+    from multiprocessing.connection import wait
+
+    wait([sentinel])
+    os._exit(1)
+
+
+def _start_helper() -> None:
+    """Pool initializer: a helper leaves SIGINT to the process that started it, and dies with it.
 
     A terminal's Ctrl-C reaches the whole process group. The caller stops its
     workers itself (:func:`stop_pool`, or by cancelling their short tasks); a
-    worker taking the interrupt would print its own traceback instead.
+    worker taking the interrupt would print its own traceback instead. A helper
+    whose parent was killed (SIGKILL, the system's out-of-memory killer) would
+    otherwise wait for work forever, and keep the forkserver alive with it: a
+    thread ends it when the parent's sentinel closes.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = multiprocessing.parent_process()
+    sentinel = getattr(parent, "sentinel", None)
+    if isinstance(sentinel, int):
+        threading.Thread(
+            target=_exit_with_parent, args=(sentinel,), name="pith-graph-parent-watch", daemon=True
+        ).start()
 
 
 #: What starting a pool, or handing it a task, raises where no process can be started
@@ -152,7 +248,7 @@ def worker_pool(processes: int) -> ProcessPoolExecutor:
 
     Raises one of :data:`POOL_ERRORS` where no process can be started.
     """
-    return _POOL_CLASS(max_workers=processes, mp_context=process_context(), initializer=_ignore_interrupts)
+    return _POOL_CLASS(max_workers=processes, mp_context=process_context(), initializer=_start_helper)
 
 
 def stop_pool(executor: ProcessPoolExecutor) -> None:

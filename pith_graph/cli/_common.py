@@ -1,14 +1,20 @@
-"""What every ``pith-graph`` subcommand shares: exit codes, the trusted-keys reader, stdout, store files."""
+"""What every ``pith-graph`` subcommand shares: exit codes, input files (``-`` for stdin),
+the trusted-keys reader, stdout, store files, validated option types."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import shutil
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
 from pith_graph import codes
-from pith_graph.errors import InputError
+from pith_graph.canonical import DEFAULT_MAX_BYTES
+from pith_graph.errors import InputError, PithGraphError
 from pith_graph.keys import KeyRing
 from pith_graph.store._open import is_postgres_url
 
@@ -16,7 +22,13 @@ __all__ = [
     "EXIT_OK",
     "EXIT_PROBLEMS",
     "EXIT_UNUSABLE",
+    "STDIN",
     "add_trust_options",
+    "command_line",
+    "input_source",
+    "naming",
+    "non_negative_int",
+    "positive_float",
     "add_workers_option",
     "is_store_file",
     "load_ring",
@@ -26,19 +38,52 @@ __all__ = [
 EXIT_OK: Final = 0
 EXIT_PROBLEMS: Final = 1
 EXIT_UNUSABLE: Final = 2
+#: The file name that means standard input.
+STDIN: Final = "-"
 #: First bytes of every SQLite database file (how a command tells a store from a bundle).
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
 
+def input_source(name: str) -> bytes | Path:
+    """What a FILE argument names: the bytes of standard input for ``-``, else the path."""
+    if name != STDIN:
+        return Path(name)
+    data = sys.stdin.buffer.read(DEFAULT_MAX_BYTES + 1)
+    if len(data) > DEFAULT_MAX_BYTES:
+        raise InputError(f"<stdin>: larger than {DEFAULT_MAX_BYTES} bytes", code=codes.E_TOO_LARGE)
+    return data
+
+
+@contextmanager
+def naming(name: str) -> Iterator[None]:
+    """Errors raised inside name the file they are about (``<stdin>`` for ``-``)."""
+    try:
+        yield
+    except PithGraphError as exc:
+        exc.naming("<stdin>" if name == STDIN else name)
+        raise
+
+
 def load_ring(path: str | None) -> KeyRing | None:
-    """The ring a ``--trusted-keys FILE`` names (None: the caller did not give one)."""
+    """The ring a ``--trusted-keys FILE`` names (None: the caller did not give one).
+
+    A file that lists no key is an error: trusting nothing makes every event
+    ``unknown_key``, never what a user means.
+    """
     if path is None:
         return None
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read trusted keys {path}: {exc.strerror or exc}", code=codes.E_IO) from exc
-    return KeyRing.from_json(data)
+    with naming(path):
+        source = input_source(path)
+        try:
+            data = source if isinstance(source, bytes) else source.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read trusted keys: {exc.strerror or exc}", code=codes.E_IO) from exc
+        ring = KeyRing.from_json(data)
+        if not len(ring):
+            raise InputError(
+                "the trusted keys list no key (every event would be unknown_key)", code=codes.E_BAD_KEY
+            )
+    return ring
 
 
 def is_store_file(path: str | Path) -> bool:
@@ -62,21 +107,59 @@ def write_stdout(data: bytes) -> None:
 def add_trust_options(parser: argparse.ArgumentParser, *, what: str = "the bundle") -> None:
     """``--trusted-keys FILE`` and ``--trust-bundle-keys``, shared by every subcommand that merges."""
     parser.add_argument(
-        "--trusted-keys", metavar="FILE", help="JSON array of trusted key entries (default: the registry key)"
+        "--trusted-keys",
+        metavar="FILE",
+        help="JSON array of the key entries to trust, - for stdin (default: the registry key alone)",
     )
     parser.add_argument(
-        "--trust-bundle-keys", action="store_true", help=f"also trust the keys {what} lists (unsafe)"
+        "--trust-bundle-keys",
+        action="store_true",
+        help=f"also trust the public keys {what} lists; unsafe: a document would vouch for its own signers",
     )
+
+
+def non_negative_int(text: str) -> int:
+    """An argparse type: an integer, 0 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, not {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a number of seconds above 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
+    return value
+
+
+def command_line(text: str) -> str:
+    """An argparse type: a command whose program exists (on PATH, or as a path)."""
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"cannot split {text!r}: {exc}") from exc
+    if not words:
+        raise argparse.ArgumentTypeError("the command is empty")
+    if shutil.which(words[0]) is None:
+        raise argparse.ArgumentTypeError(f"no such program: {words[0]!r}")
+    return text
 
 
 def _worker_count(text: str) -> int:
     try:
-        count = int(text)
-    except ValueError:
-        count = -1
-    if count < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 (one per CPU) or a positive count, not {text!r}")
-    return count
+        return non_negative_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected 0 (one per CPU) or a positive count, not {text!r}"
+        ) from None
 
 
 def add_workers_option(parser: argparse.ArgumentParser) -> None:

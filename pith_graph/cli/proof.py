@@ -27,7 +27,7 @@ def _store_bundle(args: argparse.Namespace, ring: KeyRing | None) -> dict[str, A
     from pith_graph.store import EventStore, redacted_url
 
     with EventStore(args.source, create=False, read_only=None) as store:
-        subject = args.subject
+        subject = None if args.subject is None else store.resolve(args.subject)
         if subject is None:
             subjects = store.subjects()
             if len(subjects) != 1:
@@ -74,7 +74,9 @@ def register(subparsers: Any) -> None:
         "--out", metavar="DIR", help="write one file per proof here (default: one JSON line each on stdout)"
     )
     proof.add_argument(
-        "--subject", metavar="PITH_NUMBER", help="with a store: the subject (default: its only one)"
+        "--subject",
+        metavar="SUBJECT",
+        help="with a store: the subject, as a Pith Number, short form, arXiv id or DOI (default: its only one)",
     )
     add_trust_options(proof)
     proof.set_defaults(func=cmd_proof)

@@ -11,23 +11,39 @@ prints as one line (exit 2).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Final
 
 from pith_graph import codes
+from pith_graph._progress import reporting
 from pith_graph.cli._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
+    EXIT_UNUSABLE,
+    STDIN,
     add_trust_options,
+    input_source,
     is_store_file,
     load_ring,
+    naming,
     write_stdout,
 )
+from pith_graph.cli._output import emit, envelope, error_member
+from pith_graph.cli.verify_many import Progress, add_progress_option, show_progress
 from pith_graph.documents import read_json
-from pith_graph.errors import InputError
-from pith_graph.store import AppendResult, EventStore, SourceFile, is_postgres_url, redacted_url
+from pith_graph.errors import InputError, TrustError
+from pith_graph.store import (
+    AppendResult,
+    EventStore,
+    ImportResult,
+    SourceFile,
+    is_postgres_url,
+    redacted_url,
+)
 
 __all__ = ["register"]
 
@@ -49,6 +65,13 @@ def _progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+@contextlib.contextmanager
+def _events_progress(args: argparse.Namespace) -> Iterator[None]:
+    """The progress bar of the events a replay checks (``--progress``, or on a terminal)."""
+    with Progress(None, sys.stderr, shown=show_progress(args)) as bar, reporting(bar.events):
+        yield
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     """``store init``: create the store (or check an existing one)."""
     with _open(args) as store:
@@ -58,32 +81,73 @@ def cmd_init(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _imported(source: str, result: ImportResult) -> dict[str, Any]:
+    """One bundle's entry in ``store import --json``: counts by status, and every invalid copy."""
+    statuses = (codes.STORE_NEW, codes.STORE_DUPLICATE, codes.STORE_INVALID)
+    invalid = [a for a in result.appends if a.reason is not None]
+    invalid.sort(key=lambda a: codes.root_cause_rank(a.reason))
+    return {
+        "source": source,
+        "ok": not invalid,
+        "subject": result.subject,
+        "counts": {status: result.count(status) for status in statuses},
+        "items_added": result.items_added,
+        "invalid_events": [{"unit_id": a.unit_id, "digest": a.digest, "reason": a.reason} for a in invalid],
+    }
+
+
 def cmd_import(args: argparse.Namespace) -> int:
-    """``store import BUNDLE...``: store the events and items of many bundles (progress on stderr)."""
-    invalid = 0
+    """``store import BUNDLE...``: store the events and items of many bundles.
+
+    Goes on past a bundle it cannot use (one line on stderr each): exit 2 at
+    the end if there was one, else 1 if an event was stored invalid.
+    """
+    entries: list[dict[str, Any]] = []
     total = len(args.bundles)
     trust = _trust(args)
     with _open(args) as store:
-        for done, path in enumerate(args.bundles, 1):
-            result = store.import_bundle(Path(path), **trust)
-            counts = {
-                s: result.count(s) for s in (codes.STORE_NEW, codes.STORE_DUPLICATE, codes.STORE_INVALID)
-            }
-            invalid += counts[codes.STORE_INVALID]
-            summary = " ".join(f"{status}={n}" for status, n in counts.items())
+        for done, name in enumerate(args.bundles, 1):
+            label = "<stdin>" if name == STDIN else name
+            try:
+                with naming(name):
+                    result = store.import_bundle(input_source(name), **trust)
+            except (InputError, TrustError) as exc:
+                print(f"pith-graph: error[{exc.code}]: {exc.message}", file=sys.stderr)
+                entries.append({"source": label, "ok": False, "error": error_member(exc)})
+                continue
+            entry = _imported(label, result)
+            entries.append(entry)
+            summary = " ".join(f"{status}={n}" for status, n in entry["counts"].items())
+            if args.json:
+                continue
             if total > 1:
-                _progress(f"[{done}/{total}] {path}: {result.subject} {summary}")
+                _progress(f"[{done}/{total}] {label}: {result.subject} {summary}")
             else:
-                print(f"{path}: {result.subject} {summary}")
-    if total > 1:
-        print(f"imported {total} bundles into {redacted_url(args.db)}")
-    return EXIT_PROBLEMS if invalid else EXIT_OK
+                print(f"{label}: {result.subject} {summary}")
+    exit_code = (
+        EXIT_UNUSABLE
+        if any("error" in e for e in entries)
+        else EXIT_PROBLEMS
+        if any(e["counts"][codes.STORE_INVALID] for e in entries)
+        else EXIT_OK
+    )
+    if args.json:
+        emit(
+            envelope(
+                "store import", exit_code, ok=exit_code == EXIT_OK, db=redacted_url(args.db), bundles=entries
+            )
+        )
+    elif total > 1:
+        print(
+            f"imported {sum('error' not in e for e in entries)} of {total} bundles into {redacted_url(args.db)}"
+        )
+    return exit_code
 
 
 def cmd_append(args: argparse.Namespace) -> int:
     """``store append EVENT``: store one event (a JSON file, ``-`` for stdin) and print what happened."""
-    data = sys.stdin.buffer.read() if args.event == "-" else Path(args.event)
-    event = read_json(data)
+    with naming(args.event):
+        event = read_json(input_source(args.event))
     with _open(args) as store:
         result: AppendResult = store.append(
             event, subject=args.subject, trusted_keys=load_ring(args.trusted_keys)
@@ -94,16 +158,16 @@ def cmd_append(args: argparse.Namespace) -> int:
 
 def cmd_state(args: argparse.Namespace) -> int:
     """``store state SUBJECT``: the merged state of a stored subject (as ``pith-graph state`` prints it)."""
-    with _open(args, create=False) as store:
-        state = store.state(args.subject, **_trust(args))
+    with _open(args, create=False) as store, _events_progress(args):
+        state = store.state(store.resolve(args.subject), **_trust(args))
     write_stdout((state.to_pretty_json() if args.pretty else state.to_json()) + b"\n")
     return EXIT_OK
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``store export SUBJECT``: a bundle holding everything stored for the subject."""
-    with _open(args, create=False) as store:
-        bundle = store.export_bundle(args.subject, **_trust(args))
+    with _open(args, create=False) as store, _events_progress(args):
+        bundle = store.export_bundle(store.resolve(args.subject), **_trust(args))
     data = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
     if args.output is None:
         write_stdout(data)
@@ -119,10 +183,29 @@ def cmd_log(args: argparse.Namespace) -> int:
     """``store log [SUBJECT]``: the stored copies in apply order (without SUBJECT: the subjects)."""
     with _open(args, create=False) as store:
         if args.subject is None:
-            for subject in store.subjects():
-                print(subject)
+            subjects = store.subjects()
+            if args.json:
+                emit(envelope("store log", EXIT_OK, ok=True, db=redacted_url(args.db), subjects=subjects))
+            else:
+                for subject in subjects:
+                    print(subject)
             return EXIT_OK
-        events = store.events(args.subject, **_trust(args))
+        subject = store.resolve(args.subject)
+        events = store.events(subject, **_trust(args))
+    if args.json:
+        rows = [
+            {
+                "unit_id": e.unit_id,
+                "digest": e.digest,
+                "event_type": e.event_type,
+                "applied": e.applied,
+                "reason": e.reason,
+                "copy_reason": e.copy_reason,
+            }
+            for e in events
+        ]
+        emit(envelope("store log", EXIT_OK, ok=True, db=redacted_url(args.db), subject=subject, events=rows))
+        return EXIT_OK
     for event in events:
         verdict = "applied" if event.applied else f"invalid:{event.reason}" if event.reason else "not-applied"
         # Each copy's own stage-1 verdict beside its unit's: a forged copy of a valid unit shows as what it is.
@@ -140,20 +223,34 @@ def cmd_sync(args: argparse.Namespace) -> int:
     only copies valid under ``--trusted-keys`` stored; a bad source stores nothing (exit 2).
     """
     ring = load_ring(args.trusted_keys)
+    entries = []
     with _open(args) as store:
         for source in args.sources:
-            if is_postgres_url(source):
-                with EventStore(source, create=False, read_only=True) as other:
-                    result = store.sync_from(other, trusted_keys=ring)
-            elif is_store_file(source):
-                with SourceFile(source) as other:
-                    result = store.sync_from(other, trusted_keys=ring)
-            else:
-                result = store.sync_from(Path(source), trusted_keys=ring)
-            print(
-                f"{redacted_url(source)}: {result.events_added} new event copies, {result.items_added} new items, "
-                f"{result.events_refused} refused (fail stage 1)"
+            with naming(redacted_url(source)):
+                if is_postgres_url(source):
+                    with EventStore(source, create=False, read_only=True) as other:
+                        result = store.sync_from(other, trusted_keys=ring)
+                elif source != STDIN and is_store_file(source):
+                    with SourceFile(source) as other:
+                        result = store.sync_from(other, trusted_keys=ring)
+                else:
+                    result = store.sync_from(input_source(source), trusted_keys=ring)
+            label = "<stdin>" if source == STDIN else redacted_url(source)
+            entries.append(
+                {
+                    "source": label,
+                    "events_added": result.events_added,
+                    "items_added": result.items_added,
+                    "events_refused": result.events_refused,
+                }
             )
+            if not args.json:
+                print(
+                    f"{label}: {result.events_added} new event copies, {result.items_added} new items, "
+                    f"{result.events_refused} refused (fail stage 1)"
+                )
+    if args.json:
+        emit(envelope("store sync", EXIT_OK, ok=True, db=redacted_url(args.db), sources=entries))
     return EXIT_OK
 
 
@@ -162,6 +259,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     with _open(args, create=False) as store:
         store.check()
         report = store.fsck()
+    exit_code = EXIT_OK if report.ok else EXIT_PROBLEMS
+    if args.json:
+        emit(
+            envelope(
+                "store check",
+                exit_code,
+                ok=report.ok,
+                db=redacted_url(args.db),
+                mismatches=[str(m) for m in report.mismatches],
+                checked=dict(report.checked),
+                ignored=dict(report.ignored),
+            )
+        )
+        return exit_code
     for mismatch in report.mismatches:
         print(f"mismatch: {mismatch}")
     checked = ", ".join(f"{n} {table}" for table, n in report.checked.items())
@@ -170,7 +281,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         f"{args.db}: {'ok' if report.ok else f'{len(report.mismatches)} mismatch(es)'}; checked {checked}"
         + (f"; never read, not checked: {ignored}" if ignored else "")
     )
-    return EXIT_OK if report.ok else EXIT_PROBLEMS
+    return exit_code
+
+
+_SUBJECT_HELP: Final = "a stored subject: its Pith Number, short form (pith:AG3PAJ22), arXiv id or DOI"
+_JSON_HELP: Final = "print one pith-graph/1 JSON document (docs/cli.md)"
 
 
 def _common(parser: argparse.ArgumentParser, *, trust: bool = False) -> None:
@@ -181,26 +296,30 @@ def _common(parser: argparse.ArgumentParser, *, trust: bool = False) -> None:
         help=f"SQLite file or postgresql:// URL (default {DEFAULT_DB})",
     )
     if trust:
-        add_trust_options(parser, what="the store holds for the subject")
+        add_trust_options(parser, what="the subject's stored bundles")
 
 
 def register(subparsers: Any) -> None:
     """Add the ``store`` subcommand and its sub-subcommands to the main parser."""
     store = subparsers.add_parser("store", help="a durable, append-only event store (SQLite or PostgreSQL)")
-    sub = store.add_subparsers(dest="store_command", required=True)
+    sub = store.add_subparsers(dest="store_command", required=True, metavar="STORE_COMMAND")
 
-    def command(name: str, help: str, func: Any, *, trust: bool = False) -> argparse.ArgumentParser:
+    def command(
+        name: str, help: str, func: Any, *, trust: bool = False, json: bool = False
+    ) -> argparse.ArgumentParser:
         parser: argparse.ArgumentParser = sub.add_parser(name, help=help)
         _common(parser, trust=trust)
+        if json:
+            parser.add_argument("--json", action="store_true", help=_JSON_HELP)
         parser.set_defaults(func=func)
         return parser
 
     command("init", "create the store", cmd_init)
-    command("import", "store the events of bundle files", cmd_import, trust=True).add_argument(
-        "bundles", nargs="+", metavar="BUNDLE"
+    command("import", "store the events of bundle files", cmd_import, trust=True, json=True).add_argument(
+        "bundles", nargs="+", metavar="BUNDLE", help="bundle JSON files, - for stdin"
     )
     append = command("append", "store one event (JSON file, - for stdin)", cmd_append)
-    append.add_argument("event", metavar="EVENT")
+    append.add_argument("event", metavar="EVENT", help="one event as a JSON file, - for stdin")
     append.add_argument("--subject", help="the Pith Number it was received for (default: the event's own)")
     append.add_argument(
         "--trusted-keys",
@@ -208,23 +327,42 @@ def register(subparsers: Any) -> None:
         help="JSON array of trusted key entries, for the reported status (default: the registry key)",
     )
     state = command("state", "print the merged state of a subject", cmd_state, trust=True)
-    state.add_argument("subject", metavar="SUBJECT")
+    state.add_argument("subject", metavar="SUBJECT", help=_SUBJECT_HELP)
     state.add_argument("--pretty", action="store_true", help="indent the output (not byte-comparable)")
+    add_progress_option(state, what="events checked")
     export = command("export", "print a bundle of everything stored for a subject", cmd_export, trust=True)
-    export.add_argument("subject", metavar="SUBJECT")
+    export.add_argument("subject", metavar="SUBJECT", help=_SUBJECT_HELP)
     export.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    add_progress_option(export, what="events checked")
     command(
-        "log", "list a subject's stored copies in apply order (or the subjects)", cmd_log, trust=True
-    ).add_argument("subject", metavar="SUBJECT", nargs="?")
-    sync = command(
-        "sync", "add what other stores (files or URLs) or bundle files hold that passes stage 1", cmd_sync
+        "log",
+        "list a subject's stored copies in apply order (or the subjects)",
+        cmd_log,
+        trust=True,
+        json=True,
+    ).add_argument(
+        "subject", metavar="SUBJECT", nargs="?", help=f"{_SUBJECT_HELP} (default: list the subjects)"
     )
-    sync.add_argument("sources", nargs="+", metavar="SOURCE")
+    sync = command(
+        "sync",
+        "add what other stores (files or URLs) or bundle files hold that passes stage 1",
+        cmd_sync,
+        json=True,
+    )
+    sync.add_argument(
+        "sources",
+        nargs="+",
+        metavar="SOURCE",
+        help="pith-graph stores (SQLite files or postgresql:// URLs) or bundle JSON files, - for stdin",
+    )
     sync.add_argument(
         "--trusted-keys",
         metavar="FILE",
         help="JSON array of trusted key entries: only copies valid under them are stored (default: the registry key)",
     )
     command(
-        "check", "re-derive every cached verdict from the stored bodies (exit 1 on a mismatch)", cmd_check
+        "check",
+        "re-derive every cached verdict from the stored bodies (exit 1 on a mismatch)",
+        cmd_check,
+        json=True,
     )

@@ -1,10 +1,10 @@
 """``pith-graph verify-many``, and the progress bar and options it shares with ``verify``.
 
 Documents are spread over ``--workers`` processes by :mod:`pith_graph._parallel.many`;
-results come in the order given. ``verify-many`` prints one line per bundle and
-counts a bundle it cannot read as a failure (exit 1); ``verify`` prints full
-reports and, as for a single file, stops with exit 2 at the first document it
-cannot read. A progress bar goes to stderr when it is a terminal (or with ``--progress``).
+results come in the order given. ``verify-many`` prints one line per bundle,
+``verify`` full reports; both go on past a file they cannot use and exit 2
+at the end if there was one. A progress bar goes to stderr when it is a
+terminal (or with ``--progress``).
 """
 
 from __future__ import annotations
@@ -15,9 +15,25 @@ import sys
 from typing import Any, Final, TextIO
 
 from pith_graph._parallel.many import bundle_paths, verify_many
-from pith_graph.cli._common import EXIT_OK, EXIT_PROBLEMS, add_trust_options, add_workers_option, load_ring
+from pith_graph._progress import reporting
+from pith_graph.cli._common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    EXIT_UNUSABLE,
+    add_trust_options,
+    add_workers_option,
+    load_ring,
+)
+from pith_graph.cli._output import emit, envelope
 
-__all__ = ["Progress", "add_parallel_options", "cmd_verify_many", "register", "show_progress"]
+__all__ = [
+    "Progress",
+    "add_parallel_options",
+    "add_progress_option",
+    "cmd_verify_many",
+    "register",
+    "show_progress",
+]
 
 _BAR_WIDTH: Final = 30
 
@@ -27,45 +43,71 @@ def show_progress(args: argparse.Namespace) -> bool:
     return bool(args.progress) if args.progress is not None else sys.stderr.isatty()
 
 
-def add_parallel_options(parser: argparse.ArgumentParser) -> None:
-    """``--workers N`` and ``--progress``, shared by ``verify`` and ``verify-many``."""
-    add_workers_option(parser)
+def add_progress_option(parser: argparse.ArgumentParser, *, what: str = "documents and events") -> None:
+    """``--progress``/``--no-progress``: the bar of :class:`Progress` on stderr."""
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="progress bar on stderr (default: if a terminal)",
+        help=f"progress bar of the {what} done, on stderr (default: only when stderr is a terminal)",
     )
 
 
-class Progress:
-    """The progress bar of ``total`` documents on ``stream`` (drawn only when ``shown``).
+def add_parallel_options(parser: argparse.ArgumentParser, *, what: str = "documents and events") -> None:
+    """``--workers N`` and ``--progress``, shared by ``state``, ``verify`` and ``verify-many``."""
+    add_workers_option(parser)
+    add_progress_option(parser, what=what)
 
-    Use as a context manager: leaving it midway (an error, an interrupt) ends
-    the bar's line, so that the one-line message that follows has a line of its own.
+
+class Progress:
+    """The progress bar on ``stream`` (drawn only when ``shown``): ``total`` documents, and the
+    events of the one being worked on here (:meth:`events`, the hook of :mod:`pith_graph._progress`).
+
+    With ``total`` None only the events are counted (one bundle). Use as a context
+    manager: leaving it midway (an error, an interrupt) ends the bar's line, so
+    that the one-line message that follows has a line of its own. Drawn by this
+    module rather than by a dependency: a bar and two counts are all it takes.
     """
 
-    def __init__(self, total: int, stream: TextIO, *, shown: bool) -> None:
+    def __init__(self, total: int | None, stream: TextIO, *, shown: bool) -> None:
         self.total = total
         self.stream = stream
         self.shown = shown
+        self._done = 0
+        self._width = 0
         self._partial = False  # a bar is on the line, not yet ended
 
     def update(self, done: int) -> None:
-        """Draw the bar for ``done`` of ``total`` (ending its line at the last)."""
+        """Draw the bar for ``done`` of ``total`` documents (ending its line at the last)."""
+        self._done = done
+        total = self.total or 0
+        self._draw(done, total, f"{done}/{total}", last=done == total)
+
+    def events(self, done: int, total: int) -> None:
+        """Draw the count of events through in the current document (see :mod:`pith_graph._progress`)."""
+        if self.total is None:
+            self._draw(done, total, f"{done}/{total} events", last=False)
+        else:
+            self._draw(
+                self._done, self.total, f"{self._done}/{self.total} ({done}/{total} events)", last=False
+            )
+
+    def _draw(self, done: int, total: int, counts: str, *, last: bool) -> None:
         if not self.shown:
             return
-        filled = _BAR_WIDTH * done // self.total if self.total else _BAR_WIDTH
-        self.stream.write(f"\r[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {done}/{self.total}")
-        self._partial = done != self.total
-        if not self._partial:
+        filled = _BAR_WIDTH * done // total if total else _BAR_WIDTH
+        text = f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {counts}"
+        self.stream.write("\r" + text.ljust(self._width))
+        self._width = len(text)
+        self._partial = not last
+        if last:
             self.stream.write("\n")
         self.stream.flush()
 
     def clear(self) -> None:
         """Blank the bar's line, so that a line of output can take it."""
         if self.shown and self._partial:
-            self.stream.write("\r" + " " * (_BAR_WIDTH + 24) + "\r")
+            self.stream.write("\r" + " " * self._width + "\r")
             self.stream.flush()
             self._partial = False
 
@@ -80,23 +122,42 @@ class Progress:
 
 
 def cmd_verify_many(args: argparse.Namespace) -> int:
-    """``verify-many [--workers N] DIR_OR_FILES...``: one line per bundle, exit 1 on any problem."""
+    """``verify-many [--workers N] DIR_OR_FILES...``: one line per bundle.
+
+    Exit 2 if any file is not a usable bundle (a record or a state included),
+    else 1 if any bundle has problems, else 0.
+    """
     paths = bundle_paths(args.paths)
-    failed = 0
     outcomes = verify_many(
         paths,
         trusted_keys=load_ring(args.trusted_keys),
         trust_bundle_keys=args.trust_bundle_keys,
         workers=args.workers,
     )
-    with Progress(len(paths), sys.stderr, shown=show_progress(args)) as bar, contextlib.closing(outcomes):
-        for done, (_path, ok, line) in enumerate(outcomes, start=1):
-            failed += not ok
-            bar.clear()
-            print(line, flush=True)
+    reports: list[dict[str, Any]] = []
+    failed = unusable = 0
+    with (
+        Progress(len(paths), sys.stderr, shown=show_progress(args)) as bar,
+        contextlib.closing(outcomes),
+        reporting(bar.events),
+    ):
+        for done, outcome in enumerate(outcomes, start=1):
+            failed += not outcome.ok
+            unusable += outcome.report is not None and not outcome.report.usable
+            if outcome.report is not None:
+                reports.append(outcome.report.to_dict())
+            if not args.json:
+                bar.clear()
+                print(outcome.line, flush=True)
             bar.update(done)
-    print(f"{len(paths)} bundle(s), {failed} with problems", file=sys.stderr)
-    return EXIT_OK if failed == 0 else EXIT_PROBLEMS
+    exit_code = EXIT_UNUSABLE if unusable else EXIT_PROBLEMS if failed else EXIT_OK
+    print(
+        f"{len(paths)} bundle(s): {len(paths) - failed} ok, {failed - unusable} with problems, {unusable} unusable",
+        file=sys.stderr,
+    )
+    if args.json:
+        emit(envelope("verify-many", exit_code, ok=exit_code == EXIT_OK, documents=reports))
+    return exit_code
 
 
 def register(subparsers: Any) -> None:
@@ -106,6 +167,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument(
         "paths", nargs="+", metavar="DIR_OR_FILES", help="bundle files, or directories (*.json, recursive)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print one pith-graph/1 JSON document (docs/cli.md)"
     )
     add_parallel_options(parser)
     add_trust_options(parser, what="each bundle")

@@ -324,7 +324,7 @@ def register(subparsers: Any) -> None:
     peers_parser = sub.add_parser("peers", help="the peers this mirror follows")
     peers_sub = peers_parser.add_subparsers(dest="peers_command", required=True)
     add = peers_sub.add_parser("add", help="follow a peer")
-    add.add_argument("url", metavar="URL")
+    add.add_argument("url", metavar="URL", help="the base URL of the peer mirror to follow")
     add.add_argument("--name", help="a name to show for it")
     add.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
     add.set_defaults(func=cmd_peers_add)

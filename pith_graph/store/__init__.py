@@ -43,18 +43,18 @@ and ``_sqlite`` (SQLite), ``_postgres_schema`` and ``_postgres`` (PostgreSQL),
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
 
 from pith_graph import codes
+from pith_graph._progress import advance
 from pith_graph.canonical import canonical_json_parsed, gc_paused, loads
 from pith_graph.documents import Document, DocumentSource, load_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, StoreError, TrustError
 from pith_graph.events import MAX_EVENT_BYTES, CheckedEvent, check_keys, inspect_event
-from pith_graph.identifiers import PITH_NUMBER_RE, short_pith_number
+from pith_graph.identifiers import PITH_NUMBER_RE, derived_aliases
 from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring
 from pith_graph.merge import MergeResult, merge_copies
 from pith_graph.models import detect_kind
@@ -218,8 +218,8 @@ _NOT_STORED: Final = {
 }
 #: Times an append retries rows whose unit had copies not yet checked under its keys.
 _SETTLE_ROUNDS: Final = 3
-#: ``pith:`` + the first 8 characters of a code: a short Pith Number.
-_SHORT_RE: Final = re.compile(r"pith:[A-Z2-7]{8}")
+#: Events between two progress reports of a replay's key checks (pith_graph._progress).
+_PROGRESS_STEP: Final = 256
 #: Event copies (and items) a sync stores per transaction.
 _SYNC_BATCH: Final = 2000
 
@@ -327,28 +327,22 @@ class EventStore:
     # --- writing ------------------------------------------------------------------
 
     def resolve_subject(self, subject: str) -> str:
-        """The full Pith Number ``subject`` names: itself, or the one stored number a short
-        form (``pith:`` + 8 characters) abbreviates. Anything else is ``bad_subject``."""
+        """The full Pith Number ``subject`` names: itself, or the one stored subject that a
+        short form or a derived alias designates (:meth:`resolve`). Anything else is ``bad_subject``."""
         if not isinstance(subject, str):
             raise InputError(
                 f"a subject must be a Pith Number, not {type(subject).__name__}", code=codes.E_BAD_SUBJECT
             )
         if PITH_NUMBER_RE.fullmatch(subject):
             return subject
-        if _SHORT_RE.fullmatch(subject):
-            matches = [
-                s for s in self.subjects() if PITH_NUMBER_RE.fullmatch(s) and short_pith_number(s) == subject
-            ]
-            if len(matches) == 1:
-                return matches[0]
-            found = "no stored subject" if not matches else f"{len(matches)} stored subjects"
+        try:
+            return self.resolve(subject)
+        except StoreError as exc:
             raise InputError(
-                f"short Pith Number {subject} names {found}: give the full number", code=codes.E_BAD_SUBJECT
-            )
-        raise InputError(
-            f"subject {subject!r} is not a Pith Number (pith:YEAR:26 base32 characters, or pith: + 8 of a stored one)",
-            code=codes.E_BAD_SUBJECT,
-        )
+                f"subject {subject!r} is not a Pith Number (pith:YEAR: + 26 base32 characters) "
+                f"nor names exactly one stored subject: {exc.message}",
+                code=codes.E_BAD_SUBJECT,
+            ) from exc
 
     def _store_copies(
         self,
@@ -564,6 +558,48 @@ class EventStore:
         """Every subject the store holds something for, sorted."""
         return self.backend.subjects()
 
+    def resolve(self, name: str) -> str:
+        """The stored subject ``name`` designates: its Pith Number, the short form
+        (``pith:`` and the first 8, 12 or 16 characters of the code, ``pith:`` optional),
+        or an alias derived from its stored record (arXiv id, with version, DOI).
+
+        Aliases are derived from the stored ``canonical_record`` (never taken from
+        the aliases a bundle lists). Raises :class:`StoreError`
+        (``store_unknown_subject``) when no subject, or more than one, matches.
+        """
+        subjects = self.subjects()
+        if name in subjects:
+            return name
+        wanted = name.strip()
+        code = wanted.upper().removeprefix("PITH:")
+        found = []
+        for subject in subjects:
+            match = PITH_NUMBER_RE.fullmatch(subject)
+            short = match is not None and len(code) in (8, 12, 16) and match.group(2).startswith(code)
+            if short or wanted.lower() in self._derived_names(subject):
+                found.append(subject)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            raise StoreError(f"the store holds nothing for {name!r}", code=codes.E_STORE_UNKNOWN_SUBJECT)
+        raise StoreError(
+            f"{name!r} names {len(found)} stored subjects ({', '.join(found[:3])}): give the full Pith Number",
+            code=codes.E_STORE_UNKNOWN_SUBJECT,
+        )
+
+    def _derived_names(self, subject: str) -> set[str]:
+        """The arXiv aliases of a stored record, lower case (none when it has no usable record)."""
+        for kind, body in self.backend.items(subject):
+            if kind == "record":
+                try:
+                    aliases = derived_aliases(loads(body))
+                except InputError:
+                    return set()
+                return {
+                    value.lower() for alias_kind, value in aliases if not alias_kind.startswith("pith_short")
+                }
+        return set()
+
     def _ring(
         self, trusted_keys: TrustedKeys, trust_bundle_keys: bool, stored_keys: Iterable[Mapping[str, Any]]
     ) -> KeyRing:
@@ -596,11 +632,14 @@ class EventStore:
             self.cache.prefetch(messages)
             verifier = self.verifier()
             verdicts: list[KeyVerdict] = []
-            for index, _seq in unchecked:
+            for done, (index, _seq) in enumerate(unchecked):
+                if not done % _PROGRESS_STEP:
+                    advance(done, len(unchecked))
                 uid, intrinsic = copies[index]
                 checked = check_keys(intrinsic, subject=subject, keyring=ring, verifier=verifier)
                 copies[index] = (uid, checked)
                 verdicts.append(KeyVerdict(uid, rows[index].digest, checked.reason))
+            advance(len(unchecked), len(unchecked))
             if not self.read_only:
                 self.backend.add_key_verdicts(ring_key, subject, verdicts)
         return copies

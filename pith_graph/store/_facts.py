@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, NamedTuple
@@ -18,6 +19,7 @@ import msgspec
 
 from pith_graph import codes
 from pith_graph.canonical import canonical_json, canonical_json_parsed, loads, sha256_hex
+from pith_graph.documents import read_json
 from pith_graph.errors import StoreError
 from pith_graph.events import (
     INSPECT_REVISION,
@@ -255,9 +257,10 @@ class StoredChecks(NamedTuple):
 
 
 def parse_event(event: Any) -> Any:
-    """A copy as a :func:`loads` tree: raw bytes/text are parsed, other values normalised."""
-    if isinstance(event, (bytes, bytearray, memoryview, str)):
-        return loads(bytes(event) if not isinstance(event, str) else event)
+    """A copy as a :func:`loads` tree: bytes, JSON text or a path are read by the rule of
+    :func:`~pith_graph.documents.read_json`, other values normalised."""
+    if isinstance(event, (bytes, bytearray, memoryview, str, os.PathLike)):
+        return read_json(event)
     # A value the caller built: round trip through the reference rule, so that a
     # plain float is printed as the canonical rule prints it (canonical.py).
     return loads(canonical_json(event))

@@ -50,7 +50,7 @@ def test_state_pretty_is_the_same_document() -> None:
 def test_verify_all_seeds_ok_and_kinds_reported() -> None:
     result = run("verify", "--json", *map(str, SEEDS))
     assert result.returncode == 0, result.stdout
-    kinds = {Path(r["source"]).name: r["kind"] for r in json.loads(result.stdout)}
+    kinds = {Path(r["source"]).name: r["kind"] for r in json.loads(result.stdout)["documents"]}
     assert kinds == {
         "bundle-AG3PAJ22.json": "bundle",
         "graph-GFHD7S67.json": "graph_snapshot",
@@ -71,7 +71,7 @@ def test_verify_a_directory_with_workers_gives_the_serial_reports(tmp_path: Path
     files = sorted(str(p) for p in tmp_path.rglob("*.json"))
     serial = run("verify", "--json", "--workers", "1", *files)
     assert serial.returncode == 1, serial.stderr
-    assert len(json.loads(serial.stdout)) == len(SEEDS) + 1
+    assert len(json.loads(serial.stdout)["documents"]) == len(SEEDS) + 1
     for workers in ("1", "2"):
         result = run("verify", "--json", "--workers", workers, "--progress", str(tmp_path))
         assert result.returncode == 1, result.stderr
@@ -90,15 +90,19 @@ def test_verify_a_directory_with_workers_gives_the_serial_reports(tmp_path: Path
         ("{", "not_json"),
     ],
 )
-def test_verify_with_workers_stops_at_a_document_it_cannot_read(tmp_path: Path, text: str, code: str) -> None:
-    """One line naming the document, whichever check refused it, also after a progress bar."""
+def test_verify_with_workers_reports_past_a_document_it_cannot_read(
+    tmp_path: Path, text: str, code: str
+) -> None:
+    """Issue 18: every document gets its report, the unusable one an error entry and one
+    stderr line naming it (whichever check refused it, also after a progress bar); exit 2."""
     for seed in SEEDS[:3]:
         (tmp_path / seed.name).write_bytes(seed.read_bytes())
     (tmp_path / "zz-bad.json").write_text(text)
     for workers in ("1", "2"):
         result = run("verify", "--workers", workers, str(tmp_path))
         assert result.returncode == 2
-        assert result.stdout == b""
+        assert result.stdout.decode().count(": OK") == 3
+        assert f"zz-bad.json: ERROR [{code}]" in result.stdout.decode()
         [line] = result.stderr.decode().splitlines()
         assert line.startswith(f"pith-graph: error[{code}]: ") and str(tmp_path / "zz-bad.json") in line
     # With the bar drawn, the message still starts a line of its own.
@@ -156,9 +160,9 @@ def test_an_error_stops_the_other_documents_processes_at_once(tmp_path: Path) ->
     assert not any(map(process_running, pids))  # not after the ten-minute tasks
 
 
-_STOPPED_MID_SEND = """
+# Helpers never import the caller's __main__ (issue 18), so the task lives in a module.
+_STOPPED_MID_SEND_TASK = """
 import time
-from pith_graph._parallel import many
 
 def task(name, workers):
     if name == "quick":
@@ -168,6 +172,12 @@ def task(name, workers):
         return "x" * (300 * 1024 * 1024)
     time.sleep(600)
     return name
+"""
+
+_STOPPED_MID_SEND = """
+import time
+from pith_graph._parallel import many
+from stopped_mid_send_task import task
 
 if __name__ == "__main__":
     outcomes = many._in_order(task, ["quick", "big", "slow"], 2)
@@ -183,6 +193,7 @@ def test_stopping_while_a_worker_sends_its_result_does_not_hang_the_exit(tmp_pat
     pool's thread waiting for the rest, and the interpreter waited for it at exit."""
     script = tmp_path / "stopped_mid_send.py"
     script.write_text(_STOPPED_MID_SEND)
+    (tmp_path / "stopped_mid_send_task.py").write_text(_STOPPED_MID_SEND_TASK)
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert run.stdout.split() == ["q", "closed"]

@@ -36,7 +36,7 @@ STARTUP_S = 30.0
 REQUEST_S = 20.0
 
 #: Signs the test subjects' record_created events and receipts (trusted by the test mirrors).
-TEST_REGISTRY = TestKey("mirror-registry", key_id="test-mirror-registry", signer_id="registry.example")
+TEST_REGISTRY = TestKey("mirror-registry", key_id="test-mirror-registry", signer_id="pith.science")
 #: A second trusted key (an author) and one nobody trusts.
 AUTHOR = TestKey("mirror-author", key_id="test-mirror-author", signer_id="author.example")
 STRANGER = TestKey("mirror-stranger", key_id="test-mirror-stranger", signer_id="stranger.example")

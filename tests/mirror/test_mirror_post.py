@@ -50,10 +50,16 @@ def test_a_valid_event_is_201_applied_then_200_already_held(
         again = post(client, history, event)
         assert again.status_code == 200
         assert again.json()["stored"] == "already_held" and again.json()["status"] == codes.MIRROR_APPLIED
-        # Another copy of the same unit (what the content hash does not cover differs): held, not stored again.
+        # A copy padded where the content hash does not reach: merge-v1 §5 (a signature has
+        # exactly the v1 members) makes it malformed, so it is refused and nothing is stored.
         padded = copy.deepcopy(event)
         padded["signature"]["pad"] = "x" * 1000
-        assert post(client, history, padded).status_code == 200
+        refused = post(client, history, padded)
+        assert refused.status_code == 422 and refused.json()["error"] == codes.REASON_MALFORMED
+        # Another valid copy of the same unit (signed_at differs): held, not stored again.
+        other = copy.deepcopy(event)
+        other["signature"]["signed_at"] = "2026-01-01T00:00:00Z"
+        assert post(client, history, other).status_code == 200
     assert stored_units(mirror.db, history.subject).count(event["event_id"]) == 1
 
 

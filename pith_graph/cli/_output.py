@@ -1,0 +1,50 @@
+"""The JSON output format of every ``pith-graph`` command (``--json``): ``pith-graph/1``.
+
+Every command that takes ``--json`` prints exactly one JSON object on stdout,
+even when some inputs were unusable, and its exit code is the same as without
+``--json``. The object always has::
+
+    {"format": "pith-graph/1", "command": "verify", "exit_code": 0, ...}
+
+and then the command's own members (docs/cli.md lists them). The shared pieces:
+
+* a *report* (:meth:`pith_graph.report.Report.to_dict`): ``kind``, ``source``,
+  ``ok``, ``usable``, ``problems`` and ``facts``;
+* a *problem*: ``code``, ``message``, ``where``, ``severity`` and ``reason``
+  (the merge-v1 reason of an ``invalid_event``, else null), root causes first;
+* an *error* (:func:`error_member`): ``code`` and ``message`` of the one error
+  that stopped the command, which the command also prints on stderr.
+
+Other commands (the mirror's, for instance) build their output with
+:func:`envelope` and print it with :func:`emit`, so the format stays one.
+New members may be added within ``pith-graph/1``; none is removed or changes
+meaning without a new format version.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+from pith_graph.cli._common import write_stdout
+from pith_graph.errors import PithGraphError
+
+__all__ = ["FORMAT", "emit", "envelope", "error_member"]
+
+#: The version of the JSON output format, carried by every document as ``format``.
+FORMAT: Final = "pith-graph/1"
+
+
+def envelope(command: str, exit_code: int, **members: Any) -> dict[str, Any]:
+    """A ``pith-graph/1`` document: ``format``, ``command``, ``exit_code``, then ``members``."""
+    return {"format": FORMAT, "command": command, "exit_code": exit_code, **members}
+
+
+def error_member(error: PithGraphError) -> dict[str, str]:
+    """The ``error`` member of an output document (or of one input's entry)."""
+    return {"code": error.code, "message": error.message}
+
+
+def emit(document: dict[str, Any]) -> None:
+    """Print an output document on stdout (indented, UTF-8, one trailing newline)."""
+    write_stdout(json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")

@@ -1,0 +1,374 @@
+"""Issue 18, "What a new user hits": each numbered item reproduced through the CLI
+(real subprocesses) or the library call the user made, and the clean behaviour now."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import pith_graph
+from pith_graph.testing import History, TestKey
+from tests.helpers import FIXTURES
+
+PACKAGE = Path(pith_graph.__path__[0])
+BUNDLE = FIXTURES / "bundle-AG3PAJ22.json"
+RECORD = FIXTURES / "record-GFHD7S67.json"
+STATE = FIXTURES / "state-SGRHL77B.json"
+SUBJECT = "pith:2026:AG3PAJ22332P5QMVIKKH75CXNK"
+
+
+def run(
+    *args: str, stdin: bytes | None = None, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "pith_graph", *args],
+        input=stdin,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
+
+
+def one_error_line(result: subprocess.CompletedProcess[bytes], code: str) -> str:
+    """The one stderr line of a failed command, checked: exit 2, ``error[code]``, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"pith-graph: error[{code}]: "), result.stderr
+    return lines[0]
+
+
+def forked_history() -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A bundle where one event has a bad signature (the root cause) and the next one in its
+    stream is therefore prev_event_invalid; the downstream event's id sorts first."""
+    alice = TestKey("ux-alice")
+    for attempt in range(50):
+        history = History.new(TestKey("ux-registry", signer_id="registry.example"))
+        root = history.event("citation_signature", key=alice, target="citation:1", payload={"n": attempt})
+        other = history.event("citation_signature", key=alice, target="citation:9", payload={"x": attempt})
+        root = {
+            **root,
+            "signature": {**root["signature"], "signature_b64": other["signature"]["signature_b64"]},
+        }
+        child = history.event(
+            "citation_signature", key=alice, target="citation:1", prev_event=root["event_id"]
+        )
+        if child["event_id"] < root["event_id"]:
+            return history.bundle([root, child]), history.trusted()
+    raise AssertionError("no ordering found")  # pragma: no cover
+
+
+# --- 1. verify keeps going past a bad file ------------------------------------------------
+
+
+def test_1_verify_reports_every_file_and_json_is_complete(tmp_path: Path) -> None:
+    (tmp_path / "good.json").write_bytes(BUNDLE.read_bytes())
+    (tmp_path / "truncated.json").write_bytes(BUNDLE.read_bytes()[:300])
+    (tmp_path / "other.json").write_text('{"hello": "world"}')
+    result = run("verify", "--json", str(tmp_path))
+    assert result.returncode == 2
+    document = json.loads(result.stdout)
+    assert (document["format"], document["command"], document["exit_code"], document["ok"]) == (
+        "pith-graph/1",
+        "verify",
+        2,
+        False,
+    )
+    by_name = {Path(r["source"]).name: r for r in document["documents"]}
+    assert by_name["good.json"]["ok"] and by_name["good.json"]["usable"]
+    assert [p["code"] for p in by_name["truncated.json"]["problems"]] == ["not_json"]
+    assert [p["code"] for p in by_name["other.json"]["problems"]] == ["not_a_pith_document"]
+    assert not by_name["other.json"]["usable"]
+    assert len(result.stderr.decode().splitlines()) == 2  # one line per unusable file
+
+
+# --- 2. a documented, versioned JSON output; reasons, root cause first -------------------------
+
+
+def test_2_invalid_events_carry_their_reason_root_cause_first(tmp_path: Path) -> None:
+    bundle, keys = forked_history()
+    (tmp_path / "b.json").write_text(json.dumps(bundle))
+    (tmp_path / "keys.json").write_text(json.dumps(keys))
+    verify = run("verify", "--json", "--trusted-keys", str(tmp_path / "keys.json"), str(tmp_path / "b.json"))
+    assert verify.returncode == 1
+    [report] = json.loads(verify.stdout)["documents"]
+    reasons = [p["reason"] for p in report["problems"] if p["code"] == "invalid_event"]
+    assert reasons == ["bad_signature", "prev_event_invalid"]
+    assert all(p["reason"] is None for p in report["problems"] if p["code"] != "invalid_event")
+    many = run(
+        "verify-many", "--json", "--trusted-keys", str(tmp_path / "keys.json"), str(tmp_path / "b.json")
+    )
+    assert many.returncode == 1 and json.loads(many.stdout)["documents"][0]["problems"] == report["problems"]
+    line = run("verify-many", "--trusted-keys", str(tmp_path / "keys.json"), str(tmp_path / "b.json")).stdout
+    assert b"first: error: invalid_event" in line and b"bad_signature" in line
+    state = json.loads(
+        run("state", "--json", "--trusted-keys", str(tmp_path / "keys.json"), str(tmp_path / "b.json")).stdout
+    )
+    assert [e["reason"] for e in state["invalid_events"]] == ["bad_signature", "prev_event_invalid"]
+    assert state["format"] == "pith-graph/1" and state["command"] == "state"
+
+
+def test_2_inspect_and_store_commands_have_json_output(tmp_path: Path) -> None:
+    inspect = json.loads(run("inspect", "--json", str(BUNDLE)).stdout)
+    assert (inspect["format"], inspect["kind"], inspect["summary"]["events"]) == ("pith-graph/1", "bundle", 2)
+    db = str(tmp_path / "s.sqlite")
+    imported = run("store", "import", "--json", "--db", db, str(BUNDLE))
+    assert imported.returncode == 0, imported.stderr
+    [entry] = json.loads(imported.stdout)["bundles"]
+    assert entry["subject"] == SUBJECT and entry["counts"] == {"new": 2, "duplicate": 0, "stored_invalid": 0}
+    log = json.loads(run("store", "log", "--json", "--db", db, SUBJECT).stdout)
+    assert [e["applied"] for e in log["events"]] == [True, True] and log["command"] == "store log"
+    synced = json.loads(run("store", "sync", "--json", "--db", str(tmp_path / "t.sqlite"), db).stdout)
+    assert synced["sources"] == [{"source": db, "events_added": 2, "items_added": 9, "events_refused": 0}]
+
+
+# --- 3. one clean line for every error ------------------------------------------------------
+
+
+def test_3_output_errors_are_one_line(tmp_path: Path) -> None:
+    if Path("/dev/full").exists():
+        with open("/dev/full", "wb") as full:
+            result = subprocess.run(
+                [sys.executable, "-m", "pith_graph", "state", str(BUNDLE)],
+                stdout=full,
+                stderr=subprocess.PIPE,
+                timeout=120,
+            )
+        assert result.returncode == 2
+        [line] = result.stderr.decode().splitlines()
+        assert line.startswith("pith-graph: error[output_error]: <stdout>: ")
+    reader, writer = os.pipe()
+    os.close(reader)  # the reader went away (`| head` that exited)
+    try:
+        closed = subprocess.run(
+            [sys.executable, "-m", "pith_graph", "state", str(BUNDLE)],
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            timeout=120,
+        )
+    finally:
+        os.close(writer)
+    assert closed.returncode == 2 and b"Traceback" not in closed.stderr
+    assert closed.stderr.decode().startswith("pith-graph: error[output_error]: <stdout>: ")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [["--jobs", "-1"], ["--timeout", "-5"], ["--timeout", "nan"], ["--impl", "nonexistent-binary-ux18"]],
+    ids=["jobs", "timeout", "timeout-nan", "impl"],
+)
+def test_3_and_11_bad_option_values_are_usage_errors(tmp_path: Path, options: list[str]) -> None:
+    impl = [] if "--impl" in options else ["--impl", sys.executable]
+    line = one_error_line(run("vectors", "run", str(tmp_path), *impl, *options), "usage")
+    assert options[0] in line
+
+
+@pytest.mark.parametrize(
+    ("seed", "change"),
+    [
+        (BUNDLE, {"state": [1]}),
+        (BUNDLE, {"events": 5, "public_keys": "k"}),
+        (RECORD, {"receipt": "x"}),
+        (FIXTURES / "graph-GFHD7S67.json", {"claims": "s", "paper": 3}),
+        (STATE, {"applied_event_ids": 5}),
+    ],
+    ids=["bundle-state", "bundle-events", "record-receipt", "snapshot-claims", "state-applied"],
+)
+def test_3_malformed_documents_of_every_kind(tmp_path: Path, seed: Path, change: dict[str, Any]) -> None:
+    path = tmp_path / "doc.json"
+    path.write_text(json.dumps({**json.loads(seed.read_bytes()), **change}))
+    inspect = run("inspect", str(path))
+    assert inspect.returncode == 0 and inspect.stderr == b"", inspect.stderr
+    verify = run("verify", str(path))
+    assert verify.returncode in (1, 2) and b"Traceback" not in verify.stderr
+    if verify.returncode == 2:
+        one_error_line(verify, "bad_shape")
+
+
+# --- 5. big integers -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", ["4300", "640", "0"])
+def test_5_big_integers_one_rule_whatever_the_interpreter_limit(tmp_path: Path, limit: str) -> None:
+    bundle = json.loads(BUNDLE.read_bytes())
+    text = json.dumps(bundle).replace('"events": [', '"big": ' + "9" * 4301 + ', "events": [', 1)
+    (tmp_path / "long.json").write_text(text)
+    exact = json.dumps(bundle).replace('"events": [', '"big": -' + "9" * 640 + ', "events": [', 1)
+    (tmp_path / "exact.json").write_text(exact)
+    env = {"PYTHONINTMAXSTRDIGITS": limit}
+    line = one_error_line(run("state", str(tmp_path / "long.json"), env=env), "integer_too_long")
+    assert "long.json" in line and "sys." not in line and "set_int_max_str_digits" not in line
+    state = run("state", str(tmp_path / "exact.json"), env=env)
+    assert state.returncode == 0 and state.stdout == run("state", str(BUNDLE)).stdout
+
+
+# --- 6. the corpus ships ----------------------------------------------------------------------
+
+
+def test_6_vectors_path_points_at_the_shipped_corpus() -> None:
+    result = run("vectors", "path")
+    assert result.returncode == 0
+    corpus = Path(result.stdout.decode().strip())
+    assert (corpus / "index.json").is_file() and corpus.is_relative_to(PACKAGE)
+    inputs = Path(run("vectors", "path", "--inputs").stdout.decode().strip())
+    assert any(inputs.glob("*.json"))
+
+
+# --- 7. progress by events, on request or on a terminal only --------------------------------------
+
+
+def test_7_progress_counts_events() -> None:
+    shown = run("state", "--progress", str(BUNDLE))
+    assert shown.returncode == 0 and b"2/2 events" in shown.stderr
+    verify = run("verify", "--progress", "--workers", "1", str(BUNDLE), str(RECORD))
+    assert b"(2/2 events)" in verify.stderr and b"2/2" in verify.stderr
+    assert run("state", str(BUNDLE)).stderr == b""  # not a terminal: nothing drawn
+
+
+def test_7_store_replays_show_the_events_they_check(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.sqlite")
+    assert run("store", "import", "--db", db, str(BUNDLE)).returncode == 0
+    # Under other keys than at import, every copy's key checks run again: counted.
+    keys = tmp_path / "keys.json"
+    keys.write_text(
+        json.dumps([*json.loads(BUNDLE.read_bytes())["public_keys"], TestKey("ux-other").entry()])
+    )
+    state = run("store", "state", "--db", db, "--progress", "--trusted-keys", str(keys), SUBJECT)
+    assert state.returncode == 0 and b"2/2 events" in state.stderr
+    assert run("store", "export", "--db", db, SUBJECT).stderr == b""
+
+
+# --- 8. --version, stdin, short Pith Numbers, help ------------------------------------------------
+
+
+def test_8_version_and_stdin() -> None:
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith(b"pith-graph ")
+    data = BUNDLE.read_bytes()
+    assert run("state", "-", stdin=data).stdout == run("state", str(BUNDLE)).stdout
+    assert run("inspect", "-", stdin=data).stdout.startswith(b"-: bundle")
+    verified = run("verify", "-", stdin=data)
+    assert verified.returncode == 0 and verified.stdout.startswith(b"<stdin>: bundle: OK")
+    line = one_error_line(run("state", "-", stdin=b"{"), "not_json")
+    assert "<stdin>" in line
+
+
+def test_8_subjects_by_short_number_and_alias(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.sqlite")
+    assert run("store", "import", "--db", db, "-", stdin=BUNDLE.read_bytes()).returncode == 0
+    full = run("store", "state", "--db", db, SUBJECT).stdout
+    for name in (
+        "pith:AG3PAJ22",
+        "AG3PAJ22332P",
+        "pith:ag3paj22332p5qmv",
+        "2603.28768",
+        "2603.28768v2",
+        "10.48550/arxiv.2603.28768",
+    ):
+        assert run("store", "state", "--db", db, name).stdout == full, name
+    assert (
+        run("store", "log", "--db", db, "2603.28768").stdout
+        == run("store", "log", "--db", db, SUBJECT).stdout
+    )
+    assert json.loads(run("store", "export", "--db", db, "pith:AG3PAJ22").stdout)["pith_number"] == SUBJECT
+    one_error_line(run("store", "state", "--db", db, "pith:ZZZZZZZZ"), "store_unknown_subject")
+
+
+def test_8_help_says_what_trusting_bundle_keys_means() -> None:
+    text = run("store", "state", "--help").stdout.decode()
+    assert "SUBJECT" in text and "arXiv id" in text
+    assert "the store holds for the subject lists" not in text and "unsafe" in text
+
+
+# --- 9. messages name the file and read well ----------------------------------------------------
+
+
+def test_9_messages_name_the_file(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.sqlite")
+    line = one_error_line(run("store", "sync", "--db", db, str(BUNDLE), str(RECORD)), "not_a_pith_document")
+    assert str(RECORD) in line and "got not" not in line and "this is a record" in line
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"a": "unterminated')
+    for command in ("state", "inspect"):
+        line = one_error_line(run(command, str(bad)), "not_json")
+        assert str(bad) in line and "at at" not in line and "line 1, column" in line
+    duplicate = tmp_path / "dup.json"
+    duplicate.write_text('{"x": [{"k": 1}, {"k": 2}],\n  "y": {"k": 1,\n  "k": 2}}')
+    line = one_error_line(run("inspect", str(duplicate)), "duplicate_key")
+    assert "'k' at line 3, column 3" in line and str(duplicate) in line
+
+
+# --- 11. verify-many counts what it cannot use; trusted keys that trust nothing ------------------
+
+
+def test_11_verify_many_exits_2_for_records_and_states(tmp_path: Path) -> None:
+    result = run("verify-many", str(BUNDLE), str(RECORD), str(STATE))
+    assert result.returncode == 2
+    assert result.stderr.decode().splitlines()[-1] == "3 bundle(s): 1 ok, 0 with problems, 2 unusable"
+    assert b"ERROR [not_a_pith_document]" in result.stdout
+
+
+def test_11_an_empty_trusted_keys_file_is_refused(tmp_path: Path) -> None:
+    keys = tmp_path / "keys.json"
+    keys.write_text("[]")
+    for command in (["state", str(BUNDLE)], ["verify", str(BUNDLE)], ["verify-many", str(BUNDLE)]):
+        line = one_error_line(run(*command, "--trusted-keys", str(keys)), "bad_key")
+        assert str(keys) in line
+
+
+# --- 12. the size is checked before reading ---------------------------------------------------------
+
+
+def test_12_a_file_over_the_limit_is_refused_before_it_is_read(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.json"
+    with open(huge, "wb") as handle:
+        handle.truncate((1 << 30) + 1)  # sparse: no disk used
+    code = (
+        "import resource, sys\n"
+        "from pith_graph.cli import main\n"
+        "status = main(['inspect', sys.argv[1]])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "sys.exit(status)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(huge)], capture_output=True, timeout=120)
+    one_error_line(result, "too_large")
+    assert int(result.stdout) < 512 * 1024  # KiB: far below the 1 GiB a read would take
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc")
+@pytest.mark.parametrize("entry", [["-m", "pith_graph"], ["-m", "pith_graph.cli"]])
+def test_3_ctrl_c_while_the_command_starts_is_one_line_and_130(tmp_path: Path, entry: list[str]) -> None:
+    """Issue 18 item 3: Ctrl-C 0.1-0.3 s into a command landed in the middle of its imports
+    (a multiprocessing traceback, exit -2). Sent as soon as the package's imports are under
+    way (msgspec's extension is mapped: pith_graph._startup came before it)."""
+    process = subprocess.Popen(
+        [sys.executable, *entry, "verify", "--workers", "2", str(BUNDLE)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        maps = Path(f"/proc/{process.pid}/maps")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                if "msgspec" in maps.read_text():
+                    break
+            except OSError:
+                pass
+        assert process.poll() is None, "finished before it could be interrupted"
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert (process.returncode, stderr.decode()) == (130, "pith-graph: interrupted\n")
