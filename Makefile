@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-deep lint bench serve clean
+.PHONY: install demo test test-deep lint bench bench-store serve clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ MIRROR_DB ?= mirror.sqlite
 serve: $(STAMP)
 	$(VENV)/bin/pith-graph store import --db $(MIRROR_DB) examples/registry/bundle-AG3PAJ22.json
 	$(VENV)/bin/pith-graph serve --db $(MIRROR_DB) --port $(PORT)
+
+# Only the event store on PostgreSQL against SQLite (benchmarks/backends.py).
+bench-store: $(STAMP)
+	$(PY) -m benchmarks.backends
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .hypothesis

@@ -9,7 +9,9 @@ memory is measured in fresh subprocesses. Prints a table and writes
 Options: ``--sizes 1000,10000,100000`` (events per bundle), ``--quick`` (1000
 events, one repetition), ``--output FILE``, ``--workers N`` (default 2),
 ``--only small`` (only the rows of a registry-shaped mirror of ``--bundles N``
-small bundles: :mod:`benchmarks.small`) or ``--only large``.
+small bundles: :mod:`benchmarks.small`) or ``--only large``. The store rows on
+PostgreSQL against SQLite come from :mod:`benchmarks.backends` (``make
+bench-store`` runs only those).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Final
 
-from benchmarks import profile
+from benchmarks import backends, profile
 from benchmarks.generate import DATA_DIR, ensure_bundle, trusted_entries
 from benchmarks.profile import parallel_capacity
 from benchmarks.small import DEFAULT_COUNT as SMALL_COUNT
@@ -199,7 +201,15 @@ def warm(path: Path, keys: list[dict[str, Any]], subject: str, repeat: int) -> d
     }
 
 
-def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> dict[str, Any]:
+def measure(
+    n: int,
+    *,
+    repeat: int,
+    workers: int,
+    data_dir: Path = DATA_DIR,
+    postgres: str | None = None,
+    small: int = backends.DEFAULT_SMALL,
+) -> dict[str, Any]:
     """Every figure for the bundle of ``n`` events.
 
     Rebuilds are timed first, while this process holds nothing else large: a
@@ -360,6 +370,12 @@ def measure(n: int, *, repeat: int, workers: int, data_dir: Path = DATA_DIR) -> 
     raw = events = None  # the store's import below reads the file itself
     data = b""
 
+    # The store on PostgreSQL against SQLite (issue 20), up to benchmarks.backends.MAX_EVENTS.
+    if n <= backends.MAX_EVENTS:
+        out["store_backends"] = backends.compare(
+            path, model.pith_number, postgres, repeat=min(repeat, 2), small=small
+        )
+
     # Warm replay from the store.
     stored = warm(path, keys, model.pith_number, repeat)
     if stored is not None:
@@ -451,6 +467,8 @@ def table(results: dict[str, Any]) -> str:
             )
         else:
             lines.append("  store: not available (pith_graph.store missing)")
+        if "store_backends" in r:
+            lines.extend(backends.table_lines(r["store_backends"]))
         if "memory" in r:
             m = r["memory"]
             lines.append(
@@ -463,6 +481,8 @@ def table(results: dict[str, Any]) -> str:
             )
     if "small" in results:
         lines.extend(small_table_lines(results["small"]))
+    if "store_posts" in results:
+        lines.extend(backends.post_lines(results["store_posts"]))
     lines.append("== targets ==")
     for row in results["targets"]:
         status = "n/a" if row["value"] is None else ("MET" if row["met"] else "MISSED")
@@ -560,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         sizes = []
     bundles = args.bundles or (40 if args.quick else SMALL_COUNT)
     results: dict[str, Any] = {"machine": machine(), "sizes": sizes, "by_size": {}}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, backends.postgres_database() as postgres:
         keys_file = Path(tmp) / "keys.json"
         keys_file.write_text(json.dumps(trusted_entries()))
         if args.only != "large":
@@ -590,8 +610,17 @@ def main(argv: list[str] | None = None) -> int:
             repeat = 1 if args.quick or n >= 100_000 else 3
             print(f"measuring {n} events ...", file=sys.stderr, flush=True)
             results["by_size"][str(n)] = measure(
-                n, repeat=repeat, workers=args.workers, data_dir=args.data_dir
+                n,
+                repeat=repeat,
+                workers=args.workers,
+                data_dir=args.data_dir,
+                postgres=postgres,
+                small=20 if args.quick else backends.DEFAULT_SMALL,
             )
+        # Two mirror servers on one PostgreSQL store against one on SQLite (issue 20).
+        results["store_posts"] = backends.two_server_posts(
+            postgres, count=40 if args.quick else backends.DEFAULT_POSTS
+        )
         results["by_size"][str(largest)]["memory"] = mem
         results["by_size"][str(largest)]["rss_over_file"] = mem["rss_over_file"]
     results["targets"] = targets(results["by_size"]) + (

@@ -166,12 +166,19 @@ def test_proof_command_then_verify_command_with_real_processes(tmp_path: Path) -
     assert codes.P_PROOF in checked.stdout
 
 
-def test_proof_command_reads_a_store(tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_proof_command_reads_a_store(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
     bundle, keys = _files(tmp_path)
-    db = tmp_path / "events.sqlite"
+    db = (
+        str(tmp_path / "events.sqlite")
+        if backend == "sqlite"
+        else str(request.getfixturevalue("postgres_url"))
+    )
     with EventStore(db) as store:
         store.import_bundle(bundle, trusted_keys=SCENARIO.trusted())
-    args = _parse(["proof", str(db), "--trusted-keys", str(keys)])
+    args = _parse(["proof", db, "--trusted-keys", str(keys)])
     assert args.func(args) == 0
     [line] = capsysbinary.readouterr().out.splitlines()
     assert verify_proof(json.loads(line), trusted_keys=TRUSTED) == []

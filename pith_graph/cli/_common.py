@@ -16,6 +16,7 @@ from pith_graph import codes
 from pith_graph.canonical import DEFAULT_MAX_BYTES
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.keys import KeyRing
+from pith_graph.store._open import is_postgres_url
 
 __all__ = [
     "EXIT_OK",
@@ -86,7 +87,10 @@ def load_ring(path: str | None) -> KeyRing | None:
 
 
 def is_store_file(path: str | Path) -> bool:
-    """Whether ``path`` holds an SQLite database (a store) rather than a JSON document."""
+    """Whether ``path`` names a store rather than a JSON document: a ``postgresql://`` URL, or a
+    file holding an SQLite database."""
+    if is_postgres_url(path):
+        return True
     try:
         with open(path, "rb") as handle:
             return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC

@@ -24,7 +24,7 @@ __all__ = ["cmd_proof", "register"]
 
 def _store_bundle(args: argparse.Namespace, ring: KeyRing | None) -> dict[str, Any]:
     """The stored copies of one subject, as a bundle (``--subject``, or the store's only subject)."""
-    from pith_graph.store import EventStore
+    from pith_graph.store import EventStore, redacted_url
 
     with EventStore(args.source, create=False, read_only=None) as store:
         subject = None if args.subject is None else store.resolve(args.subject)
@@ -32,7 +32,7 @@ def _store_bundle(args: argparse.Namespace, ring: KeyRing | None) -> dict[str, A
             subjects = store.subjects()
             if len(subjects) != 1:
                 raise InputError(
-                    f"{args.source} holds {len(subjects)} subjects: name one with --subject",
+                    f"{redacted_url(args.source)} holds {len(subjects)} subjects: name one with --subject",
                     code=codes.E_USAGE,
                 )
             subject = subjects[0]
@@ -42,8 +42,7 @@ def _store_bundle(args: argparse.Namespace, ring: KeyRing | None) -> dict[str, A
 def cmd_proof(args: argparse.Namespace) -> int:
     """``proof BUNDLE_OR_STORE``: write an equivocation proof for every fork."""
     ring = load_ring(args.trusted_keys)
-    source = Path(args.source)
-    document: Any = _store_bundle(args, ring) if is_store_file(source) else source
+    document: Any = _store_bundle(args, ring) if is_store_file(args.source) else Path(args.source)
     proofs = make_proofs(document, trusted_keys=ring, trust_bundle_keys=args.trust_bundle_keys)
     if args.out is None:
         write_stdout(b"".join(canonical_json(proof) + b"\n" for proof in proofs))

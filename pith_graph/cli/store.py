@@ -1,7 +1,8 @@
 """``pith-graph store ...``: the event store from the command line.
 
 Sub-subcommands ``init|import|append|state|export|log|sync|check``, all operating on
-``--db PATH`` (default ``./pith-graph.sqlite``). Exit codes follow the main CLI:
+``--db DB``: an SQLite file (default ``./pith-graph.sqlite``) or a
+``postgresql://`` URL (:func:`pith_graph.store.open_backend`). Exit codes follow the main CLI:
 0 ok, 1 problems found (an event stored but invalid), and unusable input raises a
 :class:`~pith_graph.errors.PithGraphError` that :func:`pith_graph.cli.main`
 prints as one line (exit 2).
@@ -35,7 +36,14 @@ from pith_graph.cli._output import emit, envelope, error_member
 from pith_graph.cli.verify_many import Progress, add_progress_option, show_progress
 from pith_graph.documents import read_json
 from pith_graph.errors import InputError, TrustError
-from pith_graph.store import SCHEMA_VERSION, AppendResult, EventStore, ImportResult, SourceFile
+from pith_graph.store import (
+    AppendResult,
+    EventStore,
+    ImportResult,
+    SourceFile,
+    is_postgres_url,
+    redacted_url,
+)
 
 __all__ = ["register"]
 
@@ -68,7 +76,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     """``store init``: create the store (or check an existing one)."""
     with _open(args) as store:
         store.check()
-    print(f"{args.db}: pith-graph store, schema version {SCHEMA_VERSION}")
+        version = store.backend.schema_version
+    print(f"{redacted_url(args.db)}: pith-graph store, schema version {version}")
     return EXIT_OK
 
 
@@ -123,9 +132,15 @@ def cmd_import(args: argparse.Namespace) -> int:
         else EXIT_OK
     )
     if args.json:
-        emit(envelope("store import", exit_code, ok=exit_code == EXIT_OK, db=args.db, bundles=entries))
+        emit(
+            envelope(
+                "store import", exit_code, ok=exit_code == EXIT_OK, db=redacted_url(args.db), bundles=entries
+            )
+        )
     elif total > 1:
-        print(f"imported {sum('error' not in e for e in entries)} of {total} bundles into {args.db}")
+        print(
+            f"imported {sum('error' not in e for e in entries)} of {total} bundles into {redacted_url(args.db)}"
+        )
     return exit_code
 
 
@@ -170,7 +185,7 @@ def cmd_log(args: argparse.Namespace) -> int:
         if args.subject is None:
             subjects = store.subjects()
             if args.json:
-                emit(envelope("store log", EXIT_OK, ok=True, db=args.db, subjects=subjects))
+                emit(envelope("store log", EXIT_OK, ok=True, db=redacted_url(args.db), subjects=subjects))
             else:
                 for subject in subjects:
                     print(subject)
@@ -189,7 +204,7 @@ def cmd_log(args: argparse.Namespace) -> int:
             }
             for e in events
         ]
-        emit(envelope("store log", EXIT_OK, ok=True, db=args.db, subject=subject, events=rows))
+        emit(envelope("store log", EXIT_OK, ok=True, db=redacted_url(args.db), subject=subject, events=rows))
         return EXIT_OK
     for event in events:
         verdict = "applied" if event.applied else f"invalid:{event.reason}" if event.reason else "not-applied"
@@ -211,13 +226,16 @@ def cmd_sync(args: argparse.Namespace) -> int:
     entries = []
     with _open(args) as store:
         for source in args.sources:
-            with naming(source):
-                if source != STDIN and is_store_file(source):
+            with naming(redacted_url(source)):
+                if is_postgres_url(source):
+                    with EventStore(source, create=False, read_only=True) as other:
+                        result = store.sync_from(other, trusted_keys=ring)
+                elif source != STDIN and is_store_file(source):
                     with SourceFile(source) as other:
                         result = store.sync_from(other, trusted_keys=ring)
                 else:
                     result = store.sync_from(input_source(source), trusted_keys=ring)
-            label = "<stdin>" if source == STDIN else source
+            label = "<stdin>" if source == STDIN else redacted_url(source)
             entries.append(
                 {
                     "source": label,
@@ -232,7 +250,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                     f"{result.events_refused} refused (fail stage 1)"
                 )
     if args.json:
-        emit(envelope("store sync", EXIT_OK, ok=True, db=args.db, sources=entries))
+        emit(envelope("store sync", EXIT_OK, ok=True, db=redacted_url(args.db), sources=entries))
     return EXIT_OK
 
 
@@ -248,7 +266,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                 "store check",
                 exit_code,
                 ok=report.ok,
-                db=args.db,
+                db=redacted_url(args.db),
                 mismatches=[str(m) for m in report.mismatches],
                 checked=dict(report.checked),
                 ignored=dict(report.ignored),
@@ -271,14 +289,19 @@ _JSON_HELP: Final = "print one pith-graph/1 JSON document (docs/cli.md)"
 
 
 def _common(parser: argparse.ArgumentParser, *, trust: bool = False) -> None:
-    parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
+    parser.add_argument(
+        "--db",
+        default=DEFAULT_DB,
+        metavar="DB",
+        help=f"SQLite file or postgresql:// URL (default {DEFAULT_DB})",
+    )
     if trust:
         add_trust_options(parser, what="the subject's stored bundles")
 
 
 def register(subparsers: Any) -> None:
     """Add the ``store`` subcommand and its sub-subcommands to the main parser."""
-    store = subparsers.add_parser("store", help="a durable, append-only event store (SQLite)")
+    store = subparsers.add_parser("store", help="a durable, append-only event store (SQLite or PostgreSQL)")
     sub = store.add_subparsers(dest="store_command", required=True, metavar="STORE_COMMAND")
 
     def command(
@@ -321,13 +344,16 @@ def register(subparsers: Any) -> None:
         "subject", metavar="SUBJECT", nargs="?", help=f"{_SUBJECT_HELP} (default: list the subjects)"
     )
     sync = command(
-        "sync", "add what other stores or bundle files hold that passes stage 1", cmd_sync, json=True
+        "sync",
+        "add what other stores (files or URLs) or bundle files hold that passes stage 1",
+        cmd_sync,
+        json=True,
     )
     sync.add_argument(
         "sources",
         nargs="+",
         metavar="SOURCE",
-        help="pith-graph stores (SQLite files) or bundle JSON files, - for stdin",
+        help="pith-graph stores (SQLite files or postgresql:// URLs) or bundle JSON files, - for stdin",
     )
     sync.add_argument(
         "--trusted-keys",

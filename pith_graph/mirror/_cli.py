@@ -24,6 +24,7 @@ from pith_graph.errors import InputError
 from pith_graph.mirror.app import CONFIG_ENV
 from pith_graph.mirror.keyfile import generate_key_file
 from pith_graph.mirror.service import DEFAULT_NAME, MirrorConfig, check_config
+from pith_graph.store import is_postgres_url, redacted_url
 
 __all__ = ["cmd_keygen", "cmd_serve", "register", "register_keygen", "register_serve"]
 
@@ -96,7 +97,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     port = sock.getsockname()[1]
     local = f"http://{_url_host(args.host)}:{port}"
     config = MirrorConfig(
-        db=os.path.abspath(args.db),
+        db=args.db if is_postgres_url(args.db) else os.path.abspath(args.db),
         base_url=(args.base_url or local).rstrip("/"),
         name=args.name,
         trusted_keys=os.path.abspath(args.trusted_keys) if args.trusted_keys else None,
@@ -124,7 +125,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     # One line a script (or a test) can read: where the mirror listens.
     print(
-        f"pith-graph mirror: {local} serving {args.db} as {config.base_url} ({args.workers} worker(s))",
+        f"pith-graph mirror: {local} serving {redacted_url(args.db)} as {config.base_url} ({args.workers} worker(s))",
         flush=True,
     )
     if args.workers == 1:
@@ -150,7 +151,12 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 def register_serve(subparsers: Any) -> None:
     """Add ``serve`` to the main parser."""
     serve = subparsers.add_parser("serve", help="serve a store as a Pith mirror over HTTP")
-    serve.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
+    serve.add_argument(
+        "--db",
+        default=DEFAULT_DB,
+        metavar="DB",
+        help=f"SQLite file or postgresql:// URL (default {DEFAULT_DB})",
+    )
     serve.add_argument(
         "--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST}, loopback only)"
     )

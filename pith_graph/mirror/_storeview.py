@@ -1,7 +1,8 @@
 """What a mirror process knows of its store between replays, kept up to date incrementally.
 
 The store's ``events.seq`` and ``items.seq`` are AUTOINCREMENT and rows are never
-deleted or updated (triggers), and SQLite commits one writer at a time; so the
+deleted or updated (triggers), and writers commit one at a time (SQLite's lock; on
+PostgreSQL the store's write lock, docs/store.md); so the
 pair (largest event seq, largest item seq) is a **store sequence** that only
 grows, in commit order, whoever wrote (this process, another worker, a
 ``pith-graph store import`` beside the server). Per subject, the same pair
@@ -26,7 +27,7 @@ from pith_graph import codes
 from pith_graph.canonical import loads
 from pith_graph.errors import PithGraphError, StoreError
 from pith_graph.identifiers import PITH_NUMBER_RE, derived_aliases, pith_number
-from pith_graph.store import SQLiteBackend
+from pith_graph.store import DEFAULT_BUSY_TIMEOUT, Backend, is_postgres_url, open_backend
 
 __all__ = ["ChangeWatch", "Delta", "StoreView", "fetch_delta"]
 
@@ -46,22 +47,10 @@ class Delta:
     records: list[tuple[str, bytes]]
 
 
-def fetch_delta(backend: SQLiteBackend, events_after: int, items_after: int) -> Delta:
+def fetch_delta(backend: Backend, events_after: int, items_after: int) -> Delta:
     """Read, in one snapshot, what was stored after the cursor (blocking: call it off the event loop)."""
-
-    def run(conn: sqlite3.Connection) -> Delta:
-        events = conn.execute(
-            "SELECT subject, max(seq) FROM events WHERE seq > ? GROUP BY subject", (events_after,)
-        ).fetchall()
-        items = conn.execute(
-            "SELECT subject, max(seq) FROM items WHERE seq > ? GROUP BY subject", (items_after,)
-        ).fetchall()
-        records = conn.execute(
-            "SELECT subject, body FROM items WHERE seq > ? AND kind = 'record'", (items_after,)
-        ).fetchall()
-        return Delta(events, items, [(subject, bytes(body)) for subject, body in records])
-
-    return backend.read(run, "reading the store's changes")
+    changes = backend.changes(events_after, items_after)
+    return Delta(changes.events, changes.items, changes.records)
 
 
 @dataclass
@@ -146,28 +135,47 @@ class StoreView:
 class ChangeWatch:
     """Whether anything was committed to the store since the last call (any connection, any process).
 
-    ``PRAGMA data_version`` on a connection of its own: SQLite changes the value
-    whenever another connection commits, and reading it touches only the WAL
+    SQLite: ``PRAGMA data_version`` on a connection of its own: SQLite changes the
+    value whenever another connection commits, and reading it touches only the WAL
     index in shared memory, so it is cheap enough to ask on every request.
+    PostgreSQL: the store sequence (:meth:`Backend.store_sequence`, two index-only
+    lookups, one round trip), which every commit by any server on any machine moves,
+    so a commit that returned on one server is seen by the next request to another
+    (docs/store.md, "Several servers, one database").
     """
 
     def __init__(self, path: str) -> None:
+        self._seen: object = None
+        self._backend: Backend | None = None
+        if is_postgres_url(path):
+            self._backend = open_backend(
+                path, busy_timeout=DEFAULT_BUSY_TIMEOUT, create=False, read_only=True
+            )
+            return
         try:
             self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
         except sqlite3.Error as exc:
             raise StoreError(f"opening {path}: {exc}", code=codes.E_IO) from exc
-        self._seen: int | None = None
+
+    def _marker(self) -> object:
+        if self._backend is not None:
+            return self._backend.store_sequence()
+        (value,) = self._conn.execute("PRAGMA data_version").fetchone()
+        return value
 
     def changed(self) -> bool:
         """True on the first call, then whenever the store was committed to since the previous call."""
         try:
-            (value,) = self._conn.execute("PRAGMA data_version").fetchone()
-        except sqlite3.Error:
+            value = self._marker()
+        except (sqlite3.Error, StoreError):
             return True  # unknown: look at the store (the refresh reports a real error)
-        changed: bool = value != self._seen
+        changed = value != self._seen
         self._seen = value
         return changed
 
     def close(self) -> None:
         """Close the watch connection."""
-        self._conn.close()
+        if self._backend is not None:
+            self._backend.close()
+        else:
+            self._conn.close()

@@ -35,7 +35,6 @@ from pith_graph.errors import InputError, PeerError, PithGraphError, StoreError,
 from pith_graph.events import CheckedEvent, check_keys, inspect_event
 from pith_graph.identifiers import derived_aliases, pith_number
 from pith_graph.keys import KeyRing, TrustedKey
-from pith_graph.mirror._storage import sqlite_backend
 from pith_graph.report import Problem
 from pith_graph.store import EventRow, EventStore, FactsRow
 from pith_graph.store._facts import ItemRow
@@ -177,16 +176,13 @@ def _valid_units(store: EventStore, subject: str, units: set[str], ring: KeyRing
     held: set[str] = set()
     for start in range(0, len(wanted), _UNITS_PER_QUERY):
         chunk = wanted[start : start + _UNITS_PER_QUERY]
-        rows = sqlite_backend(store).fetchall(
-            f"SELECT unit_id, body FROM events WHERE subject = ? AND unit_id IN ({','.join('?' * len(chunk))})",
-            (subject, *chunk),
-        )
-        for uid, body in rows:
-            if uid in held:
-                continue
-            checked = inspect_event(loads(bytes(body)), subject=subject, uid=uid)
-            if check_keys(checked, subject=subject, keyring=ring, verifier=store.verifier()).valid:
-                held.add(uid)
+        # Backend.unit_bodies: any backend (issue 20), one snapshot per chunk.
+        for (_, uid), bodies in store.backend.unit_bodies([(subject, uid) for uid in chunk]).items():
+            for body in bodies:
+                checked = inspect_event(loads(body), subject=subject, uid=uid)
+                if check_keys(checked, subject=subject, keyring=ring, verifier=store.verifier()).valid:
+                    held.add(uid)
+                    break
     return held
 
 

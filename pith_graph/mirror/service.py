@@ -38,13 +38,12 @@ from pith_graph.errors import InputError
 from pith_graph.events import MAX_EVENT_BYTES, CheckedEvent, check_event
 from pith_graph.keys import KeyRing
 from pith_graph.merge import MergeResult
-from pith_graph.mirror._storage import sqlite_backend
 from pith_graph.mirror._storeview import ChangeWatch, StoreView, fetch_delta
 from pith_graph.mirror.cache import DEFAULT_CAPACITY, VersionedCache
 from pith_graph.mirror.keyfile import MirrorKey
 from pith_graph.mirror.page import render_page
 from pith_graph.models import MERGE_VERSION
-from pith_graph.store import EventRow, EventStore, FactsRow
+from pith_graph.store import EventRow, EventStore, FactsRow, SQLiteBackend
 from pith_graph.store._export import signed
 from pith_graph.store._facts import KeyVerdict, ring_row
 from pith_graph.timestamps import parse_timestamp
@@ -263,7 +262,7 @@ class GroupCommitWriter:
                     batch.append(more)
                 try:
                     results = self._commit(store, batch)
-                    (seq,) = sqlite_backend(store).fetchall("SELECT coalesce(max(seq), 0) FROM events")[0]
+                    seq = store.backend.store_sequence()[0]
                 except BaseException as exc:
                     for submission in batch:
                         submission.future.set_exception(exc)
@@ -284,13 +283,9 @@ class GroupCommitWriter:
     def _held(self, store: EventStore, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
         """The (subject, unit id) pairs of which the store holds a copy passing stage 1 under the mirror's keys."""
 
-        def run(conn: Any) -> dict[tuple[str, str], list[bytes]]:
-            query = "SELECT body FROM events WHERE subject = ? AND unit_id = ?"
-            return {key: [bytes(row[0]) for row in conn.execute(query, key)] for key in keys}
-
         verifier = store.verifier()
         held: set[tuple[str, str]] = set()
-        for (subject, uid), bodies in sqlite_backend(store).read(run).items():
+        for (subject, uid), bodies in store.backend.unit_bodies(sorted(keys)).items():
             for body in bodies:
                 if check_event(
                     loads(body), subject=subject, keyring=self._ring, verifier=verifier, uid=uid
@@ -344,7 +339,10 @@ def _relaxed(store: EventStore) -> Iterator[None]:
     never corrupt the file, and they are recomputed from the stored events when
     missing. Events are always committed with ``synchronous=FULL``.
     """
-    conn = sqlite_backend(store).conn
+    if not isinstance(store.backend, SQLiteBackend):  # PostgreSQL: cache writes never wait for a WAL flush
+        yield
+        return
+    conn = store.backend.conn
     conn.execute("PRAGMA synchronous=NORMAL")
     try:
         yield
@@ -424,7 +422,8 @@ class Mirror:
             store = self._local.store = EventStore(self.config.db, create=False)
             # Reader threads write only derived caches (a replay keeps facts and key
             # verdicts): no fsync of their own, as in _relaxed.
-            sqlite_backend(store).conn.execute("PRAGMA synchronous=NORMAL")
+            if isinstance(store.backend, SQLiteBackend):
+                store.backend.conn.execute("PRAGMA synchronous=NORMAL")
         return store
 
     async def off(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -448,7 +447,7 @@ class Mirror:
             target = self._wanted
             view = self.view
             delta = await self.off(
-                lambda: fetch_delta(sqlite_backend(self._store()), view.events_seq, view.items_seq)
+                lambda: fetch_delta(self._store().backend, view.events_seq, view.items_seq)
             )
             view.apply(delta)
             self._applied = target

@@ -13,8 +13,10 @@ and must never lose or rewrite one. :class:`EventStore` is that store:
   signatures go through the content-addressed signature cache
   (docs/store.md, "Warm replay");
 * storage sits behind the :class:`~pith_graph.store._backend.Backend` interface,
-  given to :class:`EventStore` as ``backend=``; :class:`SQLiteBackend`
-  (standard library ``sqlite3``, WAL, ``synchronous=FULL``) is the default.
+  selected by the store's name (:func:`open_backend`) or given as ``backend=``:
+  :class:`SQLiteBackend` (standard library ``sqlite3``, WAL, ``synchronous=FULL``)
+  for a path, :class:`~pith_graph.store._postgres.PostgresBackend` (psycopg 3)
+  for a ``postgresql://`` URL.
 
 Guarantees (docs/store.md):
 
@@ -33,7 +35,8 @@ Guarantees (docs/store.md):
   replay takes its trusted keys from the caller (default: the registry key).
 
 Layout: ``_facts`` (rows and stage-1 facts), ``_backend`` (the interface and the
-signature cache kept through it), ``_schema`` and ``_sqlite`` (SQLite),
+signature cache kept through it), ``_open`` (a name to a backend), ``_schema``
+and ``_sqlite`` (SQLite), ``_postgres_schema`` and ``_postgres`` (PostgreSQL),
 ``_export`` (the exported bundle).
 """
 
@@ -64,6 +67,7 @@ from pith_graph.store._backend import (
     UNIT_STORED,
     UNSETTLED,
     Backend,
+    StoreChanges,
     StoredSignatureCache,
 )
 from pith_graph.store._check import CheckReport, Mismatch, check_store
@@ -83,6 +87,7 @@ from pith_graph.store._facts import (
     ring_row,
     stored_checked,
 )
+from pith_graph.store._open import is_postgres_url, open_backend, redacted_url
 from pith_graph.store._schema import SCHEMA_VERSION
 from pith_graph.store._source import (
     SourceError,
@@ -112,9 +117,13 @@ __all__ = [
     "SQLiteBackend",
     "SourceError",
     "SourceFile",
+    "StoreChanges",
     "StoredEvent",
     "StoredSignatureCache",
     "SyncResult",
+    "is_postgres_url",
+    "open_backend",
+    "redacted_url",
 ]
 
 
@@ -270,10 +279,10 @@ def _source_tree(found: SourceEvent) -> Any:
 class EventStore:
     """The event store: append-only sets of event copies per subject, merged on demand.
 
-    Open with a path to an SQLite file (created on first use unless ``create=False``)
-    or ``":memory:"``, or pass any other storage as ``backend=`` (then ``path``,
-    ``busy_timeout`` and ``create`` are not used); use as a context manager or call
-    :meth:`close`. Raises :class:`~pith_graph.errors.StoreError` (``store_corrupt``,
+    Open with a path to an SQLite file (created on first use unless ``create=False``),
+    ``":memory:"``, or a ``postgresql://`` URL (:func:`open_backend`), or pass any
+    other storage as ``backend=`` (then ``path``, ``busy_timeout`` and ``create`` are
+    not used); use as a context manager or call :meth:`close`. Raises :class:`~pith_graph.errors.StoreError` (``store_corrupt``,
     ``store_schema_mismatch``, ``store_busy``, ``io_error``) for an unusable database.
     """
 
@@ -289,7 +298,7 @@ class EventStore:
         self.backend: Backend = (
             backend
             if backend is not None
-            else SQLiteBackend(path, busy_timeout=busy_timeout, create=create, read_only=read_only)
+            else open_backend(path, busy_timeout=busy_timeout, create=create, read_only=read_only)
         )
         self.cache = StoredSignatureCache(self.backend)
 

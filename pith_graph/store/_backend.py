@@ -9,11 +9,12 @@ database is one more class with these methods, run by the same contract tests.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, Final, NamedTuple, Protocol
 
 from pith_graph.store._facts import CheckedRow, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict, Ring
+from pith_graph.store._queries import CHANGED_EVENTS, CHANGED_ITEMS, NEW_RECORDS
 
 __all__ = [
     "ADDED",
@@ -24,8 +25,10 @@ __all__ = [
     "UNSETTLED",
     "Backend",
     "SignatureVerdict",
+    "StoreChanges",
     "StoredSignatureCache",
     "Triple",
+    "changes_in",
 ]
 
 # What :meth:`Backend.add_checked` did with each event row.
@@ -87,6 +90,28 @@ class SignatureVerdict(NamedTuple):
     valid: bool
 
 
+class StoreChanges(NamedTuple):
+    """What was committed past a point of the store sequence (:meth:`Backend.changes`).
+
+    ``events`` and ``items``: per subject with new rows, its largest new seq;
+    ``records``: the new ``record`` items (subject, canonical body), in seq order.
+    """
+
+    events: list[tuple[str, int]]
+    items: list[tuple[str, int]]
+    records: list[tuple[str, bytes]]
+
+
+def changes_in(
+    execute: Callable[[str, tuple[int]], Iterable[Sequence[Any]]], events_after: int, items_after: int
+) -> StoreChanges:
+    """:meth:`Backend.changes` through one snapshot's ``execute(sql, params)`` (``?`` placeholders)."""
+    events = [(str(s), int(q)) for s, q in execute(CHANGED_EVENTS, (events_after,))]
+    items = [(str(s), int(q)) for s, q in execute(CHANGED_ITEMS, (items_after,))]
+    records = [(str(s), bytes(b)) for s, b in execute(NEW_RECORDS, (items_after,))]
+    return StoreChanges(events, items, records)
+
+
 class Backend(Protocol):
     """What :class:`~pith_graph.store.EventStore` needs from storage: sets of rows, append-only.
 
@@ -94,6 +119,13 @@ class Backend(Protocol):
     :meth:`transaction`) and raises only
     :class:`~pith_graph.errors.StoreError` for storage failures. ``read_only``: the
     database was opened read-only; the store then calls no method that writes.
+
+    Writers of events and items commit one at a time, and ``events.seq`` and
+    ``items.seq`` grow in commit order: the pair of largest seqs is the **store
+    sequence**, a change counter that any process sharing the database reads to
+    learn that something was committed (:meth:`store_sequence`) and what
+    (:meth:`changes`). A mirror's caches are invalidated by it across processes
+    and machines (docs/store.md, "Several servers, one database").
     """
 
     read_only: bool
@@ -108,6 +140,10 @@ class Backend(Protocol):
         was written inside it. For batches: one commit for many bundles, each
         bundle all or nothing.
         """
+
+    @property
+    def schema_version(self) -> int:
+        """The version of the backend's own schema (each backend numbers its own)."""
 
     def add(
         self, events: Sequence[EventRow], items: Sequence[ItemRow], facts: Sequence[FactsRow] | None = None
@@ -171,6 +207,15 @@ class Backend(Protocol):
     def add_signature_verdicts(self, verdicts: Sequence[SignatureVerdict]) -> None:
         """Keep signature verdicts; a triple already kept is left as it is."""
 
+    def unit_bodies(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[bytes]]:
+        """In one snapshot, the stored bodies of each (subject, unit id) pair in ``keys`` (pairs with none left out)."""
+
+    def store_sequence(self) -> tuple[int, int]:
+        """(largest ``events.seq``, largest ``items.seq``): grows with every commit that stored something, by anyone."""
+
+    def changes(self, events_after: int, items_after: int) -> StoreChanges:
+        """In one snapshot, what was stored after the given store sequence."""
+
     def audit(self, table: str) -> Iterator[tuple[Any, ...]]:
         """Every row of one of the :data:`AUDIT_TABLES`, with its columns (for ``store check``)."""
 
@@ -194,18 +239,23 @@ class StoredSignatureCache:
         self._backend = backend
         self._pending: dict[Triple, bool] = {}
         self._prefetched: dict[Triple, bool] = {}
+        #: Messages whose every kept verdict is in _prefetched: a miss there needs no query.
+        self._complete: set[bytes] = set()
         self.hits = 0
         self.misses = 0
 
     def prefetch(self, messages: Iterable[bytes]) -> None:
         """Load every stored verdict about these messages at once (kept until :meth:`forget`)."""
         # In key order: consecutive lookups share index pages.
-        found = self._backend.signature_verdicts(sorted(set(messages)))
+        wanted = sorted(set(messages))
+        found = self._backend.signature_verdicts(wanted)
         self._prefetched.update(((k, s, m), v) for k, s, m, v in found)
+        self._complete.update(wanted)
 
     def forget(self) -> None:
         """Drop prefetched verdicts (they stay in the database)."""
         self._prefetched.clear()
+        self._complete.clear()
 
     def lookup(self, public_key: bytes, signature: bytes, message: bytes) -> bool | None:
         """The remembered verdict, or None."""
@@ -213,7 +263,9 @@ class StoredSignatureCache:
         known = self._prefetched.get(key)
         if known is None:
             known = self._pending.get(key)
-        if known is None:
+        # A message prefetched without this triple has no kept verdict for it (a verdict
+        # kept since by another process is only a lost saving: verifying is pure).
+        if known is None and message not in self._complete:
             known = self._backend.signature_verdict(public_key, signature, message)
         if known is None:
             self.misses += 1

@@ -26,6 +26,8 @@ from pith_graph.store._backend import (
     UNIT_STORED,
     UNSETTLED,
     SignatureVerdict,
+    StoreChanges,
+    changes_in,
 )
 from pith_graph.store._facts import (
     FACTS_RULE,
@@ -37,6 +39,7 @@ from pith_graph.store._facts import (
     KeyVerdict,
     Ring,
 )
+from pith_graph.store._queries import STORE_SEQUENCE, UNIT_BODIES
 from pith_graph.store._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SQLiteBackend", "is_writable", "read_only_uri"]
@@ -177,6 +180,8 @@ class SQLiteBackend:
     write"); None: read-only exactly when this process cannot write the file or its directory.
     A read-only store must already have the current schema (it cannot be migrated).
     """
+
+    schema_version: Final = SCHEMA_VERSION
 
     def __init__(
         self,
@@ -564,6 +569,26 @@ class SQLiteBackend:
                 rows,
             ),
             "writing the signature cache",
+        )
+
+    def unit_bodies(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[bytes]]:
+        """See :meth:`Backend.unit_bodies` (one read transaction, ``events_by_subject`` lookups)."""
+
+        def run(conn: sqlite3.Connection) -> dict[tuple[str, str], list[bytes]]:
+            found = {key: [bytes(row[0]) for row in conn.execute(UNIT_BODIES, key)] for key in keys}
+            return {key: bodies for key, bodies in found.items() if bodies}
+
+        return self.read(run)
+
+    def store_sequence(self) -> tuple[int, int]:
+        """See :meth:`Backend.store_sequence` (SQLite commits one writer at a time; seq is AUTOINCREMENT)."""
+        events, items = self.read(lambda conn: conn.execute(STORE_SEQUENCE).fetchone())
+        return int(events), int(items)
+
+    def changes(self, events_after: int, items_after: int) -> StoreChanges:
+        """See :meth:`Backend.changes` (one read transaction, range scans on the rowid)."""
+        return self.read(
+            lambda conn: changes_in(conn.execute, events_after, items_after), "reading the store's changes"
         )
 
     def audit(self, table: str) -> Iterator[tuple[Any, ...]]:

@@ -42,8 +42,12 @@ def run(*argv: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[b
     )
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> str:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The store every command names with ``--db``: an SQLite file, or a PostgreSQL URL (issue 20)."""
+    if request.param == "postgresql":
+        url: str = request.getfixturevalue("postgres_url")
+        return url
     return str(tmp_path / "store.sqlite")
 
 
