@@ -519,6 +519,8 @@ class Mirror:
                     "status": status,
                     "reason": reason if reason is not None else copy.reason,
                     "applied": copy.applied,
+                    # This copy's own stage-1 verdict: a forged copy of a valid unit never reads as valid.
+                    "copy_reason": copy.copy_reason,
                     "event": msgspec.Raw(copy.body),
                 }
             )

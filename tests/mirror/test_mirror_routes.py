@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from pith_graph import codes
+from pith_graph.keys import KeyRing
+from pith_graph.store import EventStore
 
 from .conftest import (
     HOSTILE_TITLE,
@@ -19,6 +22,7 @@ from .conftest import (
     assert_error,
     code_of,
     compact,
+    make_store,
     reference_sha256,
     run_cli,
     title_of,
@@ -149,9 +153,46 @@ def test_events_json_lists_every_copy_with_its_verdict(mirror: Served) -> None:
     for event in registry["events"]:
         item = listed[event["event_id"]]
         assert item["status"] == codes.MIRROR_APPLIED and item["applied"] is True and item["reason"] is None
-        assert item["event"] == event
+        assert item["event"] == event and item["copy_reason"] is None
         assert item["copy_sha256"] == reference_sha256(event)
     assert response.headers["etag"] == f'"{hashlib.sha256(response.content).hexdigest()}"'
+
+
+def test_events_json_shows_a_forged_copy_s_own_verdict_beside_its_unit_s(tmp_path: Path) -> None:
+    """A bad-signature copy of an applied unit (kept as evidence by a local import) reads as
+    ``copy_reason: bad_signature`` while its unit stays ``applied``."""
+    store = make_store(tmp_path, ("2601.00061",))
+    history = store.histories["2601.00061"]
+    ring = KeyRing.from_json(store.keys.read_bytes())
+    with EventStore(store.db) as opened:
+        [genuine] = [
+            json.loads(c.body)
+            for c in opened.events(history.subject, trusted_keys=ring)
+            if c.event_type == "graph_snapshot"
+        ]
+    forged = json.loads(json.dumps(genuine))
+    signature = bytearray(base64.b64decode(forged["signature"]["signature_b64"]))
+    signature[0] ^= 1
+    forged["signature"]["signature_b64"] = base64.b64encode(bytes(signature)).decode()
+    with EventStore(store.db) as opened:
+        kept = opened.append(forged, trusted_keys=ring)  # a local user's evidence
+    assert kept.status == codes.STORE_INVALID and kept.reason == codes.REASON_BAD_SIGNATURE
+    served = store.serve()
+    try:
+        with served.client() as client:
+            response = client.get(f"/api/pith-number/{code_of(history.subject)}/events.json")
+    finally:
+        served.stop()
+    assert response.status_code == 200
+    listed = response.json()["events"]
+    copies = {item["copy_sha256"]: item for item in listed if item["event_id"] == genuine["event_id"]}
+    assert set(copies) == {reference_sha256(genuine), reference_sha256(forged)}
+    assert all(item["copy_reason"] is None for item in listed if item["event_id"] != genuine["event_id"])
+    for item in copies.values():
+        assert item["event_id"] == genuine["event_id"]
+        assert item["status"] == codes.MIRROR_APPLIED and item["applied"] is True and item["reason"] is None
+    assert copies[reference_sha256(genuine)]["copy_reason"] is None
+    assert copies[reference_sha256(forged)]["copy_reason"] == codes.REASON_BAD_SIGNATURE
 
 
 @pytest.mark.parametrize(
