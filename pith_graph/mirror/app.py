@@ -225,46 +225,42 @@ async def resolve(request: Request) -> Response:
     )
 
 
-def _manifest_entry(mirror: Mirror) -> dict[str, Any]:
-    base = mirror.config.base_url.rstrip("/")
+def _manifest_entry(base_url: str, *, name: str, status: str, public_key: Any = None) -> dict[str, Any]:
+    """A mirror as an item of a manifest's ``mirrors`` (FORMAT-FACTS, "The mirror manifest")."""
+    base = base_url.rstrip("/")
     return {
-        "name": mirror.config.name,
-        "mirror_type": mirror.mirror_type(),
-        "base_url": base,
-        "bundle_pattern": f"{base}/pith/{{suffix}}/bundle.json",
-        "state_pattern": f"{base}/pith/{{suffix}}/state.json",
-        "well_known_pattern": f"{base}/.well-known/pith/{{suffix}}/bundle.json",
-        "public_key": None
-        if mirror.key is None
-        else mirror.key.public_entry(url=f"{base}/pith-signing-key.json"),
-        "status": "mirror",
-    }
-
-
-def _peer_entry(url: str) -> dict[str, Any]:
-    base = url.rstrip("/")
-    return {
-        "name": base,
+        "name": name or base,
         "mirror_type": "https" if base.startswith("https:") else "http",
         "base_url": base,
         "bundle_pattern": f"{base}/pith/{{suffix}}/bundle.json",
         "state_pattern": f"{base}/pith/{{suffix}}/state.json",
         "well_known_pattern": f"{base}/.well-known/pith/{{suffix}}/bundle.json",
-        "public_key": None,
-        "status": "peer",
+        "public_key": public_key,
+        "status": status,
     }
 
 
 async def manifest(request: Request) -> Response:
     """``GET /pith-mirrors.json``: this mirror and the peers it knows, in the registry's manifest shape."""
     mirror = _mirror(request)
+    base = mirror.config.base_url.rstrip("/")
+    this = _manifest_entry(
+        base,
+        name=mirror.config.name,
+        status="mirror",
+        public_key=None
+        if mirror.key is None
+        else mirror.key.public_entry(url=f"{base}/pith-signing-key.json"),
+    )
+    # issue 17 item 4: the peers it was started with (--peer), then those it follows (the peer log).
+    peers = [_manifest_entry(url, name=name, status="peer") for url, name in await mirror.peers()]
     return _json(
         {
             "manifest_type": "pith_mirror_manifest",
             "manifest_version": "1.0",
             "generated_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "merge_version": MERGE_VERSION,
-            "mirrors": [_manifest_entry(mirror), *(_peer_entry(url) for url in mirror.config.peers)],
+            "mirrors": [this, *peers],
             "notes": (
                 "Any conforming mirror may host the same Pith Open Graph bundles. Current state is computed by "
                 "deterministic merge, not by trusting this manifest."

@@ -42,6 +42,7 @@ from pith_graph.mirror._storeview import ChangeWatch, StoreView, fetch_delta
 from pith_graph.mirror.cache import DEFAULT_CAPACITY, VersionedCache
 from pith_graph.mirror.keyfile import MirrorKey
 from pith_graph.mirror.page import render_page
+from pith_graph.mirror.peers import list_peers
 from pith_graph.models import MERGE_VERSION
 from pith_graph.store import EventRow, EventStore, FactsRow, SQLiteBackend
 from pith_graph.store._export import signed
@@ -558,6 +559,18 @@ class Mirror:
         return await self.cache.get(
             ("page", subject), version, lambda: self.off(self._compute_page, subject, state)
         )
+
+    def _peers(self) -> list[tuple[str, str]]:
+        listed = {url.rstrip("/"): "" for url in self.config.peers}
+        for peer in list_peers(self._store()):
+            if not listed.get(peer.url):  # a --peer has no name: the log's is kept
+                listed[peer.url] = peer.name
+        return list(listed.items())
+
+    async def peers(self) -> list[tuple[str, str]]:
+        """(base URL, name) of the peers this mirror knows: ``--peer`` ones first, then those it
+        follows (``pith-graph mirror peers add``, the store's peer log); a name may be empty."""
+        return await self.off(self._peers)
 
     def links(self, code: str) -> dict[str, str]:
         """The bundle's ``links`` for this mirror."""

@@ -142,3 +142,32 @@ def test_trusted_keys_decide_what_a_post_may_store(tmp_path: Path) -> None:
             assert post(client, history, event).status_code == 201
     finally:
         served.stop()
+
+
+def test_the_manifest_lists_the_peers_followed_including_one_added_beside_the_running_server(
+    tmp_path: Path,
+) -> None:
+    """issue 17 item 4: ``/pith-mirrors.json`` lists ``--peer`` peers, then those in the peer log."""
+    store = make_store(tmp_path, ())
+    added = run_cli("mirror", "peers", "add", "http://127.0.0.1:9/", "--name", "nine", "--db", str(store.db))
+    assert added.returncode == 0, added.stderr
+    served = store.serve("--peer", "http://127.0.0.1:7")
+    try:
+        with served.client() as client:
+            before = client.get("/pith-mirrors.json").json()["mirrors"]
+            later = run_cli("mirror", "peers", "add", "http://127.0.0.1:8", "--db", str(store.db))
+            assert later.returncode == 0, later.stderr
+            after = client.get("/pith-mirrors.json").json()["mirrors"]
+    finally:
+        served.stop()
+    assert [(m["base_url"], m["name"], m["status"]) for m in before] == [
+        (served.url, before[0]["name"], "mirror"),
+        ("http://127.0.0.1:7", "http://127.0.0.1:7", "peer"),
+        ("http://127.0.0.1:9", "nine", "peer"),
+    ]
+    assert [m["base_url"] for m in after][1:] == [
+        "http://127.0.0.1:7",
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:8",
+    ]
+    assert after[3]["state_pattern"] == "http://127.0.0.1:8/pith/{suffix}/state.json"
