@@ -4,19 +4,22 @@ the trusted-keys reader, stdout, store files, validated option types."""
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Final
+from typing import Final, TypeVar
 
 from pith_graph import codes
 from pith_graph.canonical import DEFAULT_MAX_BYTES
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.keys import KeyRing
 from pith_graph.store._open import is_postgres_url
+
+_N = TypeVar("_N", int, float)
 
 __all__ = [
     "EXIT_OK",
@@ -28,7 +31,9 @@ __all__ = [
     "input_source",
     "naming",
     "non_negative_int",
+    "number_in",
     "positive_float",
+    "positive_int",
     "add_workers_option",
     "is_store_file",
     "load_ring",
@@ -118,26 +123,36 @@ def add_trust_options(parser: argparse.ArgumentParser, *, what: str = "the bundl
     )
 
 
-def non_negative_int(text: str) -> int:
-    """An argparse type: an integer, 0 or more."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or a positive integer, not {text!r}")
-    return value
+def number_in(
+    kind: Callable[[str], _N], low: _N, high: _N | None, expected: str, *, above_low: bool = False
+) -> Callable[[str], _N]:
+    """An argparse type: a finite ``kind`` number from ``low`` (excluded with ``above_low``) to
+    ``high`` (None: no bound); anything else is an argparse error saying ``expected ...``."""
+
+    def parse(text: str) -> _N:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        fits = (
+            value is not None
+            and math.isfinite(value)
+            and (low < value if above_low else low <= value)
+            and (high is None or value <= high)
+        )
+        if not fits:
+            raise argparse.ArgumentTypeError(f"expected {expected}, not {text!r}")
+        return value  # type: ignore[return-value]
+
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """An argparse type: a number of seconds above 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
-    return value
+#: An argparse type: an integer, 0 or more.
+non_negative_int: Final = number_in(int, 0, None, "0 or a positive integer")
+#: An argparse type: an integer, 1 or more.
+positive_int: Final = number_in(int, 1, None, "a positive integer")
+#: An argparse type: a number above 0 (seconds, mostly).
+positive_float: Final = number_in(float, 0.0, None, "a positive number", above_low=True)
 
 
 def command_line(text: str) -> str:

@@ -20,6 +20,7 @@ import msgspec
 import uvicorn
 
 from pith_graph import codes
+from pith_graph.cli._common import number_in, positive_int
 from pith_graph.errors import InputError
 from pith_graph.mirror.app import CONFIG_ENV
 from pith_graph.mirror.keyfile import generate_key_file
@@ -37,34 +38,8 @@ _MAX_CONNECTIONS: Final = 1024
 _MAX_HEADER_BYTES: Final = 16 * 1024
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive count, not {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not 0 < value < 3600:
-        raise argparse.ArgumentTypeError(f"expected seconds between 0 and 3600, not {text!r}")
-    return value
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 0 (any free port) to 65535, not {text!r}")
-    return value
+_seconds: Final = number_in(float, 0.0, 3600.0, "seconds between 0 and 3600", above_low=True)
+_port: Final = number_in(int, 0, 65535, "a port from 0 (any free port) to 65535")
 
 
 def _listen(host: str, port: int) -> socket.socket:
@@ -181,7 +156,7 @@ def register_serve(subparsers: Any) -> None:
     )
     serve.add_argument(
         "--workers",
-        type=_positive,
+        type=positive_int,
         default=1,
         metavar="N",
         help="server processes sharing the store (default 1)",

@@ -17,10 +17,19 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from pith_graph import codes
-from pith_graph.cli._common import EXIT_OK, EXIT_PROBLEMS, load_ring, write_stdout
+from pith_graph.cli._common import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    load_ring,
+    non_negative_int,
+    number_in,
+    positive_float,
+    positive_int,
+    write_stdout,
+)
 from pith_graph.cli.store import DEFAULT_DB
 from pith_graph.cli.verify_many import Progress
 from pith_graph.errors import PeerError
@@ -215,29 +224,7 @@ def cmd_peers_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _positive(kind: type[float] | type[int]) -> Any:
-    def parse(text: str) -> float | int:
-        try:
-            value = kind(text)
-        except ValueError:
-            value = 0
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"expected a positive number, not {text!r}")
-        return value
-
-    return parse
-
-
-def _count(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"expected a count (0 or more), not {text!r}")
-    return int(text)
-
-
-def _limit(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= MAX_LIMIT:
-        raise argparse.ArgumentTypeError(f"expected 1 to {MAX_LIMIT}, not {text!r}")
-    return int(text)
+_limit: Final = number_in(int, 1, MAX_LIMIT, f"1 to {MAX_LIMIT}")
 
 
 def _network_options(parser: argparse.ArgumentParser) -> None:
@@ -250,28 +237,28 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=_positive(float),
+        type=positive_float,
         default=10.0,
         metavar="S",
         help="connect and read timeout per request (default 10 s)",
     )
     parser.add_argument(
         "--deadline",
-        type=_positive(float),
+        type=positive_float,
         default=defaults.total_timeout,
         metavar="S",
         help=f"most seconds one answer may take in all (default {defaults.total_timeout:.0f})",
     )
     parser.add_argument(
         "--retries",
-        type=_count,
+        type=non_negative_int,
         default=defaults.retries,
         metavar="N",
         help=f"retries of a transient failure, with backoff (default {defaults.retries})",
     )
     parser.add_argument(
         "--max-bytes",
-        type=_positive(int),
+        type=positive_int,
         default=defaults.max_bytes,
         metavar="N",
         help=f"largest answer accepted, decoded (default {defaults.max_bytes})",
@@ -300,14 +287,14 @@ def register(subparsers: Any) -> None:
     )
     sync.add_argument(
         "--interval",
-        type=_positive(float),
+        type=positive_float,
         default=30.0,
         metavar="S",
         help="seconds between rounds with --follow (default 30)",
     )
     sync.add_argument(
         "--max-rounds",
-        type=_positive(int),
+        type=positive_int,
         default=None,
         metavar="N",
         help="with --follow, stop after N rounds (default: until interrupted)",
