@@ -14,11 +14,12 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 from pith_graph import codes
+from pith_graph._parallel.many import walk_bundle_paths
 from pith_graph._progress import reporting
 from pith_graph.cli._common import (
     EXIT_OK,
@@ -97,16 +98,19 @@ def _imported(source: str, result: ImportResult) -> dict[str, Any]:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    """``store import BUNDLE...``: store the events and items of many bundles.
+    """``store import BUNDLE_OR_DIR...``: store the events and items of many bundles.
 
-    Goes on past a bundle it cannot use (one line on stderr each): exit 2 at
-    the end if there was one, else 1 if an event was stored invalid.
+    A directory is walked for its ``*.json`` bundles, one directory's entries at a
+    time (a mirror's directory holds millions). Goes on past a bundle it cannot
+    use (one line on stderr each): exit 2 at the end if there was one, else 1 if
+    an event was stored invalid.
     """
     entries: list[dict[str, Any]] = []
-    total = len(args.bundles)
+    walked = any(name != STDIN and Path(name).is_dir() for name in args.bundles)
+    total: int | str = "?" if walked else len(args.bundles)
     trust = _trust(args)
     with _open(args) as store:
-        for done, name in enumerate(args.bundles, 1):
+        for done, name in enumerate(_import_sources(args.bundles), 1):
             label = "<stdin>" if name == STDIN else name
             try:
                 with naming(name):
@@ -120,7 +124,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             summary = " ".join(f"{status}={n}" for status, n in entry["counts"].items())
             if args.json:
                 continue
-            if total > 1:
+            if walked or len(args.bundles) > 1:
                 _progress(f"[{done}/{total}] {label}: {result.subject} {summary}")
             else:
                 print(f"{label}: {result.subject} {summary}")
@@ -137,11 +141,20 @@ def cmd_import(args: argparse.Namespace) -> int:
                 "store import", exit_code, ok=exit_code == EXIT_OK, db=redacted_url(args.db), bundles=entries
             )
         )
-    elif total > 1:
+    elif walked or len(args.bundles) > 1:
         print(
-            f"imported {sum('error' not in e for e in entries)} of {total} bundles into {redacted_url(args.db)}"
+            f"imported {sum('error' not in e for e in entries)} of {len(entries)} bundles into {redacted_url(args.db)}"
         )
     return exit_code
+
+
+def _import_sources(names: Sequence[str]) -> Iterator[str]:
+    """The bundles named: files as given, directories walked lazily (``verify-many``'s walk)."""
+    for name in names:
+        if name != STDIN and Path(name).is_dir():
+            yield from (str(path) for path in walk_bundle_paths([name]))
+        else:
+            yield name
 
 
 def cmd_append(args: argparse.Namespace) -> int:
@@ -316,7 +329,10 @@ def register(subparsers: Any) -> None:
 
     command("init", "create the store", cmd_init)
     command("import", "store the events of bundle files", cmd_import, trust=True, json=True).add_argument(
-        "bundles", nargs="+", metavar="BUNDLE", help="bundle JSON files, - for stdin"
+        "bundles",
+        nargs="+",
+        metavar="BUNDLE_OR_DIR",
+        help="bundle JSON files, directories of them (walked for *.json), - for stdin",
     )
     append = command("append", "store one event (JSON file, - for stdin)", cmd_append)
     append.add_argument("event", metavar="EVENT", help="one event as a JSON file, - for stdin")
