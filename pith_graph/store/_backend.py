@@ -29,6 +29,7 @@ __all__ = [
     "StoredSignatureCache",
     "Triple",
     "changes_in",
+    "stored_once",
 ]
 
 # What :meth:`Backend.add_checked` did with each event row.
@@ -112,6 +113,51 @@ def changes_in(
     return StoreChanges(events, items, records)
 
 
+def stored_once(
+    events: Sequence[EventRow],
+    checked: Sequence[CheckedRow],
+    held: Callable[[list[tuple[str, str]]], Iterable[tuple[str, str, str, bool, bool]]],
+    *,
+    keep_invalid: bool,
+) -> list[str | None]:
+    """The rule of :meth:`Backend.add_checked` (docs/merge-v1.md, "A unit is stored once"), the same for
+    every backend: per event row, in order, why it is not stored, or None to store it.
+
+    ``held(units)``: each stored copy of these (subject, unit id) pairs, as (subject, unit id,
+    digest, valid, unsettled), read by the backend in its write transaction: ``valid``, its key
+    verdict kept under the ring is None; ``unsettled``, it has none there but passed the
+    intrinsic checks (or lacks facts). A row sees the rows stored before it.
+    """
+    valid: set[tuple[str, str]] = set()
+    unsettled: dict[tuple[str, str], set[str]] = {}
+    units = sorted(
+        {(row.subject, row.unit_id) for row, c in zip(events, checked, strict=True) if c.reason is None}
+    )
+    for subject, uid, digest, is_valid, is_unsettled in held(units) if units else ():
+        if is_valid:
+            valid.add((subject, uid))
+        if is_unsettled:
+            unsettled.setdefault((subject, uid), set()).add(digest)
+    decided: list[str | None] = []
+    for row, (_, reason, keyed) in zip(events, checked, strict=True):
+        unit = (row.subject, row.unit_id)
+        if reason is not None and not keep_invalid:
+            decided.append(REFUSED)
+        elif reason is None and unit in valid:
+            decided.append(UNIT_STORED)
+        elif reason is None and unsettled.get(unit):
+            decided.append(UNSETTLED)
+        else:
+            decided.append(None)
+            # A stored keyed row has its verdict kept under the ring, so the copy is settled. A row
+            # not keyed failed the intrinsic checks: it is never unsettled, whatever it stores.
+            if keyed:
+                unsettled.get(unit, set()).discard(row.digest)
+                if reason is None:
+                    valid.add(unit)
+    return decided
+
+
 class Backend(Protocol):
     """What :class:`~pith_graph.store.EventStore` needs from storage: sets of rows, append-only.
 
@@ -164,7 +210,8 @@ class Backend(Protocol):
     ) -> list[str]:
         """Store event rows checked under ``ring``, with their facts, key verdicts and items, atomically.
 
-        Per event row, in order (so a row sees the rows before it): a row valid under
+        Per event row, in order (so a row sees the rows before it), as :func:`stored_once`
+        decides: a row valid under
         the ring (``reason`` None) is :data:`UNIT_STORED` when a stored copy of its
         (subject, unit id) has a kept verdict None under the ring, :data:`UNSETTLED`
         when one passed the intrinsic checks (or lacks facts) but has no verdict kept

@@ -43,12 +43,10 @@ from pith_graph.store._backend import (
     ADDED,
     AUDIT_TABLES,
     PRESENT,
-    REFUSED,
-    UNIT_STORED,
-    UNSETTLED,
     SignatureVerdict,
     StoreChanges,
     changes_in,
+    stored_once,
 )
 from pith_graph.store._facts import (
     FACTS_RULE,
@@ -207,16 +205,15 @@ _INSERT_KEY_VERDICTS: Final = (
     " JOIN events e ON e.subject = v.subject AND e.unit_id = v.unit_id AND e.digest = v.digest"
     " ON CONFLICT DO NOTHING"
 )
-#: Per unit: whether a stored copy has a kept verdict None under a ring, and whether one
-#: could be valid (passed the intrinsic checks, or lacks facts) but has no verdict under it.
-_UNITS_UNDER_RING: Final = (
-    "SELECT e.subject, e.unit_id, coalesce(bool_or(k.seq IS NOT NULL AND k.reason IS NULL), false),"
-    " coalesce(bool_or(k.seq IS NULL AND (f.seq IS NULL OR f.reason IS NULL)), false)"
+#: Each stored copy of the given units: whether it has a kept verdict None under a ring, and
+#: whether it could be valid (passed the intrinsic checks, or lacks facts) but has no verdict under it.
+_COPIES_UNDER_RING: Final = (
+    "SELECT e.subject, e.unit_id, e.digest, k.seq IS NOT NULL AND k.reason IS NULL,"
+    " k.seq IS NULL AND (f.seq IS NULL OR f.reason IS NULL)"
     " FROM unnest(%s::text[], %s::text[]) AS u (subject, unit_id)"
     " JOIN events e ON e.subject = u.subject AND e.unit_id = u.unit_id"
     " LEFT JOIN event_facts f ON f.seq = e.seq AND f.rule = %s"
     " LEFT JOIN key_verdicts k ON k.seq = e.seq AND k.ring = %s"
-    " GROUP BY e.subject, e.unit_id"
 )
 
 
@@ -246,14 +243,12 @@ def _insert_key_verdicts(
         conn.execute(_INSERT_KEY_VERDICTS, (ring, *columns))
 
 
-def _units_under_ring(
+def _held_copies(
     conn: psycopg.Connection[Any], ring: str, units: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[bool, bool]]:
-    """(valid, unsettled) of each unit's stored copies under ``ring`` (units with no copy left out)."""
-    if not units:
-        return {}
+) -> list[tuple[str, str, str, bool, bool]]:
+    """The stored copies of ``units`` as :func:`~pith_graph.store._backend.stored_once` reads them, in one query."""
     params = ([s for s, _ in units], [u for _, u in units], FACTS_RULE, ring)
-    return {(s, u): (bool(v), bool(n)) for s, u, v, n in conn.execute(_UNITS_UNDER_RING, params)}
+    return [(s, u, d, bool(v), bool(n)) for s, u, d, v, n in conn.execute(_COPIES_UNDER_RING, params)]
 
 
 def _event_audit_row(row: Sequence[Any]) -> tuple[Any, ...]:
@@ -631,33 +626,15 @@ class PostgresBackend:
 
         def run(conn: psycopg.Connection[Any]) -> list[str]:
             _record_ring(conn, ring)
-            wanted = sorted(
-                {
-                    (row.subject, row.unit_id)
-                    for row, c in zip(events, checked, strict=True)
-                    if c.reason is None
-                }
+            decided = stored_once(
+                events, checked, partial(_held_copies, conn, ring.id), keep_invalid=keep_invalid
             )
-            held = _units_under_ring(conn, ring.id, wanted)
-            outcomes: list[str | None] = []
-            storing: list[int] = []
-            for i, (row, (_, reason, _)) in enumerate(zip(events, checked, strict=True)):
-                unit = (row.subject, row.unit_id)
-                if reason is None:
-                    valid, unsettled = held.get(unit, (False, False))
-                    if valid or unsettled:
-                        outcomes.append(UNIT_STORED if valid else UNSETTLED)
-                        continue
-                    held[unit] = (True, False)  # this copy's verdict None is kept below
-                elif not keep_invalid:
-                    outcomes.append(REFUSED)
-                    continue
-                outcomes.append(None)
-                storing.append(i)
-            rows = [events[i] for i in storing]
-            fresh = self._insert_events(conn, rows, [checked[i].facts for i in storing])
+            storing = [i for i, outcome in enumerate(decided) if outcome is None]
+            fresh = self._insert_events(
+                conn, [events[i] for i in storing], [checked[i].facts for i in storing]
+            )
             for i, new in zip(storing, fresh, strict=True):
-                outcomes[i] = ADDED if new else PRESENT
+                decided[i] = ADDED if new else PRESENT
             _insert_key_verdicts(
                 conn,
                 ring.id,
@@ -668,7 +645,7 @@ class PostgresBackend:
                 ],
             )
             self._insert_items(conn, items)
-            return [outcome or PRESENT for outcome in outcomes]
+            return [outcome or PRESENT for outcome in decided]
 
         return self.write(run, "appending to the store")
 
