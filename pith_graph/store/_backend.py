@@ -9,10 +9,14 @@ database is one more class with these methods, run by the same contract tests.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
+from pith_graph import codes
+from pith_graph.errors import StoreError
 from pith_graph.store._facts import CheckedRow, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict, Ring
 from pith_graph.store._queries import CHANGED_EVENTS, CHANGED_ITEMS, NEW_RECORDS
 
@@ -30,7 +34,10 @@ __all__ = [
     "Triple",
     "changes_in",
     "stored_once",
+    "while_busy",
 ]
+
+_T = TypeVar("_T")
 
 # What :meth:`Backend.add_checked` did with each event row.
 #: Stored.
@@ -156,6 +163,21 @@ def stored_once(
                 if reason is None:
                     valid.add(unit)
     return decided
+
+
+def while_busy(attempt: Callable[[], _T], timeout: float) -> _T:
+    """``attempt()``, tried again after a growing, jittered pause while it raises ``store_busy``
+    (another writer holds the lock), for at most ``timeout`` seconds; then its last error."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            return attempt()
+        except StoreError as exc:
+            if exc.code != codes.E_STORE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 0.2)
 
 
 class Backend(Protocol):

@@ -24,9 +24,7 @@ place, :func:`_converted`.
 from __future__ import annotations
 
 import contextlib
-import random
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -47,6 +45,7 @@ from pith_graph.store._backend import (
     StoreChanges,
     changes_in,
     stored_once,
+    while_busy,
 )
 from pith_graph.store._facts import (
     FACTS_RULE,
@@ -351,12 +350,12 @@ class PostgresBackend:
             # one error loses the whole batch, as on SQLite).
             with _converted(what):
                 return fn(joined)
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.005
         reconnected = False
-        while True:
-            committing: list[bool] = []
-            try:
+
+        def attempt() -> _T:
+            nonlocal reconnected
+            while True:
+                committing: list[bool] = []
                 with _converted(what):
                     try:
                         with self._session() as conn:
@@ -367,12 +366,8 @@ class PostgresBackend:
                         if reconnected or committing or not _connection_lost(exc):
                             raise
                 reconnected = True
-                continue
-            except StoreError as exc:
-                if exc.code != codes.E_STORE_BUSY or time.monotonic() > deadline:
-                    raise
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.2)
+
+        return while_busy(attempt, self.busy_timeout)
 
     @staticmethod
     def _transaction(
@@ -438,28 +433,23 @@ class PostgresBackend:
 
     def _begin_locked(self, stack: contextlib.ExitStack) -> psycopg.Connection[Any]:
         """A connection (kept by ``stack``) in a transaction holding the write lock, waiting as writes do."""
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.005
-        while True:
-            try:
-                with _converted("starting a transaction"):
-                    conn = stack.enter_context(self._session())
-                    conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-                    try:
-                        conn.execute(
-                            "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,)
-                        )
-                    except BaseException:
-                        if not conn.closed:
-                            with contextlib.suppress(psycopg.Error):
-                                conn.execute("ROLLBACK")
-                        raise
-                    return conn
-            except StoreError as exc:
-                if exc.code != codes.E_STORE_BUSY or time.monotonic() > deadline:
+
+        def attempt() -> psycopg.Connection[Any]:
+            with _converted("starting a transaction"):
+                conn = stack.enter_context(self._session())
+                conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                try:
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,)
+                    )
+                except BaseException:
+                    if not conn.closed:
+                        with contextlib.suppress(psycopg.Error):
+                            conn.execute("ROLLBACK")
                     raise
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.2)
+                return conn
+
+        return while_busy(attempt, self.busy_timeout)
 
     def read(self, fn: Callable[[psycopg.Connection[Any]], _T], what: str = "reading the store") -> _T:
         """Run ``fn`` against one consistent snapshot (``REPEATABLE READ READ ONLY``)."""

@@ -7,9 +7,7 @@ in one place, :func:`_converted`.
 from __future__ import annotations
 
 import os
-import random
 import sqlite3
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +24,7 @@ from pith_graph.store._backend import (
     StoreChanges,
     changes_in,
     stored_once,
+    while_busy,
 )
 from pith_graph.store._facts import (
     FACTS_RULE,
@@ -298,27 +297,22 @@ class SQLiteBackend:
             # Inside transaction(): the write lock is held, so no retry; one error loses the whole batch.
             with _converted(what):
                 return fn(self.conn)
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.005
-        while True:
-            try:
-                with _converted(what):
-                    if not transaction:
-                        return fn(self.conn)
-                    self.conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        result = fn(self.conn)
-                        self.conn.execute("COMMIT")
-                    except BaseException:
-                        if self.conn.in_transaction:
-                            self.conn.execute("ROLLBACK")
-                        raise
-                    return result
-            except StoreError as exc:
-                if exc.code != codes.E_STORE_BUSY or time.monotonic() > deadline:
+
+        def attempt() -> _T:
+            with _converted(what):
+                if not transaction:
+                    return fn(self.conn)
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(self.conn)
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
                     raise
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.2)
+                return result
+
+        return while_busy(attempt, self.busy_timeout)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
