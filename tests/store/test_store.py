@@ -451,9 +451,10 @@ def raw_sql(path: Path, *statements: str) -> None:
         raw.close()
 
 
-def opening_fails(path: Path, code: str) -> StoreError:
+def opening_fails(where: str | Path, code: str) -> StoreError:
+    """The error opening the store at ``where`` (a path or a PostgreSQL URL) fails with."""
     with pytest.raises(StoreError) as caught:
-        EventStore(path)
+        EventStore(where)
     assert caught.value.code == code
     return caught.value
 
