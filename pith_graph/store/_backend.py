@@ -9,10 +9,14 @@ database is one more class with these methods, run by the same contract tests.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Final, NamedTuple, Protocol
+from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
+from pith_graph import codes
+from pith_graph.errors import StoreError
 from pith_graph.store._facts import CheckedRow, CopyRow, EventRow, FactsRow, ItemRow, KeyVerdict, Ring
 from pith_graph.store._queries import CHANGED_EVENTS, CHANGED_ITEMS, NEW_RECORDS
 
@@ -29,7 +33,11 @@ __all__ = [
     "StoredSignatureCache",
     "Triple",
     "changes_in",
+    "stored_once",
+    "while_busy",
 ]
+
+_T = TypeVar("_T")
 
 # What :meth:`Backend.add_checked` did with each event row.
 #: Stored.
@@ -112,6 +120,66 @@ def changes_in(
     return StoreChanges(events, items, records)
 
 
+def stored_once(
+    events: Sequence[EventRow],
+    checked: Sequence[CheckedRow],
+    held: Callable[[list[tuple[str, str]]], Iterable[tuple[str, str, str, bool, bool]]],
+    *,
+    keep_invalid: bool,
+) -> list[str | None]:
+    """The rule of :meth:`Backend.add_checked` (docs/merge-v1.md, "A unit is stored once"), the same for
+    every backend: per event row, in order, why it is not stored, or None to store it.
+
+    ``held(units)``: each stored copy of these (subject, unit id) pairs, as (subject, unit id,
+    digest, valid, unsettled), read by the backend in its write transaction: ``valid``, its key
+    verdict kept under the ring is None; ``unsettled``, it has none there but passed the
+    intrinsic checks (or lacks facts). A row sees the rows stored before it.
+    """
+    valid: set[tuple[str, str]] = set()
+    unsettled: dict[tuple[str, str], set[str]] = {}
+    units = sorted(
+        {(row.subject, row.unit_id) for row, c in zip(events, checked, strict=True) if c.reason is None}
+    )
+    for subject, uid, digest, is_valid, is_unsettled in held(units) if units else ():
+        if is_valid:
+            valid.add((subject, uid))
+        if is_unsettled:
+            unsettled.setdefault((subject, uid), set()).add(digest)
+    decided: list[str | None] = []
+    for row, (_, reason, keyed) in zip(events, checked, strict=True):
+        unit = (row.subject, row.unit_id)
+        if reason is not None and not keep_invalid:
+            decided.append(REFUSED)
+        elif reason is None and unit in valid:
+            decided.append(UNIT_STORED)
+        elif reason is None and unsettled.get(unit):
+            decided.append(UNSETTLED)
+        else:
+            decided.append(None)
+            # A stored keyed row has its verdict kept under the ring, so the copy is settled. A row
+            # not keyed failed the intrinsic checks: it is never unsettled, whatever it stores.
+            if keyed:
+                unsettled.get(unit, set()).discard(row.digest)
+                if reason is None:
+                    valid.add(unit)
+    return decided
+
+
+def while_busy(attempt: Callable[[], _T], timeout: float) -> _T:
+    """``attempt()``, tried again after a growing, jittered pause while it raises ``store_busy``
+    (another writer holds the lock), for at most ``timeout`` seconds; then its last error."""
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            return attempt()
+        except StoreError as exc:
+            if exc.code != codes.E_STORE_BUSY or time.monotonic() > deadline:
+                raise
+        time.sleep(delay * (1 + random.random()))
+        delay = min(delay * 2, 0.2)
+
+
 class Backend(Protocol):
     """What :class:`~pith_graph.store.EventStore` needs from storage: sets of rows, append-only.
 
@@ -164,7 +232,8 @@ class Backend(Protocol):
     ) -> list[str]:
         """Store event rows checked under ``ring``, with their facts, key verdicts and items, atomically.
 
-        Per event row, in order (so a row sees the rows before it): a row valid under
+        Per event row, in order (so a row sees the rows before it), as :func:`stored_once`
+        decides: a row valid under
         the ring (``reason`` None) is :data:`UNIT_STORED` when a stored copy of its
         (subject, unit id) has a kept verdict None under the ring, :data:`UNSETTLED`
         when one passed the intrinsic checks (or lacks facts) but has no verdict kept

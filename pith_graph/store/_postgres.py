@@ -24,9 +24,7 @@ place, :func:`_converted`.
 from __future__ import annotations
 
 import contextlib
-import random
 import threading
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import partial
@@ -43,12 +41,11 @@ from pith_graph.store._backend import (
     ADDED,
     AUDIT_TABLES,
     PRESENT,
-    REFUSED,
-    UNIT_STORED,
-    UNSETTLED,
     SignatureVerdict,
     StoreChanges,
     changes_in,
+    stored_once,
+    while_busy,
 )
 from pith_graph.store._facts import (
     FACTS_RULE,
@@ -207,16 +204,15 @@ _INSERT_KEY_VERDICTS: Final = (
     " JOIN events e ON e.subject = v.subject AND e.unit_id = v.unit_id AND e.digest = v.digest"
     " ON CONFLICT DO NOTHING"
 )
-#: Per unit: whether a stored copy has a kept verdict None under a ring, and whether one
-#: could be valid (passed the intrinsic checks, or lacks facts) but has no verdict under it.
-_UNITS_UNDER_RING: Final = (
-    "SELECT e.subject, e.unit_id, coalesce(bool_or(k.seq IS NOT NULL AND k.reason IS NULL), false),"
-    " coalesce(bool_or(k.seq IS NULL AND (f.seq IS NULL OR f.reason IS NULL)), false)"
+#: Each stored copy of the given units: whether it has a kept verdict None under a ring, and
+#: whether it could be valid (passed the intrinsic checks, or lacks facts) but has no verdict under it.
+_COPIES_UNDER_RING: Final = (
+    "SELECT e.subject, e.unit_id, e.digest, k.seq IS NOT NULL AND k.reason IS NULL,"
+    " k.seq IS NULL AND (f.seq IS NULL OR f.reason IS NULL)"
     " FROM unnest(%s::text[], %s::text[]) AS u (subject, unit_id)"
     " JOIN events e ON e.subject = u.subject AND e.unit_id = u.unit_id"
     " LEFT JOIN event_facts f ON f.seq = e.seq AND f.rule = %s"
     " LEFT JOIN key_verdicts k ON k.seq = e.seq AND k.ring = %s"
-    " GROUP BY e.subject, e.unit_id"
 )
 
 
@@ -246,14 +242,12 @@ def _insert_key_verdicts(
         conn.execute(_INSERT_KEY_VERDICTS, (ring, *columns))
 
 
-def _units_under_ring(
+def _held_copies(
     conn: psycopg.Connection[Any], ring: str, units: Sequence[tuple[str, str]]
-) -> dict[tuple[str, str], tuple[bool, bool]]:
-    """(valid, unsettled) of each unit's stored copies under ``ring`` (units with no copy left out)."""
-    if not units:
-        return {}
+) -> list[tuple[str, str, str, bool, bool]]:
+    """The stored copies of ``units`` as :func:`~pith_graph.store._backend.stored_once` reads them, in one query."""
     params = ([s for s, _ in units], [u for _, u in units], FACTS_RULE, ring)
-    return {(s, u): (bool(v), bool(n)) for s, u, v, n in conn.execute(_UNITS_UNDER_RING, params)}
+    return [(s, u, d, bool(v), bool(n)) for s, u, d, v, n in conn.execute(_COPIES_UNDER_RING, params)]
 
 
 def _event_audit_row(row: Sequence[Any]) -> tuple[Any, ...]:
@@ -356,12 +350,12 @@ class PostgresBackend:
             # one error loses the whole batch, as on SQLite).
             with _converted(what):
                 return fn(joined)
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.005
         reconnected = False
-        while True:
-            committing: list[bool] = []
-            try:
+
+        def attempt() -> _T:
+            nonlocal reconnected
+            while True:
+                committing: list[bool] = []
                 with _converted(what):
                     try:
                         with self._session() as conn:
@@ -372,12 +366,8 @@ class PostgresBackend:
                         if reconnected or committing or not _connection_lost(exc):
                             raise
                 reconnected = True
-                continue
-            except StoreError as exc:
-                if exc.code != codes.E_STORE_BUSY or time.monotonic() > deadline:
-                    raise
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.2)
+
+        return while_busy(attempt, self.busy_timeout)
 
     @staticmethod
     def _transaction(
@@ -443,28 +433,23 @@ class PostgresBackend:
 
     def _begin_locked(self, stack: contextlib.ExitStack) -> psycopg.Connection[Any]:
         """A connection (kept by ``stack``) in a transaction holding the write lock, waiting as writes do."""
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.005
-        while True:
-            try:
-                with _converted("starting a transaction"):
-                    conn = stack.enter_context(self._session())
-                    conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
-                    try:
-                        conn.execute(
-                            "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,)
-                        )
-                    except BaseException:
-                        if not conn.closed:
-                            with contextlib.suppress(psycopg.Error):
-                                conn.execute("ROLLBACK")
-                        raise
-                    return conn
-            except StoreError as exc:
-                if exc.code != codes.E_STORE_BUSY or time.monotonic() > deadline:
+
+        def attempt() -> psycopg.Connection[Any]:
+            with _converted("starting a transaction"):
+                conn = stack.enter_context(self._session())
+                conn.execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+                try:
+                    conn.execute(
+                        "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (_LOCK_CLASS,)
+                    )
+                except BaseException:
+                    if not conn.closed:
+                        with contextlib.suppress(psycopg.Error):
+                            conn.execute("ROLLBACK")
                     raise
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.2)
+                return conn
+
+        return while_busy(attempt, self.busy_timeout)
 
     def read(self, fn: Callable[[psycopg.Connection[Any]], _T], what: str = "reading the store") -> _T:
         """Run ``fn`` against one consistent snapshot (``REPEATABLE READ READ ONLY``)."""
@@ -631,33 +616,15 @@ class PostgresBackend:
 
         def run(conn: psycopg.Connection[Any]) -> list[str]:
             _record_ring(conn, ring)
-            wanted = sorted(
-                {
-                    (row.subject, row.unit_id)
-                    for row, c in zip(events, checked, strict=True)
-                    if c.reason is None
-                }
+            decided = stored_once(
+                events, checked, partial(_held_copies, conn, ring.id), keep_invalid=keep_invalid
             )
-            held = _units_under_ring(conn, ring.id, wanted)
-            outcomes: list[str | None] = []
-            storing: list[int] = []
-            for i, (row, (_, reason, _)) in enumerate(zip(events, checked, strict=True)):
-                unit = (row.subject, row.unit_id)
-                if reason is None:
-                    valid, unsettled = held.get(unit, (False, False))
-                    if valid or unsettled:
-                        outcomes.append(UNIT_STORED if valid else UNSETTLED)
-                        continue
-                    held[unit] = (True, False)  # this copy's verdict None is kept below
-                elif not keep_invalid:
-                    outcomes.append(REFUSED)
-                    continue
-                outcomes.append(None)
-                storing.append(i)
-            rows = [events[i] for i in storing]
-            fresh = self._insert_events(conn, rows, [checked[i].facts for i in storing])
+            storing = [i for i, outcome in enumerate(decided) if outcome is None]
+            fresh = self._insert_events(
+                conn, [events[i] for i in storing], [checked[i].facts for i in storing]
+            )
             for i, new in zip(storing, fresh, strict=True):
-                outcomes[i] = ADDED if new else PRESENT
+                decided[i] = ADDED if new else PRESENT
             _insert_key_verdicts(
                 conn,
                 ring.id,
@@ -668,7 +635,7 @@ class PostgresBackend:
                 ],
             )
             self._insert_items(conn, items)
-            return [outcome or PRESENT for outcome in outcomes]
+            return [outcome or PRESENT for outcome in decided]
 
         return self.write(run, "appending to the store")
 

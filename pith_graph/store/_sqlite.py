@@ -7,9 +7,7 @@ in one place, :func:`_converted`.
 from __future__ import annotations
 
 import os
-import random
 import sqlite3
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -22,12 +20,11 @@ from pith_graph.store._backend import (
     ADDED,
     AUDIT_TABLES,
     PRESENT,
-    REFUSED,
-    UNIT_STORED,
-    UNSETTLED,
     SignatureVerdict,
     StoreChanges,
     changes_in,
+    stored_once,
+    while_busy,
 )
 from pith_graph.store._facts import (
     FACTS_RULE,
@@ -98,11 +95,11 @@ _INSERT_EVENT: Final = (
     " prev_event, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_ITEMS: Final = "INSERT OR IGNORE INTO items (subject, kind, digest, body) VALUES (?, ?, ?, ?)"
-#: Of a unit's stored copies: whether one has a kept verdict None under a ring, and whether
-#: one could be valid (it passed the intrinsic checks, or lacks facts) but has no verdict under it.
-_UNIT_UNDER_RING: Final = (
-    "SELECT coalesce(max(k.seq IS NOT NULL AND k.reason IS NULL), 0),"
-    " coalesce(max(k.seq IS NULL AND (f.seq IS NULL OR f.reason IS NULL)), 0)"
+#: Each stored copy of a unit: its digest, whether it has a kept verdict None under a ring, and
+#: whether it could be valid (it passed the intrinsic checks, or lacks facts) but has no verdict under it.
+_COPIES_UNDER_RING: Final = (
+    "SELECT e.digest, k.seq IS NOT NULL AND k.reason IS NULL,"
+    " k.seq IS NULL AND (f.seq IS NULL OR f.reason IS NULL)"
     " FROM events e LEFT JOIN event_facts f ON f.seq = e.seq AND f.rule = ?"
     " LEFT JOIN key_verdicts k ON k.seq = e.seq AND k.ring = ?"
     " WHERE e.subject = ? AND e.unit_id = ?"
@@ -300,27 +297,22 @@ class SQLiteBackend:
             # Inside transaction(): the write lock is held, so no retry; one error loses the whole batch.
             with _converted(what):
                 return fn(self.conn)
-        deadline = time.monotonic() + self.busy_timeout
-        delay = 0.005
-        while True:
-            try:
-                with _converted(what):
-                    if not transaction:
-                        return fn(self.conn)
-                    self.conn.execute("BEGIN IMMEDIATE")
-                    try:
-                        result = fn(self.conn)
-                        self.conn.execute("COMMIT")
-                    except BaseException:
-                        if self.conn.in_transaction:
-                            self.conn.execute("ROLLBACK")
-                        raise
-                    return result
-            except StoreError as exc:
-                if exc.code != codes.E_STORE_BUSY or time.monotonic() > deadline:
+
+        def attempt() -> _T:
+            with _converted(what):
+                if not transaction:
+                    return fn(self.conn)
+                self.conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(self.conn)
+                    self.conn.execute("COMMIT")
+                except BaseException:
+                    if self.conn.in_transaction:
+                        self.conn.execute("ROLLBACK")
                     raise
-            time.sleep(delay * (1 + random.random()))
-            delay = min(delay * 2, 0.2)
+                return result
+
+        return while_busy(attempt, self.busy_timeout)
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -424,27 +416,27 @@ class SQLiteBackend:
 
         def run(conn: sqlite3.Connection) -> list[str]:
             _record_ring(conn, ring)
+
+            def held(units: list[tuple[str, str]]) -> list[tuple[str, str, str, bool, bool]]:
+                return [
+                    (subject, uid, *copy)
+                    for subject, uid in units
+                    for copy in conn.execute(_COPIES_UNDER_RING, (FACTS_RULE, ring.id, subject, uid))
+                ]
+
             outcomes: list[str] = []
             verdicts: list[tuple[str, str | None, str, str, str]] = []
-            for row, (facts, reason, keyed) in zip(events, checked, strict=True):
-                if reason is None:
-                    valid, unsettled = conn.execute(
-                        _UNIT_UNDER_RING, (FACTS_RULE, ring.id, row.subject, row.unit_id)
-                    ).fetchone()
-                    if valid or unsettled:
-                        outcomes.append(UNIT_STORED if valid else UNSETTLED)
-                        continue
-                elif not keep_invalid:
-                    outcomes.append(REFUSED)
-                    continue
-                cursor = conn.execute(_INSERT_EVENT, _event_values(row))
-                if cursor.rowcount == 1:
-                    conn.execute(_INSERT_FACTS, (cursor.lastrowid, FACTS_RULE, *facts))
-                outcomes.append(ADDED if cursor.rowcount == 1 else PRESENT)
-                if keyed:
-                    verdicts.append((ring.id, reason, row.subject, row.unit_id, row.digest))
-                    # Kept at once: the next row of the same unit must see this verdict.
-                    conn.execute(_INSERT_KEY_VERDICT, verdicts[-1])
+            decided = stored_once(events, checked, held, keep_invalid=keep_invalid)
+            for row, (facts, reason, keyed), outcome in zip(events, checked, decided, strict=True):
+                if outcome is None:
+                    cursor = conn.execute(_INSERT_EVENT, _event_values(row))
+                    if cursor.rowcount == 1:
+                        conn.execute(_INSERT_FACTS, (cursor.lastrowid, FACTS_RULE, *facts))
+                    outcome = ADDED if cursor.rowcount == 1 else PRESENT
+                    if keyed:
+                        verdicts.append((ring.id, reason, row.subject, row.unit_id, row.digest))
+                outcomes.append(outcome)
+            conn.executemany(_INSERT_KEY_VERDICT, verdicts)
             _add_items(conn, items)
             return outcomes
 

@@ -23,6 +23,7 @@ from pith_graph.store import EventRow, EventStore, open_backend
 from pith_graph.store._postgres import PostgresBackend, postgres_pool
 from pith_graph.testing import History, TestKey
 from tests.helpers import FIXTURES
+from tests.store.test_store import opening_fails
 
 BUNDLE = FIXTURES / "bundle-AG3PAJ22.json"
 #: Nothing listens on port 1 of the loopback address.
@@ -34,13 +35,6 @@ def raw(url: str, *statements: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for statement in statements:
             conn.execute(statement)
-
-
-def opening_fails(url: str, code: str) -> StoreError:
-    with pytest.raises(StoreError) as caught:
-        EventStore(url)
-    assert caught.value.code == code
-    return caught.value
 
 
 def test_a_url_selects_postgresql_and_a_path_sqlite(postgres_url: str, tmp_path: Path) -> None:

@@ -21,6 +21,8 @@ from pith_graph.errors import InputError, StoreError
 from pith_graph.events import content_bytes
 from pith_graph.rebuild import rebuild_state
 from pith_graph.store import EventStore, SQLiteBackend
+from pith_graph.store._backend import ADDED, PRESENT, REFUSED, UNIT_STORED, UNSETTLED
+from pith_graph.store._facts import CheckedRow, EventRow, FactsRow, Ring
 from pith_graph.testing import History, TestKey, resign
 from pith_graph.verify import verify_bundle
 from tests.helpers import FIXTURES, REGISTRY_KEY_HEX, ref_canonical, ref_sha256, seed
@@ -74,6 +76,41 @@ class StoreContract:
         assert [a.status for a in again.appends] == [codes.STORE_DUPLICATE] * 2
         assert again.items_added == 0
         assert len(store.events(SUBJECT)) == 2
+
+    # --- a unit is stored once (Backend.add_checked) --------------------------------
+
+    def test_add_checked_stores_a_unit_once_and_a_row_sees_the_rows_before_it(
+        self, store: EventStore
+    ) -> None:
+        """The backend's rule, fed stage-1 verdicts directly: each row decided in order, seeing
+        the copies (and the key verdicts) stored by the rows before it in the same call."""
+        fine = FactsRow(None, b"{}", None, None, b"{}", None, None, b"{}")
+        x, y, z = (EventRow(SUBJECT, "u1", digest, digest.encode()) for digest in ("dx", "dy", "dz"))
+        v1, v2 = (EventRow(SUBJECT, "u2", digest, digest.encode()) for digest in ("d1", "d2"))
+        ring_a, ring_b = Ring("ring-a", b"[]"), Ring("ring-b", b"[]")
+        valid, bad_key = CheckedRow(fine, None, True), CheckedRow(fine, "bad_key", True)
+        add = store.backend.add_checked
+        assert add([x], [], [valid], ring_a, keep_invalid=False) == [ADDED]
+        # Under ring b, x has no verdict yet: a valid copy of its unit waits until it is checked.
+        assert add([y], [], [valid], ring_b, keep_invalid=False) == [UNSETTLED]
+        # x checked invalid under ring b earlier in the same call settles its unit for y.
+        assert add([x, y], [], [bad_key, valid], ring_b, keep_invalid=True) == [PRESENT, ADDED]
+        assert add([z], [], [valid], ring_b, keep_invalid=False) == [UNIT_STORED]
+        assert add([z], [], [valid], ring_a, keep_invalid=False) == [UNIT_STORED]
+        # Two valid copies of a new unit in one call: the first is stored; refused without keep_invalid.
+        assert add([v1, v2, v1], [], [valid, valid, bad_key], ring_a, keep_invalid=False) == [
+            ADDED,
+            UNIT_STORED,
+            REFUSED,
+        ]
+        assert [(r.unit_id, r.digest) for r in store.backend.event_rows(SUBJECT)] == [
+            ("u1", "dx"),
+            ("u1", "dy"),
+            ("u2", "d1"),
+        ]
+        digests = {copy.seq: copy.digest for copy in store.backend.copies(SUBJECT)[0]}
+        verdicts = store.backend.key_verdicts("ring-b", SUBJECT).items()
+        assert {digests[seq]: reason for seq, reason in verdicts} == {"dx": "bad_key", "dy": None}
 
     # --- append -------------------------------------------------------------------
 
@@ -414,9 +451,10 @@ def raw_sql(path: Path, *statements: str) -> None:
         raw.close()
 
 
-def opening_fails(path: Path, code: str) -> StoreError:
+def opening_fails(where: str | Path, code: str) -> StoreError:
+    """The error opening the store at ``where`` (a path or a PostgreSQL URL) fails with."""
     with pytest.raises(StoreError) as caught:
-        EventStore(path)
+        EventStore(where)
     assert caught.value.code == code
     return caught.value
 
