@@ -38,7 +38,7 @@ from pith_graph.errors import InputError
 from pith_graph.events import MAX_EVENT_BYTES, CheckedEvent, check_event
 from pith_graph.keys import KeyRing
 from pith_graph.merge import MergeResult
-from pith_graph.mirror._storeview import ChangeWatch, StoreView, fetch_delta
+from pith_graph.mirror._storeview import ChangeWatch, StoreView
 from pith_graph.mirror.cache import DEFAULT_CAPACITY, VersionedCache
 from pith_graph.mirror.keyfile import MirrorKey
 from pith_graph.mirror.page import render_page
@@ -420,9 +420,7 @@ class Mirror:
                 return
             target = self._wanted
             view = self.view
-            delta = await self.off(
-                lambda: fetch_delta(self._store().backend, view.events_seq, view.items_seq)
-            )
+            delta = await self.off(lambda: self._store().backend.changes(view.events_seq, view.items_seq))
             view.apply(delta)
             self._applied = target
 
