@@ -1,4 +1,4 @@
-"""The SQLite store underneath the mirror's feed, peer log and held-copy lookups.
+"""The SQLite store underneath the mirror's change feed and peer log.
 
 The change feed's cursor is SQLite's arrival sequence (docs/mirror-sync.md,
 "Cursor semantics") and the peer log is a table of the same file, so these parts

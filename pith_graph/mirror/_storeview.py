@@ -27,30 +27,15 @@ from pith_graph import codes
 from pith_graph.canonical import loads
 from pith_graph.errors import PithGraphError, StoreError
 from pith_graph.identifiers import PITH_NUMBER_RE, derived_aliases, pith_number
-from pith_graph.store import DEFAULT_BUSY_TIMEOUT, Backend, is_postgres_url, open_backend
+from pith_graph.store import DEFAULT_BUSY_TIMEOUT, Backend, StoreChanges, is_postgres_url, open_backend
 
-__all__ = ["ChangeWatch", "Delta", "StoreView", "fetch_delta"]
+__all__ = ["ChangeWatch", "StoreView"]
 
 #: A subject's version: (largest event seq, largest item seq) among its rows.
 Version = tuple[int, int]
 #: Alias kinds a ``resolve`` query may name, each derived from the canonical record
 #: (never taken from a bundle's own ``source_aliases``: those are unsigned data).
 _ALIAS_KINDS: Final = frozenset({"arxiv", "arxiv_version", "doi"})
-
-
-@dataclass(frozen=True, slots=True)
-class Delta:
-    """What was committed past a cursor: per subject its new largest seqs, and new records."""
-
-    events: list[tuple[str, int]]
-    items: list[tuple[str, int]]
-    records: list[tuple[str, bytes]]
-
-
-def fetch_delta(backend: Backend, events_after: int, items_after: int) -> Delta:
-    """Read, in one snapshot, what was stored after the cursor (blocking: call it off the event loop)."""
-    changes = backend.changes(events_after, items_after)
-    return Delta(changes.events, changes.items, changes.records)
 
 
 @dataclass
@@ -73,8 +58,8 @@ class StoreView:
         """The store sequence this view reflects."""
         return (self.events_seq, self.items_seq)
 
-    def apply(self, delta: Delta) -> None:
-        """Take in what :func:`fetch_delta` read past :attr:`cursor`."""
+    def apply(self, delta: StoreChanges) -> None:
+        """Take in what :meth:`Backend.changes` read past :attr:`cursor`."""
         for subject, seq in delta.events:
             self._bump(subject, seq, 0)
             self.events_seq = max(self.events_seq, seq)

@@ -4,10 +4,10 @@ A bundle fetched from a peer is untrusted input. :func:`admit_bundle` reads it
 strictly, checks that it is about the subject asked for, runs merge-v1 stage 1
 (:func:`pith_graph.events.inspect_event`, then :func:`pith_graph.events.check_keys`
 under the caller's keys and the store's signature cache) on every event, and
-stores, in one transaction, only:
+stores, in one transaction (:meth:`EventStore.add_copies`, the store's rule), only:
 
 * event copies that pass stage 1, one valid copy per unit: a unit the store
-  already holds a valid copy of is ``duplicate_unit`` and not stored, so a peer
+  already holds a valid copy of is a duplicate and not stored, so a peer
   cannot mint unlimited valid copies by varying what the content hash does not
   cover (the signature object);
 * bundle-level items that cannot forge anything: a canonical record whose
@@ -32,11 +32,10 @@ from pith_graph.canonical import canonical_json_parsed, loads
 from pith_graph.documents import Document, load_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, PeerError, PithGraphError, StoreError, TrustError
-from pith_graph.events import CheckedEvent, check_keys, inspect_event
 from pith_graph.identifiers import derived_aliases, pith_number
 from pith_graph.keys import KeyRing, TrustedKey
 from pith_graph.report import Problem
-from pith_graph.store import EventRow, EventStore, FactsRow
+from pith_graph.store import EventStore
 from pith_graph.store._facts import ItemRow
 from pith_graph.verify import verify_bundle
 
@@ -46,8 +45,6 @@ __all__ = ["Admitted", "Rejected", "admit_bundle", "local_state_sha256", "parse_
 MAX_ITEMS_PER_KIND: Final = 32
 #: Largest data item taken from a bundle, as canonical bytes.
 MAX_ITEM_BYTES: Final = 64 << 10
-#: Unit ids per lookup of held copies (under SQLite's parameter limit).
-_UNITS_PER_QUERY: Final = 500
 #: Problems in a peer's claims that are findings (exit 1): its bundle or state contradicts itself,
 #: or a key we trust is said to have signed what it did not.
 _CLAIM_PROBLEMS: Final = frozenset(
@@ -163,29 +160,6 @@ def local_state_sha256(store: EventStore, subject: str, ring: KeyRing) -> str | 
         raise
 
 
-def _stage1(store: EventStore, subject: str, tree: Any, ring: KeyRing) -> tuple[EventRow, CheckedEvent]:
-    """One received copy, its row and its full stage-1 outcome under ``ring`` (the store's signature cache)."""
-    row = EventRow.of(subject, tree)
-    checked = inspect_event(tree, subject=subject, uid=row.unit_id)
-    return row, check_keys(checked, subject=subject, keyring=ring, verifier=store.verifier())
-
-
-def _valid_units(store: EventStore, subject: str, units: set[str], ring: KeyRing) -> set[str]:
-    """Which of ``units`` the store already holds a copy of that passes stage 1 under ``ring``."""
-    wanted = sorted(units)
-    held: set[str] = set()
-    for start in range(0, len(wanted), _UNITS_PER_QUERY):
-        chunk = wanted[start : start + _UNITS_PER_QUERY]
-        # Backend.unit_bodies: any backend (issue 20), one snapshot per chunk.
-        for (_, uid), bodies in store.backend.unit_bodies([(subject, uid) for uid in chunk]).items():
-            for body in bodies:
-                checked = inspect_event(loads(body), subject=subject, uid=uid)
-                if check_keys(checked, subject=subject, keyring=ring, verifier=store.verifier()).valid:
-                    held.add(uid)
-                    break
-    return held
-
-
 def _record(
     raw: Mapping[str, Any], subject: str, stored: Iterable[tuple[str, bytes]]
 ) -> Mapping[str, Any] | None:
@@ -271,26 +245,18 @@ def admit_bundle(
     One transaction; the state is then recomputed from the store under ``ring``.
     """
     problems, notes = _claims(raw, ring, store.verifier())
-    accepted: dict[str, tuple[EventRow, FactsRow]] = {}
-    rejected: list[Rejected] = []
-    duplicates = 0
-    for tree in raw["events"]:
-        row, checked = _stage1(store, subject, tree, ring)
-        if not checked.valid:
-            rejected.append(Rejected(row.unit_id, checked.reason or codes.REASON_MALFORMED))
-        elif row.unit_id in accepted:
-            duplicates += 1  # merge-v1 counts a unit once; one valid copy of it is kept
-        else:
-            accepted[row.unit_id] = (row, FactsRow.of(row.body, checked))
-    for uid in _valid_units(store, subject, set(accepted), ring):
-        del accepted[uid]
-        duplicates += 1
     items, refused = _items(raw, subject, store)
-    rows = [row for row, _ in accepted.values()]
     items_before = len(store.backend.items(subject))
-    fresh = store.backend.add(rows, items, [facts for _, facts in accepted.values()])
-    store.cache.flush()
+    # The store's rule, in one transaction: only copies passing stage 1 under ``ring``, one per unit.
+    results = store.add_copies(
+        [(subject, tree) for tree in raw["events"]], trusted_keys=ring, keep_invalid=False, items=items
+    )
     items_added = len(store.backend.items(subject)) - items_before
+    rejected = [
+        Rejected(r.unit_id, r.reason or codes.REASON_MALFORMED)
+        for r in results
+        if r.status == codes.STORE_REFUSED
+    ]
     problems += [
         Problem(codes.P_INVALID_EVENT, f"event failed stage 1: {r.reason} (not stored)", r.unit_id)
         for r in rejected
@@ -301,8 +267,8 @@ def admit_bundle(
     return Admitted(
         subject=subject,
         source=source,
-        events_added=sum(fresh),
-        duplicates=duplicates + len(fresh) - sum(fresh),
+        events_added=sum(r.status == codes.STORE_NEW for r in results),
+        duplicates=sum(r.status == codes.STORE_DUPLICATE for r in results),
         rejected=tuple(rejected),
         items_added=items_added,
         items_refused=refused,

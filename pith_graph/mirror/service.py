@@ -38,15 +38,14 @@ from pith_graph.errors import InputError
 from pith_graph.events import MAX_EVENT_BYTES, CheckedEvent, check_event
 from pith_graph.keys import KeyRing
 from pith_graph.merge import MergeResult
-from pith_graph.mirror._storeview import ChangeWatch, StoreView, fetch_delta
+from pith_graph.mirror._storeview import ChangeWatch, StoreView
 from pith_graph.mirror.cache import DEFAULT_CAPACITY, VersionedCache
 from pith_graph.mirror.keyfile import MirrorKey
 from pith_graph.mirror.page import render_page
 from pith_graph.mirror.peers import list_peers
 from pith_graph.models import MERGE_VERSION
-from pith_graph.store import EventRow, EventStore, FactsRow, SQLiteBackend
+from pith_graph.store import EventStore, SQLiteBackend
 from pith_graph.store._export import signed
-from pith_graph.store._facts import KeyVerdict, ring_row
 from pith_graph.timestamps import parse_timestamp
 
 __all__ = [
@@ -210,7 +209,6 @@ class GroupCommitWriter:
     def __init__(self, db: str, ring: KeyRing) -> None:
         self._db = db
         self._ring = ring
-        self._ring_row = ring_row(ring)
         self._queue: queue.Queue[_Submission | None] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="pith-mirror-writer", daemon=True)
         self._failure: BaseException | None = None
@@ -281,55 +279,30 @@ class GroupCommitWriter:
                 return
             submission.future.set_exception(exc)
 
-    def _held(self, store: EventStore, keys: set[tuple[str, str]]) -> set[tuple[str, str]]:
-        """The (subject, unit id) pairs of which the store holds a copy passing stage 1 under the mirror's keys."""
-
-        verifier = store.verifier()
-        held: set[tuple[str, str]] = set()
-        for (subject, uid), bodies in store.backend.unit_bodies(sorted(keys)).items():
-            for body in bodies:
-                if check_event(
-                    loads(body), subject=subject, keyring=self._ring, verifier=verifier, uid=uid
-                ).valid:
-                    held.add((subject, uid))
-                    break
-        return held
-
     def _commit(self, store: EventStore, batch: list[_Submission]) -> list[bool]:
-        rows = [EventRow.of(s.subject, s.tree) for s in batch]
-        seen = self._held(store, {(row.subject, row.unit_id) for row in rows})
-        adding: list[EventRow] = []
-        facts: list[FactsRow] = []
-        positions: list[int] = []
-        for position, (submission, row) in enumerate(zip(batch, rows, strict=True)):
-            if (row.subject, row.unit_id) in seen:
-                continue
-            seen.add((row.subject, row.unit_id))
-            adding.append(row)
-            # Stage 1 passed, so its intrinsic part did: the facts are those of the stage-1 outcome.
-            facts.append(FactsRow.of(row.body, submission.checked))
-            positions.append(position)
-        results = [False] * len(batch)
-        if adding:
-            for position, new in zip(positions, store.backend.add(adding, [], facts), strict=True):
-                results[position] = new
-        # What stage 1 decided, kept as the store keeps a replay's verdicts: the key verdict
-        # under the mirror's keys (so the replay after this commit checks and writes nothing)
-        # and the signature verdicts (for replays under other keys). Derived caches, written
-        # by this thread only and without an fsync of their own (see _relaxed).
-        verdicts: dict[str, list[KeyVerdict]] = {}
-        for row in adding:
-            verdicts.setdefault(row.subject, []).append(KeyVerdict(row.unit_id, row.digest, None))
+        # The store's rule (docs/merge-v1.md, "A unit is stored once") for the whole batch in one
+        # durable transaction: a copy of a unit of which a copy valid under the mirror's keys is
+        # held, or comes earlier in the batch, is held and not stored (issue 15, copy
+        # amplification). Stage 1 ran and passed for every submission: its outcome is handed
+        # over, not recomputed, and its key verdict is kept, so the replay after this commit
+        # checks and writes nothing.
+        results = store.add_copies(
+            [(s.subject, s.tree) for s in batch],
+            trusted_keys=self._ring,
+            keep_invalid=False,
+            checked=[s.checked for s in batch],
+        )
+        # The signature verdicts stage 1 found, for replays under other keys: a derived cache,
+        # written by this thread only and without an fsync of its own (see _relaxed).
         for submission in batch:
             for verdict in submission.verdicts:
                 store.cache.record(*verdict)
         with _relaxed(store):
-            for subject, kept in verdicts.items():
-                store.backend.add_key_verdicts(self._ring_row, subject, kept)
             store.cache.flush()
+        new = [result.status == codes.STORE_NEW for result in results]
         self.batches += 1
-        self.committed += sum(results)
-        return results
+        self.committed += sum(new)
+        return new
 
 
 @contextlib.contextmanager
@@ -447,9 +420,7 @@ class Mirror:
                 return
             target = self._wanted
             view = self.view
-            delta = await self.off(
-                lambda: fetch_delta(self._store().backend, view.events_seq, view.items_seq)
-            )
+            delta = await self.off(lambda: self._store().backend.changes(view.events_seq, view.items_seq))
             view.apply(delta)
             self._applied = target
 

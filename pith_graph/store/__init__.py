@@ -358,27 +358,61 @@ class EventStore:
                 code=codes.E_BAD_SUBJECT,
             ) from exc
 
+    def add_copies(
+        self,
+        copies: Sequence[tuple[str, Any]],
+        *,
+        trusted_keys: TrustedKeys = None,
+        keep_invalid: bool = True,
+        items: Sequence[ItemRow] = (),
+        checked: Sequence[CheckedEvent | None] | None = None,
+    ) -> list[AppendResult]:
+        """Store received (subject, parsed event) copies and ``items`` by the store's rule
+        (docs/merge-v1.md, "A unit is stored once"), one :class:`AppendResult` per copy.
+
+        What :meth:`append` and :meth:`import_bundle` do, for many copies of many
+        subjects in one transaction (a mirror's group commit, a peer's bundle): a copy
+        valid under ``trusted_keys`` is stored unless its unit has a stored copy valid
+        under them (earlier copies of the call included): ``duplicate``; an invalid one
+        only with ``keep_invalid`` (else ``refused``). Each subject must be a full Pith
+        Number. ``checked[i]``, when given and valid, is copy ``i``'s stage-1 outcome
+        under the same keys (``check_event``), so its signature is not checked again.
+        """
+        for subject, _ in copies:
+            if not isinstance(subject, str) or not PITH_NUMBER_RE.fullmatch(subject):
+                raise InputError(f"subject {subject!r} is not a Pith Number", code=codes.E_BAD_SUBJECT)
+        return self._store_copies(
+            copies, coerce_ring(trusted_keys), keep_invalid=keep_invalid, items=items, known=checked
+        )
+
     def _store_copies(
         self,
-        subject: str,
-        trees: Sequence[Any],
+        copies: Sequence[tuple[str, Any]],
         ring: KeyRing,
         *,
         keep_invalid: bool,
         items: Sequence[ItemRow] = (),
+        known: Sequence[CheckedEvent | None] | None = None,
     ) -> list[AppendResult]:
-        """Run stage 1 on received copies under ``ring`` and store them (docs/merge-v1.md, "A unit is stored once").
+        """Run stage 1 on received (subject, tree) copies under ``ring`` and store them
+        (docs/merge-v1.md, "A unit is stored once").
 
         A valid copy is stored unless its unit already has a stored copy valid under
         ``ring``; an invalid one only with ``keep_invalid`` (a local user's evidence).
         Stored copies of a unit never checked under ``ring`` are checked first (their
-        verdicts kept), so the rule holds whatever keys stored them.
+        verdicts kept), so the rule holds whatever keys stored them. ``known[i]``, when
+        valid, is copy ``i``'s stage-1 outcome under ``ring``, used instead of checking it.
         """
-        rows = [EventRow.of(subject, tree) for tree in trees]
+        rows = [EventRow.of(subject, tree) for subject, tree in copies]
         verifier = self.verifier()
         checked: list[CheckedRow] = []
         try:
-            for row, tree in zip(rows, trees, strict=True):
+            for index, (row, (subject, tree)) in enumerate(zip(rows, copies, strict=True)):
+                given = known[index] if known is not None else None
+                if given is not None and given.valid and given.unit_id == row.unit_id:
+                    # Valid, so its intrinsic part passed: its facts are those of the whole outcome.
+                    checked.append(CheckedRow(FactsRow.of(row.body, given), None, True))
+                    continue
                 inspected = inspect_event(tree, subject=subject, uid=row.unit_id)
                 final = check_keys(inspected, subject=subject, keyring=ring, verifier=verifier)
                 checked.append(
@@ -390,7 +424,8 @@ class EventStore:
                 again = [i for i, outcome in enumerate(outcomes) if outcome == UNSETTLED]
                 if not again:
                     break
-                self._settle(subject, ring)
+                for subject in sorted({rows[i].subject for i in again}):
+                    self._settle(subject, ring)
                 retried = self.backend.add_checked(
                     [rows[i] for i in again],
                     [],
@@ -400,9 +435,11 @@ class EventStore:
                 )
                 for i, outcome in zip(again, retried, strict=True):
                     outcomes[i] = outcome
-            if UNSETTLED in outcomes:
+            unsettled = sorted({row.subject for row, o in zip(rows, outcomes, strict=True) if o == UNSETTLED})
+            if unsettled:
                 raise StoreError(
-                    f"stored copies of {subject} stay unchecked under these keys", code=codes.E_INTERNAL
+                    f"stored copies of {', '.join(unsettled)} stay unchecked under these keys",
+                    code=codes.E_INTERNAL,
                 )
         finally:
             self.cache.flush()
@@ -410,7 +447,7 @@ class EventStore:
             AppendResult(
                 _NOT_STORED.get(outcome)
                 or (codes.STORE_NEW if check.reason is None else codes.STORE_INVALID),
-                subject,
+                row.subject,
                 row.unit_id,
                 row.digest,
                 check.reason,
@@ -453,7 +490,7 @@ class EventStore:
                 raise InputError("the event names no subject_pith_number: pass subject=", code=codes.E_USAGE)
             subject = claimed
         subject = self.resolve_subject(subject)
-        [result] = self._store_copies(subject, [tree], coerce_ring(trusted_keys), keep_invalid=keep_invalid)
+        [result] = self._store_copies([(subject, tree)], coerce_ring(trusted_keys), keep_invalid=keep_invalid)
         return result
 
     def import_bundle(
@@ -502,7 +539,9 @@ class EventStore:
         )
         ring = self._ring(trusted_keys, trust_bundle_keys, listed)
         before = self._item_count(subject)
-        appends = self._store_copies(subject, raw["events"], ring, keep_invalid=keep_invalid, items=items)
+        appends = self._store_copies(
+            [(subject, tree) for tree in raw["events"]], ring, keep_invalid=keep_invalid, items=items
+        )
         return ImportResult(subject, tuple(appends), self._item_count(subject) - before)
 
     def import_bundles(
@@ -626,26 +665,24 @@ class EventStore:
             _source_tree(found)
         subjects = {item.subject for item in items()}
         added = refused = 0
-        batch: dict[str, list[Any]] = {}
-        pending = 0
+        batch: list[tuple[str, Any]] = []
 
         def flush() -> None:
-            nonlocal added, refused, pending
-            for subject, trees in batch.items():
-                for result in self._store_copies(subject, trees, ring, keep_invalid=False):
-                    added += result.status == codes.STORE_NEW
-                    refused += result.status == codes.STORE_REFUSED
+            nonlocal added, refused
+            if not batch:
+                return
+            for result in self._store_copies(batch, ring, keep_invalid=False):
+                added += result.status == codes.STORE_NEW
+                refused += result.status == codes.STORE_REFUSED
             batch.clear()
-            pending = 0
 
         for found in events():
             tree = _source_tree(found)
             if tree is None:
                 refused += 1
                 continue
-            batch.setdefault(found.subject, []).append(tree)
-            pending += 1
-            if pending >= _SYNC_BATCH:
+            batch.append((found.subject, tree))
+            if len(batch) >= _SYNC_BATCH:
                 flush()
         flush()
         before = sum(self._item_count(s) for s in subjects)

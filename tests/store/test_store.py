@@ -157,6 +157,41 @@ class StoreContract:
             == rebuild_state(history.bundle([snap, forged], aliases=[]), trusted_keys=trusted).to_json()
         )
 
+    def test_add_copies_of_many_subjects_in_one_call(self, store: EventStore, history: History) -> None:
+        other = History.new(history.registry, arxiv_id="2601.00002")
+        trusted = [*history.trusted(), *other.trusted()]
+        snap = history.event("graph_snapshot", payload={"n": 1})
+        # A second valid copy of the unit: the content hash does not reach signed_at.
+        twin = {**snap, "signature": {**snap["signature"], "signed_at": "2026-06-10T00:00:00Z"}}
+        copies = [
+            (history.subject, history.record_created),
+            (other.subject, other.record_created),
+            (history.subject, snap),
+            (history.subject, tampered_signature(snap)),  # forged: refused, not kept
+            (other.subject, history.record_created),  # about another subject: refused
+            (history.subject, twin),  # another valid copy of a unit stored earlier in the call
+            (other.subject, other.record_created),  # the same copy again
+        ]
+        results = store.add_copies(copies, trusted_keys=trusted, keep_invalid=False)
+        assert [(r.status, r.subject) for r in results] == [
+            (codes.STORE_NEW, history.subject),
+            (codes.STORE_NEW, other.subject),
+            (codes.STORE_NEW, history.subject),
+            (codes.STORE_REFUSED, history.subject),
+            (codes.STORE_REFUSED, other.subject),
+            (codes.STORE_DUPLICATE, history.subject),
+            (codes.STORE_DUPLICATE, other.subject),
+        ]
+        assert results[3].reason == codes.REASON_BAD_SIGNATURE
+        assert [e.digest for e in store.events(history.subject, trusted_keys=trusted)] == [
+            ref_sha256(history.record_created),
+            ref_sha256(snap),
+        ]
+        assert len(store.events(other.subject, trusted_keys=trusted)) == 1
+        with pytest.raises(InputError) as caught:
+            store.add_copies([("pith:2026:AG3PAJ22", snap)])
+        assert caught.value.code == codes.E_BAD_SUBJECT
+
     def test_invalid_events_are_stored_not_dropped(self, store: EventStore, history: History) -> None:
         trusted = history.trusted()
         forged = tampered_signature(history.event("correction", payload={"fix": "x"}))
