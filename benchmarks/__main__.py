@@ -17,7 +17,6 @@ bench-store`` runs only those).
 from __future__ import annotations
 
 import argparse
-import gc
 import hashlib
 import importlib.metadata
 import json
@@ -27,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -35,7 +34,7 @@ from typing import Any, Final
 
 from benchmarks import backends, profile
 from benchmarks.generate import DATA_DIR, ensure_bundle, trusted_entries
-from benchmarks.profile import parallel_capacity
+from benchmarks.profile import best, parallel_capacity, timed
 from benchmarks.small import DEFAULT_COUNT as SMALL_COUNT
 from benchmarks.small import TARGETS as SMALL_TARGETS
 from benchmarks.small import measure_small
@@ -77,24 +76,6 @@ def backend_default(name: str) -> Iterator[None]:
             del os.environ[ed25519.BACKEND_ENV_VAR]
         else:
             os.environ[ed25519.BACKEND_ENV_VAR] = before
-
-
-def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    """Best wall time of ``repeat`` runs (after a collection), and the last result."""
-    times = []
-    result = None
-    for _ in range(repeat):
-        result = None  # the last run's result (a 100k state holds ~400 MB) is not kept alive beside the next
-        gc.collect()
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), result
-
-
-def timed(fn: Callable[[], Any], repeat: int) -> float:
-    """Best wall time of ``repeat`` runs of ``fn``; its result is dropped."""
-    return best(fn, repeat)[0]
 
 
 def machine() -> dict[str, Any]:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from benchmarks.generate import DATA_DIR, trusted_entries
-from benchmarks.profile import parallel_capacity, verify_all
+from benchmarks.profile import parallel_capacity, timed, verify_all
 from benchmarks.registry_mirror import ensure_mirror, mirror_files
 from pith_graph import codes
 from pith_graph._parallel.many import verify_many, walk_bundle_paths
@@ -80,22 +80,9 @@ def report_digest(data: bytes) -> str:
     return str(json.loads(data)["bundle_signature"]["bundle_sha256"])
 
 
-def _best(fn: Callable[[], Any], repeat: int) -> float:
-    import gc
-    import time
-
-    best = float("inf")
-    for _ in range(repeat):
-        gc.collect()
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def _paired(bound: Callable[[], Any], path: Callable[[], Any], repeat: int) -> tuple[float, float]:
     """Best times of ``bound`` and ``path``, run alternately ``repeat`` times each."""
-    pairs = [(_best(bound, 1), _best(path, 1)) for _ in range(repeat)]
+    pairs = [(timed(bound, 1), timed(path, 1)) for _ in range(repeat)]
     return min(b for b, _ in pairs), min(p for _, p in pairs)
 
 
@@ -178,15 +165,15 @@ def measure_small(
             "import_s": t_import,
             "import_ms_per_bundle": t_import / len(datas) * 1e3,
             "import_bound_ratio": t_bound_import / t_import,
-            "import_batch_1_s": _best(partial(_import_dir, directory, keys_file, 1), 1),
+            "import_batch_1_s": timed(partial(_import_dir, directory, keys_file, 1), 1),
         }
     )
     # verify-many: one worker and many alternate (paired), as for the large bundles' speed-up.
     ones: list[float] = []
     manys: list[float] = []
     for _ in range(max(repeat, 2)):
-        ones.append(_best(partial(_verify_many, paths, ring, 1), 1))
-        manys.append(_best(partial(_verify_many, paths, ring, workers), 1))
+        ones.append(timed(partial(_verify_many, paths, ring, 1), 1))
+        manys.append(timed(partial(_verify_many, paths, ring, workers), 1))
     out["verify_many"] = {
         "workers": workers,
         "one_s": min(ones),

@@ -16,6 +16,7 @@ import pytest
 from pith_graph import codes
 from pith_graph.canonical import (
     MAX_DEPTH,
+    MAX_INT_DIGITS,
     JsonFloat,
     canonical_json,
     canonical_json_parsed,
@@ -296,3 +297,30 @@ def test_duplicate_keys_are_found_at_any_depth_and_in_any_container() -> None:
         with pytest.raises(InputError) as caught:
             loads(data)
         assert caught.value.code == codes.E_DUPLICATE_KEY
+
+
+@pytest.mark.parametrize("start", [(1 << 20) - 700, (1 << 20) - 320, (1 << 20) - 1, 1 << 20])
+def test_a_long_integer_across_a_mebibyte_boundary_is_found(start: int) -> None:
+    """The digit-run search reads large text in 1 MiB windows: a run across their seam counts."""
+    head = b'{"a":"' + b"x" * (start - 12) + b'","n":'
+    assert len(head) == start
+    for digits, too_long in ((MAX_INT_DIGITS, False), (MAX_INT_DIGITS + 1, True)):
+        text = head + b"9" * digits + b"}"
+        if too_long:
+            with pytest.raises(InputError) as raised:
+                loads(text)
+            assert raised.value.code == codes.E_NUMBER_TOO_LONG
+            with pytest.raises(InputError) as built:
+                canonical_json({"a": "x" * (start - 12), "n": int("9" * digits)})
+            assert built.value.code == codes.E_NUMBER_TOO_LONG
+        else:
+            assert canonical_json(loads(text)) == text
+
+
+def test_a_long_integer_is_named_before_a_lone_surrogate() -> None:
+    with pytest.raises(InputError) as raised:
+        canonical_json(["\ud800", 10**MAX_INT_DIGITS])
+    assert raised.value.code == codes.E_NUMBER_TOO_LONG
+    with pytest.raises(InputError) as surrogate:
+        canonical_json(["\ud800", 10 ** (MAX_INT_DIGITS - 1)])
+    assert surrogate.value.code == codes.E_LONE_SURROGATE

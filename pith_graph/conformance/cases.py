@@ -12,6 +12,7 @@ import copy
 import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 from pith_graph import codes
@@ -19,6 +20,7 @@ from pith_graph.canonical import canonical_json
 from pith_graph.conformance.mutations import (
     MUTATIONS,
     Outcome,
+    _replace,
     break_signature,
     duplicate,
     fork,
@@ -539,53 +541,55 @@ def _listed_key_cases() -> list[Case]:
 def _signature_shape_cases() -> list[Case]:
     """Copies that differ only in the signature object, which the content hash does not cover."""
     base = _base()
-    tip = base.by_id()[base.tips()[0]]
-    cases = []
+    tip_id = base.tips()[0]
     # The last base64 character before "==" carries 4 unused bits: set one (same 64 bytes).
-    text = tip["signature"]["signature_b64"]
+    text = base.by_id()[tip_id]["signature"]["signature_b64"]
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
     respelt = text[:-3] + alphabet[alphabet.index(text[-3]) | 1] + text[-2:]
     assert respelt != text and base64.b64decode(respelt) == base64.b64decode(text)
-    loose = copy.deepcopy(tip)
-    loose["signature"]["signature_b64"] = respelt
-    outcome = Outcome(
-        [*without(base, tip["event_id"]), loose],
-        {tip["event_id"]: "bad_signature"},
-        description="signature_b64 with a unused bit set: the same 64 bytes, not their canonical base64 (bad_signature)",
+
+    loose = _replace(
+        base,
+        tip_id,
+        partial(_with_signature, {"signature_b64": respelt}),
+        "bad_signature",
+        "signature_b64 with a unused bit set: the same 64 bytes, not their canonical base64",
     )
-    cases.append(_case("signature-non-canonical-base64", ["signature_shape", "bad_signature"], base, outcome))
-    padded = copy.deepcopy(tip)
-    padded["signature"]["pad"] = "x" * 64
-    outcome = Outcome(
-        [*without(base, tip["event_id"]), padded],
-        {tip["event_id"]: "malformed"},
-        description="a signature object with a member v1 does not have (malformed)",
+    padded = _replace(
+        base,
+        tip_id,
+        partial(_with_signature, {"pad": "x" * 64}),
+        "malformed",
+        "a signature object with a member v1 does not have",
     )
-    cases.append(_case("signature-extra-member", ["signature_shape", "malformed"], base, outcome))
-    huge = copy.deepcopy(tip)
-    huge["signature"]["signature_b64"] = "A" * MAX_EVENT_BYTES
-    outcome = Outcome(
-        [*without(base, tip["event_id"]), huge],
-        {tip["event_id"]: "malformed"},
-        description="a signature member so large that the whole event exceeds 1 MiB (malformed)",
+    huge = _replace(
+        base,
+        tip_id,
+        partial(_with_signature, {"signature_b64": "A" * MAX_EVENT_BYTES}),
+        "malformed",
+        "a signature member so large that the whole event exceeds 1 MiB",
     )
-    cases.append(_case("signature-oversized-member", ["signature_shape", "malformed"], base, outcome))
-    kept = copy.deepcopy(tip)
-    kept["signature"]["pad"] = "x" * 64
-    outcome = Outcome(
-        [*base.events, kept, loose],
+    both = Outcome(
+        [*base.events, padded.events[-1], loose.events[-1]],
         {},
         description="a valid copy beside a padded and a re-spelt copy: the unit is valid",
     )
-    cases.append(
+    return [
+        _case("signature-non-canonical-base64", ["signature_shape", "bad_signature"], base, loose),
+        _case("signature-extra-member", ["signature_shape", "malformed"], base, padded),
+        _case("signature-oversized-member", ["signature_shape", "malformed"], base, huge),
         _case(
             "signature-copies-one-valid",
             ["signature_shape", "duplicates", "copies_disagree", "valid"],
             base,
-            outcome,
-        )
-    )
-    return cases
+            both,
+        ),
+    ]
+
+
+def _with_signature(members: dict[str, str], event: dict[str, Any]) -> dict[str, Any]:
+    """``event`` with ``members`` set in its signature object (the rest of it kept, in order)."""
+    return {**event, "signature": {**event["signature"], **members}}
 
 
 def _record_creation_cases() -> list[Case]:
