@@ -34,6 +34,7 @@ __all__ = [
     "number_in",
     "positive_float",
     "positive_int",
+    "print_error",
     "add_workers_option",
     "is_store_file",
     "load_ring",
@@ -101,6 +102,11 @@ def is_store_file(path: str | Path) -> bool:
             return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}", code=codes.E_IO) from exc
+
+
+def print_error(code: str, message: str) -> None:
+    """The one stderr line an unusable input gets: ``pith-graph: error[CODE]: message``."""
+    print(f"pith-graph: error[{code}]: {message}", file=sys.stderr)
 
 
 def write_stdout(data: bytes) -> None:

@@ -23,6 +23,7 @@ from pith_graph.cli._common import (
     input_source,
     load_ring,
     naming,
+    print_error,
     write_stdout,
 )
 from pith_graph.cli._output import emit, envelope
@@ -156,7 +157,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for report in reports:
         if not report.usable:  # also on stderr, as every other unusable input is
             error = report.problems[0]
-            print(f"pith-graph: error[{error.code}]: {_named(report.source, error.message)}", file=sys.stderr)
+            print_error(error.code, _named(report.source, error.message))
     if args.json:
         emit(envelope("verify", exit_code, ok=exit_code == EXIT_OK, documents=[r.to_dict() for r in reports]))
     else:

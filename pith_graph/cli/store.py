@@ -31,6 +31,7 @@ from pith_graph.cli._common import (
     is_store_file,
     load_ring,
     naming,
+    print_error,
     write_stdout,
 )
 from pith_graph.cli._output import emit, envelope, error_member
@@ -116,7 +117,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 with naming(name):
                     result = store.import_bundle(input_source(name), **trust)
             except (InputError, TrustError) as exc:
-                print(f"pith-graph: error[{exc.code}]: {exc.message}", file=sys.stderr)
+                print_error(exc.code, exc.message)
                 entries.append({"source": label, "ok": False, "error": error_member(exc)})
                 continue
             entry = _imported(label, result)
