@@ -28,6 +28,7 @@ __all__ = [
     "STDIN",
     "add_trust_options",
     "command_line",
+    "display_name",
     "input_source",
     "naming",
     "non_negative_int",
@@ -60,13 +61,18 @@ def input_source(name: str) -> bytes | Path:
     return data
 
 
+def display_name(name: str) -> str:
+    """How messages and output name a FILE argument: ``<stdin>`` for ``-``, else as given."""
+    return "<stdin>" if name == STDIN else name
+
+
 @contextmanager
 def naming(name: str) -> Iterator[None]:
     """Errors raised inside name the file they are about (``<stdin>`` for ``-``)."""
     try:
         yield
     except PithGraphError as exc:
-        exc.naming("<stdin>" if name == STDIN else name)
+        exc.naming(display_name(name))
         raise
 
 

@@ -20,6 +20,7 @@ from pith_graph.cli._common import (
     EXIT_UNUSABLE,
     STDIN,
     add_trust_options,
+    display_name,
     input_source,
     load_ring,
     naming,
@@ -53,14 +54,10 @@ def cmd_state(args: argparse.Namespace) -> int:
             workers=args.workers,
         )
     if args.json:
-        emit(envelope("state", EXIT_OK, ok=True, source=_label(args.bundle), **state_summary(state)))
+        emit(envelope("state", EXIT_OK, ok=True, source=display_name(args.bundle), **state_summary(state)))
         return EXIT_OK
     write_stdout((state.to_pretty_json() if args.pretty else state.to_json()) + b"\n")
     return EXIT_OK
-
-
-def _label(name: str) -> str:
-    return "<stdin>" if name == STDIN else name
 
 
 def state_summary(state: State) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from pith_graph.cli._common import (
     EXIT_UNUSABLE,
     STDIN,
     add_trust_options,
+    display_name,
     input_source,
     is_store_file,
     load_ring,
@@ -112,7 +113,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     trust = _trust(args)
     with _open(args) as store:
         for done, name in enumerate(_import_sources(args.bundles), 1):
-            label = "<stdin>" if name == STDIN else name
+            label = display_name(name)
             try:
                 with naming(name):
                     result = store.import_bundle(input_source(name), **trust)
@@ -249,7 +250,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                         result = store.sync_from(other, trusted_keys=ring)
                 else:
                     result = store.sync_from(input_source(source), trusted_keys=ring)
-            label = "<stdin>" if source == STDIN else redacted_url(source)
+            label = display_name(redacted_url(source))
             entries.append(
                 {
                     "source": label,
