@@ -227,9 +227,13 @@ def cmd_peers_list(args: argparse.Namespace) -> int:
 _limit: Final = number_in(int, 1, MAX_LIMIT, f"1 to {MAX_LIMIT}")
 
 
+def _db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
+
+
 def _network_options(parser: argparse.ArgumentParser) -> None:
     defaults = ClientLimits()
-    parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
+    _db_option(parser)
     parser.add_argument(
         "--trusted-keys",
         metavar="FILE",
@@ -313,11 +317,9 @@ def register(subparsers: Any) -> None:
     add = peers_sub.add_parser("add", help="follow a peer")
     add.add_argument("url", metavar="URL", help="the base URL of the peer mirror to follow")
     add.add_argument("--name", help="a name to show for it")
-    add.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
+    _db_option(add)
     add.set_defaults(func=cmd_peers_add)
     listing = peers_sub.add_parser("list", help="list the peers followed and their cursors")
-    listing.add_argument(
-        "--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})"
-    )
+    _db_option(listing)
     listing.add_argument("--json", action="store_true", help="print as JSON")
     listing.set_defaults(func=cmd_peers_list)
