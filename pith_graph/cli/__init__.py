@@ -24,7 +24,7 @@ from typing import Any, Final
 from pith_graph import codes
 from pith_graph._startup import interrupted_while_starting
 from pith_graph.cli import documents, proof, store, vectors, verify_many
-from pith_graph.cli._common import EXIT_UNUSABLE
+from pith_graph.cli._common import EXIT_UNUSABLE, print_error
 from pith_graph.cli._output import emit, envelope, error_member
 from pith_graph.errors import InputError, PithGraphError
 
@@ -102,7 +102,7 @@ def _quiet_stdout() -> None:
 
 
 def _fail(args: argparse.Namespace | None, error: PithGraphError) -> int:
-    print(f"pith-graph: error[{error.code}]: {error.message}", file=sys.stderr)
+    print_error(error.code, error.message)
     if args is not None and getattr(args, "json", False) and error.code != codes.E_OUTPUT:
         command = " ".join(part for part in (args.command, getattr(args, "store_command", None)) if part)
         try:

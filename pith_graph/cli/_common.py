@@ -28,12 +28,14 @@ __all__ = [
     "STDIN",
     "add_trust_options",
     "command_line",
+    "display_name",
     "input_source",
     "naming",
     "non_negative_int",
     "number_in",
     "positive_float",
     "positive_int",
+    "print_error",
     "add_workers_option",
     "is_store_file",
     "load_ring",
@@ -59,13 +61,18 @@ def input_source(name: str) -> bytes | Path:
     return data
 
 
+def display_name(name: str) -> str:
+    """How messages and output name a FILE argument: ``<stdin>`` for ``-``, else as given."""
+    return "<stdin>" if name == STDIN else name
+
+
 @contextmanager
 def naming(name: str) -> Iterator[None]:
     """Errors raised inside name the file they are about (``<stdin>`` for ``-``)."""
     try:
         yield
     except PithGraphError as exc:
-        exc.naming("<stdin>" if name == STDIN else name)
+        exc.naming(display_name(name))
         raise
 
 
@@ -101,6 +108,11 @@ def is_store_file(path: str | Path) -> bool:
             return handle.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}", code=codes.E_IO) from exc
+
+
+def print_error(code: str, message: str) -> None:
+    """The one stderr line an unusable input gets: ``pith-graph: error[CODE]: message``."""
+    print(f"pith-graph: error[{code}]: {message}", file=sys.stderr)
 
 
 def write_stdout(data: bytes) -> None:

@@ -45,6 +45,8 @@ def error_member(error: PithGraphError) -> dict[str, str]:
     return {"code": error.code, "message": error.message}
 
 
-def emit(document: dict[str, Any]) -> None:
-    """Print an output document on stdout (indented, UTF-8, one trailing newline)."""
+def emit(document: dict[str, Any] | list[Any]) -> None:
+    """Print an output document on stdout (indented, UTF-8, one trailing newline).
+
+    Also a list: ``mirror pull`` and ``mirror peers list`` print one, without an envelope."""
     write_stdout(json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")

@@ -20,9 +20,11 @@ from pith_graph.cli._common import (
     EXIT_UNUSABLE,
     STDIN,
     add_trust_options,
+    display_name,
     input_source,
     load_ring,
     naming,
+    print_error,
     write_stdout,
 )
 from pith_graph.cli._output import emit, envelope
@@ -52,14 +54,10 @@ def cmd_state(args: argparse.Namespace) -> int:
             workers=args.workers,
         )
     if args.json:
-        emit(envelope("state", EXIT_OK, ok=True, source=_label(args.bundle), **state_summary(state)))
+        emit(envelope("state", EXIT_OK, ok=True, source=display_name(args.bundle), **state_summary(state)))
         return EXIT_OK
     write_stdout((state.to_pretty_json() if args.pretty else state.to_json()) + b"\n")
     return EXIT_OK
-
-
-def _label(name: str) -> str:
-    return "<stdin>" if name == STDIN else name
 
 
 def state_summary(state: State) -> dict[str, Any]:
@@ -156,7 +154,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for report in reports:
         if not report.usable:  # also on stderr, as every other unusable input is
             error = report.problems[0]
-            print(f"pith-graph: error[{error.code}]: {_named(report.source, error.message)}", file=sys.stderr)
+            print_error(error.code, _named(report.source, error.message))
     if args.json:
         emit(envelope("verify", exit_code, ok=exit_code == EXIT_OK, documents=[r.to_dict() for r in reports]))
     else:

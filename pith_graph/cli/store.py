@@ -27,10 +27,12 @@ from pith_graph.cli._common import (
     EXIT_UNUSABLE,
     STDIN,
     add_trust_options,
+    display_name,
     input_source,
     is_store_file,
     load_ring,
     naming,
+    print_error,
     write_stdout,
 )
 from pith_graph.cli._output import emit, envelope, error_member
@@ -111,12 +113,12 @@ def cmd_import(args: argparse.Namespace) -> int:
     trust = _trust(args)
     with _open(args) as store:
         for done, name in enumerate(_import_sources(args.bundles), 1):
-            label = "<stdin>" if name == STDIN else name
+            label = display_name(name)
             try:
                 with naming(name):
                     result = store.import_bundle(input_source(name), **trust)
             except (InputError, TrustError) as exc:
-                print(f"pith-graph: error[{exc.code}]: {exc.message}", file=sys.stderr)
+                print_error(exc.code, exc.message)
                 entries.append({"source": label, "ok": False, "error": error_member(exc)})
                 continue
             entry = _imported(label, result)
@@ -248,7 +250,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
                         result = store.sync_from(other, trusted_keys=ring)
                 else:
                     result = store.sync_from(input_source(source), trusted_keys=ring)
-            label = "<stdin>" if source == STDIN else redacted_url(source)
+            label = display_name(redacted_url(source))
             entries.append(
                 {
                     "source": label,

@@ -11,7 +11,6 @@ on stderr, raised as a :class:`~pith_graph.errors.PithGraphError` for
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 from collections.abc import Iterator
@@ -28,8 +27,8 @@ from pith_graph.cli._common import (
     number_in,
     positive_float,
     positive_int,
-    write_stdout,
 )
+from pith_graph.cli._output import emit
 from pith_graph.cli.store import DEFAULT_DB
 from pith_graph.cli.verify_many import Progress
 from pith_graph.errors import PeerError
@@ -116,7 +115,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
         else:
             _print_admitted(outcome.admitted)
     if args.json:
-        write_stdout(json.dumps(results, indent=2, ensure_ascii=False).encode() + b"\n")
+        emit(results)
     return EXIT_PROBLEMS if found else EXIT_OK
 
 
@@ -136,7 +135,7 @@ def _terminated_as_interrupt() -> Iterator[None]:
 
 def _finish(args: argparse.Namespace, summary: SyncSummary) -> int:
     if args.json:
-        write_stdout(json.dumps(summary.to_dict(), indent=2, ensure_ascii=False).encode() + b"\n")
+        emit(summary.to_dict())
     else:
         for problem in summary.problems:
             print(f"  problem {problem}")
@@ -216,8 +215,9 @@ def cmd_peers_list(args: argparse.Namespace) -> int:
     with EventStore(args.db, create=False) as store:
         listed = peers.list_peers(store)
     if args.json:
-        write_stdout(json.dumps([p.to_dict() for p in listed], indent=2).encode() + b"\n")
-    for peer in [] if args.json else listed:
+        emit([p.to_dict() for p in listed])
+        return EXIT_OK
+    for peer in listed:
         print(
             f"{peer.url}\t{peer.name or '-'}\tadded {peer.added_at}\tcursor {peer.cursor or '(not synced)'}"
         )
@@ -227,9 +227,13 @@ def cmd_peers_list(args: argparse.Namespace) -> int:
 _limit: Final = number_in(int, 1, MAX_LIMIT, f"1 to {MAX_LIMIT}")
 
 
+def _db_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
+
+
 def _network_options(parser: argparse.ArgumentParser) -> None:
     defaults = ClientLimits()
-    parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
+    _db_option(parser)
     parser.add_argument(
         "--trusted-keys",
         metavar="FILE",
@@ -313,11 +317,9 @@ def register(subparsers: Any) -> None:
     add = peers_sub.add_parser("add", help="follow a peer")
     add.add_argument("url", metavar="URL", help="the base URL of the peer mirror to follow")
     add.add_argument("--name", help="a name to show for it")
-    add.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
+    _db_option(add)
     add.set_defaults(func=cmd_peers_add)
     listing = peers_sub.add_parser("list", help="list the peers followed and their cursors")
-    listing.add_argument(
-        "--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})"
-    )
+    _db_option(listing)
     listing.add_argument("--json", action="store_true", help="print as JSON")
     listing.set_defaults(func=cmd_peers_list)

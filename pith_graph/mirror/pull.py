@@ -13,7 +13,7 @@ subject. The first usable bundle is admitted
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -178,7 +178,6 @@ def pull_subject(
     *,
     client: MirrorClient,
     ring: KeyRing,
-    on_failure: Callable[[str], None] | None = None,
 ) -> PullOutcome:
     """Try the mirrors in order until one serves a usable bundle of ``want``; admit it."""
     outcome = PullOutcome(want)
@@ -198,8 +197,6 @@ def pull_subject(
                 raw = parse_bundle(body, subject=want.number or want.matches, url=url)
             except PeerError as exc:
                 outcome.failures.append(f"{url}: {exc.code}")
-                if on_failure is not None:
-                    on_failure(f"{url}: {exc.message}")
                 if exc.code in _HOST_DOWN:
                     break  # the other pattern names the same host
                 continue

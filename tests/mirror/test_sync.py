@@ -70,8 +70,13 @@ def states(db: Path, subjects: list[str], keys: Path) -> dict[str, bytes]:
         return {s: store.state(s, trusted_keys=ring).to_json() for s in subjects}
 
 
+def sync_args(db: Path, url: str, keys: Path, *extra: str) -> list[str]:
+    """``mirror sync`` from ``url`` into ``db``, trusting ``keys``, with the FAST bounds, then ``extra``."""
+    return ["mirror", "sync", url, "--db", str(db), "--trusted-keys", str(keys), *FAST, *extra]
+
+
 def sync(db: Path, url: str, keys: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_cli("mirror", "sync", url, "--db", str(db), "--trusted-keys", str(keys), *FAST, *extra)
+    return run_cli(*sync_args(db, url, keys, *extra))
 
 
 def test_sync_catches_up_then_has_nothing_to_do(tmp_path: Path) -> None:
@@ -188,20 +193,17 @@ def test_follow_rides_out_a_peer_outage(tmp_path: Path) -> None:
             sys.executable,
             "-m",
             "pith_graph",
-            "mirror",
-            "sync",
-            f"http://127.0.0.1:{port}",
-            "--db",
-            str(db),
-            "--trusted-keys",
-            str(keys),
-            *FAST,
-            "--follow",
-            "--interval",
-            "0.2",
-            "--max-rounds",
-            "8",
-            "--json",
+            *sync_args(
+                db,
+                f"http://127.0.0.1:{port}",
+                keys,
+                "--follow",
+                "--interval",
+                "0.2",
+                "--max-rounds",
+                "8",
+                "--json",
+            ),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -254,21 +256,7 @@ def test_sigkill_mid_sync_loses_nothing_and_resumes(tmp_path: Path) -> None:
     subjects = peer_store(peer_db, 12, registry_bundle=False)
     with FeedPeer(peer_db, bundle_delay=0.15) as peer:
         victim = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pith_graph",
-                "mirror",
-                "sync",
-                peer.url,
-                "--db",
-                str(db),
-                "--trusted-keys",
-                str(keys),
-                *FAST,
-                "--limit",
-                "3",
-            ],
+            [sys.executable, "-m", "pith_graph", *sync_args(db, peer.url, keys, "--limit", "3")],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -306,18 +294,7 @@ def test_follow_ends_cleanly_on_sigterm(tmp_path: Path) -> None:
                 sys.executable,
                 "-m",
                 "pith_graph",
-                "mirror",
-                "sync",
-                peer.url,
-                "--db",
-                str(db),
-                "--trusted-keys",
-                str(keys),
-                *FAST,
-                "--follow",
-                "--interval",
-                "0.1",
-                "--json",
+                *sync_args(db, peer.url, keys, "--follow", "--interval", "0.1", "--json"),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -372,19 +349,7 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     master, slave = pty.openpty()
     with FeedPeer(peer_db) as peer:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pith_graph",
-                "mirror",
-                "sync",
-                peer.url,
-                "--db",
-                str(db),
-                "--trusted-keys",
-                str(keys),
-                *FAST,
-            ],
+            [sys.executable, "-m", "pith_graph", *sync_args(db, peer.url, keys)],
             stdout=subprocess.PIPE,
             stderr=slave,
             text=True,
