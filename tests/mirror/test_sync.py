@@ -10,7 +10,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from pith_graph.store import EventStore
 from pith_graph.testing import History, TestKey
 from tests.mirror.peerlab import (
     FIXTURES,
+    PITH_GRAPH,
     FaultPeer,
     FeedPeer,
     Serve,
@@ -33,6 +33,7 @@ from tests.mirror.peerlab import (
     one_error_line,
     run_cli,
     snapshot,
+    sync_args,
 )
 
 pytestmark = pytest.mark.slow
@@ -71,7 +72,7 @@ def states(db: Path, subjects: list[str], keys: Path) -> dict[str, bytes]:
 
 
 def sync(db: Path, url: str, keys: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_cli("mirror", "sync", url, "--db", str(db), "--trusted-keys", str(keys), *FAST, *extra)
+    return run_cli(*sync_args(url, db, keys, *FAST, *extra))
 
 
 def test_sync_catches_up_then_has_nothing_to_do(tmp_path: Path) -> None:
@@ -185,23 +186,19 @@ def test_follow_rides_out_a_peer_outage(tmp_path: Path) -> None:
     port = free_port()
     follower = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "pith_graph",
-            "mirror",
-            "sync",
-            f"http://127.0.0.1:{port}",
-            "--db",
-            str(db),
-            "--trusted-keys",
-            str(keys),
-            *FAST,
-            "--follow",
-            "--interval",
-            "0.2",
-            "--max-rounds",
-            "8",
-            "--json",
+            *PITH_GRAPH,
+            *sync_args(
+                f"http://127.0.0.1:{port}",
+                db,
+                keys,
+                *FAST,
+                "--follow",
+                "--interval",
+                "0.2",
+                "--max-rounds",
+                "8",
+                "--json",
+            ),
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -254,21 +251,7 @@ def test_sigkill_mid_sync_loses_nothing_and_resumes(tmp_path: Path) -> None:
     subjects = peer_store(peer_db, 12, registry_bundle=False)
     with FeedPeer(peer_db, bundle_delay=0.15) as peer:
         victim = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pith_graph",
-                "mirror",
-                "sync",
-                peer.url,
-                "--db",
-                str(db),
-                "--trusted-keys",
-                str(keys),
-                *FAST,
-                "--limit",
-                "3",
-            ],
+            [*PITH_GRAPH, *sync_args(peer.url, db, keys, *FAST, "--limit", "3")],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -302,23 +285,7 @@ def test_follow_ends_cleanly_on_sigterm(tmp_path: Path) -> None:
     subjects = peer_store(peer_db, 2, registry_bundle=False)
     with FeedPeer(peer_db) as peer:
         follower = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pith_graph",
-                "mirror",
-                "sync",
-                peer.url,
-                "--db",
-                str(db),
-                "--trusted-keys",
-                str(keys),
-                *FAST,
-                "--follow",
-                "--interval",
-                "0.1",
-                "--json",
-            ],
+            [*PITH_GRAPH, *sync_args(peer.url, db, keys, *FAST, "--follow", "--interval", "0.1", "--json")],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -372,19 +339,7 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     master, slave = pty.openpty()
     with FeedPeer(peer_db) as peer:
         process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pith_graph",
-                "mirror",
-                "sync",
-                peer.url,
-                "--db",
-                str(db),
-                "--trusted-keys",
-                str(keys),
-                *FAST,
-            ],
+            [*PITH_GRAPH, *sync_args(peer.url, db, keys, *FAST)],
             stdout=subprocess.PIPE,
             stderr=slave,
             text=True,
