@@ -166,19 +166,8 @@ def test_stores_converge_to_the_same_state_bytes(
 
 # --- real mirrors: `pith-graph serve` processes that sync each other (issue 17, "Done when") -----------
 #
-# These need the server of issue 16 (`pith-graph serve`, with the change feed of
-# pith_graph.mirror.feed mounted at /api/mirror/changes and POST /pith/{code}/events).
-# Until the server is merged they skip, saying why; once it is, they run as they are.
-
-
-def _serve_available() -> bool:
-    result = run_cli("serve", "--help", timeout=60)
-    return result.returncode == 0
-
-
-needs_server = pytest.mark.skipif(
-    not _serve_available(), reason="needs `pith-graph serve` (issue 16), not merged here"
-)
+# `pith-graph serve` (issue 16) is part of the package: a server that cannot start fails these
+# tests, it never skips them.
 
 
 def _state(server: Served, code: str) -> bytes:
@@ -213,7 +202,6 @@ def _sync(db: Path, url: str, keys: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_server
 @pytest.mark.slow
 @pytest.mark.parametrize("count", [2, 3], ids=["two", "ring-of-three"])
 def test_real_mirrors_converge_byte_for_byte(tmp_path: Path, count: int) -> None:
@@ -238,7 +226,6 @@ def test_real_mirrors_converge_byte_for_byte(tmp_path: Path, count: int) -> None
             server.stop()
 
 
-@needs_server
 @pytest.mark.slow
 def test_real_mirror_sync_killed_and_restarted_converges(tmp_path: Path) -> None:
     history, keys, dbs = _mirrors(tmp_path, 2)
