@@ -506,8 +506,9 @@ def _copy(data: bytes) -> scratching.ScratchCopy:
 
 
 def _stage1(
-    split: SplitBundle, scratch: scratching.ScratchCopy, chunk_size: int = 16
+    split: SplitBundle, scratch: scratching.ScratchCopy, chunk_size: int | None = 16
 ) -> stage1.Stage1Helpers:
+    """Stage 1 on two helpers under the trusted keys (``chunk_size`` None: the bundle's own size)."""
     name = Verifier().backend.name
     helpers = stage1.start_stage1(
         split,
@@ -828,7 +829,6 @@ def test_stage1_tasks_are_sized_for_the_bundle_unless_told(monkeypatch: pytest.M
     data = json.dumps(build_bundle(60, 9)[0]).encode()
     split = split_bundle(data)
     assert split is not None
-    name = Verifier().backend.name
     sized: list[int] = []
 
     def chunk_size(count: int) -> int:
@@ -838,16 +838,7 @@ def test_stage1_tasks_are_sized_for_the_bundle_unless_told(monkeypatch: pytest.M
     monkeypatch.setattr(stage1, "stage1_chunk_size", chunk_size)
     with _copy(data) as scratch:
         for asked, expected in [(None, 11), (7, 7)]:
-            helpers = stage1.start_stage1(
-                split,
-                scratch,
-                stage1.spawn_helpers(2, name),
-                keyring=KeyRing.from_entries(trusted()),
-                backend_name=name,
-                chunk_size=asked,
-                min_events=0,
-            )
-            assert helpers is not None
+            helpers = _stage1(split, scratch, asked)
             helpers.close()
             assert helpers.chunk_size == expected
     assert sized == [len(split.events)]  # asked once, for the bundle's events
