@@ -4,34 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT, run_module
 
 
 def test_harness_runs_on_a_tiny_bundle(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--quick",
-            "--sizes",
-            "40",
-            "--output",
-            str(output),
-            "--data-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    run = run_module(
+        "benchmarks", "--quick", "--sizes", "40", "--output", str(output), "--data-dir", str(tmp_path)
     )
     assert run.returncode == 0, run.stderr
     assert "== targets ==" in run.stdout and "cold rebuild" in run.stdout
@@ -92,13 +76,7 @@ def test_generator_is_deterministic(tmp_path: Path) -> None:
 
 
 def test_break_even_runs_on_a_tiny_bundle(tmp_path: Path) -> None:
-    run = subprocess.run(
-        [sys.executable, "-m", "benchmarks.break_even", "--sizes", "30", "--data-dir", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    run = run_module("benchmarks.break_even", "--sizes", "30", "--data-dir", str(tmp_path))
     assert run.returncode == 0, run.stderr
     [line] = run.stdout.splitlines()
     assert line.split()[:2] == ["30", "events:"] and "one helper (pool warm)" in line
@@ -107,26 +85,18 @@ def test_break_even_runs_on_a_tiny_bundle(tmp_path: Path) -> None:
 def test_store_rows_run_alone(tmp_path: Path) -> None:
     """``make bench-store``: only the PostgreSQL/SQLite rows, in a file of their own."""
     output = tmp_path / "store.json"
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks.backends",
-            "--sizes",
-            "30",
-            "--small",
-            "3",
-            "--repeat",
-            "1",
-            "--output",
-            str(output),
-            "--data-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    run = run_module(
+        "benchmarks.backends",
+        "--sizes",
+        "30",
+        "--small",
+        "3",
+        "--repeat",
+        "1",
+        "--output",
+        str(output),
+        "--data-dir",
+        str(tmp_path),
     )
     assert run.returncode == 0, run.stderr
     figures = json.loads(output.read_text())["by_size"]["30"]
