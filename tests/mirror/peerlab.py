@@ -44,6 +44,10 @@ from pith_graph.store import EventStore
 HANG_LIMIT = 20.0
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
+#: The registry's published bundle (byte for byte), as the peers serve it, and its subject.
+BUNDLE = (FIXTURES / "bundle-AG3PAJ22.json").read_bytes()
+CODE = "AG3PAJ22332P5QMVIKKH75CXNK"
+SUBJECT = f"pith:2026:{CODE}"
 
 
 def free_port() -> int:

@@ -24,6 +24,7 @@ from pith_graph.testing import History, TestKey
 from tests.mirror.peerlab import (
     FIXTURES,
     PITH_GRAPH,
+    SUBJECT,
     FaultPeer,
     FeedPeer,
     Serve,
@@ -40,7 +41,6 @@ pytestmark = pytest.mark.slow
 
 REGISTRY = TestKey("registry", signer_id="pith.science")
 FAST = ("--timeout", "1", "--deadline", "10", "--retries", "0")
-SUBJECT = "pith:2026:AG3PAJ22332P5QMVIKKH75CXNK"
 
 
 def keys_file(tmp_path: Path) -> Path:
