@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import select
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import httpx
 
+from pith_graph.mirror._process import start_serve
 from pith_graph.testing import History, TestKey
 
 REGISTRY = TestKey("example-registry", signer_id="pith.science")
@@ -34,40 +33,6 @@ def pith_graph(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pith_graph", *args], capture_output=True, text=True, timeout=120
     )
-
-
-def serve(db: Path, keys: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start ``pith-graph serve`` on a free loopback port; its first line names its URL."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pith_graph",
-            "serve",
-            "--db",
-            str(db),
-            "--port",
-            "0",
-            "--trusted-keys",
-            str(keys),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-    )
-    assert process.stdout is not None
-    ready, _, _ = select.select([process.stdout], [], [], 60)
-    line = process.stdout.readline().decode() if ready else ""
-    if not line.startswith("pith-graph mirror: http://"):
-        process.kill()
-        raise SystemExit(f"pith-graph serve did not start: {line!r}")
-    url = line.split()[2].rstrip("/")
-    for _ in range(600):  # at most a minute
-        try:
-            if httpx.get(url + "/pith-mirrors.json", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    return process, url
 
 
 def state_sha256(url: str, code: str) -> str:
@@ -92,9 +57,9 @@ def main() -> int:
             result = pith_graph("store", "import", str(bundle), "--db", str(db), "--trusted-keys", str(keys))
             if result.returncode != 0:
                 raise SystemExit(result.stderr)
-        servers = [serve(db, keys) for db in dbs]
+        servers = [start_serve(db, "--trusted-keys", str(keys), startup_s=60) for db in dbs]
         try:
-            (_, first), (_, second) = servers
+            first, second = (server.url for server in servers)
             event = history.event(
                 "author_attestation", key=AUTHOR, target="author", payload={"note": "hello"}
             )
@@ -115,9 +80,8 @@ def main() -> int:
             print("equal" if a == b else "DIFFERENT")
             return 0 if a == b else 1
         finally:
-            for process, _ in servers:
-                process.terminate()
-                process.wait(timeout=15)
+            for server in servers:
+                server.stop()
 
 
 if __name__ == "__main__":

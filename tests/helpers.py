@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import subprocess
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from pith_graph.testing import History, TestKey
 
 #: The registry's published documents, byte for byte.
 FIXTURES = Path(__file__).parent / "fixtures"
+#: The checkout: ``benchmarks`` and ``examples`` run from here.
+ROOT = Path(__file__).resolve().parents[1]
 
 #: The registry key, as FORMAT-FACTS states it (not read from pith_graph).
 REGISTRY_KEY_ID = "pith-v1-2026-05"
@@ -87,3 +91,10 @@ def invalid(state: State) -> dict[str, str]:
 def current_ids(state: State, collection: str) -> list[str]:
     """The event ids in one ``current`` collection."""
     return [entry["event_id"] for entry in state.to_dict()["current"][collection]]
+
+
+def run_module(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``python -m MODULE ARGS`` from the checkout (stdout, stderr as text), e.g. a benchmark."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
+    )

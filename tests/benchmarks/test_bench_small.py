@@ -3,39 +3,28 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 from benchmarks.generate import trusted_entries
 from benchmarks.registry_mirror import ensure_mirror, generate_record_bundle, mirror_files
 from pith_graph.verify import verify_bundle
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import run_module
 
 
 def test_small_rows_run_alone(tmp_path: Path) -> None:
     output = tmp_path / "results.json"
     output.write_text(json.dumps({"sizes": [40], "by_size": {"40": {"kept": True}}}))
-    run = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--only",
-            "small",
-            "--quick",
-            "--bundles",
-            "12",
-            "--output",
-            str(output),
-            "--data-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    run = run_module(
+        "benchmarks",
+        "--only",
+        "small",
+        "--quick",
+        "--bundles",
+        "12",
+        "--output",
+        str(output),
+        "--data-dir",
+        str(tmp_path),
     )
     assert run.returncode == 0, run.stderr
     results = json.loads(output.read_text())

@@ -12,8 +12,7 @@ import pytest
 
 from pith_graph import documents, rebuild
 from pith_graph.keys import KeyRing
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import ROOT
 
 
 @pytest.fixture(scope="module")

@@ -153,6 +153,7 @@ def test_an_error_stops_the_other_documents_processes_at_once(tmp_path: Path) ->
     deadline = time.monotonic() + 120
     while len(list(tmp_path.glob("slow-*"))) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)
+    assert len(list(tmp_path.glob("slow-*"))) >= 2  # both workers are in a ten-minute task
     pids = {int(p.name.rpartition("-")[2]) for p in tmp_path.iterdir()}
     outcomes.close()  # what verify_documents does when it raises
     while any(map(process_running, pids)) and time.monotonic() < deadline:

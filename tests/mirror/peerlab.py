@@ -44,6 +44,10 @@ from pith_graph.store import EventStore
 HANG_LIMIT = 20.0
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures"
+#: The registry's published bundle (byte for byte), as the peers serve it, and its subject.
+BUNDLE = (FIXTURES / "bundle-AG3PAJ22.json").read_bytes()
+CODE = "AG3PAJ22332P5QMVIKKH75CXNK"
+SUBJECT = f"pith:2026:{CODE}"
 
 
 def free_port() -> int:
@@ -301,10 +305,19 @@ class FeedPeer:
 # --- the CLI as a subprocess ---------------------------------------------------------
 
 
+#: ``pith-graph`` as a command line, for a process of its own.
+PITH_GRAPH = (sys.executable, "-m", "pith_graph")
+
+
+def sync_args(url: str, db: Path, keys: Path, *extra: str) -> list[str]:
+    """``mirror sync URL --db DB --trusted-keys KEYS EXTRA``: the arguments after ``pith-graph``."""
+    return ["mirror", "sync", url, "--db", str(db), "--trusted-keys", str(keys), *extra]
+
+
 def run_cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """``pith-graph ARGV`` in a subprocess (stdout, stderr as text)."""
     return subprocess.run(
-        [sys.executable, "-m", "pith_graph", *argv],
+        [*PITH_GRAPH, *argv],
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -21,7 +21,9 @@ from pith_graph.mirror.client import ClientLimits, MirrorClient
 from pith_graph.store import EventStore
 from pith_graph.testing import History, TestKey
 from tests.mirror.peerlab import (
-    FIXTURES,
+    BUNDLE,
+    CODE,
+    SUBJECT,
     Announce,
     Cut,
     FaultPeer,
@@ -37,9 +39,6 @@ from tests.mirror.peerlab import (
     well_known_path,
 )
 
-BUNDLE = (FIXTURES / "bundle-AG3PAJ22.json").read_bytes()
-CODE = "AG3PAJ22332P5QMVIKKH75CXNK"
-SUBJECT = f"pith:2026:{CODE}"
 FAST = ClientLimits(
     connect_timeout=0.5,
     read_timeout=0.5,

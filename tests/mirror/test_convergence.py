@@ -21,15 +21,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-import select
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,7 +37,8 @@ from pith_graph.mirror.sync import StorePeer, sync_once
 from pith_graph.rebuild import rebuild_state
 from pith_graph.store import EventStore
 from pith_graph.testing import History, TestKey
-from tests.mirror.peerlab import ROOT, bounded, run_cli
+from tests.mirror.conftest import Served, code_of, post, start_server
+from tests.mirror.peerlab import PITH_GRAPH, ROOT, run_cli, sync_args
 
 REGISTRY = TestKey("registry", signer_id="pith.science")
 ALICE, BOB, STRANGER = TestKey("alice"), TestKey("bob"), TestKey("stranger")
@@ -168,89 +166,20 @@ def test_stores_converge_to_the_same_state_bytes(
 
 # --- real mirrors: `pith-graph serve` processes that sync each other (issue 17, "Done when") -----------
 #
-# These need the server of issue 16 (`pith-graph serve`, with the change feed of
-# pith_graph.mirror.feed mounted at /api/mirror/changes and POST /pith/{code}/events).
-# Until the server is merged they skip, saying why; once it is, they run as they are.
+# `pith-graph serve` (issue 16) is part of the package: a server that cannot start fails these
+# tests, it never skips them.
 
 
-def _serve_available() -> bool:
-    result = run_cli("serve", "--help", timeout=60)
-    return result.returncode == 0
+def _state(server: Served, code: str) -> bytes:
+    with server.client() as client:
+        answer = client.get(f"/pith/{code}/state.json")
+    assert answer.status_code == 200, answer.text
+    return answer.content
 
 
-needs_server = pytest.mark.skipif(
-    not _serve_available(), reason="needs `pith-graph serve` (issue 16), not merged here"
-)
-
-
-class Served:
-    """One `pith-graph serve` process on a loopback port of its choosing, over its own store.
-
-    The server prints ``pith-graph mirror: URL ...`` as its first line once it listens.
-    """
-
-    def __init__(self, db: Path, keys: Path) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pith_graph",
-                "serve",
-                "--db",
-                str(db),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                "--trusted-keys",
-                str(keys),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"},
-        )
-        assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], 60)
-        line = self.process.stdout.readline().decode() if ready else ""
-        if not line.startswith("pith-graph mirror: http://"):
-            self.stop()
-            raise AssertionError(f"pith-graph serve did not start: {line!r}")
-        self.url = line.split()[2].rstrip("/")
-        with bounded(60) as alive:
-            while alive() and self.process.poll() is None:
-                try:
-                    if httpx.get(self.url + "/pith-mirrors.json", timeout=1).status_code == 200:
-                        return
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.05)
-        self.stop()
-        raise AssertionError("pith-graph serve did not answer")
-
-    def post(self, code: str, event: dict[str, Any]) -> int:
-        answer = httpx.post(
-            f"{self.url}/pith/{code}/events",
-            content=json.dumps(event).encode(),
-            headers={"Content-Type": "application/json"},
-            timeout=30,
-        )
-        return answer.status_code
-
-    def state(self, code: str) -> bytes:
-        answer = httpx.get(f"{self.url}/pith/{code}/state.json", timeout=30)
-        assert answer.status_code == 200, answer.text
-        return answer.content
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=10)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
+def _post(server: Served, history: History, event: dict[str, Any]) -> int:
+    with server.client() as client:
+        return post(client, history, event).status_code
 
 
 def _mirrors(tmp_path: Path, count: int) -> tuple[History, Path, list[Path]]:
@@ -269,57 +198,47 @@ def _mirrors(tmp_path: Path, count: int) -> tuple[History, Path, list[Path]]:
 
 
 def _sync(db: Path, url: str, keys: Path) -> None:
-    result = run_cli("mirror", "sync", url, "--db", str(db), "--trusted-keys", str(keys), "--timeout", "5")
+    result = run_cli(*sync_args(url, db, keys, "--timeout", "5"))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@needs_server
 @pytest.mark.slow
 @pytest.mark.parametrize("count", [2, 3], ids=["two", "ring-of-three"])
 def test_real_mirrors_converge_byte_for_byte(tmp_path: Path, count: int) -> None:
     history, keys, dbs = _mirrors(tmp_path, count)
-    code = history.subject.rsplit(":", 1)[1]
-    servers = [Served(db, keys) for db in dbs]
+    code = code_of(history.subject)
+    servers = [start_server(db, "--trusted-keys", str(keys)) for db in dbs]
     try:
         for index, server in enumerate(servers):  # each receives different events, some forking
             key = (ALICE, BOB)[index % 2]
             first = history.event("author_attestation", key=key, target="author", payload={"mirror": index})
-            assert server.post(code, first) == 201
-            assert server.post(code, history.event("correction", key=key, payload={"mirror": index})) == 201
-        assert len({server.state(code) for server in servers}) == count  # they differ before syncing
+            assert _post(server, history, first) == 201
+            assert (
+                _post(server, history, history.event("correction", key=key, payload={"mirror": index})) == 201
+            )
+        assert len({_state(server, code) for server in servers}) == count  # they differ before syncing
         for _ in range(count):  # around the ring (two mirrors: each pulls from the other)
             for index in range(count):
                 _sync(dbs[index], servers[(index - 1) % count].url, keys)
-        assert len({server.state(code) for server in servers}) == 1
+        assert len({_state(server, code) for server in servers}) == 1
     finally:
         for server in servers:
             server.stop()
 
 
-@needs_server
 @pytest.mark.slow
 def test_real_mirror_sync_killed_and_restarted_converges(tmp_path: Path) -> None:
     history, keys, dbs = _mirrors(tmp_path, 2)
-    code = history.subject.rsplit(":", 1)[1]
-    servers = [Served(db, keys) for db in dbs]
+    code = code_of(history.subject)
+    servers = [start_server(db, "--trusted-keys", str(keys)) for db in dbs]
     try:
         for step in range(30):
             assert (
-                servers[0].post(code, history.event("correction", key=ALICE, payload={"step": step})) == 201
+                _post(servers[0], history, history.event("correction", key=ALICE, payload={"step": step}))
+                == 201
             )
         victim = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pith_graph",
-                "mirror",
-                "sync",
-                servers[0].url,
-                "--db",
-                str(dbs[1]),
-                "--trusted-keys",
-                str(keys),
-            ],
+            [*PITH_GRAPH, *sync_args(servers[0].url, dbs[1], keys)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             env={**os.environ, "PYTHONPATH": str(ROOT)},
@@ -329,7 +248,7 @@ def test_real_mirror_sync_killed_and_restarted_converges(tmp_path: Path) -> None
         victim.wait(timeout=10)
         _sync(dbs[1], servers[0].url, keys)
         _sync(dbs[0], servers[1].url, keys)
-        assert servers[0].state(code) == servers[1].state(code)
+        assert _state(servers[0], code) == _state(servers[1], code)
     finally:
         for server in servers:
             server.stop()

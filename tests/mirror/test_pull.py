@@ -22,7 +22,9 @@ from pith_graph.rebuild import rebuild_state
 from pith_graph.store import EventStore
 from pith_graph.testing import History, TestKey, sign_bundle
 from tests.mirror.peerlab import (
-    FIXTURES,
+    BUNDLE,
+    CODE,
+    SUBJECT,
     FaultPeer,
     Serve,
     bundle_path,
@@ -32,9 +34,6 @@ from tests.mirror.peerlab import (
     well_known_path,
 )
 
-BUNDLE = (FIXTURES / "bundle-AG3PAJ22.json").read_bytes()
-CODE = "AG3PAJ22332P5QMVIKKH75CXNK"
-SUBJECT = f"pith:2026:{CODE}"
 FAST = ("--timeout", "0.5", "--deadline", "5", "--retries", "0")
 
 

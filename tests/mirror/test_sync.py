@@ -10,7 +10,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from pith_graph.store import EventStore
 from pith_graph.testing import History, TestKey
 from tests.mirror.peerlab import (
     FIXTURES,
+    PITH_GRAPH,
+    SUBJECT,
     FaultPeer,
     FeedPeer,
     Serve,
@@ -33,13 +34,13 @@ from tests.mirror.peerlab import (
     one_error_line,
     run_cli,
     snapshot,
+    sync_args,
 )
 
 pytestmark = pytest.mark.slow
 
 REGISTRY = TestKey("registry", signer_id="pith.science")
 FAST = ("--timeout", "1", "--deadline", "10", "--retries", "0")
-SUBJECT = "pith:2026:AG3PAJ22332P5QMVIKKH75CXNK"
 
 
 def keys_file(tmp_path: Path) -> Path:
@@ -70,13 +71,8 @@ def states(db: Path, subjects: list[str], keys: Path) -> dict[str, bytes]:
         return {s: store.state(s, trusted_keys=ring).to_json() for s in subjects}
 
 
-def sync_args(db: Path, url: str, keys: Path, *extra: str) -> list[str]:
-    """``mirror sync`` from ``url`` into ``db``, trusting ``keys``, with the FAST bounds, then ``extra``."""
-    return ["mirror", "sync", url, "--db", str(db), "--trusted-keys", str(keys), *FAST, *extra]
-
-
 def sync(db: Path, url: str, keys: Path, *extra: str) -> subprocess.CompletedProcess[str]:
-    return run_cli(*sync_args(db, url, keys, *extra))
+    return run_cli(*sync_args(url, db, keys, *FAST, *extra))
 
 
 def test_sync_catches_up_then_has_nothing_to_do(tmp_path: Path) -> None:
@@ -190,13 +186,12 @@ def test_follow_rides_out_a_peer_outage(tmp_path: Path) -> None:
     port = free_port()
     follower = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "pith_graph",
+            *PITH_GRAPH,
             *sync_args(
-                db,
                 f"http://127.0.0.1:{port}",
+                db,
                 keys,
+                *FAST,
                 "--follow",
                 "--interval",
                 "0.2",
@@ -256,7 +251,7 @@ def test_sigkill_mid_sync_loses_nothing_and_resumes(tmp_path: Path) -> None:
     subjects = peer_store(peer_db, 12, registry_bundle=False)
     with FeedPeer(peer_db, bundle_delay=0.15) as peer:
         victim = subprocess.Popen(
-            [sys.executable, "-m", "pith_graph", *sync_args(db, peer.url, keys, "--limit", "3")],
+            [*PITH_GRAPH, *sync_args(peer.url, db, keys, *FAST, "--limit", "3")],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -290,12 +285,7 @@ def test_follow_ends_cleanly_on_sigterm(tmp_path: Path) -> None:
     subjects = peer_store(peer_db, 2, registry_bundle=False)
     with FeedPeer(peer_db) as peer:
         follower = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pith_graph",
-                *sync_args(db, peer.url, keys, "--follow", "--interval", "0.1", "--json"),
-            ],
+            [*PITH_GRAPH, *sync_args(peer.url, db, keys, *FAST, "--follow", "--interval", "0.1", "--json")],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -349,7 +339,7 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     master, slave = pty.openpty()
     with FeedPeer(peer_db) as peer:
         process = subprocess.Popen(
-            [sys.executable, "-m", "pith_graph", *sync_args(db, peer.url, keys)],
+            [*PITH_GRAPH, *sync_args(peer.url, db, keys, *FAST)],
             stdout=subprocess.PIPE,
             stderr=slave,
             text=True,

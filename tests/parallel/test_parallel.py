@@ -158,7 +158,9 @@ def test_both_backends_in_workers_agree() -> None:
     raw, _model = load_bundle(bundle)
     ring = KeyRing.from_entries(trusted())
     expected = outcome(merge_with(raw, ring, Verifier("cryptography")))
-    for name in ed25519.available_backends():
+    backends = ed25519.available_backends()
+    assert backends == ["nacl", "cryptography"]  # PyNaCl is a test dependency: both are compared
+    for name in backends:
         verifier, executor, _cache = signatures.parallel_verifier(
             raw["events"], ring, workers=2, min_events=0, verifier=Verifier(name)
         )
@@ -508,6 +510,7 @@ def _copy(data: bytes) -> scratching.ScratchCopy:
 def _stage1(
     split: SplitBundle, scratch: scratching.ScratchCopy, chunk_size: int | None = 16
 ) -> stage1.Stage1Helpers:
+    """Stage 1 on two helpers under the trusted keys (``chunk_size`` None: the bundle's own size)."""
     name = Verifier().backend.name
     helpers = stage1.start_stage1(
         split,

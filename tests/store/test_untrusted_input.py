@@ -65,22 +65,23 @@ def state_json(path: Path, subject: str, **trust: Any) -> bytes:
         return store.state(subject, **trust).to_json()
 
 
-@pytest.fixture
-def victim(tmp_path: Path) -> Path:
-    """A store holding the registry's bundle (default trust: the registry key)."""
-    path = tmp_path / "victim.sqlite"
+def registry_store(path: Path) -> Path:
+    """A store at ``path`` holding the registry's bundle (default trust: the registry key)."""
     with EventStore(path) as store:
         store.import_bundle(seed_bytes(SEED))
     return path
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A store holding the registry's bundle."""
+    return registry_store(tmp_path / "victim.sqlite")
 
 
 @pytest.fixture
 def replica(tmp_path: Path) -> Path:
     """A replica with the same bundle, about to be tampered with."""
-    path = tmp_path / "replica.sqlite"
-    with EventStore(path) as store:
-        store.import_bundle(seed_bytes(SEED))
-    return path
+    return registry_store(tmp_path / "replica.sqlite")
 
 
 # --- hole 1: replica rows are recomputed, never trusted ---------------------------------------
