@@ -276,9 +276,6 @@ class Backend(Protocol):
     def add_signature_verdicts(self, verdicts: Sequence[SignatureVerdict]) -> None:
         """Keep signature verdicts; a triple already kept is left as it is."""
 
-    def unit_bodies(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[bytes]]:
-        """In one snapshot, the stored bodies of each (subject, unit id) pair in ``keys`` (pairs with none left out)."""
-
     def store_sequence(self) -> tuple[int, int]:
         """(largest ``events.seq``, largest ``items.seq``): grows with every commit that stored something, by anyone."""
 

@@ -65,7 +65,7 @@ from pith_graph.store._postgres_schema import (
     SCHEMA_V1,
     SCHEMA_VERSION,
 )
-from pith_graph.store._queries import STORE_SEQUENCE, UNIT_BODIES
+from pith_graph.store._queries import STORE_SEQUENCE
 from pith_graph.store._sqlite import DEFAULT_BUSY_TIMEOUT
 
 __all__ = ["PostgresBackend", "postgres_pool"]
@@ -758,15 +758,6 @@ class PostgresBackend:
             "plain",
         )
         return None if row is None else bool(row[0])
-
-    def unit_bodies(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[bytes]]:
-        """See :meth:`Backend.unit_bodies` (one snapshot, one indexed lookup per pair)."""
-
-        def run(conn: psycopg.Connection[Any]) -> dict[tuple[str, str], list[bytes]]:
-            found = {key: [bytes(row[0]) for row in _execute(conn, UNIT_BODIES, key)] for key in keys}
-            return {key: bodies for key, bodies in found.items() if bodies}
-
-        return self.read(run)
 
     def store_sequence(self) -> tuple[int, int]:
         """See :meth:`Backend.store_sequence` (two index-only lookups of the largest seq, no transaction)."""

@@ -1,14 +1,14 @@
 """SQL that both backends run as it is (``?`` placeholders; :mod:`._postgres` turns them into ``%s``).
 
 The change signal of a store shared by several processes (docs/store.md,
-"Several servers, one database") and the unit lookups of a mirror's writer.
+"Several servers, one database").
 """
 
 from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["CHANGED_EVENTS", "CHANGED_ITEMS", "NEW_RECORDS", "STORE_SEQUENCE", "UNIT_BODIES"]
+__all__ = ["CHANGED_EVENTS", "CHANGED_ITEMS", "NEW_RECORDS", "STORE_SEQUENCE"]
 
 #: (largest events.seq, largest items.seq): two lookups at the end of the primary keys.
 STORE_SEQUENCE: Final = (
@@ -20,5 +20,3 @@ CHANGED_EVENTS: Final = "SELECT subject, max(seq) FROM events WHERE seq > ? GROU
 CHANGED_ITEMS: Final = "SELECT subject, max(seq) FROM items WHERE seq > ? GROUP BY subject ORDER BY subject"
 #: The canonical records stored past a seq, in seq order.
 NEW_RECORDS: Final = "SELECT subject, body FROM items WHERE seq > ? AND kind = 'record' ORDER BY seq"
-#: The stored bodies of one unit of one subject (``events_by_subject``).
-UNIT_BODIES: Final = "SELECT body FROM events WHERE subject = ? AND unit_id = ? ORDER BY digest"

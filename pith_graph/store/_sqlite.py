@@ -36,7 +36,7 @@ from pith_graph.store._facts import (
     KeyVerdict,
     Ring,
 )
-from pith_graph.store._queries import STORE_SEQUENCE, UNIT_BODIES
+from pith_graph.store._queries import STORE_SEQUENCE
 from pith_graph.store._schema import APPLICATION_ID, MIGRATIONS, SCHEMA_V1, SCHEMA_VERSION
 
 __all__ = ["DEFAULT_BUSY_TIMEOUT", "SQLiteBackend", "is_writable", "read_only_uri"]
@@ -562,15 +562,6 @@ class SQLiteBackend:
             ),
             "writing the signature cache",
         )
-
-    def unit_bodies(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], list[bytes]]:
-        """See :meth:`Backend.unit_bodies` (one read transaction, ``events_by_subject`` lookups)."""
-
-        def run(conn: sqlite3.Connection) -> dict[tuple[str, str], list[bytes]]:
-            found = {key: [bytes(row[0]) for row in conn.execute(UNIT_BODIES, key)] for key in keys}
-            return {key: bodies for key, bodies in found.items() if bodies}
-
-        return self.read(run)
 
     def store_sequence(self) -> tuple[int, int]:
         """See :meth:`Backend.store_sequence` (SQLite commits one writer at a time; seq is AUTOINCREMENT)."""

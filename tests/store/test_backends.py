@@ -33,8 +33,8 @@ from pith_graph.keys import KeyRing
 from pith_graph.rebuild import rebuild_state
 from pith_graph.store import EventStore
 from pith_graph.testing import History, TestKey
-from tests.helpers import FIXTURES, ref_canonical, seed
-from tests.store.test_store import StoreContract, tampered_signature
+from tests.helpers import FIXTURES, seed
+from tests.store.test_store import StoreContract
 
 BUNDLE = FIXTURES / "bundle-AG3PAJ22.json"
 SUBJECT = "pith:2026:AG3PAJ22332P5QMVIKKH75CXNK"
@@ -326,25 +326,6 @@ class SharedStoreContract:
             assert later[0] > seen[0] and later[1] == seen[1]
             assert watcher.backend.changes(*seen).events == [(history.subject, later[0])]
             assert watcher.backend.changes(*later) == ([], [], [])
-
-    def test_unit_bodies_are_every_stored_copy_of_each_unit(self, db: str, history: History) -> None:
-        snap = history.event("graph_snapshot", payload={"n": 1})
-        forged = tampered_signature(snap)  # another copy of the unit, kept as evidence
-        with EventStore(db) as store:
-            store.append(history.record_created)
-            store.append(snap)
-            store.append(forged)
-            found = store.backend.unit_bodies(
-                [
-                    (history.subject, snap["event_id"]),
-                    (history.subject, "sha256:none"),
-                    ("pith:other", snap["event_id"]),
-                ]
-            )
-        assert list(found) == [(history.subject, snap["event_id"])]
-        assert sorted(found[(history.subject, snap["event_id"])]) == sorted(
-            [ref_canonical(snap), ref_canonical(forged)]
-        )
 
     def test_a_missing_store_is_not_created_by_a_reader(self, db: str) -> None:
         with pytest.raises(StoreError) as caught:
