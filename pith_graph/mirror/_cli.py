@@ -21,6 +21,7 @@ import uvicorn
 
 from pith_graph import codes
 from pith_graph.cli._common import number_in, positive_int
+from pith_graph.cli.store import DEFAULT_DB
 from pith_graph.errors import InputError
 from pith_graph.mirror.app import CONFIG_ENV
 from pith_graph.mirror.keyfile import generate_key_file
@@ -29,7 +30,6 @@ from pith_graph.store import is_postgres_url, redacted_url
 
 __all__ = ["cmd_keygen", "cmd_serve", "register", "register_keygen", "register_serve"]
 
-DEFAULT_DB: Final = "./pith-graph.sqlite"
 DEFAULT_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 8080
 #: uvicorn's limits against slow or greedy clients (docs/mirror.md, "Limits").
