@@ -25,7 +25,16 @@ def test_demo_runs_and_passes() -> None:
 
 
 def test_example_registry_documents_match_fixtures() -> None:
-    for path in (ROOT / "examples" / "registry").glob("*.json"):
+    paths = sorted((ROOT / "examples" / "registry").glob("*.json"))
+    # The five registry documents (../shared/seeds): an empty or moved folder must fail, not pass.
+    assert [p.name for p in paths] == [
+        "bundle-AG3PAJ22.json",
+        "graph-GFHD7S67.json",
+        "record-GFHD7S67.json",
+        "record-NE7W423I.json",
+        "state-SGRHL77B.json",
+    ]
+    for path in paths:
         assert path.read_bytes() == (ROOT / "tests" / "fixtures" / path.name).read_bytes()
 
 

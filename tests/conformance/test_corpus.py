@@ -57,6 +57,7 @@ def test_every_reason_code_and_required_rule_is_covered() -> None:
 
 def test_expected_files_agree_with_the_index() -> None:
     index = json.loads((CORPUS / "index.json").read_text(encoding="utf-8"))
+    assert len(index["cases"]) == 59  # every case of the corpus, none silently missing
     for case in index["cases"]:
         expected = json.loads((CORPUS / case["path"] / "expected.json").read_text(encoding="utf-8"))
         assert expected["state_sha256"] == case["state_sha256"]
