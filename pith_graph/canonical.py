@@ -138,7 +138,6 @@ def _finite_float(text: str) -> JsonFloat:
 _DECODER: Final = msgspec.json.Decoder(float_hook=_finite_float)
 _SORTED_ENCODER: Final = msgspec.json.Encoder(order="sorted")
 _ENCODER: Final = msgspec.json.Encoder()
-_NOT_OPENING: Final = bytes(b for b in range(256) if b not in b"[{")
 #: Largest text the compact fast path of the structure checks is tried on (see
 #: :func:`_check_structure`): an event is a few KiB; a whole bundle would always
 #: fail the bracket count, and counting would only add to the full check.
@@ -439,7 +438,7 @@ def _check_structure(data: bytes, obj: Any, max_depth: int = MAX_DEPTH) -> None:
     passes cheaper sufficient tests first (:func:`_reencodes`).
     """
     compact = _reencodes(data, obj)
-    if compact and len(data.translate(None, _NOT_OPENING)) <= max_depth:
+    if compact and data.count(b"[") + data.count(b"{") <= max_depth:
         return
     structure = _structure(data)
     # One bracket type is enough for depth (the text is valid JSON); each pass

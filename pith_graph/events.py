@@ -29,7 +29,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from pith_graph import codes
-from pith_graph.canonical import canonical_json_parsed, loads
+from pith_graph.canonical import canonical_json_parsed, loads, loads_accepted
 from pith_graph.ed25519 import Verifier
 from pith_graph.keys import KeyRing, TrustedKey
 from pith_graph.models import Event
@@ -81,6 +81,11 @@ REQUIRED_TARGETS: Final = {RECORD_CREATED: "record", "graph_snapshot": "graph"}
 
 SIGNATURE_V1: Final = ("ed25519", "signed_v1", "open_graph_event_sha256_bytes")
 
+class _RecordMember(msgspec.Struct):
+    canonical_record: msgspec.Raw
+
+
+_RECORD_MEMBER: Final = msgspec.json.Decoder(_RecordMember)
 _PASSED_ALL: Final = len(codes.EVENT_REASONS)
 #: How many of the stage-1 checks depend only on the copy and the subject (not on keys).
 INTRINSIC_CHECKS: Final = codes.EVENT_REASONS.index(codes.REASON_UNKNOWN_KEY)
@@ -205,10 +210,23 @@ class CheckedEvent(msgspec.Struct, frozen=True):
         return self.raw
 
     def payload(self) -> Any:
-        """The payload as plain JSON values (parsed from its canonical bytes if needed)."""
+        """The payload as plain JSON values (parsed from its canonical bytes if needed).
+
+        ``payload_json`` is this library's canonical encoding of a strictly parsed
+        value, so reading it back needs none of the strict parser's checks.
+        """
         if isinstance(self.raw, dict) and "payload" in self.raw:
             return self.raw["payload"]
-        return loads(self.payload_json)
+        return loads_accepted(self.payload_json)
+
+    def canonical_record_json(self) -> bytes:
+        """Canonical JSON of ``payload.canonical_record`` (of a well-formed record_created copy).
+
+        Cut from ``payload_json`` without decoding the rest: canonical JSON is
+        compositional, so a member's value in a canonical object is that value's
+        canonical JSON, byte for byte.
+        """
+        return bytes(_RECORD_MEMBER.decode(self.payload_json).canonical_record)
 
     def with_reason(self, reason: str | None) -> CheckedEvent:
         """This copy with the verdict of a later check (None: every check passed)."""

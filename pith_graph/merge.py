@@ -389,9 +389,7 @@ def merge_copies(
         invalid_events=[{"event_id": uid, "reason": reasons[uid]} for uid in sorted(reasons)],
         equivocations=equivocations,
         applied_event_ids=order,
-        canonical_record=None
-        if creator is None
-        else canonical_json_parsed(creator.payload()["canonical_record"]),
+        canonical_record=None if creator is None else creator.canonical_record_json(),
         source_aliases=_aliases(aliases),
         collections={name: list(entries.values()) for name, entries in collections.items()},
         record_created=record_created,

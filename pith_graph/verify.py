@@ -116,7 +116,9 @@ def _document(source: DocumentSource | Document) -> Document:
 def _alias_problems(aliases: list[Any], canonical_record: Mapping[str, Any]) -> list[Problem]:
     """Every derivable alias a document lists must carry the derived value."""
     try:
-        derived = dict(derived_aliases(canonical_record))
+        # The record was strictly parsed (a Document's tree): the fast canonical encoder applies.
+        digest = hashlib.sha256(canonical_json_parsed(canonical_record)).digest()
+        derived = dict(derived_aliases(canonical_record, digest=digest))
     except InputError as exc:
         return [Problem(codes.P_SHAPE, exc.message, "aliases")]
     problems = []
