@@ -81,6 +81,7 @@ REQUIRED_TARGETS: Final = {RECORD_CREATED: "record", "graph_snapshot": "graph"}
 
 SIGNATURE_V1: Final = ("ed25519", "signed_v1", "open_graph_event_sha256_bytes")
 
+
 class _RecordMember(msgspec.Struct):
     canonical_record: msgspec.Raw
 

@@ -78,7 +78,9 @@ def short_pith_number(number: str) -> str:
     return f"pith:{match.group(2)[:8]}"
 
 
-def derived_aliases(canonical_record: Mapping[str, Any], *, digest: bytes | None = None) -> list[tuple[str, str]]:
+def derived_aliases(
+    canonical_record: Mapping[str, Any], *, digest: bytes | None = None
+) -> list[tuple[str, str]]:
     """The six aliases derivable from a record, as ``(alias_kind, alias_value)``.
 
     Sorted by kind, as the registry lists them. ``created_at`` is not derivable

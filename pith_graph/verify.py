@@ -178,28 +178,67 @@ def _bundle_digest(raw: dict[str, Any]) -> str:
     ).hexdigest()
 
 
-def _split_bundle_digest(split: SplitBundle) -> str:
-    """:func:`_bundle_digest` of a split bundle, without the parsed tree of every event at once.
+def _digest_around_events(split: SplitBundle) -> tuple[Any, bytes]:
+    """The hash of a split bundle's canonical JSON up to its first event, and the bytes after its last.
 
     Canonical JSON is compositional: the object is ``{``, its members in key
     order, ``}``, and the ``events`` member is ``[``, each event's canonical JSON
     in the bundle's order, ``]``. So the shell's members before and after
-    ``events`` (in the same order as the sort) and each event, parsed and
-    encoded one at a time, hash to the same bytes as the whole document.
+    ``events`` (in the same order as the sort) and each event, encoded one at a
+    time and joined by commas, hash to the same bytes as the whole document.
     """
     body = {k: v for k, v in split.shell.items() if k not in ("bundle_signature", "events")}
     before = canonical_json_parsed({k: v for k, v in body.items() if k < "events"})[1:-1]
     after = canonical_json_parsed({k: v for k, v in body.items() if k > "events"})[1:-1]
     digest = hashlib.sha256(b"{" + before + b"," if before else b"{")
     digest.update(b'"events":[')
+    return digest, b"]," + after + b"}" if after else b"]}"
+
+
+def _split_bundle_digest(split: SplitBundle) -> str:
+    """:func:`_bundle_digest` of a split bundle, without the parsed tree of every event at once
+    (see :func:`_digest_around_events`)."""
+    digest, tail = _digest_around_events(split)
     with gc_paused():  # acyclic values only (see gc_paused)
         for index, text in enumerate(split.events):
             if index:
                 digest.update(b",")
             # Every event text passed the strict parse in the streaming rebuild this follows.
             digest.update(canonical_json_parsed(loads_accepted(text)))
-    digest.update(b"]," + after + b"}" if after else b"]}")
-    return digest.hexdigest()
+    digest.update(tail)
+    return str(digest.hexdigest())
+
+
+class _StreamedDigest:
+    """:func:`_split_bundle_digest` taken while the streaming rebuild parses the events
+    (:func:`~pith_graph.rebuild.stream_rebuild`'s ``on_split``), so that they are not
+    parsed again; when the rebuild's helpers parsed them instead, after it."""
+
+    __slots__ = ("_digest", "_fed", "_tail")
+
+    def __init__(self) -> None:
+        self._digest: Any = None
+        self._tail = b""
+        self._fed = 0
+
+    def start(self, split: SplitBundle) -> Callable[[Any], None]:
+        self._digest, self._tail = _digest_around_events(split)
+        self._fed = 0
+        return self._feed
+
+    def _feed(self, value: Any) -> None:
+        if self._fed:
+            self._digest.update(b",")
+        self._digest.update(canonical_json_parsed(value))
+        self._fed += 1
+
+    def of(self, split: SplitBundle) -> str:
+        """``bundle_sha256`` of ``split``, the bundle the rebuild fed this with."""
+        if self._digest is None or self._fed != len(split.events):
+            return _split_bundle_digest(split)
+        digest = self._digest.copy()
+        digest.update(self._tail)
+        return str(digest.hexdigest())
 
 
 def _bundle_signature_problems(
@@ -302,12 +341,13 @@ def _verify_streamed(
     (not a bundle, anything irregular, an input error: the full path then reports it)."""
     if verifier.cache is not None:
         return None
-    streamed = stream_rebuild(data, trusted_keys, trust_bundle_keys, count, verifier)
+    digest = _StreamedDigest()
+    streamed = stream_rebuild(data, trusted_keys, trust_bundle_keys, count, verifier, on_split=digest.start)
     if streamed is None:
         return None
     split = streamed.split
     return _bundle_report(
-        name, split.model, streamed.state, streamed.keyring, verifier, partial(_split_bundle_digest, split)
+        name, split.model, streamed.state, streamed.keyring, verifier, partial(digest.of, split)
     )
 
 
