@@ -29,7 +29,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from pith_graph import codes
-from pith_graph.canonical import canonical_json_parsed, loads, loads_accepted
+from pith_graph.canonical import canonical_json_parsed, canonical_lines, loads, loads_accepted
 from pith_graph.ed25519 import Verifier
 from pith_graph.keys import KeyRing, TrustedKey
 from pith_graph.models import Event
@@ -244,16 +244,18 @@ class CheckedEvent(msgspec.Struct, frozen=True):
         )
 
 
-def _fragments(raw: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
-    """Canonical signer, payload and content bytes, each fragment encoded once.
+def _fragments(raw: dict[str, Any]) -> tuple[bytes, bytes, bytes, bytes]:
+    """Canonical signer, payload and content bytes, each fragment encoded once, and the
+    canonical object of the excluded members.
 
     Canonical JSON is compositional, so the content (the event without the
     excluded keys) is the sorted object with both fragments spliced in raw.
     A float anywhere sends that part to the reference encoder (see
     :func:`pith_graph.canonical.canonical_json_parsed`).
     """
-    signer_json = canonical_json_parsed(raw["signer"])
-    payload_json = canonical_json_parsed(raw["payload"])
+    signer_json, payload_json, excluded = canonical_lines(
+        [raw["signer"], raw["payload"], {k: raw[k] for k in EXCLUDED_FROM_CONTENT}]
+    )
     rest = {k: v for k, v in raw.items() if k not in EXCLUDED_FROM_CONTENT}
     rest["signer"] = msgspec.Raw(signer_json)
     rest["payload"] = msgspec.Raw(payload_json)
@@ -261,7 +263,7 @@ def _fragments(raw: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
         content = _SORTED.encode(rest)
     except TypeError:  # a float among the other members: the reference rule for the whole
         content = content_bytes(raw)
-    return signer_json, payload_json, content
+    return signer_json, payload_json, content, excluded
 
 
 def _facts(raw: Any) -> tuple[EventFacts, bytes, bytes, bytes] | None:
@@ -294,11 +296,10 @@ def _facts(raw: Any) -> tuple[EventFacts, bytes, bytes, bytes] | None:
         return None
     if not (event.target and signer.signer_id and event.event_type):
         return None
-    signer_json, payload_json, content = _fragments(raw)
+    signer_json, payload_json, content, excluded = _fragments(raw)
     # merge-v1 §6 check 0 (decided): the whole event, signature included, is at most
     # 1 MiB. The hashed content is a sorted object, so adding the excluded members
     # adds their own canonical object's length less one byte ("}{" becomes ",").
-    excluded = canonical_json_parsed({k: raw[k] for k in EXCLUDED_FROM_CONTENT})
     if len(content) + len(excluded) - 1 > MAX_EVENT_BYTES:
         return None
     facts = EventFacts(
