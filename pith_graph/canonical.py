@@ -49,6 +49,7 @@ __all__ = [
     "canonical_json_parsed",
     "canonical_lines",
     "canonical_sha256",
+    "check_depth",
     "compact_json_parsed",
     "gc_paused",
     "loads",
@@ -446,6 +447,28 @@ def _reencodes(data: bytes, obj: Any) -> bool:
         return False
 
 
+def _check_depth(structure: bytes, max_depth: int) -> None:
+    """Reject a document whose structure (:func:`_structure`) nests deeper than ``max_depth``."""
+    # One bracket type is enough for depth (the text is valid JSON); each pass
+    # removes the innermost level, so a document at most MAX_DEPTH deep is
+    # empty after MAX_DEPTH passes.
+    brackets = structure.translate(_ONE_BRACKET_TYPE, b":")
+    for _ in range(max_depth):
+        if not brackets:
+            break
+        brackets = brackets.replace(b"[]", b"")
+    if brackets:
+        raise InputError(f"document nests deeper than {max_depth} levels", code=codes.E_TOO_DEEP)
+
+
+def check_depth(data: bytes, max_depth: int = MAX_DEPTH) -> None:
+    """Raise :class:`~pith_graph.errors.InputError` (``too_deep``) when valid JSON text
+    ``data`` nests deeper than ``max_depth``: the one check of :func:`loads` that text
+    this library wrote (strict JSON by construction) can still fail as part of another."""
+    if data.count(b"[") + data.count(b"{") > max_depth:
+        _check_depth(_structure(data), max_depth)
+
+
 def _check_structure(data: bytes, obj: Any, max_depth: int = MAX_DEPTH) -> None:
     """Reject duplicate keys and excessive nesting, working on the raw bytes.
 
@@ -458,16 +481,7 @@ def _check_structure(data: bytes, obj: Any, max_depth: int = MAX_DEPTH) -> None:
     if compact and data.count(b"[") + data.count(b"{") <= max_depth:
         return
     structure = _structure(data)
-    # One bracket type is enough for depth (the text is valid JSON); each pass
-    # removes the innermost level, so a document at most MAX_DEPTH deep is
-    # empty after MAX_DEPTH passes.
-    brackets = structure.translate(_ONE_BRACKET_TYPE, b":")
-    for _ in range(max_depth):
-        if not brackets:
-            break
-        brackets = brackets.replace(b"[]", b"")
-    if brackets:
-        raise InputError(f"document nests deeper than {max_depth} levels", code=codes.E_TOO_DEEP)
+    _check_depth(structure, max_depth)
     if compact:
         return  # the tree re-encodes to the text: no object repeated a key (see _reencodes)
     # A decoded dict keeps one value per key: if the text has more members than

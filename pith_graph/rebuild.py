@@ -28,6 +28,7 @@ from pith_graph.documents import (
     DocumentSource,
     SplitBundle,
     load_bundle,
+    settle_state,
     source_bytes,
     split_bundle,
 )
@@ -188,9 +189,13 @@ class Streamed(NamedTuple):
     """What a streaming rebuild learnt: the state, the split bundle and the keys it trusted."""
 
     state: State
-    #: The bundle's strictly parsed shell and typed model (``events`` emptied), and its event texts.
+    #: The bundle's strictly parsed shell and typed model (``events`` emptied), and its event
+    #: texts; its ``state_text`` is left only when the embedded state equals the rebuilt one
+    #: byte for byte (:func:`~pith_graph.documents.settle_state`).
     split: SplitBundle
     keyring: KeyRing
+    #: ``state.to_json()``, when the bundle embeds a state that was cut out unparsed.
+    state_json: bytes | None = None
 
 
 def _rebuild_bytes(
@@ -268,7 +273,8 @@ def stream_rebuild(
                         chunk_size=chunk_size,
                         on_split=on_split,
                     )
-                    return Streamed(state, split, ring)
+                    rebuilt = None if split.state_text is None else state.to_json()
+                    return Streamed(state, settle_state(split, rebuilt), ring, rebuilt)
                 except PithGraphError:
                     pass  # the full path reports what is wrong, exactly as without streaming
         finally:

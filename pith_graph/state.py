@@ -158,6 +158,13 @@ class State:
             body["state_sha256"] = digest
             return _ORDERED.encode(body)
 
+    def canonical_json(self) -> bytes:
+        """Canonical JSON of :meth:`to_json`'s document (its fragments are canonical already)."""
+        with gc_paused():
+            body = self._body()
+            body["state_sha256"] = self.state_sha256
+            return _SORTED.encode(body)
+
     def to_pretty_json(self) -> bytes:
         """The same document indented for reading (not byte-comparable)."""
         return msgspec.json.format(self.to_json(), indent=2)
