@@ -95,6 +95,8 @@ def _long_digit_run(data: bytes) -> bool:
     """Whether ``data`` holds more than :data:`MAX_INT_DIGITS` ASCII digits in a row, as the
     text of any longer integer does. Windows of 1 MiB, overlapping by :data:`MAX_INT_DIGITS`
     bytes, bound the translated copy of a large document."""
+    if len(data) <= _RUN_WINDOW:  # one window: no generator (called for every event)
+        return _LONG_RUN in data.translate(_DIGITS_AS_ZERO)
     return any(
         _LONG_RUN in data[start : start + _RUN_WINDOW + MAX_INT_DIGITS].translate(_DIGITS_AS_ZERO)
         for start in range(0, len(data), _RUN_WINDOW)
