@@ -40,6 +40,7 @@ from pith_graph.documents import (
     Document,
     DocumentSource,
     SplitBundle,
+    is_json_text,
     read_document,
     source_bytes,
 )
@@ -105,10 +106,10 @@ def _problems(found: list[RecordProblem], where: str | None = None) -> list[Prob
 
 
 def _name(source: object) -> str:
-    if isinstance(source, (bytes, bytearray, memoryview, Mapping, Document)):
+    """How a report names its source: a path as given, anything else ``<document>``."""
+    if isinstance(source, (bytes, bytearray, memoryview, Mapping, Document)) or is_json_text(source):
         return "<document>"
-    text = str(source)
-    return "<document>" if text.lstrip()[:1] in ("{", "[") else text
+    return str(source)
 
 
 def _document(source: DocumentSource | Document) -> Document:
