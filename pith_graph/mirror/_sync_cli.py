@@ -22,17 +22,16 @@ from pith_graph import codes
 from pith_graph.cli._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
-    load_ring,
     non_negative_int,
     number_in,
     positive_float,
     positive_int,
+    trusted_ring,
 )
 from pith_graph.cli._output import emit
 from pith_graph.cli.store import DEFAULT_DB
 from pith_graph.cli.verify_many import Progress
 from pith_graph.errors import PeerError
-from pith_graph.keys import KeyRing, coerce_ring
 from pith_graph.mirror import peers
 from pith_graph.mirror._limits import DEFAULT_LIMIT, MAX_LIMIT, ClientLimits
 from pith_graph.store import EventStore
@@ -43,10 +42,6 @@ if TYPE_CHECKING:  # the network stack (httpx, Starlette) is imported by the com
     from pith_graph.mirror.sync import SyncSummary
 
 __all__ = ["register"]
-
-
-def _ring(args: argparse.Namespace) -> KeyRing:
-    return coerce_ring(load_ring(args.trusted_keys))
 
 
 def _client(args: argparse.Namespace) -> MirrorClient:
@@ -87,7 +82,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from pith_graph.mirror.pull import mirrors_from_source, pull_subject, wanted
 
     wants = [wanted(text) for text in args.subjects]  # usage errors before any request
-    ring = _ring(args)
+    ring = trusted_ring(args.trusted_keys)
     with _client(args) as client:
         mirrors = mirrors_from_source(args.source, client)
         with EventStore(args.db) as store:
@@ -148,7 +143,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from pith_graph.mirror.sync import HttpPeer, SyncSummary, follow, sync_once
 
     peer = peers.normalise_url(args.peer)
-    ring = _ring(args)
+    ring = trusted_ring(args.trusted_keys)
     summary = SyncSummary(peer)
     shown = sys.stderr.isatty() and not args.json
     with _client(args) as client, EventStore(args.db) as store:
