@@ -22,19 +22,21 @@ from pith_graph import codes
 from pith_graph.cli._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
+    EXIT_UNUSABLE,
     non_negative_int,
     number_in,
     positive_float,
     positive_int,
+    print_error,
     trusted_ring,
 )
-from pith_graph.cli._output import emit
+from pith_graph.cli._output import JSON_HELP, command_of, emit, envelope, error_member
 from pith_graph.cli.store import DEFAULT_DB
 from pith_graph.cli.verify_many import Progress
 from pith_graph.errors import PeerError
 from pith_graph.mirror import peers
 from pith_graph.mirror._limits import DEFAULT_LIMIT, MAX_LIMIT, ClientLimits
-from pith_graph.store import EventStore
+from pith_graph.store import EventStore, redacted_url
 
 if TYPE_CHECKING:  # the network stack (httpx, Starlette) is imported by the commands that use it
     from pith_graph.mirror.admit import Admitted
@@ -98,20 +100,35 @@ def cmd_pull(args: argparse.Namespace) -> int:
     found = False
     results: list[dict[str, Any]] = []
     for outcome in outcomes:
-        if outcome.admitted is None:
-            found = True
-            if not args.json:
-                print(f"{outcome.wanted.text}: nothing usable: {'; '.join(outcome.failures)}")
-            results.append({"subject": outcome.wanted.text, "admitted": None, "failures": outcome.failures})
-            continue
-        found = found or not outcome.admitted.ok
+        admitted = outcome.admitted
+        found = found or admitted is None or not admitted.ok
+        results.append(
+            {
+                "wanted": outcome.wanted.text,
+                "ok": admitted is not None and admitted.ok,
+                "admitted": None if admitted is None else admitted.to_dict(),
+                "failures": outcome.failures,
+            }
+        )
         if args.json:
-            results.append({**outcome.admitted.to_dict(), "failures": outcome.failures})
+            continue
+        if admitted is None:
+            print(f"{outcome.wanted.text}: nothing usable: {'; '.join(outcome.failures)}")
         else:
-            _print_admitted(outcome.admitted)
+            _print_admitted(admitted)
+    exit_code = EXIT_PROBLEMS if found else EXIT_OK
     if args.json:
-        emit(results)
-    return EXIT_PROBLEMS if found else EXIT_OK
+        emit(
+            envelope(
+                command_of(args),
+                exit_code,
+                ok=exit_code == EXIT_OK,
+                db=redacted_url(args.db),
+                source=args.source,
+                subjects=results,
+            )
+        )
+    return exit_code
 
 
 @contextmanager
@@ -128,14 +145,30 @@ def _terminated_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _finish(args: argparse.Namespace, summary: SyncSummary) -> int:
+def _finish(args: argparse.Namespace, summary: SyncSummary, error: PeerError | None = None) -> int:
+    """Say what a sync did (``error``: the peer failure that ended it, said after the summary)."""
+    exit_code = EXIT_UNUSABLE if error else EXIT_PROBLEMS if summary.problem_count else EXIT_OK
     if args.json:
-        emit(summary.to_dict())
-    else:
-        for problem in summary.problems:
-            print(f"  problem {problem}")
-        print(summary.line())
-    return EXIT_PROBLEMS if summary.problem_count else EXIT_OK
+        if error is not None:
+            print_error(error.code, error.message)
+        extra = {} if error is None else {"error": error_member(error)}
+        emit(
+            envelope(
+                command_of(args),
+                exit_code,
+                ok=exit_code == EXIT_OK,
+                db=redacted_url(args.db),
+                summary=summary.to_dict(),
+                **extra,
+            )
+        )
+        return exit_code
+    for problem in summary.problems:
+        print(f"  problem {problem}")
+    print(summary.line())
+    if error is not None:
+        raise error
+    return exit_code
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -190,9 +223,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
                     summary=summary,
                     progress=progress,
                 )
-            except PeerError:
-                if summary.pages:
-                    _finish(args, summary)  # what was done before the peer failed is kept and said
+            except PeerError as exc:
+                if summary.pages:  # what was done before the peer failed is kept and said
+                    return _finish(args, summary, exc)
                 raise
     return _finish(args, summary)
 
@@ -201,7 +234,10 @@ def cmd_peers_add(args: argparse.Namespace) -> int:
     """``mirror peers add URL [--name NAME]``: follow another mirror."""
     with EventStore(args.db) as store:
         peer = peers.add_peer(store, args.url, name=args.name or "")
-    print(f"following {peer.url}" + (f" ({peer.name})" if peer.name else ""))
+    if args.json:
+        emit(envelope(command_of(args), EXIT_OK, ok=True, db=redacted_url(args.db), peer=peer.to_dict()))
+    else:
+        print(f"following {peer.url}" + (f" ({peer.name})" if peer.name else ""))
     return EXIT_OK
 
 
@@ -210,7 +246,15 @@ def cmd_peers_list(args: argparse.Namespace) -> int:
     with EventStore(args.db, create=False) as store:
         listed = peers.list_peers(store)
     if args.json:
-        emit([p.to_dict() for p in listed])
+        emit(
+            envelope(
+                command_of(args),
+                EXIT_OK,
+                ok=True,
+                db=redacted_url(args.db),
+                peers=[p.to_dict() for p in listed],
+            )
+        )
         return EXIT_OK
     for peer in listed:
         print(
@@ -224,6 +268,10 @@ _limit: Final = number_in(int, 1, MAX_LIMIT, f"1 to {MAX_LIMIT}")
 
 def _db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def _network_options(parser: argparse.ArgumentParser) -> None:
@@ -262,7 +310,7 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"largest answer accepted, decoded (default {defaults.max_bytes})",
     )
-    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    _json_option(parser)
 
 
 def register(subparsers: Any) -> None:
@@ -313,8 +361,9 @@ def register(subparsers: Any) -> None:
     add.add_argument("url", metavar="URL", help="the base URL of the peer mirror to follow")
     add.add_argument("--name", help="a name to show for it")
     _db_option(add)
+    _json_option(add)
     add.set_defaults(func=cmd_peers_add)
     listing = peers_sub.add_parser("list", help="list the peers followed and their cursors")
     _db_option(listing)
-    listing.add_argument("--json", action="store_true", help="print as JSON")
+    _json_option(listing)
     listing.set_defaults(func=cmd_peers_list)

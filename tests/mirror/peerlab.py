@@ -326,12 +326,22 @@ def run_cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str
 
 
 def one_error_line(result: subprocess.CompletedProcess[str], code: str) -> str:
-    """The single stderr line of a failed command, checked: no traceback, the stable code."""
+    """The single stderr line of a failed command, checked: exit 2, no traceback, the stable code."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert lines[0].startswith(f"pith-graph: error[{code}]: "), lines[0]
     return lines[0]
+
+
+def output_document(result: subprocess.CompletedProcess[str], command: str) -> dict[str, Any]:
+    """The one ``--json`` document a command printed, its pith-graph/1 envelope checked against the
+    process: ``format``, ``command``, ``exit_code`` (the real exit code) and ``ok``."""
+    document: dict[str, Any] = json.loads(result.stdout)
+    assert (document["format"], document["command"]) == ("pith-graph/1", command), result.stdout[:300]
+    assert (document["exit_code"], document["ok"]) == (result.returncode, result.returncode == 0)
+    return document
 
 
 def snapshot(db: Path) -> dict[str, Any]:
