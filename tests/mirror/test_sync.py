@@ -66,13 +66,13 @@ def peer_store(db: Path, count: int, *, registry_bundle: bool = True) -> list[st
     return subjects
 
 
-def states(db: Path, subjects: list[str], keys: Path) -> dict[str, bytes]:
+def states(db: Path | str, subjects: list[str], keys: Path) -> dict[str, bytes]:
     ring = KeyRing.from_json(keys.read_bytes())
     with EventStore(db, create=False) as store:
         return {s: store.state(s, trusted_keys=ring).to_json() for s in subjects}
 
 
-def sync(db: Path, url: str, keys: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def sync(db: Path | str, url: str, keys: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return run_cli(*sync_args(url, db, keys, *FAST, *extra))
 
 
