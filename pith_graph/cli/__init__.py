@@ -21,8 +21,8 @@ from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
+from _pith_graph_command import interrupted_while_starting
 from pith_graph import codes
-from pith_graph._startup import interrupted_while_starting
 from pith_graph.cli import documents, proof, store, vectors, verify_many
 from pith_graph.cli._common import EXIT_UNUSABLE, print_error
 from pith_graph.cli._output import command_of, emit, envelope, error_member
