@@ -60,6 +60,11 @@ def _client(args: argparse.Namespace) -> MirrorClient:
     )
 
 
+def _emit(args: argparse.Namespace, exit_code: int, **members: Any) -> None:
+    """Print the command's ``--json`` document: the envelope, the store (``db``), then ``members``."""
+    emit(envelope(command_of(args), exit_code, ok=exit_code == EXIT_OK, db=redacted_url(args.db), **members))
+
+
 def _print_admitted(admitted: Admitted) -> None:
     peer_state = (
         "same as the peer's"
@@ -118,16 +123,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
             _print_admitted(admitted)
     exit_code = EXIT_PROBLEMS if found else EXIT_OK
     if args.json:
-        emit(
-            envelope(
-                command_of(args),
-                exit_code,
-                ok=exit_code == EXIT_OK,
-                db=redacted_url(args.db),
-                source=args.source,
-                subjects=results,
-            )
-        )
+        _emit(args, exit_code, source=args.source, subjects=results)
     return exit_code
 
 
@@ -152,16 +148,7 @@ def _finish(args: argparse.Namespace, summary: SyncSummary, error: PeerError | N
         if error is not None:
             print_error(error.code, error.message)
         extra = {} if error is None else {"error": error_member(error)}
-        emit(
-            envelope(
-                command_of(args),
-                exit_code,
-                ok=exit_code == EXIT_OK,
-                db=redacted_url(args.db),
-                summary=summary.to_dict(),
-                **extra,
-            )
-        )
+        _emit(args, exit_code, summary=summary.to_dict(), **extra)
         return exit_code
     for problem in summary.problems:
         print(f"  problem {problem}")
@@ -235,7 +222,7 @@ def cmd_peers_add(args: argparse.Namespace) -> int:
     with EventStore(args.db) as store:
         peer = peers.add_peer(store, args.url, name=args.name or "")
     if args.json:
-        emit(envelope(command_of(args), EXIT_OK, ok=True, db=redacted_url(args.db), peer=peer.to_dict()))
+        _emit(args, EXIT_OK, peer=peer.to_dict())
     else:
         print(f"following {peer.url}" + (f" ({peer.name})" if peer.name else ""))
     return EXIT_OK
@@ -246,15 +233,7 @@ def cmd_peers_list(args: argparse.Namespace) -> int:
     with EventStore(args.db, create=False) as store:
         listed = peers.list_peers(store)
     if args.json:
-        emit(
-            envelope(
-                command_of(args),
-                EXIT_OK,
-                ok=True,
-                db=redacted_url(args.db),
-                peers=[p.to_dict() for p in listed],
-            )
-        )
+        _emit(args, EXIT_OK, peers=[p.to_dict() for p in listed])
         return EXIT_OK
     for peer in listed:
         print(
