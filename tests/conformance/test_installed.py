@@ -23,7 +23,7 @@ def test_vectors_write_and_run_from_a_plain_install(tmp_path: Path) -> None:
     # shipping a module the sources no longer have.
     source = tmp_path / "source"
     source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "_pith_graph_command.py"):  # the last: the console script
         shutil.copy2(ROOT / name, source / name)
     shutil.copytree(ROOT / "pith_graph", source / "pith_graph", ignore=shutil.ignore_patterns("__pycache__"))
     env_dir = tmp_path / "venv"
