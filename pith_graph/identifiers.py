@@ -46,7 +46,7 @@ def pith_code(canonical_record: Mapping[str, Any], *, digest: bytes | None = Non
     """
     if digest is None:
         digest = hashlib.sha256(canonical_json(canonical_record)).digest()
-    return _b32(digest)[:26]
+    return _b32(bytes(digest))[:26]  # a caller's bytearray or memoryview too (the cache needs bytes)
 
 
 def _submitted_year(canonical_record: Mapping[str, Any]) -> str:
