@@ -39,7 +39,9 @@ def _b32(digest: bytes) -> str:
     return base64.b32encode(digest).decode("ascii")
 
 
-def pith_code(canonical_record: Mapping[str, Any], *, digest: bytes | None = None) -> str:
+def pith_code(
+    canonical_record: Mapping[str, Any], *, digest: bytes | bytearray | memoryview | None = None
+) -> str:
     """The 26-character code of a record: base32 of sha256(canonical(record)), cut to 26.
 
     ``digest`` (the 32 raw bytes of that sha256) may be passed when already known.
