@@ -33,8 +33,6 @@ import hashlib
 import json
 import math
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, Final
 
 import msgspec
@@ -49,7 +47,9 @@ __all__ = [
     "JsonFloat",
     "canonical_json",
     "canonical_json_parsed",
+    "canonical_lines",
     "canonical_sha256",
+    "check_depth",
     "compact_json_parsed",
     "gc_paused",
     "loads",
@@ -95,6 +95,8 @@ def _long_digit_run(data: bytes) -> bool:
     """Whether ``data`` holds more than :data:`MAX_INT_DIGITS` ASCII digits in a row, as the
     text of any longer integer does. Windows of 1 MiB, overlapping by :data:`MAX_INT_DIGITS`
     bytes, bound the translated copy of a large document."""
+    if len(data) <= _RUN_WINDOW:  # one window: no generator (called for every event)
+        return _LONG_RUN in data.translate(_DIGITS_AS_ZERO)
     return any(
         _LONG_RUN in data[start : start + _RUN_WINDOW + MAX_INT_DIGITS].translate(_DIGITS_AS_ZERO)
         for start in range(0, len(data), _RUN_WINDOW)
@@ -138,7 +140,6 @@ def _finite_float(text: str) -> JsonFloat:
 _DECODER: Final = msgspec.json.Decoder(float_hook=_finite_float)
 _SORTED_ENCODER: Final = msgspec.json.Encoder(order="sorted")
 _ENCODER: Final = msgspec.json.Encoder()
-_NOT_OPENING: Final = bytes(b for b in range(256) if b not in b"[{")
 #: Largest text the compact fast path of the structure checks is tried on (see
 #: :func:`_check_structure`): an event is a few KiB; a whole bundle would always
 #: fail the bracket count, and counting would only add to the full check.
@@ -148,8 +149,7 @@ _ONE_BRACKET_TYPE: Final = bytes.maketrans(b"{}", b"[]")
 _SLICE: Final = 1 << 20
 
 
-@contextmanager
-def gc_paused() -> Iterator[None]:
+class gc_paused:  # lower case: it replaced a function of that name, used as ``with gc_paused():``
     """Suspend the cyclic garbage collector while building a large acyclic tree.
 
     Decoding a 100,000-event bundle creates millions of containers; each
@@ -157,13 +157,19 @@ def gc_paused() -> Iterator[None]:
     (docs/performance.md, "The strict parser"). Decoded JSON
     and the merge's records hold no reference cycles, so nothing is left for
     the collector to find. A collector the caller had disabled stays disabled.
+    A class rather than a generator-based context manager: a small bundle's
+    rebuild and verification enter it several times, and each generator-based
+    entry costs microseconds.
     """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
+
+    __slots__ = ("_was_enabled",)
+
+    def __enter__(self) -> None:
+        self._was_enabled = gc.isenabled()
+        gc.disable()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._was_enabled:
             gc.enable()
 
 
@@ -217,6 +223,19 @@ def canonical_json_parsed(obj: Any) -> bytes:
         return _SORTED_ENCODER.encode(obj)
     except TypeError:
         return canonical_json(obj)
+
+
+def canonical_lines(objs: list[Any]) -> list[bytes]:
+    """:func:`canonical_json_parsed` of each tree of ``objs``, encoded in one call.
+
+    msgspec writes the trees one a line; canonical JSON never holds a newline byte
+    (a newline in a string is escaped, and no UTF-8 sequence holds 0x0A), so the
+    lines are exactly the encodings.
+    """
+    try:
+        return _SORTED_ENCODER.encode_lines(objs).split(b"\n")[:-1]
+    except TypeError:  # a JsonFloat somewhere: each tree on its own (see canonical_json_parsed)
+        return [canonical_json_parsed(obj) for obj in objs]
 
 
 def compact_json_parsed(obj: Any) -> bytes:
@@ -430,18 +449,8 @@ def _reencodes(data: bytes, obj: Any) -> bool:
         return False
 
 
-def _check_structure(data: bytes, obj: Any, max_depth: int = MAX_DEPTH) -> None:
-    """Reject duplicate keys and excessive nesting, working on the raw bytes.
-
-    Both checks run at C speed over the document reduced to its structural
-    characters (:func:`_structure`): its ``:`` count is the number of object
-    members in the text and its brackets give the nesting depth. Compact text
-    passes cheaper sufficient tests first (:func:`_reencodes`).
-    """
-    compact = _reencodes(data, obj)
-    if compact and len(data.translate(None, _NOT_OPENING)) <= max_depth:
-        return
-    structure = _structure(data)
+def _check_depth(structure: bytes, max_depth: int) -> None:
+    """Reject a document whose structure (:func:`_structure`) nests deeper than ``max_depth``."""
     # One bracket type is enough for depth (the text is valid JSON); each pass
     # removes the innermost level, so a document at most MAX_DEPTH deep is
     # empty after MAX_DEPTH passes.
@@ -452,6 +461,29 @@ def _check_structure(data: bytes, obj: Any, max_depth: int = MAX_DEPTH) -> None:
         brackets = brackets.replace(b"[]", b"")
     if brackets:
         raise InputError(f"document nests deeper than {max_depth} levels", code=codes.E_TOO_DEEP)
+
+
+def check_depth(data: bytes, max_depth: int = MAX_DEPTH) -> None:
+    """Raise :class:`~pith_graph.errors.InputError` (``too_deep``) when valid JSON text
+    ``data`` nests deeper than ``max_depth``: the one check of :func:`loads` that text
+    this library wrote (strict JSON by construction) can still fail as part of another."""
+    if data.count(b"[") + data.count(b"{") > max_depth:
+        _check_depth(_structure(data), max_depth)
+
+
+def _check_structure(data: bytes, obj: Any, max_depth: int = MAX_DEPTH) -> None:
+    """Reject duplicate keys and excessive nesting, working on the raw bytes.
+
+    Both checks run at C speed over the document reduced to its structural
+    characters (:func:`_structure`): its ``:`` count is the number of object
+    members in the text and its brackets give the nesting depth. Compact text
+    passes cheaper sufficient tests first (:func:`_reencodes`).
+    """
+    compact = _reencodes(data, obj)
+    if compact and data.count(b"[") + data.count(b"{") <= max_depth:
+        return
+    structure = _structure(data)
+    _check_depth(structure, max_depth)
     if compact:
         return  # the tree re-encodes to the text: no object repeated a key (see _reencodes)
     # A decoded dict keeps one value per key: if the text has more members than

@@ -20,7 +20,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from pith_graph import codes
-from pith_graph.canonical import DEFAULT_MAX_BYTES, canonical_json, loads
+from pith_graph.canonical import DEFAULT_MAX_BYTES, MAX_DEPTH, canonical_json, check_depth, loads
 from pith_graph.errors import InputError
 from pith_graph.models import Bundle, DocumentKind, convert, detect_kind
 
@@ -35,6 +35,7 @@ __all__ = [
     "load_bundle",
     "read_document",
     "read_json",
+    "settle_state",
     "source_bytes",
     "split_bundle",
 ]
@@ -150,6 +151,7 @@ def load_bundle(
 
 class _Outer(msgspec.Struct):
     events: list[msgspec.Raw]
+    state: msgspec.Raw = msgspec.Raw(b"null")
 
 
 _OUTER: Final = msgspec.json.Decoder(_Outer)
@@ -174,6 +176,10 @@ class SplitBundle(NamedTuple):
     #: Where each event's text starts in the bundle's bytes (so that a helper process
     #: holding the same bytes reads exactly ``events``).
     starts: list[int]
+    #: The text of the embedded state, cut out unparsed (``shell["state"]`` and
+    #: ``model.state`` are then None), or None when the state is in the shell. Text
+    #: equal to the rebuilt state's bytes needs no parse (:func:`settle_state`).
+    state_text: bytes | None = None
 
 
 def event_texts(array: Any) -> list[msgspec.Raw]:
@@ -252,8 +258,10 @@ def split_bundle(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SplitBun
     For a rebuild that parses, checks and drops one event at a time, so the
     decoded tree of every event is never held at once (peak memory). Each event
     must then be read with :func:`~pith_graph.canonical.loads` and
-    ``max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET``: the shell and the events
-    together get exactly the checks :func:`load_bundle` makes. Returns None
+    ``max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET``, and an embedded state cut out
+    too (``state_text``) settled with :func:`settle_state`: the shell, the
+    events and the state together get exactly the checks :func:`load_bundle`
+    makes. Returns None
     whenever the split does not apply or anything looks irregular (an empty
     events array included); the caller then uses :func:`load_bundle`, which
     raises the error it finds.
@@ -261,25 +269,81 @@ def split_bundle(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES) -> SplitBun
     if len(data) > max_bytes:
         return None
     try:
-        events = _OUTER.decode(data).events
+        outer = _OUTER.decode(data)
     except (msgspec.DecodeError, RecursionError, ValueError):
         return None
+    events = outer.events
     if not 0 < len(events) <= MAX_EVENTS:
         return None
     span = _array_span(data, events)
     if span is None:
         return None
     start, end, starts = span
+    state_text = bytes(outer.state)
+    cut = _state_at(data, state_text, start, end) if state_text[:1] == b"{" else None
+    if cut is None:
+        shell_text = data[:start] + b"[]" + data[end:]
+    elif cut < start:
+        shell_text = data[:cut] + b"null" + data[cut + len(state_text) : start] + b"[]" + data[end:]
+    else:
+        shell_text = data[:start] + b"[]" + data[end:cut] + b"null" + data[cut + len(state_text) :]
     try:
-        shell = loads(data[:start] + b"[]" + data[end:], max_bytes=max_bytes)
+        shell = loads(shell_text, max_bytes=max_bytes)
         # The text cut out was the events array only if the shell's events are now
         # empty: an identical text elsewhere (another member's value) leaves them whole.
-        if not (isinstance(shell, dict) and shell.get("events") == [] and detect_kind(shell) == "bundle"):
+        # Likewise the state's text only if the shell's state is now null.
+        if not (
+            isinstance(shell, dict)
+            and shell.get("events") == []
+            and (cut is None or ("state" in shell and shell["state"] is None))
+            and detect_kind(shell) == "bundle"
+        ):
             return None
         model = convert(shell, Bundle)
     except InputError:
         return None
-    return SplitBundle(shell, model, events, memoryview(data)[start:end], starts)
+    return SplitBundle(
+        shell, model, events, memoryview(data)[start:end], starts, None if cut is None else state_text
+    )
+
+
+def settle_state(split: SplitBundle, rebuilt: bytes | None) -> SplitBundle:
+    """The checks a state cut out by :func:`split_bundle` still needs, given the bytes of
+    the state rebuilt from the bundle (:meth:`~pith_graph.state.State.to_json`).
+
+    Text equal to those bytes was written by this library: strict JSON by
+    construction, so only its depth inside the bundle is left to check, and
+    ``state_text`` stays (it is the rebuilt state). Other text is strictly parsed
+    and put back into the shell and the model (``state_text`` None). Raises
+    :class:`InputError` as :func:`load_bundle` would for the whole bundle.
+    """
+    text = split.state_text
+    if text is None:
+        return split
+    if text == rebuilt:
+        check_depth(text, MAX_DEPTH - 1)  # the bundle's object is one level up
+        return split
+    shell = dict(split.shell)
+    shell["state"] = loads(text, max_depth=MAX_DEPTH - 1)
+    return split._replace(shell=shell, model=convert(shell, Bundle), state_text=None)
+
+
+_STATE_KEY: Final = b'"state":'
+
+
+def _state_at(data: bytes, state_text: bytes, start: int, end: int) -> int | None:
+    """Where the bundle's state text ``state_text`` starts, right after a compact ``"state":``
+    and outside the events array (``start`` to ``end``); None if not among the first few
+    places (the state then stays in the shell)."""
+    position = data.find(_STATE_KEY)
+    for _ in range(_SPAN_CANDIDATES):
+        if position < 0:
+            return None
+        at = position + len(_STATE_KEY)
+        if (at + len(state_text) <= start or at >= end) and data.startswith(state_text, at):
+            return at
+        position = data.find(_STATE_KEY, position + 1)
+    return None
 
 
 def as_path(source: object) -> Path | None:

@@ -24,6 +24,7 @@ environment variable :data:`BACKEND_ENV_VAR`.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Final, Protocol
 
@@ -183,6 +184,10 @@ def available_backends() -> list[str]:
     return (["nacl"] if HAVE_NACL else []) + ["cryptography"]
 
 
+#: One instance per backend (they hold no state).
+_BACKENDS: Final[dict[str, Backend]] = {}
+
+
 def get_backend(name: str | None = None) -> Backend:
     """The backend called ``name`` (``"nacl"``, ``"cryptography"`` or ``"auto"``).
 
@@ -195,10 +200,13 @@ def get_backend(name: str | None = None) -> Backend:
     chosen = (name if name is not None else os.environ.get(BACKEND_ENV_VAR) or "auto").strip().lower()
     if chosen == "auto":
         chosen = available_backends()[0]
+    known = _BACKENDS.get(chosen)
+    if known is not None:
+        return known
     if chosen == "nacl":
-        return NaclBackend()
+        return _BACKENDS.setdefault(chosen, NaclBackend())
     if chosen == "cryptography":
-        return CryptographyBackend()
+        return _BACKENDS.setdefault(chosen, CryptographyBackend())
     raise InputError(
         f"unknown Ed25519 backend {chosen!r} (choose one of {', '.join(BACKEND_NAMES)})",
         code=codes.E_UNKNOWN_BACKEND,
@@ -227,6 +235,13 @@ class SignatureCache(Protocol):
         """Remember a verdict."""
 
 
+@functools.lru_cache(maxsize=1024)
+def _loaded_key(backend_name: str, public_key: bytes) -> object:
+    """The named backend's loaded key (one that passed rules 1-3), remembered across
+    verifiers: a mirror's bundles each get one, and are signed by the same few keys."""
+    return get_backend(backend_name).load(public_key)
+
+
 class Verifier:
     """Verifies signatures under the pinned rule with one backend.
 
@@ -246,7 +261,14 @@ class Verifier:
         self._loaded: dict[bytes, object | None] = {}
 
     def _load(self, public_key: bytes) -> object | None:
-        loaded = self._loaded[public_key] = self.backend.load(public_key) if _key_passes(public_key) else None
+        backend = self.backend
+        if not _key_passes(public_key):
+            loaded = None
+        elif type(backend) in (NaclBackend, CryptographyBackend):  # stateless: shared across verifiers
+            loaded = _loaded_key(backend.name, public_key)
+        else:
+            loaded = backend.load(public_key)
+        self._loaded[public_key] = loaded
         return loaded
 
     def verify(self, public_key: bytes, signature: bytes, message: bytes) -> bool:

@@ -29,7 +29,7 @@ from typing import Any, Final, NamedTuple
 import msgspec
 
 from pith_graph import codes
-from pith_graph.canonical import canonical_json_parsed, loads
+from pith_graph.canonical import canonical_json_parsed, canonical_lines, loads, loads_accepted
 from pith_graph.ed25519 import Verifier
 from pith_graph.keys import KeyRing, TrustedKey
 from pith_graph.models import Event
@@ -81,6 +81,12 @@ REQUIRED_TARGETS: Final = {RECORD_CREATED: "record", "graph_snapshot": "graph"}
 
 SIGNATURE_V1: Final = ("ed25519", "signed_v1", "open_graph_event_sha256_bytes")
 
+
+class _RecordMember(msgspec.Struct):
+    canonical_record: msgspec.Raw
+
+
+_RECORD_MEMBER: Final = msgspec.json.Decoder(_RecordMember)
 _PASSED_ALL: Final = len(codes.EVENT_REASONS)
 #: How many of the stage-1 checks depend only on the copy and the subject (not on keys).
 INTRINSIC_CHECKS: Final = codes.EVENT_REASONS.index(codes.REASON_UNKNOWN_KEY)
@@ -205,10 +211,23 @@ class CheckedEvent(msgspec.Struct, frozen=True):
         return self.raw
 
     def payload(self) -> Any:
-        """The payload as plain JSON values (parsed from its canonical bytes if needed)."""
+        """The payload as plain JSON values (parsed from its canonical bytes if needed).
+
+        ``payload_json`` is this library's canonical encoding of a strictly parsed
+        value, so reading it back needs none of the strict parser's checks.
+        """
         if isinstance(self.raw, dict) and "payload" in self.raw:
             return self.raw["payload"]
-        return loads(self.payload_json)
+        return loads_accepted(self.payload_json)
+
+    def canonical_record_json(self) -> bytes:
+        """Canonical JSON of ``payload.canonical_record`` (of a well-formed record_created copy).
+
+        Cut from ``payload_json`` without decoding the rest: canonical JSON is
+        compositional, so a member's value in a canonical object is that value's
+        canonical JSON, byte for byte.
+        """
+        return bytes(_RECORD_MEMBER.decode(self.payload_json).canonical_record)
 
     def with_reason(self, reason: str | None) -> CheckedEvent:
         """This copy with the verdict of a later check (None: every check passed)."""
@@ -225,16 +244,18 @@ class CheckedEvent(msgspec.Struct, frozen=True):
         )
 
 
-def _fragments(raw: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
-    """Canonical signer, payload and content bytes, each fragment encoded once.
+def _fragments(raw: dict[str, Any]) -> tuple[bytes, bytes, bytes, bytes]:
+    """Canonical signer, payload and content bytes, each fragment encoded once, and the
+    canonical object of the excluded members.
 
     Canonical JSON is compositional, so the content (the event without the
     excluded keys) is the sorted object with both fragments spliced in raw.
     A float anywhere sends that part to the reference encoder (see
     :func:`pith_graph.canonical.canonical_json_parsed`).
     """
-    signer_json = canonical_json_parsed(raw["signer"])
-    payload_json = canonical_json_parsed(raw["payload"])
+    signer_json, payload_json, excluded = canonical_lines(
+        [raw["signer"], raw["payload"], {k: raw[k] for k in EXCLUDED_FROM_CONTENT}]
+    )
     rest = {k: v for k, v in raw.items() if k not in EXCLUDED_FROM_CONTENT}
     rest["signer"] = msgspec.Raw(signer_json)
     rest["payload"] = msgspec.Raw(payload_json)
@@ -242,7 +263,7 @@ def _fragments(raw: dict[str, Any]) -> tuple[bytes, bytes, bytes]:
         content = _SORTED.encode(rest)
     except TypeError:  # a float among the other members: the reference rule for the whole
         content = content_bytes(raw)
-    return signer_json, payload_json, content
+    return signer_json, payload_json, content, excluded
 
 
 def _facts(raw: Any) -> tuple[EventFacts, bytes, bytes, bytes] | None:
@@ -275,11 +296,10 @@ def _facts(raw: Any) -> tuple[EventFacts, bytes, bytes, bytes] | None:
         return None
     if not (event.target and signer.signer_id and event.event_type):
         return None
-    signer_json, payload_json, content = _fragments(raw)
+    signer_json, payload_json, content, excluded = _fragments(raw)
     # merge-v1 §6 check 0 (decided): the whole event, signature included, is at most
     # 1 MiB. The hashed content is a sorted object, so adding the excluded members
     # adds their own canonical object's length less one byte ("}{" becomes ",").
-    excluded = canonical_json_parsed({k: raw[k] for k in EXCLUDED_FROM_CONTENT})
     if len(content) + len(excluded) - 1 > MAX_EVENT_BYTES:
         return None
     facts = EventFacts(

@@ -7,6 +7,7 @@ Every rule here is verified against the registry's documents (FORMAT-FACTS:
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import re
 from collections.abc import Mapping
@@ -31,18 +32,23 @@ PITH_NUMBER_RE: Final = re.compile(r"pith:([0-9]{4}):([A-Z2-7]{26})")
 _YEAR_RE: Final = re.compile(r"([0-9]{4})-")
 
 
+@functools.lru_cache(maxsize=1024)
 def _b32(digest: bytes) -> str:
+    # Cached: a bundle's checks derive the same record's code and its keys' fingerprints
+    # several times, and the standard library's base32 is written in Python.
     return base64.b32encode(digest).decode("ascii")
 
 
-def pith_code(canonical_record: Mapping[str, Any], *, digest: bytes | None = None) -> str:
+def pith_code(
+    canonical_record: Mapping[str, Any], *, digest: bytes | bytearray | memoryview | None = None
+) -> str:
     """The 26-character code of a record: base32 of sha256(canonical(record)), cut to 26.
 
     ``digest`` (the 32 raw bytes of that sha256) may be passed when already known.
     """
     if digest is None:
         digest = hashlib.sha256(canonical_json(canonical_record)).digest()
-    return _b32(digest)[:26]
+    return _b32(bytes(digest))[:26]  # a caller's bytearray or memoryview too (the cache needs bytes)
 
 
 def _submitted_year(canonical_record: Mapping[str, Any]) -> str:
@@ -74,11 +80,14 @@ def short_pith_number(number: str) -> str:
     return f"pith:{match.group(2)[:8]}"
 
 
-def derived_aliases(canonical_record: Mapping[str, Any]) -> list[tuple[str, str]]:
+def derived_aliases(
+    canonical_record: Mapping[str, Any], *, digest: bytes | None = None
+) -> list[tuple[str, str]]:
     """The six aliases derivable from a record, as ``(alias_kind, alias_value)``.
 
     Sorted by kind, as the registry lists them. ``created_at`` is not derivable
     (the short aliases are often added hours later) and is not returned.
+    ``digest``: as for :func:`pith_code`.
     """
     source = canonical_record.get("source")
     if not isinstance(source, Mapping):
@@ -88,7 +97,7 @@ def derived_aliases(canonical_record: Mapping[str, Any]) -> list[tuple[str, str]
         raise InputError(
             "canonical_record.source needs a string id and an integer version", code=codes.E_SHAPE
         )
-    code = pith_code(canonical_record)
+    code = pith_code(canonical_record, digest=digest)
     return sorted(
         [
             ("arxiv", source_id),

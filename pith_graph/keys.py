@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import os
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -113,6 +114,16 @@ class TrustedKey:
         Accepts ``public_key_b64`` and/or ``public_key_hex`` (which must agree);
         any fingerprint or algorithm the entry states must match the key.
         """
+        if cls is TrustedKey and type(entry) is dict:
+            items = tuple((name, type(value), value) for name, value in entry.items())
+            if all(kind in _SCALARS for _, kind, _ in items):
+                # The bundles of a mirror list the same few keys: each entry is read once
+                # (a TrustedKey is immutable, so the same one can be handed out again).
+                return _cached_entry(items, listed)
+        return cls._from_entry(entry, listed=listed)
+
+    @classmethod
+    def _from_entry(cls, entry: Mapping[str, Any], *, listed: bool = False) -> TrustedKey:
         if not isinstance(entry, Mapping):
             raise TrustError("a key entry must be a JSON object")
         key_id = entry.get("key_id")
@@ -159,6 +170,17 @@ class TrustedKey:
     def verify(self, signature: bytes, message: bytes, *, backend: ed25519.Backend | None = None) -> bool:
         """Verify ``signature`` over ``message`` under the pinned merge-v1 rule."""
         return ed25519.verify(self.public_key, signature, message, backend=backend)
+
+
+#: Value types of a key entry that can be part of a cache key (the type is part of it
+#: too: ``True == 1``).
+_SCALARS: Final = frozenset({str, int, bool, type(None)})
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_entry(items: tuple[tuple[str, type, Any], ...], listed: bool) -> TrustedKey:
+    """:meth:`TrustedKey.from_entry` of an entry of scalars, remembered (errors are not: they raise again)."""
+    return TrustedKey._from_entry({name: value for name, _, value in items}, listed=listed)
 
 
 class KeyRing:

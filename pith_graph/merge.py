@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pith_graph import codes
-from pith_graph.canonical import canonical_json_parsed
+from pith_graph.canonical import canonical_lines
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError
 from pith_graph.events import (
@@ -327,15 +327,19 @@ def _apply_order(valid: dict[str, EventFacts], frozen: set[str]) -> list[str]:
 
 def _aliases(aliases: Iterable[Mapping[str, Any]]) -> list[bytes]:
     """merge-v1 §10: de-duplicated, sorted by (alias_kind, alias_value), keys sorted."""
-    unique: dict[bytes, tuple[str, str]] = {}
+    items: list[dict[str, Any]] = []
     for alias in aliases:
         if not (
-            isinstance(alias, Mapping)
+            (type(alias) is dict or isinstance(alias, Mapping))
             and isinstance(alias.get("alias_kind"), str)
             and isinstance(alias.get("alias_value"), str)
         ):
             raise InputError("each source alias needs string alias_kind and alias_value", code=codes.E_SHAPE)
-        unique[canonical_json_parsed(dict(alias))] = (alias["alias_kind"], alias["alias_value"])
+        items.append(alias if type(alias) is dict else dict(alias))
+    # Encoded in one call (a bundle lists about six).
+    unique = dict(
+        zip(canonical_lines(items), [(a["alias_kind"], a["alias_value"]) for a in items], strict=True)
+    )
     return sorted(unique, key=lambda blob: (unique[blob], blob))
 
 
@@ -389,9 +393,7 @@ def merge_copies(
         invalid_events=[{"event_id": uid, "reason": reasons[uid]} for uid in sorted(reasons)],
         equivocations=equivocations,
         applied_event_ids=order,
-        canonical_record=None
-        if creator is None
-        else canonical_json_parsed(creator.payload()["canonical_record"]),
+        canonical_record=None if creator is None else creator.canonical_record_json(),
         source_aliases=_aliases(aliases),
         collections={name: list(entries.values()) for name, entries in collections.items()},
         record_created=record_created,

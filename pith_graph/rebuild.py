@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from itertools import chain
@@ -28,6 +28,7 @@ from pith_graph.documents import (
     DocumentSource,
     SplitBundle,
     load_bundle,
+    settle_state,
     source_bytes,
     split_bundle,
 )
@@ -188,9 +189,13 @@ class Streamed(NamedTuple):
     """What a streaming rebuild learnt: the state, the split bundle and the keys it trusted."""
 
     state: State
-    #: The bundle's strictly parsed shell and typed model (``events`` emptied), and its event texts.
+    #: The bundle's strictly parsed shell and typed model (``events`` emptied), and its event
+    #: texts; its ``state_text`` is left only when the embedded state equals the rebuilt one
+    #: byte for byte (:func:`~pith_graph.documents.settle_state`).
     split: SplitBundle
     keyring: KeyRing
+    #: ``state.to_json()``, when the bundle embeds a state that was cut out unparsed.
+    state_json: bytes | None = None
 
 
 def _rebuild_bytes(
@@ -230,6 +235,7 @@ def stream_rebuild(
     min_events: int = PARALLEL_MIN_EVENTS,
     min_bytes: int = SCRATCH_MIN_BYTES,
     chunk_size: int | None = None,
+    on_split: Callable[[SplitBundle], Callable[[Any], None]] | None = None,
 ) -> Streamed | None:
     """The streaming rebuild of a bundle's bytes with ``count`` processes (resolved), or
     None when it does not apply or meets a :class:`~pith_graph.errors.PithGraphError`:
@@ -239,6 +245,10 @@ def stream_rebuild(
     ``trusted_keys`` must be reusable (:func:`~pith_graph.keys.reusable_keys`): the
     caller reads them again on the full path. ``verifier`` (default: the process's
     backend) checks this process's events; helpers use its backend.
+
+    ``on_split``, given the split bundle, returns a function that receives the
+    parsed value of every event, in the bundle's order, when this process parses
+    them all (no helpers); otherwise it receives none of them.
     """
     verifier = verifier or Verifier()
     # A thread copies the bytes for helpers while this process splits them.
@@ -261,8 +271,10 @@ def stream_rebuild(
                         executor=executor,
                         min_events=min_events,
                         chunk_size=chunk_size,
+                        on_split=on_split,
                     )
-                    return Streamed(state, split, ring)
+                    rebuilt = None if split.state_text is None else state.to_json()
+                    return Streamed(state, settle_state(split, rebuilt), ring, rebuilt)
                 except PithGraphError:
                     pass  # the full path reports what is wrong, exactly as without streaming
         finally:
@@ -282,6 +294,7 @@ def _rebuild_streaming(
     executor: ProcessPoolExecutor | None = None,
     min_events: int = PARALLEL_MIN_EVENTS,
     chunk_size: int | None = None,
+    on_split: Callable[[SplitBundle], Callable[[Any], None]] | None = None,
 ) -> tuple[State, KeyRing]:
     """rebuild_state over a split bundle; given helpers (``executor``) and a scratch copy of
     the bundle's bytes, the helpers run stage 1 on chunks of events."""
@@ -298,10 +311,11 @@ def _rebuild_streaming(
     )
     # Each chunk's unit ids, by chunk: helpers' chunks arrive out of the bundle's order.
     slots: list[list[str]] | None = None if helpers is None else []
+    on_value = None if on_split is None or helpers is not None else on_split(split)
     try:
         with gc_paused():  # acyclic structures only (see gc_paused)
             result = merge_copies(
-                _copies(split.events, helpers, slots),
+                _copies(split.events, helpers, slots, on_value),
                 partial(_inspect_copy, subject),
                 subject=subject,
                 aliases=split.shell.get("source_aliases") or (),
@@ -323,7 +337,10 @@ _Copy = tuple[msgspec.Raw, Any] | CheckedEvent
 
 
 def _copies(
-    events: list[msgspec.Raw], helpers: Stage1Helpers | None, slots: list[list[str]] | None = None
+    events: list[msgspec.Raw],
+    helpers: Stage1Helpers | None,
+    slots: list[list[str]] | None = None,
+    on_value: Callable[[Any], None] | None = None,
 ) -> Iterator[tuple[str, _Copy]]:
     """Each event's unit id and either its stage-1 result from a helper, or its text and
     strictly parsed value (which lives until the next one).
@@ -331,7 +348,8 @@ def _copies(
     With helpers, chunks come in the order :meth:`Stage1Helpers.chunks` gives them,
     not the bundle's: the merge is a function of the set of copies. ``slots``, if
     given, receives each chunk's unit ids at the chunk's place, so that
-    ``chain.from_iterable(slots)`` gives them in the bundle's order.
+    ``chain.from_iterable(slots)`` gives them in the bundle's order. ``on_value``
+    (without helpers only) receives each event's parsed value, in order.
     """
     step = STAGE1_CHUNK if helpers is None else helpers.chunk_size
     count = (len(events) + step - 1) // step
@@ -345,6 +363,8 @@ def _copies(
         if rows is None or len(rows) != len(texts):
             for text in texts:
                 value = loads(bytes(text), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET)
+                if on_value is not None:
+                    on_value(value)
                 uid = unit_id(value)
                 uids.append(uid)
                 yield uid, (text, value)

@@ -153,8 +153,17 @@ class State:
         # each collection walks all of it (docs/performance.md, "Many small bundles").
         with gc_paused():
             body = self._body()
-            body["state_sha256"] = hashlib.sha256(_SORTED.encode(body)).hexdigest()
+            digest = hashlib.sha256(_SORTED.encode(body)).hexdigest()
+            self.__dict__["state_sha256"] = digest  # the cached property, from the same body
+            body["state_sha256"] = digest
             return _ORDERED.encode(body)
+
+    def canonical_json(self) -> bytes:
+        """Canonical JSON of :meth:`to_json`'s document (its fragments are canonical already)."""
+        with gc_paused():
+            body = self._body()
+            body["state_sha256"] = self.state_sha256
+            return _SORTED.encode(body)
 
     def to_pretty_json(self) -> bytes:
         """The same document indented for reading (not byte-comparable)."""

@@ -26,6 +26,8 @@ from collections.abc import Callable, Mapping
 from functools import partial
 from typing import Any, Final, TypeVar, cast
 
+import msgspec
+
 from pith_graph import codes
 from pith_graph._parallel.pool import resolve_workers
 from pith_graph.canonical import (
@@ -38,6 +40,7 @@ from pith_graph.documents import (
     Document,
     DocumentSource,
     SplitBundle,
+    is_json_text,
     read_document,
     source_bytes,
 )
@@ -103,10 +106,10 @@ def _problems(found: list[RecordProblem], where: str | None = None) -> list[Prob
 
 
 def _name(source: object) -> str:
-    if isinstance(source, (bytes, bytearray, memoryview, Mapping, Document)):
+    """How a report names its source: a path as given, anything else ``<document>``."""
+    if isinstance(source, (bytes, bytearray, memoryview, Mapping, Document)) or is_json_text(source):
         return "<document>"
-    text = str(source)
-    return "<document>" if text.lstrip()[:1] in ("{", "[") else text
+    return str(source)
 
 
 def _document(source: DocumentSource | Document) -> Document:
@@ -116,7 +119,9 @@ def _document(source: DocumentSource | Document) -> Document:
 def _alias_problems(aliases: list[Any], canonical_record: Mapping[str, Any]) -> list[Problem]:
     """Every derivable alias a document lists must carry the derived value."""
     try:
-        derived = dict(derived_aliases(canonical_record))
+        # The record was strictly parsed (a Document's tree): the fast canonical encoder applies.
+        digest = hashlib.sha256(canonical_json_parsed(canonical_record)).digest()
+        derived = dict(derived_aliases(canonical_record, digest=digest))
     except InputError as exc:
         return [Problem(codes.P_SHAPE, exc.message, "aliases")]
     problems = []
@@ -176,28 +181,82 @@ def _bundle_digest(raw: dict[str, Any]) -> str:
     ).hexdigest()
 
 
-def _split_bundle_digest(split: SplitBundle) -> str:
-    """:func:`_bundle_digest` of a split bundle, without the parsed tree of every event at once.
+def _shell_body(split: SplitBundle, state: State | None) -> dict[str, Any]:
+    """The members of a split bundle that ``bundle_sha256`` covers besides its events; a state
+    cut out unparsed (equal to ``state``, the rebuilt one) as its canonical bytes."""
+    body = {k: v for k, v in split.shell.items() if k not in ("bundle_signature", "events")}
+    if split.state_text is not None:
+        assert state is not None  # a state left cut out equals the rebuilt one (settle_state)
+        body["state"] = msgspec.Raw(state.canonical_json())
+    return body
+
+
+def _digest_head(split: SplitBundle) -> Any:
+    """The hash of a split bundle's canonical JSON up to its first event.
 
     Canonical JSON is compositional: the object is ``{``, its members in key
     order, ``}``, and the ``events`` member is ``[``, each event's canonical JSON
     in the bundle's order, ``]``. So the shell's members before and after
-    ``events`` (in the same order as the sort) and each event, parsed and
-    encoded one at a time, hash to the same bytes as the whole document.
+    ``events`` (in the same order as the sort) and each event, encoded one at a
+    time and joined by commas, hash to the same bytes as the whole document.
     """
-    body = {k: v for k, v in split.shell.items() if k not in ("bundle_signature", "events")}
-    before = canonical_json_parsed({k: v for k, v in body.items() if k < "events"})[1:-1]
-    after = canonical_json_parsed({k: v for k, v in body.items() if k > "events"})[1:-1]
+    body = {k: v for k, v in split.shell.items() if k < "events" and k != "bundle_signature"}
+    before = canonical_json_parsed(body)[1:-1]  # "state" sorts after "events"
     digest = hashlib.sha256(b"{" + before + b"," if before else b"{")
     digest.update(b'"events":[')
+    return digest
+
+
+def _digest_tail(split: SplitBundle, state: State | None) -> bytes:
+    """The canonical JSON of a split bundle after its last event (see :func:`_digest_head`)."""
+    body = _shell_body(split, state)
+    after = canonical_json_parsed({k: v for k, v in body.items() if k > "events"})[1:-1]
+    return b"]," + after + b"}" if after else b"]}"
+
+
+def _split_bundle_digest(split: SplitBundle, state: State | None = None) -> str:
+    """:func:`_bundle_digest` of a split bundle, without the parsed tree of every event at once
+    (see :func:`_digest_head`; ``state``: the rebuilt state, when ``split`` still holds its text)."""
+    digest = _digest_head(split)
     with gc_paused():  # acyclic values only (see gc_paused)
         for index, text in enumerate(split.events):
             if index:
                 digest.update(b",")
             # Every event text passed the strict parse in the streaming rebuild this follows.
             digest.update(canonical_json_parsed(loads_accepted(text)))
-    digest.update(b"]," + after + b"}" if after else b"]}")
-    return digest.hexdigest()
+    digest.update(_digest_tail(split, state))
+    return str(digest.hexdigest())
+
+
+class _StreamedDigest:
+    """:func:`_split_bundle_digest` taken while the streaming rebuild parses the events
+    (:func:`~pith_graph.rebuild.stream_rebuild`'s ``on_split``), so that they are not
+    parsed again; when the rebuild's helpers parsed them instead, after it."""
+
+    __slots__ = ("_digest", "_fed")
+
+    def __init__(self) -> None:
+        self._digest: Any = None
+        self._fed = 0
+
+    def start(self, split: SplitBundle) -> Callable[[Any], None]:
+        self._digest = _digest_head(split)
+        self._fed = 0
+        return self._feed
+
+    def _feed(self, value: Any) -> None:
+        if self._fed:
+            self._digest.update(b",")
+        self._digest.update(canonical_json_parsed(value))
+        self._fed += 1
+
+    def of(self, split: SplitBundle, state: State) -> str:
+        """``bundle_sha256`` of ``split``, the bundle the rebuild fed this with (``state``: its rebuilt state)."""
+        if self._digest is None or self._fed != len(split.events):
+            return _split_bundle_digest(split, state)
+        digest = self._digest.copy()
+        digest.update(_digest_tail(split, state))
+        return str(digest.hexdigest())
 
 
 def _bundle_signature_problems(
@@ -300,19 +359,39 @@ def _verify_streamed(
     (not a bundle, anything irregular, an input error: the full path then reports it)."""
     if verifier.cache is not None:
         return None
-    streamed = stream_rebuild(data, trusted_keys, trust_bundle_keys, count, verifier)
+    digest = _StreamedDigest()
+    streamed = stream_rebuild(data, trusted_keys, trust_bundle_keys, count, verifier, on_split=digest.start)
     if streamed is None:
         return None
     split = streamed.split
     return _bundle_report(
-        name, split.model, streamed.state, streamed.keyring, verifier, partial(_split_bundle_digest, split)
+        name,
+        split.model,
+        streamed.state,
+        streamed.keyring,
+        verifier,
+        partial(digest.of, split, streamed.state),
+        rebuilt=streamed.state_json,
+        state_matches=split.state_text is not None,
     )
 
 
 def _bundle_report(
-    name: str, bundle: Bundle, state: State, ring: KeyRing, verifier: Verifier, digest_of: Callable[[], str]
+    name: str,
+    bundle: Bundle,
+    state: State,
+    ring: KeyRing,
+    verifier: Verifier,
+    digest_of: Callable[[], str],
+    *,
+    rebuilt: bytes | None = None,
+    state_matches: bool = False,
 ) -> Report:
-    """The checks of :func:`verify_bundle` after the rebuild (``bundle.events`` is not read)."""
+    """The checks of :func:`verify_bundle` after the rebuild (``bundle.events`` is not read).
+
+    ``rebuilt``: ``state.to_json()`` if already made; ``state_matches``: the embedded state's
+    text was found equal to it (the streaming rebuild left it unparsed, ``bundle.state`` None).
+    """
     problems: list[Problem] = []
     problems += _problems(
         check_record(
@@ -356,10 +435,11 @@ def _bundle_report(
                 fork["target"],
             )
         )
-    rebuilt = state.to_json()
-    if bundle.state is None:
+    if state_matches:
+        pass  # equal byte for byte to the rebuilt state (pith_graph.documents.settle_state)
+    elif bundle.state is None:
         problems.append(Problem(codes.P_STATE_MISSING, "the bundle embeds no state", "state", "warning"))
-    elif compact_json_parsed(bundle.state) != rebuilt:
+    elif compact_json_parsed(bundle.state) != (state.to_json() if rebuilt is None else rebuilt):
         # Only a state that differs from the rebuilt one can fail verify_state on its own: the
         # rebuilt state's hash and counts hold by construction (tests/test_verify_embedded_state.py).
         embedded = verify_state(Document(bundle.state, "state"))

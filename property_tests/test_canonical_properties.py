@@ -14,9 +14,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from pith_graph import codes
-from pith_graph.canonical import loads
+from pith_graph.canonical import canonical_json, canonical_lines, loads
 from pith_graph.errors import InputError
-from property_tests.strategies import json_texts
+from property_tests.strategies import json_texts, json_values
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> tuple[str, list[tuple[str, Any]]]:
@@ -58,3 +58,11 @@ def test_loads_rejects_exactly_repeated_keys_and_excess_depth(text: bytes, max_d
     else:
         assert expected is None, text
         assert value == json.loads(text)
+
+
+@given(values=st.lists(json_values, max_size=6))
+def test_canonical_lines_are_each_trees_canonical_json(values: list[Any]) -> None:
+    """One encoding call for several trees, split at newlines: exactly each tree's encoding
+    (strings holding a newline included; a float sends them all to the reference rule)."""
+    trees = [loads(json.dumps(value, ensure_ascii=False)) for value in values]
+    assert canonical_lines(trees) == [canonical_json(tree) for tree in trees]

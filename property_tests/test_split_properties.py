@@ -73,7 +73,8 @@ def _write(value: Any, white: list[str]) -> str:
 @st.composite
 def documents(draw: st.DrawFn) -> str:
     """A bundle's text: its real members, odd events, odd extra members, in any order."""
-    white = draw(st.lists(_white, min_size=1, max_size=5))
+    # Compact text too, as the registry writes it (the state is cut from that only).
+    white = draw(st.just([""]) | st.lists(_white, min_size=1, max_size=5))
     events: list[Any] = draw(st.lists(_values | st.just(_SHELL["events"][0]), min_size=1, max_size=5))
     if draw(st.booleans()):
         events.append(_deep(draw(st.integers(MAX_DEPTH - 4, MAX_DEPTH))))  # near the depth limit
@@ -88,6 +89,11 @@ def documents(draw: st.DrawFn) -> str:
         members.append(("events", events))
     elif extra == "odd member":
         members.append((draw(_keys), draw(_values)))
+    if draw(st.booleans()):  # an embedded state, which the split cuts out when it can
+        state = Pairs(draw(st.lists(st.tuples(_keys, _values), max_size=3)))
+        if draw(st.booleans()):
+            state.append(("d", _deep(draw(st.integers(MAX_DEPTH - 4, MAX_DEPTH)))))  # near the limit
+        members.insert(draw(st.integers(0, len(members))), ("state", state))
     return _write(Pairs(members), white)
 
 
@@ -103,23 +109,32 @@ def test_the_split_accepts_exactly_what_the_strict_parse_accepts(text: str) -> N
     data = text.encode()
     whole = _outcome(lambda: loads(data))
     split = split_bundle(data)
-    event(
-        f"split: {'refused' if split is None else 'cut'}; whole: {whole[0] if whole[0] == 'ok' else whole[1]}"
-    )
+    cut = "refused" if split is None else "cut" if split.state_text is None else "cut with the state"
+    event(f"split: {cut}; whole: {whole[0] if whole[0] == 'ok' else whole[1]}")
     if split is None:
         return  # rebuild_state then takes the full path: the strict parse itself
     # Helpers read each event at its start in a copy of the bytes: the same text.
     assert [data[start : start + len(t)] for start, t in zip(split.starts, split.events, strict=True)] == [
         bytes(t) for t in split.events
     ]
-    # The shell parsed strictly; so the document fails exactly when some event does.
+    # The shell parsed strictly; so the document fails exactly when some event, or the
+    # state cut out with them (documents.settle_state parses text it did not write), does.
+    state_text = split.state_text
     parts = _outcome(
-        lambda: [loads(bytes(t), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET) for t in split.events]
+        lambda: (
+            [loads(bytes(t), max_depth=MAX_DEPTH - EVENT_DEPTH_OFFSET) for t in split.events],
+            None if state_text is None else loads(state_text, max_depth=MAX_DEPTH - 1),
+        )
     )
     assert parts[0] == whole[0], (whole, parts)
     if whole[0] == "ok":
-        assert whole[1] == {**split.shell, "events": parts[1]}
-        assert loads(bytes(split.events_text), max_depth=MAX_DEPTH - 1) == parts[1]
+        events, state = parts[1]
+        assert whole[1] == {
+            **split.shell,
+            "events": events,
+            **({} if state_text is None else {"state": state}),
+        }
+        assert loads(bytes(split.events_text), max_depth=MAX_DEPTH - 1) == events
 
 
 @given(text=documents())

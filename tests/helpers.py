@@ -18,7 +18,7 @@ from typing import Any
 
 from pith_graph.rebuild import rebuild_state
 from pith_graph.state import State
-from pith_graph.testing import History, TestKey
+from pith_graph.testing import History, TestKey, resign
 
 #: The registry's published documents, byte for byte.
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -98,3 +98,37 @@ def run_module(module: str, *args: str, timeout: float = 300) -> subprocess.Comp
     return subprocess.run(
         [sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
+
+
+def varied_events(history: History, alice: TestKey, bob: TestKey) -> list[Any]:
+    a1 = history.event("graph_snapshot", key=alice, payload={"n": 1})
+    a2 = history.event("graph_snapshot", key=alice, payload={"n": 2}, prev_event=a1["event_id"])
+    fork = history.event("graph_snapshot", key=alice, payload={"n": 3}, prev_event=a1["event_id"])
+    c1 = history.event("correction", payload={"fix": "first"})
+    c2 = history.event(
+        "correction", payload={"fix": "second"}, prev_event=c1["event_id"], supersedes=[c1["event_id"]]
+    )
+    floats = history.event(
+        "author_attestation", key=alice, target="author", payload={"score": 1e16, "tiny": 1e-07}
+    )
+    forged = copy.deepcopy(a2)
+    forged["signature"]["signature_b64"] = TestKey("forger").sign_b64(bytes.fromhex(a2["content_sha256"]))
+    return [
+        a1,
+        a2,
+        fork,
+        c1,
+        c2,
+        floats,
+        dict(a1),
+        forged,
+        {**c1, "payload": {"fix": "edited"}},  # same unit as c1, content_hash_mismatch
+        {**c2, "payload": {"fix": "edited"}},
+        {**c2, "payload": {"fix": "other edit"}},  # two bad copies: tie by digest
+        resign({**a1, "target": "figure"}, alice),
+        history.event("mirror_hint", key=bob, payload={"url": "https://bob.example", "text": "é\u2028😀"}),
+        ["not", "an", "event"],
+        42,
+        None,
+        {"event_id": "garbage"},
+    ]

@@ -132,3 +132,11 @@ def test_fingerprints(seed_text: str) -> None:
     assert fingerprint_hex(raw) == digest.hex()[:32]
     assert fingerprint_b32(raw) == base64.b32encode(digest).decode()[:26]
     assert len(fingerprint_b32(raw)) == 26 and len(fingerprint_hex(raw)) == 32
+
+
+def test_a_digest_given_in_any_bytes_like_form_gives_the_same_code() -> None:
+    """pith_code's base32 is remembered by digest: a bytearray or memoryview digest must work too."""
+    digest = hashlib.sha256(b"record").digest()
+    expected = base64.b32encode(digest).decode()[:26]
+    assert pith_code({}, digest=digest) == pith_code({}, digest=bytearray(digest)) == expected
+    assert pith_code({}, digest=memoryview(digest)) == expected

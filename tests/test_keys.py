@@ -261,3 +261,19 @@ def test_rotated_registry_key_signs_nothing_after_rotation() -> None:
     assert set(invalid(state).values()) == {codes.REASON_UNKNOWN_KEY}
     later = [TrustedKey(REGISTRY_KEY_ID, bytes.fromhex(REGISTRY_KEY_HEX), "2026-06-02T01:03:16.000001Z")]
     assert rebuild_state(seed_bytes(BUNDLE), trusted_keys=later).valid_event_count == 2
+
+
+def test_key_entries_read_again_give_the_same_key_and_the_same_errors() -> None:
+    """TrustedKey.from_entry remembers entries of scalars: an equal entry gives an equal key,
+    ``listed`` is part of what is remembered, and an unusable entry raises every time."""
+    key = TestKey("remembered")
+    entry = key.entry()
+    first, second = TrustedKey.from_entry(entry), TrustedKey.from_entry(dict(entry))
+    assert first == second == TrustedKey.from_entry(entry, listed=False)
+    assert TrustedKey.from_entry(entry, listed=True).listed and not first.listed
+    for _ in range(2):
+        with pytest.raises(TrustError):
+            TrustedKey.from_entry({**entry, "fingerprint_sha256_hex": "00" * 16})
+    with pytest.raises(TrustError):
+        TrustedKey.from_entry({**entry, "signer_id": True})
+    assert TrustedKey.from_entry({**entry, "signer_id": "x"}).signer_id == "x"

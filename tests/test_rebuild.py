@@ -8,7 +8,6 @@ the whole document) gives: compared byte for byte here, on real signed events.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -20,41 +19,8 @@ from pith_graph.canonical import MAX_DEPTH
 from pith_graph.documents import event_texts, split_bundle
 from pith_graph.errors import InputError, TrustError
 from pith_graph.rebuild import rebuild, rebuild_state
-from pith_graph.testing import History, TestKey, resign
-
-
-def varied_events(history: History, alice: TestKey, bob: TestKey) -> list[Any]:
-    a1 = history.event("graph_snapshot", key=alice, payload={"n": 1})
-    a2 = history.event("graph_snapshot", key=alice, payload={"n": 2}, prev_event=a1["event_id"])
-    fork = history.event("graph_snapshot", key=alice, payload={"n": 3}, prev_event=a1["event_id"])
-    c1 = history.event("correction", payload={"fix": "first"})
-    c2 = history.event(
-        "correction", payload={"fix": "second"}, prev_event=c1["event_id"], supersedes=[c1["event_id"]]
-    )
-    floats = history.event(
-        "author_attestation", key=alice, target="author", payload={"score": 1e16, "tiny": 1e-07}
-    )
-    forged = copy.deepcopy(a2)
-    forged["signature"]["signature_b64"] = TestKey("forger").sign_b64(bytes.fromhex(a2["content_sha256"]))
-    return [
-        a1,
-        a2,
-        fork,
-        c1,
-        c2,
-        floats,
-        dict(a1),
-        forged,
-        {**c1, "payload": {"fix": "edited"}},  # same unit as c1, content_hash_mismatch
-        {**c2, "payload": {"fix": "edited"}},
-        {**c2, "payload": {"fix": "other edit"}},  # two bad copies: tie by digest
-        resign({**a1, "target": "figure"}, alice),
-        history.event("mirror_hint", key=bob, payload={"url": "https://bob.example", "text": "é\u2028😀"}),
-        ["not", "an", "event"],
-        42,
-        None,
-        {"event_id": "garbage"},
-    ]
+from pith_graph.testing import History, TestKey
+from tests.helpers import varied_events
 
 
 def full_path(source: Any, **kwargs: Any) -> bytes:
@@ -229,3 +195,129 @@ def test_keys_given_as_a_one_shot_iterator_are_read_whole(
 
     with pytest.raises(TypeError):  # never swallowed into a ring of the keys read so far
         state(failing())
+
+
+# The embedded state: split_bundle cuts its text out of the shell unparsed; text equal
+# to the rebuilt state's bytes is only depth-checked (documents.settle_state), any other
+# text is parsed strictly. Every outcome must be the full path's.
+
+
+def _with_state(history: History, events: list[Any], **keys: Any) -> dict[str, Any]:
+    """A bundle embedding the state the full path rebuilds from it (under ``keys``)."""
+    bundle = history.bundle(events)
+    bundle["state"] = json.loads(full_path(json.dumps(bundle).encode(), **keys))
+    return bundle
+
+
+def _compact(document: Any) -> bytes:
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def test_an_embedded_state_equal_to_the_rebuilt_one_is_not_parsed(
+    history: History, alice: TestKey, bob: TestKey, streamed: list[int]
+) -> None:
+    keys: dict[str, Any] = {"trusted_keys": [history.registry.entry(), alice.entry()]}
+    data = _compact(_with_state(history, varied_events(history, alice, bob), **keys))
+    split = split_bundle(data)
+    assert split is not None and split.state_text is not None
+    assert split.shell["state"] is None and split.model.state is None
+    assert rebuild_state(data, workers=1, **keys).to_json() == split.state_text == full_path(data, **keys)
+    assert streamed
+    streamed_result = rebuild_module.stream_rebuild(data, keys["trusted_keys"], False, 1)
+    assert streamed_result is not None and streamed_result.split.state_text == split.state_text
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda text: text.replace(b'"event_count":', b'"event_count":0,"event_count":', 1),
+        lambda text: text.replace(b'"valid_event_count":', b'"valid_event_count":1e400,"x":', 1),
+        lambda text: text.replace(b'"event_count":', b'"event_count":9' + b"9" * 700 + b',"x":', 1),
+        lambda text: text.replace(b'"event_count":', b'"x":"\\ud800","event_count":', 1),
+        lambda text: text.replace(b'"event_count":', b'"x":' + b"[" * 70 + b"]" * 70 + b',"event_count":', 1),
+        lambda text: text.replace(b'"event_count":', b'"event_count":3,"x":', 1),  # valid, differs
+    ],
+    ids=["duplicate key", "infinity", "long integer", "lone surrogate", "too deep", "valid, different"],
+)
+def test_an_embedded_state_that_differs_is_parsed_strictly(
+    history: History, alice: TestKey, edit: Any, streamed: list[int]
+) -> None:
+    events = [history.event("graph_snapshot", key=alice, payload={"n": 1})]
+    bundle = _with_state(history, events)
+    state_text = _compact(bundle["state"])
+    data = _compact(bundle).replace(state_text, edit(state_text))
+    assert data != _compact(bundle)
+    split = split_bundle(data)
+    # Cut, to be parsed after the merge (msgspec's lenient first pass already refuses a lone
+    # surrogate, and the split then leaves the whole document to the full path).
+    assert split is None if b"\\ud800" in data else split is not None and split.state_text is not None
+    try:
+        expected = full_path(data)
+    except InputError as exc:
+        with pytest.raises(InputError) as caught:
+            rebuild_state(data, workers=1)
+        assert caught.value.code == exc.code and caught.value.code != "ok"
+    else:
+        assert rebuild_state(data, workers=1).to_json() == expected
+        streamed_result = rebuild_module.stream_rebuild(data, None, False, 1)
+        assert streamed_result is not None and streamed_result.split.state_text is None  # put back
+        assert streamed_result.split.model.state == json.loads(edit(state_text))
+
+
+@pytest.mark.parametrize("extra", [MAX_DEPTH - 6, MAX_DEPTH - 5])
+def test_an_embedded_state_equal_to_the_rebuilt_one_still_counts_its_depth(
+    history: History, extra: int, streamed: list[int]
+) -> None:
+    """A payload sits two levels deeper in the embedded state (bundle > state > current >
+    collection > entry > payload) than in its event (bundle > events > event > payload):
+    an event within the limit can make the state, and so the bundle, too deep."""
+    keys: dict[str, Any] = {"trusted_keys": [history.registry.entry()]}  # the event is applied
+    event = history.event("graph_snapshot", payload={"d": _nested(extra)})
+    bundle = history.bundle([event])
+    assert 4 + extra <= MAX_DEPTH  # the event itself is within the limit
+    state = rebuild_state(_compact(bundle), **keys)
+    assert state.applied_event_ids[-1] == event["event_id"]
+    bundle["state"] = json.loads(state.to_json())
+    data = _compact(bundle)
+    split = split_bundle(data)
+    assert split is not None and split.state_text is not None
+    if 6 + extra <= MAX_DEPTH:
+        assert rebuild_state(data, workers=1, **keys).to_json() == full_path(data, **keys) == split.state_text
+        assert streamed
+    else:
+        for rebuild_fn in (
+            lambda d: rebuild_state(d, workers=1, **keys),
+            lambda d: rebuild(d, workers=1, **keys),
+        ):
+            with pytest.raises(InputError) as caught:
+                rebuild_fn(data)
+            assert caught.value.code == "too_deep"
+
+
+def test_a_state_text_found_first_elsewhere_is_not_cut_from_there(history: History, alice: TestKey) -> None:
+    """The state's text after a ``"state":`` in another member, before the bundle's own."""
+    keys: dict[str, Any] = {"trusted_keys": [history.registry.entry(), alice.entry()]}
+    bundle = _with_state(history, [history.event("graph_snapshot", key=alice, payload={"n": 1})], **keys)
+    decoy = {"aaa_decoy": {"state": bundle["state"]}, **bundle}
+    data = _compact(decoy)
+    assert data.index(b'"state":' + _compact(bundle["state"])) < data.index(b'"events"')
+    split = split_bundle(data)
+    assert split is None or split.shell["aaa_decoy"] == {"state": bundle["state"]}
+    assert rebuild_state(data, workers=1, **keys).to_json() == full_path(data, **keys)
+
+
+@pytest.mark.parametrize("state", [None, [], "text", {}], ids=["null", "array", "string", "empty object"])
+def test_states_that_are_not_cut_or_do_not_match(history: History, state: Any) -> None:
+    bundle = {**history.bundle([]), "state": state}
+    data = _compact(bundle)
+    split = split_bundle(data)
+    if split is not None:
+        assert (split.state_text is not None) == isinstance(state, dict)
+    try:
+        expected = full_path(data)
+    except InputError as exc:
+        with pytest.raises(InputError) as caught:
+            rebuild_state(data, workers=1)
+        assert caught.value.code == exc.code
+    else:
+        assert rebuild_state(data, workers=1).to_json() == expected

@@ -16,13 +16,13 @@ import pytest
 from pith_graph import codes
 from pith_graph import verify as verify_module
 from pith_graph._parallel.signatures import MemorySignatureCache
-from pith_graph.documents import SplitBundle, load_bundle
+from pith_graph.documents import SplitBundle, load_bundle, read_document, split_bundle
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, VerificationError
-from pith_graph.rebuild import stream_rebuild
+from pith_graph.rebuild import rebuild, stream_rebuild
 from pith_graph.testing import History, TestKey, sign_bundle
 from pith_graph.verify import verify_bundle, verify_document, verify_record, verify_state
-from tests.helpers import FIXTURES
+from tests.helpers import FIXTURES, varied_events
 
 
 def seed(name: str) -> dict[str, Any]:
@@ -390,3 +390,55 @@ def test_workers_concern_bundles_only(streamed: list[bool]) -> None:
         with pytest.raises(InputError) as caught:
             call(bundle, workers=-1)
         assert caught.value.code == codes.E_USAGE
+
+
+def _report_view(report: Any) -> tuple[Any, ...]:
+    return (report.kind, report.ok, report.usable, report.problems, report.facts)
+
+
+@pytest.mark.parametrize("state", ["equal", "different", "none"])
+@pytest.mark.parametrize("signed", [True, False])
+def test_the_streamed_verification_reports_what_the_full_path_does(
+    history: History, alice: TestKey, bob: TestKey, state: str, signed: bool, streamed: list[bool]
+) -> None:
+    """The streamed path hashes each event as the rebuild parses it and leaves an embedded
+    state equal to the rebuilt one unparsed: its report must be the full path's, on events
+    that are duplicated, forked, malformed or invalid."""
+    keys = [history.registry.entry(), alice.entry()]
+    bundle = history.bundle(varied_events(history, alice, bob))
+    if state != "none":
+        rebuilt = json.loads(
+            rebuild(json.dumps(bundle).encode(), trusted_keys=keys, workers=1).result.state.to_json()
+        )
+        if state == "different":
+            rebuilt["applied_event_ids"] = rebuilt["applied_event_ids"][::-1]
+        bundle["state"] = rebuilt
+    if signed:
+        bundle = sign_bundle(bundle, history.registry)
+    data = json.dumps(bundle, separators=(",", ":"), ensure_ascii=False).encode()
+    split = split_bundle(data)
+    assert split is not None and (split.state_text is None) == (state == "none")  # the state is cut
+    streamed_report = verify_bundle(data, trusted_keys=keys, workers=1)
+    full_report = verify_bundle(read_document(data), trusted_keys=keys, workers=1)
+    assert streamed == [True]
+    assert _report_view(streamed_report) == _report_view(full_report)
+    found = {p.code for p in streamed_report.problems}
+    assert (codes.P_STATE_MISMATCH in found) == (state == "different")
+    assert (codes.P_STATE_MISSING in found) == (state == "none")
+    assert (codes.P_BUNDLE_SIGNATURE_MISSING in found) != signed
+    assert codes.P_BUNDLE_HASH not in found and codes.P_BUNDLE_SIGNATURE not in found
+
+
+@pytest.mark.parametrize(("member", "value"), [("built_at", "2030-01-01T00:00:00Z"), ("mirror_hints", [1])])
+def test_a_wrong_bundle_hash_is_found_on_the_streamed_path(
+    history: History, streamed: list[bool], member: str, value: Any
+) -> None:
+    """A member sorted before ``events`` and one after it, changed after signing."""
+    bundle = history.bundle([history.event("graph_snapshot", payload={"n": 1})])
+    bundle["state"] = json.loads(rebuild(json.dumps(bundle).encode(), workers=1).result.state.to_json())
+    signed = sign_bundle(bundle, history.registry)
+    signed[member] = value  # after signing: the hash no longer covers the bundle
+    data = json.dumps(signed, separators=(",", ":")).encode()
+    report = verify_bundle(data, trusted_keys=[history.registry.entry()], workers=1)
+    assert streamed == [True]
+    assert [p.code for p in report.problems if p.code.startswith("bundle")] == [codes.P_BUNDLE_HASH]
