@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Final
+from typing import IO, Any, Final
 
 from _pith_graph_command import interrupted_while_starting
 from pith_graph import codes
@@ -39,6 +39,12 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:
         raise InputError(f"{self.prog}: {message}", code=codes.E_USAGE)
+
+    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+        # argparse's own swallows OSError: `--help`/`--version` into a full disk or a closed
+        # pipe then exited 0 with nothing written. Raised, it is an output error (main).
+        if message:
+            (file or sys.stderr).write(message)
 
 
 def _version() -> str:
@@ -116,7 +122,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         with _one_interrupt():
-            args = build_parser().parse_args(argv)
+            try:
+                args = build_parser().parse_args(argv)
+            except SystemExit as done:
+                # --help and --version: argparse prints, then exits. Their output is this
+                # command's output, and an error writing it is ours too (below).
+                if done.code not in (None, 0):  # pragma: no cover - usage errors raise InputError (_Parser)
+                    raise
+                sys.stdout.flush()
+                return 0
             result: int = args.func(args)
             sys.stdout.flush()  # an output error is this command's failure, not the interpreter's at exit
         return result

@@ -148,6 +148,30 @@ def test_3_a_full_disk_on_output_is_one_line() -> None:
     assert line.startswith("pith-graph: error[output_error]: <stdout>: ")
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="writes to /dev/full (Linux)")
+@pytest.mark.parametrize("args", [["--version"], ["state", "--help"]], ids=["version", "help"])
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
+def test_3_help_and_version_into_a_full_disk_are_one_line(args: list[str], unbuffered: str) -> None:
+    """argparse prints these itself and swallowed the write error: exit 0 and nothing said
+    (unbuffered), or the interpreter's "Exception ignored" and exit 120 (buffered)."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "pith_graph", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            env=env,
+        )
+    [line] = result.stderr.decode().splitlines()
+    assert (result.returncode, line) == (
+        2,
+        "pith-graph: error[output_error]: <stdout>: cannot write the output: No space left on device",
+    )
+
+
 def test_3_a_closed_pipe_on_output_is_one_line() -> None:
     reader, writer = os.pipe()
     os.close(reader)  # the reader went away (`| head` that exited)
