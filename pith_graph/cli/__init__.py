@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
-from typing import IO, Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from _pith_graph_command import interrupted_while_starting
 from pith_graph import codes
@@ -27,6 +27,9 @@ from pith_graph.cli import documents, proof, store, vectors, verify_many
 from pith_graph.cli._common import EXIT_UNUSABLE, print_error
 from pith_graph.cli._output import command_of, emit, envelope, error_member
 from pith_graph.errors import InputError, PithGraphError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from _typeshed import SupportsWrite
 
 __all__ = ["EXIT_INTERRUPTED", "build_parser", "main"]
 
@@ -40,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> Any:
         raise InputError(f"{self.prog}: {message}", code=codes.E_USAGE)
 
-    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         # argparse's own swallows OSError: `--help`/`--version` into a full disk or a closed
         # pipe then exited 0 with nothing written. Raised, it is an output error (main).
         if message:

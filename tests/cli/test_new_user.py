@@ -390,8 +390,8 @@ def test_9_an_unreadable_file_is_named_where_the_format_says(tmp_path: Path) -> 
         line = one_error_line(run(*command), "io_error")
         assert line.startswith(f"pith-graph: error[io_error]: {missing}: "), (command, line)
         assert line.count(missing) == 1 and line.endswith("No such file or directory"), (command, line)
-    for command in ("verify", "verify-many"):  # these said it right already
-        line = one_error_line(run(command, missing), "io_error")
+    for name in ("verify", "verify-many"):  # these said it right already
+        line = one_error_line(run(name, missing), "io_error")
         assert line == f"pith-graph: error[io_error]: {missing}: no such file or directory"
 
 
