@@ -27,8 +27,8 @@ test-deep: $(STAMP)
 	HYPOTHESIS_PROFILE=deep $(PY) -m pytest -q property_tests
 
 lint: $(STAMP)
-	$(PY) -m ruff check pith_graph tests property_tests benchmarks examples
-	$(PY) -m ruff format --check pith_graph tests property_tests
+	$(PY) -m ruff check pith_graph tests property_tests benchmarks examples _pith_graph_command.py
+	$(PY) -m ruff format --check pith_graph tests property_tests _pith_graph_command.py
 	$(PY) -m mypy
 
 bench: $(STAMP)

@@ -33,6 +33,7 @@ __all__ = [
     "StoreError",
     "TrustError",
     "VerificationError",
+    "about",
 ]
 
 
@@ -54,16 +55,33 @@ class PithGraphError(Exception):
         return f"{self.code}: {self.message}"
 
     def naming(self, source: str) -> PithGraphError:
-        """This error, its message starting with ``source`` (a file name) unless it names it already."""
-        if source not in self.message:
-            self.message = f"{source}: {self.message}"
-            self.args = (self.message,)
+        """This error, its message about ``source`` (a file name): see :func:`about`."""
+        self.message = about(source, self.message)
+        self.args = (self.message,)
         return self
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Pickled by state, not by constructor arguments (subclasses take other ones),
         # so helper processes send the error itself.
         return (_restore, (type(self), self.message), self.__dict__)
+
+
+def about(source: str, message: str) -> str:
+    """``message`` as said about the file ``source``: ``SOURCE: message``, the one format of an
+    error line (docs/cli.md, Errors), so that the name is where a reader or a script looks.
+
+    A message that names the file inside (``cannot read data.json: No such file``, as the
+    reading functions say it, the file name being theirs to give) has it moved to the front
+    rather than said twice: ``data.json: cannot read: No such file``.
+    """
+    if not source or message.startswith(f"{source}: "):
+        return message
+    if message.startswith(f"{source} "):  # "data.json is larger than ..."
+        return f"{source}: {message[len(source) + 1 :]}"
+    inside = message.find(f" {source}: ")
+    if inside >= 0:
+        return f"{source}: {message[:inside]}: {message[inside + len(source) + 3 :]}"
+    return f"{source}: {message}"
 
 
 def _restore(cls: type[PithGraphError], message: str) -> PithGraphError:

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from _pith_graph_command import interrupted_while_starting
 from pith_graph import codes
@@ -27,6 +27,9 @@ from pith_graph.cli import documents, proof, store, vectors, verify_many
 from pith_graph.cli._common import EXIT_UNUSABLE, print_error
 from pith_graph.cli._output import command_of, emit, envelope, error_member
 from pith_graph.errors import InputError, PithGraphError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from _typeshed import SupportsWrite
 
 __all__ = ["EXIT_INTERRUPTED", "build_parser", "main"]
 
@@ -39,6 +42,12 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:
         raise InputError(f"{self.prog}: {message}", code=codes.E_USAGE)
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        # argparse's own swallows OSError: `--help`/`--version` into a full disk or a closed
+        # pipe then exited 0 with nothing written. Raised, it is an output error (main).
+        if message:
+            (file or sys.stderr).write(message)
 
 
 def _version() -> str:
@@ -116,7 +125,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args: argparse.Namespace | None = None
     try:
         with _one_interrupt():
-            args = build_parser().parse_args(argv)
+            try:
+                args = build_parser().parse_args(argv)
+            except SystemExit as done:
+                # --help and --version: argparse prints, then exits. Their output is this
+                # command's output, and an error writing it is ours too (below).
+                if done.code not in (None, 0):  # pragma: no cover - usage errors raise InputError (_Parser)
+                    raise
+                sys.stdout.flush()
+                return 0
             result: int = args.func(args)
             sys.stdout.flush()  # an output error is this command's failure, not the interpreter's at exit
         return result

@@ -30,7 +30,7 @@ from pith_graph.cli._common import (
 from pith_graph.cli._output import JSON_HELP, emit, envelope
 from pith_graph.cli.verify_many import Progress, add_parallel_options, show_progress
 from pith_graph.documents import read_document
-from pith_graph.errors import InputError, PithGraphError
+from pith_graph.errors import InputError, PithGraphError, about
 from pith_graph.rebuild import rebuild_state
 from pith_graph.report import Report
 from pith_graph.state import State
@@ -75,10 +75,6 @@ def state_summary(state: State) -> dict[str, Any]:
         "invalid_events": [{"event_id": item["event_id"], "reason": item["reason"]} for item in invalid],
         "equivocations": list(state.equivocations),
     }
-
-
-def _named(source: str, message: str) -> str:
-    return message if source in message else f"{source}: {message}"
 
 
 def _print_report(report: Report) -> None:
@@ -154,7 +150,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for report in reports:
         if not report.usable:  # also on stderr, as every other unusable input is
             error = report.problems[0]
-            print_error(error.code, _named(report.source, error.message))
+            print_error(error.code, about(report.source, error.message))
     if args.json:
         emit(envelope("verify", exit_code, ok=exit_code == EXIT_OK, documents=[r.to_dict() for r in reports]))
     else:
@@ -246,10 +242,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     summary = _summary(document.obj, document.kind)
     if args.json:
         emit(
-            envelope("inspect", EXIT_OK, ok=True, source=args.file, kind=document.kind, summary=dict(summary))
+            envelope(
+                "inspect",
+                EXIT_OK,
+                ok=True,
+                source=display_name(args.file),
+                kind=document.kind,
+                summary=dict(summary),
+            )
         )
         return EXIT_OK
-    print(f"{args.file}: {document.kind}")
+    print(f"{display_name(args.file)}: {document.kind}")
     for name, value in summary:
         print(
             f"  {name}: {json.dumps(value, ensure_ascii=False) if isinstance(value, (dict, list)) else value}"

@@ -14,10 +14,21 @@ from typing import Any
 
 from pith_graph import codes
 from pith_graph.canonical import canonical_json
-from pith_graph.cli._common import EXIT_OK, add_trust_options, is_store_file, load_ring, write_stdout
+from pith_graph.cli._common import (
+    EXIT_OK,
+    STDIN,
+    add_trust_options,
+    display_name,
+    input_source,
+    is_store_file,
+    load_ring,
+    naming,
+    write_stdout,
+)
 from pith_graph.errors import InputError
 from pith_graph.keys import KeyRing
 from pith_graph.proofs import make_proofs
+from pith_graph.store._open import redacted_url
 
 __all__ = ["cmd_proof", "register"]
 
@@ -42,8 +53,12 @@ def _store_bundle(args: argparse.Namespace, ring: KeyRing | None) -> dict[str, A
 def cmd_proof(args: argparse.Namespace) -> int:
     """``proof BUNDLE_OR_STORE``: write an equivocation proof for every fork."""
     ring = load_ring(args.trusted_keys)
-    document: Any = _store_bundle(args, ring) if is_store_file(args.source) else Path(args.source)
-    proofs = make_proofs(document, trusted_keys=ring, trust_bundle_keys=args.trust_bundle_keys)
+    with naming(redacted_url(args.source)):  # a postgresql:// URL's password is never shown
+        if args.source != STDIN and is_store_file(args.source):
+            document: Any = _store_bundle(args, ring)
+        else:
+            document = input_source(args.source)
+        proofs = make_proofs(document, trusted_keys=ring, trust_bundle_keys=args.trust_bundle_keys)
     if args.out is None:
         write_stdout(b"".join(canonical_json(proof) + b"\n" for proof in proofs))
     else:
@@ -58,7 +73,7 @@ def cmd_proof(args: argparse.Namespace) -> int:
                 print(path)
         except OSError as exc:
             raise InputError(f"cannot write proofs to {out}: {exc.strerror or exc}", code=codes.E_IO) from exc
-    print(f"{args.source}: {len(proofs)} equivocation proof(s)", file=sys.stderr)
+    print(f"{display_name(args.source)}: {len(proofs)} equivocation proof(s)", file=sys.stderr)
     return EXIT_OK
 
 
@@ -68,7 +83,9 @@ def register(subparsers: Any) -> None:
         "proof", help="write an equivocation proof for every fork of a bundle or store"
     )
     proof.add_argument(
-        "source", metavar="BUNDLE_OR_STORE", help="a bundle JSON file or a pith-graph SQLite store"
+        "source",
+        metavar="BUNDLE_OR_STORE",
+        help="a bundle JSON file (- for stdin), a pith-graph SQLite store or a postgresql:// URL",
     )
     proof.add_argument(
         "--out", metavar="DIR", help="write one file per proof here (default: one JSON line each on stdout)"

@@ -11,20 +11,29 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import sys
+from pathlib import Path
 from typing import Any, Final, TextIO
 
-from pith_graph._parallel.many import bundle_paths, verify_many
+from pith_graph._parallel.many import BundleOutcome, bundle_paths, verify_many
 from pith_graph._progress import reporting
 from pith_graph.cli._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
     EXIT_UNUSABLE,
+    STDIN,
     add_trust_options,
     add_workers_option,
+    display_name,
+    input_source,
     load_ring,
 )
 from pith_graph.cli._output import JSON_HELP, emit, envelope
+from pith_graph.errors import PithGraphError
+from pith_graph.keys import KeyRing
+from pith_graph.report import Report
+from pith_graph.verify import verify_bundle
 
 __all__ = [
     "Progress",
@@ -121,27 +130,66 @@ class Progress:
             self._partial = False
 
 
+def _bundles(arguments: list[str]) -> list[Path | bytes]:
+    """The bundles named, in order: files, every ``*.json`` of a directory (as
+    :func:`~pith_graph._parallel.many.bundle_paths`), and the bytes of standard input for ``-``."""
+    found: list[Path | bytes] = []
+    for argument in arguments:
+        found += [input_source(argument)] if argument == STDIN else bundle_paths([argument])
+    return found
+
+
+def _stdin_outcome(
+    data: bytes, ring: KeyRing | None, trust_bundle_keys: bool, workers: int | None
+) -> BundleOutcome:
+    """The outcome of the bundle read from standard input, verified here (helpers check its
+    signatures), in the line format of :func:`~pith_graph._parallel.many.verify_many`."""
+    name = display_name(STDIN)
+    try:
+        report = verify_bundle(data, trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers)
+    except PithGraphError as exc:
+        report = Report.unusable("bundle", name, exc)
+    report = dataclasses.replace(report, source=name)
+    if not report.usable:
+        error = report.problems[0]
+        return BundleOutcome(name, False, f"{name}: ERROR [{error.code}] {error.message}", report)
+    facts = report.facts
+    counts = f"{facts.get('events')} events, {facts.get('invalid_events')} invalid, {facts.get('equivocations')} forks"
+    if report.ok:
+        return BundleOutcome(name, True, f"{name}: OK ({counts})", report)
+    first = report.errors[0]
+    return BundleOutcome(
+        name, False, f"{name}: FAILED ({len(report.errors)} problem(s); {counts}); first: {first}", report
+    )
+
+
 def cmd_verify_many(args: argparse.Namespace) -> int:
     """``verify-many [--workers N] DIR_OR_FILES...``: one line per bundle.
 
-    Exit 2 if any file is not a usable bundle (a record or a state included),
-    else 1 if any bundle has problems, else 0.
+    ``-`` is one bundle read from standard input, verified in its place in the
+    order. Exit 2 if any file is not a usable bundle (a record or a state
+    included), else 1 if any bundle has problems, else 0.
     """
-    paths = bundle_paths(args.paths)
+    bundles = _bundles(args.paths)
+    ring = load_ring(args.trusted_keys)
     outcomes = verify_many(
-        paths,
-        trusted_keys=load_ring(args.trusted_keys),
+        [item for item in bundles if isinstance(item, Path)],
+        trusted_keys=ring,
         trust_bundle_keys=args.trust_bundle_keys,
         workers=args.workers,
     )
     reports: list[dict[str, Any]] = []
     failed = unusable = 0
     with (
-        Progress(len(paths), sys.stderr, shown=show_progress(args)) as bar,
+        Progress(len(bundles), sys.stderr, shown=show_progress(args)) as bar,
         contextlib.closing(outcomes),
         reporting(bar.events),
     ):
-        for done, outcome in enumerate(outcomes, start=1):
+        for done, item in enumerate(bundles, start=1):
+            if isinstance(item, Path):
+                outcome = next(outcomes)
+            else:
+                outcome = _stdin_outcome(item, ring, args.trust_bundle_keys, args.workers)
             failed += not outcome.ok
             unusable += outcome.report is not None and not outcome.report.usable
             if outcome.report is not None:
@@ -152,7 +200,7 @@ def cmd_verify_many(args: argparse.Namespace) -> int:
             bar.update(done)
     exit_code = EXIT_UNUSABLE if unusable else EXIT_PROBLEMS if failed else EXIT_OK
     print(
-        f"{len(paths)} bundle(s): {len(paths) - failed} ok, {failed - unusable} with problems, {unusable} unusable",
+        f"{len(bundles)} bundle(s): {len(bundles) - failed} ok, {failed - unusable} with problems, {unusable} unusable",
         file=sys.stderr,
     )
     if args.json:
@@ -166,7 +214,10 @@ def register(subparsers: Any) -> None:
         "verify-many", help="verify every bundle in directories or files, in parallel"
     )
     parser.add_argument(
-        "paths", nargs="+", metavar="DIR_OR_FILES", help="bundle files, or directories (*.json, recursive)"
+        "paths",
+        nargs="+",
+        metavar="DIR_OR_FILES",
+        help="bundle files, directories (*.json, recursive), - for one bundle from stdin",
     )
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
     add_parallel_options(parser)

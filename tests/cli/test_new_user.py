@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import pith_graph
+from pith_graph.proofs import make_proofs
 from pith_graph.testing import History, TestKey
 from tests.helpers import FIXTURES
 
@@ -65,6 +66,20 @@ def forked_history() -> tuple[dict[str, Any], list[dict[str, Any]]]:
         if child["event_id"] < root["event_id"]:
             return history.bundle([root, child]), history.trusted()
     raise AssertionError("no ordering found")  # pragma: no cover
+
+
+def equivocating_history() -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """A bundle whose author forked a stream (two events after the same predecessor), the keys
+    that trust it, and the equivocation proof of that fork (made by the library)."""
+    author = TestKey("ux-forker")
+    history = History.new(TestKey("ux-registry", signer_id="registry.example"))
+    forks = [
+        history.event("graph_snapshot", key=author, target="graph", payload={"graph_snapshot": {"v": n}})
+        for n in (1, 2)
+    ]
+    bundle, keys = history.bundle(forks), history.trusted()
+    [proof] = make_proofs(bundle, trusted_keys=keys)
+    return bundle, keys, json.loads(json.dumps(proof))
 
 
 # --- 1. verify keeps going past a bad file ------------------------------------------------
@@ -148,6 +163,30 @@ def test_3_a_full_disk_on_output_is_one_line() -> None:
     assert line.startswith("pith-graph: error[output_error]: <stdout>: ")
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="writes to /dev/full (Linux)")
+@pytest.mark.parametrize("args", [["--version"], ["state", "--help"]], ids=["version", "help"])
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
+def test_3_help_and_version_into_a_full_disk_are_one_line(args: list[str], unbuffered: str) -> None:
+    """argparse prints these itself and swallowed the write error: exit 0 and nothing said
+    (unbuffered), or the interpreter's "Exception ignored" and exit 120 (buffered)."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
+    with open("/dev/full", "wb") as full:
+        result = subprocess.run(
+            [sys.executable, "-m", "pith_graph", *args],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            timeout=120,
+            env=env,
+        )
+    [line] = result.stderr.decode().splitlines()
+    assert (result.returncode, line) == (
+        2,
+        "pith-graph: error[output_error]: <stdout>: cannot write the output: No space left on device",
+    )
+
+
 def test_3_a_closed_pipe_on_output_is_one_line() -> None:
     reader, writer = os.pipe()
     os.close(reader)  # the reader went away (`| head` that exited)
@@ -175,6 +214,11 @@ def test_3_and_11_bad_option_values_are_usage_errors(tmp_path: Path, options: li
     assert options[0] in line
 
 
+#: Where a member is removed rather than given the wrong type.
+MISSING = object()
+PROOF = "proof"  # a seed made by equivocating_history(): no proof is among the fixtures
+
+
 @pytest.mark.parametrize(
     ("seed", "change"),
     [
@@ -183,18 +227,52 @@ def test_3_and_11_bad_option_values_are_usage_errors(tmp_path: Path, options: li
         (RECORD, {"receipt": "x"}),
         (FIXTURES / "graph-GFHD7S67.json", {"claims": "s", "paper": 3}),
         (STATE, {"applied_event_ids": 5}),
+        (PROOF, {"events": "s"}),
+        (PROOF, {"events": [1, "x"], "public_key": [], "prev_event": 7}),
+        (PROOF, {"events": MISSING}),
+        (PROOF, {"public_key": MISSING, "signer_id": MISSING}),
     ],
-    ids=["bundle-state", "bundle-events", "record-receipt", "snapshot-claims", "state-applied"],
+    ids=[
+        "bundle-state",
+        "bundle-events",
+        "record-receipt",
+        "snapshot-claims",
+        "state-applied",
+        "proof-events",
+        "proof-members",
+        "proof-no-events",
+        "proof-no-key",
+    ],
 )
-def test_3_malformed_documents_of_every_kind(tmp_path: Path, seed: Path, change: dict[str, Any]) -> None:
+def test_3_malformed_documents_of_every_kind(
+    tmp_path: Path, seed: Path | str, change: dict[str, Any]
+) -> None:
+    if seed == PROOF:
+        _, keys, document = equivocating_history()
+        (tmp_path / "keys.json").write_text(json.dumps(keys))
+        trust = ["--trusted-keys", str(tmp_path / "keys.json")]
+        intact = tmp_path / "intact.json"
+        intact.write_text(json.dumps(document))
+        # The unchanged proof verifies: what fails below fails because of the change.
+        assert run("verify", *trust, str(intact)).returncode == 0
+    else:
+        document, trust = json.loads(Path(seed).read_bytes()), []
+    for name, value in change.items():
+        if value is MISSING:
+            del document[name]
+        else:
+            document[name] = value
     path = tmp_path / "doc.json"
-    path.write_text(json.dumps({**json.loads(seed.read_bytes()), **change}))
+    path.write_text(json.dumps(document))
     inspect = run("inspect", str(path))
     assert inspect.returncode == 0 and inspect.stderr == b"", inspect.stderr
-    verify = run("verify", str(path))
+    verify = run("verify", *trust, str(path))
     assert verify.returncode in (1, 2) and b"Traceback" not in verify.stderr
     if verify.returncode == 2:
         one_error_line(verify, "bad_shape")
+    if seed == PROOF:
+        assert inspect.stdout.startswith(f"{path}: equivocation_proof".encode()), inspect.stdout
+        assert verify.returncode == 1 and b"proof_invalid" in verify.stdout, verify.stdout
 
 
 # --- 5. big integers -------------------------------------------------------------------------
@@ -258,11 +336,63 @@ def test_8_version_and_stdin() -> None:
     assert version.returncode == 0 and version.stdout.startswith(b"pith-graph ")
     data = BUNDLE.read_bytes()
     assert run("state", "-", stdin=data).stdout == run("state", str(BUNDLE)).stdout
-    assert run("inspect", "-", stdin=data).stdout.startswith(b"-: bundle")
+    assert run("inspect", "-", stdin=data).stdout.startswith(b"<stdin>: bundle")
     verified = run("verify", "-", stdin=data)
     assert verified.returncode == 0 and verified.stdout.startswith(b"<stdin>: bundle: OK")
     line = one_error_line(run("state", "-", stdin=b"{"), "not_json")
     assert "<stdin>" in line
+
+
+def test_8_stdin_for_verify_many_and_proof(tmp_path: Path) -> None:
+    """``-`` was a missing file for these two (``error[io_error]: -: no such file or directory``,
+    ``cannot read -``). For verify-many it is one bundle, reported in its place."""
+    data = BUNDLE.read_bytes()
+    many = run("verify-many", str(BUNDLE), "-", str(RECORD), stdin=data)
+    assert many.returncode == 2, many.stderr
+    assert many.stdout.decode().splitlines() == [
+        f"{BUNDLE}: OK (2 events, 0 invalid, 0 forks)",
+        "<stdin>: OK (2 events, 0 invalid, 0 forks)",
+        f"{RECORD}: ERROR [not_a_pith_document] expected a bundle (pith_open_graph_bundle), but this is a record",
+    ]
+    assert many.stderr.decode().splitlines()[-1] == "3 bundle(s): 2 ok, 0 with problems, 1 unusable"
+    [report] = json.loads(run("verify-many", "--json", "-", stdin=data).stdout)["documents"]
+    assert (report["source"], report["ok"], report["facts"]["events"]) == ("<stdin>", True, 2)
+    assert run("verify-many", "-", stdin=RECORD.read_bytes()).stdout.startswith(
+        b"<stdin>: ERROR [not_a_pith_document]"
+    )
+    bundle, keys, proof = equivocating_history()
+    (tmp_path / "keys.json").write_text(json.dumps(keys))
+    (tmp_path / "b.json").write_text(json.dumps(bundle))
+    trust = ["--trusted-keys", str(tmp_path / "keys.json")]
+    made = run("proof", *trust, "-", stdin=json.dumps(bundle).encode())
+    assert made.returncode == 0, made.stderr
+    assert made.stdout == run("proof", *trust, str(tmp_path / "b.json")).stdout
+    assert [json.loads(line) for line in made.stdout.splitlines()] == [proof]
+    assert made.stderr == b"<stdin>: 1 equivocation proof(s)\n"
+    line = one_error_line(run("proof", "-", stdin=b"{"), "not_json")
+    assert line.startswith("pith-graph: error[not_json]: <stdin>: not JSON: ")
+
+
+def test_9_an_unreadable_file_is_named_where_the_format_says(tmp_path: Path) -> None:
+    """``pith-graph: error[CODE]: FILE: message`` for every command; state, inspect, store and
+    proof said ``error[io_error]: cannot read FILE: ...``, the file inside the message."""
+    missing = str(tmp_path / "nope.json")
+    db = str(tmp_path / "s.sqlite")
+    for command in (
+        ["state", missing],
+        ["inspect", missing],
+        ["proof", missing],
+        ["store", "import", "--db", db, missing],
+        ["store", "sync", "--db", db, missing],
+        ["store", "append", "--db", db, missing],
+        ["state", "--trusted-keys", missing, str(BUNDLE)],
+    ):
+        line = one_error_line(run(*command), "io_error")
+        assert line.startswith(f"pith-graph: error[io_error]: {missing}: "), (command, line)
+        assert line.count(missing) == 1 and line.endswith("No such file or directory"), (command, line)
+    for name in ("verify", "verify-many"):  # these said it right already
+        line = one_error_line(run(name, missing), "io_error")
+        assert line == f"pith-graph: error[io_error]: {missing}: no such file or directory"
 
 
 def test_8_subjects_by_short_number_and_alias(tmp_path: Path) -> None:
