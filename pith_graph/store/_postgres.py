@@ -406,15 +406,30 @@ class PostgresBackend:
         """Run the calls made inside as one transaction holding the write lock, committed on a normal exit.
 
         Calls inside join it (reads see its writes); an exception loses everything
-        written inside; nested use joins the outer one. For batches: one commit for
-        many bundles.
+        written inside; nested use is a savepoint of the outer one (an exception inside
+        undoes only what was written inside). For batches: one commit for many bundles,
+        each bundle all or nothing.
         """
-        if getattr(self._joined, "conn", None) is not None:
+        joined = getattr(self._joined, "conn", None)
+        if joined is not None:
+            # Nested: a savepoint, so that an error inside undoes only what was written inside
+            # (a bundle of a batch, all or nothing).
+            name = f"pith_{self._joined.depth}"
+            with _converted("starting a savepoint"):
+                joined.execute(f"SAVEPOINT {name}")
             self._joined.depth += 1
             try:
                 yield
+            except BaseException:
+                if not joined.closed:
+                    with _converted("rolling back to a savepoint"):
+                        joined.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                        joined.execute(f"RELEASE SAVEPOINT {name}")
+                raise
             finally:
                 self._joined.depth -= 1
+            with _converted("releasing a savepoint"):
+                joined.execute(f"RELEASE SAVEPOINT {name}")
             return
         with contextlib.ExitStack() as stack:
             conn = self._begin_locked(stack)
