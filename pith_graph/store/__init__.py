@@ -539,7 +539,7 @@ class EventStore:
 
     def _import(
         self,
-        bundle: DocumentSource | Document,
+        bundle: DocumentSource | Document | PithGraphError,
         *,
         trusted_keys: TrustedKeys,
         trust_bundle_keys: bool,
@@ -592,7 +592,7 @@ class EventStore:
     @overload
     def import_bundles(
         self,
-        bundles: Iterable[DocumentSource | Document],
+        bundles: Iterable[DocumentSource | Document | PithGraphError],
         *,
         trusted_keys: TrustedKeys = None,
         trust_bundle_keys: bool = False,
@@ -605,7 +605,7 @@ class EventStore:
     @overload
     def import_bundles(
         self,
-        bundles: Iterable[DocumentSource | Document],
+        bundles: Iterable[DocumentSource | Document | PithGraphError],
         *,
         trusted_keys: TrustedKeys = None,
         trust_bundle_keys: bool = False,
@@ -617,7 +617,7 @@ class EventStore:
 
     def import_bundles(
         self,
-        bundles: Iterable[DocumentSource | Document],
+        bundles: Iterable[DocumentSource | Document | PithGraphError],
         *,
         trusted_keys: TrustedKeys = None,
         trust_bundle_keys: bool = False,
@@ -634,7 +634,8 @@ class EventStore:
         all or nothing (a savepoint of the batch). A bundle that cannot be read
         raises its error after the bundles before it are committed and yielded;
         with ``keep_going`` its error is yielded in its place instead, and the
-        import goes on. The trusted keys are resolved once for all bundles; as
+        import goes on. An error given in place of a bundle (a caller that could
+        not read one, e.g. a directory without bundles) is that bundle's error. The trusted keys are resolved once for all bundles; as
         for :meth:`import_bundle` otherwise.
 
         ``workers`` (default 1: this process only; None or 0 as for
@@ -669,8 +670,19 @@ class EventStore:
             while True:
                 batch: list[ImportResult | PithGraphError] = []
                 failed: PithGraphError | None = None
+                ended = False
                 with self.backend.transaction():
-                    for step in steps:
+                    while len(batch) < batch_size:
+                        try:
+                            step = next(steps)
+                        except StopIteration:
+                            ended = True
+                            break
+                        except PithGraphError as exc:
+                            # The caller's iterator failed (a directory without bundles): it is
+                            # over; what came before it is committed first.
+                            failed, ended = exc, True
+                            break
                         try:
                             batch.append(step())
                         except StoreError:
@@ -680,13 +692,11 @@ class EventStore:
                                 failed = exc  # this bundle is unusable: keep the ones before it
                                 break
                             batch.append(exc)
-                        if len(batch) == batch_size:
-                            break
                     self.cache.flush()  # the batch's signature verdicts, in its transaction
                 yield from batch
                 if failed is not None:
                     raise failed
-                if len(batch) < batch_size:
+                if ended:
                     return
         finally:
             if helpers is not None:

@@ -87,12 +87,15 @@ def _parsed(texts: Sequence[Any]) -> Iterator[list[Any]]:
         yield [loads(bytes(text), max_depth=depth) for text in texts[start : start + IMPORT_CHUNK]]
 
 
-def receive(bundle: DocumentSource | Document) -> Received:
+def receive(bundle: DocumentSource | Document | PithGraphError) -> Received:
     """Read ``bundle`` (bytes, a path, JSON text, a mapping or a :class:`Document`) for import.
 
     Raises :class:`InputError` for a bundle that cannot be used (naming the file for
-    a path); an event that cannot be parsed raises while its chunk is read.
+    a path), and an error given in its place; an event that cannot be parsed raises
+    while its chunk is read.
     """
+    if isinstance(bundle, PithGraphError):
+        raise bundle
     data = None if isinstance(bundle, (Document, Mapping)) else source_bytes(bundle)
     split = split_bundle(data) if data is not None else None
     if split is None:
@@ -123,8 +126,10 @@ def _named(bundle: object, read: Callable[[], _T]) -> _T:
         raise
 
 
-def full_error(bundle: DocumentSource | Document, found: PithGraphError) -> PithGraphError:
+def full_error(bundle: DocumentSource | Document | PithGraphError, found: PithGraphError) -> PithGraphError:
     """The error the full parse of ``bundle`` raises (``found``, met on the streamed path, if none)."""
+    if isinstance(bundle, PithGraphError):
+        return bundle
     try:
         _named(bundle, lambda: load_bundle(bundle))
     except PithGraphError as exc:
@@ -187,7 +192,9 @@ class Prepared(NamedTuple):
     chunks: list[Checked]
 
 
-def prepare_bundle(bundle: DocumentSource | Document, ring: KeyRing) -> Prepared | PithGraphError:
+def prepare_bundle(
+    bundle: DocumentSource | Document | PithGraphError, ring: KeyRing
+) -> Prepared | PithGraphError:
     """Read and check ``bundle`` under ``ring`` (in a helper process); its error, returned, if unusable."""
     try:
         received = receive(bundle)
