@@ -248,17 +248,23 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``store export SUBJECT``: a bundle holding everything stored for the subject."""
+    """``store export SUBJECT``: a bundle holding everything stored for the subject.
+
+    Written as it is built (:meth:`EventStore.write_bundle`: the stored bytes of each
+    copy, never the bundle's tree), to stdout or ``-o FILE``, then a newline.
+    """
     with _open(args, create=False) as store, _events_progress(args):
-        bundle = store.export_bundle(store.resolve(args.subject), **_trust(args))
-    data = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-    if args.output is None:
-        write_stdout(data)
-        return EXIT_OK
-    try:
-        Path(args.output).write_bytes(data)
-    except OSError as exc:
-        raise InputError(f"cannot write {args.output}: {exc.strerror or exc}", code=codes.E_IO) from exc
+        subject = store.resolve(args.subject)
+        if args.output is None:
+            store.write_bundle(subject, sys.stdout.buffer, **_trust(args))
+            write_stdout(b"\n")  # and flushed: an output error is the CLI's one line
+            return EXIT_OK
+        try:
+            with open(args.output, "wb") as out:
+                store.write_bundle(subject, out, **_trust(args))
+                out.write(b"\n")
+        except OSError as exc:
+            raise InputError(f"cannot write {args.output}: {exc.strerror or exc}", code=codes.E_IO) from exc
     return EXIT_OK
 
 

@@ -246,6 +246,8 @@ _NOT_STORED: Final = {
 _SETTLE_ROUNDS: Final = 3
 #: Events between two progress reports of a replay's key checks (pith_graph._progress).
 _PROGRESS_STEP: Final = 256
+#: Stored bodies :meth:`EventStore.write_bundle` reads and writes at a time.
+_EXPORT_CHUNK: Final = 1000
 #: Event copies (and items) a sync stores per transaction.
 _SYNC_BATCH: Final = 2000
 
@@ -727,27 +729,32 @@ class EventStore:
         gives (tests/store/test_store_export_stream.py compares both): the export holds
         the copies' bytes once, not every event's tree and the whole text beside it.
         """
-        result, copy_rows, _, items = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
-        rows = self._event_rows(copy_rows)
-        order = self._ordered(result, rows)
+        result, copy_rows, _, items = self._replay(subject, trusted_keys, trust_bundle_keys)
+        order = [copy_rows[i].seq for i in self._ordered(result, copy_rows)]
+        state = result.state
         # Placeholders that no stored item can hold by chance, replaced by the bytes.
         token = f"\x00pith-graph-export-{uuid.uuid4().hex}"
         shell = bundle_document(
             subject,
-            result.state,
+            state,
             token + "e",
             items,
             sign_with=None,
             built_at=built_at,
             embedded_state=token + "s",
         )
+        # The replay's per-copy records go before the bodies come: only the state stays.
+        del result, copy_rows, items
         head, rest = _dumps(shell).split(_dumps(token + "e"))
         middle, tail = rest.split(_dumps(token + "s"))
         out.write(head + b"[")
-        for index, row in enumerate(order):
-            out.write(b"," + rows[row].body if index else rows[row].body)
+        for start in range(0, len(order), _EXPORT_CHUNK):
+            # The stored bodies a chunk at a time, never all at once.
+            bodies = self.backend.bodies(order[start : start + _EXPORT_CHUNK])
+            out.write(b",".join(bodies) if not start else b"," + b",".join(bodies))
+            advance(min(start + _EXPORT_CHUNK, len(order)), len(order))
         out.write(b"]" + middle)
-        out.write(result.state.to_json())
+        out.write(state.to_json())
         out.write(tail)
 
     def _item_count(self, subject: str) -> int:
@@ -977,7 +984,7 @@ class EventStore:
             return self.replay(subject, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys).state
 
     @staticmethod
-    def _ordered(result: MergeResult, rows: list[EventRow]) -> list[int]:
+    def _ordered(result: MergeResult, rows: Sequence[EventRow | CopyRow]) -> list[int]:
         """Row indexes in apply order, then the rest by unit id; a unit's representative copy first."""
         position = {uid: i for i, uid in enumerate(result.state.applied_event_ids)}
         representative = {uid: result.units[uid].canonical_digest() for uid in position}

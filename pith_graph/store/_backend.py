@@ -33,6 +33,7 @@ __all__ = [
     "StoredSignatureCache",
     "Triple",
     "changes_in",
+    "ordered_bodies",
     "stored_once",
     "while_busy",
 ]
@@ -165,6 +166,14 @@ def stored_once(
     return decided
 
 
+def ordered_bodies(seqs: Sequence[int], found: dict[int, bytes]) -> list[bytes]:
+    """:meth:`Backend.bodies` from what a backend read (``seq`` to body): in the order of ``seqs``."""
+    try:
+        return [found[seq] for seq in seqs]
+    except KeyError as exc:
+        raise StoreError(f"no stored copy has seq {exc.args[0]}", code=codes.E_STORE_CORRUPT) from None
+
+
 def while_busy(attempt: Callable[[], _T], timeout: float) -> _T:
     """``attempt()``, tried again after a growing, jittered pause while it raises ``store_busy``
     (another writer holds the lock), for at most ``timeout`` seconds; then its last error."""
@@ -260,6 +269,10 @@ class Backend(Protocol):
 
     def event_rows(self, subject: str) -> list[EventRow]:
         """Every stored copy for ``subject``, sorted by (unit id, digest)."""
+
+    def bodies(self, seqs: Sequence[int]) -> list[bytes]:
+        """The stored bodies of the copies with these ``seq`` values, in the order given (for a
+        streamed export, a chunk at a time); a seq no copy has is ``store_corrupt``."""
 
     def items(self, subject: str) -> list[tuple[str, bytes]]:
         """Every stored (kind, body) item of ``subject``, sorted by (kind, body)."""

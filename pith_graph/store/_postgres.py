@@ -44,6 +44,7 @@ from pith_graph.store._backend import (
     SignatureVerdict,
     StoreChanges,
     changes_in,
+    ordered_bodies,
     stored_once,
     while_busy,
 )
@@ -723,6 +724,14 @@ class PostgresBackend:
     def event_rows(self, subject: str) -> list[EventRow]:
         """See :meth:`Backend.event_rows`."""
         return self._select_rows("WHERE subject = %s ORDER BY unit_id, digest", (subject,))
+
+    def bodies(self, seqs: Sequence[int]) -> list[bytes]:
+        """See :meth:`Backend.bodies` (one query)."""
+        query = "SELECT seq, body FROM events WHERE seq = ANY(%s::bigint[])"
+        found = self.read(
+            lambda conn: {int(q): bytes(b) for q, b in conn.execute(query, (list(seqs),), binary=True)}
+        )
+        return ordered_bodies(seqs, found)
 
     def stream_rows(self, subject: str, target: str, signer_id: str) -> list[EventRow]:
         """The copies of one stream (target, signer_id) of ``subject`` (uses ``events_by_stream``)."""

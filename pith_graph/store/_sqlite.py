@@ -23,6 +23,7 @@ from pith_graph.store._backend import (
     SignatureVerdict,
     StoreChanges,
     changes_in,
+    ordered_bodies,
     stored_once,
     while_busy,
 )
@@ -44,7 +45,7 @@ __all__ = ["DEFAULT_BUSY_TIMEOUT", "SQLiteBackend", "is_writable", "read_only_ur
 #: Seconds a writer waits for another process's lock before giving up.
 DEFAULT_BUSY_TIMEOUT: Final = 30.0
 #: Page cache of a connection, in KiB (SQLite's default is 2 MiB); memory is only used as pages are read.
-_CACHE_KIB: Final = 64 * 1024
+_CACHE_KIB: Final = 16 * 1024
 #: Most parameters per signature-verdict query (SQLite's default limit is 32766 since 3.32).
 _PREFETCH_CHUNK: Final = 30000
 
@@ -483,6 +484,19 @@ class SQLiteBackend:
     def event_rows(self, subject: str) -> list[EventRow]:
         """See :meth:`Backend.event_rows`."""
         return self._select_rows("WHERE subject = ? ORDER BY unit_id, digest", (subject,))
+
+    def bodies(self, seqs: Sequence[int]) -> list[bytes]:
+        """See :meth:`Backend.bodies` (one read, a query per chunk of seqs)."""
+
+        def run(conn: sqlite3.Connection) -> dict[int, bytes]:
+            found: dict[int, bytes] = {}
+            for start in range(0, len(seqs), _PREFETCH_CHUNK):
+                chunk = seqs[start : start + _PREFETCH_CHUNK]
+                query = f"SELECT seq, body FROM events WHERE seq IN ({','.join('?' * len(chunk))})"
+                found.update(conn.execute(query, chunk))
+            return found
+
+        return ordered_bodies(seqs, self.read(run))
 
     def _select_rows(self, where: str, params: tuple[Any, ...]) -> list[EventRow]:
         query = (
