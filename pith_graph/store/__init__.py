@@ -247,7 +247,7 @@ _SETTLE_ROUNDS: Final = 3
 #: Events between two progress reports of a replay's key checks (pith_graph._progress).
 _PROGRESS_STEP: Final = 256
 #: Stored bodies :meth:`EventStore.write_bundle` reads and writes at a time.
-_EXPORT_CHUNK: Final = 1000
+_EXPORT_CHUNK: Final = 256
 #: Event copies (and items) a sync stores per transaction.
 _SYNC_BATCH: Final = 2000
 
@@ -402,7 +402,7 @@ class EventStore:
 
     def _store_copies(
         self,
-        copies: Sequence[tuple[str, Any]],
+        copies: Iterable[tuple[str, Any]],
         ring: KeyRing,
         *,
         keep_invalid: bool,
@@ -564,7 +564,7 @@ class EventStore:
                 items = received.items
                 for trees in received.chunks:
                     appends += self._store_copies(
-                        [(subject, tree) for tree in trees],
+                        ((subject, tree) for tree in trees),
                         ring,
                         keep_invalid=keep_invalid,
                         items=items,
@@ -729,7 +729,9 @@ class EventStore:
         gives (tests/store/test_store_export_stream.py compares both): the export holds
         the copies' bytes once, not every event's tree and the whole text beside it.
         """
-        result, copy_rows, _, items = self._replay(subject, trusted_keys, trust_bundle_keys)
+        replay = self._replay(subject, trusted_keys, trust_bundle_keys)
+        result, copy_rows, items = replay.result, replay.rows, replay.items
+        del replay  # its per-copy outcomes too
         order = [copy_rows[i].seq for i in self._ordered(result, copy_rows)]
         state = result.state
         # Placeholders that no stored item can hold by chance, replaced by the bytes.
@@ -750,8 +752,8 @@ class EventStore:
         out.write(head + b"[")
         for start in range(0, len(order), _EXPORT_CHUNK):
             # The stored bodies a chunk at a time, never all at once.
-            bodies = self.backend.bodies(order[start : start + _EXPORT_CHUNK])
-            out.write(b",".join(bodies) if not start else b"," + b",".join(bodies))
+            for index, body in enumerate(self.backend.bodies(order[start : start + _EXPORT_CHUNK]), start):
+                out.write(b"," + body if index else body)
             advance(min(start + _EXPORT_CHUNK, len(order)), len(order))
         out.write(b"]" + middle)
         out.write(state.to_json())

@@ -15,7 +15,7 @@ error (:func:`full_error`), so both paths fail alike.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
 from pith_graph import codes
@@ -51,18 +51,19 @@ _T = TypeVar("_T")
 
 #: Events of a bundle read, checked and written at a time: the trees of one chunk
 #: are held, never those of the whole bundle (docs/performance.md, "Large bundles").
-IMPORT_CHUNK: Final = 1000
+IMPORT_CHUNK: Final = 256
 
 
 class Received(NamedTuple):
     """A bundle as an import reads it: its subject, items, listed public keys, event count,
-    and its event trees a chunk at a time (a lazy iterator: at least one chunk, maybe empty)."""
+    and its event trees a chunk at a time (lazy: at least one chunk, maybe empty; each tree
+    parsed when it is reached)."""
 
     subject: str
     items: list[ItemRow]
     public_keys: list[Any]
     events: int
-    chunks: Iterator[list[Any]]
+    chunks: Iterator[Iterator[Any]]
 
 
 def _items(shell: Mapping[str, Any], subject: str) -> list[ItemRow]:
@@ -74,17 +75,18 @@ def _items(shell: Mapping[str, Any], subject: str) -> list[ItemRow]:
     return items
 
 
-def _chunked(values: Sequence[Any]) -> Iterator[list[Any]]:
-    yield list(values[:IMPORT_CHUNK])
+def _chunked(values: Sequence[Any]) -> Iterator[Iterator[Any]]:
+    yield iter(values[:IMPORT_CHUNK])
     for start in range(IMPORT_CHUNK, len(values), IMPORT_CHUNK):
-        yield list(values[start : start + IMPORT_CHUNK])
+        yield iter(values[start : start + IMPORT_CHUNK])
 
 
-def _parsed(texts: Sequence[Any]) -> Iterator[list[Any]]:
-    """Each chunk of event texts, strictly parsed (an event's depth counts from the bundle's)."""
+def _parsed(texts: Sequence[Any]) -> Iterator[Iterator[Any]]:
+    """Each chunk of event texts, each parsed strictly when it is reached (an event's
+    depth counts from the bundle's), so one event's tree is held at a time."""
     depth = MAX_DEPTH - EVENT_DEPTH_OFFSET
     for start in range(0, len(texts), IMPORT_CHUNK):
-        yield [loads(bytes(text), max_depth=depth) for text in texts[start : start + IMPORT_CHUNK]]
+        yield (loads(bytes(text), max_depth=depth) for text in texts[start : start + IMPORT_CHUNK])
 
 
 def receive(bundle: DocumentSource | Document | PithGraphError) -> Received:
@@ -102,7 +104,7 @@ def receive(bundle: DocumentSource | Document | PithGraphError) -> Received:
         # Irregular, small, a mapping, or unusable: the full parse (which names a path it fails on).
         raw, model = _named(bundle, lambda: load_bundle(bundle if data is None else data))
         shell: Mapping[str, Any] = raw
-        chunks: Iterator[list[Any]] = _chunked(raw["events"])
+        chunks: Iterator[Iterator[Any]] = _chunked(raw["events"])
         count = len(raw["events"])
     else:
         shell, model = split.shell, split.model
@@ -145,38 +147,54 @@ class Checked(NamedTuple):
 
 
 def check_copies(
-    copies: Sequence[tuple[str, Any]],
+    copies: Iterable[tuple[str, Any]],
     ring: KeyRing,
     verifier: Verifier,
     known: Sequence[CheckedEvent | None] | None = None,
     *,
-    prefetch: Any = None,
+    prefetch: Callable[[list[bytes]], None] | None = None,
 ) -> Checked:
     """Stage 1 of received (subject, tree) copies under ``ring``: each copy's row, facts and verdict.
 
-    ``known[i]``, when valid, is copy ``i``'s outcome under ``ring`` (not checked again).
-    ``prefetch(messages)``, if given, is called once with every message the key checks will
-    verify, before they run (the store loads its kept signature verdicts in one query).
+    The copies are taken one at a time and each tree is dropped once its row and
+    intrinsic facts are made (the trees cost several times their text: peak memory).
+    ``known[i]``, when valid, is copy ``i``'s outcome under ``ring`` (not checked
+    again). ``prefetch(messages)``, if given, is called once with every message the
+    key checks will verify, before they run (the store loads its kept signature
+    verdicts in one query).
     """
-    rows = [EventRow.of(subject, tree) for subject, tree in copies]
-    inspected: list[CheckedEvent | None] = []
-    for index, (row, (subject, tree)) in enumerate(zip(rows, copies, strict=True)):
-        given = known[index] if known is not None else None
-        if given is not None and given.valid and given.unit_id == row.unit_id:
-            inspected.append(None)
-        else:
-            inspected.append(inspect_event(tree, subject=subject, uid=row.unit_id))
-    if prefetch is not None:
-        prefetch(
-            [c.facts.message for c in inspected if c is not None and c.reason is None and c.facts is not None]
+    rows: list[EventRow] = []
+    inspected: list[CheckedEvent] = []
+    given: list[bool] = []
+    for index, (subject, tree) in enumerate(copies):
+        row = EventRow.of(subject, tree)
+        rows.append(row)
+        outcome = known[index] if known is not None else None
+        valid = outcome is not None and outcome.valid and outcome.unit_id == row.unit_id
+        if not valid:
+            outcome = inspect_event(tree, subject=subject, uid=row.unit_id)
+        assert outcome is not None
+        given.append(valid)
+        # Without the tree: the key checks read the canonical fragments, the body stands for the rest.
+        inspected.append(
+            CheckedEvent(
+                outcome.unit_id,
+                None,
+                outcome.reason,
+                outcome.progress,
+                outcome.facts,
+                outcome.signer_json,
+                outcome.payload_json,
+                row.digest,
+            )
         )
+    if prefetch is not None:
+        prefetch([c.facts.message for c in inspected if c.reason is None and c.facts is not None])
     checked: list[CheckedRow] = []
-    for index, (row, first) in enumerate(zip(rows, inspected, strict=True)):
-        if first is None:
+    for row, first, valid in zip(rows, inspected, given, strict=True):
+        if valid:
             # Valid, so its intrinsic part passed: its facts are those of the whole outcome.
-            given = known[index]  # type: ignore[index]  # None only where known gave a valid outcome
-            assert given is not None
-            checked.append(CheckedRow(FactsRow.of(row.body, given), None, True))
+            checked.append(CheckedRow(FactsRow.of(row.body, first), None, True))
             continue
         final = check_keys(first, subject=row.subject, keyring=ring, verifier=verifier)
         checked.append(CheckedRow(FactsRow.of(row.body, first), final.reason, first.reason is None))
