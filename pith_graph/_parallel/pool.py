@@ -325,11 +325,11 @@ def ordered_map(
         nonlocal failed
         if failed is not None:
             return False
+        items: list[_I] = []
         try:
-            items = list(islice(remaining, chunk))
+            items.extend(islice(remaining, chunk))
         except Exception as exc:  # the caller's iterator: raised once what came before is done
             failed = exc
-            return False
         if not items:
             return False
         try:
