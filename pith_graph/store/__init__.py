@@ -42,6 +42,7 @@ and ``_sqlite`` (SQLite), ``_postgres_schema`` and ``_postgres`` (PostgreSQL),
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
@@ -547,9 +548,10 @@ class EventStore:
         trust_bundle_keys: bool,
         keep_invalid: bool,
         verifier: Verifier | None = None,
+        nested: bool = False,
     ) -> ImportResult:
-        """Store one bundle in one transaction (a savepoint inside the caller's), a chunk of
-        events at a time (:data:`~pith_graph.store._import.IMPORT_CHUNK`): all or nothing."""
+        """Store one bundle in one transaction (a savepoint inside the caller's, ``nested``), a
+        chunk of events at a time (:data:`~pith_graph.store._import.IMPORT_CHUNK`): all or nothing."""
         received = receive(bundle)
         subject = received.subject
         ring = coerce_ring(trusted_keys)
@@ -557,38 +559,39 @@ class EventStore:
             listed = [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
             ring = self._ring(ring, True, listed + received.public_keys)
         verifier = verifier or self.verifier()
+        # A savepoint makes the bundle all or nothing; inside a batch, a bundle of one chunk
+        # needs none (its only writes are one add_checked, and a failure there ends the batch).
+        alone = not nested or received.events > IMPORT_CHUNK
         try:
-            with self.backend.transaction():
-                before = self._item_count(subject)
+            with self.backend.transaction() if alone else contextlib.nullcontext():
                 appends: list[AppendResult] = []
-                items = received.items
                 for trees in received.chunks:
+                    # A chunk's events are all read (an unreadable one raises) before it writes.
                     appends += self._store_copies(
                         ((subject, tree) for tree in trees),
                         ring,
                         keep_invalid=keep_invalid,
-                        items=items,
                         verifier=verifier,
                     )
-                    items = []
                     if received.events > IMPORT_CHUNK:
                         advance(len(appends), received.events)
-                added = self._item_count(subject) - before
+                added = self.backend.add_items(received.items)
         except InputError as exc:
             # An event the streamed path could not read: the full parse names what is wrong.
             raise full_error(bundle, exc) from None
         return ImportResult(subject, tuple(appends), added)
 
     def _store_prepared(self, prepared: Prepared, ring: KeyRing, *, keep_invalid: bool) -> ImportResult:
-        """Store a bundle a helper read and checked (:func:`prepare_bundle`), in one transaction."""
-        with self.backend.transaction():
-            before = self._item_count(prepared.subject)
+        """Store a bundle a helper read and checked (:func:`prepare_bundle`), inside the caller's
+        transaction (a savepoint only for a bundle of several chunks, as in :meth:`_import`)."""
+        several = len(prepared.chunks) > 1
+        with self.backend.transaction() if several else contextlib.nullcontext():
+            added = self.backend.add_items(prepared.items)
             appends: list[AppendResult] = []
-            items = prepared.items
             for chunk in prepared.chunks:
-                appends += self._store_checked(chunk, ring, keep_invalid=keep_invalid, items=items)
-                items = []
-            added = self._item_count(prepared.subject) - before
+                appends += self._store_checked(chunk, ring, keep_invalid=keep_invalid)
+                if several:
+                    advance(len(appends), prepared.events)
         return ImportResult(prepared.subject, tuple(appends), added)
 
     @overload
@@ -665,6 +668,7 @@ class EventStore:
                     trust_bundle_keys=trust_bundle_keys,
                     keep_invalid=keep_invalid,
                     verifier=verifier,
+                    nested=True,
                 )
                 for bundle in bundles
             )

@@ -252,6 +252,9 @@ class Backend(Protocol):
         ``keyed`` row added or present is kept under it.
         """
 
+    def add_items(self, items: Sequence[ItemRow]) -> int:
+        """Store bundle-level items (a row already there is kept); how many were new."""
+
     def copies(
         self, subject: str, *, with_body: bool = False
     ) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:

@@ -599,11 +599,16 @@ class PostgresBackend:
         self._insert_facts(conn, found)
         return [seq is not None for seq in seqs]
 
+    def add_items(self, items: Sequence[ItemRow]) -> int:
+        """See :meth:`Backend.add_items` (under the write lock, as every write of items)."""
+        return self.write(lambda conn: self._insert_items(conn, items), "appending to the store")
+
     @staticmethod
-    def _insert_items(conn: psycopg.Connection[Any], items: Sequence[ItemRow]) -> None:
+    def _insert_items(conn: psycopg.Connection[Any], items: Sequence[ItemRow]) -> int:
+        added = 0
         for chunk in _chunks(len(items)):
             rows = [items[i] for i in chunk]
-            conn.execute(
+            added += conn.execute(
                 _INSERT_ITEMS,
                 (
                     [r.subject for r in rows],
@@ -611,7 +616,8 @@ class PostgresBackend:
                     [sha256_hex(r.body) for r in rows],
                     [r.body for r in rows],
                 ),
-            )
+            ).rowcount
+        return added
 
     def add_checked(
         self,
