@@ -317,6 +317,7 @@ class EventStore:
         )
         self.cache = StoredSignatureCache(self.backend)
         self._last_ring: tuple[KeyRing, Ring] | None = None
+        self._batching = False  # inside import_bundles' batch: one signature-cache write per batch
 
     def __enter__(self) -> EventStore:
         return self
@@ -470,7 +471,8 @@ class EventStore:
                     code=codes.E_INTERNAL,
                 )
         finally:
-            self.cache.flush()
+            if not self._batching:  # a batch writes its verdicts once, at its end
+                self.cache.flush()
         return [
             AppendResult(
                 _NOT_STORED.get(outcome)
@@ -677,7 +679,7 @@ class EventStore:
                 batch: list[ImportResult | PithGraphError] = []
                 failed: PithGraphError | None = None
                 ended = False
-                with self.backend.transaction():
+                with self.backend.transaction(), self._batch():
                     while len(batch) < batch_size:
                         try:
                             step = next(steps)
@@ -707,6 +709,15 @@ class EventStore:
         finally:
             if helpers is not None:
                 helpers.close()  # stops the helpers of an import left early
+
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[None]:
+        """Inside: the signature verdicts of stored copies are written at the end, in one statement."""
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
 
     def _prepared_step(
         self, prepared: Prepared | PithGraphError, ring: KeyRing, keep_invalid: bool

@@ -38,6 +38,7 @@ from pith_graph.store._facts import ITEM_KINDS, CheckedRow, EventRow, FactsRow, 
 
 __all__ = [
     "IMPORT_CHUNK",
+    "SPLIT_MIN_BYTES",
     "Checked",
     "Prepared",
     "Received",
@@ -48,6 +49,10 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
+
+#: Bundles from this size on are split and read a chunk of events at a time; smaller
+#: ones are parsed whole (docs/performance.md, "Many small bundles").
+SPLIT_MIN_BYTES: Final = 1 << 20
 
 #: Events of a bundle read, checked and written at a time: the trees of one chunk
 #: are held, never those of the whole bundle (docs/performance.md, "Large bundles").
@@ -99,7 +104,9 @@ def receive(bundle: DocumentSource | Document | PithGraphError) -> Received:
     if isinstance(bundle, PithGraphError):
         raise bundle
     data = None if isinstance(bundle, (Document, Mapping)) else source_bytes(bundle)
-    split = split_bundle(data) if data is not None else None
+    # A small bundle is parsed whole: one parse costs less than a split and a parse per
+    # event, and its trees are small anyway (the split is for memory).
+    split = split_bundle(data) if data is not None and len(data) >= SPLIT_MIN_BYTES else None
     if split is None:
         # Irregular, small, a mapping, or unusable: the full parse (which names a path it fails on).
         raw, model = _named(bundle, lambda: load_bundle(bundle if data is None else data))

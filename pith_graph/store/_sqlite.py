@@ -456,9 +456,11 @@ class SQLiteBackend:
                         verdicts.append((ring.id, reason, *key))
                 outcomes.append(outcome)
             # One statement per table (the facts find their copy's seq by its unique key).
-            conn.executemany(_INSERT_EVENT, new_rows)
-            conn.executemany(_INSERT_FACTS_BY_KEY, new_facts)
-            conn.executemany(_INSERT_KEY_VERDICT, verdicts)
+            if new_rows:
+                conn.executemany(_INSERT_EVENT, new_rows)
+                conn.executemany(_INSERT_FACTS_BY_KEY, new_facts)
+            if verdicts:
+                conn.executemany(_INSERT_KEY_VERDICT, verdicts)
             _add_items(conn, items)
             return outcomes
 
@@ -651,6 +653,8 @@ def _event_values(row: EventRow) -> tuple[Any, ...]:
 
 def _add_items(conn: sqlite3.Connection, items: Sequence[ItemRow]) -> int:
     """Insert items (INSERT OR IGNORE); how many were new."""
+    if not items:
+        return 0
     return conn.executemany(
         _INSERT_ITEMS, [(subject, kind, sha256_hex(body), body) for subject, kind, body in items]
     ).rowcount

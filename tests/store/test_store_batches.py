@@ -257,6 +257,7 @@ def test_a_bundle_is_imported_a_chunk_at_a_time_as_one_transaction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store_import, "IMPORT_CHUNK", 3)
+    monkeypatch.setattr(store_import, "SPLIT_MIN_BYTES", 0)  # split, however small
     history = History.new(REGISTRY)
     events = [history.event("mirror_hint", payload={"i": i}) for i in range(10)]
     events.append(dict(events[4], payload={"forged": True}))  # a forged copy: kept, invalid
@@ -278,6 +279,7 @@ def test_an_unreadable_event_in_a_late_chunk_leaves_nothing_of_the_bundle(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(store_import, "IMPORT_CHUNK", 2)
+    monkeypatch.setattr(store_import, "SPLIT_MIN_BYTES", 0)
     history = History.new(REGISTRY)
     events = [history.event("mirror_hint", payload={"i": i}) for i in range(7)]
     text = json.dumps(history.bundle(events), separators=(",", ":"))
