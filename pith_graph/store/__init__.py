@@ -563,7 +563,7 @@ class EventStore:
         verifier = verifier or self.verifier()
         # A savepoint makes the bundle all or nothing; inside a batch, a bundle of one chunk
         # needs none (its only writes are one add_checked, and a failure there ends the batch).
-        alone = not nested or received.events > IMPORT_CHUNK
+        alone = not nested or received.several
         try:
             with self.backend.transaction() if alone else contextlib.nullcontext():
                 appends: list[AppendResult] = []
@@ -575,7 +575,7 @@ class EventStore:
                         keep_invalid=keep_invalid,
                         verifier=verifier,
                     )
-                    if received.events > IMPORT_CHUNK:
+                    if received.several:
                         advance(len(appends), received.events)
                 added = self.backend.add_items(received.items)
         except InputError as exc:

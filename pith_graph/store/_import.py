@@ -70,6 +70,11 @@ class Received(NamedTuple):
     events: int
     chunks: Iterator[Iterator[Any]]
 
+    @property
+    def several(self) -> bool:
+        """Whether the events come in more than one chunk."""
+        return self.events > IMPORT_CHUNK
+
 
 def _items(shell: Mapping[str, Any], subject: str) -> list[ItemRow]:
     items: list[ItemRow] = []
