@@ -46,8 +46,7 @@ from pith_graph import ed25519
 from pith_graph.ed25519 import Verifier
 from pith_graph.keys import KeyRing
 from pith_graph.mirror._process import ServeProcess, start_serve
-from pith_graph.mirror._storage import sqlite_backend
-from pith_graph.store import EventStore
+from pith_graph.store import EventStore, SQLiteBackend
 from pith_graph.testing import History, make_event
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -258,7 +257,8 @@ def subjects_store(n: int, keys: Path, data_dir: Path = DATA_DIR) -> tuple[Path,
     codes: list[str] = []
     with EventStore(partial) as store:
         # Generated data, rebuilt if lost: no fsync per subject.
-        sqlite_backend(store).conn.execute("PRAGMA synchronous=OFF")
+        assert isinstance(store.backend, SQLiteBackend)  # a file made just above
+        store.backend.conn.execute("PRAGMA synchronous=OFF")
         for index in range(n):
             history = _history(index)
             store.import_bundle(history.bundle([]), trusted_keys=ring)

@@ -1,28 +1,24 @@
-"""Ctrl-C while the ``pith-graph`` command is still starting: one line and exit 130.
+"""Ctrl-C while ``python -m pith_graph`` is still starting: one line and exit 130.
 
 Imported first by ``pith_graph/__init__`` and does something only in the
-process of the command itself (the ``pith-graph`` script, or ``python -m
-pith_graph``), never in a program that imports the library. Importing the
-package takes a few hundred milliseconds on a loaded machine; an interrupt in
-that window used to print a traceback from the middle of some import and end
-the process by the signal. Until :func:`pith_graph.cli.main` takes over
-SIGINT, an interrupt ends the command at once: nothing has been started,
-written or read yet.
+process of the command itself (``python -m pith_graph`` or ``python -m
+pith_graph.cli``), never in a program that imports the library: it installs
+the handler of the ``pith-graph`` console script's module,
+``_pith_graph_command`` (where the reasons are), which installs it itself
+before it imports the package at all. Until then only modules the interpreter
+has already loaded are imported (tests/cli/test_new_user.py checks it).
 """
 
-from __future__ import annotations
-
+import _signal  # type: ignore[import-not-found]  # built in, without a stub; signal would import enum first
 import os
-import signal
 import sys
-import threading
-from typing import Final
 
-__all__ = ["interrupted_while_starting", "is_the_command"]
+__all__ = ["is_the_command"]
 
-#: How the command may have been started: the console script, or ``python -m``.
-_SCRIPT_NAMES: Final = ("pith-graph",)
-_MODULE_NAMES: Final = ("pith_graph", "pith_graph.cli")
+#: How the command may have been started: the console script (one installed before
+#: it had a module of its own, which imported pith_graph.cli), or ``python -m``.
+_SCRIPT_NAMES = ("pith-graph",)
+_MODULE_NAMES = ("pith_graph", "pith_graph.cli")
 
 
 def is_the_command() -> bool:
@@ -34,17 +30,10 @@ def is_the_command() -> bool:
     return "-m" in argv[:-1] and argv[argv.index("-m") + 1] in _MODULE_NAMES
 
 
-def interrupted_while_starting(signum: int, frame: object) -> None:
-    """SIGINT handler until the command's own: one line on stderr, exit 130, no traceback."""
-    try:
-        os.write(2, b"pith-graph: interrupted\n")
-    finally:
-        os._exit(130)
+if is_the_command() and _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+    from _pith_graph_command import interrupted_while_starting
 
-
-if (
-    is_the_command()
-    and threading.current_thread() is threading.main_thread()
-    and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-):
-    signal.signal(signal.SIGINT, interrupted_while_starting)
+    try:  # noqa: SIM105  # not contextlib.suppress: nothing not loaded yet before the handler
+        _signal.signal(_signal.SIGINT, interrupted_while_starting)
+    except ValueError:  # not the main thread (an embedding program's): leave it alone
+        pass

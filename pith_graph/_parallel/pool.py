@@ -158,6 +158,8 @@ else:
                 _mp_reduction.dump(process_obj, buf)
             finally:
                 _mp_context.set_spawning_popen(None)
+            with _interrupt_blocked():
+                _SERVER.ensure_running()
             self.sentinel, w = _SERVER.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
             # The child watches a duplicate of the write end: it sees end of file when this
             # process is gone (multiprocessing.parent_process().sentinel; see _start_helper).
@@ -176,6 +178,24 @@ else:
         Process = _HelperProcess
 
     _HELPER_CONTEXT = _HelperContext()
+
+
+@contextlib.contextmanager
+def _interrupt_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread meanwhile; a process started here inherits the block.
+
+    The forkserver ignores SIGINT only once it has imported multiprocessing and
+    :mod:`pith_graph._parallel._boot`: a terminal's Ctrl-C in those first
+    hundreds of milliseconds (it reaches the whole process group) printed the
+    server's KeyboardInterrupt traceback after this process's own clean line.
+    Started with SIGINT blocked, the server never takes it; an interrupt meant for
+    this process stays pending until the block ends here, then is taken as usual.
+    """
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 def _exit_with_parent(sentinel: int) -> None:

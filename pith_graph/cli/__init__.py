@@ -21,11 +21,11 @@ from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, Final
 
+from _pith_graph_command import interrupted_while_starting
 from pith_graph import codes
-from pith_graph._startup import interrupted_while_starting
 from pith_graph.cli import documents, proof, store, vectors, verify_many
 from pith_graph.cli._common import EXIT_UNUSABLE, print_error
-from pith_graph.cli._output import emit, envelope, error_member
+from pith_graph.cli._output import command_of, emit, envelope, error_member
 from pith_graph.errors import InputError, PithGraphError
 
 __all__ = ["EXIT_INTERRUPTED", "build_parser", "main"]
@@ -104,9 +104,8 @@ def _quiet_stdout() -> None:
 def _fail(args: argparse.Namespace | None, error: PithGraphError) -> int:
     print_error(error.code, error.message)
     if args is not None and getattr(args, "json", False) and error.code != codes.E_OUTPUT:
-        command = " ".join(part for part in (args.command, getattr(args, "store_command", None)) if part)
         try:
-            emit(envelope(command, EXIT_UNUSABLE, ok=False, error=error_member(error)))
+            emit(envelope(command_of(args), EXIT_UNUSABLE, ok=False, error=error_member(error)))
         except OSError:
             _quiet_stdout()
     return EXIT_UNUSABLE

@@ -16,7 +16,7 @@ from typing import Final, TypeVar
 from pith_graph import codes
 from pith_graph.canonical import DEFAULT_MAX_BYTES
 from pith_graph.errors import InputError, PithGraphError
-from pith_graph.keys import KeyRing
+from pith_graph.keys import KeyRing, coerce_ring
 from pith_graph.store._open import is_postgres_url
 
 _N = TypeVar("_N", int, float)
@@ -39,6 +39,7 @@ __all__ = [
     "add_workers_option",
     "is_store_file",
     "load_ring",
+    "trusted_ring",
     "write_stdout",
 ]
 
@@ -96,6 +97,12 @@ def load_ring(path: str | None) -> KeyRing | None:
                 "the trusted keys list no key (every event would be unknown_key)", code=codes.E_BAD_KEY
             )
     return ring
+
+
+def trusted_ring(path: str | None) -> KeyRing:
+    """The ring ``--trusted-keys FILE`` names, checked as :func:`load_ring` does; the registry
+    ring without one (the mirror's commands and servers, which always need a ring)."""
+    return coerce_ring(load_ring(path))
 
 
 def is_store_file(path: str | Path) -> bool:

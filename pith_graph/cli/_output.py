@@ -15,8 +15,8 @@ and then the command's own members (docs/cli.md lists them). The shared pieces:
 * an *error* (:func:`error_member`): ``code`` and ``message`` of the one error
   that stopped the command, which the command also prints on stderr.
 
-Other commands (the mirror's, for instance) build their output with
-:func:`envelope` and print it with :func:`emit`, so the format stays one.
+Every command builds its output with :func:`envelope` and prints it with
+:func:`emit`, the mirror's included, so the format stays one.
 New members may be added within ``pith-graph/1``; none is removed or changes
 meaning without a new format version.
 """
@@ -29,10 +29,21 @@ from typing import Any, Final
 from pith_graph.cli._common import write_stdout
 from pith_graph.errors import PithGraphError
 
-__all__ = ["FORMAT", "emit", "envelope", "error_member"]
+__all__ = ["FORMAT", "JSON_HELP", "command_of", "emit", "envelope", "error_member"]
 
 #: The version of the JSON output format, carried by every document as ``format``.
 FORMAT: Final = "pith-graph/1"
+#: The help of every ``--json`` option that prints such a document.
+JSON_HELP: Final = "print one pith-graph/1 JSON document (docs/cli.md)"
+
+
+#: The ``dest`` of each level of subcommands, outermost first (how :func:`command_of` names a command).
+_COMMAND_LEVELS: Final = ("command", "store_command", "mirror_command", "peers_command")
+
+
+def command_of(args: Any) -> str:
+    """The ``command`` member for parsed arguments: the subcommands as typed (``"mirror peers list"``)."""
+    return " ".join(str(part) for part in (getattr(args, level, None) for level in _COMMAND_LEVELS) if part)
 
 
 def envelope(command: str, exit_code: int, **members: Any) -> dict[str, Any]:
@@ -45,8 +56,6 @@ def error_member(error: PithGraphError) -> dict[str, str]:
     return {"code": error.code, "message": error.message}
 
 
-def emit(document: dict[str, Any] | list[Any]) -> None:
-    """Print an output document on stdout (indented, UTF-8, one trailing newline).
-
-    Also a list: ``mirror pull`` and ``mirror peers list`` print one, without an envelope."""
+def emit(document: dict[str, Any]) -> None:
+    """Print an output document (:func:`envelope`) on stdout (indented, UTF-8, one trailing newline)."""
     write_stdout(json.dumps(document, indent=2, ensure_ascii=False).encode("utf-8") + b"\n")

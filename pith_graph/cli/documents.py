@@ -27,7 +27,7 @@ from pith_graph.cli._common import (
     print_error,
     write_stdout,
 )
-from pith_graph.cli._output import emit, envelope
+from pith_graph.cli._output import JSON_HELP, emit, envelope
 from pith_graph.cli.verify_many import Progress, add_parallel_options, show_progress
 from pith_graph.documents import read_document
 from pith_graph.errors import InputError, PithGraphError
@@ -279,16 +279,12 @@ def register(subparsers: Any) -> None:
         metavar="DIR_OR_FILES",
         help="documents, directories (every *.json inside, recursive), - for stdin",
     )
-    verify.add_argument(
-        "--json", action="store_true", help="print one pith-graph/1 JSON document (docs/cli.md)"
-    )
+    verify.add_argument("--json", action="store_true", help=JSON_HELP)
     add_parallel_options(verify)
     add_trust_options(verify, what="a bundle")
     verify.set_defaults(func=cmd_verify)
 
     inspect = subparsers.add_parser("inspect", help="summarise a document without verifying it")
     inspect.add_argument("file", metavar="FILE", help="a JSON document, - for stdin")
-    inspect.add_argument(
-        "--json", action="store_true", help="print one pith-graph/1 JSON document (docs/cli.md)"
-    )
+    inspect.add_argument("--json", action="store_true", help=JSON_HELP)
     inspect.set_defaults(func=cmd_inspect)

@@ -24,7 +24,7 @@ from pith_graph.cli._common import (
     add_workers_option,
     load_ring,
 )
-from pith_graph.cli._output import emit, envelope
+from pith_graph.cli._output import JSON_HELP, emit, envelope
 
 __all__ = [
     "Progress",
@@ -168,9 +168,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "paths", nargs="+", metavar="DIR_OR_FILES", help="bundle files, or directories (*.json, recursive)"
     )
-    parser.add_argument(
-        "--json", action="store_true", help="print one pith-graph/1 JSON document (docs/cli.md)"
-    )
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
     add_parallel_options(parser)
     add_trust_options(parser, what="each bundle")
     parser.set_defaults(func=cmd_verify_many)

@@ -20,7 +20,8 @@ import msgspec
 import uvicorn
 
 from pith_graph import codes
-from pith_graph.cli._common import number_in, positive_int
+from pith_graph.cli._common import number_in, positive_int, write_stdout
+from pith_graph.cli._output import command_of, emit, envelope
 from pith_graph.cli.store import DEFAULT_DB
 from pith_graph.errors import InputError
 from pith_graph.mirror.app import CONFIG_ENV
@@ -118,7 +119,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_keygen(args: argparse.Namespace) -> int:
     """``keygen --out FILE``: make a mirror key file; print its public entry."""
     key = generate_key_file(Path(args.out), key_id=args.key_id, signer_id=args.signer_id)
-    sys.stdout.buffer.write(msgspec.json.format(msgspec.json.encode(key.public_entry()), indent=2) + b"\n")
+    if args.json:
+        emit(envelope(command_of(args), 0, ok=True, out=args.out, key=key.public_entry()))
+    else:  # the entry itself, ready for a trusted-keys file (as `state` prints the state itself)
+        write_stdout(msgspec.json.format(msgspec.json.encode(key.public_entry()), indent=2) + b"\n")
     print(f"wrote {args.out} (mode 0600); serve with --mirror-key {args.out}", file=sys.stderr)
     return 0
 
@@ -195,6 +199,11 @@ def register_keygen(subparsers: Any) -> None:
         default="mirror.local",
         metavar="ID",
         help="who the key signs as (default mirror.local)",
+    )
+    keygen.add_argument(
+        "--json",
+        action="store_true",
+        help="print one pith-graph/1 JSON document (docs/cli.md) holding the entry, instead of the entry",
     )
     keygen.set_defaults(func=cmd_keygen)
 

@@ -22,20 +22,21 @@ from pith_graph import codes
 from pith_graph.cli._common import (
     EXIT_OK,
     EXIT_PROBLEMS,
-    load_ring,
+    EXIT_UNUSABLE,
     non_negative_int,
     number_in,
     positive_float,
     positive_int,
+    print_error,
+    trusted_ring,
 )
-from pith_graph.cli._output import emit
+from pith_graph.cli._output import JSON_HELP, command_of, emit, envelope, error_member
 from pith_graph.cli.store import DEFAULT_DB
 from pith_graph.cli.verify_many import Progress
 from pith_graph.errors import PeerError
-from pith_graph.keys import KeyRing, coerce_ring
 from pith_graph.mirror import peers
 from pith_graph.mirror._limits import DEFAULT_LIMIT, MAX_LIMIT, ClientLimits
-from pith_graph.store import EventStore
+from pith_graph.store import EventStore, redacted_url
 
 if TYPE_CHECKING:  # the network stack (httpx, Starlette) is imported by the commands that use it
     from pith_graph.mirror.admit import Admitted
@@ -43,10 +44,6 @@ if TYPE_CHECKING:  # the network stack (httpx, Starlette) is imported by the com
     from pith_graph.mirror.sync import SyncSummary
 
 __all__ = ["register"]
-
-
-def _ring(args: argparse.Namespace) -> KeyRing:
-    return coerce_ring(load_ring(args.trusted_keys))
 
 
 def _client(args: argparse.Namespace) -> MirrorClient:
@@ -61,6 +58,11 @@ def _client(args: argparse.Namespace) -> MirrorClient:
             retries=args.retries,
         )
     )
+
+
+def _emit(args: argparse.Namespace, exit_code: int, **members: Any) -> None:
+    """Print the command's ``--json`` document: the envelope, the store (``db``), then ``members``."""
+    emit(envelope(command_of(args), exit_code, ok=exit_code == EXIT_OK, db=redacted_url(args.db), **members))
 
 
 def _print_admitted(admitted: Admitted) -> None:
@@ -87,7 +89,7 @@ def cmd_pull(args: argparse.Namespace) -> int:
     from pith_graph.mirror.pull import mirrors_from_source, pull_subject, wanted
 
     wants = [wanted(text) for text in args.subjects]  # usage errors before any request
-    ring = _ring(args)
+    ring = trusted_ring(args.trusted_keys)
     with _client(args) as client:
         mirrors = mirrors_from_source(args.source, client)
         with EventStore(args.db) as store:
@@ -103,20 +105,26 @@ def cmd_pull(args: argparse.Namespace) -> int:
     found = False
     results: list[dict[str, Any]] = []
     for outcome in outcomes:
-        if outcome.admitted is None:
-            found = True
-            if not args.json:
-                print(f"{outcome.wanted.text}: nothing usable: {'; '.join(outcome.failures)}")
-            results.append({"subject": outcome.wanted.text, "admitted": None, "failures": outcome.failures})
-            continue
-        found = found or not outcome.admitted.ok
+        admitted = outcome.admitted
+        found = found or admitted is None or not admitted.ok
+        results.append(
+            {
+                "wanted": outcome.wanted.text,
+                "ok": admitted is not None and admitted.ok,
+                "admitted": None if admitted is None else admitted.to_dict(),
+                "failures": outcome.failures,
+            }
+        )
         if args.json:
-            results.append({**outcome.admitted.to_dict(), "failures": outcome.failures})
+            continue
+        if admitted is None:
+            print(f"{outcome.wanted.text}: nothing usable: {'; '.join(outcome.failures)}")
         else:
-            _print_admitted(outcome.admitted)
+            _print_admitted(admitted)
+    exit_code = EXIT_PROBLEMS if found else EXIT_OK
     if args.json:
-        emit(results)
-    return EXIT_PROBLEMS if found else EXIT_OK
+        _emit(args, exit_code, source=args.source, subjects=results)
+    return exit_code
 
 
 @contextmanager
@@ -133,14 +141,21 @@ def _terminated_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _finish(args: argparse.Namespace, summary: SyncSummary) -> int:
+def _finish(args: argparse.Namespace, summary: SyncSummary, error: PeerError | None = None) -> int:
+    """Say what a sync did (``error``: the peer failure that ended it, said after the summary)."""
+    exit_code = EXIT_UNUSABLE if error else EXIT_PROBLEMS if summary.problem_count else EXIT_OK
     if args.json:
-        emit(summary.to_dict())
-    else:
-        for problem in summary.problems:
-            print(f"  problem {problem}")
-        print(summary.line())
-    return EXIT_PROBLEMS if summary.problem_count else EXIT_OK
+        if error is not None:
+            print_error(error.code, error.message)
+        extra = {} if error is None else {"error": error_member(error)}
+        _emit(args, exit_code, summary=summary.to_dict(), **extra)
+        return exit_code
+    for problem in summary.problems:
+        print(f"  problem {problem}")
+    print(summary.line())
+    if error is not None:
+        raise error
+    return exit_code
 
 
 def cmd_sync(args: argparse.Namespace) -> int:
@@ -148,7 +163,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from pith_graph.mirror.sync import HttpPeer, SyncSummary, follow, sync_once
 
     peer = peers.normalise_url(args.peer)
-    ring = _ring(args)
+    ring = trusted_ring(args.trusted_keys)
     summary = SyncSummary(peer)
     shown = sys.stderr.isatty() and not args.json
     with _client(args) as client, EventStore(args.db) as store:
@@ -195,9 +210,9 @@ def cmd_sync(args: argparse.Namespace) -> int:
                     summary=summary,
                     progress=progress,
                 )
-            except PeerError:
-                if summary.pages:
-                    _finish(args, summary)  # what was done before the peer failed is kept and said
+            except PeerError as exc:
+                if summary.pages:  # what was done before the peer failed is kept and said
+                    return _finish(args, summary, exc)
                 raise
     return _finish(args, summary)
 
@@ -206,7 +221,10 @@ def cmd_peers_add(args: argparse.Namespace) -> int:
     """``mirror peers add URL [--name NAME]``: follow another mirror."""
     with EventStore(args.db) as store:
         peer = peers.add_peer(store, args.url, name=args.name or "")
-    print(f"following {peer.url}" + (f" ({peer.name})" if peer.name else ""))
+    if args.json:
+        _emit(args, EXIT_OK, peer=peer.to_dict())
+    else:
+        print(f"following {peer.url}" + (f" ({peer.name})" if peer.name else ""))
     return EXIT_OK
 
 
@@ -215,7 +233,7 @@ def cmd_peers_list(args: argparse.Namespace) -> int:
     with EventStore(args.db, create=False) as store:
         listed = peers.list_peers(store)
     if args.json:
-        emit([p.to_dict() for p in listed])
+        _emit(args, EXIT_OK, peers=[p.to_dict() for p in listed])
         return EXIT_OK
     for peer in listed:
         print(
@@ -229,6 +247,10 @@ _limit: Final = number_in(int, 1, MAX_LIMIT, f"1 to {MAX_LIMIT}")
 
 def _db_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", default=DEFAULT_DB, metavar="PATH", help=f"store file (default {DEFAULT_DB})")
+
+
+def _json_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def _network_options(parser: argparse.ArgumentParser) -> None:
@@ -267,7 +289,7 @@ def _network_options(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"largest answer accepted, decoded (default {defaults.max_bytes})",
     )
-    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    _json_option(parser)
 
 
 def register(subparsers: Any) -> None:
@@ -318,8 +340,9 @@ def register(subparsers: Any) -> None:
     add.add_argument("url", metavar="URL", help="the base URL of the peer mirror to follow")
     add.add_argument("--name", help="a name to show for it")
     _db_option(add)
+    _json_option(add)
     add.set_defaults(func=cmd_peers_add)
     listing = peers_sub.add_parser("list", help="list the peers followed and their cursors")
     _db_option(listing)
-    listing.add_argument("--json", action="store_true", help="print as JSON")
+    _json_option(listing)
     listing.set_defaults(func=cmd_peers_list)

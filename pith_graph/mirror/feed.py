@@ -7,15 +7,16 @@ and the cursor to ask from next. A follower keeps that cursor per peer and only
 fetches the bundles whose ``state_sha256`` differs from its own.
 
 The cursor is built from the store's own arrival sequences (``events.seq`` and
-``items.seq``, SQLite ``AUTOINCREMENT``): they only grow, and since SQLite has
-one writer at a time, a row committed later never gets a smaller sequence
-than one already visible, so nothing committed is ever skipped.
+``items.seq``, SQLite ``AUTOINCREMENT`` or PostgreSQL identity columns): they
+only grow, and since both backends commit events and items one writer at a
+time (SQLite's lock, PostgreSQL's advisory write lock), a row committed later
+never gets a smaller sequence than one already visible, so nothing committed
+is ever skipped.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 import threading
 from dataclasses import dataclass
 from typing import Any, Final
@@ -27,8 +28,9 @@ from starlette.responses import JSONResponse
 from pith_graph import codes
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.keys import KeyRing
+from pith_graph.mirror import _storage as storage
 from pith_graph.mirror._limits import DEFAULT_LIMIT, MAX_LIMIT
-from pith_graph.mirror._storage import sqlite_backend
+from pith_graph.mirror._storage import Session
 from pith_graph.models import MERGE_VERSION
 from pith_graph.store import EventStore
 
@@ -129,15 +131,21 @@ def changes_since(
         raise InputError(f"limit must be 1 to {MAX_LIMIT}, not {limit}", code=codes.E_FEED_BAD_LIMIT)
     start_e, start_i = parse_cursor(after)
 
-    def scan(conn: sqlite3.Connection) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
-        # Both in one read snapshot; seq is the rowid, so each is a range scan.
+    def scan(session: Session) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+        # Both in one read snapshot; seq is the primary key, so each is a range scan.
         query = "SELECT seq, subject FROM {} WHERE seq > ? ORDER BY seq LIMIT ?"
         return (
-            conn.execute(query.format("events"), (start_e, SCAN_ROWS)).fetchall(),
-            conn.execute(query.format("items"), (start_i, SCAN_ROWS)).fetchall(),
+            [
+                (int(seq), str(subject))
+                for seq, subject in session.rows(query.format("events"), (start_e, SCAN_ROWS))
+            ],
+            [
+                (int(seq), str(subject))
+                for seq, subject in session.rows(query.format("items"), (start_i, SCAN_ROWS))
+            ],
         )
 
-    events, items = sqlite_backend(store).read(scan, "reading the change feed")
+    events, items = storage.read(store, scan, "reading the change feed")
     subjects: dict[str, None] = {}
     next_e, cut_e = _walk(events, subjects, limit, start_e)
     next_i, cut_i = _walk(items, subjects, limit, start_i)
@@ -166,7 +174,8 @@ _LOCAL: Final = threading.local()
 
 
 def _thread_store(path: str) -> EventStore:
-    """One store connection per thread and path (sqlite3 connections stay in the thread that made them)."""
+    """One store connection per thread and path (sqlite3 connections stay in the thread that made them;
+    a PostgreSQL URL gets a connection per thread too)."""
     stores: dict[str, EventStore] = _LOCAL.__dict__.setdefault("stores", {})
     store = stores.get(path)
     if store is None:

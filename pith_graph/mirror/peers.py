@@ -11,26 +11,28 @@ triggers, like every other table of the store). Each row sets one value:
   sent as ``If-None-Match`` next time.
 
 The latest row of a (peer, kind, name) wins. The table is created on first
-use (``CREATE TABLE IF NOT EXISTS``), in the same store file.
+use, in the same store (the SQLite file, or the PostgreSQL schema of the
+store's tables, append-only by the store's own ``pith_append_only`` trigger
+function), inside the transaction that writes its first row.
 """
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 from urllib.parse import urlsplit, urlunsplit
 
 from pith_graph import codes
 from pith_graph.errors import InputError
-from pith_graph.mirror._storage import sqlite_backend
+from pith_graph.mirror import _storage as storage
+from pith_graph.mirror._storage import Session
 from pith_graph.store import EventStore
 
 __all__ = ["Peer", "add_peer", "cursor", "etag", "list_peers", "normalise_url", "set_cursor", "set_etag"]
 
 _TABLE: Final = "mirror_peer_log"
-_SCHEMA: Final = (
+_SQLITE_SCHEMA: Final = (
     f"""CREATE TABLE IF NOT EXISTS {_TABLE} (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
         peer TEXT NOT NULL,
@@ -44,6 +46,22 @@ _SCHEMA: Final = (
     " BEGIN SELECT RAISE(ABORT, 'the peer log is append-only'); END",
     f"CREATE TRIGGER IF NOT EXISTS {_TABLE}_no_delete BEFORE DELETE ON {_TABLE}"
     " BEGIN SELECT RAISE(ABORT, 'the peer log is append-only'); END",
+)
+#: The same on PostgreSQL (text compared in byte order, as everywhere in the store's schema).
+_POSTGRES_SCHEMA: Final = (
+    f"""CREATE TABLE {_TABLE} (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        peer text COLLATE "C" NOT NULL,
+        kind text COLLATE "C" NOT NULL CHECK (kind IN ('peer', 'cursor', 'etag')),
+        name text COLLATE "C" NOT NULL,
+        value text NOT NULL,
+        at text NOT NULL
+    )""",
+    f"CREATE INDEX {_TABLE}_latest ON {_TABLE} (peer, kind, name, seq)",
+    f"CREATE TRIGGER {_TABLE}_append_only BEFORE UPDATE OR DELETE ON {_TABLE}"
+    " FOR EACH ROW EXECUTE FUNCTION pith_append_only()",
+    f"CREATE TRIGGER {_TABLE}_no_truncate BEFORE TRUNCATE ON {_TABLE}"
+    " FOR EACH STATEMENT EXECUTE FUNCTION pith_append_only()",
 )
 _LATEST: Final = (
     f"SELECT value FROM {_TABLE} WHERE peer = ? AND kind = ? AND name = ? ORDER BY seq DESC LIMIT 1"
@@ -76,34 +94,27 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _has_table(conn: sqlite3.Connection) -> bool:
-    return (
-        conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (_TABLE,)).fetchone()
-        is not None
-    )
-
-
 def _append(store: EventStore, peer: str, kind: str, name: str, value: str) -> None:
-    def run(conn: sqlite3.Connection) -> None:
-        if not _has_table(conn):
-            for statement in _SCHEMA:
-                conn.execute(statement)
-        conn.execute(
+    def run(session: Session) -> None:
+        if not session.has_table(_TABLE):  # under the write lock: created once
+            for statement in _POSTGRES_SCHEMA if session.postgres else _SQLITE_SCHEMA:
+                session.execute(statement)
+        session.execute(
             f"INSERT INTO {_TABLE} (peer, kind, name, value, at) VALUES (?, ?, ?, ?, ?)",
             (peer, kind, name, value, _now()),
         )
 
-    sqlite_backend(store).write(run, "writing the peer log")
+    storage.write(store, run, "writing the peer log")
 
 
 def _latest(store: EventStore, peer: str, kind: str, name: str = "") -> str | None:
-    def run(conn: sqlite3.Connection) -> str | None:
-        if not _has_table(conn):
+    def run(session: Session) -> str | None:
+        if not session.has_table(_TABLE):
             return None
-        row = conn.execute(_LATEST, (peer, kind, name)).fetchone()
-        return None if row is None else str(row[0])
+        found = session.rows(_LATEST, (peer, kind, name))
+        return str(found[0][0]) if found else None
 
-    return sqlite_backend(store).read(run, "reading the peer log")
+    return storage.read(store, run, "reading the peer log")
 
 
 def add_peer(store: EventStore, url: str, *, name: str = "") -> Peer:
@@ -117,18 +128,17 @@ def add_peer(store: EventStore, url: str, *, name: str = "") -> Peer:
 def list_peers(store: EventStore) -> list[Peer]:
     """Every followed peer, in the order they were first added."""
 
-    def run(conn: sqlite3.Connection) -> list[tuple[str, str, str, str | None]]:
-        if not _has_table(conn):
+    def run(session: Session) -> list[tuple[Any, ...]]:
+        if not session.has_table(_TABLE):
             return []
-        return conn.execute(
+        return session.rows(
             f"SELECT p.peer, (SELECT value FROM {_TABLE} WHERE peer = p.peer AND kind = 'peer' ORDER BY seq DESC LIMIT 1),"
             f" MIN(p.at), (SELECT value FROM {_TABLE} WHERE peer = p.peer AND kind = 'cursor' ORDER BY seq DESC LIMIT 1)"
             f" FROM {_TABLE} p WHERE p.kind = 'peer' GROUP BY p.peer ORDER BY MIN(p.seq)"
-        ).fetchall()
+        )
 
     return [
-        Peer(url, name, at, cur)
-        for url, name, at, cur in sqlite_backend(store).read(run, "reading the peer log")
+        Peer(url, name, at, cur) for url, name, at, cur in storage.read(store, run, "reading the peer log")
     ]
 
 

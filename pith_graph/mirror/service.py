@@ -26,15 +26,14 @@ import queue
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 
 import msgspec
 
 from pith_graph import codes
 from pith_graph.canonical import canonical_json, compact_json_parsed, loads, sha256_hex
+from pith_graph.cli._common import trusted_ring
 from pith_graph.ed25519 import Verifier
-from pith_graph.errors import InputError
 from pith_graph.events import MAX_EVENT_BYTES, CheckedEvent, check_event
 from pith_graph.keys import KeyRing
 from pith_graph.merge import MergeResult
@@ -324,16 +323,6 @@ def _relaxed(store: EventStore) -> Iterator[None]:
         conn.execute("PRAGMA synchronous=FULL")
 
 
-def _load_ring(path: str | None) -> KeyRing:
-    if path is None:
-        return KeyRing.registry()
-    try:
-        data = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read trusted keys {path}: {exc.strerror or exc}", code=codes.E_IO) from exc
-    return KeyRing.from_json(data)
-
-
 def _built_at(events: list[Any]) -> str:
     """The latest ``created_at`` among a bundle's events: ``built_at`` is a function of what is
     stored, so every worker and every rebuild serves the same bytes (and the same ETag)."""
@@ -348,7 +337,7 @@ def _built_at(events: list[Any]) -> str:
 
 def check_config(config: MirrorConfig) -> None:
     """Raise the one-line error a server with ``config`` would fail with: store, trusted keys, mirror key."""
-    _load_ring(config.trusted_keys)
+    trusted_ring(config.trusted_keys)
     if config.mirror_key:
         MirrorKey.from_file(config.mirror_key)
     EventStore(config.db, create=False).close()
@@ -359,7 +348,7 @@ class Mirror:
 
     def __init__(self, config: MirrorConfig) -> None:
         self.config = config
-        self.ring = _load_ring(config.trusted_keys)
+        self.ring = trusted_ring(config.trusted_keys)
         self.key = MirrorKey.from_file(config.mirror_key) if config.mirror_key else None
         EventStore(config.db, create=False).close()  # fail now on a missing or foreign file
         self.view = StoreView()

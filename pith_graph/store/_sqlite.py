@@ -85,9 +85,14 @@ _COPY_COLUMNS: Final = (
     " CASE WHEN f.payload_at IS NULL THEN f.payload_json ELSE substr(e.body, f.payload_at + 1, f.payload_len) END,"
     " CASE WHEN f.rule IS NULL THEN e.body END"
 )
+#: The subject's rows are read in seq order (the subject's seqs from the covering index,
+#: then each row by its rowid: the table's pages in file order) and put in
+#: ``events_by_subject`` order by :func:`_by_unit`. Read in that index's order, each
+#: row was a jump across the table (a page and its overflow chain per event): at 100k
+#: events the query took 14-18x its 10k time, in seq order 9.8x and half the time.
 _COPIES_FROM: Final = (
     " FROM events e LEFT JOIN event_facts f ON f.seq = e.seq AND f.rule = ?"
-    " WHERE e.subject = ? ORDER BY e.unit_id, e.digest"
+    " WHERE e.seq IN (SELECT seq FROM events WHERE subject = ?) ORDER BY e.seq"
 )
 _COPIES_QUERY: Final = f"SELECT {_COPY_COLUMNS}, NULL{_COPIES_FROM}"
 _COPIES_WITH_BODY_QUERY: Final = f"SELECT {_COPY_COLUMNS}, e.body, e.event_type, e.target, e.signer_id, e.prev_event, e.created_at{_COPIES_FROM}"
@@ -477,10 +482,13 @@ class SQLiteBackend:
 
         def run(conn: sqlite3.Connection) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
             if with_body:
-                found = conn.execute(_COPIES_WITH_BODY_QUERY, (FACTS_RULE, subject))
+                found = conn.execute(_COPIES_WITH_BODY_QUERY, (FACTS_RULE, subject)).fetchall()
+                found.sort(key=_by_unit)
                 rows = [CopyRow._make((*r[:8], EventRow(subject, r[1], r[2], *r[8:]))) for r in found]
             else:
-                rows = list(map(CopyRow._make, conn.execute(_COPIES_QUERY, (FACTS_RULE, subject))))
+                found = conn.execute(_COPIES_QUERY, (FACTS_RULE, subject)).fetchall()
+                found.sort(key=_by_unit)
+                rows = list(map(CopyRow._make, found))
             return rows, self._items(conn, subject)
 
         return self.read(run)
@@ -635,6 +643,12 @@ class SQLiteBackend:
         """Close the connection (the last one out checkpoints the WAL)."""
         with _converted(f"closing {self.path}"):
             self.conn.close()
+
+
+def _by_unit(row: tuple[Any, ...]) -> tuple[str, str]:
+    """A copies row's place in ``ORDER BY unit_id, digest`` (SQLite's BINARY collation
+    compares UTF-8 bytes, which order as Python compares code points)."""
+    return row[1], row[2]
 
 
 def _event_values(row: EventRow) -> tuple[Any, ...]:

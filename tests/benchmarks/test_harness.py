@@ -6,9 +6,11 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+import benchmarks.__main__ as bench
 from tests.helpers import ROOT, run_module
 
 
@@ -36,7 +38,7 @@ def test_harness_runs_on_a_tiny_bundle(tmp_path: Path) -> None:
         figures["split"]
     )
     assert figures["memory"]["peak_rss_bytes"] > 0 and figures["memory"]["tracemalloc_peak_bytes"] > 0
-    assert len({t["name"] for t in results["targets"]}) == len(results["targets"]) == 11  # 7 large, 4 small
+    assert len({t["name"] for t in results["targets"]}) == len(results["targets"]) == 13  # 9 large, 4 small
     assert figures["memory"]["peak_rss_default_main_bytes"] > 0
     # One process and two alternate, twice each even with --quick.
     pairs = figures["parallel"]
@@ -52,6 +54,7 @@ def test_harness_runs_on_a_tiny_bundle(tmp_path: Path) -> None:
     rows = {t["name"]: t for t in results["targets"]}
     ceiling = rows["default backend / cryptography-only (10k, serial)"]["ceiling"]
     assert ceiling == figures["ceilings"]["backend_ratio"]["ratio_at_floor"] > 1 and "floor" in run.stdout
+    assert rows["slowest phase, 100k time / 10k time"]["value"] is None  # one size: nothing to compare
     assert rows["2 workers / 1 worker (100k)"]["ceiling"] is None  # an estimate only, and no helper took part
     # Two mirror servers on PostgreSQL against one on SQLite: every POST stored (asserted inside), or why not run.
     posts = results["store_posts"]
@@ -113,3 +116,34 @@ def test_store_rows_run_alone(tmp_path: Path) -> None:
         pytest.skip(f"store rows: {figures['skipped']}")
     assert figures["events"] == 30 and figures["sqlite"]["import_events_per_s"] > 0
     assert figures["postgresql"]["small_bundles_per_s"] > 0 and "PostgreSQL/SQLite" in run.stdout
+
+
+def _phase_figures(scale: float, *, serialisation: float) -> dict[str, Any]:
+    """One size's figures with every phase ``scale`` seconds (serialisation apart)."""
+    return {
+        "backends": {"nacl": {"cold_rebuild_s": scale, "cold_default_s": scale, "signature_bound_s": scale}},
+        "split": {
+            "parse_s": scale,
+            "signature_checks_s": scale,
+            "serialisation_s": serialisation,
+            "rebuild_parts_total_s": scale,
+        },
+        "parse": {"strict_loads_s": scale, "load_bundle_s": scale},
+        "phases": {"workers": 2, "read_s": scale, "stage1_s": scale},
+        "warm": {"import_s": scale, "state_first_s": scale, "state_warm_s": scale},
+    }
+
+
+def test_scaling_names_the_phase_that_grew_most_and_leaves_the_bound_out() -> None:
+    by_size = {
+        "10000": _phase_figures(1.0, serialisation=0.5),
+        "100000": _phase_figures(10.0, serialisation=9.0),  # serialisation grew 18x, the rest 10x
+    }
+    by_size["100000"]["backends"]["nacl"]["signature_bound_s"] = 30.0  # the machine slowed: not counted
+    grown = bench.scaling(by_size)
+    assert grown is not None
+    assert grown["slowest"] == "full-tree serialisation" and grown["slowest_growth"] == pytest.approx(18.0)
+    assert grown["growth"]["signature bound [nacl]"] == pytest.approx(30.0)
+    assert grown["growth"]["store import"] == pytest.approx(10.0)
+    assert "full-tree signature_checks" not in grown["growth"]  # the bound again, under another name
+    assert bench.scaling({"10000": by_size["10000"]}) is None

@@ -60,3 +60,19 @@ def test_the_commands_are_all_there() -> None:
         "pith-graph vectors run",
         "pith-graph proof",
     } <= names
+
+
+def test_every_json_option_has_its_documented_shape() -> None:
+    """Issue 18 item 2: every command's ``--json`` prints a pith-graph/1 document, and docs/cli.md's
+    per-command table gives its members (the mirror's commands printed bare lists and objects)."""
+    text = CLI_MD.read_text(encoding="utf-8")
+    with_json = []
+    for name, _, parser in commands(build_parser()):
+        options = dict(arguments(parser))
+        if "--json" not in options:
+            continue
+        command = name.removeprefix("pith-graph ")
+        with_json.append(command)
+        assert "pith-graph/1" in options["--json"], f"{command} --json: {options['--json']!r}"
+        assert re.search(rf"^\| `{re.escape(command)}( --json)?` \| .+ \|$", text, re.MULTILINE), command
+    assert {"verify", "mirror pull", "mirror sync", "mirror peers list", "keygen"} <= set(with_json)

@@ -347,31 +347,153 @@ def test_12_a_file_over_the_limit_is_refused_before_it_is_read(tmp_path: Path) -
     assert int(result.stdout) < 512 * 1024  # KiB: far below the 1 GiB a read would take
 
 
-@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc")
-@pytest.mark.parametrize("entry", [["-m", "pith_graph"], ["-m", "pith_graph.cli"]])
-def test_3_ctrl_c_while_the_command_starts_is_one_line_and_130(tmp_path: Path, entry: list[str]) -> None:
-    """Issue 18 item 3: Ctrl-C 0.1-0.3 s into a command landed in the middle of its imports
-    (a multiprocessing traceback, exit -2). Sent as soon as the package's imports are under
-    way (msgspec's extension is mapped: pith_graph._startup came before it)."""
+#: How the command is started: the console script (made by the install from [project.scripts]),
+#: and ``python -m`` of the package and of its cli.
+ENTRIES = {
+    "script": [str(Path(sys.executable).parent / "pith-graph")],
+    "-m pith_graph": [sys.executable, "-m", "pith_graph"],
+    "-m pith_graph.cli": [sys.executable, "-m", "pith_graph.cli"],
+}
+#: When Ctrl-C is sent: milliseconds after the start, or once an import is reported done.
+CTRL_C_POINTS: list[int | str] = [0, 5, 10, 20, 50, "pith_graph._startup", "msgspec", "pith_graph.store"]
+_IMPORT_TIME = b"import time:"
+
+
+def _signal_state(pid: int) -> tuple[str, bool]:
+    """The process's state letter and whether it catches SIGINT (a handler installed), from /proc."""
+    fields = dict(
+        line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+    )
+    caught = int(fields["SigCgt"].strip(), 16) >> (signal.SIGINT - 1) & 1
+    return fields["State"].split()[0], bool(caught)
+
+
+def _imported(stderr: bytes) -> set[str]:
+    """The modules ``PYTHONPROFILEIMPORTTIME`` reported imported (each line is written once one is done)."""
+    return {
+        line.rsplit(b"|", 1)[1].strip().decode()
+        for line in stderr.splitlines()
+        if line.startswith(_IMPORT_TIME)
+    }
+
+
+def _ctrl_c_at(entry: list[str], point: int | str) -> tuple[str, int, str]:
+    """Start ``verify --workers 2``, freeze it (SIGSTOP) at ``point``, see how far it got, press
+    Ctrl-C (SIGINT to its process group), let it go on: (phase, exit code, stderr without the
+    import-time lines). Frozen, the process cannot move on between the look and the signal."""
     process = subprocess.Popen(
-        [sys.executable, *entry, "verify", "--workers", "2", str(BUNDLE)],
-        stdout=subprocess.PIPE,
+        [*entry, "verify", "--workers", "2", str(BUNDLE)],
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
     )
+    assert process.stderr is not None
+    fd = process.stderr.fileno()
+    os.set_blocking(fd, False)
+    seen = bytearray()
+
+    def drain() -> None:
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(fd, 1 << 16):
+                seen.extend(chunk)
+
     try:
-        maps = Path(f"/proc/{process.pid}/maps")
         deadline = time.monotonic() + 60
-        importing = False
-        while not importing and time.monotonic() < deadline and process.poll() is None:
-            with contextlib.suppress(OSError):
-                importing = "msgspec" in maps.read_text()
-        assert process.poll() is None, "finished before it could be interrupted"
-        assert importing, "msgspec was never mapped: the interrupt would not land during the imports"
+        if isinstance(point, int):
+            time.sleep(point / 1000)
+        else:
+            while point not in _imported(bytes(seen)) and time.monotonic() < deadline:
+                assert process.poll() is None, "finished before it could be interrupted"
+                drain()
+                time.sleep(0.001)
+        os.kill(process.pid, signal.SIGSTOP)
+        state, caught = _signal_state(process.pid)
+        while state != "T" and time.monotonic() < deadline:
+            state, caught = _signal_state(process.pid)
+        assert state == "T", f"not stopped ({state}): finished before it could be interrupted"
+        drain()  # everything it wrote before it stopped
+        if "pith_graph._startup" in _imported(bytes(seen)):
+            phase = "package"  # the package's handler is in place (the console script's even before)
+        else:
+            phase = "interpreter" if caught else "before any handler"
         os.killpg(process.pid, signal.SIGINT)
-        _, stderr = process.communicate(timeout=120)
+        os.kill(process.pid, signal.SIGCONT)
+        with contextlib.suppress(BlockingIOError):
+            process.wait(timeout=120)
+        os.set_blocking(fd, True)
+        seen.extend(process.stderr.read())
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    assert (process.returncode, stderr.decode()) == (130, "pith-graph: interrupted\n")
+        process.stderr.close()
+    lines = [line for line in bytes(seen).splitlines(keepends=True) if not line.startswith(_IMPORT_TIME)]
+    return phase, process.returncode, b"".join(lines).decode(errors="replace")
+
+
+#: The module whose import installs the handler, by entry: the console script's own module, or
+#: the package's first (``python -m`` imports the package before anything of it runs).
+HANDLER_MODULE = {"script": "_pith_graph_command", "-m pith_graph": "pith_graph._startup"}
+HANDLER_MODULE["-m pith_graph.cli"] = HANDLER_MODULE["-m pith_graph"]
+
+
+def _imports(command: list[str]) -> list[str]:
+    """The modules ``command`` imports, in the order each import was done (``PYTHONPROFILEIMPORTTIME``)."""
+    result = subprocess.run(
+        command, capture_output=True, timeout=120, env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith(_IMPORT_TIME)]
+    return [line.rsplit(b"|", 1)[1].strip().decode() for line in lines]
+
+
+@pytest.mark.parametrize("name", list(ENTRIES))
+def test_3_nothing_but_the_interpreters_own_start_up_comes_before_the_ctrl_c_handler(name: str) -> None:
+    """Issue 18 item 3: the handler is in place before the package or any dependency is imported.
+    What was imported before it is what a bare interpreter imports to start (``site``, and
+    runpy's modules for ``python -m``): the window where Ctrl-C is Python's own is the
+    interpreter's start-up, never this project's imports. (Before, ``pith_graph._startup``
+    imported ``typing`` and ``threading`` first, and the console script the whole package.)"""
+    imported = _imports([*ENTRIES[name], "--version"])
+    handler = HANDLER_MODULE[name]
+    assert handler in imported, imported
+    before = set(imported[: imported.index(handler)])
+    bare = [sys.executable, "-c", "pass"] if name == "script" else [sys.executable, "-m", "this"]
+    interpreter = set(_imports(bare)) - {"this"}
+    assert "site" in interpreter and "pith_graph" not in interpreter  # the baseline is a real one
+    assert before - interpreter <= {"_pith_graph_command"}, sorted(before - interpreter)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads /proc")
+@pytest.mark.parametrize("entry", list(ENTRIES.values()), ids=list(ENTRIES))
+def test_3_ctrl_c_while_the_command_starts_is_one_line_and_130(entry: list[str]) -> None:
+    """Issue 18 item 3: Ctrl-C 0.1-0.3 s into a command landed in the middle of its imports
+    (a traceback, exit -2). Pressed at several points of the start-up, from the first
+    millisecond to the package's imports, the outcome depends only on how far the process got:
+
+    * before the interpreter installed any SIGINT handler: the kernel ends the process (exit
+      -2, which a shell shows as 130), and nothing is printed: no code had run, there is
+      nothing a program can do earlier;
+    * once this project's handler is in place (the console script's module installs it
+      before it imports the package; ``python -m`` gets it from ``pith_graph._startup``,
+      the package's first import): exactly one line, ``pith-graph: interrupted``, exit 130;
+    * in between, the interpreter is still starting (``site`` and other packages' ``.pth``
+      files, runpy, finding the entry module; the test above shows nothing else is imported
+      before the handler): Python's own default applies, a KeyboardInterrupt.
+    """
+    phases = []
+    for point in CTRL_C_POINTS:
+        phase, code, stderr = _ctrl_c_at(entry, point)
+        phases.append(phase)
+        where = f"Ctrl-C at {point!r} ({phase}): exit {code}, stderr {stderr[-600:]!r}"
+        if phase == "package":
+            assert (code, stderr) == (130, "pith-graph: interrupted\n"), where
+        elif phase == "before any handler":
+            assert (code, stderr) == (-signal.SIGINT, ""), where
+        else:
+            assert (code, stderr) == (130, "pith-graph: interrupted\n") or "KeyboardInterrupt" in stderr, (
+                where
+            )
+    assert phases[-3:] == ["package"] * 3  # the import points: the strict case is always exercised

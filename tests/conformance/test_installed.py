@@ -4,6 +4,7 @@ repository, ``pith-graph vectors write DIR`` and ``vectors run DIR --impl ...`` 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -17,11 +18,29 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.slow
 def test_vectors_write_and_run_from_a_plain_install(tmp_path: Path) -> None:
+    # Built from a copy of what the package is made of: a build inside the repository
+    # would write build/ and the egg-info there, and a stale build/lib could go on
+    # shipping a module the sources no longer have.
+    source = tmp_path / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "_pith_graph_command.py"):  # the last: the console script
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "pith_graph", source / "pith_graph", ignore=shutil.ignore_patterns("__pycache__"))
     env_dir = tmp_path / "venv"
     venv.create(env_dir, with_pip=False)  # pip below installs into it (--python): faster than its own
     python = env_dir / "bin" / "python"
     install = subprocess.run(
-        [sys.executable, "-m", "pip", "--python", str(python), "install", "--quiet", "--no-deps", str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--quiet",
+            "--no-deps",
+            str(source),
+        ],
         capture_output=True,
         text=True,
         timeout=600,

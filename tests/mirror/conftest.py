@@ -50,7 +50,7 @@ class Served(ServeProcess):
         return httpx.Client(base_url=self.url, timeout=httpx.Timeout(REQUEST_S), **options)
 
 
-def start_server(db: Path, *options: str) -> Served:
+def start_server(db: Path | str, *options: str) -> Served:
     """Start ``pith-graph serve --db DB --port 0 OPTIONS`` and wait until it answers."""
     served = start_serve(db, *options, startup_s=STARTUP_S)
     return Served(served.process, served.url, served.db)

@@ -235,7 +235,7 @@ def well_known_path(code: str) -> str:
 # --- FeedPeer: the feed endpoint and bundles over a real store, under uvicorn --------
 
 
-def feed_app(db: Path, *, bundle_delay: float = 0.0, trusted_keys: Any = None) -> Starlette:
+def feed_app(db: Path | str, *, bundle_delay: float = 0.0, trusted_keys: Any = None) -> Starlette:
     """The feed (as the server mounts it) and bundles exported from the store at ``db``."""
     stores = threading.local()
 
@@ -279,7 +279,7 @@ def feed_app(db: Path, *, bundle_delay: float = 0.0, trusted_keys: Any = None) -
 class FeedPeer:
     """uvicorn in a thread on 127.0.0.1 serving :func:`feed_app` (``port``: a fixed one, e.g. reserved first)."""
 
-    def __init__(self, db: Path, *, port: int | None = None, **options: Any) -> None:
+    def __init__(self, db: Path | str, *, port: int | None = None, **options: Any) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(
@@ -309,7 +309,7 @@ class FeedPeer:
 PITH_GRAPH = (sys.executable, "-m", "pith_graph")
 
 
-def sync_args(url: str, db: Path, keys: Path, *extra: str) -> list[str]:
+def sync_args(url: str, db: Path | str, keys: Path, *extra: str) -> list[str]:
     """``mirror sync URL --db DB --trusted-keys KEYS EXTRA``: the arguments after ``pith-graph``."""
     return ["mirror", "sync", url, "--db", str(db), "--trusted-keys", str(keys), *extra]
 
@@ -326,12 +326,22 @@ def run_cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str
 
 
 def one_error_line(result: subprocess.CompletedProcess[str], code: str) -> str:
-    """The single stderr line of a failed command, checked: no traceback, the stable code."""
+    """The single stderr line of a failed command, checked: exit 2, no traceback, the stable code."""
+    assert result.returncode == 2, (result.returncode, result.stderr)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "Traceback" not in result.stderr
     assert lines[0].startswith(f"pith-graph: error[{code}]: "), lines[0]
     return lines[0]
+
+
+def output_document(result: subprocess.CompletedProcess[str], command: str) -> dict[str, Any]:
+    """The one ``--json`` document a command printed, its pith-graph/1 envelope checked against the
+    process: ``format``, ``command``, ``exit_code`` (the real exit code) and ``ok``."""
+    document: dict[str, Any] = json.loads(result.stdout)
+    assert (document["format"], document["command"]) == ("pith-graph/1", command), result.stdout[:300]
+    assert (document["exit_code"], document["ok"]) == (result.returncode, result.returncode == 0)
+    return document
 
 
 def snapshot(db: Path) -> dict[str, Any]:

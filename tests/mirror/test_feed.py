@@ -42,8 +42,14 @@ def walk(store: EventStore, limit: int, after: str | None = None) -> tuple[list[
     raise AssertionError("the feed did not end")
 
 
-def test_empty_store() -> None:
-    with EventStore() as store:
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest) -> str:
+    """A new store of each backend: an SQLite file in memory, or an empty PostgreSQL schema."""
+    return ":memory:" if request.param == "sqlite" else str(request.getfixturevalue("postgres_url"))
+
+
+def test_empty_store(db: str) -> None:
+    with EventStore(db) as store:
         page = changes_since(store)
     assert page.to_dict() == {
         "feed_type": FEED_TYPE,
@@ -56,8 +62,8 @@ def test_empty_store() -> None:
     }
 
 
-def test_lists_each_changed_subject_with_its_state() -> None:
-    with EventStore() as store:
+def test_lists_each_changed_subject_with_its_state(db: str) -> None:
+    with EventStore(db) as store:
         store.import_bundle(FIXTURES / "bundle-AG3PAJ22.json")
         page = changes_since(store)
         embedded = json.loads((FIXTURES / "bundle-AG3PAJ22.json").read_bytes())["state"]
@@ -74,9 +80,9 @@ def test_lists_each_changed_subject_with_its_state() -> None:
 
 
 @pytest.mark.parametrize("limit", [1, 2, 3, 7, 50])
-def test_paging_covers_every_subject_once_per_change(limit: int) -> None:
+def test_paging_covers_every_subject_once_per_change(db: str, limit: int) -> None:
     items = histories(7)
-    with EventStore() as store:
+    with EventStore(db) as store:
         fill(store, items)
         listed, cursor = walk(store, limit)
         assert listed == [h.subject for h in items]  # in order of change, each once
@@ -86,10 +92,10 @@ def test_paging_covers_every_subject_once_per_change(limit: int) -> None:
         assert walk(store, limit, cursor)[0] == [items[0].subject]
 
 
-def test_item_only_change_is_listed() -> None:
+def test_item_only_change_is_listed(db: str) -> None:
     # An alias arriving alone changes the state (merge-v1 lists the bundle's aliases): the feed says so.
     history = histories(1)[0]
-    with EventStore() as store:
+    with EventStore(db) as store:
         store.import_bundle(history.bundle(aliases=[]), trusted_keys=[REGISTRY.entry()])
         _, cursor = walk(store, 10)
         store.import_bundle(history.bundle(), trusted_keys=[REGISTRY.entry()])

@@ -8,7 +8,6 @@ import json
 import socket
 import stat
 from pathlib import Path
-from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -16,13 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pith_graph import codes
 
 from .conftest import REGISTRY_CODE, make_store, reference_sha256, run_cli
-
-
-def one_error_line(result: Any, code: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and f"error[{code}]" in lines[0], result.stderr
-    assert "Traceback" not in result.stderr
+from .peerlab import one_error_line, output_document
 
 
 def test_keygen_writes_a_private_file_and_never_overwrites(tmp_path: Path) -> None:
@@ -40,6 +33,15 @@ def test_keygen_writes_a_private_file_and_never_overwrites(tmp_path: Path) -> No
     before = path.read_bytes()
     one_error_line(run_cli("keygen", "--out", str(path)), codes.E_IO)
     assert path.read_bytes() == before
+    # --json: the same entry inside a pith-graph/1 document; a refusal is one too.
+    other = tmp_path / "other.key"
+    wrapped = run_cli("keygen", "--out", str(other), "--json")
+    document = output_document(wrapped, "keygen")
+    assert document["out"] == str(other)
+    assert document["key"]["public_key_b64"] == json.loads(other.read_text())["public_key_b64"]
+    refused = run_cli("keygen", "--out", str(path), "--json")
+    one_error_line(refused, codes.E_IO)
+    assert output_document(refused, "keygen")["error"]["code"] == codes.E_IO
 
 
 def test_a_mirror_key_signs_the_bundle_and_is_published(tmp_path: Path) -> None:
@@ -99,6 +101,13 @@ def test_serve_refuses_bad_input_with_one_line(tmp_path: Path) -> None:
         run_cli("serve", "--db", str(store.db), "--port", "0", "--trusted-keys", str(bad_keys)),
         codes.E_BAD_KEY,
     )
+    no_keys = tmp_path / "none.json"
+    no_keys.write_text("[]")  # trusting nothing: every event unknown_key, never what is meant
+    line = one_error_line(
+        run_cli("serve", "--db", str(store.db), "--port", "0", "--trusted-keys", str(no_keys)),
+        codes.E_BAD_KEY,
+    )
+    assert str(no_keys) in line
     bad_key_file = tmp_path / "bad.key"
     bad_key_file.write_text('{"key_type": "pith_mirror_key"}')
     one_error_line(

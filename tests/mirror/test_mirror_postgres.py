@@ -32,9 +32,9 @@ def two_servers(postgres_url: str, tmp_path: Path, arxiv_id: str) -> tuple[Serve
     filled = make_store(tmp_path, (arxiv_id,))
     with EventStore(postgres_url) as target, EventStore(filled.db, create=False) as source:
         target.sync_from(source)
-    first = start_server(postgres_url, "--trusted-keys", str(filled.keys))  # type: ignore[arg-type]
+    first = start_server(postgres_url, "--trusted-keys", str(filled.keys))
     try:
-        second = start_server(postgres_url, "--trusted-keys", str(filled.keys))  # type: ignore[arg-type]
+        second = start_server(postgres_url, "--trusted-keys", str(filled.keys))
     except BaseException:
         first.stop()
         raise

@@ -29,6 +29,7 @@ from tests.mirror.peerlab import (
     Serve,
     bundle_path,
     free_port,
+    output_document,
     run_cli,
     snapshot,
     well_known_path,
@@ -180,7 +181,12 @@ def test_untrusted_key_events_not_stored_and_trusted_keys_file_used(tmp_path: Pa
             *FAST,
         )
     assert result.returncode == 1, result.stderr
-    [outcome] = json.loads(result.stdout)
+    document = output_document(result, "mirror pull")
+    assert (document["db"], document["source"]) == (str(db), peer.url)
+    [entry] = document["subjects"]
+    assert (entry["wanted"], entry["ok"], entry["failures"]) == (history.subject, False, [])
+    outcome = entry["admitted"]
+    assert outcome["subject"] == history.subject
     assert outcome["rejected"] == [{"event_id": bad["event_id"], "reason": codes.REASON_UNKNOWN_KEY}]
     assert outcome["events_added"] == 2
     ring = KeyRing.from_json(keys.read_bytes())

@@ -32,6 +32,7 @@ from tests.mirror.peerlab import (
     bundle_path,
     free_port,
     one_error_line,
+    output_document,
     run_cli,
     snapshot,
     sync_args,
@@ -65,13 +66,13 @@ def peer_store(db: Path, count: int, *, registry_bundle: bool = True) -> list[st
     return subjects
 
 
-def states(db: Path, subjects: list[str], keys: Path) -> dict[str, bytes]:
+def states(db: Path | str, subjects: list[str], keys: Path) -> dict[str, bytes]:
     ring = KeyRing.from_json(keys.read_bytes())
     with EventStore(db, create=False) as store:
         return {s: store.state(s, trusted_keys=ring).to_json() for s in subjects}
 
 
-def sync(db: Path, url: str, keys: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def sync(db: Path | str, url: str, keys: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return run_cli(*sync_args(url, db, keys, *FAST, *extra))
 
 
@@ -81,12 +82,14 @@ def test_sync_catches_up_then_has_nothing_to_do(tmp_path: Path) -> None:
     with FeedPeer(peer_db) as peer:
         first = sync(db, peer.url, keys, "--json", "--limit", "2")
         assert first.returncode == 0, first.stderr
-        summary = json.loads(first.stdout)
+        summary = output_document(first, "mirror sync")["summary"]
         assert summary["fetched"] == 5 and summary["pages"] == 3 and summary["problems"] == []
         assert states(db, subjects, keys) == states(peer_db, subjects, keys)
         second = sync(db, peer.url, keys, "--json")
     assert second.returncode == 0, second.stderr
-    assert json.loads(second.stdout)["fetched"] == 0 and json.loads(second.stdout)["subjects_listed"] == 0
+    nothing = output_document(second, "mirror sync")
+    assert nothing["db"] == str(db) and nothing["summary"]["peer"] == peer.url
+    assert nothing["summary"]["fetched"] == 0 and nothing["summary"]["subjects_listed"] == 0
     with EventStore(db) as store:
         [followed] = peers.list_peers(store)
         assert followed.url == peer.url and followed.cursor == summary["cursor"]
@@ -103,12 +106,12 @@ def test_sync_uses_etags(tmp_path: Path) -> None:
     with FeedPeer(peer_db) as peer:
         first = sync(db, peer.url, keys, "--json")
         assert first.returncode == 1  # an event the peer holds failed stage 1 here: reported
-        assert json.loads(first.stdout)["rejected"] == 1
+        assert output_document(first, "mirror sync")["summary"]["rejected"] == 1
         with EventStore(db) as store:
             peers.set_cursor(store, peer.url, "0.0")  # read the feed again from the start
         again = sync(db, peer.url, keys, "--json")
     assert again.returncode == 0, again.stderr
-    summary = json.loads(again.stdout)
+    summary = output_document(again, "mirror sync")["summary"]
     # The state still differs (the event is not stored here), but the bundle did not change: 304.
     assert summary["not_modified"] == 1 and summary["fetched"] == 0
     assert all(odd["event_id"] != row.unit_id for row in _rows(db, history.subject))
@@ -127,6 +130,42 @@ def test_dead_peer_is_exit_2_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     one_error_line(result, codes.E_PEER_UNREACHABLE)
     assert snapshot(db) == before
+    # --json: the same line, and one document saying the same.
+    result = sync(db, f"http://127.0.0.1:{free_port()}", keys, "--json")
+    one_error_line(result, codes.E_PEER_UNREACHABLE)
+    assert output_document(result, "mirror sync")["error"]["code"] == codes.E_PEER_UNREACHABLE
+
+
+def test_a_peer_failing_after_a_page_is_one_document_with_the_summary(tmp_path: Path) -> None:
+    """The first page is done and kept; the second is garbage (the same cursor again, "more"):
+    exit 2, one line on stderr, and with --json one document holding both what was done and the
+    error (it used to print the summary and then a second document)."""
+    keys, db = keys_file(tmp_path), tmp_path / "local.sqlite"
+    history = History.new(REGISTRY, arxiv_id="2604.00003")
+    feed = {
+        "feed_type": FEED_TYPE,
+        "feed_version": "1.0",
+        "after": "",
+        "next": "7.7",
+        "more": True,
+        "changes": [{"pith_number": history.subject, "state_sha256": "a" * 64, "event_count": 1}],
+    }
+    code = history.subject.rsplit(":", 1)[1]
+    routes = {
+        "/api/mirror/changes": Serve(json.dumps(feed).encode()),
+        bundle_path(code): Serve(json.dumps(history.bundle()).encode()),
+    }
+    with FaultPeer(routes) as peer:
+        result = sync(db, peer.url, keys, "--json")
+        plain = sync(tmp_path / "plain.sqlite", peer.url, keys)
+    one_error_line(result, codes.E_PEER_BAD_ANSWER)
+    document = output_document(result, "mirror sync")
+    assert document["error"]["code"] == codes.E_PEER_BAD_ANSWER
+    assert (document["summary"]["pages"], document["summary"]["fetched"]) == (1, 1)
+    assert list(snapshot(db)) == [history.subject]  # the first page's work is kept
+    # Without --json: the summary on stdout, then the one error line.
+    one_error_line(plain, codes.E_PEER_BAD_ANSWER)
+    assert "1 bundles fetched" in plain.stdout
 
 
 @pytest.mark.parametrize(
@@ -218,7 +257,7 @@ def test_follow_rides_out_a_peer_outage(tmp_path: Path) -> None:
             follower.wait(timeout=10)
     assert follower.returncode == 0, err
     assert "Traceback" not in err and all(line.startswith("pith-graph: ") for line in err.splitlines())
-    assert json.loads(out)["fetched"] == 2
+    assert json.loads(out)["summary"]["fetched"] == 2
     assert states(db, subjects, keys) == states(peer_db, subjects, keys)
 
 
@@ -301,7 +340,13 @@ def test_follow_ends_cleanly_on_sigterm(tmp_path: Path) -> None:
                 follower.kill()
                 follower.wait(timeout=10)
     assert follower.returncode == 0, err
-    assert err == "" and json.loads(out)["problems"] == []
+    document = json.loads(out)
+    assert (document["format"], document["command"], document["exit_code"]) == (
+        "pith-graph/1",
+        "mirror sync",
+        0,
+    )
+    assert err == "" and document["summary"]["problems"] == []
     assert states(db, subjects, keys) == states(peer_db, subjects, keys)
 
 
@@ -318,13 +363,23 @@ def test_peers_add_and_list(tmp_path: Path) -> None:
     )
     listed = run_cli("mirror", "peers", "list", "--json", "--db", str(db))
     assert listed.returncode == 0, listed.stderr
-    assert [(p["url"], p["name"], p["cursor"]) for p in json.loads(listed.stdout)] == [
+    assert [
+        (p["url"], p["name"], p["cursor"]) for p in output_document(listed, "mirror peers list")["peers"]
+    ] == [
         ("http://127.0.0.1:8081", "b", None),
         ("http://127.0.0.1:8082", "", None),
     ]
+    added = run_cli(
+        "mirror", "peers", "add", "http://127.0.0.1:8083", "--name", "c", "--json", "--db", str(db)
+    )
+    peer = output_document(added, "mirror peers add")["peer"]
+    assert (peer["url"], peer["name"], peer["cursor"]) == ("http://127.0.0.1:8083", "c", None)
     bad = run_cli("mirror", "peers", "add", "ftp://example.org", "--db", str(db))
     assert bad.returncode == 2
     one_error_line(bad, codes.E_USAGE)
+    refused = run_cli("mirror", "peers", "add", "ftp://example.org", "--json", "--db", str(db))
+    one_error_line(refused, codes.E_USAGE)
+    assert output_document(refused, "mirror peers add")["error"]["code"] == codes.E_USAGE
     # The log is append-only, as the store's other tables.
     with sqlite3.connect(db) as conn, pytest.raises(sqlite3.DatabaseError, match="append-only"):
         conn.execute("UPDATE mirror_peer_log SET value = 'x'")

@@ -362,6 +362,23 @@ class SharedStoreContract:
             assert watcher.backend.changes(*seen).events == [(history.subject, later[0])]
             assert watcher.backend.changes(*later) == ([], [], [])
 
+    def test_copies_come_in_unit_order_whatever_the_arrival_order(self, db: str, history: History) -> None:
+        # Backend.copies promises (unit_id, digest) order, which the replay relies on; SQLite
+        # reads the rows in seq order and sorts them (tests for that sort: arrival != unit order).
+        writer = TestKey("order-writer")
+        with EventStore(db) as store:
+            store.append(history.record_created)
+            for i in range(16):
+                store.append(history.event("mirror_hint", key=writer, payload={"i": i}))
+            for with_body in (False, True):
+                rows, _ = store.backend.copies(history.subject, with_body=with_body)
+                assert len(rows) == 17
+                assert [(r.unit_id, r.digest) for r in rows] == sorted((r.unit_id, r.digest) for r in rows)
+                seqs = [r.seq for r in rows]
+                assert seqs != sorted(seqs), "arrival order happened to be unit order: the test shows nothing"
+                if with_body:
+                    assert all(r.row is not None and r.row.unit_id == r.unit_id for r in rows)
+
     def test_a_missing_store_is_not_created_by_a_reader(self, db: str) -> None:
         with pytest.raises(StoreError) as caught:
             EventStore(db, create=False)

@@ -1,0 +1,93 @@
+"""The helpers' forkserver while it starts (issue 18, item 3): a terminal's Ctrl-C in its
+first hundreds of milliseconds, and a parent that stops while a helper is still starting,
+print nothing from the helper side. Real processes, bounded waits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pith_graph._parallel.pool import process_context
+
+pytestmark = pytest.mark.skipif(
+    type(process_context()).__name__ != "_HelperContext", reason="pith_graph's own forkserver only"
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+# Ctrl-C reaches the forkserver right after it is started, while it is still importing
+# (multiprocessing, then pith_graph through its preload); the pool must still work.
+_INTERRUPT_WHILE_BOOTING = textwrap.dedent(
+    """
+    import os, signal
+    from pith_graph._parallel import pool
+
+    start = pool._SERVER.ensure_running
+    sent = []
+
+    def start_then_interrupt():
+        first = pool._SERVER._forkserver_pid is None
+        start()
+        if first:  # the server was just started: it is still booting
+            os.kill(pool._SERVER._forkserver_pid, signal.SIGINT)
+            sent.append(pool._SERVER._forkserver_pid)
+
+    pool._SERVER.ensure_running = start_then_interrupt
+    with pool.worker_pool(2) as executor:
+        pids = {executor.submit(os.getpid).result(timeout=60) for _ in range(4)}
+    assert sent, "the interrupt was not sent"
+    print("helpers", len(pids))
+    """
+)
+
+
+def test_ctrl_c_while_the_forkserver_boots_is_not_taken_by_it() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_WHILE_BOOTING],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # Before: the server died of the interrupt (a KeyboardInterrupt traceback from the
+    # middle of an import, then a broken pool in the parent).
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert done.stdout.startswith("helpers ")
+
+
+_BOOT_HOOK = textwrap.dedent(
+    """
+    import sys
+    import pith_graph._parallel._boot
+    raise {error}("from a helper's start-up")
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("error", "printed"),
+    [
+        ("FileNotFoundError", False),  # the pool's semaphore, unlinked by the parent that stopped
+        ("EOFError", False),  # its start-up pipe, closed by that parent
+        ("BrokenPipeError", False),
+        ("ValueError", True),  # anything else is a real failure: printed as before
+        ("RuntimeError", True),
+    ],
+)
+def test_the_forkserver_prints_only_real_start_up_errors(error: str, printed: bool) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _BOOT_HOOK.format(error=error)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert ("Traceback" in done.stderr and error in done.stderr) is printed, done.stderr
+    if not printed:
+        assert done.stderr == ""
