@@ -8,7 +8,6 @@ the same commands on the registry's small bundle; no timing assertions.
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,20 +17,23 @@ import pytest
 from benchmarks.generate import ensure_bundle, trusted_entries
 from pith_graph.store import EventStore
 from tests.cli.test_new_user import one_error_line
-from tests.store.test_store_batches import small_bundle, trusted, write_mirror
+from tests.helpers import run_module
+from tests.store.test_store_batches import (
+    assert_at_most_one_batch_lost,
+    killed_after_reports,
+    small_bundle,
+    trusted,
+    write_mirror,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 TIMEOUT = 120
+#: ``pith-graph store import`` in a subprocess.
+IMPORT = [sys.executable, "-m", "pith_graph", "store", "import"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pith_graph", *args],
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT,
-        check=False,
-    )
+    return run_module("pith_graph", *args, timeout=TIMEOUT)
 
 
 @pytest.fixture
@@ -59,11 +61,7 @@ def mirror(tmp_path: Path) -> Path:
 def test_bad_option_values_are_one_line_and_exit_2(tmp_path: Path, option: str, value: str) -> None:
     done = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "pith_graph",
-            "store",
-            "import",
+            *IMPORT,
             "--db",
             str(tmp_path / "s.sqlite"),
             option,
@@ -148,35 +146,17 @@ def test_sigkill_of_the_command_loses_at_most_the_batch_being_written(tmp_path: 
     bundles = write_mirror(tmp_path / "mirror", count)
     events = {b["pith_number"]: len(b["events"]) for b in bundles}
     db = tmp_path / "store.sqlite"
-    child = subprocess.Popen(
-        [sys.executable, "-m", "pith_graph", "store", "import", "--db", str(db), "--trusted-keys", str(keys),
-         "--batch", str(batch), str(tmp_path / "mirror")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    assert child.stderr is not None
-    reported: list[str] = []
-    try:
-        for line in child.stderr:
-            if line.startswith("["):  # "[i/?] PATH: SUBJECT new=..." once its batch is committed
-                reported.append(line.split()[2])
-            if len(reported) >= 3 * batch:
-                child.send_signal(signal.SIGKILL)
-                break
-        reported += [line.split()[2] for line in child.stderr if line.startswith("[")]
-    finally:
-        child.kill()
-        child.wait(timeout=TIMEOUT)
-    assert child.returncode == -signal.SIGKILL
-    assert len(reported) < count  # killed midway, else the test proves nothing
-    with EventStore(db) as store:
-        store.check()
-        stored = store.subjects()
-        assert set(reported) <= set(stored)
-        assert len(stored) - len(reported) <= batch
-        for subject in stored:
-            assert len(store.backend.event_rows(subject)) == events[subject]
+    command = [
+        *IMPORT,
+        "--db",
+        str(db),
+        "--trusted-keys",
+        str(keys),
+    ]
+    command += ["--batch", str(batch), str(tmp_path / "mirror")]
+    # "[i/?] PATH: SUBJECT new=..." once its batch is committed.
+    reported = killed_after_reports(command, column=2, reports=3 * batch)
+    assert_at_most_one_batch_lost(db, reported, batch, count, events)
 
 
 # --- large bundles: progress by events, peak memory (issue 18 items 7 and 12) --------------------

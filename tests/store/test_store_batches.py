@@ -133,32 +133,41 @@ def test_sigkill_loses_at_most_the_uncommitted_batch(tmp_path: Path) -> None:
     bundles = write_mirror(tmp_path / "mirror", count)
     events = {b["pith_number"]: len(b["events"]) for b in bundles}
     db = tmp_path / "store.sqlite"
-    child = subprocess.Popen(
-        [sys.executable, "-c", IMPORTER, str(db), str(batch), str(tmp_path / "mirror")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    command = [sys.executable, "-c", IMPORTER, str(db), str(batch), str(tmp_path / "mirror")]
+    reported = killed_after_reports(command, column=1, reports=3 * batch)
+    assert_at_most_one_batch_lost(db, reported, batch, count, events)
+
+
+def killed_after_reports(command: list[str], *, column: int, reports: int) -> list[str]:
+    """Run an importer, SIGKILL it once it has reported ``reports`` bundles (stderr lines
+    starting with ``[``, the subject in ``column``), and return every subject it reported."""
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert child.stderr is not None
     reported: list[str] = []
     try:
         for line in child.stderr:
             if line.startswith("["):
-                reported.append(line.split()[1])
-            if len(reported) >= 3 * batch:
+                reported.append(line.split()[column])
+            if len(reported) >= reports:
                 child.send_signal(signal.SIGKILL)
                 break
         # What it printed before dying counts as reported too.
-        reported += [line.split()[1] for line in child.stderr if line.startswith("[")]
+        reported += [line.split()[column] for line in child.stderr if line.startswith("[")]
     finally:
         child.kill()
         child.wait(timeout=TIMEOUT)
     assert child.returncode == -signal.SIGKILL
+    return reported
+
+
+def assert_at_most_one_batch_lost(
+    db: Path, reported: list[str], batch: int, count: int, events: dict[str, int]
+) -> None:
+    """Every bundle reported is committed, whole; at most one batch more is committed unreported."""
     assert len(reported) < count  # killed midway, else the test proves nothing
     with EventStore(db) as store:
         store.check()
         stored = store.subjects()
-        # Every bundle reported was committed; at most one batch more was committed unreported.
         assert set(reported) <= set(stored)
         assert len(stored) - len(reported) <= batch
         # Whole bundles only: a batch is one transaction.
