@@ -424,8 +424,8 @@ def register(subparsers: Any) -> None:
         type=non_negative_int,
         default=1,
         metavar="N",
-        help="processes, this one included: helpers read and check bundles while this one writes "
-        "(default 1: this one only; 0: one per CPU)",
+        help="1 (default): this process does everything; N > 1: N helper processes (at most one per CPU; "
+        "0: one per CPU) read and check bundles while this one writes them",
     )
     add_progress_option(imports, what="bundles and events")
     append = command("append", "store one event (JSON file, - for stdin)", cmd_append)

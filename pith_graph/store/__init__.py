@@ -646,8 +646,9 @@ class EventStore:
         for :meth:`import_bundle` otherwise.
 
         ``workers`` (default 1: this process only; None or 0 as for
-        ``rebuild_state``): processes that read and check bundles (parse, stage 1,
-        signatures), a chunk of bundles each, in order, while this one writes them;
+        ``rebuild_state``): above 1, that many helper processes read and check
+        bundles (parse, stage 1, signatures), a chunk of bundles each, in order,
+        while this one writes them;
         with ``trust_bundle_keys`` (the ring then depends on the keys already stored)
         this process does everything. The results are the same either way.
         """
