@@ -423,7 +423,8 @@ class EventStore:
         """
         verifier = verifier or self.verifier()
         try:
-            checked = check_copies(copies, ring, verifier, known, prefetch=self._prefetch)
+            with self.cache.prefetched_only():
+                checked = check_copies(copies, ring, verifier, known, prefetch=self._prefetch)
         finally:
             self.cache.forget()
         return self._store_checked(checked, ring, keep_invalid=keep_invalid, items=items)

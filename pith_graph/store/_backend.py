@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 from pith_graph import codes
@@ -323,6 +323,8 @@ class StoredSignatureCache:
         self._prefetched: dict[Triple, bool] = {}
         #: Messages whose every kept verdict is in _prefetched: a miss there needs no query.
         self._complete: set[bytes] = set()
+        #: Only prefetched verdicts are looked up (see :meth:`prefetched_only`).
+        self._only_prefetched = False
         self.hits = 0
         self.misses = 0
 
@@ -347,13 +349,23 @@ class StoredSignatureCache:
             known = self._pending.get(key)
         # A message prefetched without this triple has no kept verdict for it (a verdict
         # kept since by another process is only a lost saving: verifying is pure).
-        if known is None and message not in self._complete:
+        if known is None and message not in self._complete and not self._only_prefetched:
             known = self._backend.signature_verdict(public_key, signature, message)
         if known is None:
             self.misses += 1
         else:
             self.hits += 1
         return known
+
+    @contextmanager
+    def prefetched_only(self) -> Iterator[None]:
+        """Inside, a lookup not prefetched is a miss without a query (an import, whose few
+        other signatures, such as a receipt's, cost about what a query would: verifying is pure)."""
+        self._only_prefetched = True
+        try:
+            yield
+        finally:
+            self._only_prefetched = False
 
     def record(self, public_key: bytes, signature: bytes, message: bytes, valid: bool) -> None:
         """Remember a verdict (written at the next :meth:`flush`)."""
