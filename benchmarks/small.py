@@ -12,8 +12,10 @@ read them as a mirror does. ``profile_top`` records where a rebuild's time goes
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import json
+import os
 import pstats
 import tempfile
 from collections.abc import Callable
@@ -24,12 +26,12 @@ from typing import Any, Final
 from benchmarks.generate import DATA_DIR, trusted_entries
 from benchmarks.profile import parallel_capacity, timed, verify_all
 from benchmarks.registry_mirror import ensure_mirror, mirror_files
-from pith_graph import codes
-from pith_graph._parallel.many import verify_many, walk_bundle_paths
+from pith_graph._parallel.many import verify_many
+from pith_graph.cli import main as cli_main
 from pith_graph.ed25519 import Verifier
 from pith_graph.keys import KeyRing
 from pith_graph.rebuild import rebuild_state
-from pith_graph.store import IMPORT_BATCH, EventStore
+from pith_graph.store import IMPORT_BATCH
 from pith_graph.verify import verify_bundle
 
 __all__ = ["DEFAULT_COUNT", "TARGETS", "measure_small", "table_lines"]
@@ -40,7 +42,7 @@ DEFAULT_COUNT: Final = 400
 TARGETS: Final = (
     ("rebuild_state / signature bound (small bundles)", "rebuild_bound_ratio", 0.7, ">="),
     ("verify_bundle / signature bound (small bundles)", "verify_bound_ratio", 0.7, ">="),
-    ("store import_bundles DIR / signature bound (durable)", "import_bound_ratio", 0.5, ">="),
+    ("pith-graph store import DIR / signature bound (durable)", "import_bound_ratio", 0.5, ">="),
     ("verify-many 2 workers / 1 worker (small bundles)", "verify_many_speedup", 1.7, ">="),
 )
 
@@ -86,15 +88,25 @@ def _paired(bound: Callable[[], Any], path: Callable[[], Any], repeat: int) -> t
     return min(b for b, _ in pairs), min(p for _, p in pairs)
 
 
-def _import_dir(directory: Path, keys_file: Path, batch: int | None = None) -> None:
-    """``EventStore.import_bundles`` of the mirror's files into a new store (durable, one
-    transaction per batch), reading each file as it goes and walking the directory."""
-    ring = KeyRing.from_json(keys_file.read_bytes())
-    with tempfile.TemporaryDirectory() as tmp, EventStore(Path(tmp) / "mirror.sqlite") as store:
-        paths = walk_bundle_paths([str(directory)])
-        for result in store.import_bundles(paths, trusted_keys=ring, batch_size=batch or IMPORT_BATCH):
-            if result.count(codes.STORE_INVALID):
-                raise RuntimeError(f"store import: {result.subject} has invalid events")
+def _import_dir(directory: Path, keys_file: Path, batch: int | None = None, workers: int = 1) -> None:
+    """``pith-graph store import --batch N --workers N DIR`` into a new store (durable, one
+    transaction per batch): the real command (``pith_graph.cli.main``, in this process, so
+    that the interpreter's start is not timed), walking the directory and reading each file
+    as it goes; its lines go to /dev/null."""
+    with tempfile.TemporaryDirectory() as tmp, open(os.devnull, "w") as sink:
+        argv = ["store", "import", "--db", str(Path(tmp) / "mirror.sqlite"), "--trusted-keys", str(keys_file)]
+        argv += [
+            "--batch",
+            str(batch or IMPORT_BATCH),
+            "--workers",
+            str(workers),
+            "--no-progress",
+            str(directory),
+        ]
+        with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+            status = cli_main(argv)
+        if status != 0:
+            raise RuntimeError(f"store import exited {status}")
 
 
 def _verify_many(paths: list[Path], ring: KeyRing, workers: int) -> None:
@@ -165,9 +177,25 @@ def measure_small(
             "import_s": t_import,
             "import_ms_per_bundle": t_import / len(datas) * 1e3,
             "import_bound_ratio": t_bound_import / t_import,
-            "import_batch_1_s": timed(partial(_import_dir, directory, keys_file, 1), 1),
         }
     )
+    # --batch 1 (one durable transaction per bundle) and --workers 2, each beside the default run.
+    t_default, t_batch_1 = _paired(
+        partial(_import_dir, directory, keys_file), partial(_import_dir, directory, keys_file, 1), repeat
+    )
+    t_one, t_two = _paired(
+        partial(_import_dir, directory, keys_file),
+        partial(_import_dir, directory, keys_file, None, workers),
+        repeat,
+    )
+    out["import_batch_1_s"] = t_batch_1
+    out["import_workers"] = {
+        "workers": workers,
+        "one_s": t_one,
+        "many_s": t_two,
+        "speedup": t_one / t_two,
+        "batch_1_beside_s": t_default,
+    }
     # verify-many: one worker and many alternate (paired), as for the large bundles' speed-up.
     ones: list[float] = []
     manys: list[float] = []
@@ -187,6 +215,7 @@ def measure_small(
     out["profile"] = {
         "rebuild_state": profile_top(rebuild_all),
         "verify_bundle": profile_top(verify_all_bundles),
+        "store_import": profile_top(partial(_import_dir, directory, keys_file)),
     }
     return out
 
@@ -200,8 +229,10 @@ def table_lines(r: dict[str, Any]) -> list[str]:
         f" for {r['rebuild_signatures']} signatures; ratio {r['rebuild_bound_ratio']:.2f}",
         f"  verify_bundle {r['verify_ms_per_bundle']:.3f} ms/bundle; bound {r['verify_signature_bound_s'] * 1e3:.0f} ms"
         f" for {r['verify_signatures']} signatures; ratio {r['verify_bound_ratio']:.2f}",
-        f"  store import_bundles DIR {r['import_ms_per_bundle']:.3f} ms/bundle (--batch 1: {r['import_batch_1_s'] * 1e3 / r['bundles']:.3f});"
+        f"  pith-graph store import DIR {r['import_ms_per_bundle']:.3f} ms/bundle (--batch 1: {r['import_batch_1_s'] * 1e3 / r['bundles']:.3f});"
         f" ratio {r['import_bound_ratio']:.2f}",
+        f"  store import --workers {r['import_workers']['workers']}: {r['import_workers']['many_s'] * 1e3:.0f} ms,"
+        f" 1 worker {r['import_workers']['one_s'] * 1e3:.0f} ms ({r['import_workers']['speedup']:.2f}x)",
         f"  verify-many: 1 worker {m['one_s'] * 1e3:.0f} ms, {m['workers']} workers {m['many_s'] * 1e3:.0f} ms"
         f" ({r['verify_many_speedup']:.2f}x; the machine gave {m['machine_capacity']:.2f}x on pure loops)",
         "  profile of rebuild_state (own time): "

@@ -12,17 +12,13 @@ memory) the documents it left are verified here, one at a time.
 from __future__ import annotations
 
 import contextlib
-import itertools
 import os
-from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator
-from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Final, NamedTuple, TypeVar
 
 from pith_graph import codes
-from pith_graph._parallel import pool
-from pith_graph._parallel.pool import POOL_ERRORS, resolve_workers, stop_pool
+from pith_graph._parallel.pool import CHUNKS_IN_FLIGHT, ORDERED_CHUNK, ordered_map, resolve_workers
 from pith_graph.errors import InputError, PithGraphError
 from pith_graph.keys import KeyRing
 from pith_graph.report import Report
@@ -38,10 +34,9 @@ __all__ = [
 
 _T = TypeVar("_T")
 
-#: Documents per task given to a helper process by :func:`_in_order`, and tasks in
-#: flight per process (docs/performance.md, "Many small bundles").
-MANY_CHUNK: Final = 16
-_CHUNKS_IN_FLIGHT: Final = 3
+#: Documents per task given to a helper process by :func:`_in_order` (docs/performance.md,
+#: "Many small bundles").
+MANY_CHUNK: Final = ORDERED_CHUNK
 
 
 class BundleOutcome(NamedTuple):
@@ -112,43 +107,11 @@ def _in_order(task: Callable[..., _T], names: list[str], count: int, *args: Any)
         for name in names:
             yield task(name, *args, count)
         return
-    try:
-        executor = pool.worker_pool(count)
-    except POOL_ERRORS:  # no process can be started here: all of them here, one at a time
-        for name in names:
-            yield task(name, *args, 1)
-        return
-    done = 0
     # Chunks of names, a bounded number in flight: one task per small bundle would cost
     # more in messages than its verification, and a million futures at once is not flat memory.
     # Few names: one per task, so that each result comes back as soon as it is done.
-    size = max(1, min(MANY_CHUNK, len(names) // (count * _CHUNKS_IN_FLIGHT * 4)))
-    chunks = (names[start : start + size] for start in range(0, len(names), size))
-    try:
-        in_flight: deque[Future[list[_T]]] = deque()
-        for chunk in itertools.islice(chunks, count * _CHUNKS_IN_FLIGHT):
-            in_flight.append(executor.submit(_run_chunk, task, chunk, *args))
-        while in_flight:
-            outcomes = in_flight.popleft().result()
-            following = next(chunks, None)
-            if following is not None:
-                in_flight.append(executor.submit(_run_chunk, task, following, *args))
-            for outcome in outcomes:
-                yield outcome
-                done += 1
-    except POOL_ERRORS:  # BrokenProcessPool included
-        # A worker (or the forkserver) died: the pool is unusable, and nothing named may be
-        # lost. The documents not yet given are verified here.
-        stop_pool(executor)
-        for name in names[done:]:
-            yield task(name, *args, 1)
-    finally:
-        stop_pool(executor)
-
-
-def _run_chunk(task: Callable[..., _T], names: list[str], *args: Any) -> list[_T]:
-    """``task(name, *args, 1)`` for each of ``names``, in a helper process."""
-    return [task(name, *args, 1) for name in names]
+    size = max(1, min(MANY_CHUNK, len(names) // (count * CHUNKS_IN_FLIGHT * 4)))
+    yield from ordered_map(task, names, count, *args, 1, chunk=size)
 
 
 def _verify_document(

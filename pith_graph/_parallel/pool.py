@@ -25,19 +25,27 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import process as _futures_process
-from typing import Any, Final
+from itertools import chain, islice
+from typing import Any, Final, TypeVar
 
 from pith_graph import codes
 from pith_graph.errors import InputError
 
+_I = TypeVar("_I")
+_T = TypeVar("_T")
+
 __all__ = [
     "MAX_AUTO_WORKERS",
+    "CHUNKS_IN_FLIGHT",
+    "ORDERED_CHUNK",
     "PARALLEL_MIN_EVENTS",
     "POOL_ERRORS",
     "may_start_processes",
+    "ordered_map",
     "process_context",
     "resolve_workers",
     "stop_pool",
@@ -302,3 +310,77 @@ def stop_pool(executor: ProcessPoolExecutor) -> None:
     if processes and writer is not None:
         with contextlib.suppress(OSError):
             writer.close()
+
+
+#: Inputs per task :func:`ordered_map` gives a helper (one task per small bundle would cost
+#: more in messages than its work), and tasks in flight per helper (docs/performance.md,
+#: "Many small bundles").
+ORDERED_CHUNK: Final = 16
+CHUNKS_IN_FLIGHT: Final = 3
+
+
+def ordered_map(
+    task: Callable[..., _T], inputs: Iterable[_I], count: int, *args: Any, chunk: int = ORDERED_CHUNK
+) -> Generator[_T, None, None]:
+    """``task(input, *args)`` for each input, in order, run by ``count`` helper processes.
+
+    Inputs are read lazily, ``chunk`` per task, at most ``count`` x 3 tasks in flight,
+    so memory stays flat over any number of inputs. Where no process can be started,
+    or when a helper dies (killed by a signal, or by the system for memory), the
+    inputs not done are run here, one at a time: nothing given is lost. An error
+    raised by ``inputs`` itself is raised after the outcomes of the inputs before
+    it. Closing the generator early (an error, an interrupt) stops the helpers at once.
+    """
+    remaining: Iterator[_I] = iter(inputs)
+    try:
+        executor = worker_pool(count)
+    except POOL_ERRORS:  # no process can be started here: all of them here
+        for item in remaining:
+            yield task(item, *args)
+        return
+    in_flight: deque[tuple[list[_I], Future[list[_T]]]] = deque()
+    failed: BaseException | None = None
+
+    def submit() -> bool:
+        nonlocal failed
+        if failed is not None:
+            return False
+        items: list[_I] = []
+        try:
+            items.extend(islice(remaining, chunk))
+        except Exception as exc:  # the caller's iterator: raised once what came before is done
+            failed = exc
+        if not items:
+            return False
+        try:
+            future = executor.submit(_run_chunk, task, items, *args)
+        except POOL_ERRORS as exc:  # a dead pool: its items are run here, in their turn
+            future = Future()
+            future.set_exception(exc)
+        in_flight.append((items, future))
+        return True
+
+    try:
+        try:
+            while len(in_flight) < count * CHUNKS_IN_FLIGHT and submit():
+                pass
+            while in_flight:
+                outcomes = in_flight[0][1].result()
+                in_flight.popleft()
+                submit()
+                yield from outcomes
+        except POOL_ERRORS:  # BrokenProcessPool included: the pool is unusable
+            stop_pool(executor)
+            left = [item for items, _ in in_flight for item in items]
+            in_flight.clear()
+            for item in chain(left, () if failed is not None else remaining):
+                yield task(item, *args)
+        if failed is not None:
+            raise failed
+    finally:
+        stop_pool(executor)
+
+
+def _run_chunk(task: Callable[..., _T], items: list[Any], *args: Any) -> list[_T]:
+    """``task(item, *args)`` for each of ``items``, in a helper process."""
+    return [task(item, *args) for item in items]

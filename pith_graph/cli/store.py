@@ -13,7 +13,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import sys
+import tempfile
+import uuid
+from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
@@ -32,14 +36,17 @@ from pith_graph.cli._common import (
     is_store_file,
     load_ring,
     naming,
+    non_negative_int,
+    positive_int,
     print_error,
     write_stdout,
 )
 from pith_graph.cli._output import emit, envelope, error_member
 from pith_graph.cli.verify_many import Progress, add_progress_option, show_progress
-from pith_graph.documents import read_json
-from pith_graph.errors import InputError, TrustError
+from pith_graph.documents import DocumentSource, read_json
+from pith_graph.errors import InputError, PithGraphError
 from pith_graph.store import (
+    IMPORT_BATCH,
     AppendResult,
     EventStore,
     ImportResult,
@@ -102,52 +109,113 @@ def _imported(source: str, result: ImportResult) -> dict[str, Any]:
 def cmd_import(args: argparse.Namespace) -> int:
     """``store import BUNDLE_OR_DIR...``: store the events and items of many bundles.
 
-    A directory is walked for its ``*.json`` bundles, one directory's entries at a
-    time (a mirror's directory holds millions). Goes on past a bundle it cannot
+    Through :meth:`EventStore.import_bundles`: one transaction per ``--batch`` bundles,
+    each bundle reported once its batch is committed (a crash loses at most the
+    batch being written), ``--workers`` processes reading and checking bundles.
+    A directory is walked for its ``*.json`` bundles, one directory's entries at
+    a time (a mirror's directory holds millions). Goes on past a bundle it cannot
     use (one line on stderr each): exit 2 at the end if there was one, else 1 if
-    an event was stored invalid.
+    an event was stored invalid. Memory stays flat over any number of bundles:
+    nothing is kept per bundle but counts (the ``--json`` entries are spooled to a
+    temporary file, not held).
     """
-    entries: list[dict[str, Any]] = []
     walked = any(name != STDIN and Path(name).is_dir() for name in args.bundles)
-    total: int | str = "?" if walked else len(args.bundles)
-    trust = _trust(args)
-    with _open(args) as store:
-        for done, name in enumerate(_import_sources(args.bundles), 1):
-            label = display_name(name)
+    lines = walked or len(args.bundles) > 1
+    total = None if walked else len(args.bundles)
+    names: deque[str] = deque()  # the names read but not yet reported, in order
+
+    def sources() -> Iterator[DocumentSource | PithGraphError]:
+        for name in args.bundles:
             try:
-                with naming(name):
-                    result = store.import_bundle(input_source(name), **trust)
-            except (InputError, TrustError) as exc:
-                print_error(exc.code, exc.message)
-                entries.append({"source": label, "ok": False, "error": error_member(exc)})
-                continue
-            entry = _imported(label, result)
-            entries.append(entry)
-            summary = " ".join(f"{status}={n}" for status, n in entry["counts"].items())
-            if args.json:
-                continue
-            if walked or len(args.bundles) > 1:
-                _progress(f"[{done}/{total}] {label}: {result.subject} {summary}")
-            else:
-                print(f"{label}: {result.subject} {summary}")
-    exit_code = (
-        EXIT_UNUSABLE
-        if any("error" in e for e in entries)
-        else EXIT_PROBLEMS
-        if any(e["counts"][codes.STORE_INVALID] for e in entries)
-        else EXIT_OK
-    )
-    if args.json:
-        emit(
-            envelope(
-                "store import", exit_code, ok=exit_code == EXIT_OK, db=redacted_url(args.db), bundles=entries
+                for found in _import_sources([name]):
+                    names.append(found)
+                    yield input_source(found)
+            except PithGraphError as exc:  # a directory without bundles: its entry, and go on
+                names.append(name)
+                yield exc.naming(display_name(name))
+
+    trust = _trust(args)
+    done = imported = unusable = invalid = 0
+    with (
+        _open(args) as store,
+        _JsonSpool() if args.json else contextlib.nullcontext() as spool,
+        Progress(total, sys.stderr, shown=show_progress(args)) as bar,
+        reporting(bar.events),
+    ):
+        try:
+            outcomes = store.import_bundles(
+                sources(), batch_size=args.batch, workers=args.workers, keep_going=True, **trust
             )
-        )
-    elif walked or len(args.bundles) > 1:
-        print(
-            f"imported {sum('error' not in e for e in entries)} of {len(entries)} bundles into {redacted_url(args.db)}"
-        )
+            for done, outcome in enumerate(outcomes, 1):
+                label = display_name(names.popleft())
+                bar.clear()
+                if isinstance(outcome, PithGraphError):
+                    unusable += 1
+                    print_error(outcome.code, outcome.naming(label).message)
+                    entry: dict[str, Any] = {"source": label, "ok": False, "error": error_member(outcome)}
+                else:
+                    imported += 1
+                    entry = _imported(label, outcome)
+                    invalid += entry["counts"][codes.STORE_INVALID] > 0
+                    summary = " ".join(f"{status}={n}" for status, n in entry["counts"].items())
+                    if spool is None and lines:
+                        _progress(f"[{done}/{total or '?'}] {label}: {outcome.subject} {summary}")
+                    elif spool is None:
+                        print(f"{label}: {outcome.subject} {summary}")
+                if spool is not None:
+                    spool.add(entry)
+                if total is not None:
+                    bar.update(done)
+        finally:
+            if spool is None and lines:
+                # What was committed, also when an error or an interrupt stopped the import.
+                print(f"imported {imported} of {done} bundles into {redacted_url(args.db)}", flush=True)
+        exit_code = EXIT_UNUSABLE if unusable else EXIT_PROBLEMS if invalid else EXIT_OK
+        if spool is not None:
+            spool.emit(
+                envelope("store import", exit_code, ok=exit_code == EXIT_OK, db=redacted_url(args.db)),
+                "bundles",
+            )
     return exit_code
+
+
+class _JsonSpool:
+    """The entries of a ``--json`` list, spooled to a temporary file as they come, then printed
+    inside their envelope: the document :func:`~pith_graph.cli._output.emit` prints, byte for
+    byte, without holding the list (a mirror's import has millions of entries).
+
+    The envelope's ``exit_code`` comes before the list and is known only at the end, so
+    the list waits on disk, not in memory. A shared CLI helper candidate (cli/_output.py).
+    """
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile()  # noqa: SIM115  # closed by __exit__
+        self._count = 0
+
+    def __enter__(self) -> _JsonSpool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
+
+    def add(self, entry: Any) -> None:
+        """Spool one entry of the list (indented as inside the envelope)."""
+        text = json.dumps(entry, indent=2, ensure_ascii=False).replace("\n", "\n    ")
+        self._file.write(((",\n    " if self._count else "\n    ") + text).encode("utf-8"))
+        self._count += 1
+
+    def emit(self, document: dict[str, Any], member: str) -> None:
+        """Print ``document`` with the spooled entries as its (last) ``member``."""
+        token = f"\x00pith-graph-spool-{uuid.uuid4().hex}"
+        head, tail = json.dumps({**document, member: token}, indent=2, ensure_ascii=False).split(
+            json.dumps(token)
+        )
+        out = sys.stdout.buffer
+        out.write(head.encode("utf-8") + b"[")
+        self._file.seek(0)
+        shutil.copyfileobj(self._file, out)
+        out.write((("\n  ]" if self._count else "]") + tail + "\n").encode("utf-8"))
+        out.flush()
 
 
 def _import_sources(names: Sequence[str]) -> Iterator[str]:
@@ -180,17 +248,23 @@ def cmd_state(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``store export SUBJECT``: a bundle holding everything stored for the subject."""
+    """``store export SUBJECT``: a bundle holding everything stored for the subject.
+
+    Written as it is built (:meth:`EventStore.write_bundle`: the stored bytes of each
+    copy, never the bundle's tree), to stdout or ``-o FILE``, then a newline.
+    """
     with _open(args, create=False) as store, _events_progress(args):
-        bundle = store.export_bundle(store.resolve(args.subject), **_trust(args))
-    data = json.dumps(bundle, ensure_ascii=False, separators=(",", ":")).encode("utf-8") + b"\n"
-    if args.output is None:
-        write_stdout(data)
-        return EXIT_OK
-    try:
-        Path(args.output).write_bytes(data)
-    except OSError as exc:
-        raise InputError(f"cannot write {args.output}: {exc.strerror or exc}", code=codes.E_IO) from exc
+        subject = store.resolve(args.subject)
+        if args.output is None:
+            store.write_bundle(subject, sys.stdout.buffer, **_trust(args))
+            write_stdout(b"\n")  # and flushed: an output error is the CLI's one line
+            return EXIT_OK
+        try:
+            with open(args.output, "wb") as out:
+                store.write_bundle(subject, out, **_trust(args))
+                out.write(b"\n")
+        except OSError as exc:
+            raise InputError(f"cannot write {args.output}: {exc.strerror or exc}", code=codes.E_IO) from exc
     return EXIT_OK
 
 
@@ -330,12 +404,30 @@ def register(subparsers: Any) -> None:
         return parser
 
     command("init", "create the store", cmd_init)
-    command("import", "store the events of bundle files", cmd_import, trust=True, json=True).add_argument(
+    imports = command("import", "store the events of bundle files", cmd_import, trust=True, json=True)
+    imports.add_argument(
         "bundles",
         nargs="+",
         metavar="BUNDLE_OR_DIR",
         help="bundle JSON files, directories of them (walked for *.json), - for stdin",
     )
+    imports.add_argument(
+        "--batch",
+        type=positive_int,
+        default=IMPORT_BATCH,
+        metavar="N",
+        help=f"bundles per durable transaction; a crash loses at most the batch being written "
+        f"(default {IMPORT_BATCH}; 1: one transaction per bundle)",
+    )
+    imports.add_argument(
+        "--workers",
+        type=non_negative_int,
+        default=1,
+        metavar="N",
+        help="1 (default): this process does everything; N > 1: N helper processes (at most one per CPU; "
+        "0: one per CPU) read and check bundles while this one writes them",
+    )
+    add_progress_option(imports, what="bundles and events")
     append = command("append", "store one event (JSON file, - for stdin)", cmd_append)
     append.add_argument("event", metavar="EVENT", help="one event as a JSON file, - for stdin")
     append.add_argument("--subject", help="the Pith Number it was received for (default: the event's own)")

@@ -42,20 +42,23 @@ and ``_sqlite`` (SQLite), ``_postgres_schema`` and ``_postgres`` (PostgreSQL),
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Final, NamedTuple
+from functools import partial
+from typing import Any, BinaryIO, Final, Literal, NamedTuple, overload
 
 from pith_graph import codes
+from pith_graph._parallel.pool import ordered_map, resolve_workers
 from pith_graph._progress import advance
-from pith_graph.canonical import canonical_json_parsed, gc_paused, loads
-from pith_graph.documents import Document, DocumentSource, load_bundle
+from pith_graph.canonical import gc_paused, loads
+from pith_graph.documents import Document, DocumentSource
 from pith_graph.ed25519 import Verifier
 from pith_graph.errors import InputError, PithGraphError, StoreError, TrustError
-from pith_graph.events import MAX_EVENT_BYTES, CheckedEvent, check_keys, inspect_event
+from pith_graph.events import MAX_EVENT_BYTES, CheckedEvent, check_keys
 from pith_graph.identifiers import PITH_NUMBER_RE, derived_aliases
 from pith_graph.keys import KeyRing, TrustedKeys, coerce_ring
 from pith_graph.merge import MergeResult, merge_copies
@@ -75,17 +78,26 @@ from pith_graph.store._export import BundleSigner, bundle_document
 from pith_graph.store._facts import (
     FACTS_RULE,
     ITEM_KINDS,
-    CheckedRow,
     CopyRow,
     EventRow,
     FactsRow,
     ItemRow,
     KeyVerdict,
+    Ring,
     as_is,
     join_bodies,
     parse_event,
     ring_row,
     stored_checked,
+)
+from pith_graph.store._import import (
+    IMPORT_CHUNK,
+    Checked,
+    Prepared,
+    check_copies,
+    full_error,
+    prepare_bundle,
+    receive,
 )
 from pith_graph.store._open import is_postgres_url, open_backend, redacted_url
 from pith_graph.store._schema import SCHEMA_VERSION
@@ -103,6 +115,7 @@ __all__ = [
     "DEFAULT_BUSY_TIMEOUT",
     "FACTS_RULE",
     "IMPORT_BATCH",
+    "IMPORT_CHUNK",
     "ITEM_KINDS",
     "SCHEMA_VERSION",
     "AppendResult",
@@ -234,6 +247,8 @@ _NOT_STORED: Final = {
 _SETTLE_ROUNDS: Final = 3
 #: Events between two progress reports of a replay's key checks (pith_graph._progress).
 _PROGRESS_STEP: Final = 256
+#: Stored bodies :meth:`EventStore.write_bundle` reads and writes at a time.
+_EXPORT_CHUNK: Final = 256
 #: Event copies (and items) a sync stores per transaction.
 _SYNC_BATCH: Final = 2000
 
@@ -301,6 +316,8 @@ class EventStore:
             else open_backend(path, busy_timeout=busy_timeout, create=create, read_only=read_only)
         )
         self.cache = StoredSignatureCache(self.backend)
+        self._last_ring: tuple[KeyRing, Ring] | None = None
+        self._batching = False  # inside import_bundles' batch: one signature-cache write per batch
 
     def __enter__(self) -> EventStore:
         return self
@@ -387,12 +404,13 @@ class EventStore:
 
     def _store_copies(
         self,
-        copies: Sequence[tuple[str, Any]],
+        copies: Iterable[tuple[str, Any]],
         ring: KeyRing,
         *,
         keep_invalid: bool,
         items: Sequence[ItemRow] = (),
         known: Sequence[CheckedEvent | None] | None = None,
+        verifier: Verifier | None = None,
     ) -> list[AppendResult]:
         """Run stage 1 on received (subject, tree) copies under ``ring`` and store them
         (docs/merge-v1.md, "A unit is stored once").
@@ -403,22 +421,34 @@ class EventStore:
         verdicts kept), so the rule holds whatever keys stored them. ``known[i]``, when
         valid, is copy ``i``'s stage-1 outcome under ``ring``, used instead of checking it.
         """
-        rows = [EventRow.of(subject, tree) for subject, tree in copies]
-        verifier = self.verifier()
-        checked: list[CheckedRow] = []
+        verifier = verifier or self.verifier()
         try:
-            for index, (row, (subject, tree)) in enumerate(zip(rows, copies, strict=True)):
-                given = known[index] if known is not None else None
-                if given is not None and given.valid and given.unit_id == row.unit_id:
-                    # Valid, so its intrinsic part passed: its facts are those of the whole outcome.
-                    checked.append(CheckedRow(FactsRow.of(row.body, given), None, True))
-                    continue
-                inspected = inspect_event(tree, subject=subject, uid=row.unit_id)
-                final = check_keys(inspected, subject=subject, keyring=ring, verifier=verifier)
-                checked.append(
-                    CheckedRow(FactsRow.of(row.body, inspected), final.reason, inspected.reason is None)
-                )
-            ring_key = ring_row(ring)
+            with self.cache.prefetched_only():
+                checked = check_copies(copies, ring, verifier, known, prefetch=self._prefetch)
+        finally:
+            self.cache.forget()
+        return self._store_checked(checked, ring, keep_invalid=keep_invalid, items=items)
+
+    def _prefetch(self, messages: list[bytes]) -> None:
+        """Load the kept signature verdicts about ``messages`` in one query (none for no message)."""
+        if messages:
+            self.cache.prefetch(messages)
+
+    def _ring_row(self, ring: KeyRing) -> Ring:
+        """:func:`ring_row` of ``ring``, remembered for the last ring asked about: hashing a ring
+        costs more than checking a small bundle (rings are not changed once built)."""
+        if self._last_ring is None or self._last_ring[0] is not ring:
+            self._last_ring = (ring, ring_row(ring))
+        return self._last_ring[1]
+
+    def _store_checked(
+        self, found: Checked, ring: KeyRing, *, keep_invalid: bool, items: Sequence[ItemRow] = ()
+    ) -> list[AppendResult]:
+        """Store copies checked under ``ring`` (:func:`check_copies`) by the rule of
+        :meth:`Backend.add_checked`, settling stored copies of their units never checked under it."""
+        rows, checked = found
+        try:
+            ring_key = self._ring_row(ring)
             outcomes = self.backend.add_checked(rows, items, checked, ring_key, keep_invalid=keep_invalid)
             for _ in range(_SETTLE_ROUNDS):
                 again = [i for i, outcome in enumerate(outcomes) if outcome == UNSETTLED]
@@ -442,7 +472,8 @@ class EventStore:
                     code=codes.E_INTERNAL,
                 )
         finally:
-            self.cache.flush()
+            if not self._batching:  # a batch writes its verdicts once, at its end
+                self.cache.flush()
         return [
             AppendResult(
                 _NOT_STORED.get(outcome)
@@ -514,87 +545,188 @@ class EventStore:
 
     def _import(
         self,
-        bundle: DocumentSource | Document,
+        bundle: DocumentSource | Document | PithGraphError,
         *,
         trusted_keys: TrustedKeys,
         trust_bundle_keys: bool,
         keep_invalid: bool,
+        verifier: Verifier | None = None,
+        nested: bool = False,
     ) -> ImportResult:
-        raw, model = load_bundle(bundle)
-        subject = model.pith_number
-        if not PITH_NUMBER_RE.fullmatch(subject):
-            raise InputError(
-                f"the bundle's pith_number {subject!r} is not a Pith Number", code=codes.E_BAD_SUBJECT
-            )
-        items: list[ItemRow] = []
-        for kind, key in ITEM_KINDS.items():
-            value = raw.get(key)
-            values = [value] if kind == "record" else (value or [])
-            items.extend(ItemRow(subject, kind, canonical_json_parsed(v)) for v in values if v is not None)
-        listed = (
-            [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
-            + list(raw.get("public_keys") or [])
-            if trust_bundle_keys
-            else []
-        )
-        ring = self._ring(trusted_keys, trust_bundle_keys, listed)
-        before = self._item_count(subject)
-        appends = self._store_copies(
-            [(subject, tree) for tree in raw["events"]], ring, keep_invalid=keep_invalid, items=items
-        )
-        return ImportResult(subject, tuple(appends), self._item_count(subject) - before)
+        """Store one bundle in one transaction (a savepoint inside the caller's, ``nested``), a
+        chunk of events at a time (:data:`~pith_graph.store._import.IMPORT_CHUNK`): all or nothing."""
+        received = receive(bundle)
+        subject = received.subject
+        ring = coerce_ring(trusted_keys)
+        if trust_bundle_keys:
+            listed = [loads(b) for k, b in self.backend.items(subject) if k == "public_key"]
+            ring = self._ring(ring, True, listed + received.public_keys)
+        verifier = verifier or self.verifier()
+        # A savepoint makes the bundle all or nothing; inside a batch, a bundle of one chunk
+        # needs none (its only writes are one add_checked, and a failure there ends the batch).
+        alone = not nested or received.several
+        try:
+            with self.backend.transaction() if alone else contextlib.nullcontext():
+                appends: list[AppendResult] = []
+                for trees in received.chunks:
+                    # A chunk's events are all read (an unreadable one raises) before it writes.
+                    appends += self._store_copies(
+                        ((subject, tree) for tree in trees),
+                        ring,
+                        keep_invalid=keep_invalid,
+                        verifier=verifier,
+                    )
+                    if received.several:
+                        advance(len(appends), received.events)
+                added = self.backend.add_items(received.items)
+        except InputError as exc:
+            # An event the streamed path could not read: the full parse names what is wrong.
+            raise full_error(bundle, exc) from None
+        return ImportResult(subject, tuple(appends), added)
 
+    def _store_prepared(self, prepared: Prepared, ring: KeyRing, *, keep_invalid: bool) -> ImportResult:
+        """Store a bundle a helper read and checked (:func:`prepare_bundle`), inside the caller's
+        transaction (a savepoint only for a bundle of several chunks, as in :meth:`_import`)."""
+        several = len(prepared.chunks) > 1
+        with self.backend.transaction() if several else contextlib.nullcontext():
+            added = self.backend.add_items(prepared.items)
+            appends: list[AppendResult] = []
+            for chunk in prepared.chunks:
+                appends += self._store_checked(chunk, ring, keep_invalid=keep_invalid)
+                if several:
+                    advance(len(appends), prepared.events)
+        return ImportResult(prepared.subject, tuple(appends), added)
+
+    @overload
     def import_bundles(
         self,
-        bundles: Iterable[DocumentSource | Document],
+        bundles: Iterable[DocumentSource | Document | PithGraphError],
         *,
         trusted_keys: TrustedKeys = None,
         trust_bundle_keys: bool = False,
         keep_invalid: bool = True,
         batch_size: int = IMPORT_BATCH,
-    ) -> Iterator[ImportResult]:
+        workers: int | None = 1,
+        keep_going: Literal[False] = False,
+    ) -> Iterator[ImportResult]: ...
+
+    @overload
+    def import_bundles(
+        self,
+        bundles: Iterable[DocumentSource | Document | PithGraphError],
+        *,
+        trusted_keys: TrustedKeys = None,
+        trust_bundle_keys: bool = False,
+        keep_invalid: bool = True,
+        batch_size: int = IMPORT_BATCH,
+        workers: int | None = 1,
+        keep_going: Literal[True],
+    ) -> Iterator[ImportResult | PithGraphError]: ...
+
+    def import_bundles(
+        self,
+        bundles: Iterable[DocumentSource | Document | PithGraphError],
+        *,
+        trusted_keys: TrustedKeys = None,
+        trust_bundle_keys: bool = False,
+        keep_invalid: bool = True,
+        batch_size: int = IMPORT_BATCH,
+        workers: int | None = 1,
+        keep_going: bool = False,
+    ) -> Iterator[ImportResult | PithGraphError]:
         """Import many bundles, one transaction per ``batch_size`` of them, reading one at a time.
 
         Yields each bundle's :class:`ImportResult` once the transaction holding it
         is committed: whatever was yielded survives a crash, and a crash loses at
         most the bundles read since the last result (one batch). Each bundle is
         all or nothing (a savepoint of the batch). A bundle that cannot be read
-        raises its error after the bundles before it are committed and yielded.
-        The trusted keys are resolved once for all bundles; as for
-        :meth:`import_bundle` otherwise.
+        raises its error after the bundles before it are committed and yielded;
+        with ``keep_going`` its error is yielded in its place instead, and the
+        import goes on. An error given in place of a bundle (a caller that could
+        not read one, e.g. a directory without bundles) is that bundle's error. The trusted keys are resolved once for all bundles; as
+        for :meth:`import_bundle` otherwise.
+
+        ``workers`` (default 1: this process only; None or 0 as for
+        ``rebuild_state``): above 1, that many helper processes read and check
+        bundles (parse, stage 1, signatures), a chunk of bundles each, in order,
+        while this one writes them;
+        with ``trust_bundle_keys`` (the ring then depends on the keys already stored)
+        this process does everything. The results are the same either way.
         """
         if batch_size < 1:
             raise InputError(f"batch_size must be positive, not {batch_size}", code=codes.E_USAGE)
         ring = coerce_ring(trusted_keys)
-        remaining = iter(bundles)
-        while True:
-            batch: list[ImportResult] = []
-            failed: PithGraphError | None = None
-            with self.backend.transaction():
-                for bundle in remaining:
-                    try:
-                        with self.backend.transaction():  # a savepoint: this bundle, all or nothing
-                            batch.append(
-                                self._import(
-                                    bundle,
-                                    trusted_keys=ring,
-                                    trust_bundle_keys=trust_bundle_keys,
-                                    keep_invalid=keep_invalid,
-                                )
-                            )
-                    except StoreError:
-                        raise  # the transaction itself is in doubt: roll the batch back
-                    except PithGraphError as exc:
-                        failed = exc  # this bundle is unusable: keep the ones before it
-                        break
-                    if len(batch) == batch_size:
-                        break
-                self.cache.flush()  # the batch's signature verdicts, in its transaction
-            yield from batch
-            if failed is not None:
-                raise failed
-            if len(batch) < batch_size:
-                return
+        count = 1 if trust_bundle_keys else resolve_workers(workers)
+        verifier = self.verifier()
+        steps: Iterator[Callable[[], ImportResult]]
+        helpers: Generator[Prepared | PithGraphError, None, None] | None = None
+        if count > 1:
+            helpers = ordered_map(prepare_bundle, bundles, count, ring)
+            steps = (partial(self._prepared_step, p, ring, keep_invalid) for p in helpers)
+        else:
+            steps = (
+                partial(
+                    self._import,
+                    bundle,
+                    trusted_keys=ring,
+                    trust_bundle_keys=trust_bundle_keys,
+                    keep_invalid=keep_invalid,
+                    verifier=verifier,
+                    nested=True,
+                )
+                for bundle in bundles
+            )
+        try:
+            while True:
+                batch: list[ImportResult | PithGraphError] = []
+                failed: PithGraphError | None = None
+                ended = False
+                with self.backend.transaction(), self._batch():
+                    while len(batch) < batch_size:
+                        try:
+                            step = next(steps)
+                        except StopIteration:
+                            ended = True
+                            break
+                        except PithGraphError as exc:
+                            # The caller's iterator failed (a directory without bundles): it is
+                            # over; what came before it is committed first.
+                            failed, ended = exc, True
+                            break
+                        try:
+                            batch.append(step())
+                        except StoreError:
+                            raise  # the transaction itself is in doubt: roll the batch back
+                        except PithGraphError as exc:
+                            if not keep_going:
+                                failed = exc  # this bundle is unusable: keep the ones before it
+                                break
+                            batch.append(exc)
+                    self.cache.flush()  # the batch's signature verdicts, in its transaction
+                yield from batch
+                if failed is not None:
+                    raise failed
+                if ended:
+                    return
+        finally:
+            if helpers is not None:
+                helpers.close()  # stops the helpers of an import left early
+
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[None]:
+        """Inside: the signature verdicts of stored copies are written at the end, in one statement."""
+        self._batching = True
+        try:
+            yield
+        finally:
+            self._batching = False
+
+    def _prepared_step(
+        self, prepared: Prepared | PithGraphError, ring: KeyRing, keep_invalid: bool
+    ) -> ImportResult:
+        if isinstance(prepared, PithGraphError):
+            raise prepared
+        return self._store_prepared(prepared, ring, keep_invalid=keep_invalid)
 
     def write_bundle(
         self,
@@ -614,27 +746,34 @@ class EventStore:
         gives (tests/store/test_store_export_stream.py compares both): the export holds
         the copies' bytes once, not every event's tree and the whole text beside it.
         """
-        result, copy_rows, _, items = self._replay(subject, trusted_keys, trust_bundle_keys, with_body=True)
-        rows = self._event_rows(copy_rows)
-        order = self._ordered(result, rows)
+        replay = self._replay(subject, trusted_keys, trust_bundle_keys)
+        result, copy_rows, items = replay.result, replay.rows, replay.items
+        del replay  # its per-copy outcomes too
+        order = [copy_rows[i].seq for i in self._ordered(result, copy_rows)]
+        state = result.state
         # Placeholders that no stored item can hold by chance, replaced by the bytes.
         token = f"\x00pith-graph-export-{uuid.uuid4().hex}"
         shell = bundle_document(
             subject,
-            result.state,
+            state,
             token + "e",
             items,
             sign_with=None,
             built_at=built_at,
             embedded_state=token + "s",
         )
+        # The replay's per-copy records go before the bodies come: only the state stays.
+        del result, copy_rows, items
         head, rest = _dumps(shell).split(_dumps(token + "e"))
         middle, tail = rest.split(_dumps(token + "s"))
         out.write(head + b"[")
-        for index, row in enumerate(order):
-            out.write(b"," + rows[row].body if index else rows[row].body)
+        for start in range(0, len(order), _EXPORT_CHUNK):
+            # The stored bodies a chunk at a time, never all at once.
+            for index, body in enumerate(self.backend.bodies(order[start : start + _EXPORT_CHUNK]), start):
+                out.write(b"," + body if index else body)
+            advance(min(start + _EXPORT_CHUNK, len(order)), len(order))
         out.write(b"]" + middle)
-        out.write(result.state.to_json())
+        out.write(state.to_json())
         out.write(tail)
 
     def _item_count(self, subject: str) -> int:
@@ -864,7 +1003,7 @@ class EventStore:
             return self.replay(subject, trusted_keys=trusted_keys, trust_bundle_keys=trust_bundle_keys).state
 
     @staticmethod
-    def _ordered(result: MergeResult, rows: list[EventRow]) -> list[int]:
+    def _ordered(result: MergeResult, rows: Sequence[EventRow | CopyRow]) -> list[int]:
         """Row indexes in apply order, then the rest by unit id; a unit's representative copy first."""
         position = {uid: i for i, uid in enumerate(result.state.applied_event_ids)}
         representative = {uid: result.units[uid].canonical_digest() for uid in position}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, Final, NamedTuple, Protocol, TypeVar
 
 from pith_graph import codes
@@ -33,6 +33,7 @@ __all__ = [
     "StoredSignatureCache",
     "Triple",
     "changes_in",
+    "ordered_bodies",
     "stored_once",
     "while_busy",
 ]
@@ -165,6 +166,14 @@ def stored_once(
     return decided
 
 
+def ordered_bodies(seqs: Sequence[int], found: dict[int, bytes]) -> list[bytes]:
+    """:meth:`Backend.bodies` from what a backend read (``seq`` to body): in the order of ``seqs``."""
+    try:
+        return [found[seq] for seq in seqs]
+    except KeyError as exc:
+        raise StoreError(f"no stored copy has seq {exc.args[0]}", code=codes.E_STORE_CORRUPT) from None
+
+
 def while_busy(attempt: Callable[[], _T], timeout: float) -> _T:
     """``attempt()``, tried again after a growing, jittered pause while it raises ``store_busy``
     (another writer holds the lock), for at most ``timeout`` seconds; then its last error."""
@@ -243,6 +252,9 @@ class Backend(Protocol):
         ``keyed`` row added or present is kept under it.
         """
 
+    def add_items(self, items: Sequence[ItemRow]) -> int:
+        """Store bundle-level items (a row already there is kept); how many were new."""
+
     def copies(
         self, subject: str, *, with_body: bool = False
     ) -> tuple[list[CopyRow], list[tuple[str, bytes]]]:
@@ -260,6 +272,10 @@ class Backend(Protocol):
 
     def event_rows(self, subject: str) -> list[EventRow]:
         """Every stored copy for ``subject``, sorted by (unit id, digest)."""
+
+    def bodies(self, seqs: Sequence[int]) -> list[bytes]:
+        """The stored bodies of the copies with these ``seq`` values, in the order given (for a
+        streamed export, a chunk at a time); a seq no copy has is ``store_corrupt``."""
 
     def items(self, subject: str) -> list[tuple[str, bytes]]:
         """Every stored (kind, body) item of ``subject``, sorted by (kind, body)."""
@@ -307,6 +323,8 @@ class StoredSignatureCache:
         self._prefetched: dict[Triple, bool] = {}
         #: Messages whose every kept verdict is in _prefetched: a miss there needs no query.
         self._complete: set[bytes] = set()
+        #: Only prefetched verdicts are looked up (see :meth:`prefetched_only`).
+        self._only_prefetched = False
         self.hits = 0
         self.misses = 0
 
@@ -331,13 +349,23 @@ class StoredSignatureCache:
             known = self._pending.get(key)
         # A message prefetched without this triple has no kept verdict for it (a verdict
         # kept since by another process is only a lost saving: verifying is pure).
-        if known is None and message not in self._complete:
+        if known is None and message not in self._complete and not self._only_prefetched:
             known = self._backend.signature_verdict(public_key, signature, message)
         if known is None:
             self.misses += 1
         else:
             self.hits += 1
         return known
+
+    @contextmanager
+    def prefetched_only(self) -> Iterator[None]:
+        """Inside, a lookup not prefetched is a miss without a query (an import, whose few
+        other signatures, such as a receipt's, cost about what a query would: verifying is pure)."""
+        self._only_prefetched = True
+        try:
+            yield
+        finally:
+            self._only_prefetched = False
 
     def record(self, public_key: bytes, signature: bytes, message: bytes, valid: bool) -> None:
         """Remember a verdict (written at the next :meth:`flush`)."""

@@ -44,6 +44,7 @@ from pith_graph.store._backend import (
     SignatureVerdict,
     StoreChanges,
     changes_in,
+    ordered_bodies,
     stored_once,
     while_busy,
 )
@@ -406,15 +407,30 @@ class PostgresBackend:
         """Run the calls made inside as one transaction holding the write lock, committed on a normal exit.
 
         Calls inside join it (reads see its writes); an exception loses everything
-        written inside; nested use joins the outer one. For batches: one commit for
-        many bundles.
+        written inside; nested use is a savepoint of the outer one (an exception inside
+        undoes only what was written inside). For batches: one commit for many bundles,
+        each bundle all or nothing.
         """
-        if getattr(self._joined, "conn", None) is not None:
+        joined = getattr(self._joined, "conn", None)
+        if joined is not None:
+            # Nested: a savepoint, so that an error inside undoes only what was written inside
+            # (a bundle of a batch, all or nothing).
+            name = f"pith_{self._joined.depth}"
+            with _converted("starting a savepoint"):
+                joined.execute(f"SAVEPOINT {name}")
             self._joined.depth += 1
             try:
                 yield
+            except BaseException:
+                if not joined.closed:
+                    with _converted("rolling back to a savepoint"):
+                        joined.execute(f"ROLLBACK TO SAVEPOINT {name}")
+                        joined.execute(f"RELEASE SAVEPOINT {name}")
+                raise
             finally:
                 self._joined.depth -= 1
+            with _converted("releasing a savepoint"):
+                joined.execute(f"RELEASE SAVEPOINT {name}")
             return
         with contextlib.ExitStack() as stack:
             conn = self._begin_locked(stack)
@@ -583,11 +599,16 @@ class PostgresBackend:
         self._insert_facts(conn, found)
         return [seq is not None for seq in seqs]
 
+    def add_items(self, items: Sequence[ItemRow]) -> int:
+        """See :meth:`Backend.add_items` (under the write lock, as every write of items)."""
+        return self.write(lambda conn: self._insert_items(conn, items), "appending to the store")
+
     @staticmethod
-    def _insert_items(conn: psycopg.Connection[Any], items: Sequence[ItemRow]) -> None:
+    def _insert_items(conn: psycopg.Connection[Any], items: Sequence[ItemRow]) -> int:
+        added = 0
         for chunk in _chunks(len(items)):
             rows = [items[i] for i in chunk]
-            conn.execute(
+            added += conn.execute(
                 _INSERT_ITEMS,
                 (
                     [r.subject for r in rows],
@@ -595,7 +616,8 @@ class PostgresBackend:
                     [sha256_hex(r.body) for r in rows],
                     [r.body for r in rows],
                 ),
-            )
+            ).rowcount
+        return added
 
     def add_checked(
         self,
@@ -708,6 +730,14 @@ class PostgresBackend:
     def event_rows(self, subject: str) -> list[EventRow]:
         """See :meth:`Backend.event_rows`."""
         return self._select_rows("WHERE subject = %s ORDER BY unit_id, digest", (subject,))
+
+    def bodies(self, seqs: Sequence[int]) -> list[bytes]:
+        """See :meth:`Backend.bodies` (one query)."""
+        query = "SELECT seq, body FROM events WHERE seq = ANY(%s::bigint[])"
+        found = self.read(
+            lambda conn: {int(q): bytes(b) for q, b in conn.execute(query, (list(seqs),), binary=True)}
+        )
+        return ordered_bodies(seqs, found)
 
     def stream_rows(self, subject: str, target: str, signer_id: str) -> list[EventRow]:
         """The copies of one stream (target, signer_id) of ``subject`` (uses ``events_by_stream``)."""

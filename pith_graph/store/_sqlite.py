@@ -23,6 +23,7 @@ from pith_graph.store._backend import (
     SignatureVerdict,
     StoreChanges,
     changes_in,
+    ordered_bodies,
     stored_once,
     while_busy,
 )
@@ -44,7 +45,7 @@ __all__ = ["DEFAULT_BUSY_TIMEOUT", "SQLiteBackend", "is_writable", "read_only_ur
 #: Seconds a writer waits for another process's lock before giving up.
 DEFAULT_BUSY_TIMEOUT: Final = 30.0
 #: Page cache of a connection, in KiB (SQLite's default is 2 MiB); memory is only used as pages are read.
-_CACHE_KIB: Final = 64 * 1024
+_CACHE_KIB: Final = 16 * 1024
 #: Most parameters per signature-verdict query (SQLite's default limit is 32766 since 3.32).
 _PREFETCH_CHUNK: Final = 30000
 
@@ -102,12 +103,18 @@ _INSERT_EVENT: Final = (
 _INSERT_ITEMS: Final = "INSERT OR IGNORE INTO items (subject, kind, digest, body) VALUES (?, ?, ?, ?)"
 #: Each stored copy of a unit: its digest, whether it has a kept verdict None under a ring, and
 #: whether it could be valid (it passed the intrinsic checks, or lacks facts) but has no verdict under it.
-_COPIES_UNDER_RING: Final = (
-    "SELECT e.digest, k.seq IS NOT NULL AND k.reason IS NULL,"
+_COPIES_OF_UNITS: Final = (
+    "SELECT e.unit_id, e.digest, k.seq IS NOT NULL AND k.reason IS NULL,"
     " k.seq IS NULL AND (f.seq IS NULL OR f.reason IS NULL)"
     " FROM events e LEFT JOIN event_facts f ON f.seq = e.seq AND f.rule = ?"
     " LEFT JOIN key_verdicts k ON k.seq = e.seq AND k.ring = ?"
-    " WHERE e.subject = ? AND e.unit_id = ?"
+    " WHERE e.subject = ? AND e.unit_id IN"
+)
+#: The facts of a copy just stored, found by its unique key.
+_INSERT_FACTS_BY_KEY: Final = (
+    "INSERT OR IGNORE INTO event_facts (seq, rule, reason, facts, signer_at, signer_len, signer_json,"
+    " payload_at, payload_len, payload_json) SELECT seq, ?, ?, ?, ?, ?, ?, ?, ?, ? FROM events"
+    " WHERE subject = ? AND unit_id = ? AND digest = ?"
 )
 _INSERT_KEY_VERDICT: Final = (
     "INSERT OR IGNORE INTO key_verdicts (ring, seq, reason)"
@@ -421,31 +428,52 @@ class SQLiteBackend:
 
         def run(conn: sqlite3.Connection) -> list[str]:
             _record_ring(conn, ring)
+            # Every stored copy of the rows' units, read at once: what stored_once decides
+            # from, and which rows are already there (the same bytes: PRESENT).
+            units: dict[str, set[str]] = {}
+            for row in events:
+                units.setdefault(row.subject, set()).add(row.unit_id)
+            stored = [
+                (subject, *copy)
+                for subject, uids in units.items()
+                for copy in _stored_copies(conn, ring.id, subject, sorted(uids))
+            ]
+            present = {(subject, uid, digest) for subject, uid, digest, _, _ in stored}
 
-            def held(units: list[tuple[str, str]]) -> list[tuple[str, str, str, bool, bool]]:
-                return [
-                    (subject, uid, *copy)
-                    for subject, uid in units
-                    for copy in conn.execute(_COPIES_UNDER_RING, (FACTS_RULE, ring.id, subject, uid))
-                ]
+            def held(wanted: list[tuple[str, str]]) -> list[tuple[str, str, str, bool, bool]]:
+                keys = set(wanted)
+                return [copy for copy in stored if (copy[0], copy[1]) in keys]
 
             outcomes: list[str] = []
+            new_rows: list[tuple[Any, ...]] = []
+            new_facts: list[tuple[Any, ...]] = []
             verdicts: list[tuple[str, str | None, str, str, str]] = []
             decided = stored_once(events, checked, held, keep_invalid=keep_invalid)
             for row, (facts, reason, keyed), outcome in zip(events, checked, decided, strict=True):
                 if outcome is None:
-                    cursor = conn.execute(_INSERT_EVENT, _event_values(row))
-                    if cursor.rowcount == 1:
-                        conn.execute(_INSERT_FACTS, (cursor.lastrowid, FACTS_RULE, *facts))
-                    outcome = ADDED if cursor.rowcount == 1 else PRESENT
+                    key = (row.subject, row.unit_id, row.digest)
+                    outcome = PRESENT if key in present else ADDED
+                    if outcome == ADDED:
+                        present.add(key)
+                        new_rows.append(_event_values(row))
+                        new_facts.append((FACTS_RULE, *facts, *key))
                     if keyed:
-                        verdicts.append((ring.id, reason, row.subject, row.unit_id, row.digest))
+                        verdicts.append((ring.id, reason, *key))
                 outcomes.append(outcome)
-            conn.executemany(_INSERT_KEY_VERDICT, verdicts)
+            # One statement per table (the facts find their copy's seq by its unique key).
+            if new_rows:
+                conn.executemany(_INSERT_EVENT, new_rows)
+                conn.executemany(_INSERT_FACTS_BY_KEY, new_facts)
+            if verdicts:
+                conn.executemany(_INSERT_KEY_VERDICT, verdicts)
             _add_items(conn, items)
             return outcomes
 
         return self.write(run, "appending to the store")
+
+    def add_items(self, items: Sequence[ItemRow]) -> int:
+        """See :meth:`Backend.add_items`."""
+        return self.write(lambda conn: _add_items(conn, items), "appending to the store")
 
     def copies(
         self, subject: str, *, with_body: bool = False
@@ -491,6 +519,19 @@ class SQLiteBackend:
     def event_rows(self, subject: str) -> list[EventRow]:
         """See :meth:`Backend.event_rows`."""
         return self._select_rows("WHERE subject = ? ORDER BY unit_id, digest", (subject,))
+
+    def bodies(self, seqs: Sequence[int]) -> list[bytes]:
+        """See :meth:`Backend.bodies` (one read, a query per chunk of seqs)."""
+
+        def run(conn: sqlite3.Connection) -> dict[int, bytes]:
+            found: dict[int, bytes] = {}
+            for start in range(0, len(seqs), _PREFETCH_CHUNK):
+                chunk = seqs[start : start + _PREFETCH_CHUNK]
+                query = f"SELECT seq, body FROM events WHERE seq IN ({','.join('?' * len(chunk))})"
+                found.update(conn.execute(query, chunk))
+            return found
+
+        return ordered_bodies(seqs, self.read(run))
 
     def _select_rows(self, where: str, params: tuple[Any, ...]) -> list[EventRow]:
         query = (
@@ -624,7 +665,22 @@ def _event_values(row: EventRow) -> tuple[Any, ...]:
     )
 
 
-def _add_items(conn: sqlite3.Connection, items: Sequence[ItemRow]) -> None:
-    conn.executemany(
+def _add_items(conn: sqlite3.Connection, items: Sequence[ItemRow]) -> int:
+    """Insert items (INSERT OR IGNORE); how many were new."""
+    if not items:
+        return 0
+    return conn.executemany(
         _INSERT_ITEMS, [(subject, kind, sha256_hex(body), body) for subject, kind, body in items]
-    )
+    ).rowcount
+
+
+def _stored_copies(
+    conn: sqlite3.Connection, ring: str, subject: str, uids: list[str]
+) -> Iterator[tuple[str, str, bool, bool]]:
+    """Each stored copy of these units of ``subject``: (unit id, digest, valid, unsettled) under
+    ``ring`` (see :data:`_COPIES_OF_UNITS`), a query per chunk of units."""
+    for start in range(0, len(uids), _PREFETCH_CHUNK):
+        part = uids[start : start + _PREFETCH_CHUNK]
+        query = f"{_COPIES_OF_UNITS} ({','.join('?' * len(part))})"
+        for uid, digest, valid, unsettled in conn.execute(query, (FACTS_RULE, ring, subject, *part)):
+            yield uid, digest, bool(valid), bool(unsettled)

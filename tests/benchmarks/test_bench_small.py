@@ -37,7 +37,7 @@ def test_small_rows_run_alone(tmp_path: Path) -> None:
         "rebuild_state / signature bound (small bundles)",
         "verify-many 2 workers / 1 worker (small bundles)",
     }
-    assert small["profile"]["rebuild_state"] and "store import_bundles DIR" in run.stdout
+    assert small["profile"]["rebuild_state"] and "pith-graph store import DIR" in run.stdout
     # A partial run keeps the large rows the file held.
     assert results["by_size"] == {"40": {"kept": True}}
 

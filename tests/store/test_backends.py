@@ -32,6 +32,7 @@ from pith_graph.errors import StoreError
 from pith_graph.keys import KeyRing
 from pith_graph.rebuild import rebuild_state
 from pith_graph.store import EventStore
+from pith_graph.store import _import as store_import
 from pith_graph.testing import History, TestKey
 from tests.helpers import FIXTURES, seed
 from tests.store.test_store import StoreContract
@@ -153,6 +154,40 @@ class SharedStoreContract:
 
     def raw(self, db: str) -> Raw:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    # --- batches: a bundle is all or nothing inside its batch (a savepoint) --------------------
+
+    def test_an_unreadable_late_chunk_undoes_its_bundle_only(
+        self, db: str, history: History, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(store_import, "IMPORT_CHUNK", 2)
+        monkeypatch.setattr(store_import, "SPLIT_MIN_BYTES", 0)
+        trusted = history.trusted()
+        events = [history.event("mirror_hint", payload={"i": i}) for i in range(6)]
+        text = json.dumps(history.bundle(events), separators=(",", ":"))
+        last = events[-1]["event_id"]
+        bad = text.replace(f'"event_id":"{last}"', f'"event_id":"{last}","event_id":"{last}"')
+        good = History.new(
+            TestKey("registry", key_id="test-registry", signer_id="registry.example"),
+            arxiv_id="2601.99999",
+            title="before",
+        )
+        before = json.dumps(good.bundle([good.event("mirror_hint", payload={"n": 1})])).encode()
+        with EventStore(db) as store:
+            found = list(
+                store.import_bundles(
+                    [before, bad.encode(), text.encode()],
+                    trusted_keys=trusted,
+                    batch_size=10,
+                    keep_going=True,
+                )
+            )
+            assert [type(o).__name__ for o in found] == ["ImportResult", "InputError", "ImportResult"]
+            # The bad bundle's first chunks were written, then undone; the same subject's good
+            # bundle after it stores every event as new.
+            assert found[2].count(codes.STORE_NEW) == len(events) + 1  # type: ignore[union-attr]
+            assert found[2].items_added > 0  # type: ignore[union-attr]
+            assert sorted(store.subjects()) == sorted([good.subject, history.subject])
 
     # --- append-only, enforced by the database -------------------------------------------
 

@@ -7,6 +7,7 @@ from the store itself.
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import sqlite3
@@ -377,6 +378,33 @@ class StoreContract:
         reasons = {e.unit_id: e.reason for e in listed}
         assert reasons[orphan["event_id"]] == codes.REASON_MISSING_PREV_EVENT
         assert reasons[junk_id] == codes.REASON_MALFORMED
+
+    # --- streamed export (issue 18 item 12) ------------------------------------------
+
+    def test_bodies_come_in_the_order_asked(self, store: EventStore, history: History) -> None:
+        events = [history.event("mirror_hint", payload={"i": i}) for i in range(4)]
+        store.import_bundle(history.bundle(events), trusted_keys=history.trusted())
+        rows, _ = store.backend.copies(history.subject, with_body=True)
+        by_seq = {row.seq: row.row.body for row in rows if row.row is not None}
+        wanted = [*sorted(by_seq, reverse=True), min(by_seq)]
+        assert store.backend.bodies(wanted) == [by_seq[seq] for seq in wanted]
+        assert store.backend.bodies([]) == []
+        with pytest.raises(StoreError) as raised:
+            store.backend.bodies([max(by_seq) + 1000])
+        assert raised.value.code == codes.E_STORE_CORRUPT
+
+    def test_write_bundle_writes_the_dumped_export(self, store: EventStore, history: History) -> None:
+        trusted = history.trusted()
+        events = [history.event("mirror_hint", payload={"i": i, "text": "é ✓"}) for i in range(5)]
+        events.append(tampered_signature(events[2]))  # a second copy of a unit, invalid
+        store.import_bundle(history.bundle(events), trusted_keys=trusted)
+        when = "2026-06-03T00:00:00Z"
+        for keys in (None, trusted):
+            out = io.BytesIO()
+            store.write_bundle(history.subject, out, built_at=when, trusted_keys=keys)
+            exported = store.export_bundle(history.subject, built_at=when, trusted_keys=keys)
+            dumped = json.dumps(exported, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            assert out.getvalue() == dumped
 
 
 class TestSQLiteFileStore(StoreContract):
