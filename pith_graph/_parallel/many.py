@@ -26,6 +26,7 @@ from pith_graph.verify import verify_bundle, verify_document
 
 __all__ = [
     "BundleOutcome",
+    "bundle_outcome",
     "bundle_paths",
     "verify_documents",
     "verify_many",
@@ -159,16 +160,22 @@ def _verify_one(path: str, ring: KeyRing | None, trust_bundle_keys: bool, worker
         )
     except PithGraphError as exc:
         report = Report.unusable("bundle", path, exc)
+    return bundle_outcome(path, report)
+
+
+def bundle_outcome(name: str, report: Report) -> BundleOutcome:
+    """``verify-many``'s outcome for the bundle ``name`` and its report: OK, FAILED with its
+    first problem, or ERROR for unusable input, with the bundle's counts."""
     if not report.usable:
         error = report.problems[0]
-        return BundleOutcome(path, False, f"{path}: ERROR [{error.code}] {error.message}", report)
+        return BundleOutcome(name, False, f"{name}: ERROR [{error.code}] {error.message}", report)
     facts = report.facts
     counts = f"{facts.get('events')} events, {facts.get('invalid_events')} invalid, {facts.get('equivocations')} forks"
     if report.ok:
-        return BundleOutcome(path, True, f"{path}: OK ({counts})", report)
+        return BundleOutcome(name, True, f"{name}: OK ({counts})", report)
     first = report.errors[0]
     return BundleOutcome(
-        path, False, f"{path}: FAILED ({len(report.errors)} problem(s); {counts}); first: {first}", report
+        name, False, f"{name}: FAILED ({len(report.errors)} problem(s); {counts}); first: {first}", report
     )
 
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final, TextIO
 
-from pith_graph._parallel.many import BundleOutcome, bundle_paths, verify_many
+from pith_graph._parallel.many import BundleOutcome, bundle_outcome, bundle_paths, verify_many
 from pith_graph._progress import reporting
 from pith_graph.cli._common import (
     EXIT_OK,
@@ -149,18 +149,7 @@ def _stdin_outcome(
         report = verify_bundle(data, trusted_keys=ring, trust_bundle_keys=trust_bundle_keys, workers=workers)
     except PithGraphError as exc:
         report = Report.unusable("bundle", name, exc)
-    report = dataclasses.replace(report, source=name)
-    if not report.usable:
-        error = report.problems[0]
-        return BundleOutcome(name, False, f"{name}: ERROR [{error.code}] {error.message}", report)
-    facts = report.facts
-    counts = f"{facts.get('events')} events, {facts.get('invalid_events')} invalid, {facts.get('equivocations')} forks"
-    if report.ok:
-        return BundleOutcome(name, True, f"{name}: OK ({counts})", report)
-    first = report.errors[0]
-    return BundleOutcome(
-        name, False, f"{name}: FAILED ({len(report.errors)} problem(s); {counts}); first: {first}", report
-    )
+    return bundle_outcome(name, dataclasses.replace(report, source=name))
 
 
 def cmd_verify_many(args: argparse.Namespace) -> int:
