@@ -37,6 +37,7 @@ from pith_graph.errors import InputError
 
 _I = TypeVar("_I")
 _T = TypeVar("_T")
+_R = TypeVar("_R")
 
 __all__ = [
     "MAX_AUTO_WORKERS",
@@ -158,8 +159,6 @@ else:
                 _mp_reduction.dump(process_obj, buf)
             finally:
                 _mp_context.set_spawning_popen(None)
-            with _interrupt_blocked():
-                _SERVER.ensure_running()
             self.sentinel, w = _SERVER.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
             # The child watches a duplicate of the write end: it sees end of file when this
             # process is gone (multiprocessing.parent_process().sentinel; see _start_helper).
@@ -181,21 +180,45 @@ else:
 
 
 @contextlib.contextmanager
-def _interrupt_blocked() -> Iterator[None]:
-    """SIGINT blocked in this thread meanwhile; a process started here inherits the block.
+def _interrupt_held() -> Iterator[None]:
+    """Ctrl-C taken only once the block ends: SIGINT blocked in this thread (a process
+    started here inherits the block), and in the main thread its handler deferred.
 
-    The forkserver ignores SIGINT only once it has imported multiprocessing and
+    A pool's ``submit`` starts the helpers, and the first one the forkserver. The
+    forkserver ignores SIGINT only once it has imported multiprocessing and
     :mod:`pith_graph._parallel._boot`: a terminal's Ctrl-C in those first
     hundreds of milliseconds (it reaches the whole process group) printed the
-    server's KeyboardInterrupt traceback after this process's own clean line.
-    Started with SIGINT blocked, the server never takes it; an interrupt meant for
-    this process stays pending until the block ends here, then is taken as usual.
+    server's KeyboardInterrupt traceback after this process's own clean line;
+    started with SIGINT blocked, the server never takes it. In this process, a
+    KeyboardInterrupt raised in the middle of ``submit`` left the pool half made
+    (a helper started but its manager thread not), and the interpreter waited for
+    that thread at exit for ever. The mask alone does not defer it: another
+    thread of this process may take the signal, and Python then runs the handler
+    in the main thread at once. So the handler is swapped for one that notes the
+    interrupt, which is raised again, under the caller's own handler, at the end.
     """
+    deferring = threading.current_thread() is threading.main_thread()
+    noted: list[int] = []
+    previous: Any = None
+    if deferring:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
     held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a pending SIGINT is noted here
+        if deferring:
+            signal.signal(signal.SIGINT, previous)
+            if noted:
+                signal.raise_signal(signal.SIGINT)  # as it would have been taken
+
+
+class _WholeSubmits(ProcessPoolExecutor):
+    """A ProcessPoolExecutor whose ``submit`` is never cut short by Ctrl-C (:func:`_interrupt_held`)."""
+
+    def submit(self, fn: Callable[..., _R], /, *args: Any, **kwargs: Any) -> Future[_R]:
+        with _interrupt_held():
+            return super().submit(fn, *args, **kwargs)
 
 
 def _exit_with_parent(sentinel: int) -> None:
@@ -257,8 +280,8 @@ if sys.version_info < (3, 12):
                         del self.pending_work_items[work_id]
                 super().terminate_broken(*args)
 
-    class _Pool(ProcessPoolExecutor):
-        """A ProcessPoolExecutor whose manager thread is :class:`_ManagerThread`."""
+    class _Pool(_WholeSubmits):
+        """A :class:`_WholeSubmits` pool whose manager thread is :class:`_ManagerThread`."""
 
         def _start_executor_manager_thread(self) -> None:
             super()._start_executor_manager_thread()
@@ -269,7 +292,7 @@ if sys.version_info < (3, 12):
 
     _POOL_CLASS: type[ProcessPoolExecutor] = _Pool
 else:
-    _POOL_CLASS = ProcessPoolExecutor
+    _POOL_CLASS = _WholeSubmits
 
 
 def worker_pool(processes: int) -> ProcessPoolExecutor:

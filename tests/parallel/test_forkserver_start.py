@@ -91,3 +91,44 @@ def test_the_forkserver_prints_only_real_start_up_errors(error: str, printed: bo
     assert ("Traceback" in done.stderr and error in done.stderr) is printed, done.stderr
     if not printed:
         assert done.stderr == ""
+
+
+# Ctrl-C in the middle of a pool's submit: after it started a helper, before it started the
+# pool's manager thread (the state a cut-short submit left, whose thread the interpreter
+# then waited for at exit).
+_INTERRUPT_IN_SUBMIT = textwrap.dedent(
+    """
+    import os, signal
+    from pith_graph._parallel import pool
+
+    executor = pool.worker_pool(2)
+    spawn = executor._spawn_process
+
+    def spawn_then_interrupt():
+        spawn()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    executor._spawn_process = spawn_then_interrupt
+    try:
+        executor.submit(os.getpid)
+    except KeyboardInterrupt:
+        # Taken once submit was whole: its helper known, its manager thread running.
+        print("interrupted", len(executor._processes), executor._executor_manager_thread is not None)
+    else:
+        print("not interrupted")
+    pool.stop_pool(executor)
+    """
+)
+
+
+def test_ctrl_c_during_submit_is_taken_once_the_pool_is_whole() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPT_IN_SUBMIT],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["interrupted", "1", "True"], done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
