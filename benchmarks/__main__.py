@@ -17,6 +17,7 @@ bench-store`` runs only those).
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import importlib.metadata
 import json
@@ -341,9 +342,14 @@ def measure(
             return merge_checked(events, verifier=Verifier(cache=cache), **merge_args)
 
     t_merge_cached, _ = best(merge_paused, repeat)
-    # Serialisation is timed on its own, on one merged state: timed as (merge + to_json)
-    # minus the merge, the merge's own spread at 100k (seconds) landed in this row.
     merged = merge_paused().state
+    raw = events = None  # the store's import below reads the file itself
+    data = b""
+    # Serialisation is timed on its own, on one merged state (timed as merge + to_json
+    # minus the merge, the merge's own spread at 100k landed in this row), once the
+    # parsed tree is dropped: rebuild_state serialises after a streaming merge that
+    # never held it, and beside it (about 3 GB at 100k) this row grew 14x for 10x.
+    gc.collect()
     t_to_json, _ = best(merged.to_json, repeat)
     del merged
     parts = {
@@ -361,8 +367,6 @@ def measure(
         "rebuild_parts_total_s": rebuild_parts,
         "streaming_rebuild_s": figures["cold_rebuild_s"],
     }
-    raw = events = None  # the store's import below reads the file itself
-    data = b""
 
     # The store on PostgreSQL against SQLite (issue 20), up to benchmarks.backends.MAX_EVENTS.
     if n <= backends.MAX_EVENTS:
