@@ -19,6 +19,14 @@ pytestmark = pytest.mark.skipif(
 
 ROOT = Path(__file__).resolve().parents[2]
 
+
+def run_script(script: str) -> subprocess.CompletedProcess[str]:
+    """``python -c SCRIPT`` from the checkout, bounded."""
+    return subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
 # Ctrl-C reaches the forkserver right after it is started, while it is still importing
 # (multiprocessing, then pith_graph through its preload); the pool must still work.
 _INTERRUPT_WHILE_BOOTING = textwrap.dedent(
@@ -46,13 +54,7 @@ _INTERRUPT_WHILE_BOOTING = textwrap.dedent(
 
 
 def test_ctrl_c_while_the_forkserver_boots_is_not_taken_by_it() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _INTERRUPT_WHILE_BOOTING],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_script(_INTERRUPT_WHILE_BOOTING)
     # Before: the server died of the interrupt (a KeyboardInterrupt traceback from the
     # middle of an import, then a broken pool in the parent).
     assert done.returncode == 0, done.stderr
@@ -80,13 +82,7 @@ _BOOT_HOOK = textwrap.dedent(
     ],
 )
 def test_the_forkserver_prints_only_real_start_up_errors(error: str, printed: bool) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _BOOT_HOOK.format(error=error)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_script(_BOOT_HOOK.format(error=error))
     assert done.returncode == 1
     assert ("Traceback" in done.stderr and error in done.stderr) is printed, done.stderr
     if not printed:
@@ -122,13 +118,7 @@ _INTERRUPT_IN_SUBMIT = textwrap.dedent(
 
 
 def test_ctrl_c_during_submit_is_taken_once_the_pool_is_whole() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _INTERRUPT_IN_SUBMIT],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_script(_INTERRUPT_IN_SUBMIT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["interrupted", "1", "True"], done.stdout + done.stderr
     assert "Traceback" not in done.stderr
