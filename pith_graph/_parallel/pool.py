@@ -197,7 +197,10 @@ def _interrupt_held() -> Iterator[None]:
     in the main thread at once. So the handler is swapped for one that notes the
     interrupt, which is raised again, under the caller's own handler, at the end.
     """
-    deferring = threading.current_thread() is threading.main_thread()
+    # A handler installed outside Python (getsignal gives None) could not be put back.
+    deferring = (
+        threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGINT) is not None
+    )
     noted: list[int] = []
     previous: Any = None
     if deferring:
