@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Final
 from _pith_graph_command import interrupted_while_starting
 from pith_graph import codes
 from pith_graph.cli import documents, proof, store, vectors, verify_many
-from pith_graph.cli._common import EXIT_UNUSABLE, print_error
+from pith_graph.cli._common import EXIT_UNUSABLE, print_error, stdin_once
 from pith_graph.cli._output import command_of, emit, envelope, error_member
 from pith_graph.errors import InputError, PithGraphError
 
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return the exit code."""
     args: argparse.Namespace | None = None
     try:
-        with _one_interrupt():
+        with _one_interrupt(), stdin_once():
             try:
                 args = build_parser().parse_args(argv)
             except SystemExit as done:

@@ -10,6 +10,7 @@ import shutil
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Final, TypeVar
 
@@ -30,6 +31,7 @@ __all__ = [
     "command_line",
     "display_name",
     "input_source",
+    "stdin_once",
     "naming",
     "non_negative_int",
     "number_in",
@@ -52,10 +54,33 @@ STDIN: Final = "-"
 SQLITE_MAGIC: Final = b"SQLite format 3\x00"
 
 
+#: Whether this command has read standard input already (:func:`stdin_once`).
+_STDIN_READ: Final[ContextVar[bool]] = ContextVar("pith_graph_stdin_read", default=False)
+
+
+@contextmanager
+def stdin_once() -> Iterator[None]:
+    """One command's run: ``-`` may name standard input once in it (:func:`input_source`)."""
+    token = _STDIN_READ.set(False)
+    try:
+        yield
+    finally:
+        _STDIN_READ.reset(token)
+
+
 def input_source(name: str) -> bytes | Path:
-    """What a FILE argument names: the bytes of standard input for ``-``, else the path."""
+    """What a FILE argument names: the bytes of standard input for ``-``, else the path.
+
+    Standard input can be read once: a second ``-`` in the same command is a usage
+    error (it read empty, and was reported as ``not_json``).
+    """
     if name != STDIN:
         return Path(name)
+    if _STDIN_READ.get():
+        raise InputError(
+            "<stdin>: - is named more than once; standard input can be read once", code=codes.E_USAGE
+        )
+    _STDIN_READ.set(True)
     data = sys.stdin.buffer.read(DEFAULT_MAX_BYTES + 1)
     if len(data) > DEFAULT_MAX_BYTES:
         raise InputError(f"<stdin>: larger than {DEFAULT_MAX_BYTES} bytes", code=codes.E_TOO_LARGE)

@@ -373,6 +373,23 @@ def test_8_stdin_for_verify_many_and_proof(tmp_path: Path) -> None:
     assert line.startswith("pith-graph: error[not_json]: <stdin>: not JSON: ")
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("verify-many", "--trusted-keys", "-", "-"),
+        ("verify", "-", "-"),
+    ],
+)
+def test_8_stdin_named_twice_is_a_usage_error(argv: tuple[str, ...]) -> None:
+    """Standard input can be read once: the second ``-`` read nothing and was reported as
+    ``not_json`` (or as a bundle that is not JSON)."""
+    line = one_error_line(run(*argv, stdin=b"[]"), "usage")
+    assert (
+        line
+        == "pith-graph: error[usage]: <stdin>: - is named more than once; standard input can be read once"
+    )
+
+
 def test_9_an_unreadable_file_is_named_where_the_format_says(tmp_path: Path) -> None:
     """``pith-graph: error[CODE]: FILE: message`` for every command; state, inspect, store and
     proof said ``error[io_error]: cannot read FILE: ...``, the file inside the message."""
