@@ -6,6 +6,7 @@ in one place, :func:`_converted`.
 
 from __future__ import annotations
 
+import operator
 import os
 import sqlite3
 import urllib.parse
@@ -645,10 +646,10 @@ class SQLiteBackend:
             self.conn.close()
 
 
-def _by_unit(row: tuple[Any, ...]) -> tuple[str, str]:
-    """A copies row's place in ``ORDER BY unit_id, digest`` (SQLite's BINARY collation
-    compares UTF-8 bytes, which order as Python compares code points)."""
-    return row[1], row[2]
+#: A copies row's place in ``ORDER BY unit_id, digest`` (SQLite's BINARY collation compares
+#: UTF-8 bytes, which order as Python compares code points); a C-level key, as the sort
+#: runs over every copy of a subject.
+_by_unit: Final = operator.itemgetter(1, 2)
 
 
 def _event_values(row: EventRow) -> tuple[Any, ...]:
