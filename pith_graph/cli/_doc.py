@@ -229,6 +229,8 @@ JSON_OUTPUTS: Final = (
                 "one per bundle; the second shape, `ok: false`, for one that could not be used",
             ),
         ),
+        "a store error after some batches: exit 2, `error` and the `bundles` committed before it, "
+        "in the one document",
     ),
     Output(
         "store log",

@@ -136,6 +136,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     trust = _trust(args)
     done = imported = unusable = invalid = 0
+    stopped: PithGraphError | None = None  # what stopped the import (the store's error), under --json
     with (
         _open(args) as store,
         _JsonSpool() if args.json else contextlib.nullcontext() as spool,
@@ -166,14 +167,24 @@ def cmd_import(args: argparse.Namespace) -> int:
                     spool.add(entry)
                 if total is not None:
                     bar.update(done)
+        except PithGraphError as exc:
+            if spool is None:
+                raise
+            # The bundles reported so far are committed: the one document says so, and why it stopped.
+            stopped = exc
         finally:
             if spool is None and lines:
                 # What was committed, also when an error or an interrupt stopped the import.
                 print(f"imported {imported} of {done} bundles into {redacted_url(args.db)}", flush=True)
-        exit_code = EXIT_UNUSABLE if unusable else EXIT_PROBLEMS if invalid else EXIT_OK
+        exit_code = EXIT_UNUSABLE if unusable or stopped else EXIT_PROBLEMS if invalid else EXIT_OK
         if spool is not None:
+            failure = {} if stopped is None else {"error": error_member(stopped)}
+            if stopped is not None:
+                print_error(stopped.code, stopped.message)
             spool.emit(
-                envelope("store import", exit_code, ok=exit_code == EXIT_OK, db=redacted_url(args.db)),
+                envelope(
+                    "store import", exit_code, ok=exit_code == EXIT_OK, db=redacted_url(args.db), **failure
+                ),
                 "bundles",
             )
     return exit_code

@@ -8,6 +8,7 @@ the same commands on the registry's small bundle; no timing assertions.
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -255,3 +256,33 @@ def test_import_and_export_of_a_large_bundle_peak_within_4x_its_size(
         "export": (exported - base_export) * 1024 / size,
     }
     assert ratios["import"] <= 4 and ratios["export"] <= 4, ratios
+
+
+def test_json_after_a_store_error_keeps_what_was_committed(tmp_path: Path, keys: Path) -> None:
+    """A store error (not a bundle's) stops the import: the one ``--json`` document holds the
+    bundles committed before it and the error (it held the error alone, as if nothing was kept)."""
+    directory = tmp_path / "mirror"
+    bundles = write_mirror(directory, 6)
+    db = tmp_path / "s.sqlite"
+    EventStore(db).close()
+    # The store refuses the fifth bundle's events, as a full disk would refuse a write
+    # (a trigger's text takes no parameters; the subject is a Pith Number, no quotes in it).
+    refused = bundles[4]["pith_number"]
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            f"CREATE TRIGGER refuse BEFORE INSERT ON events WHEN NEW.subject = '{refused}'"
+            " BEGIN SELECT RAISE(ABORT, 'the store refuses this write'); END"
+        )
+    done = run(
+        "store", "import", "--json", "--db", str(db), "--trusted-keys", str(keys), "--batch", "2", str(directory)
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    document = json.loads(done.stdout)
+    assert (document["command"], document["exit_code"], document["ok"]) == ("store import", 2, False)
+    assert "the store refuses this write" in document["error"]["message"]
+    # Batches of two: the first two batches were committed, the third (bundles 4 and 5) was not.
+    assert [entry["subject"] for entry in document["bundles"]] == [b["pith_number"] for b in bundles[:4]]
+    with EventStore(db, create=False) as store:
+        assert sorted(store.subjects()) == sorted(b["pith_number"] for b in bundles[:4])
+    [line] = done.stderr.splitlines()
+    assert line.startswith(f"pith-graph: error[{document['error']['code']}]: ")
