@@ -15,7 +15,7 @@ import contextlib
 import os
 from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from pith_graph import codes
 from pith_graph._parallel.pool import CHUNKS_IN_FLIGHT, ORDERED_CHUNK, ordered_map, resolve_workers
@@ -34,10 +34,6 @@ __all__ = [
 ]
 
 _T = TypeVar("_T")
-
-#: Documents per task given to a helper process by :func:`_in_order` (docs/performance.md,
-#: "Many small bundles").
-MANY_CHUNK: Final = ORDERED_CHUNK
 
 
 class BundleOutcome(NamedTuple):
@@ -111,7 +107,7 @@ def _in_order(task: Callable[..., _T], names: list[str], count: int, *args: Any)
     # Chunks of names, a bounded number in flight: one task per small bundle would cost
     # more in messages than its verification, and a million futures at once is not flat memory.
     # Few names: one per task, so that each result comes back as soon as it is done.
-    size = max(1, min(MANY_CHUNK, len(names) // (count * CHUNKS_IN_FLIGHT * 4)))
+    size = max(1, min(ORDERED_CHUNK, len(names) // (count * CHUNKS_IN_FLIGHT * 4)))
     yield from ordered_map(task, names, count, *args, 1, chunk=size)
 
 
