@@ -31,6 +31,7 @@ __all__ = [
     "DocumentSource",
     "SplitBundle",
     "event_texts",
+    "file_named",
     "is_json_text",
     "load_bundle",
     "read_document",
@@ -80,6 +81,14 @@ def is_json_text(source: object) -> bool:
     return isinstance(source, str) and source.lstrip()[:1] in ("{", "[")
 
 
+def file_named(source: object) -> str | None:
+    """The file a source names (an ``os.PathLike``, or a ``str`` that is not JSON text:
+    the rule of :func:`read_json`), for errors about it; None for anything else."""
+    if isinstance(source, os.PathLike) or (isinstance(source, str) and not is_json_text(source)):
+        return os.fspath(source)
+    return None
+
+
 def source_bytes(source: object, *, max_bytes: int = DEFAULT_MAX_BYTES) -> bytes | None:
     """The unparsed bytes of a source given as bytes or a path; None for JSON text or parsed values.
 
@@ -116,8 +125,9 @@ def read_json(source: DocumentSource, *, max_bytes: int = DEFAULT_MAX_BYTES) -> 
     try:
         return loads(data, max_bytes=max_bytes)
     except InputError as exc:
-        if isinstance(source, (str, os.PathLike)):
-            exc.naming(os.fspath(source))
+        name = file_named(source)
+        if name is not None:
+            exc.naming(name)
         raise
 
 

@@ -14,7 +14,6 @@ error (:func:`full_error`), so both paths fail alike.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, NamedTuple, TypeVar
 
@@ -24,7 +23,7 @@ from pith_graph.documents import (
     EVENT_DEPTH_OFFSET,
     Document,
     DocumentSource,
-    is_json_text,
+    file_named,
     load_bundle,
     source_bytes,
     split_bundle,
@@ -135,8 +134,9 @@ def _named(bundle: object, read: Callable[[], _T]) -> _T:
     try:
         return read()
     except PithGraphError as exc:
-        if isinstance(bundle, os.PathLike) or (isinstance(bundle, str) and not is_json_text(bundle)):
-            exc.naming(os.fspath(bundle))
+        name = file_named(bundle)
+        if name is not None:
+            exc.naming(name)
         raise
 
 
