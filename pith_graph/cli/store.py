@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import sys
-import tempfile
-import uuid
 from collections import deque
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -41,7 +38,7 @@ from pith_graph.cli._common import (
     print_error,
     write_stdout,
 )
-from pith_graph.cli._output import emit, envelope, error_member
+from pith_graph.cli._output import JsonSpool, emit, envelope, error_member
 from pith_graph.cli.verify_many import Progress, add_progress_option, show_progress
 from pith_graph.documents import DocumentSource, read_json
 from pith_graph.errors import InputError, PithGraphError
@@ -139,7 +136,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     stopped: PithGraphError | None = None  # what stopped the import (the store's error), under --json
     with (
         _open(args) as store,
-        _JsonSpool() if args.json else contextlib.nullcontext() as spool,
+        JsonSpool() if args.json else contextlib.nullcontext() as spool,
         Progress(total, sys.stderr, shown=show_progress(args)) as bar,
         reporting(bar.events),
     ):
@@ -188,45 +185,6 @@ def cmd_import(args: argparse.Namespace) -> int:
                 "bundles",
             )
     return exit_code
-
-
-class _JsonSpool:
-    """The entries of a ``--json`` list, spooled to a temporary file as they come, then printed
-    inside their envelope: the document :func:`~pith_graph.cli._output.emit` prints, byte for
-    byte, without holding the list (a mirror's import has millions of entries).
-
-    The envelope's ``exit_code`` comes before the list and is known only at the end, so
-    the list waits on disk, not in memory. A shared CLI helper candidate (cli/_output.py).
-    """
-
-    def __init__(self) -> None:
-        self._file = tempfile.TemporaryFile()  # noqa: SIM115  # closed by __exit__
-        self._count = 0
-
-    def __enter__(self) -> _JsonSpool:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._file.close()
-
-    def add(self, entry: Any) -> None:
-        """Spool one entry of the list (indented as inside the envelope)."""
-        text = json.dumps(entry, indent=2, ensure_ascii=False).replace("\n", "\n    ")
-        self._file.write(((",\n    " if self._count else "\n    ") + text).encode("utf-8"))
-        self._count += 1
-
-    def emit(self, document: dict[str, Any], member: str) -> None:
-        """Print ``document`` with the spooled entries as its (last) ``member``."""
-        token = f"\x00pith-graph-spool-{uuid.uuid4().hex}"
-        head, tail = json.dumps({**document, member: token}, indent=2, ensure_ascii=False).split(
-            json.dumps(token)
-        )
-        out = sys.stdout.buffer
-        out.write(head.encode("utf-8") + b"[")
-        self._file.seek(0)
-        shutil.copyfileobj(self._file, out)
-        out.write((("\n  ]" if self._count else "]") + tail + "\n").encode("utf-8"))
-        out.flush()
 
 
 def _import_sources(names: Sequence[str]) -> Iterator[str]:
