@@ -776,9 +776,6 @@ class EventStore:
         out.write(state.to_json())
         out.write(tail)
 
-    def _item_count(self, subject: str) -> int:
-        return len(self.backend.items(subject))
-
     def sync_from(
         self, other: EventStore | SourceFile | DocumentSource | Document, *, trusted_keys: TrustedKeys = None
     ) -> SyncResult:
@@ -802,7 +799,6 @@ class EventStore:
         # First pass: the whole source is checked before anything of it is stored.
         for found in events():
             _source_tree(found)
-        subjects = {item.subject for item in items()}
         added = refused = 0
         batch: list[tuple[str, Any]] = []
 
@@ -824,16 +820,16 @@ class EventStore:
             if len(batch) >= _SYNC_BATCH:
                 flush()
         flush()
-        before = sum(self._item_count(s) for s in subjects)
+        items_added = 0
         chunk: list[ItemRow] = []
         for item in items():
             chunk.append(ItemRow(*item))
             if len(chunk) >= _SYNC_BATCH:
-                self.backend.add([], chunk)
+                items_added += self.backend.add_items(chunk)
                 chunk = []
         if chunk:
-            self.backend.add([], chunk)
-        return SyncResult(added, sum(self._item_count(s) for s in subjects) - before, refused)
+            items_added += self.backend.add_items(chunk)
+        return SyncResult(added, items_added, refused)
 
     # --- reading ------------------------------------------------------------------
 
